@@ -1,0 +1,1 @@
+//! The engine: the per-volume replication controller.

@@ -1,0 +1,22 @@
+//! vigil's data plane: everything between a block-device client and the bytes
+//! on a replica's disk. This crate knows nothing of the control plane; the
+//! agent composes replicas and engines and decides what they should be.
+//!
+//! * [`replica`]  — the replica store: a directory of sparse layer files
+//!   (a writable head over read-only snapshots) and crash-safe metadata.
+//! * [`protocol`] — the replica protocol: framed, authenticated, pipelined
+//!   binary over TCP between an engine and remote replicas.
+//! * [`engine`]   — the per-volume replication controller: fans writes out,
+//!   reads from one healthy replica, marks failing ones ERR with a reason,
+//!   rebuilds new ones.
+//! * [`nbd`]      — the NBD frontend that serves engines to unmodified clients.
+//! * [`device`]   — the block-device interface between frontend and engine.
+
+pub mod address;
+pub mod device;
+pub mod engine;
+pub mod name;
+pub mod nbd;
+pub mod protocol;
+pub mod replica;
+pub mod size;
