@@ -1,1 +1,330 @@
-//! The engine: the per-volume replication controller.
+//! The engine: the per-volume replication controller. It serves a volume's
+//! frontend (it is an [`crate::device::ExportDevice`]), fans writes out to
+//! every RW and WO replica, reads from one RW replica (local first), marks a
+//! failing replica ERR with a typed reason and drops it, and rebuilds new
+//! replicas. One module per concern:
+//!
+//! * [`mode`]    — replica modes and fault reasons;
+//! * [`backend`] — in-process or remote replica, one async surface;
+//! * `io`        — the data path (alignment, fan-out, failover);
+//! * `monitor`   — pings remote replicas so a dead one is noticed while idle;
+//! * `rebuild`   — adding a replica: WO, copy the chain, RW;
+//! * `snapshot`  — snapshot, remove, revert across replicas.
+
+pub mod backend;
+mod io;
+pub mod mode;
+mod monitor;
+mod rebuild;
+mod snapshot;
+mod status;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+pub use backend::{Backend, BackendError};
+pub use mode::{Fault, FaultReason, Mode};
+pub use status::{EngineStatus, RebuildProgress, ReplicaStatus, Robustness};
+
+use crate::name::{NameError, check_name};
+use crate::size::{SizeError, check_volume_size};
+
+/// Largest single request sent to a replica; larger frontend requests are
+/// split (the replica protocol's frame limit is above this).
+pub const MAX_REPLICA_IO: u64 = 4 << 20;
+
+/// Engine tunables.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A data request not answered within this marks the replica ERR (timeout).
+    pub io_timeout: Duration,
+    /// How often remote replicas are pinged.
+    pub ping_interval: Duration,
+    /// A ping not answered within this marks the replica ERR (timeout).
+    pub ping_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        // Ping every second with a 2 s deadline: a dead or frozen replica is
+        // ERR within ~3 s even when idle (target: 10 s idle, 2 s under load,
+        // where the I/O itself fails first on a dead connection).
+        EngineConfig {
+            io_timeout: Duration::from_secs(8),
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Errors from engine control operations (the data path answers with
+/// [`crate::device::DeviceError`]).
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The volume name is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The volume size is invalid.
+    #[error(transparent)]
+    Size(#[from] SizeError),
+    /// No replica could be used to start the engine or run an operation.
+    #[error("volume {volume}: no usable replica: {detail}")]
+    NoUsableReplica {
+        /// The volume.
+        volume: String,
+        /// Each replica and why it is unusable.
+        detail: String,
+    },
+    /// A replica's size does not match the volume's.
+    #[error("replica {address} has size {replica_size}, volume {volume} has size {volume_size}")]
+    SizeMismatch {
+        volume: String,
+        address: String,
+        replica_size: u64,
+        volume_size: u64,
+    },
+    /// The replica is already part of this engine.
+    #[error("replica {0} is already in the engine (remove it or wait until it is ERR)")]
+    DuplicateReplica(String),
+    /// Another control operation (e.g. a rebuild) is running.
+    #[error("volume {volume} is busy: {what}")]
+    Busy { volume: String, what: String },
+    /// A snapshot operation failed on every replica.
+    #[error("volume {volume}: {op} failed: {detail}")]
+    Operation {
+        volume: String,
+        op: &'static str,
+        detail: String,
+    },
+}
+
+/// One replica's place in an engine.
+pub struct Slot {
+    /// Where it lives, as given by the user (`tcp://host:port/name`).
+    pub address: String,
+    /// How to reach it; `None` if it could not even be opened.
+    backend: Option<Backend>,
+    mode: AtomicU8,
+    fault: Mutex<Option<Fault>>,
+    rebuild: Mutex<Option<RebuildProgress>>,
+    rebuild_done: AtomicU64,
+}
+
+impl Slot {
+    fn new(address: String, backend: Option<Backend>, mode: Mode) -> Slot {
+        Slot {
+            address,
+            backend,
+            mode: AtomicU8::new(mode.to_u8()),
+            fault: Mutex::new(None),
+            rebuild: Mutex::new(None),
+            rebuild_done: AtomicU64::new(0),
+        }
+    }
+
+    /// Current mode.
+    pub fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    fn is_local(&self) -> bool {
+        self.backend.as_ref().is_some_and(Backend::is_local)
+    }
+}
+
+/// A replica given to [`Engine::start`]: its address and either an open
+/// backend or the fault that kept it from opening.
+pub struct ReplicaSpec {
+    /// `tcp://host:port/name`.
+    pub address: String,
+    /// The open backend, or why it could not be opened.
+    pub backend: Result<Backend, Fault>,
+}
+
+/// A running engine for one volume.
+pub struct Engine {
+    name: String,
+    size: u64,
+    config: EngineConfig,
+    /// The replica set. Replaced wholesale (copy-on-write) on membership
+    /// changes so the data path clones one `Arc` per request.
+    slots: RwLock<Arc<Vec<Arc<Slot>>>>,
+    /// Aligned I/O holds this shared; control operations (snapshot, rebuild
+    /// switch-over) and unaligned read-modify-write hold it exclusively.
+    gate: tokio::sync::RwLock<()>,
+    rebuilding: AtomicBool,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts an engine over `replicas`. Every openable replica whose size
+    /// matches starts RW and gets its generation bumped; one that cannot be
+    /// opened starts ERR with its fault. Fails when no replica is usable.
+    pub async fn start(
+        name: &str,
+        size: u64,
+        replicas: Vec<ReplicaSpec>,
+        config: EngineConfig,
+    ) -> Result<Arc<Engine>, EngineError> {
+        check_name(name)?;
+        check_volume_size(size)?;
+        let mut slots = Vec::with_capacity(replicas.len());
+        for spec in replicas {
+            if slots.iter().any(|s: &Arc<Slot>| s.address == spec.address) {
+                return Err(EngineError::DuplicateReplica(spec.address));
+            }
+            let slot = match spec.backend {
+                Ok(backend) => {
+                    let opened = tokio::time::timeout(config.io_timeout, async {
+                        let info = backend.info().await?;
+                        if info.size == size {
+                            backend.bump_generation().await?;
+                        }
+                        Ok::<_, BackendError>(info)
+                    })
+                    .await;
+                    match opened {
+                        Ok(Ok(info)) if info.size != size => {
+                            return Err(EngineError::SizeMismatch {
+                                volume: name.to_string(),
+                                address: spec.address,
+                                replica_size: info.size,
+                                volume_size: size,
+                            });
+                        }
+                        Ok(Ok(_)) => Slot::new(spec.address, Some(backend), Mode::ReadWrite),
+                        Ok(Err(e)) => errored(spec.address, Fault::now(e.reason, e.message)),
+                        Err(_) => errored(
+                            spec.address,
+                            Fault::now(FaultReason::Timeout, "no answer while opening replica"),
+                        ),
+                    }
+                }
+                Err(fault) => errored(spec.address, fault),
+            };
+            slots.push(Arc::new(slot));
+        }
+        let engine = Arc::new(Engine {
+            name: name.to_string(),
+            size,
+            config,
+            slots: RwLock::new(Arc::new(slots)),
+            gate: tokio::sync::RwLock::new(()),
+            rebuilding: AtomicBool::new(false),
+            monitor: Mutex::new(None),
+        });
+        if !engine.slots().iter().any(|s| s.mode() == Mode::ReadWrite) {
+            return Err(EngineError::NoUsableReplica {
+                volume: name.to_string(),
+                detail: engine.why_unavailable(),
+            });
+        }
+        let handle = monitor::spawn(&engine);
+        if let Ok(mut m) = engine.monitor.lock() {
+            *m = Some(handle);
+        }
+        tracing::info!(volume = name, size, "engine started");
+        Ok(engine)
+    }
+
+    /// Volume name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Volume size in bytes.
+    pub fn volume_size(&self) -> u64 {
+        self.size
+    }
+
+    /// Stops background tasks. The engine serves no more monitoring; drop
+    /// the last `Arc` to release replica connections.
+    pub fn shutdown(&self) {
+        if let Ok(mut m) = self.monitor.lock() {
+            if let Some(h) = m.take() {
+                h.abort();
+            }
+        }
+    }
+
+    fn slots(&self) -> Arc<Vec<Arc<Slot>>> {
+        match self.slots.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn replace_slots(&self, f: impl FnOnce(&mut Vec<Arc<Slot>>)) {
+        let mut guard = match self.slots.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next: Vec<Arc<Slot>> = guard.as_ref().clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    /// Marks a replica ERR with `reason` (once: the first fault is kept).
+    fn fail(&self, slot: &Slot, reason: FaultReason, error: impl Into<String>) {
+        let prev = slot.mode.swap(Mode::Error.to_u8(), Ordering::AcqRel);
+        if Mode::from_u8(prev) == Mode::Error {
+            return;
+        }
+        let fault = Fault::now(reason, error);
+        tracing::warn!(
+            volume = %self.name,
+            replica = %slot.address,
+            from = %Mode::from_u8(prev),
+            reason = %fault.reason,
+            error = %fault.last_error,
+            "replica marked ERR"
+        );
+        if let Ok(mut f) = slot.fault.lock() {
+            *f = Some(fault);
+        }
+    }
+
+    /// Why the volume cannot serve I/O, naming every replica and its reason.
+    pub fn why_unavailable(&self) -> String {
+        let slots = self.slots();
+        if slots.is_empty() {
+            return format!("volume {} has no replicas", self.name);
+        }
+        let parts: Vec<String> = slots
+            .iter()
+            .map(|s| {
+                let fault = s.fault.lock().ok().and_then(|f| f.clone());
+                match (s.mode(), fault) {
+                    (Mode::Error, Some(f)) => format!(
+                        "{} ERR ({}, at {}): {}",
+                        s.address, f.reason, f.at_unix, f.last_error
+                    ),
+                    (mode, _) => format!("{} {mode}", s.address),
+                }
+            })
+            .collect();
+        format!(
+            "volume {} has no RW replica left: {}",
+            self.name,
+            parts.join("; ")
+        )
+    }
+}
+
+fn errored(address: String, fault: Fault) -> Slot {
+    let slot = Slot::new(address, None, Mode::Error);
+    if let Ok(mut f) = slot.fault.lock() {
+        *f = Some(fault);
+    }
+    slot
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

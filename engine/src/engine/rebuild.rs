@@ -1,0 +1,243 @@
+//! Adding a replica to a running engine. The order of side effects:
+//!
+//! 1. With the I/O gate held exclusively: take a system snapshot on every RW
+//!    replica and on the new one, then add the new one as WO. From here on
+//!    it receives every write into its (new, empty) head, and the source's
+//!    read-only chain is frozen: nothing the source's snapshots hold can
+//!    change while we copy them.
+//! 2. For each read-only layer of the source, bottom to top: if the target
+//!    already has a layer of that name with the same checksum, skip it;
+//!    otherwise stage it and copy only its allocated extents.
+//! 3. Install the copied chain on the target (atomic on the target: its
+//!    read-only layers become exactly the source's, its head is kept and
+//!    re-parented), then switch WO → RW.
+//!
+//! Any failure marks the target ERR (`rebuild_failed`) and leaves the
+//! volume as it was. Snapshot operations are refused while a rebuild runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Backend, BackendError, Engine, EngineError, FaultReason, MAX_REPLICA_IO, Mode, Slot};
+use super::status::RebuildProgress;
+use crate::replica::LayerInfo;
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Clears the engine's rebuilding flag however the rebuild ends: dropped on
+/// an early error return, or moved into the copy task and dropped there.
+struct RebuildFlag(Arc<Engine>);
+
+impl Drop for RebuildFlag {
+    fn drop(&mut self) {
+        self.0.rebuilding.store(false, Ordering::Release);
+    }
+}
+
+impl Engine {
+    /// Adds a replica and starts rebuilding it in the background. Returns
+    /// once it is WO (receiving writes); `status()` shows the progress.
+    pub async fn add_replica(
+        self: &Arc<Self>,
+        address: String,
+        backend: Backend,
+    ) -> Result<(), EngineError> {
+        if self
+            .slots()
+            .iter()
+            .any(|s| s.address == address && s.mode() != Mode::Error)
+        {
+            return Err(EngineError::DuplicateReplica(address));
+        }
+        if self
+            .rebuilding
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(EngineError::Busy {
+                volume: self.name.clone(),
+                what: "another replica is being rebuilt; one rebuild at a time".into(),
+            });
+        }
+        let flag = RebuildFlag(Arc::clone(self));
+        let info = match tokio::time::timeout(self.config.io_timeout, backend.info()).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => return Err(self.unusable(&address, &e.to_string())),
+            Err(_) => return Err(self.unusable(&address, "no answer in time")),
+        };
+        if info.size != self.size {
+            return Err(EngineError::SizeMismatch {
+                volume: self.name.clone(),
+                address,
+                replica_size: info.size,
+                volume_size: self.size,
+            });
+        }
+        // Step 1: freeze a common point and join as WO.
+        let (slot, source, chain) = {
+            let _gate = self.gate.write().await;
+            let mut sources = self.rw_backends();
+            sources.sort_by_key(|(s, _)| !s.is_local());
+            let Some((source_slot, source)) = sources.first().cloned() else {
+                return Err(EngineError::NoUsableReplica {
+                    volume: self.name.clone(),
+                    detail: self.why_unavailable(),
+                });
+            };
+            let snap = format!("rebuild-{}-{}", now_unix(), rand::random::<u32>());
+            let mut chain = None;
+            for (s, b) in &sources {
+                match b.snapshot(&snap, false, Default::default()).await {
+                    Ok(_) if Arc::ptr_eq(s, &source_slot) => {
+                        chain = Some(b.info().await.map_err(|e| self.op_err(s, e))?.chain);
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.fail(s, e.reason, format!("rebuild snapshot: {}", e.message)),
+                }
+            }
+            let chain = chain.ok_or_else(|| EngineError::Operation {
+                volume: self.name.clone(),
+                op: "rebuild",
+                detail: format!("snapshot on source {} failed", source_slot.address),
+            })?;
+            backend
+                .snapshot(&snap, false, Default::default())
+                .await
+                .map_err(|e| self.unusable(&address, &e.to_string()))?;
+            let slot = Arc::new(Slot::new(address.clone(), Some(backend.clone()), Mode::WriteOnly));
+            self.replace_slots(|v| {
+                v.retain(|s| s.address != address);
+                v.push(Arc::clone(&slot));
+            });
+            (slot, (source_slot, source), chain)
+        };
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let _flag = flag;
+            let layers: Vec<LayerInfo> = chain.into_iter().filter(|l| l.read_only).collect();
+            match engine.copy_chain(&slot, &source, &layers).await {
+                Ok(()) => {
+                    slot.mode
+                        .compare_exchange(
+                            Mode::WriteOnly.to_u8(),
+                            Mode::ReadWrite.to_u8(),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .ok();
+                    tracing::info!(volume = %engine.name, replica = %slot.address, "rebuild done, replica RW");
+                }
+                Err(e) => engine.fail(&slot, FaultReason::RebuildFailed, e),
+            }
+            if let Ok(mut r) = slot.rebuild.lock() {
+                if let Some(p) = r.as_mut() {
+                    p.finished_unix = Some(now_unix());
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn unusable(&self, address: &str, why: &str) -> EngineError {
+        EngineError::NoUsableReplica {
+            volume: self.name.clone(),
+            detail: format!("{address}: {why}"),
+        }
+    }
+
+    fn op_err(&self, slot: &Slot, e: BackendError) -> EngineError {
+        EngineError::Operation {
+            volume: self.name.clone(),
+            op: "rebuild",
+            detail: format!("{}: {e}", slot.address),
+        }
+    }
+
+    /// Step 2 and 3: copies what differs, installs the chain.
+    async fn copy_chain(
+        &self,
+        slot: &Arc<Slot>,
+        (source_slot, source): &(Arc<Slot>, Backend),
+        layers: &[LayerInfo],
+    ) -> Result<(), String> {
+        let Some(target) = slot.backend.clone() else {
+            return Err("target has no backend".into());
+        };
+        let fmt = |what: &str, e: BackendError| format!("{what}: {e}");
+        let have = target.info().await.map_err(|e| fmt("target info", e))?.chain;
+        let mut plan = Vec::new();
+        let mut total = 0u64;
+        let mut skipped = 0usize;
+        let mut installed = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let sum = source
+                .layer_checksum(&layer.name)
+                .await
+                .map_err(|e| fmt("source checksum", e))?;
+            let mut info = layer.clone();
+            info.checksum = Some(sum.clone());
+            let same = match have.iter().find(|l| l.name == layer.name && l.read_only) {
+                Some(_) => target.layer_checksum(&layer.name).await.ok() == Some(sum),
+                None => false,
+            };
+            if same {
+                skipped += 1;
+            } else {
+                let extents = source
+                    .layer_extents(&layer.name)
+                    .await
+                    .map_err(|e| fmt("source extents", e))?;
+                total += extents.iter().map(|e| e.len).sum::<u64>();
+                plan.push((info.clone(), extents));
+            }
+            installed.push(info);
+        }
+        if let Ok(mut r) = slot.rebuild.lock() {
+            *r = Some(RebuildProgress {
+                source: source_slot.address.clone(),
+                bytes_done: 0,
+                bytes_total: total,
+                layers_skipped: skipped,
+                layers_copied: plan.len(),
+                started_unix: now_unix(),
+                finished_unix: None,
+            });
+        }
+        tracing::info!(volume = %self.name, replica = %slot.address, source = %source_slot.address,
+            bytes_total = total, layers_skipped = skipped, layers_copied = plan.len(), "rebuild started");
+        for (info, extents) in &plan {
+            target.stage_layer(info).await.map_err(|e| fmt("stage layer", e))?;
+            for ext in extents {
+                let mut pos = ext.offset;
+                while pos < ext.offset + ext.len {
+                    if slot.mode() == Mode::Error {
+                        return Err("target failed during rebuild".into());
+                    }
+                    let n = (ext.offset + ext.len - pos).min(MAX_REPLICA_IO);
+                    let data = source
+                        .read_layer(&info.name, pos, n as u32)
+                        .await
+                        .map_err(|e| fmt("read source layer", e))?;
+                    target
+                        .write_staged(&info.name, pos, data)
+                        .await
+                        .map_err(|e| fmt("write target layer", e))?;
+                    slot.rebuild_done.fetch_add(n, Ordering::Relaxed);
+                    pos += n;
+                }
+            }
+        }
+        target
+            .install_chain(&installed)
+            .await
+            .map_err(|e| fmt("install chain", e))?;
+        target.flush().await.map_err(|e| fmt("flush target", e))?;
+        Ok(())
+    }
+}
