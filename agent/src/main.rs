@@ -1,1 +1,21 @@
-fn main() {}
+//! `vigil`: the agent (`vigil agent`) and the CLI that talks to it.
+
+mod api;
+mod cli;
+mod daemon;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli::run(args))
+}

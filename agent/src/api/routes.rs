@@ -1,0 +1,260 @@
+//! Route table and handlers of the low-level API: replicas, engines and
+//! snapshots on this agent.
+
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use vigil_engine::address::ReplicaAddress;
+use vigil_engine::engine::{Engine, ReplicaSpec};
+use vigil_engine::name::check_name;
+use vigil_engine::size::parse_volume_size;
+
+use super::error::ApiError;
+use super::to_json;
+use super::types::*;
+use crate::daemon::Agent;
+
+type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
+
+fn ok<T: serde::Serialize>(v: &T) -> Reply {
+    Ok((StatusCode::OK, to_json(v)))
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("bad_body", format!("invalid JSON body: {e}")))
+}
+
+fn name(s: &str) -> Result<&str, ApiError> {
+    check_name(s).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+/// Dispatches one request.
+pub async fn route(agent: &Arc<Agent>, method: &Method, path: &str, body: &[u8]) -> Reply {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) | (&Method::GET, ["readyz"]) => {
+            Ok((StatusCode::OK, b"{\"status\":\"ok\"}".to_vec()))
+        }
+        (&Method::GET, ["v1", "node"]) => ok(&node_view(agent)),
+        (&Method::GET, ["v1", "replicas"]) => {
+            let list: Vec<ReplicaView> = agent
+                .replicas
+                .all()
+                .into_iter()
+                .map(|(n, r)| replica_view(agent, &n, &r))
+                .collect();
+            ok(&list)
+        }
+        (&Method::POST, ["v1", "replicas"]) => create_replica(agent, parse(body)?).await,
+        (&Method::GET, ["v1", "replicas", n]) => {
+            let r = agent.replicas.get(name(n)?).ok_or_else(|| ApiError::not_found("replica", n))?;
+            ok(&replica_view(agent, n, &r))
+        }
+        (&Method::GET, ["v1", "replicas", n, "verify"]) => verify_replica(agent, name(n)?).await,
+        (&Method::DELETE, ["v1", "replicas", n]) => delete_replica(agent, name(n)?).await,
+        (&Method::GET, ["v1", "engines"]) => {
+            let list: Vec<EngineView> = agent.engines.all().iter().map(|e| engine_view(agent, e)).collect();
+            ok(&list)
+        }
+        (&Method::POST, ["v1", "engines"]) => create_engine(agent, parse(body)?).await,
+        (&Method::GET, ["v1", "engines", n]) => ok(&engine_view(agent, engine(agent, n)?.as_ref())),
+        (&Method::DELETE, ["v1", "engines", n]) => {
+            let e = agent.engines.remove(name(n)?).ok_or_else(|| ApiError::not_found("engine", n))?;
+            let _ = vigil_engine::device::ExportDevice::flush(e.as_ref()).await;
+            ok(&engine_view(agent, &e))
+        }
+        (&Method::POST, ["v1", "engines", n, "replicas"]) => {
+            let e = engine(agent, n)?;
+            let req: AddReplica = parse(body)?;
+            let addr = address(&req.url)?;
+            let backend = agent.open_backend(&addr).await.map_err(|f| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "replica_unreachable",
+                    format!("cannot open replica {}: {} ({})", req.url, f.last_error, f.reason),
+                )
+            })?;
+            e.add_replica(addr.to_string(), backend).await?;
+            ok(&engine_view(agent, &e))
+        }
+        (&Method::GET, ["v1", "engines", n, "snapshots"]) => {
+            let chain = engine(agent, n)?.snapshots().await?;
+            ok(&SnapshotList { chain })
+        }
+        (&Method::POST, ["v1", "engines", n, "snapshots"]) => {
+            let e = engine(agent, n)?;
+            let req: CreateSnapshot = parse(body)?;
+            let snap = match req.name {
+                Some(s) => s,
+                None => format!(
+                    "snap-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or(0)
+                ),
+            };
+            let layer = e.snapshot(&snap, Default::default()).await?;
+            Ok((StatusCode::CREATED, to_json(&layer)))
+        }
+        (&Method::DELETE, ["v1", "engines", n, "snapshots", s]) => {
+            engine(agent, n)?.remove_snapshot(name(s)?).await?;
+            ok(&serde_json::json!({"removed": s}))
+        }
+        (&Method::POST, ["v1", "engines", n, "snapshots", s, "revert"]) => {
+            engine(agent, n)?.revert(name(s)?).await?;
+            ok(&serde_json::json!({"reverted_to": s}))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route for {method} {path}"),
+        )),
+    }
+}
+
+fn node_view(agent: &Agent) -> NodeView {
+    NodeView {
+        name: agent.config.node_name.clone(),
+        replica_address: agent.replica_address.clone(),
+        nbd_address: agent.nbd_address.clone(),
+        nbd_socket: agent.nbd_socket.display().to_string(),
+        data_dir: agent.config.data_dir.display().to_string(),
+    }
+}
+
+fn replica_view(agent: &Agent, name: &str, r: &vigil_engine::replica::Replica) -> ReplicaView {
+    ReplicaView {
+        name: name.to_string(),
+        url: format!("tcp://{}/{name}", agent.replica_address),
+        dir: r.dir().display().to_string(),
+        info: r.info(),
+    }
+}
+
+fn engine(agent: &Agent, n: &str) -> Result<Arc<Engine>, ApiError> {
+    agent.engines.get(name(n)?).ok_or_else(|| ApiError::not_found("engine", n))
+}
+
+fn address(url: &str) -> Result<ReplicaAddress, ApiError> {
+    url.parse()
+        .map_err(|e: vigil_engine::address::AddressError| ApiError::bad_request("invalid_address", e.to_string()))
+}
+
+fn engine_view(agent: &Agent, e: &Engine) -> EngineView {
+    EngineView {
+        nbd_uri: format!("nbd://{}/{}", agent.nbd_address, e.name()),
+        nbd_unix_uri: format!("nbd+unix:///{}?socket={}", e.name(), agent.nbd_socket.display()),
+        status: e.status(),
+    }
+}
+
+/// Total bytes of the filesystem holding `path`.
+fn filesystem_size(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable
+    // memory of the right type; statvfs initialises it when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so the struct is initialised.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
+    let n = name(&req.name)?.to_string();
+    let size = parse_volume_size(&req.size).map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+    if let Some(fs) = filesystem_size(&agent.config.data_dir) {
+        if size > fs {
+            return Err(ApiError::bad_request(
+                "too_large",
+                format!(
+                    "size {} is larger than the disk holding {} ({})",
+                    vigil_engine::size::human(size),
+                    agent.config.data_dir.display(),
+                    vigil_engine::size::human(fs)
+                ),
+            ));
+        }
+    }
+    let replicas = Arc::clone(&agent.replicas);
+    let n2 = n.clone();
+    let created = tokio::task::spawn_blocking(move || replicas.create(&n2, size))
+        .await
+        .map_err(|e| ApiError::internal(format!("create task failed: {e}")))??;
+    let r = created.ok_or_else(|| ApiError::conflict("already_exists", format!("replica {n:?} already exists")))?;
+    tracing::info!(replica = %n, size, "replica created");
+    Ok((StatusCode::CREATED, to_json(&replica_view(agent, &n, &r))))
+}
+
+async fn verify_replica(agent: &Arc<Agent>, n: &str) -> Reply {
+    let r = agent.replicas.get(n).ok_or_else(|| ApiError::not_found("replica", n))?;
+    let report = tokio::task::spawn_blocking(move || r.verify())
+        .await
+        .map_err(|e| ApiError::internal(format!("verify task failed: {e}")))??;
+    ok(&VerifyView {
+        name: n.to_string(),
+        ok: report.problems.is_empty(),
+        report,
+    })
+}
+
+async fn delete_replica(agent: &Arc<Agent>, n: &str) -> Reply {
+    let url = format!("tcp://{}/{n}", agent.replica_address);
+    if let Some(e) = agent
+        .engines
+        .all()
+        .into_iter()
+        .find(|e| e.status().replicas.iter().any(|r| r.address == url && r.local))
+    {
+        return Err(ApiError::conflict(
+            "in_use",
+            format!("replica {n:?} is used by engine {:?}; delete the engine first", e.name()),
+        ));
+    }
+    let replicas = Arc::clone(&agent.replicas);
+    let n2 = n.to_string();
+    let deleted = tokio::task::spawn_blocking(move || replicas.delete(&n2))
+        .await
+        .map_err(|e| ApiError::internal(format!("delete task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("delete replica {n}: {e}")))?;
+    if !deleted {
+        return Err(ApiError::not_found("replica", n));
+    }
+    tracing::info!(replica = %n, "replica deleted");
+    ok(&serde_json::json!({"deleted": n}))
+}
+
+async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
+    let n = name(&req.name)?.to_string();
+    let size = parse_volume_size(&req.size).map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+    if req.replicas.is_empty() {
+        return Err(ApiError::bad_request("no_replicas", "an engine needs at least one --replica"));
+    }
+    if agent.engines.get(&n).is_some() {
+        return Err(ApiError::conflict("already_exists", format!("engine {n:?} already exists")));
+    }
+    let mut addrs = Vec::new();
+    for url in &req.replicas {
+        addrs.push(address(url)?);
+    }
+    let mut specs = Vec::new();
+    for a in addrs {
+        specs.push(ReplicaSpec {
+            address: a.to_string(),
+            backend: agent.open_backend(&a).await,
+        });
+    }
+    let engine = Engine::start(&n, size, specs, agent.config.engine.clone()).await?;
+    if !agent.engines.insert(Arc::clone(&engine)) {
+        engine.shutdown();
+        return Err(ApiError::conflict("already_exists", format!("engine {n:?} already exists")));
+    }
+    Ok((StatusCode::CREATED, to_json(&engine_view(agent, &engine))))
+}

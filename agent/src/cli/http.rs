@@ -1,0 +1,94 @@
+//! A small JSON client for the agent's API.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::api::types::ErrorBody;
+
+/// Why a CLI call failed.
+#[derive(Debug, Error)]
+pub enum CallError {
+    #[error("invalid endpoint {0:?}")]
+    Endpoint(String),
+    #[error("cannot reach the agent at {endpoint}: {message} (is `vigil agent` running? set --endpoint or VIGIL_ENDPOINT)")]
+    Unreachable { endpoint: String, message: String },
+    #[error("{message} [{code}]")]
+    Api { code: String, message: String },
+    #[error("unexpected answer from the agent ({status}): {body}")]
+    Unexpected { status: StatusCode, body: String },
+}
+
+/// The agent at `endpoint`.
+pub struct ApiClient {
+    endpoint: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl ApiClient {
+    pub fn new(endpoint: &str) -> ApiClient {
+        ApiClient {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Calls `method path` with an optional JSON body; decodes the answer.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, CallError> {
+        let uri: hyper::Uri = format!("{}{path}", self.endpoint)
+            .parse()
+            .map_err(|_| CallError::Endpoint(self.endpoint.clone()))?;
+        let bytes = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes))
+            .map_err(|_| CallError::Endpoint(self.endpoint.clone()))?;
+        let unreachable = |message: String| CallError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            message,
+        };
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| unreachable(format!("{e:?}")))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|_| CallError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => Err(CallError::Api {
+                code: e.code,
+                message: e.message,
+            }),
+            Err(_) => Err(CallError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }),
+        }
+    }
+}

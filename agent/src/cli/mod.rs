@@ -1,0 +1,170 @@
+//! The CLI: each command is one API call and a table or JSON on stdout.
+//! Errors go to stderr with the API's code; the exit status is 1.
+
+pub mod args;
+mod http;
+mod table;
+
+use std::process::ExitCode;
+
+use hyper::Method;
+use serde_json::Value;
+
+use crate::api::types::*;
+use args::{AgentArgs, Cli, Command, EngineCmd, LogFormat, Output, ReplicaCmd, SnapshotCmd};
+use http::{ApiClient, CallError};
+
+/// Runs one invocation.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Agent(a) => run_agent(a).await,
+        cmd => {
+            let api = ApiClient::new(&cli.endpoint);
+            match call(&api, cmd).await {
+                Ok((value, render)) => {
+                    if cli.output == Output::Json {
+                        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                    } else {
+                        print!("{}", render(&value));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+type Render = fn(&Value) -> String;
+
+async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallError> {
+    let none: Option<&()> = None;
+    Ok(match cmd {
+        Command::Agent(_) => unreachable!("handled by run"),
+        Command::Replica(ReplicaCmd::Create { name, size }) => (
+            api.call(Method::POST, "/v1/replicas", Some(&CreateReplica { name, size })).await?,
+            table::replica_created,
+        ),
+        Command::Replica(ReplicaCmd::List) => {
+            (api.call(Method::GET, "/v1/replicas", none).await?, table::replica_list)
+        }
+        Command::Replica(ReplicaCmd::Show { name }) => (
+            api.call(Method::GET, &format!("/v1/replicas/{name}"), none).await?,
+            table::replica_show,
+        ),
+        Command::Replica(ReplicaCmd::Verify { name }) => (
+            api.call(Method::GET, &format!("/v1/replicas/{name}/verify"), none).await?,
+            table::verify,
+        ),
+        Command::Replica(ReplicaCmd::Delete { name }) => (
+            api.call(Method::DELETE, &format!("/v1/replicas/{name}"), none).await?,
+            table::done,
+        ),
+        Command::Engine(EngineCmd::Create { name, size, replicas }) => (
+            api.call(
+                Method::POST,
+                "/v1/engines",
+                Some(&CreateEngine { name, size, replicas }),
+            )
+            .await?,
+            table::engine_created,
+        ),
+        Command::Engine(EngineCmd::List) => {
+            (api.call(Method::GET, "/v1/engines", none).await?, table::engine_list)
+        }
+        Command::Engine(EngineCmd::Show { name }) => (
+            api.call(Method::GET, &format!("/v1/engines/{name}"), none).await?,
+            table::engine_show,
+        ),
+        Command::Engine(EngineCmd::AddReplica { name, url }) => (
+            api.call(
+                Method::POST,
+                &format!("/v1/engines/{name}/replicas"),
+                Some(&AddReplica { url }),
+            )
+            .await?,
+            table::engine_show,
+        ),
+        Command::Engine(EngineCmd::Delete { name }) => (
+            api.call(Method::DELETE, &format!("/v1/engines/{name}"), none).await?,
+            table::done,
+        ),
+        Command::Snapshot(SnapshotCmd::Create { volume, snapshot }) => (
+            api.call(
+                Method::POST,
+                &format!("/v1/engines/{volume}/snapshots"),
+                Some(&CreateSnapshot { name: snapshot }),
+            )
+            .await?,
+            table::snapshot_created,
+        ),
+        Command::Snapshot(SnapshotCmd::List { volume }) => (
+            api.call(Method::GET, &format!("/v1/engines/{volume}/snapshots"), none).await?,
+            table::snapshot_list,
+        ),
+        Command::Snapshot(SnapshotCmd::Delete { volume, snapshot }) => (
+            api.call(
+                Method::DELETE,
+                &format!("/v1/engines/{volume}/snapshots/{snapshot}"),
+                none,
+            )
+            .await?,
+            table::done,
+        ),
+        Command::Snapshot(SnapshotCmd::Revert { volume, snapshot }) => (
+            api.call(
+                Method::POST,
+                &format!("/v1/engines/{volume}/snapshots/{snapshot}/revert"),
+                none,
+            )
+            .await?,
+            table::done,
+        ),
+    })
+}
+
+async fn run_agent(a: AgentArgs) -> ExitCode {
+    init_logging(a.log_format);
+    let node_name = a.node_name.unwrap_or_else(hostname);
+    let mut engine = vigil_engine::engine::EngineConfig::default();
+    engine.io_timeout = std::time::Duration::from_secs(a.io_timeout_secs.max(1));
+    let config = crate::daemon::AgentConfig {
+        node_name,
+        data_dir: a.data_dir,
+        listen: a.listen,
+        replica_listen: a.replica_listen,
+        nbd_listen: a.nbd_listen,
+        nbd_socket: a.nbd_socket,
+        advertise: a.advertise,
+        engine,
+    };
+    match crate::daemon::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agent failed to start");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}

@@ -1,0 +1,213 @@
+//! Human-readable renderings of API answers.
+
+use serde_json::Value;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn size(v: &Value) -> String {
+    v.as_u64().map(vigil_engine::size::human).unwrap_or_else(|| s(v))
+}
+
+/// Lays out rows in aligned columns.
+fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+pub fn done(_: &Value) -> String {
+    "ok\n".into()
+}
+
+pub fn replica_created(v: &Value) -> String {
+    format!("{}\n", s(&v["url"]))
+}
+
+pub fn replica_list(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    vec![
+                        s(&r["name"]),
+                        size(&r["info"]["size"]),
+                        r["info"]["chain"].as_array().map(|c| c.len()).unwrap_or(0).to_string(),
+                        s(&r["info"]["revision"]),
+                        s(&r["url"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    columns(&["NAME", "SIZE", "LAYERS", "REVISION", "URL"], rows)
+}
+
+fn chain_rows(chain: &Value) -> Vec<Vec<String>> {
+    chain
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    vec![
+                        s(&l["name"]),
+                        if l["read_only"].as_bool() == Some(true) { "snapshot" } else { "head" }.into(),
+                        s(&l["parent"]),
+                        size(&l["allocated_bytes"]),
+                        if l["user_created"].as_bool() == Some(true) { "user" } else { "system" }.into(),
+                        l["checksum"]["value"].as_str().unwrap_or("-").to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const CHAIN_HEADER: [&str; 6] = ["LAYER", "KIND", "PARENT", "ALLOCATED", "CREATED-BY", "CHECKSUM"];
+
+pub fn replica_show(v: &Value) -> String {
+    let mut out = format!(
+        "Replica:    {}\nURL:        {}\nDirectory:  {}\nSize:       {}\nRevision:   {}\nGeneration: {}\nDirect I/O: {}\n\n",
+        s(&v["name"]),
+        s(&v["url"]),
+        s(&v["dir"]),
+        size(&v["info"]["size"]),
+        s(&v["info"]["revision"]),
+        s(&v["info"]["generation"]),
+        s(&v["info"]["direct_io"]),
+    );
+    out.push_str(&columns(&CHAIN_HEADER, chain_rows(&v["info"]["chain"])));
+    out
+}
+
+pub fn verify(v: &Value) -> String {
+    let mut out = format!(
+        "Replica {}: {} layers checked, {}\n",
+        s(&v["name"]),
+        s(&v["layers_checked"]),
+        if v["ok"].as_bool() == Some(true) { "OK" } else { "PROBLEMS FOUND" }
+    );
+    if let Some(problems) = v["problems"].as_array() {
+        for p in problems {
+            out.push_str(&format!(
+                "  {} [{}] {}: {}\n",
+                s(&p["layer"]),
+                s(&p["kind"]),
+                s(&p["file"]),
+                s(&p["detail"])
+            ));
+        }
+    }
+    out
+}
+
+pub fn engine_created(v: &Value) -> String {
+    format!("{}\n{}\n", s(&v["nbd_uri"]), s(&v["nbd_unix_uri"]))
+}
+
+pub fn engine_list(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    let reps = e["replicas"].as_array();
+                    let rw = reps
+                        .map(|r| r.iter().filter(|x| x["mode"] == "RW").count())
+                        .unwrap_or(0);
+                    vec![
+                        s(&e["name"]),
+                        size(&e["size"]),
+                        s(&e["robustness"]),
+                        format!("{rw}/{}", reps.map(|r| r.len()).unwrap_or(0)),
+                        s(&e["nbd_uri"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    columns(&["NAME", "SIZE", "ROBUSTNESS", "RW", "NBD"], rows)
+}
+
+pub fn engine_show(v: &Value) -> String {
+    let mut out = format!(
+        "Volume:     {}\nSize:       {}\nRobustness: {}\nNBD:        {}\n            {}\n",
+        s(&v["name"]),
+        size(&v["size"]),
+        s(&v["robustness"]),
+        s(&v["nbd_uri"]),
+        s(&v["nbd_unix_uri"]),
+    );
+    if let Some(why) = v["unavailable_reason"].as_str() {
+        out.push_str(&format!("Unavailable: {why}\n"));
+    }
+    out.push('\n');
+    let rows = v["replicas"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    let fault = &r["fault"];
+                    let reason = if fault.is_null() {
+                        "-".to_string()
+                    } else {
+                        format!("{} at {}: {}", s(&fault["reason"]), s(&fault["at_unix"]), s(&fault["last_error"]))
+                    };
+                    let rebuild = &r["rebuild"];
+                    let progress = if rebuild.is_null() {
+                        "-".to_string()
+                    } else {
+                        format!(
+                            "{}/{}{}",
+                            size(&rebuild["bytes_done"]),
+                            size(&rebuild["bytes_total"]),
+                            if rebuild["finished_unix"].is_null() { " (running)" } else { " (done)" }
+                        )
+                    };
+                    vec![
+                        s(&r["address"]),
+                        s(&r["mode"]),
+                        if r["local"].as_bool() == Some(true) { "local" } else { "remote" }.into(),
+                        progress,
+                        reason,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&columns(&["REPLICA", "MODE", "PATH", "REBUILD", "REASON"], rows));
+    out
+}
+
+pub fn snapshot_created(v: &Value) -> String {
+    format!("{}\n", s(&v["name"]))
+}
+
+pub fn snapshot_list(v: &Value) -> String {
+    columns(&CHAIN_HEADER, chain_rows(&v["chain"]))
+}

@@ -1,0 +1,209 @@
+//! `vigil agent`: the long-running process of a node. It holds this node's
+//! replicas (served in-process and over the replica protocol), runs engines
+//! (served over NBD) and answers the HTTP API.
+
+pub mod engines;
+mod ports;
+pub mod replicas;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::UnixListener;
+use vigil_engine::address::ReplicaAddress;
+use vigil_engine::engine::{Backend, EngineConfig, Fault, FaultReason};
+use vigil_engine::protocol::{self, ClusterToken, ReplicaClient};
+
+use engines::EngineSet;
+use replicas::ReplicaSet;
+
+/// How the agent was started (`vigil agent --help` documents each).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub replica_listen: Option<SocketAddr>,
+    pub nbd_listen: Option<SocketAddr>,
+    pub nbd_socket: Option<PathBuf>,
+    pub advertise: Option<IpAddr>,
+    pub engine: EngineConfig,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("load cluster token: {0}")]
+    Token(#[from] protocol::TokenError),
+    #[error("open replicas under {path}: {source}")]
+    Replicas {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The state every API handler sees.
+pub struct Agent {
+    pub config: AgentConfig,
+    pub token: ClusterToken,
+    pub replicas: Arc<ReplicaSet>,
+    pub engines: Arc<EngineSet>,
+    /// Advertised `host:port` of the replica server.
+    pub replica_address: String,
+    /// Advertised `host:port` of the NBD server.
+    pub nbd_address: String,
+    /// Path of the NBD unix socket.
+    pub nbd_socket: PathBuf,
+}
+
+impl Agent {
+    /// Opens a replica address for an engine: in-process when the replica is
+    /// on this agent, else over the replica protocol.
+    pub async fn open_backend(&self, address: &ReplicaAddress) -> Result<Backend, Fault> {
+        if address.server == self.replica_address {
+            return match self.replicas.get(&address.name) {
+                Some(r) => Ok(Backend::Local(r)),
+                None => Err(Fault::now(
+                    FaultReason::Refused,
+                    format!("no replica {:?} on this node", address.name),
+                )),
+            };
+        }
+        ReplicaClient::connect(address, &self.token, Duration::from_secs(5))
+            .await
+            .map(Backend::Remote)
+            .map_err(|e| Fault::now(FaultReason::of_client_error(&e), e.to_string()))
+    }
+
+    /// Flushes every replica and engine; called on SIGTERM.
+    pub async fn shutdown(&self) {
+        for engine in self.engines.all() {
+            engine.shutdown();
+        }
+        for (name, replica) in self.replicas.all() {
+            let res = tokio::task::spawn_blocking(move || replica.flush()).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(replica = %name, error = %e, "flush on shutdown failed"),
+                Err(e) => tracing::error!(replica = %name, error = %e, "flush task failed"),
+            }
+        }
+    }
+}
+
+fn bind_err(what: &'static str, addr: impl ToString) -> impl FnOnce(std::io::Error) -> StartError {
+    let addr = addr.to_string();
+    move |source| StartError::Bind { what, addr, source }
+}
+
+/// Starts every listener and serves until SIGTERM or SIGINT.
+pub async fn run(config: AgentConfig) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let token = ClusterToken::load(&data_dir)?;
+    let replica_dir = data_dir.join("replicas");
+    let replicas = Arc::new(ReplicaSet::open_all(&replica_dir).map_err(|source| {
+        StartError::Replicas {
+            path: replica_dir.clone(),
+            source,
+        }
+    })?);
+    let engines = Arc::new(EngineSet::default());
+
+    let host = config.listen.ip();
+    let advertise = config.advertise.unwrap_or(host);
+    let mut ports = ports::PortBook::load(&data_dir);
+    let http = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(bind_err("HTTP", config.listen))?;
+    let replica_listener = ports
+        .bind("replica", host, config.replica_listen)
+        .await
+        .map_err(bind_err("replica", host))?;
+    let nbd_listener = ports
+        .bind("nbd", host, config.nbd_listen)
+        .await
+        .map_err(bind_err("NBD", host))?;
+    let nbd_socket = config
+        .nbd_socket
+        .clone()
+        .unwrap_or_else(|| data_dir.join("nbd.sock"));
+    let _ = std::fs::remove_file(&nbd_socket);
+    let nbd_unix = UnixListener::bind(&nbd_socket).map_err(bind_err("NBD unix", nbd_socket.display()))?;
+
+    let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let agent = Arc::new(Agent {
+        replica_address: SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
+        nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
+        nbd_socket: nbd_socket.clone(),
+        token: token.clone(),
+        replicas: Arc::clone(&replicas),
+        engines: Arc::clone(&engines),
+        config,
+    });
+
+    let replica_server = tokio::spawn(protocol::serve(
+        replica_listener,
+        replicas.clone() as Arc<dyn protocol::ReplicaSource>,
+        protocol::ServerConfig { token },
+    ));
+    let nbd_tcp = tokio::spawn(vigil_engine::nbd::serve_tcp(nbd_listener, Arc::clone(&engines)));
+    let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(nbd_unix, Arc::clone(&engines)));
+    let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));
+    tracing::info!(
+        node = %agent.config.node_name,
+        http = %http_addr,
+        replica = %agent.replica_address,
+        nbd = %agent.nbd_address,
+        nbd_socket = %nbd_socket.display(),
+        data_dir = %agent.config.data_dir.display(),
+        "agent ready"
+    );
+    println!("vigil agent {} ready: http://{http_addr}", agent.config.node_name);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: flushing replicas");
+    agent.shutdown().await;
+    replica_server.abort();
+    nbd_tcp.abort();
+    nbd_unix.abort();
+    api.abort();
+    let _ = std::fs::remove_file(&nbd_socket);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
