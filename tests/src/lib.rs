@@ -1,1 +1,10 @@
-//! Integration tests live in tests/tests/*.rs; this crate holds their shared harness.
+//! Shared harness of the integration tests: start real `vigil agent`
+//! processes, drive them with the real `vigil` CLI, run real NBD clients.
+//! Tests live in `tests/tests/*.rs`, one scenario per file.
+
+#![allow(clippy::unwrap_used)] // test harness: a failed step should fail the test loudly
+
+pub mod agent;
+pub mod tools;
+
+pub use agent::Agent;

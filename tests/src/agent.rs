@@ -1,0 +1,225 @@
+//! One `vigil agent` process on loopback with its own data dir and ports.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `vigil` binary under test: `$VIGIL_BIN`, else the workspace's
+/// release build, else its debug build.
+pub fn vigil_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VIGIL_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("vigil");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("vigil binary not found under {}: run `cargo build --release` first (the test script does)", target.display());
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; tiny race accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running agent.
+pub struct Agent {
+    /// Node name.
+    pub name: String,
+    /// Data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    listen_port: u16,
+    token: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent named `name` with a data dir under `root`.
+    pub fn start(root: &Path, name: &str) -> Agent {
+        Agent::start_with_token(root, name, "test-cluster-token")
+    }
+
+    /// Starts an agent with a specific cluster token.
+    pub fn start_with_token(root: &Path, name: &str, token: &str) -> Agent {
+        let data_dir = root.join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let port = free_port();
+        let mut a = Agent {
+            name: name.to_string(),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log: root.join(format!("{name}.log")),
+            data_dir,
+            listen_port: port,
+            token: token.to_string(),
+            child: None,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(vigil_bin())
+            .args(["agent", "--node-name", &self.name, "--listen"])
+            .arg(format!("127.0.0.1:{}", self.listen_port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("VIGIL_CLUSTER_TOKEN", &self.token)
+            .env("VIGIL_LOG", "info,vigil_engine=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("agent {} exited during start ({status}):\n{}", self.name, self.log_text());
+                }
+            }
+            if http_get(self.listen_port, "/healthz").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent {} not ready after 20 s:\n{}", self.name, self.log_text());
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: freeze and thaw.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = self.child.as_ref() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// Starts the agent again on the same data dir and API port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs the CLI against this agent; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(vigil_bin())
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs the CLI with `-o json`, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let (ok, out, err) = self.cli(&full);
+        assert!(ok, "vigil {args:?} failed: {err}\nagent log:\n{}", self.log_text());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vigil {args:?}: bad JSON ({e}): {out}"))
+    }
+
+    /// Creates a replica; returns its `tcp://` URL.
+    pub fn create_replica(&self, name: &str, size: &str) -> String {
+        let v = self.json(&["replica", "create", name, "--size", size]);
+        v["url"].as_str().unwrap().to_string()
+    }
+
+    /// Creates an engine; returns its `nbd://` URI.
+    pub fn create_engine(&self, name: &str, size: &str, replicas: &[&str]) -> Value {
+        let mut args = vec!["engine", "create", name, "--size", size];
+        for r in replicas {
+            args.push("--replica");
+            args.push(r);
+        }
+        self.json(&args)
+    }
+
+    /// `engine show -o json`.
+    pub fn engine(&self, name: &str) -> Value {
+        self.json(&["engine", "show", name])
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP GET on loopback; the body on a 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    if !buf.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Waits until `f` is true, polling; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
