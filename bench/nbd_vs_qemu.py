@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Benchmark vigil volumes against qemu-nbd, side by side, in one run.
+
+Targets (all on the same disk, all filled with data first so reads hit
+real blocks, all O_DIRECT: qemu-nbd --cache=none --aio=io_uring):
+  qemu-nbd      a raw file served by qemu-nbd over TCP
+  vigil-1r      a 1-replica vigil volume (replica in-process with the engine)
+  vigil-3r      a 3-replica vigil volume on three agents on this host
+Workloads (fio, nbd engine): 4k random read/write at QD1 and QD32,
+1M sequential read/write at QD8. Prints IOPS, MB/s, p50/p99 latency and the
+ratio to qemu-nbd.
+
+Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--dir DIR] [--only WORKLOAD...]
+Needs: a release build (cargo build --release), qemu-nbd, fio.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VIGIL = os.environ.get("VIGIL_BIN", os.path.join(ROOT, "target", "release", "vigil"))
+
+WORKLOADS = [
+    ("randread-4k-qd1", "randread", "4k", 1),
+    ("randread-4k-qd32", "randread", "4k", 32),
+    ("randwrite-4k-qd1", "randwrite", "4k", 1),
+    ("randwrite-4k-qd32", "randwrite", "4k", 32),
+    ("seqread-1m-qd8", "read", "1M", 8),
+    ("seqwrite-1m-qd8", "write", "1M", 8),
+]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening after {timeout}s")
+
+
+class Agent:
+    def __init__(self, root, name, procs):
+        self.port = free_port()
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir, exist_ok=True)
+        log = open(os.path.join(root, f"{name}.log"), "w")
+        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn")
+        p = subprocess.Popen([VIGIL, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
+                              "--data-dir", self.dir], stdout=subprocess.DEVNULL, stderr=log, env=env)
+        procs.append(p)
+        self.proc = p
+        wait_port(self.port)
+
+    def cli(self, *args):
+        out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{self.port}", "-o", "json", *args],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"vigil {args}: {out.stderr}")
+        return json.loads(out.stdout)
+
+
+def fio(uri, rw, bs, qd, size, runtime):
+    args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+            f"--iodepth={qd}", f"--size={size}", "--time_based", f"--runtime={runtime}",
+            "--ramp_time=2", "--output-format=json", "--randrepeat=0", "--norandommap"]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"fio failed: {out.stderr}")
+    j = json.loads(out.stdout[out.stdout.find("{"):])["jobs"][0]
+    side = j["read"] if rw in ("read", "randread") else j["write"]
+    pct = side["clat_ns"].get("percentile", {})
+    return {
+        "iops": side["iops"],
+        "mbps": side["bw_bytes"] / 1e6,
+        "p50_us": pct.get("50.000000", 0) / 1000,
+        "p99_us": pct.get("99.000000", 0) / 1000,
+    }
+
+
+def fill(uri, size):
+    subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1M",
+                    "--iodepth=8", f"--size={size}", "--output-format=terse"],
+                   check=True, capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="1GiB", help="volume size (fio uses all of it)")
+    ap.add_argument("--runtime", type=int, default=15)
+    ap.add_argument("--dir", default=None, help="where files live (default: a temp dir under bench/)")
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--targets", nargs="*", default=["qemu-nbd", "vigil-1r", "vigil-3r"])
+    a = ap.parse_args()
+    for tool in ("fio", "qemu-nbd", "qemu-img"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} missing: apt-get install fio qemu-utils")
+    if not os.path.exists(VIGIL):
+        sys.exit(f"{VIGIL} missing: cargo build --release")
+    size_bytes = int(subprocess.run(["numfmt", "--from=iec-i", a.size.replace("B", "")],
+                                    capture_output=True, text=True, check=True).stdout)
+    root = tempfile.mkdtemp(prefix="bench-", dir=a.dir or os.path.join(ROOT, "bench"))
+    procs = []
+    try:
+        uris = {}
+        if "qemu-nbd" in a.targets:
+            raw = os.path.join(root, "qemu.raw")
+            subprocess.run(["qemu-img", "create", "-f", "raw", raw, str(size_bytes)], check=True, capture_output=True)
+            port = free_port()
+            procs.append(subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "--aio=io_uring", "-x", "bench",
+                                           "-b", "127.0.0.1", "-p", str(port), "-t", "-e", "8", raw],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(port)
+            uris["qemu-nbd"] = f"nbd://127.0.0.1:{port}/bench"
+        agents = []
+        if "vigil-1r" in a.targets or "vigil-3r" in a.targets:
+            agents = [Agent(root, f"n{i}", procs) for i in (1, 2, 3)]
+        if "vigil-1r" in a.targets:
+            r = agents[0].cli("replica", "create", "one-r", "--size", str(size_bytes))["url"]
+            uris["vigil-1r"] = agents[0].cli("engine", "create", "one", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
+        if "vigil-3r" in a.targets:
+            rs = [ag.cli("replica", "create", f"three-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(agents)]
+            args = ["engine", "create", "three", "--size", str(size_bytes)]
+            for r in rs:
+                args += ["--replica", r]
+            uris["vigil-3r"] = agents[0].cli(*args)["nbd_uri"]
+        for name, uri in uris.items():
+            print(f"filling {name} ({a.size}) ...", file=sys.stderr)
+            fill(uri, size_bytes)
+        results = {}
+        for wl, rw, bs, qd in WORKLOADS:
+            if a.only and wl not in a.only:
+                continue
+            for name, uri in uris.items():
+                print(f"{wl} on {name} ...", file=sys.stderr)
+                results[(wl, name)] = fio(uri, rw, bs, qd, size_bytes, a.runtime)
+        print(f"\n{'workload':<20} {'target':<10} {'IOPS':>9} {'MB/s':>8} {'p50 us':>8} {'p99 us':>8} {'x qemu-nbd':>10}")
+        for wl, *_ in WORKLOADS:
+            base = results.get((wl, "qemu-nbd"))
+            for name in uris:
+                r = results.get((wl, name))
+                if not r:
+                    continue
+                ratio = f"{r['iops'] / base['iops']:.2f}" if base and base["iops"] else "-"
+                print(f"{wl:<20} {name:<10} {r['iops']:>9.0f} {r['mbps']:>8.1f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f} {ratio:>10}")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
