@@ -1,0 +1,1 @@
+mod frame_props;
