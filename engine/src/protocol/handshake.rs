@@ -146,7 +146,13 @@ where
         tell_peer: &str,
     ) -> Result<T, ServerHandshakeError> {
         // Best effort: the peer may be gone already.
-        let _ = send(wr, PROTOCOL_VERSION, OP_RESULT, result_payload(status, tell_peer)).await;
+        let _ = send(
+            wr,
+            PROTOCOL_VERSION,
+            OP_RESULT,
+            result_payload(status, tell_peer),
+        )
+        .await;
         Err(ServerHandshakeError::Refused { status, reason })
     }
 
@@ -172,7 +178,13 @@ where
 
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce);
-    send(wr, PROTOCOL_VERSION, OP_CHALLENGE, Bytes::copy_from_slice(&nonce)).await?;
+    send(
+        wr,
+        PROTOCOL_VERSION,
+        OP_CHALLENGE,
+        Bytes::copy_from_slice(&nonce),
+    )
+    .await?;
 
     let auth = read_frame(rd, HANDSHAKE_MAX_PAYLOAD).await?;
     if auth.header.opcode != OP_AUTH || auth.header.flags != 0 || auth.payload.len() != MAC_LEN {
@@ -183,7 +195,10 @@ where
         );
         return refuse(wr, Status::Malformed, why.clone(), &why).await;
     }
-    if mac(token, &nonce, &name).verify_slice(&auth.payload).is_err() {
+    if mac(token, &nonce, &name)
+        .verify_slice(&auth.payload)
+        .is_err()
+    {
         return refuse(
             wr,
             Status::BadToken,
@@ -196,7 +211,13 @@ where
         let why = format!("no replica named {name:?} here");
         return refuse(wr, Status::UnknownReplica, why.clone(), &why).await;
     };
-    send(wr, PROTOCOL_VERSION, OP_RESULT, result_payload(Status::Ok, "")).await?;
+    send(
+        wr,
+        PROTOCOL_VERSION,
+        OP_RESULT,
+        result_payload(Status::Ok, ""),
+    )
+    .await?;
     Ok((name, found))
 }
 
@@ -250,9 +271,14 @@ where
     W: AsyncWrite + Unpin,
 {
     let io = |e: std::io::Error| ClientHandshakeError::Io(format!("handshake: {e}"));
-    send(wr, version, OP_HELLO, Bytes::copy_from_slice(name.as_bytes()))
-        .await
-        .map_err(io)?;
+    send(
+        wr,
+        version,
+        OP_HELLO,
+        Bytes::copy_from_slice(name.as_bytes()),
+    )
+    .await
+    .map_err(io)?;
     let f = read_frame(rd, HANDSHAKE_MAX_PAYLOAD)
         .await
         .map_err(client_frame_error)?;

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::replica::{Checksum, ErrorKind, Extent, LayerInfo, ReplicaInfo, VerifyReport};
@@ -82,10 +82,22 @@ pub(crate) enum MessageError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
     Ping,
-    Read { offset: u64, len: u32 },
-    Write { offset: u64, data: Bytes },
-    Trim { offset: u64, len: u64 },
-    WriteZeroes { offset: u64, len: u64 },
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        offset: u64,
+        data: Bytes,
+    },
+    Trim {
+        offset: u64,
+        len: u64,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+    },
     Flush,
     Info,
     BumpGeneration,
@@ -94,15 +106,35 @@ pub(crate) enum Request {
         user_created: bool,
         labels: BTreeMap<String, String>,
     },
-    RemoveSnapshot { name: String },
-    Revert { name: String },
+    RemoveSnapshot {
+        name: String,
+    },
+    Revert {
+        name: String,
+    },
     Verify,
-    LayerExtents { layer: String },
-    ReadLayer { layer: String, offset: u64, len: u32 },
-    LayerChecksum { layer: String },
-    StageLayer { info: LayerInfo },
-    WriteStaged { layer: String, offset: u64, data: Bytes },
-    InstallChain { layers: Vec<LayerInfo> },
+    LayerExtents {
+        layer: String,
+    },
+    ReadLayer {
+        layer: String,
+        offset: u64,
+        len: u32,
+    },
+    LayerChecksum {
+        layer: String,
+    },
+    StageLayer {
+        info: LayerInfo,
+    },
+    WriteStaged {
+        layer: String,
+        offset: u64,
+        data: Bytes,
+    },
+    InstallChain {
+        layers: Vec<LayerInfo>,
+    },
 }
 
 /// A successful result, or an error, from a replica.
@@ -118,7 +150,10 @@ pub(crate) enum Response {
     Verify(VerifyReport),
     Extents(Vec<Extent>),
     Checksum(Checksum),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -175,8 +210,9 @@ fn from_json<T: DeserializeOwned>(op: Opcode, payload: &[u8]) -> Result<T, Messa
 
 /// Encodes a layer name as a length byte and the bytes.
 fn put_name(b: &mut BytesMut, name: &str) -> Result<(), MessageError> {
-    let len = u8::try_from(name.len())
-        .map_err(|_| MessageError::Encode(format!("layer name of {} bytes is too long", name.len())))?;
+    let len = u8::try_from(name.len()).map_err(|_| {
+        MessageError::Encode(format!("layer name of {} bytes is too long", name.len()))
+    })?;
     b.put_u8(len);
     b.put_slice(name.as_bytes());
     Ok(())

@@ -100,6 +100,7 @@ pub async fn serve(
         listener,
         Arc::new(server::SourceAdapter(source)),
         config.token,
+        server::HANDSHAKE_TIMEOUT,
     )
     .await
 }
@@ -259,7 +260,12 @@ impl ReplicaClient {
             r => Err(unexpected(r)),
         }
     }
-    pub async fn read_layer(&self, layer: &str, offset: u64, len: u32) -> Result<Bytes, ClientError> {
+    pub async fn read_layer(
+        &self,
+        layer: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, ClientError> {
         data_len_check(len as usize)?;
         let req = Request::ReadLayer {
             layer: layer.to_string(),
@@ -280,7 +286,12 @@ impl ReplicaClient {
     pub async fn stage_layer(&self, info: &LayerInfo) -> Result<(), ClientError> {
         self.done(Request::StageLayer { info: info.clone() }).await
     }
-    pub async fn write_staged(&self, layer: &str, offset: u64, data: Bytes) -> Result<(), ClientError> {
+    pub async fn write_staged(
+        &self,
+        layer: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ClientError> {
         data_len_check(data.len())?;
         self.done(Request::WriteStaged {
             layer: layer.to_string(),

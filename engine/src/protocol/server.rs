@@ -148,13 +148,20 @@ pub(crate) async fn serve_ops(
     listener: TcpListener,
     source: Arc<dyn OpsSource>,
     token: ClusterToken,
+    handshake_timeout: Duration,
 ) -> io::Result<()> {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    conns.spawn(connection(stream, peer, source.clone(), token.clone()));
+                    conns.spawn(connection(
+                        stream,
+                        peer,
+                        source.clone(),
+                        token.clone(),
+                        handshake_timeout,
+                    ));
                 }
                 Err(e) if accept_error_is_fatal(&e) => {
                     tracing::error!(error = %e, "replica server: accept failed; stopping");
@@ -176,6 +183,7 @@ async fn connection(
     peer: SocketAddr,
     source: Arc<dyn OpsSource>,
     token: ClusterToken,
+    handshake_timeout: Duration,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "replica server: set TCP_NODELAY failed");
@@ -186,7 +194,7 @@ async fn connection(
 
     let lookup = |name: &str| source.lookup(name);
     let hs = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        handshake_timeout,
         handshake::server(&mut rd, &mut wr, &token, lookup),
     )
     .await;
@@ -204,7 +212,7 @@ async fn connection(
             tracing::warn!(
                 %peer,
                 reason = "handshake timed out",
-                timeout_secs = HANDSHAKE_TIMEOUT.as_secs(),
+                timeout_ms = handshake_timeout.as_millis() as u64,
                 "replica server: refused peer"
             );
             return;
@@ -296,9 +304,12 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
 
 /// Encodes a response, replacing one that cannot be sent by an error.
 fn response_frame(op: Opcode, id: u64, resp: &Response) -> Option<OutFrame> {
-    let encoded = resp.encode(op).map_err(|e| e.to_string()).and_then(|(flags, payload)| {
-        OutFrame::new(op as u8, flags, id, payload, Bytes::new()).map_err(|e| e.to_string())
-    });
+    let encoded = resp
+        .encode(op)
+        .map_err(|e| e.to_string())
+        .and_then(|(flags, payload)| {
+            OutFrame::new(op as u8, flags, id, payload, Bytes::new()).map_err(|e| e.to_string())
+        });
     match encoded {
         Ok(f) => Some(f),
         Err(why) => {
@@ -344,7 +355,9 @@ pub(crate) fn execute(ops: &dyn ReplicaOps, req: Request) -> Response {
             name,
             user_created,
             labels,
-        } => ops.snapshot(&name, user_created, labels).map(Response::Layer),
+        } => ops
+            .snapshot(&name, user_created, labels)
+            .map(Response::Layer),
         Request::RemoveSnapshot { name } => done(ops.remove_snapshot(&name)),
         Request::Revert { name } => done(ops.revert(&name)),
         Request::Verify => ops.verify().map(Response::Verify),

@@ -65,7 +65,10 @@ fn create_token_file(data_dir: &Path, path: &Path) -> Result<ClusterToken, Token
     rand::fill(&mut suffix);
     let tmp: PathBuf = data_dir.join(format!(
         ".{TOKEN_FILE}.tmp-{}",
-        suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     ));
     let result = (|| {
         let mut f = fs::OpenOptions::new()

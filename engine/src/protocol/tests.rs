@@ -1,1 +1,0 @@
-mod frame_props;
