@@ -159,6 +159,17 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> Result<Frame, FrameError> {
+    let header = read_header(r, max).await?;
+    let payload = read_payload(r, header.len as usize).await?;
+    Ok(Frame { header, payload })
+}
+
+/// Reads and checks one header whose payload is at most `max` bytes; the
+/// caller then reads the payload with [`read_payload`].
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Header, FrameError> {
     let mut hb = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -172,13 +183,14 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         }
         filled += n;
     }
-    let header = Header::decode(&hb, max)?;
-    let payload = read_payload(r, header.len as usize).await?;
-    Ok(Frame { header, payload })
+    Header::decode(&hb, max)
 }
 
 /// Reads exactly `len` bytes, growing the buffer only as data arrives.
-async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Bytes, FrameError> {
+pub(crate) async fn read_payload<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+) -> Result<Bytes, FrameError> {
     if len == 0 {
         return Ok(Bytes::new());
     }

@@ -21,7 +21,7 @@ use crate::replica::{
 
 use super::frame::{
     FLAG_ERROR, FLAG_RESPONSE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
-    PROTOCOL_VERSION, read_frame, write_loop,
+    PROTOCOL_VERSION, read_header, read_payload, write_loop,
 };
 use super::handshake::{self, ServerHandshakeError};
 use super::message::{Opcode, Request, Response};
@@ -29,9 +29,20 @@ use super::{ClusterToken, ReplicaSource};
 
 /// How long a peer has to complete the handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests one connection may have in flight before the server stops
-/// reading from it (backpressure; bounds memory per connection).
-pub(crate) const MAX_IN_FLIGHT: usize = 128;
+/// Memory one connection's requests in flight may hold (request payloads
+/// and read buffers, each request counted at least [`MIN_REQUEST_COST`]);
+/// past it the server stops reading from that connection (backpressure).
+pub(crate) const IN_FLIGHT_BUDGET: usize = 64 << 20;
+/// Budget unit.
+const BUDGET_UNIT: usize = 4096;
+/// The least a request costs, so many tiny requests are bounded too
+/// (at most 1024 in flight per connection).
+const MIN_REQUEST_COST: usize = 64 * 1024;
+
+fn budget_units(bytes: usize) -> u32 {
+    // At most (MAX_FRAME_PAYLOAD + MIN_REQUEST_COST) / BUDGET_UNIT: fits.
+    bytes.div_ceil(BUDGET_UNIT) as u32
+}
 
 type OpResult<T> = Result<T, ReplicaError>;
 
@@ -204,8 +215,12 @@ async fn connection(
             tracing::debug!(%peer, "replica server: peer closed before the handshake");
             return;
         }
-        Ok(Err(e)) => {
+        Ok(Err(e @ ServerHandshakeError::Refused { .. })) => {
             tracing::warn!(%peer, reason = %e, "replica server: refused peer");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, reason = %e, "replica server: handshake failed; closing connection");
             return;
         }
         Err(_) => {
@@ -243,29 +258,34 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     source: &dyn OpsSource,
     tx: mpsc::UnboundedSender<OutFrame>,
 ) -> String {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / BUDGET_UNIT));
     let violation = |why: String| {
         tracing::warn!(%peer, replica = %name, reason = %why, "replica server: protocol violation; closing connection");
         format!("protocol violation: {why}")
     };
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return "semaphore closed".into();
-        };
-        let frame = match read_frame(rd, MAX_FRAME_PAYLOAD).await {
-            Ok(f) => f,
+        let h = match read_header(rd, MAX_FRAME_PAYLOAD).await {
+            Ok(h) => h,
             Err(FrameError::Eof) => return "closed by peer".into(),
             Err(e) if e.is_violation() => return violation(e.to_string()),
             Err(e) => return format!("read failed: {e}"),
         };
-        let h = frame.header;
+        // Reserve memory for the payload before reading it.
+        let cost = MIN_REQUEST_COST + h.len as usize;
+        let Ok(mut permit) = budget.clone().acquire_many_owned(budget_units(cost)).await else {
+            return "semaphore closed".into();
+        };
+        let payload = match read_payload(rd, h.len as usize).await {
+            Ok(p) => p,
+            Err(e) => return format!("read failed: {e}"),
+        };
         if h.version != PROTOCOL_VERSION {
             return violation(format!("frame version {} after handshake", h.version));
         }
         if h.flags != 0 {
             return violation(format!("request with flags {:#06x}", h.flags));
         }
-        let req = match Request::decode(h.opcode, frame.payload) {
+        let req = match Request::decode(h.opcode, payload) {
             Ok(r) => r,
             Err(e) => return violation(e.to_string()),
         };
@@ -276,6 +296,19 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             _ => {
                 tracing::info!(%peer, replica = %name, "replica server: replica no longer served; closing connection");
                 return "replica no longer served".into();
+            }
+        }
+        // ... and for the data a read will return.
+        if let Request::Read { len, .. } | Request::ReadLayer { len, .. } = req
+            && len as usize <= MAX_DATA_LEN
+        {
+            match budget
+                .clone()
+                .acquire_many_owned(budget_units(len as usize))
+                .await
+            {
+                Ok(more) => permit.merge(more),
+                Err(_) => return "semaphore closed".into(),
             }
         }
         let op = req.opcode();

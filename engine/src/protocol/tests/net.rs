@@ -578,3 +578,38 @@ async fn dropping_every_client_closes_the_connection() {
     drop(c2);
     assert!(shared.upgrade().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_holds_a_bounded_amount_of_data_in_flight() {
+    use super::super::server::IN_FLIGHT_BUDGET;
+    let (server, fake, _) = fake_server().await;
+    let c = connect(&server, "r1").await;
+    fake.set_gate(false);
+    let size = 4 << 20;
+    let data = Bytes::from(vec![7u8; size]);
+    let writes: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            let data = data.clone();
+            tokio::spawn(async move { c.write(0, data).await })
+        })
+        .collect();
+    // Each 4 MiB write costs a little more than 4 MiB of the budget.
+    let fits = IN_FLIGHT_BUDGET / (size + 64 * 1024 + 4096);
+    assert!(fits < 20);
+    wait_until("the budget is used up", || {
+        fake.entered.load(Ordering::SeqCst) == fits
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fake.entered.load(Ordering::SeqCst), fits);
+    fake.set_gate(true);
+    for w in writes {
+        // The fake is only 1 MiB: each write fails, but each gets its answer.
+        match w.await.unwrap() {
+            Err(ClientError::Remote { kind, .. }) => assert_eq!(kind, ErrorKind::InvalidArgument),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(fake.entered.load(Ordering::SeqCst), 20);
+}
