@@ -270,6 +270,12 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Err(e) if e.is_violation() => return violation(e.to_string()),
             Err(e) => return format!("read failed: {e}"),
         };
+        if h.version != PROTOCOL_VERSION {
+            return violation(format!("frame version {} after handshake", h.version));
+        }
+        if h.flags != 0 {
+            return violation(format!("request with flags {:#06x}", h.flags));
+        }
         // Reserve memory for the payload before reading it.
         let cost = MIN_REQUEST_COST + h.len as usize;
         let Ok(mut permit) = budget.clone().acquire_many_owned(budget_units(cost)).await else {
@@ -279,12 +285,6 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Ok(p) => p,
             Err(e) => return format!("read failed: {e}"),
         };
-        if h.version != PROTOCOL_VERSION {
-            return violation(format!("frame version {} after handshake", h.version));
-        }
-        if h.flags != 0 {
-            return violation(format!("request with flags {:#06x}", h.flags));
-        }
         let req = match Request::decode(h.opcode, payload) {
             Ok(r) => r,
             Err(e) => return violation(e.to_string()),
