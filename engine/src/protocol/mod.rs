@@ -1,6 +1,22 @@
 //! The replica protocol: framed binary over TCP between an engine and the
 //! replicas on other agents. Handshake with version and cluster-token
 //! authentication, request ids for pipelining, an explicit maximum frame size.
+//!
+//! * [`frame`]: the 24-byte header and the bounded frame reader/writer.
+//! * [`message`]: requests and responses and their payload encodings.
+//! * [`handshake`]: HELLO / CHALLENGE / AUTH / RESULT.
+//! * [`server`]: accept loop and per-connection request pipeline.
+//! * [`client`]: one pipelined connection with request-id dispatch.
+
+mod client;
+mod frame;
+mod handshake;
+mod message;
+mod server;
+mod token;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +29,9 @@ use tokio::net::TcpListener;
 
 use crate::address::ReplicaAddress;
 use crate::replica::{Checksum, ErrorKind, Extent, LayerInfo, Replica, ReplicaInfo, VerifyReport};
+
+pub use frame::{MAX_DATA_LEN, MAX_FRAME_PAYLOAD};
+use message::{Request, Response};
 
 /// The shared secret every agent of a cluster holds.
 #[derive(Clone)]
@@ -40,16 +59,20 @@ pub enum TokenError {
     Empty(String),
 }
 
-#[allow(unused_variables)]
 impl ClusterToken {
     /// From `VIGIL_CLUSTER_TOKEN`, else `<data_dir>/cluster-token`, else a new
     /// random token written there (mode 0600).
     pub fn load(data_dir: &Path) -> Result<ClusterToken, TokenError> {
-        unimplemented!("protocol in progress")
+        let env = std::env::var(token::TOKEN_ENV).ok();
+        token::load(data_dir, env)
     }
     /// A token from a literal string.
     pub fn new(s: impl Into<String>) -> ClusterToken {
         ClusterToken(s.into())
+    }
+    /// The HMAC key.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
@@ -66,14 +89,20 @@ pub struct ServerConfig {
     pub token: ClusterToken,
 }
 
-/// Serves replicas on `listener` until the task is dropped.
-#[allow(unused_variables)]
+/// Serves replicas on `listener` until the task is dropped (which closes
+/// every connection it accepted). Returns only if the listener fails for good.
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn ReplicaSource>,
     config: ServerConfig,
 ) -> std::io::Result<()> {
-    unimplemented!("protocol in progress")
+    server::serve_ops(
+        listener,
+        Arc::new(server::SourceAdapter(source)),
+        config.token,
+        server::HANDSHAKE_TIMEOUT,
+    )
+    .await
 }
 
 /// Errors from a replica client.
@@ -99,10 +128,30 @@ pub enum ClientError {
 /// A connection to one remote replica; cheap to clone, many requests in flight.
 #[derive(Clone)]
 pub struct ReplicaClient {
-    _private: (),
+    inner: Arc<client::ClientInner>,
 }
 
-#[allow(unused_variables)]
+impl std::fmt::Debug for ReplicaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaClient")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {r:?}"))
+}
+
+fn data_len_check(len: usize) -> Result<(), ClientError> {
+    if len > MAX_DATA_LEN {
+        return Err(ClientError::Protocol(format!(
+            "{len} bytes of data exceeds the protocol maximum of {MAX_DATA_LEN}"
+        )));
+    }
+    Ok(())
+}
+
 impl ReplicaClient {
     /// Connects and authenticates within `timeout`.
     pub async fn connect(
@@ -110,35 +159,63 @@ impl ReplicaClient {
         token: &ClusterToken,
         timeout: Duration,
     ) -> Result<ReplicaClient, ClientError> {
-        unimplemented!("protocol in progress")
+        let inner = client::connect(addr, token, timeout, frame::PROTOCOL_VERSION).await?;
+        Ok(ReplicaClient {
+            inner: Arc::new(inner),
+        })
     }
     /// True once the connection has failed.
     pub fn is_closed(&self) -> bool {
-        unimplemented!()
+        self.inner.is_closed()
     }
+    async fn done(&self, req: Request) -> Result<(), ClientError> {
+        match self.inner.call(req).await? {
+            Response::Done => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+    async fn data(&self, req: Request, len: u32) -> Result<Bytes, ClientError> {
+        match self.inner.call(req).await? {
+            Response::Data(d) if d.len() == len as usize => Ok(d),
+            Response::Data(d) => Err(ClientError::Protocol(format!(
+                "asked for {len} bytes, got {}",
+                d.len()
+            ))),
+            r => Err(unexpected(r)),
+        }
+    }
+    /// A full round trip to the server.
     pub async fn ping(&self) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::Ping).await
     }
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes, ClientError> {
-        unimplemented!()
+        data_len_check(len as usize)?;
+        self.data(Request::Read { offset, len }, len).await
     }
     pub async fn write(&self, offset: u64, data: Bytes) -> Result<(), ClientError> {
-        unimplemented!()
+        data_len_check(data.len())?;
+        self.done(Request::Write { offset, data }).await
     }
     pub async fn trim(&self, offset: u64, len: u64) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::Trim { offset, len }).await
     }
     pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::WriteZeroes { offset, len }).await
     }
     pub async fn flush(&self) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::Flush).await
     }
     pub async fn info(&self) -> Result<ReplicaInfo, ClientError> {
-        unimplemented!()
+        match self.inner.call(Request::Info).await? {
+            Response::Info(i) => Ok(i),
+            r => Err(unexpected(r)),
+        }
     }
     pub async fn bump_generation(&self) -> Result<u64, ClientError> {
-        unimplemented!()
+        match self.inner.call(Request::BumpGeneration).await? {
+            Response::Generation(g) => Ok(g),
+            r => Err(unexpected(r)),
+        }
     }
     pub async fn snapshot(
         &self,
@@ -146,33 +223,87 @@ impl ReplicaClient {
         user_created: bool,
         labels: BTreeMap<String, String>,
     ) -> Result<LayerInfo, ClientError> {
-        unimplemented!()
+        let req = Request::Snapshot {
+            name: name.to_string(),
+            user_created,
+            labels,
+        };
+        match self.inner.call(req).await? {
+            Response::Layer(l) => Ok(l),
+            r => Err(unexpected(r)),
+        }
     }
     pub async fn remove_snapshot(&self, name: &str) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::RemoveSnapshot {
+            name: name.to_string(),
+        })
+        .await
     }
     pub async fn revert(&self, name: &str) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::Revert {
+            name: name.to_string(),
+        })
+        .await
     }
     pub async fn verify(&self) -> Result<VerifyReport, ClientError> {
-        unimplemented!()
+        match self.inner.call(Request::Verify).await? {
+            Response::Verify(v) => Ok(v),
+            r => Err(unexpected(r)),
+        }
     }
     pub async fn layer_extents(&self, layer: &str) -> Result<Vec<Extent>, ClientError> {
-        unimplemented!()
+        let req = Request::LayerExtents {
+            layer: layer.to_string(),
+        };
+        match self.inner.call(req).await? {
+            Response::Extents(e) => Ok(e),
+            r => Err(unexpected(r)),
+        }
     }
-    pub async fn read_layer(&self, layer: &str, offset: u64, len: u32) -> Result<Bytes, ClientError> {
-        unimplemented!()
+    pub async fn read_layer(
+        &self,
+        layer: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, ClientError> {
+        data_len_check(len as usize)?;
+        let req = Request::ReadLayer {
+            layer: layer.to_string(),
+            offset,
+            len,
+        };
+        self.data(req, len).await
     }
     pub async fn layer_checksum(&self, layer: &str) -> Result<Checksum, ClientError> {
-        unimplemented!()
+        let req = Request::LayerChecksum {
+            layer: layer.to_string(),
+        };
+        match self.inner.call(req).await? {
+            Response::Checksum(c) => Ok(c),
+            r => Err(unexpected(r)),
+        }
     }
     pub async fn stage_layer(&self, info: &LayerInfo) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::StageLayer { info: info.clone() }).await
     }
-    pub async fn write_staged(&self, layer: &str, offset: u64, data: Bytes) -> Result<(), ClientError> {
-        unimplemented!()
+    pub async fn write_staged(
+        &self,
+        layer: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ClientError> {
+        data_len_check(data.len())?;
+        self.done(Request::WriteStaged {
+            layer: layer.to_string(),
+            offset,
+            data,
+        })
+        .await
     }
     pub async fn install_chain(&self, layers: &[LayerInfo]) -> Result<(), ClientError> {
-        unimplemented!()
+        self.done(Request::InstallChain {
+            layers: layers.to_vec(),
+        })
+        .await
     }
 }

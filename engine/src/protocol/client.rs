@@ -1,0 +1,260 @@
+//! The client side of one connection: a writer task fed by a channel, a
+//! reader task dispatching responses by request id to waiting callers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::address::ReplicaAddress;
+
+use super::frame::{
+    Frame, FrameError, MAX_FRAME_PAYLOAD, OutFrame, PROTOCOL_VERSION, read_frame, write_loop,
+};
+use super::handshake::{self, ClientHandshakeError};
+use super::message::{Request, Response};
+use super::{ClientError, ClusterToken};
+
+type Reply = oneshot::Sender<Result<Frame, ClientError>>;
+
+struct State {
+    /// Requests sent and not yet answered, by id.
+    pending: HashMap<u64, Reply>,
+    /// Why the connection failed, once it has.
+    reason: Option<String>,
+}
+
+/// State shared by the caller-facing handle and the connection task.
+struct Shared {
+    state: Mutex<State>,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; tolerate poisoning anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lost(&self) -> ClientError {
+        let reason = self.lock().reason.clone();
+        ClientError::ConnectionLost(reason.unwrap_or_else(|| "connection closed".into()))
+    }
+
+    /// Registers a request, unless the connection has failed already.
+    fn register(&self, id: u64, reply: Reply) -> Result<(), ClientError> {
+        let mut st = self.lock();
+        if let Some(r) = &st.reason {
+            return Err(ClientError::ConnectionLost(r.clone()));
+        }
+        st.pending.insert(id, reply);
+        Ok(())
+    }
+
+    fn take(&self, id: u64) -> Option<Reply> {
+        self.lock().pending.remove(&id)
+    }
+
+    /// Marks the connection failed and fails every pending request.
+    fn fail(&self, reason: String) {
+        let (reason, drained) = {
+            let mut st = self.lock();
+            let reason = st.reason.get_or_insert(reason).clone();
+            self.closed.store(true, Ordering::Release);
+            (reason, std::mem::take(&mut st.pending))
+        };
+        for (_, reply) in drained {
+            let _ = reply.send(Err(ClientError::ConnectionLost(reason.clone())));
+        }
+    }
+}
+
+/// Removes a request's entry if its caller gives up (drops the future).
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.take(self.id);
+    }
+}
+
+/// One authenticated connection; dropping it closes the connection.
+pub(crate) struct ClientInner {
+    addr: String,
+    tx: mpsc::UnboundedSender<OutFrame>,
+    shared: std::sync::Arc<Shared>,
+    task: AbortHandle,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn handshake_error(addr: &str, e: ClientHandshakeError) -> ClientError {
+    match e {
+        ClientHandshakeError::Refused(message) => ClientError::Refused {
+            addr: addr.to_string(),
+            message,
+        },
+        ClientHandshakeError::Protocol(m) => ClientError::Protocol(m),
+        ClientHandshakeError::Io(message) => ClientError::Connect {
+            addr: addr.to_string(),
+            message,
+        },
+    }
+}
+
+/// Connects, announcing protocol `version`, and authenticates, all within
+/// `timeout`.
+pub(crate) async fn connect(
+    addr: &ReplicaAddress,
+    token: &ClusterToken,
+    timeout: Duration,
+    version: u8,
+) -> Result<ClientInner, ClientError> {
+    let shown = addr.to_string();
+    let connect_err = |message: String| ClientError::Connect {
+        addr: shown.clone(),
+        message,
+    };
+    let attempt = async {
+        let stream = TcpStream::connect(&addr.server)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| connect_err(format!("set TCP_NODELAY: {e}")))?;
+        let (rd, wr) = stream.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let mut wr = wr;
+        handshake::client(&mut rd, &mut wr, token, &addr.name, version)
+            .await
+            .map_err(|e| handshake_error(&shown, e))?;
+        Ok::<_, ClientError>((rd, wr))
+    };
+    let (mut rd, wr) = tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| connect_err(format!("timed out after {timeout:?}")))??;
+
+    let shared = std::sync::Arc::new(Shared {
+        state: Mutex::new(State {
+            pending: HashMap::new(),
+            reason: None,
+        }),
+        closed: AtomicBool::new(false),
+        next_id: AtomicU64::new(1),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let task_shared = shared.clone();
+    let task_addr = shown.clone();
+    let task = tokio::spawn(async move {
+        let reason = tokio::select! {
+            r = read_responses(&mut rd, &task_shared, &task_addr) => r,
+            w = write_loop(wr, &mut rx) => match w {
+                Ok(()) => "client closed".to_string(),
+                Err(e) => format!("write failed: {e}"),
+            },
+        };
+        tracing::debug!(addr = %task_addr, %reason, "replica client: connection closed");
+        task_shared.fail(reason);
+    });
+    tracing::debug!(addr = %shown, "replica client: connection open");
+    Ok(ClientInner {
+        addr: shown,
+        tx,
+        shared,
+        task: task.abort_handle(),
+    })
+}
+
+async fn read_responses<R: AsyncRead + Unpin>(rd: &mut R, shared: &Shared, addr: &str) -> String {
+    let violation = |why: String| {
+        tracing::warn!(%addr, reason = %why, "replica client: protocol violation; closing connection");
+        format!("protocol violation: {why}")
+    };
+    loop {
+        let frame = match read_frame(rd, MAX_FRAME_PAYLOAD).await {
+            Ok(f) => f,
+            Err(FrameError::Eof) => return "closed by server".into(),
+            Err(e) if e.is_violation() => return violation(e.to_string()),
+            Err(e) => return format!("read failed: {e}"),
+        };
+        let h = frame.header;
+        if h.version != PROTOCOL_VERSION || !h.is_response() {
+            return violation(format!(
+                "unexpected frame (version {}, opcode {:#04x}, flags {:#06x})",
+                h.version, h.opcode, h.flags
+            ));
+        }
+        match shared.take(h.id) {
+            Some(reply) => {
+                let _ = reply.send(Ok(frame));
+            }
+            None => {
+                // The caller gave up on it (e.g. timed out): drop it.
+                tracing::debug!(%addr, id = h.id, "replica client: response to an abandoned request");
+            }
+        }
+    }
+}
+
+impl ClientInner {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending_count(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
+    /// Sends a request and waits for its response; an error response
+    /// becomes [`ClientError::Remote`].
+    pub(crate) async fn call(&self, req: Request) -> Result<Response, ClientError> {
+        let op = req.opcode();
+        let (prefix, body) = req
+            .encode()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = OutFrame::new(op as u8, 0, id, prefix, body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.shared.register(id, reply_tx)?;
+        let _guard = PendingGuard {
+            shared: &self.shared,
+            id,
+        };
+        if self.tx.send(frame).is_err() {
+            return Err(self.shared.lost());
+        }
+        let frame = match reply_rx.await {
+            Ok(r) => r?,
+            Err(_) => return Err(self.shared.lost()),
+        };
+        if frame.header.opcode != op as u8 {
+            return Err(ClientError::Protocol(format!(
+                "response to {op:?} request {id} has opcode {:#04x}",
+                frame.header.opcode
+            )));
+        }
+        match Response::decode(op, frame.header.flags, frame.payload) {
+            Ok(Response::Error { kind, message }) => Err(ClientError::Remote { kind, message }),
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::warn!(addr = %self.addr, reason = %e, "replica client: malformed response");
+                Err(ClientError::Protocol(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The replica server: accept loop, handshake, and per connection a reader
+//! that runs requests concurrently on the blocking pool and a single writer
+//! that sends their responses, tagged with the request id, as they complete.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::replica::{
+    Checksum, ErrorKind, Extent, LayerInfo, Replica, ReplicaError, ReplicaInfo, VerifyReport,
+};
+
+use super::frame::{
+    FLAG_ERROR, FLAG_RESPONSE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
+    PROTOCOL_VERSION, read_header, read_payload, write_loop,
+};
+use super::handshake::{self, ServerHandshakeError};
+use super::message::{Opcode, Request, Response};
+use super::{ClusterToken, ReplicaSource};
+
+/// How long a peer has to complete the handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory one connection's requests in flight may hold (request payloads
+/// and read buffers, each request counted at least [`MIN_REQUEST_COST`]);
+/// past it the server stops reading from that connection (backpressure).
+pub(crate) const IN_FLIGHT_BUDGET: usize = 64 << 20;
+/// Budget unit.
+const BUDGET_UNIT: usize = 4096;
+/// The least a request costs, so many tiny requests are bounded too
+/// (at most 1024 in flight per connection).
+const MIN_REQUEST_COST: usize = 64 * 1024;
+
+fn budget_units(bytes: usize) -> u32 {
+    // At most (MAX_FRAME_PAYLOAD + MIN_REQUEST_COST) / BUDGET_UNIT: fits.
+    bytes.div_ceil(BUDGET_UNIT) as u32
+}
+
+type OpResult<T> = Result<T, ReplicaError>;
+
+/// What the server needs from a replica; implemented by [`Replica`] and, in
+/// tests, by an in-memory fake. Every method is blocking.
+pub(crate) trait ReplicaOps: Send + Sync + 'static {
+    fn read(&self, offset: u64, buf: &mut [u8]) -> OpResult<()>;
+    fn write(&self, offset: u64, data: &[u8]) -> OpResult<()>;
+    fn trim(&self, offset: u64, len: u64) -> OpResult<()>;
+    fn write_zeroes(&self, offset: u64, len: u64) -> OpResult<()>;
+    fn flush(&self) -> OpResult<()>;
+    fn bump_generation(&self) -> OpResult<u64>;
+    fn snapshot(
+        &self,
+        name: &str,
+        user_created: bool,
+        labels: BTreeMap<String, String>,
+    ) -> OpResult<LayerInfo>;
+    fn remove_snapshot(&self, name: &str) -> OpResult<()>;
+    fn revert(&self, name: &str) -> OpResult<()>;
+    fn info(&self) -> ReplicaInfo;
+    fn verify(&self) -> OpResult<VerifyReport>;
+    fn layer_extents(&self, layer: &str) -> OpResult<Vec<Extent>>;
+    fn read_layer(&self, layer: &str, offset: u64, buf: &mut [u8]) -> OpResult<()>;
+    fn layer_checksum(&self, layer: &str) -> OpResult<Checksum>;
+    fn stage_layer(&self, info: &LayerInfo) -> OpResult<()>;
+    fn write_staged(&self, layer: &str, offset: u64, data: &[u8]) -> OpResult<()>;
+    fn install_chain(&self, layers: &[LayerInfo]) -> OpResult<()>;
+}
+
+impl ReplicaOps for Replica {
+    fn read(&self, offset: u64, buf: &mut [u8]) -> OpResult<()> {
+        Replica::read(self, offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> OpResult<()> {
+        Replica::write(self, offset, data)
+    }
+    fn trim(&self, offset: u64, len: u64) -> OpResult<()> {
+        Replica::trim(self, offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> OpResult<()> {
+        Replica::write_zeroes(self, offset, len)
+    }
+    fn flush(&self) -> OpResult<()> {
+        Replica::flush(self)
+    }
+    fn bump_generation(&self) -> OpResult<u64> {
+        Replica::bump_generation(self)
+    }
+    fn snapshot(
+        &self,
+        name: &str,
+        user_created: bool,
+        labels: BTreeMap<String, String>,
+    ) -> OpResult<LayerInfo> {
+        Replica::snapshot(self, name, user_created, labels)
+    }
+    fn remove_snapshot(&self, name: &str) -> OpResult<()> {
+        Replica::remove_snapshot(self, name)
+    }
+    fn revert(&self, name: &str) -> OpResult<()> {
+        Replica::revert(self, name)
+    }
+    fn info(&self) -> ReplicaInfo {
+        Replica::info(self)
+    }
+    fn verify(&self) -> OpResult<VerifyReport> {
+        Replica::verify(self)
+    }
+    fn layer_extents(&self, layer: &str) -> OpResult<Vec<Extent>> {
+        Replica::layer_extents(self, layer)
+    }
+    fn read_layer(&self, layer: &str, offset: u64, buf: &mut [u8]) -> OpResult<()> {
+        Replica::read_layer(self, layer, offset, buf)
+    }
+    fn layer_checksum(&self, layer: &str) -> OpResult<Checksum> {
+        Replica::layer_checksum(self, layer)
+    }
+    fn stage_layer(&self, info: &LayerInfo) -> OpResult<()> {
+        Replica::stage_layer(self, info)
+    }
+    fn write_staged(&self, layer: &str, offset: u64, data: &[u8]) -> OpResult<()> {
+        Replica::write_staged(self, layer, offset, data)
+    }
+    fn install_chain(&self, layers: &[LayerInfo]) -> OpResult<()> {
+        Replica::install_chain(self, layers)
+    }
+}
+
+/// Where the server finds replicas, as [`ReplicaOps`].
+pub(crate) trait OpsSource: Send + Sync + 'static {
+    fn lookup(&self, name: &str) -> Option<Arc<dyn ReplicaOps>>;
+}
+
+/// Adapts the public [`ReplicaSource`] to [`OpsSource`].
+pub(crate) struct SourceAdapter(pub Arc<dyn ReplicaSource>);
+
+impl OpsSource for SourceAdapter {
+    fn lookup(&self, name: &str) -> Option<Arc<dyn ReplicaOps>> {
+        self.0.replica(name).map(|r| r as Arc<dyn ReplicaOps>)
+    }
+}
+
+/// True for accept errors that mean the listener itself is unusable.
+fn accept_error_is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
+    )
+}
+
+/// Accepts connections until dropped; dropping it closes every connection.
+pub(crate) async fn serve_ops(
+    listener: TcpListener,
+    source: Arc<dyn OpsSource>,
+    token: ClusterToken,
+    handshake_timeout: Duration,
+) -> io::Result<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(connection(
+                        stream,
+                        peer,
+                        source.clone(),
+                        token.clone(),
+                        handshake_timeout,
+                    ));
+                }
+                Err(e) if accept_error_is_fatal(&e) => {
+                    tracing::error!(error = %e, "replica server: accept failed; stopping");
+                    return Err(e);
+                }
+                Err(e) => {
+                    // Out of descriptors, aborted connection...: back off.
+                    tracing::warn!(error = %e, "replica server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    source: Arc<dyn OpsSource>,
+    token: ClusterToken,
+    handshake_timeout: Duration,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "replica server: set TCP_NODELAY failed");
+    }
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut wr = wr;
+
+    let lookup = |name: &str| source.lookup(name);
+    let hs = tokio::time::timeout(
+        handshake_timeout,
+        handshake::server(&mut rd, &mut wr, &token, lookup),
+    )
+    .await;
+    let (name, ops) = match hs {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(ServerHandshakeError::Frame(FrameError::Eof))) => {
+            tracing::debug!(%peer, "replica server: peer closed before the handshake");
+            return;
+        }
+        Ok(Err(e @ ServerHandshakeError::Refused { .. })) => {
+            tracing::warn!(%peer, reason = %e, "replica server: refused peer");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, reason = %e, "replica server: handshake failed; closing connection");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                reason = "handshake timed out",
+                timeout_ms = handshake_timeout.as_millis() as u64,
+                "replica server: refused peer"
+            );
+            return;
+        }
+    };
+    tracing::debug!(%peer, replica = %name, "replica server: connection open");
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<OutFrame>();
+    let reader = read_requests(&mut rd, peer, &name, ops, source.as_ref(), tx);
+    let writer = write_loop(wr, &mut rx);
+    let reason = tokio::select! {
+        r = reader => r,
+        w = writer => match w {
+            Ok(()) => "writer stopped".to_string(),
+            Err(e) => format!("write failed: {e}"),
+        },
+    };
+    tracing::debug!(%peer, replica = %name, %reason, "replica server: connection closed");
+}
+
+/// Reads requests until the connection ends or the peer violates the
+/// protocol; returns why it stopped.
+async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    peer: SocketAddr,
+    name: &str,
+    ops: Arc<dyn ReplicaOps>,
+    source: &dyn OpsSource,
+    tx: mpsc::UnboundedSender<OutFrame>,
+) -> String {
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / BUDGET_UNIT));
+    let violation = |why: String| {
+        tracing::warn!(%peer, replica = %name, reason = %why, "replica server: protocol violation; closing connection");
+        format!("protocol violation: {why}")
+    };
+    loop {
+        let h = match read_header(rd, MAX_FRAME_PAYLOAD).await {
+            Ok(h) => h,
+            Err(FrameError::Eof) => return "closed by peer".into(),
+            Err(e) if e.is_violation() => return violation(e.to_string()),
+            Err(e) => return format!("read failed: {e}"),
+        };
+        if h.version != PROTOCOL_VERSION {
+            return violation(format!("frame version {} after handshake", h.version));
+        }
+        if h.flags != 0 {
+            return violation(format!("request with flags {:#06x}", h.flags));
+        }
+        // Reserve memory for the payload before reading it.
+        let cost = MIN_REQUEST_COST + h.len as usize;
+        let Ok(mut permit) = budget.clone().acquire_many_owned(budget_units(cost)).await else {
+            return "semaphore closed".into();
+        };
+        let payload = match read_payload(rd, h.len as usize).await {
+            Ok(p) => p,
+            Err(e) => return format!("read failed: {e}"),
+        };
+        let req = match Request::decode(h.opcode, payload) {
+            Ok(r) => r,
+            Err(e) => return violation(e.to_string()),
+        };
+        // The connection is bound to the replica it authenticated for; if
+        // the agent removed or replaced it, stop serving this connection.
+        match source.lookup(name) {
+            Some(current) if Arc::ptr_eq(&current, &ops) => {}
+            _ => {
+                tracing::info!(%peer, replica = %name, "replica server: replica no longer served; closing connection");
+                return "replica no longer served".into();
+            }
+        }
+        // ... and for the data a read will return.
+        if let Request::Read { len, .. } | Request::ReadLayer { len, .. } = req
+            && len as usize <= MAX_DATA_LEN
+        {
+            match budget
+                .clone()
+                .acquire_many_owned(budget_units(len as usize))
+                .await
+            {
+                Ok(more) => permit.merge(more),
+                Err(_) => return "semaphore closed".into(),
+            }
+        }
+        let op = req.opcode();
+        let id = h.id;
+        if req == Request::Ping {
+            if let Some(f) = response_frame(op, id, &Response::Done) {
+                let _ = tx.send(f.with_permit(permit));
+            }
+            continue;
+        }
+        let ops = ops.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let resp = catch_unwind(AssertUnwindSafe(|| execute(ops.as_ref(), req)))
+                .unwrap_or_else(|_| Response::Error {
+                    kind: ErrorKind::Io,
+                    message: format!("internal error: replica panicked handling {op:?}"),
+                });
+            if let Some(f) = response_frame(op, id, &resp) {
+                // Fails only if the connection is gone.
+                let _ = tx.send(f.with_permit(permit));
+            }
+        });
+    }
+}
+
+/// Encodes a response, replacing one that cannot be sent by an error.
+fn response_frame(op: Opcode, id: u64, resp: &Response) -> Option<OutFrame> {
+    let encoded = resp
+        .encode(op)
+        .map_err(|e| e.to_string())
+        .and_then(|(flags, payload)| {
+            OutFrame::new(op as u8, flags, id, payload, Bytes::new()).map_err(|e| e.to_string())
+        });
+    match encoded {
+        Ok(f) => Some(f),
+        Err(why) => {
+            tracing::warn!(?op, id, reason = %why, "replica server: cannot encode response");
+            let err = Response::Error {
+                kind: ErrorKind::Io,
+                message: format!("cannot send response: {why}"),
+            };
+            let (flags, payload) = err.encode(op).ok()?;
+            debug_assert_eq!(flags, FLAG_RESPONSE | FLAG_ERROR);
+            OutFrame::new(op as u8, flags, id, payload, Bytes::new()).ok()
+        }
+    }
+}
+
+fn too_long(len: u32) -> ReplicaError {
+    ReplicaError::InvalidArgument(format!(
+        "read of {len} bytes exceeds the protocol maximum of {MAX_DATA_LEN}"
+    ))
+}
+
+/// Runs one request against a replica (blocking).
+pub(crate) fn execute(ops: &dyn ReplicaOps, req: Request) -> Response {
+    let done = |r: OpResult<()>| r.map(|()| Response::Done);
+    let result = match req {
+        Request::Ping => Ok(Response::Done),
+        Request::Read { offset, len } => {
+            if len as usize > MAX_DATA_LEN {
+                Err(too_long(len))
+            } else {
+                let mut buf = vec![0u8; len as usize];
+                ops.read(offset, &mut buf)
+                    .map(|()| Response::Data(Bytes::from(buf)))
+            }
+        }
+        Request::Write { offset, data } => done(ops.write(offset, &data)),
+        Request::Trim { offset, len } => done(ops.trim(offset, len)),
+        Request::WriteZeroes { offset, len } => done(ops.write_zeroes(offset, len)),
+        Request::Flush => done(ops.flush()),
+        Request::Info => Ok(Response::Info(ops.info())),
+        Request::BumpGeneration => ops.bump_generation().map(Response::Generation),
+        Request::Snapshot {
+            name,
+            user_created,
+            labels,
+        } => ops
+            .snapshot(&name, user_created, labels)
+            .map(Response::Layer),
+        Request::RemoveSnapshot { name } => done(ops.remove_snapshot(&name)),
+        Request::Revert { name } => done(ops.revert(&name)),
+        Request::Verify => ops.verify().map(Response::Verify),
+        Request::LayerExtents { layer } => ops.layer_extents(&layer).map(Response::Extents),
+        Request::ReadLayer { layer, offset, len } => {
+            if len as usize > MAX_DATA_LEN {
+                Err(too_long(len))
+            } else {
+                let mut buf = vec![0u8; len as usize];
+                ops.read_layer(&layer, offset, &mut buf)
+                    .map(|()| Response::Data(Bytes::from(buf)))
+            }
+        }
+        Request::LayerChecksum { layer } => ops.layer_checksum(&layer).map(Response::Checksum),
+        Request::StageLayer { info } => done(ops.stage_layer(&info)),
+        Request::WriteStaged {
+            layer,
+            offset,
+            data,
+        } => done(ops.write_staged(&layer, offset, &data)),
+        Request::InstallChain { layers } => done(ops.install_chain(&layers)),
+    };
+    result.unwrap_or_else(|e| Response::Error {
+        kind: e.kind(),
+        message: e.to_string(),
+    })
+}
