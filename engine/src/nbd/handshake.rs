@@ -55,7 +55,9 @@ where
 
     let client_flags = r.read_u32().await?;
     if client_flags & !KNOWN_CLIENT_FLAGS != 0 {
-        return Err(NbdError::Protocol(format!("unknown client flags {client_flags:#x}")));
+        return Err(NbdError::Protocol(format!(
+            "unknown client flags {client_flags:#x}"
+        )));
     }
     // A client without C_FIXED_NEWSTYLE is still served with fixed newstyle
     // replies (the spec allows it); such a client only sends EXPORT_NAME anyway.
@@ -71,7 +73,8 @@ where
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let h = parse_option_header(&hdr).map_err(|e| NbdError::Protocol(format!("option header: {e}")))?;
+        let h = parse_option_header(&hdr)
+            .map_err(|e| NbdError::Protocol(format!("option header: {e}")))?;
         data.clear();
         data.resize(h.len as usize, 0);
         r.read_exact(&mut data).await?;
@@ -100,12 +103,22 @@ where
                 match parse_info_request(&data) {
                     Err(e) => {
                         tracing::warn!(peer, "malformed NBD_OPT_INFO/GO: {e}");
-                        put_option_reply(&mut out, h.option, NBD_REP_ERR_INVALID, e.to_string().as_bytes());
+                        put_option_reply(
+                            &mut out,
+                            h.option,
+                            NBD_REP_ERR_INVALID,
+                            e.to_string().as_bytes(),
+                        );
                     }
                     Ok(req) => match resolve(catalog, &req.name) {
                         None => {
                             let msg = format!("unknown export {:?}", req.name);
-                            put_option_reply(&mut out, h.option, NBD_REP_ERR_UNKNOWN, msg.as_bytes());
+                            put_option_reply(
+                                &mut out,
+                                h.option,
+                                NBD_REP_ERR_UNKNOWN,
+                                msg.as_bytes(),
+                            );
                         }
                         Some((name, device)) => {
                             put_option_reply(
@@ -148,7 +161,12 @@ where
                     }
                     put_option_reply(&mut out, h.option, NBD_REP_ACK, &[]);
                 } else {
-                    put_option_reply(&mut out, h.option, NBD_REP_ERR_INVALID, b"NBD_OPT_LIST takes no data");
+                    put_option_reply(
+                        &mut out,
+                        h.option,
+                        NBD_REP_ERR_INVALID,
+                        b"NBD_OPT_LIST takes no data",
+                    );
                 }
             }
             NBD_OPT_ABORT => {
@@ -160,7 +178,12 @@ where
             }
             NBD_OPT_STRUCTURED_REPLY => {
                 // Simple replies only, for now.
-                put_option_reply(&mut out, h.option, NBD_REP_ERR_UNSUP, b"structured replies not supported");
+                put_option_reply(
+                    &mut out,
+                    h.option,
+                    NBD_REP_ERR_UNSUP,
+                    b"structured replies not supported",
+                );
             }
             NBD_OPT_STARTTLS => {
                 put_option_reply(&mut out, h.option, NBD_REP_ERR_UNSUP, b"TLS not supported");

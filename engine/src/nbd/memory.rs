@@ -24,7 +24,11 @@ impl MemoryDevice {
     /// A zero-filled device of `size` bytes.
     pub fn new(size: u64) -> Self {
         let len = usize::try_from(size).unwrap_or(usize::MAX);
-        MemoryDevice { size, data: Mutex::new(vec![0; len]), flushes: AtomicU64::new(0) }
+        MemoryDevice {
+            size,
+            data: Mutex::new(vec![0; len]),
+            flushes: AtomicU64::new(0),
+        }
     }
 
     /// How many times `flush` was called.
@@ -97,7 +101,9 @@ pub struct MemoryCatalog<D = MemoryDevice> {
 impl<D: ExportDevice> MemoryCatalog<D> {
     /// An empty catalog.
     pub fn new() -> Self {
-        MemoryCatalog { exports: BTreeMap::new() }
+        MemoryCatalog {
+            exports: BTreeMap::new(),
+        }
     }
 
     /// Adds (or replaces) an export.

@@ -46,7 +46,10 @@ pub(crate) enum NbdError {
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Serves every export of `catalog` on a TCP listener until dropped.
-pub async fn serve_tcp<C: ExportCatalog>(listener: TcpListener, catalog: Arc<C>) -> std::io::Result<()> {
+pub async fn serve_tcp<C: ExportCatalog>(
+    listener: TcpListener,
+    catalog: Arc<C>,
+) -> std::io::Result<()> {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -60,14 +63,20 @@ pub async fn serve_tcp<C: ExportCatalog>(listener: TcpListener, catalog: Arc<C>)
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(peer = %addr, "TCP_NODELAY failed: {e}");
         }
-        let peer = format!("tcp:{addr}#{}", NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
+        let peer = format!(
+            "tcp:{addr}#{}",
+            NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)
+        );
         let (r, w) = stream.into_split();
         tokio::spawn(run_connection(r, w, peer, catalog.clone()));
     }
 }
 
 /// Serves every export of `catalog` on a unix-socket listener until dropped.
-pub async fn serve_unix<C: ExportCatalog>(listener: UnixListener, catalog: Arc<C>) -> std::io::Result<()> {
+pub async fn serve_unix<C: ExportCatalog>(
+    listener: UnixListener,
+    catalog: Arc<C>,
+) -> std::io::Result<()> {
     loop {
         let (stream, _addr) = match listener.accept().await {
             Ok(s) => s,
@@ -88,12 +97,17 @@ pub async fn serve_unix<C: ExportCatalog>(listener: UnixListener, catalog: Arc<C
 /// shortage, not the listener itself.
 fn is_transient_accept_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock) {
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) {
         return true;
     }
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO | libc::EPERM)
+        Some(
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO | libc::EPERM
+        )
     )
 }
 

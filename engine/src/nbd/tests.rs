@@ -48,7 +48,10 @@ impl Client {
         c.s.read_exact(&mut g).await.unwrap();
         assert_eq!(&g[0..8], &NBDMAGIC.to_be_bytes());
         assert_eq!(&g[8..16], &IHAVEOPT.to_be_bytes());
-        assert_eq!(u16::from_be_bytes([g[16], g[17]]), NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+        assert_eq!(
+            u16::from_be_bytes([g[16], g[17]]),
+            NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES
+        );
         c.s.write_all(&client_flags.to_be_bytes()).await.unwrap();
         c
     }
@@ -106,8 +109,22 @@ impl Client {
         (c, task)
     }
 
-    async fn request(&mut self, kind: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: &[u8]) {
-        let h = encode_request(&Request { flags, kind, cookie, offset, len });
+    async fn request(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) {
+        let h = encode_request(&Request {
+            flags,
+            kind,
+            cookie,
+            offset,
+            len,
+        });
         self.s.write_all(&h).await.unwrap();
         self.s.write_all(payload).await.unwrap();
     }
@@ -117,18 +134,23 @@ impl Client {
         let mut h = [0u8; 16];
         self.s.read_exact(&mut h).await.unwrap();
         assert_eq!(&h[0..4], &NBD_SIMPLE_REPLY_MAGIC.to_be_bytes());
-        (u32::from_be_bytes(h[4..8].try_into().unwrap()), u64::from_be_bytes(h[8..16].try_into().unwrap()))
+        (
+            u32::from_be_bytes(h[4..8].try_into().unwrap()),
+            u64::from_be_bytes(h[8..16].try_into().unwrap()),
+        )
     }
 
     async fn write(&mut self, cookie: u64, offset: u64, data: &[u8]) -> u32 {
-        self.request(NBD_CMD_WRITE, 0, cookie, offset, data.len() as u32, data).await;
+        self.request(NBD_CMD_WRITE, 0, cookie, offset, data.len() as u32, data)
+            .await;
         let (e, c) = self.reply().await;
         assert_eq!(c, cookie);
         e
     }
 
     async fn read(&mut self, cookie: u64, offset: u64, len: u32) -> Result<Vec<u8>, u32> {
-        self.request(NBD_CMD_READ, 0, cookie, offset, len, &[]).await;
+        self.request(NBD_CMD_READ, 0, cookie, offset, len, &[])
+            .await;
         let (e, c) = self.reply().await;
         assert_eq!(c, cookie);
         if e != 0 {
@@ -149,7 +171,10 @@ impl Client {
     /// True if the server closed the connection (EOF) within a second.
     async fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(tokio::time::timeout(Duration::from_secs(1), self.s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 }
 
@@ -164,25 +189,53 @@ async fn finished(task: JoinHandle<()>) {
 async fn info_then_go_then_io() {
     let (s, task) = start(catalog_with(&["vol"]));
     let mut c = Client::greet(s, NBD_FLAG_C_FIXED_NEWSTYLE).await;
-    let replies = c.info(NBD_OPT_INFO, "vol", &[NBD_INFO_NAME, NBD_INFO_BLOCK_SIZE, 999]).await;
+    let replies = c
+        .info(
+            NBD_OPT_INFO,
+            "vol",
+            &[NBD_INFO_NAME, NBD_INFO_BLOCK_SIZE, 999],
+        )
+        .await;
     assert_eq!(replies.last().unwrap().kind, NBD_REP_ACK);
-    let export = replies.iter().find(|r| r.data[0..2] == NBD_INFO_EXPORT.to_be_bytes()).unwrap();
+    let export = replies
+        .iter()
+        .find(|r| r.data[0..2] == NBD_INFO_EXPORT.to_be_bytes())
+        .unwrap();
     assert_eq!(export.data.len(), 12);
-    assert_eq!(u64::from_be_bytes(export.data[2..10].try_into().unwrap()), SIZE);
+    assert_eq!(
+        u64::from_be_bytes(export.data[2..10].try_into().unwrap()),
+        SIZE
+    );
     let flags = u16::from_be_bytes(export.data[10..12].try_into().unwrap());
     assert_eq!(flags, TRANSMISSION_FLAGS);
     assert_ne!(flags & NBD_FLAG_CAN_MULTI_CONN, 0);
-    assert_eq!(flags & (NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_READ_ONLY | NBD_FLAG_SEND_DF), 0);
-    let bs = replies.iter().find(|r| r.data[0..2] == NBD_INFO_BLOCK_SIZE.to_be_bytes()).unwrap();
+    assert_eq!(
+        flags & (NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_READ_ONLY | NBD_FLAG_SEND_DF),
+        0
+    );
+    let bs = replies
+        .iter()
+        .find(|r| r.data[0..2] == NBD_INFO_BLOCK_SIZE.to_be_bytes())
+        .unwrap();
     assert_eq!(bs.data.len(), 14);
     let u = |i: usize| u32::from_be_bytes(bs.data[i..i + 4].try_into().unwrap());
-    assert_eq!((u(2), u(6), u(10)), (MIN_BLOCK_SIZE, PREFERRED_BLOCK_SIZE, MAX_BLOCK_SIZE));
-    let name = replies.iter().find(|r| r.data[0..2] == NBD_INFO_NAME.to_be_bytes()).unwrap();
+    assert_eq!(
+        (u(2), u(6), u(10)),
+        (MIN_BLOCK_SIZE, PREFERRED_BLOCK_SIZE, MAX_BLOCK_SIZE)
+    );
+    let name = replies
+        .iter()
+        .find(|r| r.data[0..2] == NBD_INFO_NAME.to_be_bytes())
+        .unwrap();
     assert_eq!(&name.data[2..], b"vol");
 
     let replies = c.info(NBD_OPT_GO, "vol", &[]).await;
     assert_eq!(replies.last().unwrap().kind, NBD_REP_ACK);
-    assert!(replies.iter().any(|r| r.data[0..2] == NBD_INFO_EXPORT.to_be_bytes()));
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.data[0..2] == NBD_INFO_EXPORT.to_be_bytes())
+    );
 
     assert_eq!(c.write(1, 513, &[0x11; 1000]).await, 0);
     let d = c.read(2, 512, 1002).await.unwrap();
@@ -197,7 +250,10 @@ async fn info_then_go_then_io() {
 
 #[tokio::test]
 async fn export_name_with_and_without_zeroes() {
-    for (flags, extra) in [(NBD_FLAG_C_FIXED_NEWSTYLE, 124usize), (NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES, 0)] {
+    for (flags, extra) in [
+        (NBD_FLAG_C_FIXED_NEWSTYLE, 124usize),
+        (NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES, 0),
+    ] {
         let (s, task) = start(catalog_with(&["vol"]));
         let mut c = Client::greet(s, flags).await;
         c.send_opt(NBD_OPT_EXPORT_NAME, b"vol").await;
@@ -260,7 +316,17 @@ async fn unknown_export_and_default_export() {
 async fn unsupported_options_then_go() {
     let (s, task) = start(catalog_with(&["vol"]));
     let mut c = Client::greet(s, NBD_FLAG_C_FIXED_NEWSTYLE).await;
-    for opt in [NBD_OPT_STRUCTURED_REPLY, NBD_OPT_STARTTLS, 9, 10, 11, 4, 0, 12345, u32::MAX] {
+    for opt in [
+        NBD_OPT_STRUCTURED_REPLY,
+        NBD_OPT_STARTTLS,
+        9,
+        10,
+        11,
+        4,
+        0,
+        12345,
+        u32::MAX,
+    ] {
         c.send_opt(opt, &[1, 2, 3]).await;
         let r = c.opt_reply().await;
         assert_eq!((r.option, r.kind), (opt, NBD_REP_ERR_UNSUP));
@@ -326,15 +392,43 @@ async fn commands_and_errors() {
     let (mut c, task) = Client::connect(cat, "vol").await;
 
     // Write with FUA, read back, unaligned pieces.
-    c.request(NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 1, 4096, 8192, &[0xab; 8192]).await;
+    c.request(
+        NBD_CMD_WRITE,
+        NBD_CMD_FLAG_FUA,
+        1,
+        4096,
+        8192,
+        &[0xab; 8192],
+    )
+    .await;
     assert_eq!(c.reply().await, (0, 1));
-    assert!(c.read(2, 4096, 8192).await.unwrap().iter().all(|&b| b == 0xab));
+    assert!(
+        c.read(2, 4096, 8192)
+            .await
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0xab)
+    );
     // Write zeroes (with NO_HOLE and FUA) and trim.
-    assert_eq!(c.simple(NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FUA, 3, 4096, 100).await, 0);
+    assert_eq!(
+        c.simple(
+            NBD_CMD_WRITE_ZEROES,
+            NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FUA,
+            3,
+            4096,
+            100
+        )
+        .await,
+        0
+    );
     let d = c.read(4, 4096, 200).await.unwrap();
     assert!(d[..100].iter().all(|&b| b == 0) && d[100..].iter().all(|&b| b == 0xab));
     let flushes = dev.flushes();
-    assert_eq!(c.simple(NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 5, 8192, 4096).await, 0);
+    assert_eq!(
+        c.simple(NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 5, 8192, 4096)
+            .await,
+        0
+    );
     assert_eq!(dev.flushes(), flushes + 1, "TRIM+FUA flushes");
     assert_eq!(c.simple(NBD_CMD_FLUSH, 0, 6, 0, 0).await, 0);
     assert_eq!(c.simple(NBD_CMD_FLUSH, NBD_CMD_FLAG_FUA, 6, 0, 0).await, 0);
@@ -348,7 +442,10 @@ async fn commands_and_errors() {
     assert_eq!(c.read(10, SIZE - 10, 11).await, Err(NBD_EINVAL));
     assert_eq!(c.read(11, u64::MAX, 1).await, Err(NBD_EINVAL));
     assert_eq!(c.simple(NBD_CMD_TRIM, 0, 12, SIZE, 1).await, NBD_EINVAL);
-    assert_eq!(c.simple(NBD_CMD_WRITE_ZEROES, 0, 13, SIZE - 1, 2).await, NBD_ENOSPC);
+    assert_eq!(
+        c.simple(NBD_CMD_WRITE_ZEROES, 0, 13, SIZE - 1, 2).await,
+        NBD_ENOSPC
+    );
     // An out-of-range write's payload is swallowed: the next request parses.
     assert_eq!(c.write(14, SIZE - 100, &[7; 200]).await, NBD_ENOSPC);
     assert_eq!(c.read(15, SIZE - 100, 100).await.unwrap(), vec![0; 100]);
@@ -356,21 +453,46 @@ async fn commands_and_errors() {
     // Oversized read: EINVAL, no data.
     assert_eq!(c.read(16, 0, MAX_BLOCK_SIZE + 1).await, Err(NBD_EINVAL));
     // Flags never advertised or not valid for the command: EINVAL.
-    assert_eq!(c.simple(NBD_CMD_READ, NBD_CMD_FLAG_DF, 17, 0, 10).await, NBD_EINVAL);
-    assert_eq!(c.simple(NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_FAST_ZERO, 18, 0, 10).await, NBD_EINVAL);
-    assert_eq!(c.simple(NBD_CMD_TRIM, NBD_CMD_FLAG_NO_HOLE, 19, 0, 10).await, NBD_EINVAL);
+    assert_eq!(
+        c.simple(NBD_CMD_READ, NBD_CMD_FLAG_DF, 17, 0, 10).await,
+        NBD_EINVAL
+    );
+    assert_eq!(
+        c.simple(NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_FAST_ZERO, 18, 0, 10)
+            .await,
+        NBD_EINVAL
+    );
+    assert_eq!(
+        c.simple(NBD_CMD_TRIM, NBD_CMD_FLAG_NO_HOLE, 19, 0, 10)
+            .await,
+        NBD_EINVAL
+    );
     c.request(NBD_CMD_WRITE, 1 << 9, 20, 0, 4, b"abcd").await;
     assert_eq!(c.reply().await, (NBD_EINVAL, 20));
-    assert_eq!(c.read(21, 0, 4).await.unwrap(), vec![0; 4], "rejected write must not write");
+    assert_eq!(
+        c.read(21, 0, 4).await.unwrap(),
+        vec![0; 4],
+        "rejected write must not write"
+    );
     // Unknown commands: EINVAL.
-    for (i, kind) in [NBD_CMD_CACHE, NBD_CMD_BLOCK_STATUS, 8, 100, u16::MAX].into_iter().enumerate() {
+    for (i, kind) in [NBD_CMD_CACHE, NBD_CMD_BLOCK_STATUS, 8, 100, u16::MAX]
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(c.simple(kind, 0, 100 + i as u64, 0, 512).await, NBD_EINVAL);
     }
     // Still in sync after all that.
-    assert!(c.read(30, 4096 + 100, 10).await.unwrap().iter().all(|&b| b == 0xab));
+    assert!(
+        c.read(30, 4096 + 100, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0xab)
+    );
 
     // Oversized write: the connection is dropped.
-    c.request(NBD_CMD_WRITE, 0, 31, 0, MAX_BLOCK_SIZE + 1, &[]).await;
+    c.request(NBD_CMD_WRITE, 0, 31, 0, MAX_BLOCK_SIZE + 1, &[])
+        .await;
     assert!(c.closed().await);
     finished(task).await;
 }
@@ -447,17 +569,30 @@ impl ExportDevice for ScriptedDevice {
 }
 
 async fn scripted() -> (Client, JoinHandle<()>) {
-    let cat = Arc::new(MemoryCatalog::new().with("s", Arc::new(ScriptedDevice { inner: MemoryDevice::new(SIZE) })));
+    let cat = Arc::new(MemoryCatalog::new().with(
+        "s",
+        Arc::new(ScriptedDevice {
+            inner: MemoryDevice::new(SIZE),
+        }),
+    ));
     let (s, task) = start(cat);
     let mut c = Client::greet(s, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES).await;
-    assert_eq!(c.info(NBD_OPT_GO, "s", &[]).await.last().unwrap().kind, NBD_REP_ACK);
+    assert_eq!(
+        c.info(NBD_OPT_GO, "s", &[]).await.last().unwrap().kind,
+        NBD_REP_ACK
+    );
     (c, task)
 }
 
 #[tokio::test]
 async fn device_errors_map_to_nbd_errors() {
     let (mut c, task) = scripted().await;
-    for (offset, want) in [(1000, NBD_EIO), (2000, NBD_EINVAL), (3000, NBD_ENOSPC), (4000, NBD_EPERM)] {
+    for (offset, want) in [
+        (1000, NBD_EIO),
+        (2000, NBD_EINVAL),
+        (3000, NBD_ENOSPC),
+        (4000, NBD_EPERM),
+    ] {
         assert_eq!(c.read(1, offset, 10).await, Err(want));
         assert_eq!(c.write(2, offset, b"0123456789").await, want);
         assert_eq!(c.simple(NBD_CMD_TRIM, 0, 3, offset, 10).await, want);
@@ -524,14 +659,20 @@ async fn many_requests_pipelined() {
     let wr = writer.await.unwrap();
     c.s = rd.unsplit(wr);
     for i in [0u64, 1, 255, 499] {
-        assert_eq!(c.read(1000 + i, i * 512, 512).await.unwrap(), vec![i as u8; 512]);
+        assert_eq!(
+            c.read(1000 + i, i * 512, 512).await.unwrap(),
+            vec![i as u8; 512]
+        );
     }
     drop(c);
     finished(task).await;
 }
 
 fn run_fuzz(bytes: Vec<u8>, after_go: bool) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let (s, task) = start(catalog_with(&["vol"]));
         let (mut rd, mut wr) = tokio::io::split(s);
@@ -562,10 +703,24 @@ fn run_fuzz(bytes: Vec<u8>, after_go: bool) {
 /// Requests with a valid magic and arbitrary fields, payload of the stated
 /// size for writes (up to a limit), interleaved with junk.
 fn request_stream() -> impl Strategy<Value = Vec<u8>> {
-    let req = (any::<u16>(), 0u16..10, any::<u64>(), prop_oneof![0u64..SIZE + 10, any::<u64>()], 0u32..5000, any::<bool>())
+    let req = (
+        any::<u16>(),
+        0u16..10,
+        any::<u64>(),
+        prop_oneof![0u64..SIZE + 10, any::<u64>()],
+        0u32..5000,
+        any::<bool>(),
+    )
         .prop_map(|(flags, kind, cookie, offset, len, junk)| {
             let flags = flags & 0x1f;
-            let mut v = encode_request(&Request { flags, kind, cookie, offset, len }).to_vec();
+            let mut v = encode_request(&Request {
+                flags,
+                kind,
+                cookie,
+                offset,
+                len,
+            })
+            .to_vec();
             if kind == NBD_CMD_WRITE {
                 v.extend(std::iter::repeat_n(0x5a, len as usize));
             }

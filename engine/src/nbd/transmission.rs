@@ -68,7 +68,10 @@ fn validate(req: &Request, size: u64) -> Result<(), u32> {
     if matches!(req.kind, NBD_CMD_READ | NBD_CMD_WRITE) && req.len > MAX_BLOCK_SIZE {
         return Err(NBD_EINVAL);
     }
-    let in_range = req.offset.checked_add(u64::from(req.len)).is_some_and(|end| end <= size);
+    let in_range = req
+        .offset
+        .checked_add(u64::from(req.len))
+        .is_some_and(|end| end <= size);
     if !in_range {
         // The spec: ENOSPC for writes past the end, EINVAL for reads and trims.
         return Err(match req.kind {
@@ -174,8 +177,10 @@ where
                     return Ok(End::Eof);
                 }
             }
-            if !matches!(req.kind, NBD_CMD_READ | NBD_CMD_WRITE | NBD_CMD_FLUSH | NBD_CMD_TRIM | NBD_CMD_WRITE_ZEROES)
-            {
+            if !matches!(
+                req.kind,
+                NBD_CMD_READ | NBD_CMD_WRITE | NBD_CMD_FLUSH | NBD_CMD_TRIM | NBD_CMD_WRITE_ZEROES
+            ) {
                 tracing::warn!(export, peer, kind = req.kind, "unknown NBD command");
             } else {
                 tracing::debug!(export, peer, ?req, error, "invalid NBD request");
@@ -191,23 +196,41 @@ where
                     let _ = tx.send(reply(0, Some(Bytes::new()), slot, None));
                     continue;
                 }
-                let bytes = budget.clone().acquire_many_owned(req.len).await.map_err(|_| closed())?;
+                let bytes = budget
+                    .clone()
+                    .acquire_many_owned(req.len)
+                    .await
+                    .map_err(|_| closed())?;
                 let (tx, dev) = (tx.clone(), device.clone());
                 tokio::spawn(async move {
                     let (error, data) = match dev.read(req.offset, req.len).await {
                         Ok(d) if d.len() == req.len as usize => (0, Some(d)),
                         Ok(d) => {
-                            tracing::warn!(got = d.len(), want = req.len, "device returned a short read");
+                            tracing::warn!(
+                                got = d.len(),
+                                want = req.len,
+                                "device returned a short read"
+                            );
                             (NBD_EIO, None)
                         }
                         Err(e) => (device_error("read", &e), None),
                     };
-                    let _ = tx.send(Reply { cookie: req.cookie, error, data, _slot: slot, _bytes: Some(bytes) });
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data,
+                        _slot: slot,
+                        _bytes: Some(bytes),
+                    });
                 });
             }
             NBD_CMD_WRITE => {
                 let len = req.len as usize;
-                let bytes = budget.clone().acquire_many_owned(req.len).await.map_err(|_| closed())?;
+                let bytes = budget
+                    .clone()
+                    .acquire_many_owned(req.len)
+                    .await
+                    .map_err(|_| closed())?;
                 let mut buf = BytesMut::with_capacity(len);
                 while buf.len() < len {
                     let want = (len - buf.len()) as u64;
@@ -226,7 +249,13 @@ where
                         Ok(()) => 0,
                         Err(e) => device_error("write", &e),
                     };
-                    let _ = tx.send(Reply { cookie: req.cookie, error, data: None, _slot: slot, _bytes: Some(bytes) });
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data: None,
+                        _slot: slot,
+                        _bytes: Some(bytes),
+                    });
                 });
             }
             NBD_CMD_FLUSH => {
@@ -236,7 +265,13 @@ where
                         Ok(()) => 0,
                         Err(e) => device_error("flush", &e),
                     };
-                    let _ = tx.send(Reply { cookie: req.cookie, error, data: None, _slot: slot, _bytes: None });
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data: None,
+                        _slot: slot,
+                        _bytes: None,
+                    });
                 });
             }
             NBD_CMD_TRIM | NBD_CMD_WRITE_ZEROES => {
@@ -261,7 +296,13 @@ where
                         Ok(()) => 0,
                         Err(e) => device_error(if trim { "trim" } else { "write_zeroes" }, &e),
                     };
-                    let _ = tx.send(Reply { cookie: req.cookie, error, data: None, _slot: slot, _bytes: None });
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data: None,
+                        _slot: slot,
+                        _bytes: None,
+                    });
                 });
             }
             _ => {
@@ -289,7 +330,10 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     w.shutdown().await
 }
 
-async fn write_reply<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, reply: Reply) -> std::io::Result<()> {
+async fn write_reply<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    reply: Reply,
+) -> std::io::Result<()> {
     let hdr = encode_simple_reply(reply.error, reply.cookie);
     match &reply.data {
         Some(data) if reply.error == 0 && !data.is_empty() => {
@@ -306,11 +350,16 @@ async fn write_reply<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, reply: Reply) 
     }
 }
 
-async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    a: &[u8],
+    b: &[u8],
+) -> std::io::Result<()> {
     let (mut i, mut j) = (0usize, 0usize);
     while i < a.len() || j < b.len() {
         let n = if i < a.len() {
-            w.write_vectored(&[IoSlice::new(&a[i..]), IoSlice::new(&b[j..])]).await?
+            w.write_vectored(&[IoSlice::new(&a[i..]), IoSlice::new(&b[j..])])
+                .await?
         } else {
             w.write(&b[j..]).await?
         };

@@ -140,6 +140,16 @@ pub const MAX_OPTION_LEN: u32 = 64 * 1024;
 /// Longest string (export name) the protocol allows.
 pub const MAX_STRING_LEN: usize = 4096;
 
+// The spec's constraints on advertised block sizes: minimum a power of two
+// ≤ 64 KiB; preferred a power of two ≥ max(minimum, 512); maximum a multiple
+// of the minimum and ≥ preferred.
+const _: () = assert!(MIN_BLOCK_SIZE.is_power_of_two() && MIN_BLOCK_SIZE <= 65536);
+const _: () = assert!(PREFERRED_BLOCK_SIZE.is_power_of_two() && PREFERRED_BLOCK_SIZE >= 512);
+const _: () = assert!(PREFERRED_BLOCK_SIZE >= MIN_BLOCK_SIZE);
+const _: () = assert!(
+    MAX_BLOCK_SIZE.is_multiple_of(MIN_BLOCK_SIZE) && MAX_BLOCK_SIZE >= PREFERRED_BLOCK_SIZE
+);
+
 /// Size of a request header on the wire.
 pub const REQUEST_LEN: usize = 28;
 /// Size of a simple reply header on the wire.
@@ -249,16 +259,23 @@ pub fn parse_info_request(b: &[u8]) -> Result<InfoRequest, WireError> {
     }
     let name_len = be_u32(b, 0) as usize;
     if name_len > b.len() - 6 {
-        return Err(WireError::Malformed("INFO/GO name length exceeds option length"));
+        return Err(WireError::Malformed(
+            "INFO/GO name length exceeds option length",
+        ));
     }
     let name = parse_export_name(&b[4..4 + name_len])?;
     let rest = &b[4 + name_len..];
     let count = be_u16(rest, 0) as usize;
     let list = &rest[2..];
     if list.len() != count * 2 {
-        return Err(WireError::Malformed("INFO/GO request count does not match option length"));
+        return Err(WireError::Malformed(
+            "INFO/GO request count does not match option length",
+        ));
     }
-    let requests = list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let requests = list
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
     Ok(InfoRequest { name, requests })
 }
 
@@ -389,17 +406,32 @@ mod tests {
         h[12..16].copy_from_slice(&MAX_OPTION_LEN.to_be_bytes());
         assert_eq!(
             parse_option_header(&h),
-            Ok(OptionHeader { option: NBD_OPT_GO, len: MAX_OPTION_LEN })
+            Ok(OptionHeader {
+                option: NBD_OPT_GO,
+                len: MAX_OPTION_LEN
+            })
         );
         h[12..16].copy_from_slice(&(MAX_OPTION_LEN + 1).to_be_bytes());
-        assert_eq!(parse_option_header(&h), Err(WireError::OptionTooLong(MAX_OPTION_LEN + 1)));
+        assert_eq!(
+            parse_option_header(&h),
+            Err(WireError::OptionTooLong(MAX_OPTION_LEN + 1))
+        );
         h[0] ^= 1;
-        assert!(matches!(parse_option_header(&h), Err(WireError::BadMagic(_))));
+        assert!(matches!(
+            parse_option_header(&h),
+            Err(WireError::BadMagic(_))
+        ));
     }
 
     #[test]
     fn request_roundtrip_and_bad_magic() {
-        let r = Request { flags: 3, kind: NBD_CMD_WRITE, cookie: 0xdead_beef_0bad_f00d, offset: 1 << 40, len: 4096 };
+        let r = Request {
+            flags: 3,
+            kind: NBD_CMD_WRITE,
+            cookie: 0xdead_beef_0bad_f00d,
+            offset: 1 << 40,
+            len: 4096,
+        };
         let b = encode_request(&r);
         assert_eq!(parse_request(&b), Ok(r));
         let mut bad = b;
@@ -421,15 +453,6 @@ mod tests {
         assert_eq!(nbd_error_from_errno(libc::EDQUOT), NBD_ENOSPC);
         assert_eq!(nbd_error_from_errno(libc::EBADF), NBD_EIO);
         assert_eq!(nbd_error_from_errno(-1), NBD_EIO);
-    }
-
-    #[test]
-    fn advertised_block_sizes_are_valid() {
-        // Spec: minimum a power of two ≤ 64 KiB; preferred a power of two ≥ max(min, 512);
-        // maximum a multiple of the minimum and ≥ preferred.
-        assert!(MIN_BLOCK_SIZE.is_power_of_two() && MIN_BLOCK_SIZE <= 65536);
-        assert!(PREFERRED_BLOCK_SIZE.is_power_of_two() && PREFERRED_BLOCK_SIZE >= MIN_BLOCK_SIZE.max(512));
-        assert!(MAX_BLOCK_SIZE % MIN_BLOCK_SIZE == 0 && MAX_BLOCK_SIZE >= PREFERRED_BLOCK_SIZE);
     }
 
     proptest! {
