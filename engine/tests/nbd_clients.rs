@@ -189,6 +189,26 @@ async fn nbdinfo_reports_export_and_list() {
         "{text}"
     );
 
+    // qemu's view of the list (LIST, then INFO per export), TCP and unix.
+    let port = srv.port.to_string();
+    let socket = srv.socket.to_str().unwrap();
+    let tcp_args = ["--list", "-b", "127.0.0.1", "-p", port.as_str()];
+    let unix_args = ["--list", "-k", socket];
+    for args in [&tcp_args[..], &unix_args[..]] {
+        let out = run("qemu-nbd", args).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("exports available: 2"), "{text}");
+        assert!(
+            text.contains("export: 'vol'") && text.contains("export: 'other'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("min block: 1") && text.contains("max block: 33554432"),
+            "{text}"
+        );
+        assert!(text.contains("flush fua trim zeroes multi"), "{text}");
+    }
+
     // An unknown export is refused (NBD_REP_ERR_UNKNOWN), not a crash.
     let status = Command::new(tool("nbdinfo"))
         .arg(srv.tcp_uri("missing"))
@@ -255,6 +275,13 @@ async fn qemu_io_commands() {
         )
         .await;
     }
+    // The only export is also the default export (empty name).
+    let default_uri = format!("nbd://127.0.0.1:{}", srv.port);
+    run(
+        "qemu-io",
+        &["-f", "raw", &default_uri, "-c", "read -P 0x11 513 1000"],
+    )
+    .await;
     let snap = srv.device("vol").snapshot();
     assert!(snap[513..1513].iter().all(|&b| b == 0x11));
     assert_eq!((snap[512], snap[1513]), (0, 0));

@@ -73,8 +73,24 @@ where
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let h = parse_option_header(&hdr)
-            .map_err(|e| NbdError::Protocol(format!("option header: {e}")))?;
+        let h = match parse_option_header(&hdr) {
+            Ok(h) => h,
+            Err(e @ WireError::OptionTooLong { option, .. }) => {
+                // Not read, not allocated: say why, then hang up (the payload
+                // cannot be skipped cheaply and the spec allows a hard disconnect).
+                out.clear();
+                put_option_reply(
+                    &mut out,
+                    option,
+                    NBD_REP_ERR_TOO_BIG,
+                    e.to_string().as_bytes(),
+                );
+                let _ = w.write_all(&out).await;
+                let _ = w.flush().await;
+                return Err(NbdError::Protocol(e.to_string()));
+            }
+            Err(e) => return Err(NbdError::Protocol(format!("option header: {e}"))),
+        };
         data.clear();
         data.resize(h.len as usize, 0);
         r.read_exact(&mut data).await?;

@@ -29,6 +29,9 @@ use crate::device::ExportCatalog;
 const READ_BUFFER: usize = 128 * 1024;
 /// Write buffer per connection (reply headers and small read payloads).
 const WRITE_BUFFER: usize = 128 * 1024;
+/// A client must reach transmission (or end the handshake) within this time;
+/// otherwise idle sockets could pile up unchecked.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a connection ended abnormally.
 #[derive(Debug, Error)]
@@ -68,7 +71,13 @@ pub async fn serve_tcp<C: ExportCatalog>(
             NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)
         );
         let (r, w) = stream.into_split();
-        tokio::spawn(run_connection(r, w, peer, catalog.clone()));
+        tokio::spawn(run_connection(
+            r,
+            w,
+            peer,
+            catalog.clone(),
+            HANDSHAKE_TIMEOUT,
+        ));
     }
 }
 
@@ -89,7 +98,13 @@ pub async fn serve_unix<C: ExportCatalog>(
         };
         let peer = format!("unix#{}", NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
         let (r, w) = stream.into_split();
-        tokio::spawn(run_connection(r, w, peer, catalog.clone()));
+        tokio::spawn(run_connection(
+            r,
+            w,
+            peer,
+            catalog.clone(),
+            HANDSHAKE_TIMEOUT,
+        ));
     }
 }
 
@@ -113,8 +128,13 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
 
 /// One connection, from greeting to close. Never panics on client input;
 /// whatever happens only ends this connection.
-pub(crate) async fn run_connection<R, W, C>(r: R, w: W, peer: String, catalog: Arc<C>)
-where
+pub(crate) async fn run_connection<R, W, C>(
+    r: R,
+    w: W,
+    peer: String,
+    catalog: Arc<C>,
+    handshake_timeout: Duration,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
     C: ExportCatalog,
@@ -122,7 +142,15 @@ where
     tracing::debug!(peer, "nbd client connected");
     let mut reader = BufReader::with_capacity(READ_BUFFER, r);
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, w);
-    let negotiated = match handshake::negotiate(&mut reader, &mut writer, &*catalog, &peer).await {
+    let handshake = handshake::negotiate(&mut reader, &mut writer, &*catalog, &peer);
+    let Ok(negotiated) = tokio::time::timeout(handshake_timeout, handshake).await else {
+        tracing::warn!(
+            peer,
+            "nbd handshake not finished within {handshake_timeout:?}; closing"
+        );
+        return;
+    };
+    let negotiated = match negotiated {
         Ok(Some(n)) => n,
         Ok(None) => {
             tracing::debug!(peer, "nbd client ended the handshake");

@@ -27,7 +27,13 @@ fn catalog_with(names: &[&str]) -> Arc<MemoryCatalog> {
 fn start<C: ExportCatalog>(catalog: Arc<C>) -> (DuplexStream, JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(4 << 20);
     let (r, w) = tokio::io::split(server);
-    let task = tokio::spawn(run_connection(r, w, "test".into(), catalog));
+    let task = tokio::spawn(run_connection(
+        r,
+        w,
+        "test".into(),
+        catalog,
+        Duration::from_secs(10),
+    ));
     (client, task)
 }
 
@@ -359,7 +365,8 @@ async fn handshake_violations_close() {
     assert!(c.closed().await);
     finished(task).await;
 
-    // Absurd option length: closed without waiting for (or allocating) 4 GiB.
+    // Absurd option length: ERR_TOO_BIG and closed, without waiting for
+    // (or allocating) 4 GiB.
     let (s, task) = start(catalog_with(&["vol"]));
     let mut c = Client::greet(s, NBD_FLAG_C_FIXED_NEWSTYLE).await;
     let mut h = Vec::new();
@@ -367,6 +374,8 @@ async fn handshake_violations_close() {
     h.extend_from_slice(&NBD_OPT_GO.to_be_bytes());
     h.extend_from_slice(&u32::MAX.to_be_bytes());
     c.s.write_all(&h).await.unwrap();
+    let r = c.opt_reply().await;
+    assert_eq!((r.option, r.kind), (NBD_OPT_GO, NBD_REP_ERR_TOO_BIG));
     assert!(c.closed().await);
     finished(task).await;
 
@@ -381,6 +390,24 @@ async fn handshake_violations_close() {
     let (s, task) = start(catalog_with(&["vol"]));
     let mut c = Client::greet(s, NBD_FLAG_C_FIXED_NEWSTYLE).await;
     c.send_opt(NBD_OPT_EXPORT_NAME, &[0xff, 0xfe]).await;
+    assert!(c.closed().await);
+    finished(task).await;
+}
+
+#[tokio::test]
+async fn silent_client_times_out_in_handshake() {
+    let (client, server) = tokio::io::duplex(4096);
+    let (r, w) = tokio::io::split(server);
+    let task = tokio::spawn(run_connection(
+        r,
+        w,
+        "test".into(),
+        catalog_with(&["vol"]),
+        Duration::from_millis(200),
+    ));
+    let mut c = Client::greet(client, NBD_FLAG_C_FIXED_NEWSTYLE).await;
+    // Half an option header, then nothing.
+    c.s.write_all(&IHAVEOPT.to_be_bytes()).await.unwrap();
     assert!(c.closed().await);
     finished(task).await;
 }

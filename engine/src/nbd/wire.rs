@@ -183,8 +183,8 @@ pub fn nbd_error_from_errno(errno: i32) -> u32 {
 pub enum WireError {
     #[error("bad magic {0:#x}")]
     BadMagic(u64),
-    #[error("option too long: {0} bytes")]
-    OptionTooLong(u32),
+    #[error("option {option} too long: {len} bytes")]
+    OptionTooLong { option: u32, len: u32 },
     #[error("malformed option data: {0}")]
     Malformed(&'static str),
 }
@@ -224,7 +224,7 @@ pub fn parse_option_header(b: &[u8; OPTION_HEADER_LEN]) -> Result<OptionHeader, 
     let option = be_u32(b, 8);
     let len = be_u32(b, 12);
     if len > MAX_OPTION_LEN {
-        return Err(WireError::OptionTooLong(len));
+        return Err(WireError::OptionTooLong { option, len });
     }
     Ok(OptionHeader { option, len })
 }
@@ -414,7 +414,10 @@ mod tests {
         h[12..16].copy_from_slice(&(MAX_OPTION_LEN + 1).to_be_bytes());
         assert_eq!(
             parse_option_header(&h),
-            Err(WireError::OptionTooLong(MAX_OPTION_LEN + 1))
+            Err(WireError::OptionTooLong {
+                option: NBD_OPT_GO,
+                len: MAX_OPTION_LEN + 1
+            })
         );
         h[0] ^= 1;
         assert!(matches!(
