@@ -459,6 +459,11 @@ async fn commands_and_errors() {
     assert_eq!(dev.flushes(), flushes + 1, "TRIM+FUA flushes");
     assert_eq!(c.simple(NBD_CMD_FLUSH, 0, 6, 0, 0).await, 0);
     assert_eq!(c.simple(NBD_CMD_FLUSH, NBD_CMD_FLAG_FUA, 6, 0, 0).await, 0);
+    assert_eq!(
+        c.simple(NBD_CMD_FLUSH, 0, 6, u64::MAX, 7).await,
+        0,
+        "FLUSH range is ignored"
+    );
 
     // Zero-length requests succeed without touching the device.
     assert_eq!(c.read(7, SIZE, 0).await.unwrap(), Vec::<u8>::new());
@@ -760,7 +765,7 @@ fn request_stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn handshake_survives_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {

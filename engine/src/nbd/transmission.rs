@@ -59,11 +59,15 @@ fn validate(req: &Request, size: u64) -> Result<(), u32> {
     // where nothing is written); NO_HOLE only on WRITE_ZEROES. Anything else
     // (DF, REQ_ONE, FAST_ZERO were never advertised) is EINVAL.
     let allowed = match req.kind {
+        NBD_CMD_READ | NBD_CMD_WRITE | NBD_CMD_FLUSH | NBD_CMD_TRIM => NBD_CMD_FLAG_FUA,
         NBD_CMD_WRITE_ZEROES => NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE,
-        _ => NBD_CMD_FLAG_FUA,
+        _ => return Err(NBD_EINVAL), // unknown command (CACHE, BLOCK_STATUS, ...)
     };
     if req.flags & !allowed != 0 {
         return Err(NBD_EINVAL);
+    }
+    if req.kind == NBD_CMD_FLUSH {
+        return Ok(()); // offset and length are reserved; not checked
     }
     if matches!(req.kind, NBD_CMD_READ | NBD_CMD_WRITE) && req.len > MAX_BLOCK_SIZE {
         return Err(NBD_EINVAL);
@@ -306,7 +310,7 @@ where
                 });
             }
             _ => {
-                // validate() lets only known commands through; be safe anyway.
+                // Unreachable: validate() rejects unknown commands.
                 let _ = tx.send(reply(NBD_EINVAL, None, slot, None));
             }
         }
