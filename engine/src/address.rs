@@ -36,16 +36,15 @@ impl FromStr for ReplicaAddress {
         let rest = text
             .strip_prefix("tcp://")
             .ok_or_else(|| err("scheme must be tcp://"))?;
-        let (server, name) = rest
-            .split_once('/')
-            .ok_or_else(|| err("missing /NAME"))?;
+        let (server, name) = rest.split_once('/').ok_or_else(|| err("missing /NAME"))?;
         let (host, port) = server
             .rsplit_once(':')
             .ok_or_else(|| err("missing :PORT"))?;
         if host.is_empty() {
             return Err(err("empty host"));
         }
-        port.parse::<u16>().map_err(|_| err("port is not a number"))?;
+        port.parse::<u16>()
+            .map_err(|_| err("port is not a number"))?;
         check_name(name).map_err(|e| err(&e.to_string()))?;
         Ok(ReplicaAddress {
             server: server.to_string(),
@@ -87,7 +86,14 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["udp://h:1/x", "tcp://h/x", "tcp://h:1", "tcp://h:x/y", "tcp://:1/x", "tcp://h:1/../x"] {
+        for bad in [
+            "udp://h:1/x",
+            "tcp://h/x",
+            "tcp://h:1",
+            "tcp://h:x/y",
+            "tcp://:1/x",
+            "tcp://h:1/../x",
+        ] {
             assert!(bad.parse::<ReplicaAddress>().is_err(), "{bad}");
         }
     }

@@ -43,8 +43,11 @@ pub trait ExportDevice: Send + Sync + 'static {
     /// Size in bytes (a multiple of 4096).
     fn size(&self) -> u64;
     /// Reads `len` bytes at `offset`.
-    fn read(&self, offset: u64, len: u32)
-    -> impl Future<Output = Result<Bytes, DeviceError>> + Send;
+    fn read(
+        &self,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<Bytes, DeviceError>> + Send;
     /// Writes `data` at `offset`; with `fua`, durable before returning.
     fn write(
         &self,

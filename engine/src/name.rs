@@ -34,10 +34,9 @@ pub fn check_name(name: &str) -> Result<&str, NameError> {
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
         return Err(err("must start with a lowercase letter or digit"));
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_')
-    {
+    if !name.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
+    }) {
         return Err(err("contains a character outside [a-z0-9._-]"));
     }
     Ok(name)

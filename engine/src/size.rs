@@ -68,7 +68,7 @@ pub fn check_volume_size(bytes: u64) -> Result<u64, SizeError> {
     if bytes == 0 {
         return Err(SizeError::Zero);
     }
-    if bytes % BLOCK_SIZE != 0 {
+    if !bytes.is_multiple_of(BLOCK_SIZE) {
         return Err(SizeError::Unaligned(bytes));
     }
     if bytes > MAX_VOLUME_SIZE {
@@ -109,9 +109,18 @@ mod tests {
     fn refuses_bad_sizes() {
         assert_eq!(parse_volume_size("0"), Err(SizeError::Zero));
         assert_eq!(parse_volume_size("4097"), Err(SizeError::Unaligned(4097)));
-        assert!(matches!(parse_volume_size("MiB"), Err(SizeError::Syntax(_))));
-        assert!(matches!(parse_volume_size("5XB"), Err(SizeError::Unit { .. })));
-        assert!(matches!(parse_volume_size("65TiB"), Err(SizeError::TooLarge(_))));
+        assert!(matches!(
+            parse_volume_size("MiB"),
+            Err(SizeError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_volume_size("5XB"),
+            Err(SizeError::Unit { .. })
+        ));
+        assert!(matches!(
+            parse_volume_size("65TiB"),
+            Err(SizeError::TooLarge(_))
+        ));
         assert!(matches!(
             parse_volume_size("99999999999999999999999"),
             Err(SizeError::TooLarge(_))

@@ -14,7 +14,10 @@ pub fn vigil_bin() -> PathBuf {
     if let Ok(p) = std::env::var("VIGIL_BIN") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
@@ -24,12 +27,19 @@ pub fn vigil_bin() -> PathBuf {
             return p;
         }
     }
-    panic!("vigil binary not found under {}: run `cargo build --release` first (the test script does)", target.display());
+    panic!(
+        "vigil binary not found under {}: run `cargo build --release` first (the test script does)",
+        target.display()
+    );
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; tiny race accepted).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running agent.
@@ -94,17 +104,25 @@ impl Agent {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("agent {} exited during start ({status}):\n{}", self.name, self.log_text());
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "agent {} exited during start ({status}):\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             if http_get(self.listen_port, "/healthz").is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("agent {} not ready after 20 s:\n{}", self.name, self.log_text());
+        panic!(
+            "agent {} not ready after 20 s:\n{}",
+            self.name,
+            self.log_text()
+        );
     }
 
     /// The agent's log so far.
@@ -167,8 +185,13 @@ impl Agent {
         let mut full = vec!["-o", "json"];
         full.extend_from_slice(args);
         let (ok, out, err) = self.cli(&full);
-        assert!(ok, "vigil {args:?} failed: {err}\nagent log:\n{}", self.log_text());
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vigil {args:?}: bad JSON ({e}): {out}"))
+        assert!(
+            ok,
+            "vigil {args:?} failed: {err}\nagent log:\n{}",
+            self.log_text()
+        );
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("vigil {args:?}: bad JSON ({e}): {out}"))
     }
 
     /// Creates a replica; returns its `tcp://` URL.
@@ -203,7 +226,11 @@ impl Drop for Agent {
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     if !buf.starts_with("HTTP/1.1 200") {

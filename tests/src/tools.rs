@@ -43,7 +43,16 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
 pub fn qemu_write(file: &Path, uri: &str) {
     run(
         "qemu-img",
-        &["convert", "-n", "-f", "raw", "-O", "raw", file.to_str().unwrap(), uri],
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            file.to_str().unwrap(),
+            uri,
+        ],
     );
 }
 
@@ -51,7 +60,15 @@ pub fn qemu_write(file: &Path, uri: &str) {
 pub fn qemu_equal(file: &Path, uri: &str) -> bool {
     let (ok, text) = try_run(
         "qemu-img",
-        &["compare", "-f", "raw", "-F", "raw", file.to_str().unwrap(), uri],
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            file.to_str().unwrap(),
+            uri,
+        ],
     );
     if !ok {
         eprintln!("qemu-img compare: {text}");

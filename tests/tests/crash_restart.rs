@@ -5,7 +5,10 @@ use vigil_tests::{Agent, tools};
 #[test]
 fn flushed_writes_survive_kill9_of_every_agent() {
     let root = tempfile::tempdir().unwrap();
-    let mut agents: Vec<Agent> = ["n1", "n2", "n3"].iter().map(|n| Agent::start(root.path(), n)).collect();
+    let mut agents: Vec<Agent> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| Agent::start(root.path(), n))
+        .collect();
     let urls: Vec<String> = agents
         .iter()
         .enumerate()
@@ -31,11 +34,17 @@ fn flushed_writes_survive_kill9_of_every_agent() {
     }
     let e = agents[0].create_engine("crash", "32MiB", &refs);
     assert_eq!(e["robustness"], "healthy", "{e}");
-    assert!(tools::qemu_equal(&data, e["nbd_uri"].as_str().unwrap()), "flushed data lost");
+    assert!(
+        tools::qemu_equal(&data, e["nbd_uri"].as_str().unwrap()),
+        "flushed data lost"
+    );
     // Each replica on its own holds the data.
     for (i, url) in urls.iter().enumerate() {
         agents[0].json(&["engine", "delete", "crash"]);
         let e = agents[0].create_engine("crash", "32MiB", &[url]);
-        assert!(tools::qemu_equal(&data, e["nbd_uri"].as_str().unwrap()), "replica {i} lost flushed data");
+        assert!(
+            tools::qemu_equal(&data, e["nbd_uri"].as_str().unwrap()),
+            "replica {i} lost flushed data"
+        );
     }
 }

@@ -3,7 +3,11 @@
 
 use vigil_tests::{Agent, tools};
 
-fn two_replica_volume(root: &std::path::Path, name: &str, size: &str) -> (Agent, Agent, serde_json::Value) {
+fn two_replica_volume(
+    root: &std::path::Path,
+    name: &str,
+    size: &str,
+) -> (Agent, Agent, serde_json::Value) {
     let a = Agent::start(root, "n1");
     let b = Agent::start(root, "n2");
     let r1 = a.create_replica(&format!("{name}-r1"), size);
@@ -23,7 +27,10 @@ fn nbdinfo_reports_size_and_block_sizes() {
     assert_eq!(export["export-name"], "info");
     let preferred = export["block_size_preferred"].as_u64().unwrap();
     assert_eq!(preferred, 4096, "{export}");
-    assert!(export["block_size_maximum"].as_u64().unwrap() >= 4 << 20, "{export}");
+    assert!(
+        export["block_size_maximum"].as_u64().unwrap() >= 4 << 20,
+        "{export}"
+    );
 }
 
 #[test]
@@ -32,10 +39,19 @@ fn nbdcopy_round_trip_over_tcp_and_unix_socket() {
     let (_a, _b, e) = two_replica_volume(root.path(), "copy", "16MiB");
     let src = root.path().join("src");
     tools::random_file(&src, 16 << 20, 7);
-    tools::run("nbdcopy", &[src.to_str().unwrap(), e["nbd_uri"].as_str().unwrap()]);
+    tools::run(
+        "nbdcopy",
+        &[src.to_str().unwrap(), e["nbd_uri"].as_str().unwrap()],
+    );
     let back = root.path().join("back");
-    tools::run("nbdcopy", &[e["nbd_unix_uri"].as_str().unwrap(), back.to_str().unwrap()]);
-    assert!(std::fs::read(&src).unwrap() == std::fs::read(&back).unwrap(), "bytes differ after nbdcopy round trip");
+    tools::run(
+        "nbdcopy",
+        &[e["nbd_unix_uri"].as_str().unwrap(), back.to_str().unwrap()],
+    );
+    assert!(
+        std::fs::read(&src).unwrap() == std::fs::read(&back).unwrap(),
+        "bytes differ after nbdcopy round trip"
+    );
 }
 
 #[test]
@@ -46,18 +62,31 @@ fn qemu_io_patterns_discard_zero_and_flush() {
     let out = tools::run(
         "qemu-io",
         &[
-            "-f", "raw", uri,
-            "-c", "write -P 0xab 0 1M",
-            "-c", "read -P 0xab 0 1M",
-            "-c", "discard 0 64k",
-            "-c", "read -P 0 0 64k",
-            "-c", "write -z 64k 64k",
-            "-c", "read -P 0 64k 64k",
-            "-c", "read -P 0xab 128k 896k",
-            "-c", "write -P 0x11 513 1000",
-            "-c", "read -P 0x11 513 1000",
-            "-c", "read -P 0 0 513",
-            "-c", "flush",
+            "-f",
+            "raw",
+            uri,
+            "-c",
+            "write -P 0xab 0 1M",
+            "-c",
+            "read -P 0xab 0 1M",
+            "-c",
+            "discard 0 64k",
+            "-c",
+            "read -P 0 0 64k",
+            "-c",
+            "write -z 64k 64k",
+            "-c",
+            "read -P 0 64k 64k",
+            "-c",
+            "read -P 0xab 128k 896k",
+            "-c",
+            "write -P 0x11 513 1000",
+            "-c",
+            "read -P 0x11 513 1000",
+            "-c",
+            "read -P 0 0 513",
+            "-c",
+            "flush",
         ],
     );
     assert!(!out.contains("Pattern verification failed"), "{out}");
@@ -72,9 +101,18 @@ fn fio_nbd_engine_with_crc32c_verify() {
     let out = tools::run(
         "fio",
         &[
-            "--name=verify", "--ioengine=nbd", &format!("--uri={uri}"),
-            "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=16M",
-            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=json",
+            "--name=verify",
+            "--ioengine=nbd",
+            &format!("--uri={uri}"),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--size=16M",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--verify_state_save=0",
+            "--output-format=json",
         ],
     );
     let start = out.find('{').unwrap();
@@ -82,5 +120,8 @@ fn fio_nbd_engine_with_crc32c_verify() {
     let job = &v["jobs"][0];
     assert_eq!(job["error"], 0, "{job}");
     assert!(job["write"]["io_bytes"].as_u64().unwrap() >= 16 << 20);
-    assert!(job["read"]["io_bytes"].as_u64().unwrap() >= 16 << 20, "verify pass must read everything back");
+    assert!(
+        job["read"]["io_bytes"].as_u64().unwrap() >= 16 << 20,
+        "verify pass must read everything back"
+    );
 }

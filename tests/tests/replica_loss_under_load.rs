@@ -19,7 +19,10 @@ fn losing_a_replica_loses_no_data_and_says_why() {
     let engine = a.create_engine("vol", "64MiB", &[&r1, &r2, &r3]);
     let uri = engine["nbd_uri"].as_str().unwrap().to_string();
     assert_eq!(engine["robustness"], "healthy");
-    assert_eq!(engine["replicas"][0]["local"], true, "the replica on the engine's node is reached in-process");
+    assert_eq!(
+        engine["replicas"][0]["local"], true,
+        "the replica on the engine's node is reached in-process"
+    );
 
     let data1 = root.path().join("data1");
     tools::random_file(&data1, 48 << 20, 1);
@@ -30,7 +33,10 @@ fn losing_a_replica_loses_no_data_and_says_why() {
     let data2 = root.path().join("data2");
     tools::random_file(&data2, 48 << 20, 2);
     tools::qemu_write(&data2, &uri);
-    assert!(tools::qemu_equal(&data2, &uri), "data read back differs after losing a replica");
+    assert!(
+        tools::qemu_equal(&data2, &uri),
+        "data read back differs after losing a replica"
+    );
 
     wait_until("replica on n3 marked ERR", Duration::from_secs(10), || {
         a.engine("vol")["replicas"][2]["mode"] == "ERR"
@@ -50,7 +56,10 @@ fn losing_a_replica_loses_no_data_and_says_why() {
     // The table form names the replica, its mode and reason.
     let (ok, table, _) = a.cli(&["engine", "show", "vol"]);
     assert!(ok);
-    assert!(table.contains(&r3) && table.contains("ERR") && table.contains(reason), "{table}");
+    assert!(
+        table.contains(&r3) && table.contains("ERR") && table.contains(reason),
+        "{table}"
+    );
 }
 
 #[test]
@@ -63,8 +72,13 @@ fn with_no_replica_left_the_client_gets_eio_and_show_says_why() {
     let uri = engine["nbd_uri"].as_str().unwrap().to_string();
     b.kill9();
     let (ok, out) = tools::try_run("qemu-io", &["-f", "raw", &uri, "-c", "write -P 0x5 0 64k"]);
-    assert!(!ok || out.contains("error") || out.contains("Input/output"), "write should fail: {out}");
-    wait_until("engine faulted", Duration::from_secs(10), || a.engine("lone")["robustness"] == "faulted");
+    assert!(
+        !ok || out.contains("error") || out.contains("Input/output"),
+        "write should fail: {out}"
+    );
+    wait_until("engine faulted", Duration::from_secs(10), || {
+        a.engine("lone")["robustness"] == "faulted"
+    });
     let shown = a.engine("lone");
     let why = shown["unavailable_reason"].as_str().unwrap();
     assert!(why.contains(&r), "reason must name the replica: {why}");

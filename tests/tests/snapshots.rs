@@ -25,11 +25,19 @@ fn snapshot_overwrite_revert_and_merge() {
     assert!(!tools::qemu_equal(&old, &uri));
 
     let list = a.json(&["snapshot", "list", "snapvol"]);
-    let names: Vec<&str> = list["chain"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"before"), "{names:?}");
 
     a.json(&["snapshot", "revert", "snapvol", "before"]);
-    assert!(tools::qemu_equal(&old, &uri), "revert did not restore the snapshot's data");
+    assert!(
+        tools::qemu_equal(&old, &uri),
+        "revert did not restore the snapshot's data"
+    );
 
     // Overwrite part again, snapshot twice, delete the older: data unchanged.
     tools::qemu_write(&new, &uri);
@@ -42,9 +50,16 @@ fn snapshot_overwrite_revert_and_merge() {
     a.json(&["snapshot", "delete", "snapvol", "before"]);
     assert!(tools::qemu_equal(&expect, &uri), "merge changed the data");
     a.json(&["snapshot", "delete", "snapvol", "mid"]);
-    assert!(tools::qemu_equal(&expect, &uri), "merge into head changed the data");
+    assert!(
+        tools::qemu_equal(&expect, &uri),
+        "merge into head changed the data"
+    );
     let list = a.json(&["snapshot", "list", "snapvol"]);
-    assert_eq!(list["chain"].as_array().unwrap().len(), 1, "only the head is left: {list}");
+    assert_eq!(
+        list["chain"].as_array().unwrap().len(),
+        1,
+        "only the head is left: {list}"
+    );
 
     // Both replicas agree and verify clean.
     for (agent, r) in [(&a, "snap-r1"), (&b, "snap-r2")] {

@@ -10,7 +10,16 @@ fn verify_names_the_corrupted_snapshot_file() {
     let a = Agent::start(root.path(), "n1");
     let r = a.create_replica("v-r1", "8MiB");
     let e = a.create_engine("v", "8MiB", &[&r]);
-    tools::run("qemu-io", &["-f", "raw", e["nbd_uri"].as_str().unwrap(), "-c", "write -P 0x77 0 1M"]);
+    tools::run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            e["nbd_uri"].as_str().unwrap(),
+            "-c",
+            "write -P 0x77 0 1M",
+        ],
+    );
     a.json(&["snapshot", "create", "v", "s1"]);
     let clean = a.json(&["replica", "verify", "v-r1"]);
     assert_eq!(clean["ok"], true, "{clean}");
@@ -20,9 +29,16 @@ fn verify_names_the_corrupted_snapshot_file() {
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_str().unwrap().contains("snap-s1") && p.extension().is_some_and(|x| x == "img"))
+        .find(|p| {
+            p.file_name().unwrap().to_str().unwrap().contains("snap-s1")
+                && p.extension().is_some_and(|x| x == "img")
+        })
         .expect("snapshot file for s1");
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&file).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
     let mut byte = [0u8; 1];
     f.seek(SeekFrom::Start(4096 + 17)).unwrap();
     f.read_exact(&mut byte).unwrap();

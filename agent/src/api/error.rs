@@ -30,7 +30,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
     pub fn not_found(what: &str, name: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {name:?} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {name:?} not found"),
+        )
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
@@ -65,7 +69,9 @@ impl From<EngineError> for ApiError {
             EngineError::NoUsableReplica { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_usable_replica")
             }
-            EngineError::Operation { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "operation_failed"),
+            EngineError::Operation { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "operation_failed")
+            }
         };
         ApiError::new(status, code, e.to_string())
     }

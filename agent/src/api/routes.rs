@@ -49,19 +49,30 @@ pub async fn route(agent: &Arc<Agent>, method: &Method, path: &str, body: &[u8])
         }
         (&Method::POST, ["v1", "replicas"]) => create_replica(agent, parse(body)?).await,
         (&Method::GET, ["v1", "replicas", n]) => {
-            let r = agent.replicas.get(name(n)?).ok_or_else(|| ApiError::not_found("replica", n))?;
+            let r = agent
+                .replicas
+                .get(name(n)?)
+                .ok_or_else(|| ApiError::not_found("replica", n))?;
             ok(&replica_view(agent, n, &r))
         }
         (&Method::GET, ["v1", "replicas", n, "verify"]) => verify_replica(agent, name(n)?).await,
         (&Method::DELETE, ["v1", "replicas", n]) => delete_replica(agent, name(n)?).await,
         (&Method::GET, ["v1", "engines"]) => {
-            let list: Vec<EngineView> = agent.engines.all().iter().map(|e| engine_view(agent, e)).collect();
+            let list: Vec<EngineView> = agent
+                .engines
+                .all()
+                .iter()
+                .map(|e| engine_view(agent, e))
+                .collect();
             ok(&list)
         }
         (&Method::POST, ["v1", "engines"]) => create_engine(agent, parse(body)?).await,
         (&Method::GET, ["v1", "engines", n]) => ok(&engine_view(agent, engine(agent, n)?.as_ref())),
         (&Method::DELETE, ["v1", "engines", n]) => {
-            let e = agent.engines.remove(name(n)?).ok_or_else(|| ApiError::not_found("engine", n))?;
+            let e = agent
+                .engines
+                .remove(name(n)?)
+                .ok_or_else(|| ApiError::not_found("engine", n))?;
             let _ = vigil_engine::device::ExportDevice::flush(e.as_ref()).await;
             ok(&engine_view(agent, &e))
         }
@@ -73,7 +84,10 @@ pub async fn route(agent: &Arc<Agent>, method: &Method, path: &str, body: &[u8])
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "replica_unreachable",
-                    format!("cannot open replica {}: {} ({})", req.url, f.last_error, f.reason),
+                    format!(
+                        "cannot open replica {}: {} ({})",
+                        req.url, f.last_error, f.reason
+                    ),
                 )
             })?;
             e.add_replica(addr.to_string(), backend).await?;
@@ -135,18 +149,27 @@ fn replica_view(agent: &Agent, name: &str, r: &vigil_engine::replica::Replica) -
 }
 
 fn engine(agent: &Agent, n: &str) -> Result<Arc<Engine>, ApiError> {
-    agent.engines.get(name(n)?).ok_or_else(|| ApiError::not_found("engine", n))
+    agent
+        .engines
+        .get(name(n)?)
+        .ok_or_else(|| ApiError::not_found("engine", n))
 }
 
 fn address(url: &str) -> Result<ReplicaAddress, ApiError> {
     url.parse()
-        .map_err(|e: vigil_engine::address::AddressError| ApiError::bad_request("invalid_address", e.to_string()))
+        .map_err(|e: vigil_engine::address::AddressError| {
+            ApiError::bad_request("invalid_address", e.to_string())
+        })
 }
 
 fn engine_view(agent: &Agent, e: &Engine) -> EngineView {
     EngineView {
         nbd_uri: format!("nbd://{}/{}", agent.nbd_address, e.name()),
-        nbd_unix_uri: format!("nbd+unix:///{}?socket={}", e.name(), agent.nbd_socket.display()),
+        nbd_unix_uri: format!(
+            "nbd+unix:///{}?socket={}",
+            e.name(),
+            agent.nbd_socket.display()
+        ),
         status: e.status(),
     }
 }
@@ -169,32 +192,38 @@ fn filesystem_size(path: &std::path::Path) -> Option<u64> {
 
 async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
     let n = name(&req.name)?.to_string();
-    let size = parse_volume_size(&req.size).map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
-    if let Some(fs) = filesystem_size(&agent.config.data_dir) {
-        if size > fs {
-            return Err(ApiError::bad_request(
-                "too_large",
-                format!(
-                    "size {} is larger than the disk holding {} ({})",
-                    vigil_engine::size::human(size),
-                    agent.config.data_dir.display(),
-                    vigil_engine::size::human(fs)
-                ),
-            ));
-        }
+    let size = parse_volume_size(&req.size)
+        .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+    if let Some(fs) = filesystem_size(&agent.config.data_dir)
+        && size > fs
+    {
+        return Err(ApiError::bad_request(
+            "too_large",
+            format!(
+                "size {} is larger than the disk holding {} ({})",
+                vigil_engine::size::human(size),
+                agent.config.data_dir.display(),
+                vigil_engine::size::human(fs)
+            ),
+        ));
     }
     let replicas = Arc::clone(&agent.replicas);
     let n2 = n.clone();
     let created = tokio::task::spawn_blocking(move || replicas.create(&n2, size))
         .await
         .map_err(|e| ApiError::internal(format!("create task failed: {e}")))??;
-    let r = created.ok_or_else(|| ApiError::conflict("already_exists", format!("replica {n:?} already exists")))?;
+    let r = created.ok_or_else(|| {
+        ApiError::conflict("already_exists", format!("replica {n:?} already exists"))
+    })?;
     tracing::info!(replica = %n, size, "replica created");
     Ok((StatusCode::CREATED, to_json(&replica_view(agent, &n, &r))))
 }
 
 async fn verify_replica(agent: &Arc<Agent>, n: &str) -> Reply {
-    let r = agent.replicas.get(n).ok_or_else(|| ApiError::not_found("replica", n))?;
+    let r = agent
+        .replicas
+        .get(n)
+        .ok_or_else(|| ApiError::not_found("replica", n))?;
     let report = tokio::task::spawn_blocking(move || r.verify())
         .await
         .map_err(|e| ApiError::internal(format!("verify task failed: {e}")))??;
@@ -207,15 +236,18 @@ async fn verify_replica(agent: &Arc<Agent>, n: &str) -> Reply {
 
 async fn delete_replica(agent: &Arc<Agent>, n: &str) -> Reply {
     let url = format!("tcp://{}/{n}", agent.replica_address);
-    if let Some(e) = agent
-        .engines
-        .all()
-        .into_iter()
-        .find(|e| e.status().replicas.iter().any(|r| r.address == url && r.local))
-    {
+    if let Some(e) = agent.engines.all().into_iter().find(|e| {
+        e.status()
+            .replicas
+            .iter()
+            .any(|r| r.address == url && r.local)
+    }) {
         return Err(ApiError::conflict(
             "in_use",
-            format!("replica {n:?} is used by engine {:?}; delete the engine first", e.name()),
+            format!(
+                "replica {n:?} is used by engine {:?}; delete the engine first",
+                e.name()
+            ),
         ));
     }
     let replicas = Arc::clone(&agent.replicas);
@@ -233,12 +265,19 @@ async fn delete_replica(agent: &Arc<Agent>, n: &str) -> Reply {
 
 async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
     let n = name(&req.name)?.to_string();
-    let size = parse_volume_size(&req.size).map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
+    let size = parse_volume_size(&req.size)
+        .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
     if req.replicas.is_empty() {
-        return Err(ApiError::bad_request("no_replicas", "an engine needs at least one --replica"));
+        return Err(ApiError::bad_request(
+            "no_replicas",
+            "an engine needs at least one --replica",
+        ));
     }
     if agent.engines.get(&n).is_some() {
-        return Err(ApiError::conflict("already_exists", format!("engine {n:?} already exists")));
+        return Err(ApiError::conflict(
+            "already_exists",
+            format!("engine {n:?} already exists"),
+        ));
     }
     let mut addrs = Vec::new();
     for url in &req.replicas {
@@ -254,7 +293,10 @@ async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
     let engine = Engine::start(&n, size, specs, agent.config.engine.clone()).await?;
     if !agent.engines.insert(Arc::clone(&engine)) {
         engine.shutdown();
-        return Err(ApiError::conflict("already_exists", format!("engine {n:?} already exists")));
+        return Err(ApiError::conflict(
+            "already_exists",
+            format!("engine {n:?} already exists"),
+        ));
     }
     Ok((StatusCode::CREATED, to_json(&engine_view(agent, &engine))))
 }

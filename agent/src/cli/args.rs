@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about = "Replicated block storage that watches itself")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Replicated block storage that watches itself"
+)]
 pub struct Cli {
     /// The agent's HTTP API.
-    #[arg(long, global = true, env = "VIGIL_ENDPOINT", default_value = "http://127.0.0.1:9500")]
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_ENDPOINT",
+        default_value = "http://127.0.0.1:9500"
+    )]
     pub endpoint: String,
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
@@ -119,7 +128,10 @@ pub enum EngineCmd {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCmd {
     /// Take a snapshot (name generated if omitted).
-    Create { volume: String, snapshot: Option<String> },
+    Create {
+        volume: String,
+        snapshot: Option<String>,
+    },
     /// List the chain.
     List { volume: String },
     /// Delete a snapshot, merging its data into its child.

@@ -16,7 +16,9 @@ use crate::api::types::ErrorBody;
 pub enum CallError {
     #[error("invalid endpoint {0:?}")]
     Endpoint(String),
-    #[error("cannot reach the agent at {endpoint}: {message} (is `vigil agent` running? set --endpoint or VIGIL_ENDPOINT)")]
+    #[error(
+        "cannot reach the agent at {endpoint}: {message} (is `vigil agent` running? set --endpoint or VIGIL_ENDPOINT)"
+    )]
     Unreachable { endpoint: String, message: String },
     #[error("{message} [{code}]")]
     Api { code: String, message: String },

@@ -23,7 +23,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             match call(&api, cmd).await {
                 Ok((value, render)) => {
                     if cli.output == Output::Json {
-                        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&value).unwrap_or_default()
+                        );
                     } else {
                         print!("{}", render(&value));
                     }
@@ -45,38 +48,57 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
     Ok(match cmd {
         Command::Agent(_) => unreachable!("handled by run"),
         Command::Replica(ReplicaCmd::Create { name, size }) => (
-            api.call(Method::POST, "/v1/replicas", Some(&CreateReplica { name, size })).await?,
+            api.call(
+                Method::POST,
+                "/v1/replicas",
+                Some(&CreateReplica { name, size }),
+            )
+            .await?,
             table::replica_created,
         ),
-        Command::Replica(ReplicaCmd::List) => {
-            (api.call(Method::GET, "/v1/replicas", none).await?, table::replica_list)
-        }
+        Command::Replica(ReplicaCmd::List) => (
+            api.call(Method::GET, "/v1/replicas", none).await?,
+            table::replica_list,
+        ),
         Command::Replica(ReplicaCmd::Show { name }) => (
-            api.call(Method::GET, &format!("/v1/replicas/{name}"), none).await?,
+            api.call(Method::GET, &format!("/v1/replicas/{name}"), none)
+                .await?,
             table::replica_show,
         ),
         Command::Replica(ReplicaCmd::Verify { name }) => (
-            api.call(Method::GET, &format!("/v1/replicas/{name}/verify"), none).await?,
+            api.call(Method::GET, &format!("/v1/replicas/{name}/verify"), none)
+                .await?,
             table::verify,
         ),
         Command::Replica(ReplicaCmd::Delete { name }) => (
-            api.call(Method::DELETE, &format!("/v1/replicas/{name}"), none).await?,
+            api.call(Method::DELETE, &format!("/v1/replicas/{name}"), none)
+                .await?,
             table::done,
         ),
-        Command::Engine(EngineCmd::Create { name, size, replicas }) => (
+        Command::Engine(EngineCmd::Create {
+            name,
+            size,
+            replicas,
+        }) => (
             api.call(
                 Method::POST,
                 "/v1/engines",
-                Some(&CreateEngine { name, size, replicas }),
+                Some(&CreateEngine {
+                    name,
+                    size,
+                    replicas,
+                }),
             )
             .await?,
             table::engine_created,
         ),
-        Command::Engine(EngineCmd::List) => {
-            (api.call(Method::GET, "/v1/engines", none).await?, table::engine_list)
-        }
+        Command::Engine(EngineCmd::List) => (
+            api.call(Method::GET, "/v1/engines", none).await?,
+            table::engine_list,
+        ),
         Command::Engine(EngineCmd::Show { name }) => (
-            api.call(Method::GET, &format!("/v1/engines/{name}"), none).await?,
+            api.call(Method::GET, &format!("/v1/engines/{name}"), none)
+                .await?,
             table::engine_show,
         ),
         Command::Engine(EngineCmd::AddReplica { name, url }) => (
@@ -89,7 +111,8 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
             table::engine_show,
         ),
         Command::Engine(EngineCmd::Delete { name }) => (
-            api.call(Method::DELETE, &format!("/v1/engines/{name}"), none).await?,
+            api.call(Method::DELETE, &format!("/v1/engines/{name}"), none)
+                .await?,
             table::done,
         ),
         Command::Snapshot(SnapshotCmd::Create { volume, snapshot }) => (
@@ -102,7 +125,12 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
             table::snapshot_created,
         ),
         Command::Snapshot(SnapshotCmd::List { volume }) => (
-            api.call(Method::GET, &format!("/v1/engines/{volume}/snapshots"), none).await?,
+            api.call(
+                Method::GET,
+                &format!("/v1/engines/{volume}/snapshots"),
+                none,
+            )
+            .await?,
             table::snapshot_list,
         ),
         Command::Snapshot(SnapshotCmd::Delete { volume, snapshot }) => (
@@ -129,8 +157,10 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
 async fn run_agent(a: AgentArgs) -> ExitCode {
     init_logging(a.log_format);
     let node_name = a.node_name.unwrap_or_else(hostname);
-    let mut engine = vigil_engine::engine::EngineConfig::default();
-    engine.io_timeout = std::time::Duration::from_secs(a.io_timeout_secs.max(1));
+    let engine = vigil_engine::engine::EngineConfig {
+        io_timeout: std::time::Duration::from_secs(a.io_timeout_secs.max(1)),
+        ..Default::default()
+    };
     let config = crate::daemon::AgentConfig {
         node_name,
         data_dir: a.data_dir,
@@ -154,7 +184,9 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -11,7 +11,9 @@ fn s(v: &Value) -> String {
 }
 
 fn size(v: &Value) -> String {
-    v.as_u64().map(vigil_engine::size::human).unwrap_or_else(|| s(v))
+    v.as_u64()
+        .map(vigil_engine::size::human)
+        .unwrap_or_else(|| s(v))
 }
 
 /// Lays out rows in aligned columns.
@@ -57,7 +59,11 @@ pub fn replica_list(v: &Value) -> String {
                     vec![
                         s(&r["name"]),
                         size(&r["info"]["size"]),
-                        r["info"]["chain"].as_array().map(|c| c.len()).unwrap_or(0).to_string(),
+                        r["info"]["chain"]
+                            .as_array()
+                            .map(|c| c.len())
+                            .unwrap_or(0)
+                            .to_string(),
                         s(&r["info"]["revision"]),
                         s(&r["url"]),
                     ]
@@ -76,10 +82,20 @@ fn chain_rows(chain: &Value) -> Vec<Vec<String>> {
                 .map(|l| {
                     vec![
                         s(&l["name"]),
-                        if l["read_only"].as_bool() == Some(true) { "snapshot" } else { "head" }.into(),
+                        if l["read_only"].as_bool() == Some(true) {
+                            "snapshot"
+                        } else {
+                            "head"
+                        }
+                        .into(),
                         s(&l["parent"]),
                         size(&l["allocated_bytes"]),
-                        if l["user_created"].as_bool() == Some(true) { "user" } else { "system" }.into(),
+                        if l["user_created"].as_bool() == Some(true) {
+                            "user"
+                        } else {
+                            "system"
+                        }
+                        .into(),
                         l["checksum"]["value"].as_str().unwrap_or("-").to_string(),
                     ]
                 })
@@ -88,7 +104,14 @@ fn chain_rows(chain: &Value) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-const CHAIN_HEADER: [&str; 6] = ["LAYER", "KIND", "PARENT", "ALLOCATED", "CREATED-BY", "CHECKSUM"];
+const CHAIN_HEADER: [&str; 6] = [
+    "LAYER",
+    "KIND",
+    "PARENT",
+    "ALLOCATED",
+    "CREATED-BY",
+    "CHECKSUM",
+];
 
 pub fn replica_show(v: &Value) -> String {
     let mut out = format!(
@@ -110,7 +133,11 @@ pub fn verify(v: &Value) -> String {
         "Replica {}: {} layers checked, {}\n",
         s(&v["name"]),
         s(&v["layers_checked"]),
-        if v["ok"].as_bool() == Some(true) { "OK" } else { "PROBLEMS FOUND" }
+        if v["ok"].as_bool() == Some(true) {
+            "OK"
+        } else {
+            "PROBLEMS FOUND"
+        }
     );
     if let Some(problems) = v["problems"].as_array() {
         for p in problems {
@@ -176,7 +203,12 @@ pub fn engine_show(v: &Value) -> String {
                     let reason = if fault.is_null() {
                         "-".to_string()
                     } else {
-                        format!("{} at {}: {}", s(&fault["reason"]), s(&fault["at_unix"]), s(&fault["last_error"]))
+                        format!(
+                            "{} at {}: {}",
+                            s(&fault["reason"]),
+                            s(&fault["at_unix"]),
+                            s(&fault["last_error"])
+                        )
                     };
                     let rebuild = &r["rebuild"];
                     let progress = if rebuild.is_null() {
@@ -186,13 +218,22 @@ pub fn engine_show(v: &Value) -> String {
                             "{}/{}{}",
                             size(&rebuild["bytes_done"]),
                             size(&rebuild["bytes_total"]),
-                            if rebuild["finished_unix"].is_null() { " (running)" } else { " (done)" }
+                            if rebuild["finished_unix"].is_null() {
+                                " (running)"
+                            } else {
+                                " (done)"
+                            }
                         )
                     };
                     vec![
                         s(&r["address"]),
                         s(&r["mode"]),
-                        if r["local"].as_bool() == Some(true) { "local" } else { "remote" }.into(),
+                        if r["local"].as_bool() == Some(true) {
+                            "local"
+                        } else {
+                            "remote"
+                        }
+                        .into(),
                         progress,
                         reason,
                     ]
@@ -200,7 +241,10 @@ pub fn engine_show(v: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    out.push_str(&columns(&["REPLICA", "MODE", "PATH", "REBUILD", "REASON"], rows));
+    out.push_str(&columns(
+        &["REPLICA", "MODE", "PATH", "REBUILD", "REASON"],
+        rows,
+    ));
     out
 }
 

@@ -101,7 +101,9 @@ impl Agent {
             let res = tokio::task::spawn_blocking(move || replica.flush()).await;
             match res {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(replica = %name, error = %e, "flush on shutdown failed"),
+                Ok(Err(e)) => {
+                    tracing::error!(replica = %name, error = %e, "flush on shutdown failed")
+                }
                 Err(e) => tracing::error!(replica = %name, error = %e, "flush task failed"),
             }
         }
@@ -122,12 +124,13 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     })?;
     let token = ClusterToken::load(&data_dir)?;
     let replica_dir = data_dir.join("replicas");
-    let replicas = Arc::new(ReplicaSet::open_all(&replica_dir).map_err(|source| {
-        StartError::Replicas {
-            path: replica_dir.clone(),
-            source,
-        }
-    })?);
+    let replicas =
+        Arc::new(
+            ReplicaSet::open_all(&replica_dir).map_err(|source| StartError::Replicas {
+                path: replica_dir.clone(),
+                source,
+            })?,
+        );
     let engines = Arc::new(EngineSet::default());
 
     let host = config.listen.ip();
@@ -149,7 +152,8 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         .clone()
         .unwrap_or_else(|| data_dir.join("nbd.sock"));
     let _ = std::fs::remove_file(&nbd_socket);
-    let nbd_unix = UnixListener::bind(&nbd_socket).map_err(bind_err("NBD unix", nbd_socket.display()))?;
+    let nbd_unix =
+        UnixListener::bind(&nbd_socket).map_err(bind_err("NBD unix", nbd_socket.display()))?;
 
     let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
     let agent = Arc::new(Agent {
@@ -167,8 +171,14 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         replicas.clone() as Arc<dyn protocol::ReplicaSource>,
         protocol::ServerConfig { token },
     ));
-    let nbd_tcp = tokio::spawn(vigil_engine::nbd::serve_tcp(nbd_listener, Arc::clone(&engines)));
-    let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(nbd_unix, Arc::clone(&engines)));
+    let nbd_tcp = tokio::spawn(vigil_engine::nbd::serve_tcp(
+        nbd_listener,
+        Arc::clone(&engines),
+    ));
+    let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(
+        nbd_unix,
+        Arc::clone(&engines),
+    ));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));
     tracing::info!(
@@ -180,7 +190,10 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         data_dir = %agent.config.data_dir.display(),
         "agent ready"
     );
-    println!("vigil agent {} ready: http://{http_addr}", agent.config.node_name);
+    println!(
+        "vigil agent {} ready: http://{http_addr}",
+        agent.config.node_name
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down: flushing replicas");
@@ -195,7 +208,10 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

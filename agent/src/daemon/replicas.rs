@@ -23,7 +23,9 @@ impl ReplicaSet {
         let mut open = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if !entry.file_type()?.is_dir() || vigil_engine::name::check_name(&name).is_err() {
                 continue;
             }
@@ -32,7 +34,9 @@ impl ReplicaSet {
                     tracing::info!(replica = %name, "replica opened");
                     open.insert(name, Arc::new(r));
                 }
-                Err(e) => tracing::error!(replica = %name, error = %e, "cannot open replica; left on disk"),
+                Err(e) => {
+                    tracing::error!(replica = %name, error = %e, "cannot open replica; left on disk")
+                }
             }
         }
         Ok(ReplicaSet {
@@ -55,7 +59,10 @@ impl ReplicaSet {
 
     /// Every replica, by name.
     pub fn all(&self) -> Vec<(String, Arc<Replica>)> {
-        self.lock().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
     }
 
     /// The directory `name` lives in.
@@ -69,7 +76,11 @@ impl ReplicaSet {
         if open.contains_key(name) || self.path_of(name).exists() {
             return Ok(None);
         }
-        let r = Arc::new(Replica::create(&self.path_of(name), size, &ReplicaOptions::default())?);
+        let r = Arc::new(Replica::create(
+            &self.path_of(name),
+            size,
+            &ReplicaOptions::default(),
+        )?);
         open.insert(name.to_string(), Arc::clone(&r));
         Ok(Some(r))
     }

@@ -254,7 +254,10 @@ impl Backend {
                 let layer = layer.to_string();
                 blocking(r, move |r| r.write_staged(&layer, offset, &data)).await
             }
-            Backend::Remote(c) => c.write_staged(layer, offset, data).await.map_err(remote_err),
+            Backend::Remote(c) => c
+                .write_staged(layer, offset, data)
+                .await
+                .map_err(remote_err),
         }
     }
 

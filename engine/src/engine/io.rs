@@ -17,7 +17,7 @@ use crate::device::{DeviceError, ExportDevice};
 use crate::size::BLOCK_SIZE;
 
 fn aligned(offset: u64, len: u64) -> bool {
-    offset % BLOCK_SIZE == 0 && len % BLOCK_SIZE == 0
+    offset.is_multiple_of(BLOCK_SIZE) && len.is_multiple_of(BLOCK_SIZE)
 }
 
 /// `[offset, offset+len)` widened to whole blocks.
@@ -90,7 +90,9 @@ impl Engine {
         order.sort_by_key(|s| !s.is_local());
         let timeout = self.config.io_timeout;
         'replicas: for slot in order {
-            let Some(backend) = slot.backend.as_ref() else { continue };
+            let Some(backend) = slot.backend.as_ref() else {
+                continue;
+            };
             if slot.mode() != Mode::ReadWrite {
                 continue;
             }
@@ -147,7 +149,8 @@ impl Engine {
     }
 
     async fn flush_all(&self) -> Result<(), DeviceError> {
-        self.fan_out("flush", |b| async move { b.flush().await }).await
+        self.fan_out("flush", |b| async move { b.flush().await })
+            .await
     }
 
     /// Zeroes or trims a range: whole blocks go to the replicas as the
@@ -175,8 +178,11 @@ impl Engine {
                 .await?;
         }
         if end > last_full && last_full >= first_full {
-            self.write_unaligned(last_full, Bytes::from(vec![0u8; (end - last_full) as usize]))
-                .await?;
+            self.write_unaligned(
+                last_full,
+                Bytes::from(vec![0u8; (end - last_full) as usize]),
+            )
+            .await?;
         }
         Ok(())
     }

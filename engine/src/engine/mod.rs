@@ -244,10 +244,10 @@ impl Engine {
     /// Stops background tasks. The engine serves no more monitoring; drop
     /// the last `Arc` to release replica connections.
     pub fn shutdown(&self) {
-        if let Ok(mut m) = self.monitor.lock() {
-            if let Some(h) = m.take() {
-                h.abort();
-            }
+        if let Ok(mut m) = self.monitor.lock()
+            && let Some(h) = m.take()
+        {
+            h.abort();
         }
     }
 

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Backend, BackendError, Engine, EngineError, FaultReason, MAX_REPLICA_IO, Mode, Slot};
 use super::status::RebuildProgress;
+use super::{Backend, BackendError, Engine, EngineError, FaultReason, MAX_REPLICA_IO, Mode, Slot};
 use crate::replica::LayerInfo;
 
 fn now_unix() -> u64 {
@@ -110,7 +110,11 @@ impl Engine {
                 .snapshot(&snap, false, Default::default())
                 .await
                 .map_err(|e| self.unusable(&address, &e.to_string()))?;
-            let slot = Arc::new(Slot::new(address.clone(), Some(backend.clone()), Mode::WriteOnly));
+            let slot = Arc::new(Slot::new(
+                address.clone(),
+                Some(backend.clone()),
+                Mode::WriteOnly,
+            ));
             self.replace_slots(|v| {
                 v.retain(|s| s.address != address);
                 v.push(Arc::clone(&slot));
@@ -135,10 +139,10 @@ impl Engine {
                 }
                 Err(e) => engine.fail(&slot, FaultReason::RebuildFailed, e),
             }
-            if let Ok(mut r) = slot.rebuild.lock() {
-                if let Some(p) = r.as_mut() {
-                    p.finished_unix = Some(now_unix());
-                }
+            if let Ok(mut r) = slot.rebuild.lock()
+                && let Some(p) = r.as_mut()
+            {
+                p.finished_unix = Some(now_unix());
             }
         });
         Ok(())
@@ -170,7 +174,11 @@ impl Engine {
             return Err("target has no backend".into());
         };
         let fmt = |what: &str, e: BackendError| format!("{what}: {e}");
-        let have = target.info().await.map_err(|e| fmt("target info", e))?.chain;
+        let have = target
+            .info()
+            .await
+            .map_err(|e| fmt("target info", e))?
+            .chain;
         let mut plan = Vec::new();
         let mut total = 0u64;
         let mut skipped = 0usize;
@@ -212,7 +220,10 @@ impl Engine {
         tracing::info!(volume = %self.name, replica = %slot.address, source = %source_slot.address,
             bytes_total = total, layers_skipped = skipped, layers_copied = plan.len(), "rebuild started");
         for (info, extents) in &plan {
-            target.stage_layer(info).await.map_err(|e| fmt("stage layer", e))?;
+            target
+                .stage_layer(info)
+                .await
+                .map_err(|e| fmt("stage layer", e))?;
             for ext in extents {
                 let mut pos = ext.offset;
                 while pos < ext.offset + ext.len {

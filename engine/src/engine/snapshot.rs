@@ -135,8 +135,10 @@ impl Engine {
         check_name(name)?;
         self.refuse_if_rebuilding()?;
         let _gate = self.gate.write().await;
-        self.on_every_rw("remove snapshot", |b| async move { b.remove_snapshot(name).await })
-            .await
+        self.on_every_rw("remove snapshot", |b| async move {
+            b.remove_snapshot(name).await
+        })
+        .await
     }
 
     /// Reverts every RW replica to snapshot `name`. Clients should reconnect

@@ -88,7 +88,10 @@ impl Engine {
                 }
             })
             .collect();
-        let rw = replicas.iter().filter(|r| r.mode == Mode::ReadWrite).count();
+        let rw = replicas
+            .iter()
+            .filter(|r| r.mode == Mode::ReadWrite)
+            .count();
         let robustness = if rw == 0 {
             Robustness::Faulted
         } else if rw == replicas.len() {
