@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::aligned::{ALIGN, AlignedBuf, CHUNK, is_aligned};
 use super::extent::ExtentSet;
+use super::fault;
 use super::fsutil::{Result, io_err, remove_file_if_exists};
 use crate::size::BLOCK_SIZE;
 
@@ -30,6 +31,7 @@ impl LayerFile {
     /// Creates (or truncates) a layer file as a sparse file of `size` bytes
     /// and makes it durable (the directory entry is the caller's job).
     pub(super) fn create(path: &Path, size: u64, direct: bool) -> Result<LayerFile> {
+        fault::crash_point().map_err(io_err("create layer file", path))?;
         let f = Self::open_with(path, direct, true)?;
         f.file
             .set_len(size)
@@ -53,7 +55,12 @@ impl LayerFile {
             "open layer file"
         };
         if direct {
-            match open(libc::O_DIRECT) {
+            let attempt = if fault::refuse_direct() {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            } else {
+                open(libc::O_DIRECT)
+            };
+            match attempt {
                 Ok(file) => {
                     return Ok(LayerFile {
                         file,
@@ -265,6 +272,9 @@ pub(super) fn probe_direct(dir: &Path) -> Result<bool> {
 }
 
 fn probe_at(path: &Path) -> Result<bool> {
+    if fault::refuse_direct() {
+        return Ok(false);
+    }
     let einval = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
     let file = match OpenOptions::new()
         .read(true)

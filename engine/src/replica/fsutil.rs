@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::ReplicaError;
+use super::{ReplicaError, fault};
 
 pub(super) type Result<T> = std::result::Result<T, ReplicaError>;
 
@@ -38,6 +38,7 @@ pub(super) fn tmp_path(path: &Path) -> PathBuf {
 /// either the old or the new content, never a mix.
 pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
+    fault::crash_point().map_err(io_err("create temp file", &tmp))?;
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -47,6 +48,7 @@ pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).map_err(io_err("write temp file", &tmp))?;
     f.sync_all().map_err(io_err("sync temp file", &tmp))?;
     drop(f);
+    fault::crash_point().map_err(io_err("rename temp file", path))?;
     fs::rename(&tmp, path).map_err(io_err("rename temp file", path))?;
     sync_parent(path)
 }
@@ -78,6 +80,9 @@ pub(super) fn remove_file_if_exists(path: &Path) -> Result<()> {
 /// Removes files after a commit: they are unreferenced already, so a
 /// failure only leaves a leftover that the next open cleans up.
 pub(super) fn remove_leftovers(paths: &[PathBuf]) {
+    if fault::crash_point().is_err() {
+        return;
+    }
     for p in paths {
         if let Err(e) = remove_file_if_exists(p) {
             tracing::warn!(error = %e, "could not remove an unreferenced file; open will retry");

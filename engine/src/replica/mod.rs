@@ -12,6 +12,7 @@ mod aligned;
 mod chain;
 mod checksum;
 mod extent;
+mod fault;
 mod file;
 mod fsutil;
 mod meta;
@@ -25,6 +26,8 @@ mod verify;
 mod tests;
 #[cfg(test)]
 mod tests_chain;
+#[cfg(test)]
+mod tests_crash;
 #[cfg(test)]
 mod tests_model;
 #[cfg(test)]

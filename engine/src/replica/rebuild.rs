@@ -15,7 +15,7 @@ use super::fsutil::{
     wlock,
 };
 use super::meta::{self, LayerMeta, check_snapshot_name};
-use super::{Checksum, LayerInfo, Replica, ReplicaError, check_range, checksum};
+use super::{Checksum, LayerInfo, Replica, ReplicaError, check_range, checksum, fault};
 use crate::size::BLOCK_SIZE;
 
 /// A layer being received.
@@ -186,7 +186,9 @@ impl Replica {
             match src {
                 Source::Staged(st, sum, ext) => {
                     let path = meta::layer_path(dir, &l.name);
-                    fs::rename(&st.path, &path).map_err(io_err("install staged layer", &path))?;
+                    fault::crash_point()
+                        .and_then(|()| fs::rename(&st.path, &path))
+                        .map_err(io_err("install staged layer", &path))?;
                     staged.remove(&l.name);
                     let m = LayerMeta {
                         name: l.name.clone(),

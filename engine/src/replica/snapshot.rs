@@ -20,7 +20,7 @@ use super::fsutil::{
     wlock,
 };
 use super::meta::{self, LayerMeta, check_snapshot_name};
-use super::{LayerInfo, Replica, ReplicaError, checksum};
+use super::{LayerInfo, Replica, ReplicaError, checksum, fault};
 
 impl Replica {
     /// See [`Replica::snapshot`].
@@ -58,7 +58,9 @@ impl Replica {
         // Anything under these names now is an unreferenced leftover.
         remove_file_if_exists(&snap_path)?;
         remove_file_if_exists(&meta::meta_path(dir, name))?;
-        fs::hard_link(&head.path, &snap_path).map_err(io_err("link snapshot file", &snap_path))?;
+        fault::crash_point()
+            .and_then(|()| fs::hard_link(&head.path, &snap_path))
+            .map_err(io_err("link snapshot file", &snap_path))?;
         let snap_meta = LayerMeta {
             name: name.to_string(),
             parent: old_meta.parent.clone(),
@@ -155,6 +157,7 @@ impl Replica {
                 let n = (e - off).min(cap) as usize;
                 let chunk = &mut buf.as_mut_slice()[..n];
                 victim.file.read_at(off, chunk)?;
+                fault::crash_point().map_err(io_err("write layer file", &child.path))?;
                 child.file.write_at(off, chunk)?;
                 get_mut(&mut child.extents).insert(off, off + n as u64);
                 off += n as u64;
