@@ -8,65 +8,274 @@
 //! Every method is blocking and `&self`: the type is `Send + Sync` and safe
 //! to call from many threads at once.
 
+mod aligned;
+mod chain;
+mod checksum;
+mod extent;
+mod fault;
+mod file;
+mod fsutil;
+mod meta;
+mod rebuild;
+mod revision;
+mod snapshot;
 mod types;
+mod verify;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_chain;
+#[cfg(test)]
+mod tests_crash;
+#[cfg(test)]
+mod tests_model;
+#[cfg(test)]
+mod tests_rebuild;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use types::*;
 
+use crate::size::{BLOCK_SIZE, check_volume_size};
+use chain::{Chain, Layer};
+use file::LayerFile;
+use fsutil::{io_err, lock, rlock, sync_dir, sync_parent, wlock};
+use meta::{LayerMeta, ReplicaMeta};
+use rebuild::Staged;
+use revision::RevisionFile;
+
 /// An open replica.
+///
+/// Locking: `chain` is read-locked by reads, writes, trims and flushes,
+/// which therefore run concurrently; the head's extent index has its own
+/// lock. Snapshot, remove, revert and install take the chain write lock.
+/// `meta` (replica.json) and the revision file have leaf locks of their own.
 pub struct Replica {
-    _private: (),
+    dir: PathBuf,
+    size: u64,
+    direct_io: bool,
+    chain: RwLock<Chain>,
+    meta: Mutex<ReplicaMeta>,
+    revision: AtomicU64,
+    revfile: RevisionFile,
+    staged: Mutex<HashMap<String, Arc<Staged>>>,
 }
 
 type Result<T> = std::result::Result<T, ReplicaError>;
 
-#[allow(unused_variables, clippy::missing_errors_doc)]
 impl Replica {
     /// Creates a new, empty replica of `size` bytes in `dir` (which must not
     /// exist or be empty) with one head layer and revision 0.
     pub fn create(dir: &Path, size: u64, opts: &ReplicaOptions) -> Result<Replica> {
-        unimplemented!("replica store in progress")
+        check_volume_size(size).map_err(|e| ReplicaError::InvalidArgument(e.to_string()))?;
+        match fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if dir.join(meta::REPLICA_FILE).exists() {
+                    return Err(ReplicaError::AlreadyExists(format!(
+                        "a replica exists in {}",
+                        dir.display()
+                    )));
+                }
+                if entries.next().is_some() {
+                    return Err(ReplicaError::InvalidArgument(format!(
+                        "directory {} is not empty",
+                        dir.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(io_err("create replica directory", dir))?;
+                sync_parent(dir)?;
+            }
+            Err(e) => return Err(io_err("list replica directory", dir)(e)),
+        }
+        let direct = opts.direct_io && file::probe_direct(dir)?;
+        // Head first, then the revision file, replica.json last: until it
+        // exists the directory is not a replica (open says NotFound).
+        let head = meta::head_name(1);
+        let path = meta::layer_path(dir, &head);
+        let lf = LayerFile::create(&path, size, direct)?;
+        let hm = LayerMeta {
+            name: head.clone(),
+            parent: None,
+            size,
+            created_unix: fsutil::now_unix(),
+            user_created: false,
+            labels: BTreeMap::new(),
+            read_only: false,
+            checksum: None,
+        };
+        hm.store(dir)?;
+        let revfile = RevisionFile::create(&dir.join(meta::REVISION_FILE))?;
+        let rmeta = ReplicaMeta {
+            format_version: meta::FORMAT_VERSION,
+            size,
+            head,
+            generation: 0,
+            checksum_method: checksum::METHOD.to_string(),
+        };
+        rmeta.store(dir)?;
+        sync_dir(dir)?;
+        tracing::debug!(dir = %dir.display(), size, direct, "created replica");
+        let layer = Layer::new(dir, hm, lf, extent::ExtentSet::new());
+        Ok(Replica::assemble(
+            dir,
+            rmeta,
+            direct,
+            Chain {
+                layers: vec![layer],
+            },
+            revfile,
+            0,
+        ))
     }
+
     /// Opens an existing replica, rebuilding the extent index from the
     /// layer files' allocation (SEEK_DATA/SEEK_HOLE).
     pub fn open(dir: &Path, opts: &ReplicaOptions) -> Result<Replica> {
-        unimplemented!("replica store in progress")
+        let rmeta = ReplicaMeta::load(dir)?;
+        let direct = opts.direct_io && file::probe_direct(dir)?;
+        let chain = Chain::load(dir, &rmeta, direct)?;
+        let (revfile, rev) = RevisionFile::open(&dir.join(meta::REVISION_FILE))?;
+        chain.clean_leftovers(dir)?;
+        tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), rev, "opened replica");
+        Ok(Replica::assemble(dir, rmeta, direct, chain, revfile, rev))
     }
+
+    fn assemble(
+        dir: &Path,
+        rmeta: ReplicaMeta,
+        direct_io: bool,
+        chain: Chain,
+        revfile: RevisionFile,
+        revision: u64,
+    ) -> Replica {
+        Replica {
+            dir: dir.to_path_buf(),
+            size: rmeta.size,
+            direct_io,
+            chain: RwLock::new(chain),
+            meta: Mutex::new(rmeta),
+            revision: AtomicU64::new(revision),
+            revfile,
+            staged: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Volume size in bytes.
     pub fn size(&self) -> u64 {
-        unimplemented!("replica store in progress")
+        self.size
     }
     /// The replica's directory.
     pub fn dir(&self) -> &Path {
-        unimplemented!("replica store in progress")
+        &self.dir
     }
+
+    /// Checks an I/O request against alignment and the volume size and
+    /// returns its end.
+    fn check_io(&self, offset: u64, len: u64) -> Result<u64> {
+        check_range(offset, len, self.size)
+    }
+
     /// Reads `buf.len()` bytes at `offset` through the chain; never-written
     /// blocks read as zeros without touching the disk.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.check_io(offset, buf.len() as u64)?;
+        rlock(&self.chain).read(offset, buf)
     }
     /// Writes `data` at `offset` into the head.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        unimplemented!("replica store in progress")
+        let end = self.check_io(offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let chain = rlock(&self.chain);
+        let head = chain.head();
+        // Data first, index second: a concurrent read sees either the old
+        // data or the new, never a hole where data used to be.
+        head.file.write_at(offset, data)?;
+        wlock(&head.extents).insert(offset, end);
+        self.revision.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
     /// Discards a range (reads of it return zeros afterwards).
     pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.zero_range(offset, len)
     }
     /// Writes zeros to a range (deallocating where nothing lies below).
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.zero_range(offset, len)
     }
+
+    /// Makes `[offset, offset + len)` read as zeros: holes in the head where
+    /// no lower layer has data, real zeros where one does (so the index
+    /// never falls through to old data).
+    fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        let end = self.check_io(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let chain = rlock(&self.chain);
+        let head = chain.head();
+        let lower = chain.lower_extents(offset, end);
+        for (s, e, below) in extent::split_by(&lower, offset, end) {
+            if below {
+                head.file.write_zeros(s, e - s)?;
+                wlock(&head.extents).insert(s, e);
+                continue;
+            }
+            // Punch and unindex in one critical section so a racing write
+            // ends up either entirely before or entirely after the trim.
+            let mut ext = wlock(&head.extents);
+            if ext.overlaps(s, e).is_empty() {
+                continue;
+            }
+            if head.file.punch_hole(s, e - s)? {
+                ext.remove(s, e);
+            } else {
+                drop(ext);
+                head.file.write_zeros(s, e - s)?;
+                wlock(&head.extents).insert(s, e);
+            }
+        }
+        self.revision.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Makes every completed write durable (fdatasync) and persists the revision.
     pub fn flush(&self) -> Result<()> {
-        unimplemented!("replica store in progress")
+        // Every operation counted in `rev` finished its pwrite before the
+        // count was bumped, so the fdatasync below covers it.
+        let rev = self.revision.load(Ordering::SeqCst);
+        rlock(&self.chain).head().file.sync_data()?;
+        self.revfile.persist(rev)
     }
     /// Bumps and persists the generation; returns the new value.
     pub fn bump_generation(&self) -> Result<u64> {
-        unimplemented!("replica store in progress")
+        let mut m = lock(&self.meta);
+        let mut new = m.clone();
+        new.generation += 1;
+        new.store(&self.dir)?;
+        *m = new;
+        Ok(m.generation)
     }
+
+    /// Writes replica.json with a new head name (the commit point of
+    /// snapshot and revert).
+    fn commit_head(&self, head: &str) -> Result<()> {
+        let mut m = lock(&self.meta);
+        let mut new = m.clone();
+        new.head = head.to_string();
+        new.store(&self.dir)?;
+        *m = new;
+        Ok(())
+    }
+
     /// Freezes the head as snapshot `name` and starts a new empty head on top.
     pub fn snapshot(
         &self,
@@ -74,51 +283,100 @@ impl Replica {
         user_created: bool,
         labels: BTreeMap<String, String>,
     ) -> Result<LayerInfo> {
-        unimplemented!("replica store in progress")
+        self.snapshot_impl(name, user_created, labels)
     }
     /// Removes snapshot `name`, merging its data into its child.
     pub fn remove_snapshot(&self, name: &str) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.remove_snapshot_impl(name)
     }
     /// Discards the head and every snapshot above `name`; a new empty head
     /// sits on `name`.
     pub fn revert(&self, name: &str) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.revert_impl(name)
     }
     /// Size, revision, generation and the chain bottom to head.
     pub fn info(&self) -> ReplicaInfo {
-        unimplemented!("replica store in progress")
+        let chain = rlock(&self.chain);
+        ReplicaInfo {
+            size: self.size,
+            revision: self.revfile.persisted(),
+            generation: lock(&self.meta).generation,
+            chain: chain.layers.iter().map(Layer::info).collect(),
+            direct_io: self.direct_io && chain.layers.iter().all(|l| l.file.direct()),
+        }
     }
     /// Checks every layer file is present and sized and every read-only
     /// layer's checksum matches.
     pub fn verify(&self) -> Result<VerifyReport> {
-        unimplemented!("replica store in progress")
+        verify::verify(&self.dir, &rlock(&self.chain))
     }
     /// Allocated extents of one layer (rebuild source).
     pub fn layer_extents(&self, layer: &str) -> Result<Vec<Extent>> {
-        unimplemented!("replica store in progress")
+        let chain = rlock(&self.chain);
+        let l = find_layer(&chain, layer)?;
+        let ext = rlock(&l.extents);
+        Ok(ext
+            .iter()
+            .map(|(s, e)| Extent {
+                offset: s,
+                len: e - s,
+            })
+            .collect())
     }
     /// Raw read of one layer's file (holes read as zeros).
     pub fn read_layer(&self, layer: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.check_io(offset, buf.len() as u64)?;
+        let chain = rlock(&self.chain);
+        find_layer(&chain, layer)?.file.read_at(offset, buf)
     }
     /// The checksum of a read-only layer, computing and storing it if missing.
     pub fn layer_checksum(&self, layer: &str) -> Result<Checksum> {
-        unimplemented!("replica store in progress")
+        let chain = rlock(&self.chain);
+        let l = find_layer(&chain, layer)?;
+        if !lock(&l.meta).read_only {
+            return Err(ReplicaError::InvalidArgument(format!(
+                "layer {layer:?} is the writable head; only snapshots have checksums"
+            )));
+        }
+        l.checksum(&self.dir)
     }
     /// Starts receiving a read-only layer from a rebuild source into a
     /// staging file (replacing any earlier partial one).
     pub fn stage_layer(&self, info: &LayerInfo) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.stage_layer_impl(info)
     }
     /// Writes data into a staged layer.
     pub fn write_staged(&self, layer: &str, offset: u64, data: &[u8]) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.write_staged_impl(layer, offset, data)
     }
     /// Replaces every read-only layer with `layers` (bottom to top): each is
     /// either staged or already present with the same checksum. The head is
     /// kept and re-parented onto the last one. Atomic and crash-safe.
     pub fn install_chain(&self, layers: &[LayerInfo]) -> Result<()> {
-        unimplemented!("replica store in progress")
+        self.install_chain_impl(layers)
     }
+}
+
+/// Checks `[offset, offset + len)` is block-aligned and within `size`;
+/// returns the end.
+fn check_range(offset: u64, len: u64, size: u64) -> Result<u64> {
+    if !offset.is_multiple_of(BLOCK_SIZE) || !len.is_multiple_of(BLOCK_SIZE) {
+        return Err(ReplicaError::InvalidArgument(format!(
+            "offset {offset} and length {len} must be multiples of {BLOCK_SIZE}"
+        )));
+    }
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(end),
+        _ => Err(ReplicaError::InvalidArgument(format!(
+            "range at {offset} of {len} bytes lies beyond the size {size}"
+        ))),
+    }
+}
+
+/// The layer called `name`, or `NotFound`.
+fn find_layer<'a>(chain: &'a Chain, name: &str) -> Result<&'a Layer> {
+    chain
+        .find(name)
+        .map(|i| &chain.layers[i])
+        .ok_or_else(|| ReplicaError::NotFound(format!("layer {name:?}")))
 }
