@@ -6,6 +6,23 @@
 //! filesystem refuses O_DIRECT. Thread-local, so parallel tests are
 //! independent. In normal builds every check is a constant no-op.
 
+pub(super) use imp::*;
+
+#[cfg(not(test))]
+mod imp {
+    use std::io;
+
+    #[inline(always)]
+    pub(in crate::replica) fn crash_point() -> io::Result<()> {
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(in crate::replica) fn refuse_direct() -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod imp {
     use std::cell::Cell;
@@ -53,20 +70,3 @@ mod imp {
         REFUSE_DIRECT.with(|c| c.set(on));
     }
 }
-
-#[cfg(not(test))]
-mod imp {
-    use std::io;
-
-    #[inline(always)]
-    pub(in crate::replica) fn crash_point() -> io::Result<()> {
-        Ok(())
-    }
-
-    #[inline(always)]
-    pub(in crate::replica) fn refuse_direct() -> bool {
-        false
-    }
-}
-
-pub(super) use imp::*;

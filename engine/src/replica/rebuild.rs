@@ -5,14 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::chain::{Chain, Layer};
 use super::extent::ExtentSet;
 use super::file::LayerFile;
 use super::fsutil::{
-    Result, corrupt, get_mut_m, io_err, lock, remove_file_if_exists, remove_leftovers, sync_dir,
-    wlock,
+    Result, corrupt, get_mut_m, io_err, lock, remove_file_if_exists, remove_leftovers, rlock,
+    sync_dir, wlock,
 };
 use super::meta::{self, LayerMeta, check_snapshot_name};
 use super::{Checksum, LayerInfo, Replica, ReplicaError, check_range, checksum, fault};
@@ -25,6 +25,33 @@ pub(super) struct Staged {
     file: LayerFile,
     /// Ranges written so far: the layer's extents once complete.
     extents: Mutex<ExtentSet>,
+    /// Open to `write_staged`; an install closes it (waiting for writes in
+    /// flight) so no late write can land in an installed layer.
+    writable: RwLock<bool>,
+}
+
+/// Staged layers an install has closed to writers; those not installed
+/// when it returns (an error) are reopened.
+struct Closed(Vec<Arc<Staged>>);
+
+impl Closed {
+    fn close(&mut self, st: &Arc<Staged>) {
+        *wlock(&st.writable) = false;
+        self.0.push(Arc::clone(st));
+    }
+
+    /// `st` was installed: it stays closed for good.
+    fn installed(&mut self, st: &Arc<Staged>) {
+        self.0.retain(|x| !Arc::ptr_eq(x, st));
+    }
+}
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        for st in &self.0 {
+            *wlock(&st.writable) = true;
+        }
+    }
 }
 
 /// Where a layer of the installed chain comes from.
@@ -54,6 +81,7 @@ impl Replica {
                 path,
                 file,
                 extents: Mutex::new(ExtentSet::new()),
+                writable: RwLock::new(true),
             }),
         );
         Ok(())
@@ -78,6 +106,12 @@ impl Replica {
         let end = check_range(offset, data.len() as u64, st.info.size)?;
         if data.is_empty() {
             return Ok(());
+        }
+        let open = rlock(&st.writable);
+        if !*open {
+            return Err(ReplicaError::NotFound(format!(
+                "staged layer {layer:?} is being installed"
+            )));
         }
         st.file.write_at(offset, data)?;
         lock(&st.extents).insert(offset, end);
@@ -117,6 +151,7 @@ impl Replica {
         }
         let head_idx = chain.layers.len() - 1;
         let mut plan = Vec::with_capacity(layers.len());
+        let mut closed = Closed(Vec::new());
         for l in layers {
             if let Some(st) = staged.get(&l.name) {
                 if st.info.size != l.size {
@@ -125,6 +160,7 @@ impl Replica {
                         l.name, st.info.size, l.size
                     )));
                 }
+                closed.close(st);
                 st.file.sync_data()?;
                 let ext = lock(&st.extents).clone();
                 let sum = checksum::compute(&st.file, &ext)?;
@@ -189,6 +225,7 @@ impl Replica {
                     fault::crash_point()
                         .and_then(|()| fs::rename(&st.path, &path))
                         .map_err(io_err("install staged layer", &path))?;
+                    closed.installed(&st);
                     staged.remove(&l.name);
                     let m = LayerMeta {
                         name: l.name.clone(),

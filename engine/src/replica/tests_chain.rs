@@ -206,3 +206,37 @@ fn checksum_matches_the_documented_method() {
     }
     assert_eq!(s.checksum.unwrap().value, format!("{:016x}", d.sum64()));
 }
+
+#[test]
+fn short_layer_files_read_zeros_past_their_end() {
+    let tmp = work_tmp();
+    let r = new_replica(&tmp, 32);
+    r.write(0, &pattern(1, 12)).unwrap();
+    snap(&r, "s1");
+    // Someone truncates the snapshot file in the middle of its data.
+    let path = r.dir().join("volume-snap-s1.img");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(6 * BLOCK_SIZE)
+        .unwrap();
+    // The open replica's index still points past the end: zeros, no error.
+    let mut expect = pattern(1, 12);
+    expect[6 * BS..].fill(0);
+    assert!(read_blocks(&r, 0, 12) == expect);
+    let mut raw = vec![1u8; 12 * BS];
+    r.read_layer("s1", 0, &mut raw).unwrap();
+    assert!(raw == expect);
+    let rep = r.verify().unwrap();
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.kind == "size" && p.file == path)
+    );
+    // Reopening works too (the file is shorter than the volume).
+    let dir = r.dir().to_path_buf();
+    drop(r);
+    let r = Replica::open(&dir, &ReplicaOptions::default()).unwrap();
+    assert!(read_blocks(&r, 0, 12) == expect);
+}

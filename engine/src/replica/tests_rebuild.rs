@@ -136,6 +136,16 @@ fn install_refuses_unknown_and_mismatched_layers() {
             .kind(),
         ErrorKind::InvalidArgument
     );
+    // The failed install left the staged layer writable: fix it, install.
+    dst.write_staged("s1", 0, &pattern(1, 4)).unwrap();
+    dst.install_chain(std::slice::from_ref(&s1)).unwrap();
+    assert!(read_all(&dst) == read_all(&src));
+    assert_eq!(
+        dst.write_staged("s1", 0, &pattern(1, 1))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
     // Re-staging replaces the partial file; then it installs.
     copy_layer(&src, &dst, &s1);
     dst.install_chain(std::slice::from_ref(&s1)).unwrap();
