@@ -261,6 +261,14 @@ impl Backend {
         }
     }
 
+    /// Adopts `revision` and persists it.
+    pub async fn set_revision(&self, revision: u64) -> Result<()> {
+        match self {
+            Backend::Local(r) => blocking(r, move |r| r.set_revision(revision)).await,
+            Backend::Remote(c) => c.set_revision(revision).await.map_err(remote_err),
+        }
+    }
+
     /// Installs a received chain.
     pub async fn install_chain(&self, layers: &[LayerInfo]) -> Result<()> {
         match self {

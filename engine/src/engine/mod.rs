@@ -173,11 +173,12 @@ impl Engine {
         check_name(name)?;
         check_volume_size(size)?;
         let mut slots = Vec::with_capacity(replicas.len());
+        let mut revisions = Vec::with_capacity(replicas.len());
         for spec in replicas {
             if slots.iter().any(|s: &Arc<Slot>| s.address == spec.address) {
                 return Err(EngineError::DuplicateReplica(spec.address));
             }
-            let slot = match spec.backend {
+            let (slot, revision) = match spec.backend {
                 Ok(backend) => {
                     let opened = tokio::time::timeout(config.io_timeout, async {
                         let info = backend.info().await?;
@@ -196,17 +197,44 @@ impl Engine {
                                 volume_size: size,
                             });
                         }
-                        Ok(Ok(_)) => Slot::new(spec.address, Some(backend), Mode::ReadWrite),
-                        Ok(Err(e)) => errored(spec.address, Fault::now(e.reason, e.message)),
-                        Err(_) => errored(
-                            spec.address,
-                            Fault::now(FaultReason::Timeout, "no answer while opening replica"),
+                        Ok(Ok(info)) => (
+                            Slot::new(spec.address, Some(backend), Mode::ReadWrite),
+                            Some(info.revision),
+                        ),
+                        Ok(Err(e)) => {
+                            (errored(spec.address, Fault::now(e.reason, e.message)), None)
+                        }
+                        Err(_) => (
+                            errored(
+                                spec.address,
+                                Fault::now(FaultReason::Timeout, "no answer while opening replica"),
+                            ),
+                            None,
                         ),
                     }
                 }
-                Err(fault) => errored(spec.address, fault),
+                Err(fault) => (errored(spec.address, fault), None),
             };
             slots.push(Arc::new(slot));
+            revisions.push(revision);
+        }
+        // Replicas in sync carry equal revisions (every write counts once on
+        // each; a rebuilt replica adopts its source's). One behind the newest
+        // missed writes: serving reads from it would return old data.
+        let newest = revisions.iter().flatten().copied().max().unwrap_or(0);
+        for (slot, revision) in slots.iter().zip(&revisions) {
+            if let Some(r) = revision.filter(|r| *r < newest) {
+                slot.mode.store(Mode::Error.to_u8(), Ordering::Release);
+                if let Ok(mut f) = slot.fault.lock() {
+                    *f = Some(Fault::now(
+                        FaultReason::Stale,
+                        format!(
+                            "revision {r} is behind the newest replica's {newest}; add it again to rebuild"
+                        ),
+                    ));
+                }
+                tracing::warn!(volume = name, replica = %slot.address, revision = r, newest, "stale replica left out");
+            }
         }
         let engine = Arc::new(Engine {
             name: name.to_string(),

@@ -6,7 +6,8 @@
 //!   broke, or a ping went unanswered; the [`Fault`] records why and when.
 //!
 //! ERR is terminal for the slot: a replica comes back only by being added
-//! again, which starts a rebuild in WO. A new engine starts its replicas RW.
+//! again, which starts a rebuild in WO. A new engine starts its replicas RW,
+//! except those whose persisted revision is behind the newest (ERR, stale).
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,6 +81,9 @@ pub enum FaultReason {
     Invalid,
     /// A rebuild into this replica failed.
     RebuildFailed,
+    /// At engine start its persisted revision was behind the others': it
+    /// missed writes (it was ERR, or crashed before a flush) and needs a rebuild.
+    Stale,
 }
 
 impl FaultReason {
@@ -95,6 +99,7 @@ impl FaultReason {
             FaultReason::ChecksumMismatch => "checksum_mismatch",
             FaultReason::Invalid => "invalid",
             FaultReason::RebuildFailed => "rebuild_failed",
+            FaultReason::Stale => "stale",
         }
     }
 

@@ -125,17 +125,13 @@ impl Engine {
         tokio::spawn(async move {
             let _flag = flag;
             let layers: Vec<LayerInfo> = chain.into_iter().filter(|l| l.read_only).collect();
-            match engine.copy_chain(&slot, &source, &layers).await {
+            let done = match engine.copy_chain(&slot, &source, &layers).await {
+                Ok(()) => engine.switch_to_rw(&slot, &source.1).await,
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(()) => {
-                    slot.mode
-                        .compare_exchange(
-                            Mode::WriteOnly.to_u8(),
-                            Mode::ReadWrite.to_u8(),
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .ok();
-                    tracing::info!(volume = %engine.name, replica = %slot.address, "rebuild done, replica RW");
+                    tracing::info!(volume = %engine.name, replica = %slot.address, "rebuild done, replica RW")
                 }
                 Err(e) => engine.fail(&slot, FaultReason::RebuildFailed, e),
             }
@@ -146,6 +142,38 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    /// Step 4: with I/O held off, flush the source, give the target the
+    /// source's revision (they have seen the same writes since the rebuild
+    /// snapshot, and the target now holds everything before it), then WO → RW.
+    async fn switch_to_rw(&self, slot: &Slot, source: &Backend) -> Result<(), String> {
+        let Some(target) = slot.backend.clone() else {
+            return Err("target has no backend".into());
+        };
+        let _gate = self.gate.write().await;
+        source
+            .flush()
+            .await
+            .map_err(|e| format!("flush source: {e}"))?;
+        let revision = source
+            .info()
+            .await
+            .map_err(|e| format!("source info: {e}"))?
+            .revision;
+        target
+            .set_revision(revision)
+            .await
+            .map_err(|e| format!("set target revision: {e}"))?;
+        slot.mode
+            .compare_exchange(
+                Mode::WriteOnly.to_u8(),
+                Mode::ReadWrite.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|_| "target left WO during the rebuild".to_string())
     }
 
     fn unusable(&self, address: &str, why: &str) -> EngineError {

@@ -38,10 +38,11 @@ pub(crate) enum Opcode {
     StageLayer = 0x19,
     WriteStaged = 0x1a,
     InstallChain = 0x1b,
+    SetRevision = 0x1c,
 }
 
 impl Opcode {
-    pub(crate) const ALL: [Opcode; 18] = [
+    pub(crate) const ALL: [Opcode; 19] = [
         Opcode::Ping,
         Opcode::Read,
         Opcode::Write,
@@ -60,6 +61,7 @@ impl Opcode {
         Opcode::StageLayer,
         Opcode::WriteStaged,
         Opcode::InstallChain,
+        Opcode::SetRevision,
     ];
 
     pub(crate) fn from_u8(b: u8) -> Option<Opcode> {
@@ -134,6 +136,9 @@ pub(crate) enum Request {
     },
     InstallChain {
         layers: Vec<LayerInfo>,
+    },
+    SetRevision {
+        revision: u64,
     },
 }
 
@@ -291,6 +296,7 @@ impl Request {
             Request::StageLayer { .. } => Opcode::StageLayer,
             Request::WriteStaged { .. } => Opcode::WriteStaged,
             Request::InstallChain { .. } => Opcode::InstallChain,
+            Request::SetRevision { .. } => Opcode::SetRevision,
         }
     }
 
@@ -311,6 +317,10 @@ impl Request {
             Request::Write { offset, data } => {
                 b.put_u64(*offset);
                 data.clone()
+            }
+            Request::SetRevision { revision } => {
+                b.put_u64(*revision);
+                Bytes::new()
             }
             Request::Trim { offset, len } | Request::WriteZeroes { offset, len } => {
                 b.put_u64(*offset);
@@ -375,6 +385,7 @@ impl Request {
                 offset: c.u64()?,
                 data: c.rest(),
             },
+            Opcode::SetRevision => Request::SetRevision { revision: c.u64()? },
             Opcode::Trim => Request::Trim {
                 offset: c.u64()?,
                 len: c.u64()?,
@@ -453,7 +464,8 @@ impl Response {
                 | Opcode::Revert
                 | Opcode::StageLayer
                 | Opcode::WriteStaged
-                | Opcode::InstallChain,
+                | Opcode::InstallChain
+                | Opcode::SetRevision,
                 Response::Done,
             ) => Bytes::new(),
             (Opcode::Read | Opcode::ReadLayer, Response::Data(d)) => d.clone(),
@@ -499,7 +511,8 @@ impl Response {
             | Opcode::Revert
             | Opcode::StageLayer
             | Opcode::WriteStaged
-            | Opcode::InstallChain => empty(&payload)?,
+            | Opcode::InstallChain
+            | Opcode::SetRevision => empty(&payload)?,
             Opcode::Read | Opcode::ReadLayer => {
                 if payload.len() > MAX_DATA_LEN {
                     return Err(MessageError::Malformed {

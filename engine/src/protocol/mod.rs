@@ -306,4 +306,8 @@ impl ReplicaClient {
         })
         .await
     }
+    /// Makes the replica adopt `revision` (see `Replica::set_revision`).
+    pub async fn set_revision(&self, revision: u64) -> Result<(), ClientError> {
+        self.done(Request::SetRevision { revision }).await
+    }
 }

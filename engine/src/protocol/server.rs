@@ -71,6 +71,7 @@ pub(crate) trait ReplicaOps: Send + Sync + 'static {
     fn stage_layer(&self, info: &LayerInfo) -> OpResult<()>;
     fn write_staged(&self, layer: &str, offset: u64, data: &[u8]) -> OpResult<()>;
     fn install_chain(&self, layers: &[LayerInfo]) -> OpResult<()>;
+    fn set_revision(&self, revision: u64) -> OpResult<()>;
 }
 
 impl ReplicaOps for Replica {
@@ -129,6 +130,9 @@ impl ReplicaOps for Replica {
     }
     fn install_chain(&self, layers: &[LayerInfo]) -> OpResult<()> {
         Replica::install_chain(self, layers)
+    }
+    fn set_revision(&self, revision: u64) -> OpResult<()> {
+        Replica::set_revision(self, revision)
     }
 }
 
@@ -412,6 +416,7 @@ pub(crate) fn execute(ops: &dyn ReplicaOps, req: Request) -> Response {
             data,
         } => done(ops.write_staged(&layer, offset, &data)),
         Request::InstallChain { layers } => done(ops.install_chain(&layers)),
+        Request::SetRevision { revision } => done(ops.set_revision(revision)),
     };
     result.unwrap_or_else(|e| Response::Error {
         kind: e.kind(),

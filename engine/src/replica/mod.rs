@@ -255,6 +255,15 @@ impl Replica {
         rlock(&self.chain).head().file.sync_data()?;
         self.revfile.persist(rev)
     }
+    /// Adopts revision `rev` and persists it (after syncing the head): a
+    /// rebuilt replica takes its source's revision when it turns RW, so that
+    /// replicas in sync carry equal revisions and a stale one stands out.
+    pub fn set_revision(&self, rev: u64) -> Result<()> {
+        rlock(&self.chain).head().file.sync_data()?;
+        self.revision.store(rev, Ordering::SeqCst);
+        self.revfile.force(rev)
+    }
+
     /// Bumps and persists the generation; returns the new value.
     pub fn bump_generation(&self) -> Result<u64> {
         let mut m = lock(&self.meta);

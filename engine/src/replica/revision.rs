@@ -126,13 +126,24 @@ impl RevisionFile {
         if rev <= st.persisted {
             return Ok(());
         }
+        Self::write_slot(&mut st, &self.path, rev)
+    }
+
+    /// Persists `rev` even if it is lower than what the file holds (a
+    /// rebuilt replica adopting its source's revision).
+    pub(super) fn force(&self, rev: u64) -> Result<()> {
+        let mut st = lock(&self.state);
+        Self::write_slot(&mut st, &self.path, rev)
+    }
+
+    fn write_slot(st: &mut State, path: &std::path::Path, rev: u64) -> Result<()> {
         let off = st.next_slot * SLOT as u64;
         st.file
             .write_all_at(&encode(rev), off)
-            .map_err(io_err("write revision file", &self.path))?;
+            .map_err(io_err("write revision file", path))?;
         st.file
             .sync_data()
-            .map_err(io_err("sync revision file", &self.path))?;
+            .map_err(io_err("sync revision file", path))?;
         st.persisted = rev;
         st.next_slot = 1 - st.next_slot;
         Ok(())

@@ -182,6 +182,9 @@ impl ReplicaOps for FakeReplica {
         }
         Ok(())
     }
+    fn set_revision(&self, _revision: u64) -> Result<(), ReplicaError> {
+        Ok(())
+    }
     fn install_chain(&self, layers: &[LayerInfo]) -> Result<(), ReplicaError> {
         if layers.is_empty() {
             return Err(ReplicaError::InvalidArgument("empty chain".into()));

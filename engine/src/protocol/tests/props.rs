@@ -144,6 +144,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
             }
         }),
         arb_layers().prop_map(|layers| Request::InstallChain { layers }),
+        any::<u64>().prop_map(|revision| Request::SetRevision { revision }),
     ]
 }
 
@@ -215,6 +216,7 @@ fn arb_response() -> impl Strategy<Value = (Opcode, Response)> {
         Opcode::StageLayer,
         Opcode::WriteStaged,
         Opcode::InstallChain,
+        Opcode::SetRevision,
     ];
     prop_oneof![
         prop::sample::select(done_ops).prop_map(|op| (op, Response::Done)),
