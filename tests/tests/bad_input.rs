@@ -1,6 +1,8 @@
 //! Bad input gets a clear error and changes nothing; an unauthenticated
 //! replica peer is refused and logged.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use vigil_tests::Agent;
 
 #[test]

@@ -1,5 +1,7 @@
 //! Flushed writes survive `kill -9` of every agent and a restart.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use vigil_tests::{Agent, tools};
 
 #[test]

@@ -1,6 +1,8 @@
 //! Real NBD clients against a replicated vigil volume: nbdinfo, nbdcopy,
 //! qemu-io patterns and fio with verification.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use vigil_tests::{Agent, tools};
 
 fn two_replica_volume(

@@ -1,6 +1,8 @@
 //! Rebuild: a new replica joins WO, receives only allocated data, becomes
 //! RW, and can then serve alone.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use std::time::Duration;
 
 use vigil_tests::agent::wait_until;

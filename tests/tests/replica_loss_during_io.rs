@@ -2,6 +2,8 @@
 //! error and verifies every block; `engine show` names the lost replica.
 //! Also a frozen (SIGSTOP) replica: marked ERR by timeout, I/O continues.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! with qemu-img survives `kill -9` of a replica's agent, and `engine show`
 //! says which replica went ERR and why.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use std::time::Duration;
 
 use vigil_tests::agent::wait_until;

@@ -1,6 +1,8 @@
 //! Snapshot → overwrite → revert reads the old data back; deleting a
 //! snapshot merges it and leaves the data unchanged.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use vigil_tests::{Agent, tools};
 
 #[test]

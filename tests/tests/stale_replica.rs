@@ -2,6 +2,8 @@
 //! missed writes (its agent was down) is left out as `stale` when the engine
 //! starts again, and comes back in sync after a rebuild.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use std::time::Duration;
 
 use vigil_tests::agent::wait_until;

@@ -1,5 +1,7 @@
 //! A byte flipped in a snapshot file is found by verify, with the file named.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use vigil_tests::{Agent, tools};
