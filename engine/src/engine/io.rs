@@ -46,11 +46,15 @@ impl Engine {
         Fut: Future<Output = Result<(), BackendError>>,
     {
         let slots = self.slots();
-        let targets: Vec<(&Arc<Slot>, Backend)> = slots
+        let mut targets: Vec<(&Arc<Slot>, Backend)> = slots
             .iter()
             .filter(|s| matches!(s.mode(), Mode::ReadWrite | Mode::WriteOnly))
             .filter_map(|s| s.backend.clone().map(|b| (s, b)))
             .collect();
+        // Remote replicas first: `join_all` polls in order, so their requests
+        // are on the wire before the in-process replica's call blocks this
+        // task; the three then proceed in parallel.
+        targets.sort_by_key(|(s, _)| s.is_local());
         let timeout = self.config.io_timeout;
         let results = join_all(
             targets
