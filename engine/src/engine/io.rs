@@ -52,8 +52,8 @@ impl Engine {
             .filter_map(|s| s.backend.clone().map(|b| (s, b)))
             .collect();
         // Remote replicas first: `join_all` polls in order, so their requests
-        // are on the wire before the in-process replica's call blocks this
-        // task; the three then proceed in parallel.
+        // are on the wire before the in-process call is handed to the
+        // blocking pool; all then proceed in parallel.
         targets.sort_by_key(|(s, _)| s.is_local());
         let timeout = self.config.io_timeout;
         let results = join_all(
