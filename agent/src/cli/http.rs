@@ -68,7 +68,7 @@ impl ApiClient {
             .client
             .request(req)
             .await
-            .map_err(|e| unreachable(format!("{e:?}")))?;
+            .map_err(|e| unreachable(error_chain(&e)))?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -93,4 +93,16 @@ impl ApiClient {
             }),
         }
     }
+}
+
+/// `outer: inner: innermost`, for errors whose Display hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        parts.push(inner.to_string());
+        cur = inner.source();
+    }
+    parts.dedup();
+    parts.join(": ")
 }
