@@ -48,20 +48,29 @@ pub(crate) enum NbdError {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
+/// Sorts an accept result: a connection, `None` for a transient error
+/// (EMFILE, ECONNABORTED...: logged, retried after 50 ms), or the error
+/// that ends the accept loop.
+async fn accepted<T>(result: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match result {
+        Ok(conn) => Ok(Some(conn)),
+        Err(e) if is_transient_accept_error(&e) => {
+            tracing::warn!("nbd accept failed (retrying): {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Serves every export of `catalog` on a TCP listener until dropped.
 pub async fn serve_tcp<C: ExportCatalog>(
     listener: TcpListener,
     catalog: Arc<C>,
 ) -> std::io::Result<()> {
     loop {
-        let (stream, addr) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) if is_transient_accept_error(&e) => {
-                tracing::warn!("nbd accept failed (retrying): {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some((stream, addr)) = accepted(listener.accept().await).await? else {
+            continue;
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(peer = %addr, "TCP_NODELAY failed: {e}");
@@ -87,14 +96,8 @@ pub async fn serve_unix<C: ExportCatalog>(
     catalog: Arc<C>,
 ) -> std::io::Result<()> {
     loop {
-        let (stream, _addr) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) if is_transient_accept_error(&e) => {
-                tracing::warn!("nbd accept failed (retrying): {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some((stream, _addr)) = accepted(listener.accept().await).await? else {
+            continue;
         };
         let peer = format!("unix#{}", NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed));
         let (r, w) = stream.into_split();

@@ -12,7 +12,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use super::aligned::AlignedBuf;
-use super::chain::Layer;
+use super::chain::{Chain, Layer};
 use super::extent::ExtentSet;
 use super::file::LayerFile;
 use super::fsutil::{
@@ -128,14 +128,7 @@ impl Replica {
         let _span = tracing::debug_span!("remove_snapshot", name).entered();
         let dir = self.dir.as_path();
         let mut chain = wlock(&self.chain);
-        let idx = chain
-            .find(name)
-            .ok_or_else(|| ReplicaError::NotFound(format!("snapshot {name:?}")))?;
-        if idx + 1 == chain.layers.len() {
-            return Err(ReplicaError::InvalidArgument(format!(
-                "{name:?} is the head; only snapshots can be removed"
-            )));
-        }
+        let idx = snapshot_index(&chain, name, "only snapshots can be removed")?;
         let (lower, upper) = chain.layers.split_at_mut(idx + 1);
         let victim = &mut lower[idx];
         let child = &mut upper[0];
@@ -190,14 +183,7 @@ impl Replica {
         let _span = tracing::debug_span!("revert", name).entered();
         let dir = self.dir.as_path();
         let mut chain = wlock(&self.chain);
-        let idx = chain
-            .find(name)
-            .ok_or_else(|| ReplicaError::NotFound(format!("snapshot {name:?}")))?;
-        if idx + 1 == chain.layers.len() {
-            return Err(ReplicaError::InvalidArgument(format!(
-                "{name:?} is the head; revert needs a snapshot"
-            )));
-        }
+        let idx = snapshot_index(&chain, name, "revert needs a snapshot")?;
         let next_head = meta::head_name(chain.next_head_counter());
         let new_head = self.create_head(&next_head, Some(name.to_string()))?;
         sync_dir(dir)?;
@@ -217,4 +203,18 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// The chain index of snapshot `name`: `NotFound` if absent,
+/// `InvalidArgument` (with `why_not_head`) if it names the head.
+fn snapshot_index(chain: &Chain, name: &str, why_not_head: &str) -> Result<usize> {
+    let idx = chain
+        .find(name)
+        .ok_or_else(|| ReplicaError::NotFound(format!("snapshot {name:?}")))?;
+    if idx + 1 == chain.layers.len() {
+        return Err(ReplicaError::InvalidArgument(format!(
+            "{name:?} is the head; {why_not_head}"
+        )));
+    }
+    Ok(idx)
 }
