@@ -3,6 +3,10 @@
 mod api;
 mod cli;
 mod daemon;
+#[allow(dead_code, unused_imports)]
+mod model;
+#[allow(dead_code)]
+mod settings;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,78 @@
+//! A disk: a directory given to vigil, identified by the UUID in the
+//! identity file at its root.
+
+use serde::{Deserialize, Serialize};
+
+use super::Object;
+
+/// A disk as registered by its node's agent. Keyed by UUID: a wiped or
+/// swapped disk gets a new UUID and so is a different object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// The UUID from the identity file.
+    pub uuid: String,
+    pub spec: DiskSpec,
+    pub status: DiskStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DiskSpec {
+    /// Node the disk is on.
+    pub node: String,
+    /// Its path on that node.
+    pub path: String,
+    /// Disk tags a volume can require.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// False when the operator disabled scheduling here.
+    #[serde(default = "yes")]
+    pub allow_scheduling: bool,
+    /// Bytes kept free for other users of the filesystem.
+    #[serde(default)]
+    pub reserved_bytes: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Observed by the node's agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DiskStatus {
+    /// Whether the directory is present with this UUID right now.
+    pub state: DiskState,
+    /// Filesystem size.
+    pub capacity_bytes: u64,
+    /// Free bytes on the filesystem.
+    pub available_bytes: u64,
+    /// Sum of the sizes of the replicas scheduled here (the scheduler
+    /// rewrites this in the same transaction that places a replica, so two
+    /// concurrent placements cannot both take the last free space).
+    pub scheduled_bytes: u64,
+    /// When the agent last refreshed this (Unix seconds).
+    pub updated_at: f64,
+    /// Why the disk is not ready, if it is not.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Whether a registered disk is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskState {
+    /// Present with its UUID.
+    #[default]
+    Ready,
+    /// Its node's agent no longer finds it at its path.
+    Missing,
+    /// Another disk (another UUID) is now at its path.
+    Replaced,
+}
+
+impl Object for Disk {
+    const PREFIX: &'static str = "disks/";
+    const KIND: &'static str = "disk";
+    fn name(&self) -> &str {
+        &self.uuid
+    }
+}
