@@ -2,11 +2,17 @@
 
 mod api;
 mod cli;
+mod cluster;
+mod controller;
 mod daemon;
 #[allow(dead_code, unused_imports)]
 mod model;
 #[allow(dead_code)]
+mod scheduler;
+#[allow(dead_code)]
 mod settings;
+#[allow(dead_code)]
+mod store;
 
 use std::process::ExitCode;
 

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// Message for humans.
     pub message: String,
+    /// One line per item when the error is about several (e.g. why each
+    /// node could not take a replica).
+    pub details: Vec<String>,
 }
 
 impl ApiError {
@@ -24,7 +27,12 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: Vec::new(),
         }
+    }
+    pub fn with_details(mut self, details: Vec<String>) -> ApiError {
+        self.details = details;
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -74,5 +82,43 @@ impl From<EngineError> for ApiError {
             }
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<crate::daemon::replicas::CreateError> for ApiError {
+    fn from(e: crate::daemon::replicas::CreateError) -> ApiError {
+        use crate::daemon::replicas::CreateError;
+        match e {
+            CreateError::Exists(_) => ApiError::conflict("already_exists", e.to_string()),
+            CreateError::NoDisk(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_disk", e.to_string()),
+            CreateError::Replica(r) => ApiError::from(r),
+        }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> ApiError {
+        use crate::cluster::ClusterError;
+        use crate::store::StoreError;
+        match &e {
+            ClusterError::Store(StoreError::Conflict { .. }) => ApiError::conflict(
+                "conflict",
+                format!("{e}; the object changed concurrently too many times, retry"),
+            ),
+            ClusterError::Store(StoreError::Unavailable { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+            }
+            ClusterError::Store(StoreError::Invalid(_)) => {
+                ApiError::bad_request("invalid_request", e.to_string())
+            }
+            ClusterError::Store(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                e.to_string(),
+            ),
+            ClusterError::Decode { .. } => ApiError::internal(e.to_string()),
+            ClusterError::Transition(_) => ApiError::conflict("invalid_transition", e.to_string()),
+            ClusterError::NotFound { kind, name } => ApiError::not_found(kind, name),
+        }
     }
 }

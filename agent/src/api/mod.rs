@@ -2,8 +2,11 @@
 //! agent's `--listen` address. Errors are JSON `{code, message}`.
 
 pub mod error;
+mod nodes;
 mod routes;
+mod settings;
 pub mod types;
+mod volumes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -55,6 +58,10 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    if let Err(e) = authorize(&agent, &method, req.headers()) {
+        return Ok(error_response(&e));
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -64,7 +71,7 @@ async fn handle(
             )));
         }
     };
-    let result = routes::route(&agent, &method, &path, &body).await;
+    let result = routes::route(&agent, &method, &path, &query, &body).await;
     let response = match result {
         Ok((status, json)) => json_response(status, json),
         Err(e) => {
@@ -91,6 +98,7 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         to_json(&ErrorBody {
             code: e.code.to_string(),
             message: e.message.clone(),
+            details: e.details.clone(),
         }),
     )
 }
@@ -100,4 +108,46 @@ pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec_pretty(v).unwrap_or_else(|e| {
         format!("{{\"code\":\"internal\",\"message\":\"serialise response: {e}\"}}").into_bytes()
     })
+}
+
+/// Mutating calls need the cluster token (`Authorization: Bearer ...`)
+/// when the API listens beyond loopback; reads never do.
+fn authorize(agent: &Agent, method: &hyper::Method, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+    if method == hyper::Method::GET || agent.config.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    let presented = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if agent.token.matches(t.trim()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "bad_token", "the cluster token presented is wrong")),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_required",
+            "this agent listens beyond loopback: mutating calls need the cluster token (set VIGIL_CLUSTER_TOKEN or --token-file)",
+        )),
+    }
+}
+
+/// Runs a request on the agent of `node`: here directly, elsewhere over
+/// HTTP with this agent's token.
+pub async fn forward(agent: &Arc<Agent>, node: &str, method: &hyper::Method, path: &str, body: &[u8]) -> Result<(StatusCode, Vec<u8>), ApiError> {
+    if node == agent.config.node_name {
+        return Box::pin(routes::route(agent, method, path, "", body)).await;
+    }
+    let n = agent.cluster.must_get::<crate::model::Node>(node).await?;
+    let client = crate::cli::http::ApiClient::new(&n.object.spec.api_address)
+        .with_token(Some(agent.token.expose().to_string()));
+    let value: Option<serde_json::Value> = (!body.is_empty()).then(|| serde_json::from_slice(body).unwrap_or(serde_json::Value::Null));
+    match client.call::<serde_json::Value, serde_json::Value>(method.clone(), path, value.as_ref()).await {
+        Ok(v) => Ok((StatusCode::OK, to_json(&v))),
+        Err(crate::cli::http::CallError::Api { code, message, .. }) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "remote_error",
+            format!("node {node}: {message} [{code}]"),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", format!("node {node}: {e}"))),
+    }
 }

@@ -11,6 +11,7 @@ use vigil_engine::name::check_name;
 use vigil_engine::size::parse_volume_size;
 
 use super::error::ApiError;
+use super::{nodes, settings, volumes};
 use super::to_json;
 use super::types::*;
 use crate::daemon::Agent;
@@ -31,13 +32,40 @@ fn name(s: &str) -> Result<&str, ApiError> {
 }
 
 /// Dispatches one request.
-pub async fn route(agent: &Arc<Agent>, method: &Method, path: &str, body: &[u8]) -> Reply {
+pub async fn route(
+    agent: &Arc<Agent>,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Reply {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segs.as_slice()) {
         (&Method::GET, ["healthz"]) | (&Method::GET, ["readyz"]) => {
             Ok((StatusCode::OK, b"{\"status\":\"ok\"}".to_vec()))
         }
         (&Method::GET, ["v1", "node"]) => ok(&node_view(agent)),
+        (&Method::GET, ["v1", "volumes"]) => volumes::list(agent).await,
+        (&Method::POST, ["v1", "volumes"]) => volumes::create(agent, parse(body)?).await,
+        (&Method::GET, ["v1", "volumes", n]) => volumes::get(agent, n).await,
+        (&Method::DELETE, ["v1", "volumes", n]) => volumes::delete(agent, n).await,
+        (&Method::POST, ["v1", "volumes", n, "attach"]) => {
+            let req = if body.is_empty() { AttachVolume::default() } else { parse(body)? };
+            volumes::attach(agent, n, req).await
+        }
+        (&Method::POST, ["v1", "volumes", n, "detach"]) => volumes::detach(agent, n).await,
+        (&Method::POST, ["v1", "volumes", n, "expand"]) => volumes::expand(agent, n, parse(body)?).await,
+        (m, ["v1", "volumes", n, "snapshots", rest @ ..]) => {
+            volumes::snapshot_call(agent, m, n, rest, body).await
+        }
+        (&Method::GET, ["v1", "nodes"]) => nodes::list(agent).await,
+        (&Method::GET, ["v1", "nodes", n]) => nodes::get(agent, n).await,
+        (&Method::POST, ["v1", "nodes", n]) => nodes::update(agent, n, parse(body)?).await,
+        (&Method::GET, ["v1", "disks"]) => nodes::disks(agent).await,
+        (&Method::GET, ["v1", "settings"]) => settings::list(agent).await,
+        (&Method::GET, ["v1", "settings", n]) => settings::get(agent, n).await,
+        (&Method::PUT, ["v1", "settings", n]) => settings::set(agent, n, parse(body)?).await,
+        (&Method::GET, ["v1", "events"]) => settings::events(agent, query).await,
         (&Method::GET, ["v1", "replicas"]) => {
             let list: Vec<ReplicaView> = agent
                 .replicas
@@ -175,46 +203,32 @@ fn engine_view(agent: &Agent, e: &Engine) -> EngineView {
 }
 
 /// Total bytes of the filesystem holding `path`.
-fn filesystem_size(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable
-    // memory of the right type; statvfs initialises it when it returns 0.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so the struct is initialised.
-    let st = unsafe { st.assume_init() };
-    Some(st.f_blocks.saturating_mul(st.f_frsize))
-}
 
 async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
     let n = name(&req.name)?.to_string();
     let size = parse_volume_size(&req.size)
         .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
-    if let Some(fs) = filesystem_size(&agent.config.data_dir)
-        && size > fs
+    let first_disk = agent.replicas.disks().first();
+    if let Some(disk) = first_disk
+        && let Ok(usage) = disk.usage()
+        && size > usage.capacity
     {
         return Err(ApiError::bad_request(
             "too_large",
             format!(
-                "size {} is larger than the disk holding {} ({})",
+                "size {} is larger than the disk {} ({})",
                 vigil_engine::size::human(size),
-                agent.config.data_dir.display(),
-                vigil_engine::size::human(fs)
+                disk.path.display(),
+                vigil_engine::size::human(usage.capacity)
             ),
         ));
     }
     let replicas = Arc::clone(&agent.replicas);
     let n2 = n.clone();
-    let created = tokio::task::spawn_blocking(move || replicas.create(&n2, size))
+    let r = tokio::task::spawn_blocking(move || replicas.create(&n2, size, None))
         .await
-        .map_err(|e| ApiError::internal(format!("create task failed: {e}")))??;
-    let r = created.ok_or_else(|| {
-        ApiError::conflict("already_exists", format!("replica {n:?} already exists"))
-    })?;
+        .map_err(|e| ApiError::internal(format!("create task failed: {e}")))?
+        .map_err(ApiError::from)?;
     tracing::info!(replica = %n, size, "replica created");
     Ok((StatusCode::CREATED, to_json(&replica_view(agent, &n, &r))))
 }

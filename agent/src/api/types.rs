@@ -105,4 +105,150 @@ pub struct ErrorBody {
     pub code: String,
     /// For humans.
     pub message: String,
+    /// One line per item, when the error is about several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateVolume {
+    pub name: String,
+    /// Bytes or with a unit (`64MiB`).
+    pub size: String,
+    /// Desired replicas (default: the `default-replica-count` setting).
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// `disabled`, `best-effort` or `strict-local` (default: the
+    /// `default-data-locality` setting).
+    #[serde(default)]
+    pub data_locality: Option<String>,
+    /// Node tags the replicas' nodes must carry.
+    #[serde(default)]
+    pub node_tags: Vec<String>,
+    /// Disk tags the replicas' disks must carry.
+    #[serde(default)]
+    pub disk_tags: Vec<String>,
+}
+
+/// `POST /v1/volumes/NAME/attach`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AttachVolume {
+    /// Node to attach to (default: the node answering the request).
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// `POST /v1/volumes/NAME/expand`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpandVolume {
+    pub size: String,
+}
+
+/// A volume as `vigil volume get` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeView {
+    pub name: String,
+    pub size: u64,
+    /// Desired number of replicas.
+    pub number_of_replicas: u32,
+    pub data_locality: String,
+    /// `creating`, `detached`, `attaching`, `attached`, `detaching`, `deleting`.
+    pub state: String,
+    /// `healthy`, `degraded`, `faulted`, or `unknown` while detached.
+    pub robustness: String,
+    /// Node whose engine serves it.
+    pub attached_node: Option<String>,
+    /// Node the user asked to attach it to.
+    pub desired_node: Option<String>,
+    /// `nbd://host:port/NAME` while attached.
+    pub endpoint: String,
+    /// What it is waiting for or why it cannot progress.
+    pub message: String,
+    /// Scheduling notes (relaxed soft rules, unplaced replicas per node).
+    pub scheduling: Vec<String>,
+    pub node_tags: Vec<String>,
+    pub disk_tags: Vec<String>,
+    pub created_at: f64,
+    pub replicas: Vec<VolumeReplicaView>,
+}
+
+/// One replica of a volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeReplicaView {
+    pub name: String,
+    pub node: String,
+    /// Disk UUID.
+    pub disk: String,
+    /// Disk path on its node.
+    pub disk_path: String,
+    /// Instance state: `starting`, `running`, `stopping`, `stopped`, `error`.
+    pub state: String,
+    /// Engine mode while attached: `RW`, `WO`, `ERR` (empty when detached).
+    pub mode: String,
+    pub address: String,
+    pub message: String,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterNodeView {
+    pub name: String,
+    /// Whether its agent holds its liveness lease.
+    pub ready: bool,
+    pub api_address: String,
+    pub replica_address: String,
+    pub nbd_address: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub allow_scheduling: bool,
+    pub eviction_requested: bool,
+    pub version: String,
+    pub store: String,
+    pub disks: Vec<DiskView>,
+}
+
+/// `POST /v1/nodes/NAME`: fields to change.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct UpdateNode {
+    #[serde(default)]
+    pub allow_scheduling: Option<bool>,
+    #[serde(default)]
+    pub eviction_requested: Option<bool>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A disk of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskView {
+    pub uuid: String,
+    pub node: String,
+    pub path: String,
+    /// `ready`, `missing` or `replaced`.
+    pub state: String,
+    pub capacity_bytes: u64,
+    pub available_bytes: u64,
+    pub scheduled_bytes: u64,
+    pub reserved_bytes: u64,
+    pub allow_scheduling: bool,
+    pub tags: Vec<String>,
+    pub message: String,
+}
+
+/// A setting with its definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettingView {
+    pub name: String,
+    pub value: String,
+    pub default: String,
+    pub is_default: bool,
+    pub allowed: String,
+    pub description: String,
+}
+
+/// `PUT /v1/settings/NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetSetting {
+    pub value: String,
 }

@@ -20,6 +20,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:9500"
     )]
     pub endpoint: String,
+    /// File holding the cluster token, sent with mutating calls (needed when the agent listens beyond loopback; VIGIL_CLUSTER_TOKEN also works).
+    #[arg(long, global = true, env = "VIGIL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -43,9 +46,126 @@ pub enum Command {
     /// Engines (one per served volume) on the agent.
     #[command(subcommand)]
     Engine(EngineCmd),
-    /// Snapshots of a volume, through its engine.
+    /// Snapshots of an engine (low level; see `vigil volume snapshot`).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Volumes of the cluster: create, attach, detach, delete, expand, snapshots.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Disks of the cluster.
+    #[command(subcommand)]
+    Disk(DiskCmd),
+    /// Cluster settings.
+    #[command(subcommand)]
+    Settings(SettingsCmd),
+    /// Recent events (newest last).
+    Events {
+        /// Only events about this volume.
+        #[arg(long)]
+        volume: Option<String>,
+        /// Only events about this node.
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume; its replicas are scheduled across the cluster.
+    Create {
+        name: String,
+        /// Size: 4096, 64MiB, 10GiB...
+        #[arg(long)]
+        size: String,
+        /// Number of replicas (default: the default-replica-count setting).
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// disabled, best-effort or strict-local (default: the default-data-locality setting).
+        #[arg(long)]
+        data_locality: Option<String>,
+        /// A node tag the replicas' nodes must carry (repeat).
+        #[arg(long = "node-tag")]
+        node_tags: Vec<String>,
+        /// A disk tag the replicas' disks must carry (repeat).
+        #[arg(long = "disk-tag")]
+        disk_tags: Vec<String>,
+        /// Return at once instead of waiting until the replicas exist.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a volume: state, robustness, attached node, each replica.
+    Get { name: String },
+    /// List volumes.
+    List,
+    /// Attach a volume to a node (default: the agent you talk to); prints its nbd:// URI.
+    Attach {
+        name: String,
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Detach a volume (its engine is flushed and stopped).
+    Detach { name: String },
+    /// Delete a detached volume and its replicas.
+    Delete {
+        name: String,
+        /// Return at once instead of waiting until it is gone.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Grow a detached volume.
+    Expand {
+        name: String,
+        #[arg(long)]
+        size: String,
+    },
+    /// Snapshots of an attached volume.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes with readiness and disks.
+    List,
+    /// Show a node.
+    Get { name: String },
+    /// Ask to evict a node: nothing new is scheduled there (`--cancel` to undo).
+    Evict {
+        name: String,
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Change a node's scheduling switch or tags.
+    Update {
+        name: String,
+        /// Allow (true) or forbid (false) new replicas on the node.
+        #[arg(long)]
+        allow_scheduling: Option<bool>,
+        /// Replace the node's tags (repeat).
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiskCmd {
+    /// List every disk of the cluster.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCmd {
+    /// Every setting with its value, default and what is allowed.
+    List,
+    /// One setting.
+    Get { name: String },
+    /// Change a setting (validated; a bad value lists what is allowed).
+    Set { name: String, value: String },
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +197,33 @@ pub struct AgentArgs {
     /// Seconds before an unanswered replica request marks the replica ERR.
     #[arg(long, default_value_t = 8)]
     pub io_timeout_secs: u64,
+    /// A directory given to vigil for replicas (repeat for several; default <data-dir>/disks/default).
+    #[arg(long = "disk")]
+    pub disks: Vec<PathBuf>,
+    /// A node label, key=value (repeat); `zone=a` is used by the scheduler.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Cluster store: `embedded` (a database in the data dir) or etcd://host:port[,host:port...].
+    #[arg(long, env = "VIGIL_STORE", default_value = "embedded")]
+    pub store: crate::store::StoreUrl,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
+    let ok = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 63
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !ok(k) || !ok(v) {
+        return Err(format!(
+            "label {s:?}: key and value must be 1-63 characters of letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -20,8 +20,12 @@ pub enum CallError {
         "cannot reach the agent at {endpoint}: {message} (is `vigil agent` running? set --endpoint or VIGIL_ENDPOINT)"
     )]
     Unreachable { endpoint: String, message: String },
-    #[error("{message} [{code}]")]
-    Api { code: String, message: String },
+    #[error("{message} [{code}]{}", details.iter().map(|d| format!("\n  - {d}")).collect::<String>())]
+    Api {
+        code: String,
+        message: String,
+        details: Vec<String>,
+    },
     #[error("unexpected answer from the agent ({status}): {body}")]
     Unexpected { status: StatusCode, body: String },
 }
@@ -29,6 +33,7 @@ pub enum CallError {
 /// The agent at `endpoint`.
 pub struct ApiClient {
     endpoint: String,
+    token: Option<String>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
@@ -36,8 +41,16 @@ impl ApiClient {
     pub fn new(endpoint: &str) -> ApiClient {
         ApiClient {
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            token: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    /// Sends `token` as a bearer token (needed for mutating calls to an
+    /// agent that listens beyond loopback).
+    pub fn with_token(mut self, token: Option<String>) -> ApiClient {
+        self.token = token;
+        self
     }
 
     /// Calls `method path` with an optional JSON body; decodes the answer.
@@ -54,10 +67,14 @@ impl ApiClient {
             Some(b) => Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
             None => Bytes::new(),
         };
-        let req = Request::builder()
+        let mut builder = Request::builder()
             .method(method)
             .uri(uri)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(t) = &self.token {
+            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = builder
             .body(Full::new(bytes))
             .map_err(|_| CallError::Endpoint(self.endpoint.clone()))?;
         let unreachable = |message: String| CallError::Unreachable {
@@ -86,6 +103,7 @@ impl ApiClient {
             Ok(e) => Err(CallError::Api {
                 code: e.code,
                 message: e.message,
+                details: e.details,
             }),
             Err(_) => Err(CallError::Unexpected {
                 status,

@@ -2,7 +2,8 @@
 //! Errors go to stderr with the API's code; the exit status is 1.
 
 pub mod args;
-mod http;
+mod cluster;
+pub mod http;
 mod table;
 
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Agent(a) => run_agent(a).await,
         cmd => {
-            let api = ApiClient::new(&cli.endpoint);
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
             match call(&api, cmd).await {
                 Ok((value, render)) => {
                     if cli.output == Output::Json {
@@ -41,7 +42,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-type Render = fn(&Value) -> String;
+pub(crate) type Render = fn(&Value) -> String;
 
 async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallError> {
     let none: Option<&()> = None;
@@ -115,40 +116,38 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
                 .await?,
             table::done,
         ),
-        Command::Snapshot(SnapshotCmd::Create { volume, snapshot }) => (
-            api.call(
-                Method::POST,
-                &format!("/v1/engines/{volume}/snapshots"),
-                Some(&CreateSnapshot { name: snapshot }),
-            )
-            .await?,
+        Command::Snapshot(cmd) => snapshot(api, "/v1/engines", cmd).await?,
+        Command::Volume(cmd) => cluster::volume(api, cmd).await?,
+        Command::Node(cmd) => cluster::node(api, cmd).await?,
+        Command::Disk(cmd) => cluster::disk(api, cmd).await?,
+        Command::Settings(cmd) => cluster::settings(api, cmd).await?,
+        Command::Events {
+            volume,
+            node,
+            limit,
+        } => cluster::events(api, volume, node, limit).await?,
+    })
+}
+
+/// Snapshot commands on an engine or a volume (`prefix`).
+async fn snapshot(
+    api: &ApiClient,
+    prefix: &str,
+    cmd: SnapshotCmd,
+) -> Result<(Value, Render), CallError> {
+    let (method, path) = cluster::snapshot_path(prefix, &cmd);
+    Ok(match cmd {
+        SnapshotCmd::Create { snapshot, .. } => (
+            api.call(method, &path, Some(&CreateSnapshot { name: snapshot }))
+                .await?,
             table::snapshot_created,
         ),
-        Command::Snapshot(SnapshotCmd::List { volume }) => (
-            api.call(
-                Method::GET,
-                &format!("/v1/engines/{volume}/snapshots"),
-                none,
-            )
-            .await?,
+        SnapshotCmd::List { .. } => (
+            api.call(method, &path, None::<&()>).await?,
             table::snapshot_list,
         ),
-        Command::Snapshot(SnapshotCmd::Delete { volume, snapshot }) => (
-            api.call(
-                Method::DELETE,
-                &format!("/v1/engines/{volume}/snapshots/{snapshot}"),
-                none,
-            )
-            .await?,
-            table::done,
-        ),
-        Command::Snapshot(SnapshotCmd::Revert { volume, snapshot }) => (
-            api.call(
-                Method::POST,
-                &format!("/v1/engines/{volume}/snapshots/{snapshot}/revert"),
-                none,
-            )
-            .await?,
+        SnapshotCmd::Delete { .. } | SnapshotCmd::Revert { .. } => (
+            api.call(method, &path, None::<&()>).await?,
             table::done,
         ),
     })
@@ -170,6 +169,9 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         nbd_socket: a.nbd_socket,
         advertise: a.advertise,
         engine,
+        disks: a.disks,
+        labels: a.labels.into_iter().collect(),
+        store: a.store,
     };
     match crate::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,4 +201,15 @@ fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "node".to_string())
+}
+
+/// The token the CLI sends: `--token-file`, else `VIGIL_CLUSTER_TOKEN`.
+fn cli_token(file: &Option<std::path::PathBuf>) -> Option<String> {
+    if let Some(f) = file {
+        match std::fs::read_to_string(f) {
+            Ok(t) => return Some(t.trim().to_string()),
+            Err(e) => eprintln!("warning: cannot read token file {}: {e}", f.display()),
+        }
+    }
+    std::env::var("VIGIL_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty())
 }

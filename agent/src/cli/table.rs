@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-fn s(v: &Value) -> String {
+pub(super) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -10,14 +10,14 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn size(v: &Value) -> String {
+pub(super) fn size(v: &Value) -> String {
     v.as_u64()
         .map(vigil_engine::size::human)
         .unwrap_or_else(|| s(v))
 }
 
 /// Lays out rows in aligned columns.
-fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

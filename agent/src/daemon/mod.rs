@@ -2,9 +2,11 @@
 //! replicas (served in-process and over the replica protocol), runs engines
 //! (served over NBD) and answers the HTTP API.
 
+pub mod disks;
 pub mod engines;
 mod ports;
 pub mod replicas;
+mod store_open;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -31,6 +33,12 @@ pub struct AgentConfig {
     pub nbd_socket: Option<PathBuf>,
     pub advertise: Option<IpAddr>,
     pub engine: EngineConfig,
+    /// Disk directories (`--disk`); default `<data-dir>/disks/default`.
+    pub disks: Vec<PathBuf>,
+    /// Node labels (`--label k=v`).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Where the cluster state lives (`--store`).
+    pub store: crate::store::StoreUrl,
 }
 
 /// Why the agent could not start.
@@ -44,6 +52,12 @@ pub enum StartError {
     },
     #[error("load cluster token: {0}")]
     Token(#[from] protocol::TokenError),
+    #[error(transparent)]
+    Disk(#[from] disks::DiskError),
+    #[error("open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("register this node: {0}")]
+    Register(#[from] crate::cluster::ClusterError),
     #[error("open replicas under {path}: {source}")]
     Replicas {
         path: PathBuf,
@@ -71,6 +85,35 @@ pub struct Agent {
     pub nbd_address: String,
     /// Path of the NBD unix socket.
     pub nbd_socket: PathBuf,
+    /// `http://host:port` of this agent's API, as other agents reach it.
+    pub api_address: String,
+    /// The cluster state.
+    pub cluster: crate::cluster::Cluster,
+    /// Engines the controllers started (others came from `vigil engine
+    /// create` and are left alone).
+    pub managed_engines: NameSet,
+}
+
+/// A set of names shared between tasks.
+#[derive(Default)]
+pub struct NameSet(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl NameSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+    pub fn insert(&self, name: &str) {
+        self.lock().insert(name.to_string());
+    }
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains(name)
+    }
 }
 
 impl Agent {
@@ -123,14 +166,18 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         source,
     })?;
     let token = ClusterToken::load(&data_dir)?;
-    let replica_dir = data_dir.join("replicas");
-    let replicas =
-        Arc::new(
-            ReplicaSet::open_all(&replica_dir).map_err(|source| StartError::Replicas {
-                path: replica_dir.clone(),
-                source,
-            })?,
-        );
+    let disk_paths = if config.disks.is_empty() {
+        vec![data_dir.join("disks").join("default")]
+    } else {
+        config.disks.clone()
+    };
+    let local_disks = disks::open_all(&disk_paths, &config.node_name)?;
+    let replicas = Arc::new(ReplicaSet::open_all(&local_disks).map_err(|source| {
+        StartError::Replicas {
+            path: disk_paths.first().cloned().unwrap_or_default(),
+            source,
+        }
+    })?);
     let engines = Arc::new(EngineSet::default());
 
     let host = config.listen.ip();
@@ -155,8 +202,14 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let nbd_unix =
         UnixListener::bind(&nbd_socket).map_err(bind_err("NBD unix", nbd_socket.display()))?;
 
+    let store = store_open::open(&config.store, &data_dir).await?;
+    let cluster = crate::cluster::Cluster::new(store, &config.node_name);
+
     let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
     let agent = Arc::new(Agent {
+        api_address: format!("http://{}", SocketAddr::new(advertise, port_of(&http))),
+        cluster,
+        managed_engines: NameSet::default(),
         replica_address: SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
         nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
         nbd_socket: nbd_socket.clone(),
@@ -179,6 +232,10 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         nbd_unix,
         Arc::clone(&engines),
     ));
+    crate::controller::registration::register_node(&agent).await?;
+    crate::controller::registration::register_disks(&agent).await?;
+    let liveness = tokio::spawn(crate::controller::registration::keep_live(Arc::clone(&agent)));
+    let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));
     tracing::info!(
@@ -188,6 +245,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         nbd = %agent.nbd_address,
         nbd_socket = %nbd_socket.display(),
         data_dir = %agent.config.data_dir.display(),
+        store = %agent.cluster.store().location(),
         "agent ready"
     );
     println!(
@@ -197,7 +255,10 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
 
     wait_for_signal().await;
     tracing::info!("shutting down: flushing replicas");
+    controllers.abort();
+    liveness.abort();
     agent.shutdown().await;
+    crate::controller::registration::go_offline(&agent).await;
     replica_server.abort();
     nbd_tcp.abort();
     nbd_unix.abort();

@@ -32,6 +32,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// `RW`, `WO` or `ERR`, as the API and the model show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "RW",
+            Mode::WriteOnly => "WO",
+            Mode::Error => "ERR",
+        }
+    }
     pub(crate) fn to_u8(self) -> u8 {
         match self {
             Mode::ReadWrite => 0,

@@ -74,6 +74,23 @@ impl ClusterToken {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+    /// The secret itself, for sending it to another agent's API as a bearer
+    /// token. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether `presented` is this token, in time that does not depend on
+    /// where the first difference is.
+    pub fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            diff |= usize::from(x ^ y);
+        }
+        diff == 0
+    }
 }
 
 /// Where a replica server finds the replicas it serves.

@@ -1,0 +1,127 @@
+//! Settings and events handlers.
+
+use hyper::StatusCode;
+
+use super::error::ApiError;
+use super::to_json;
+use super::types::{SetSetting, SettingView};
+use crate::cluster::events::Severity;
+use crate::daemon::Agent;
+use crate::model::Event;
+use crate::settings::{self, StoredSetting};
+use crate::store::Expect;
+
+type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
+
+fn bad_setting(e: settings::SettingError) -> ApiError {
+    match e {
+        settings::SettingError::Unknown { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_setting", e.to_string())
+        }
+        settings::SettingError::Invalid { .. } => ApiError::bad_request("invalid_setting", e.to_string()),
+    }
+}
+
+async fn views(agent: &Agent) -> Result<Vec<SettingView>, ApiError> {
+    let s = agent.cluster.settings().await?;
+    Ok(s.all()
+        .into_iter()
+        .map(|(d, value, is_default)| SettingView {
+            name: d.name.into(),
+            value,
+            default: d.default.into(),
+            is_default,
+            allowed: d.kind.allowed(),
+            description: d.doc.into(),
+        })
+        .collect())
+}
+
+pub async fn list(agent: &Agent) -> Reply {
+    Ok((StatusCode::OK, to_json(&views(agent).await?)))
+}
+
+pub async fn get(agent: &Agent, name: &str) -> Reply {
+    settings::definition(name).map_err(bad_setting)?;
+    let v = views(agent)
+        .await?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ApiError::not_found("setting", name))?;
+    Ok((StatusCode::OK, to_json(&v)))
+}
+
+pub async fn set(agent: &Agent, name: &str, req: SetSetting) -> Reply {
+    let value = settings::validate(name, &req.value).map_err(bad_setting)?;
+    let c = &agent.cluster;
+    let old = c
+        .retry(|| async {
+            match c.get::<StoredSetting>(name).await? {
+                Some(mut v) => {
+                    let old = v.object.value.clone();
+                    v.object.value = value.clone();
+                    c.update(&v).await?;
+                    Ok(Some(old))
+                }
+                None => {
+                    let s = StoredSetting {
+                        name: name.into(),
+                        value: value.clone(),
+                    };
+                    c.txn(vec![crate::cluster::put_op(&s, Expect::Absent)]).await?;
+                    Ok(None)
+                }
+            }
+        })
+        .await?;
+    let old = old.unwrap_or_else(|| {
+        settings::definition(name)
+            .map(|d| d.default.to_string())
+            .unwrap_or_default()
+    });
+    if old != value {
+        c.event(
+            Severity::Normal,
+            "setting",
+            name,
+            "SettingChanged",
+            format!("{name}: {old} -> {value}"),
+        )
+        .await;
+    }
+    get(agent, name).await
+}
+
+/// `GET /v1/events[?kind=K][&object=O][&limit=N]`: newest last.
+pub async fn events(agent: &Agent, query: &str) -> Reply {
+    let mut kind = None;
+    let mut object = None;
+    let mut limit = 200usize;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "kind" => kind = Some(v.to_string()),
+            "object" => object = Some(v.to_string()),
+            "limit" => {
+                limit = v.parse().map_err(|_| {
+                    ApiError::bad_request("invalid_query", format!("limit {v:?} is not a number"))
+                })?
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown query parameter {k:?}; known: kind, object, limit"),
+                ));
+            }
+        }
+    }
+    let all = agent.cluster.list::<Event>().await?;
+    let matching: Vec<Event> = all
+        .into_iter()
+        .map(|v| v.object)
+        .filter(|e| kind.as_deref().is_none_or(|k| e.kind == k))
+        .filter(|e| object.as_deref().is_none_or(|o| e.object == o))
+        .collect();
+    let skip = matching.len().saturating_sub(limit);
+    Ok((StatusCode::OK, to_json(&matching[skip..].to_vec())))
+}

@@ -1,0 +1,143 @@
+//! The controllers embedded in every agent. They are level-triggered: a
+//! round reads the cluster (linearizably), compares what is asked with what
+//! is, and takes the next step for the objects this agent owns, each step a
+//! compare-and-swap. A round runs after any store change (a watch) and
+//! every [`RESYNC`] regardless, so a missed event only delays work.
+//!
+//! Ownership (exactly one agent acts on an object at a time):
+//! - a replica object is owned by the agent of its `spec.node`;
+//! - an attaching, attached or detaching volume (and its engine object) by
+//!   the agent of the node it is attached to (`status.attached_node`);
+//! - any other volume by one ready node chosen by rendezvous hashing of the
+//!   volume's name over the ready nodes ([`owner_of`]). Two agents that
+//!   briefly disagree on readiness both try; compare-and-swap lets one win.
+//!
+//! Registration and liveness ([`registration`]) run beside the loop.
+
+pub mod registration;
+mod replicas;
+mod volumes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::Result;
+use crate::daemon::Agent;
+use crate::model::{Engine, Replica, Versioned, Volume};
+
+/// Longest time between two rounds.
+pub const RESYNC: Duration = Duration::from_secs(2);
+
+/// What one round sees.
+pub struct Snapshot {
+    pub volumes: Vec<Versioned<Volume>>,
+    pub replicas: Vec<Versioned<Replica>>,
+    pub engines: BTreeMap<String, Versioned<Engine>>,
+    pub ready: BTreeSet<String>,
+}
+
+impl Snapshot {
+    pub async fn read(agent: &Agent) -> Result<Snapshot> {
+        let c = &agent.cluster;
+        Ok(Snapshot {
+            volumes: c.list::<Volume>().await?,
+            replicas: c.list::<Replica>().await?,
+            engines: c
+                .list::<Engine>()
+                .await?
+                .into_iter()
+                .map(|e| (e.object.name.clone(), e))
+                .collect(),
+            ready: c.ready_nodes().await?,
+        })
+    }
+
+    /// The replica objects of `volume`.
+    pub fn replicas_of<'a>(&'a self, volume: &'a str) -> impl Iterator<Item = &'a Versioned<Replica>> {
+        self.replicas
+            .iter()
+            .filter(move |r| r.object.spec.volume == volume)
+    }
+}
+
+/// The agent that acts on `volume` now (see the module docs).
+pub fn owner_of(volume: &Volume, ready: &BTreeSet<String>) -> Option<String> {
+    if let Some(n) = &volume.status.attached_node {
+        return Some(n.clone());
+    }
+    ready
+        .iter()
+        .max_by_key(|node| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&volume.name, node).hash(&mut h);
+            h.finish()
+        })
+        .cloned()
+}
+
+/// Runs rounds until the task is aborted.
+pub async fn run(agent: Arc<Agent>) {
+    let (kick_tx, mut kick_rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(watch_changes(Arc::clone(&agent), kick_tx));
+    let mut round: u64 = 0;
+    loop {
+        round += 1;
+        if let Err(e) = run_round(&agent, round).await {
+            tracing::warn!(error = %e, "controller round failed; retrying");
+        }
+        tokio::select! {
+            _ = kick_rx.recv() => {
+                // let a burst of changes settle into one round
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                while kick_rx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
+    let snap = Snapshot::read(agent).await?;
+    replicas::reconcile(agent, &snap).await;
+    volumes::reconcile(agent, &snap).await;
+    if round % 30 == 0 {
+        agent.cluster.prune_events().await;
+        registration::refresh_disks(agent).await;
+    }
+    Ok(())
+}
+
+/// Turns store changes into kicks; re-watches after errors.
+async fn watch_changes(agent: Arc<Agent>, kick: tokio::sync::mpsc::Sender<()>) {
+    loop {
+        let after = match agent.cluster.store().list("liveness/").await {
+            Ok(l) => l.revision,
+            Err(e) => {
+                tracing::debug!(error = %e, "watch: cannot read revision");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match agent.cluster.store().watch("", after).await {
+            Ok(mut stream) => {
+                while let Some(ev) = stream.recv().await {
+                    match ev {
+                        Ok(ev) if ev.key().starts_with("events/") => {}
+                        Ok(_) => {
+                            let _ = kick.try_send(());
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "watch broke");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "watch failed"),
+        }
+        let _ = kick.try_send(());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

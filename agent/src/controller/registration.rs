@@ -1,0 +1,259 @@
+//! Registering this node and its disks, and keeping the node's liveness
+//! lease alive.
+//!
+//! The node object keeps what the operator set (scheduling, eviction,
+//! tags) across restarts; addresses, labels and status come from the agent.
+//! A disk registered for this node that is not among the disks found now is
+//! marked `missing`, or `replaced` when another disk now sits at its path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::events::Severity;
+use crate::cluster::{self, ClusterError};
+use crate::daemon::Agent;
+use crate::model::disk::{DiskSpec, DiskState, DiskStatus};
+use crate::model::node::{NodeSpec, NodeStatus};
+use crate::model::{Disk, Node, now_unix};
+use crate::store::StoreError;
+
+/// How long the node stays ready without a keep-alive.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Writes the node object, creating it on first start.
+pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
+    let c = &agent.cluster;
+    let cfg = &agent.config;
+    let spec = NodeSpec {
+        api_address: agent.api_address.clone(),
+        replica_address: agent.replica_address.clone(),
+        nbd_address: agent.nbd_address.clone(),
+        labels: cfg.labels.clone(),
+        tags: Vec::new(),
+        allow_scheduling: true,
+        eviction_requested: false,
+    };
+    let status = NodeStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: now_unix(),
+        store: c.store().kind().to_string(),
+    };
+    c.retry(|| async {
+        match c.get::<Node>(&cfg.node_name).await? {
+            Some(mut v) => {
+                let keep = &v.object.spec;
+                v.object.spec = NodeSpec {
+                    tags: keep.tags.clone(),
+                    allow_scheduling: keep.allow_scheduling,
+                    eviction_requested: keep.eviction_requested,
+                    ..spec.clone()
+                };
+                v.object.status = status.clone();
+                c.update(&v).await.map(|_| ())
+            }
+            None => c
+                .create(&Node {
+                    name: cfg.node_name.clone(),
+                    spec: spec.clone(),
+                    status: status.clone(),
+                })
+                .await
+                .map(|_| ()),
+        }
+    })
+    .await
+}
+
+/// Registers the disks found now and marks the node's other disks missing
+/// or replaced.
+pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
+    let c = &agent.cluster;
+    let me = &agent.config.node_name;
+    for d in agent.replicas.disks() {
+        let usage = d.usage().unwrap_or_default();
+        let path = d.path.display().to_string();
+        c.retry(|| async {
+            match c.get::<Disk>(&d.uuid).await? {
+                Some(mut v) => {
+                    v.object.spec.node = me.clone();
+                    v.object.spec.path = path.clone();
+                    v.object.status.state = DiskState::Ready;
+                    v.object.status.capacity_bytes = usage.capacity;
+                    v.object.status.available_bytes = usage.available;
+                    v.object.status.updated_at = now_unix();
+                    v.object.status.message.clear();
+                    c.update(&v).await.map(|_| ())
+                }
+                None => c
+                    .create(&Disk {
+                        uuid: d.uuid.clone(),
+                        spec: DiskSpec {
+                            node: me.clone(),
+                            path: path.clone(),
+                            tags: Vec::new(),
+                            allow_scheduling: true,
+                            reserved_bytes: 0,
+                        },
+                        status: DiskStatus {
+                            state: DiskState::Ready,
+                            capacity_bytes: usage.capacity,
+                            available_bytes: usage.available,
+                            scheduled_bytes: 0,
+                            updated_at: now_unix(),
+                            message: String::new(),
+                        },
+                    })
+                    .await
+                    .map(|_| ()),
+            }
+        })
+        .await?;
+        if d.fresh {
+            c.event(
+                Severity::Normal,
+                "disk",
+                &d.uuid,
+                "DiskRegistered",
+                format!("new disk {} at {} on {me}", d.uuid, d.path.display()),
+            )
+            .await;
+        }
+    }
+    for v in c.list::<Disk>().await? {
+        let disk = &v.object;
+        if disk.spec.node != *me || agent.replicas.disks().iter().any(|d| d.uuid == disk.uuid) {
+            continue;
+        }
+        let now_there = agent
+            .replicas
+            .disks()
+            .iter()
+            .find(|d| d.path.display().to_string() == disk.spec.path);
+        let (state, message, reason) = match now_there {
+            Some(new) => (
+                DiskState::Replaced,
+                format!(
+                    "disk at {} now has UUID {} (was {}): wiped, reformatted or swapped",
+                    disk.spec.path, new.uuid, disk.uuid
+                ),
+                "DiskReplaced",
+            ),
+            None => (
+                DiskState::Missing,
+                format!("disk {} is no longer given to this node", disk.spec.path),
+                "DiskMissing",
+            ),
+        };
+        if disk.status.state == state {
+            continue;
+        }
+        let mut next = v.clone();
+        next.object.status.state = state;
+        next.object.status.message = message.clone();
+        next.object.status.updated_at = now_unix();
+        match c.update(&next).await {
+            Ok(_) => c.event(Severity::Warning, "disk", &disk.uuid, reason, message).await,
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Refreshes capacity, free space and scheduled bytes of this node's disks.
+pub async fn refresh_disks(agent: &Agent) {
+    let c = &agent.cluster;
+    let replicas = match c.list::<crate::model::Replica>().await {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    for d in agent.replicas.disks() {
+        let present = d.still_present();
+        let usage = d.usage().unwrap_or_default();
+        let scheduled: u64 = replicas
+            .iter()
+            .filter(|r| r.object.spec.disk == d.uuid)
+            .map(|r| r.object.spec.size)
+            .sum();
+        let res = c
+            .modify::<Disk, _>(&d.uuid, |disk| {
+                let state = if present {
+                    DiskState::Ready
+                } else {
+                    DiskState::Missing
+                };
+                let message = if present {
+                    String::new()
+                } else {
+                    format!(
+                        "identity file {} is gone from {}",
+                        crate::daemon::disks::IDENTITY_FILE,
+                        d.path.display()
+                    )
+                };
+                let changed = disk.status.state != state
+                    || disk.status.capacity_bytes != usage.capacity
+                    || disk.status.available_bytes.abs_diff(usage.available) > (1 << 20)
+                    || disk.status.scheduled_bytes != scheduled
+                    || disk.status.message != message;
+                disk.status.state = state;
+                disk.status.message = message;
+                disk.status.capacity_bytes = usage.capacity;
+                disk.status.available_bytes = usage.available;
+                disk.status.scheduled_bytes = scheduled;
+                disk.status.updated_at = now_unix();
+                Ok(changed)
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::debug!(disk = %d.uuid, error = %e, "disk refresh failed");
+        }
+    }
+}
+
+/// Holds the node's liveness lease until the task is aborted; re-acquires
+/// it when it expired (e.g. the store was unreachable for longer than the
+/// TTL).
+pub async fn keep_live(agent: Arc<Agent>) {
+    let c = &agent.cluster;
+    let mut lease = None;
+    loop {
+        let step = match lease {
+            None => match c.store().grant_lease(LEASE_TTL).await {
+                Ok(id) => match c.set_live(id).await {
+                    Ok(()) => {
+                        lease = Some(id);
+                        tracing::info!(lease = format!("{id:x}"), "node is live");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(ClusterError::from(e)),
+            },
+            Some(id) => match c.store().keep_alive(id).await {
+                Ok(()) => Ok(()),
+                Err(StoreError::LeaseExpired(_)) => {
+                    tracing::warn!("liveness lease expired; re-registering");
+                    lease = None;
+                    let _ = register_node(&agent).await;
+                    continue;
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        if let Err(e) = step {
+            tracing::warn!(error = %e, "cannot renew node liveness");
+        }
+        tokio::time::sleep(LEASE_TTL / 4).await;
+    }
+}
+
+/// Revokes the lease on shutdown so the node shows down at once.
+pub async fn go_offline(agent: &Agent) {
+    let key = crate::model::node::liveness_key(&agent.config.node_name);
+    if let Ok(Some(kv)) = agent.cluster.store().get(&key).await
+        && let Some(lease) = kv.lease
+    {
+        let _ = agent.cluster.store().revoke_lease(lease).await;
+    }
+}

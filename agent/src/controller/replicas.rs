@@ -1,0 +1,132 @@
+//! The replica instances of this node: bring each replica object whose
+//! `spec.node` is this node to life on its disk, report it running (with
+//! its address) or in error (with why), and delete it when its volume is
+//! being deleted or gone.
+
+use std::sync::Arc;
+
+use super::Snapshot;
+use crate::cluster::events::Severity;
+use crate::daemon::Agent;
+use crate::daemon::replicas::CreateError;
+use crate::model::{InstanceState, Replica, Versioned, VolumeState};
+
+pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
+    let me = agent.config.node_name.as_str();
+    for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
+        let volume = snap
+            .volumes
+            .iter()
+            .find(|v| v.object.name == r.object.spec.volume);
+        let doomed = volume.is_none_or(|v| v.object.status.state == VolumeState::Deleting);
+        let result = if doomed {
+            remove(agent, r).await
+        } else {
+            ensure(agent, r).await
+        };
+        if let Err(e) = result {
+            if !e.is_conflict() {
+                tracing::warn!(replica = %r.object.name, error = %e, "replica reconcile failed");
+            }
+        }
+    }
+}
+
+/// Deletes the replica's directory, then its object.
+async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::Result<()> {
+    let name = r.object.name.clone();
+    let replicas = Arc::clone(&agent.replicas);
+    let n2 = name.clone();
+    match tokio::task::spawn_blocking(move || replicas.delete(&n2)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(replica = %name, error = %e, "cannot delete replica directory");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(replica = %name, error = %e, "delete task failed");
+            return Ok(());
+        }
+    }
+    agent.cluster.delete(r).await?;
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "replica",
+            &name,
+            "ReplicaDeleted",
+            format!("replica {name} of volume {} deleted", r.object.spec.volume),
+        )
+        .await;
+    Ok(())
+}
+
+/// Creates the replica if it is not on this node yet and reports its state.
+async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::Result<()> {
+    let spec = &r.object.spec;
+    let (state, message) = match agent.replicas.held(&r.object.name) {
+        Some(h) if h.disk == spec.disk => (InstanceState::Running, String::new()),
+        Some(h) => (
+            InstanceState::Error,
+            format!("found on disk {} instead of {}", h.disk, spec.disk),
+        ),
+        None if r.object.status.state == InstanceState::Starting => {
+            create(agent, &r.object).await
+        }
+        None => (
+            InstanceState::Error,
+            format!(
+                "replica directory is missing from disk {} (was it wiped or replaced?)",
+                spec.disk
+            ),
+        ),
+    };
+    // Error → Running passes through Starting (the table has no shortcut).
+    let state = if r.object.status.state.allows(state) {
+        state
+    } else {
+        InstanceState::Starting
+    };
+    let address = if state == InstanceState::Running {
+        format!("tcp://{}/{}", agent.replica_address, r.object.name)
+    } else {
+        String::new()
+    };
+    let st = &r.object.status;
+    if st.state == state && st.address == address && st.message == message {
+        return Ok(());
+    }
+    let mut next = r.clone();
+    next.object.status.state = state;
+    next.object.status.address = address;
+    next.object.status.message = message.clone();
+    agent.cluster.update(&next).await?;
+    if state == InstanceState::Error && st.state != InstanceState::Error {
+        agent
+            .cluster
+            .event(
+                Severity::Warning,
+                "replica",
+                &r.object.name,
+                "ReplicaFailed",
+                message,
+            )
+            .await;
+    }
+    Ok(())
+}
+
+async fn create(agent: &Arc<Agent>, r: &Replica) -> (InstanceState, String) {
+    let replicas = Arc::clone(&agent.replicas);
+    let (name, size, disk) = (r.name.clone(), r.spec.size, r.spec.disk.clone());
+    let res = tokio::task::spawn_blocking(move || replicas.create(&name, size, Some(&disk))).await;
+    match res {
+        Ok(Ok(_)) | Ok(Err(CreateError::Exists(_))) => {
+            tracing::info!(replica = %r.name, volume = %r.spec.volume, disk = %r.spec.disk, "replica created");
+            (InstanceState::Running, String::new())
+        }
+        Ok(Err(e)) => (InstanceState::Error, format!("create replica: {e}")),
+        Err(e) => (InstanceState::Error, format!("create task failed: {e}")),
+    }
+}

@@ -1,0 +1,344 @@
+//! Volume transitions this agent owns (see [`super::owner_of`]):
+//! creating → detached when every replica runs; attaching → attached once
+//! the engine serves here; detaching → detached once it is stopped;
+//! deleting → gone once the replicas are. Also keeps an attached volume's
+//! engine running (after an agent restart it is started again with no
+//! command) and its robustness and replica modes current, and stops any
+//! engine this node runs for a volume no longer attached here.
+
+use std::sync::Arc;
+
+use vigil_engine::address::ReplicaAddress;
+use vigil_engine::engine::{Mode, ReplicaSpec};
+
+use super::{Snapshot, owner_of};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, delete_op, update_op};
+use crate::daemon::Agent;
+use crate::model::volume::Robustness;
+use crate::model::{Engine, InstanceState, Versioned, Volume, VolumeState};
+use crate::store::{Expect, Op};
+
+pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
+    let me = agent.config.node_name.as_str();
+    for v in &snap.volumes {
+        let vol = &v.object;
+        // An engine here for a volume not attached here must stop first:
+        // two engines must never serve one volume.
+        if vol.status.attached_node.as_deref() != Some(me) && agent.engines.get(&vol.name).is_some()
+        {
+            stop_engine(agent, &vol.name).await;
+        }
+        if owner_of(vol, &snap.ready).as_deref() != Some(me) {
+            continue;
+        }
+        let result = match vol.status.state {
+            VolumeState::Creating => finish_creating(agent, snap, v).await,
+            VolumeState::Deleting => finish_deleting(agent, snap, v).await,
+            VolumeState::Attaching | VolumeState::Attached => serve(agent, snap, v).await,
+            VolumeState::Detaching => finish_detaching(agent, snap, v).await,
+            VolumeState::Detached => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => tracing::warn!(volume = %vol.name, error = %e, "volume reconcile failed"),
+        }
+    }
+    // Engines left from volumes that no longer exist.
+    for e in agent.engines.all() {
+        if agent.managed_engines.contains(e.name())
+            && !snap.volumes.iter().any(|v| v.object.name == e.name())
+        {
+            stop_engine(agent, e.name()).await;
+        }
+    }
+}
+
+async fn finish_creating(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+) -> cluster::Result<()> {
+    let replicas: Vec<_> = snap.replicas_of(&v.object.name).collect();
+    if replicas.is_empty()
+        || replicas
+            .iter()
+            .any(|r| r.object.status.state != InstanceState::Running)
+    {
+        return Ok(());
+    }
+    let mut next = v.clone();
+    next.object.set_state(VolumeState::Detached)?;
+    agent.cluster.update(&next).await?;
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "volume",
+            &v.object.name,
+            "Created",
+            format!(
+                "volume {} created with {} replica(s)",
+                v.object.name,
+                replicas.len()
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+async fn finish_deleting(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+) -> cluster::Result<()> {
+    if snap.replicas_of(&v.object.name).next().is_some() {
+        return Ok(());
+    }
+    let mut ops = vec![delete_op(v)];
+    if let Some(e) = snap.engines.get(&v.object.name) {
+        ops.push(delete_op(e));
+    }
+    agent.cluster.txn(ops).await?;
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "volume",
+            &v.object.name,
+            "Deleted",
+            format!("volume {} deleted", v.object.name),
+        )
+        .await;
+    Ok(())
+}
+
+async fn finish_detaching(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+) -> cluster::Result<()> {
+    let name = &v.object.name;
+    stop_engine(agent, name).await;
+    let mut next = v.clone();
+    next.object.set_state(VolumeState::Detached)?;
+    next.object.status.attached_node = None;
+    next.object.status.endpoint.clear();
+    next.object.status.robustness = Robustness::Unknown;
+    next.object.status.message.clear();
+    let mut ops = vec![update_op(&next)];
+    if let Some(e) = snap.engines.get(name) {
+        ops.push(delete_op(e));
+    }
+    agent.cluster.txn(ops).await?;
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "volume",
+            name,
+            "Detached",
+            format!("volume {name} detached from {}", agent.config.node_name),
+        )
+        .await;
+    Ok(())
+}
+
+/// Flushes and stops this node's engine for `name`, if any.
+pub async fn stop_engine(agent: &Agent, name: &str) {
+    if let Some(e) = agent.engines.remove(name) {
+        if let Err(err) = vigil_engine::device::ExportDevice::flush(e.as_ref()).await {
+            tracing::warn!(volume = %name, error = %err, "flush before stopping the engine failed");
+        }
+        agent.managed_engines.remove(name);
+        tracing::info!(volume = %name, "engine stopped");
+    }
+}
+
+/// Keeps the engine of an attaching or attached volume running here and
+/// its status current.
+async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
+    let vol = &v.object;
+    let me = &agent.config.node_name;
+    if vol.spec.node.as_deref() != Some(me.as_str()) {
+        // attached here but the user now wants it elsewhere or detached:
+        // the API moves it to detaching; nothing to serve meanwhile.
+        return Ok(());
+    }
+    let engine = match agent.engines.get(&vol.name) {
+        Some(e) => e,
+        None => match start_engine(agent, snap, vol).await {
+            Ok(e) => e,
+            Err(message) => {
+                if vol.status.message != message {
+                    let mut next = v.clone();
+                    next.object.status.message = message.clone();
+                    agent.cluster.update(&next).await?;
+                    agent
+                        .cluster
+                        .event(Severity::Warning, "volume", &vol.name, "AttachFailed", message)
+                        .await;
+                }
+                return Ok(());
+            }
+        },
+    };
+    let status = engine.status();
+    let rw = status
+        .replicas
+        .iter()
+        .filter(|r| r.mode == Mode::ReadWrite)
+        .count();
+    let robustness = if rw == 0 {
+        Robustness::Faulted
+    } else if rw >= vol.spec.replicas as usize {
+        Robustness::Healthy
+    } else {
+        Robustness::Degraded
+    };
+    let endpoint = format!("nbd://{}/{}", agent.nbd_address, vol.name);
+    let message = status.unavailable_reason.clone().unwrap_or_default();
+    let mut next = v.clone();
+    next.object.set_state(VolumeState::Attached)?;
+    next.object.status.endpoint = endpoint.clone();
+    next.object.status.robustness = robustness;
+    next.object.status.message = message;
+    let mut ops = Vec::new();
+    if next.object != *vol {
+        ops.push(update_op(&next));
+    }
+    // the engine object reports the instance
+    let unix = format!(
+        "nbd+unix:///{}?socket={}",
+        vol.name,
+        agent.nbd_socket.display()
+    );
+    let want = |e: &mut Engine| {
+        e.spec.node = me.clone();
+        e.status.state = InstanceState::Running;
+        e.status.endpoint = endpoint.clone();
+        e.status.unix_endpoint = unix.clone();
+        e.status.message.clear();
+    };
+    match snap.engines.get(&vol.name) {
+        Some(e) => {
+            let mut ne = e.clone();
+            want(&mut ne.object);
+            if ne.object != e.object {
+                if !e.object.status.state.allows(InstanceState::Running) {
+                    ne.object.status.state = InstanceState::Starting;
+                }
+                ops.push(update_op(&ne));
+            }
+        }
+        None => {
+            let mut ne = Engine::new(&vol.name, me);
+            want(&mut ne);
+            ops.push(Op::put(ne_key(&vol.name), cluster::encode(&ne), Expect::Absent));
+        }
+    }
+    // replica modes as this engine sees them
+    for r in snap.replicas_of(&vol.name) {
+        let mode = status
+            .replicas
+            .iter()
+            .find(|s| s.address == r.object.status.address && !s.address.is_empty())
+            .map(|s| s.mode.as_str().to_string())
+            .unwrap_or_default();
+        if mode != r.object.status.mode {
+            let mut nr = r.clone();
+            nr.object.status.mode = mode;
+            ops.push(update_op(&nr));
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    agent.cluster.txn(ops).await?;
+    if vol.status.state == VolumeState::Attaching {
+        agent
+            .cluster
+            .event(
+                Severity::Normal,
+                "volume",
+                &vol.name,
+                "Attached",
+                format!("volume {} attached on {me}: {endpoint}", vol.name),
+            )
+            .await;
+    } else if vol.status.robustness != robustness {
+        let sev = if robustness == Robustness::Healthy {
+            Severity::Normal
+        } else {
+            Severity::Warning
+        };
+        agent
+            .cluster
+            .event(
+                sev,
+                "volume",
+                &vol.name,
+                "RobustnessChanged",
+                format!(
+                    "volume {} is {} ({rw} of {} replicas RW)",
+                    vol.name,
+                    robustness.as_str(),
+                    vol.spec.replicas
+                ),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+fn ne_key(volume: &str) -> String {
+    crate::model::key_of::<Engine>(volume)
+}
+
+/// Starts the volume's engine here over every replica that has an address.
+async fn start_engine(
+    agent: &Agent,
+    snap: &Snapshot,
+    vol: &Volume,
+) -> Result<Arc<vigil_engine::engine::Engine>, String> {
+    let mut specs = Vec::new();
+    for r in snap.replicas_of(&vol.name) {
+        let addr_text = &r.object.status.address;
+        if addr_text.is_empty() {
+            continue;
+        }
+        let address: ReplicaAddress = match addr_text.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(replica = %r.object.name, error = %e, "bad replica address");
+                continue;
+            }
+        };
+        specs.push(ReplicaSpec {
+            address: addr_text.clone(),
+            backend: agent.open_backend(&address).await,
+        });
+    }
+    if specs.is_empty() {
+        return Err(format!(
+            "no replica of {} is running; waiting for one",
+            vol.name
+        ));
+    }
+    let engine =
+        vigil_engine::engine::Engine::start(&vol.name, vol.spec.size, specs, agent.config.engine.clone())
+            .await
+            .map_err(|e| format!("start engine: {e}"))?;
+    if !agent.engines.insert(Arc::clone(&engine)) {
+        engine.shutdown();
+        return Err(format!(
+            "an engine named {} already runs on this node (created with `vigil engine create`)",
+            vol.name
+        ));
+    }
+    agent.managed_engines.insert(&vol.name);
+    tracing::info!(volume = %vol.name, "engine started");
+    Ok(engine)
+}
+
