@@ -3,6 +3,9 @@
 mod api;
 mod cli;
 mod daemon;
+// Not wired into the agent yet; the daemon will open it from `--store`.
+#[allow(dead_code)]
+mod store;
 
 use std::process::ExitCode;
 
