@@ -21,6 +21,7 @@
 //!   after the given revision, or [`StoreError::Compacted`] when that history
 //!   is gone.
 
+#[cfg(test)]
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
@@ -110,7 +111,9 @@ impl Op {
     /// The condition on that key.
     pub fn expect(&self) -> Expect {
         match self {
-            Op::Put { expect, .. } | Op::Delete { expect, .. } | Op::Check { expect, .. } => *expect,
+            Op::Put { expect, .. } | Op::Delete { expect, .. } | Op::Check { expect, .. } => {
+                *expect
+            }
         }
     }
 }
