@@ -11,6 +11,9 @@ command -v qemu-io  >/dev/null || need_pkgs+=(qemu-utils)
 command -v nbdinfo  >/dev/null || need_pkgs+=(libnbd-bin)
 command -v nbdcopy  >/dev/null || need_pkgs+=(libnbd-bin)
 command -v fio      >/dev/null || need_pkgs+=(fio)
+command -v etcd     >/dev/null || need_pkgs+=(etcd-server)
+command -v etcdctl  >/dev/null || need_pkgs+=(etcd-client)
+command -v protoc   >/dev/null || need_pkgs+=(protobuf-compiler)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -18,16 +21,20 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The etcd store is a cargo feature (etcd-client needs protoc); the tests
+# exercise both stores, so everything is built with it.
+FEATURES=(--features vigil/etcd)
+
 echo "== formatting and lints"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --release -- -D warnings
+cargo clippy --workspace --all-targets --release "${FEATURES[@]}" -- -D warnings
 
 echo "== build (release: integration tests run the real binary)"
-cargo build --release --workspace --bins
+cargo build --release --workspace --bins "${FEATURES[@]}"
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --release --no-fail-fast "$@"
+  cargo nextest run --workspace --release "${FEATURES[@]}" --no-fail-fast "$@"
 else
-  cargo test --workspace --release --no-fail-fast "$@"
+  cargo test --workspace --release "${FEATURES[@]}" --no-fail-fast "$@"
 fi

@@ -52,6 +52,8 @@ pub struct Agent {
     pub endpoint: String,
     listen_port: u16,
     token: String,
+    /// Extra `vigil agent` arguments (kept across restarts).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -64,6 +66,12 @@ impl Agent {
 
     /// Starts an agent with a specific cluster token.
     pub fn start_with_token(root: &Path, name: &str, token: &str) -> Agent {
+        Agent::start_with(root, name, token, &[])
+    }
+
+    /// Starts an agent with extra `vigil agent` arguments (`--store`,
+    /// `--label`, `--disk`...), kept for restarts.
+    pub fn start_with(root: &Path, name: &str, token: &str, extra_args: &[&str]) -> Agent {
         let data_dir = root.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
@@ -74,13 +82,46 @@ impl Agent {
             data_dir,
             listen_port: port,
             token: token.to_string(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         a.spawn();
         a
     }
 
+    /// Starts an agent without waiting for its API (for agents that are
+    /// expected to wait on something, e.g. an unreachable store).
+    pub fn start_unready(root: &Path, name: &str, token: &str, extra_args: &[&str]) -> Agent {
+        let data_dir = root.join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let port = free_port();
+        let mut a = Agent {
+            name: name.to_string(),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log: root.join(format!("{name}.log")),
+            data_dir,
+            listen_port: port,
+            token: token.to_string(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        a.spawn_only();
+        a
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     fn spawn(&mut self) {
+        self.spawn_only();
+        self.wait_ready();
+    }
+
+    fn spawn_only(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,6 +132,7 @@ impl Agent {
             .arg(format!("127.0.0.1:{}", self.listen_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .env("VIGIL_CLUSTER_TOKEN", &self.token)
             .env("VIGIL_LOG", "info,vigil_engine=debug")
             .stdout(Stdio::null())
@@ -98,10 +140,10 @@ impl Agent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until the agent's API answers (panics after 20 s).
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut()

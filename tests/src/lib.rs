@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed step should fail the test loudly
 
 pub mod agent;
+pub mod etcd;
 pub mod tools;
 
 pub use agent::Agent;
+pub use etcd::Etcd;

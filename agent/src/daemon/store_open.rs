@@ -5,13 +5,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::store::embedded::EmbeddedStore;
-use crate::store::etcd::EtcdStore;
 use crate::store::{SharedStore, StoreError, StoreUrl};
 
 /// Key prefix of vigil's state in a shared etcd.
+#[cfg(feature = "etcd")]
 pub const ETCD_PREFIX: &str = "/vigil/";
 
 /// Opens the store; retries an unreachable etcd forever (with back-off).
@@ -22,8 +21,13 @@ pub async fn open(url: &StoreUrl, data_dir: &Path) -> Result<SharedStore, StoreE
             let store = EmbeddedStore::open(&path)?;
             Ok(Arc::new(store))
         }
+        #[cfg(not(feature = "etcd"))]
+        StoreUrl::Etcd(_) => Err(StoreError::Invalid(
+            "this vigil was built without etcd support; rebuild with `cargo build --release --features etcd` (needs protoc: apt-get install protobuf-compiler)".into(),
+        )),
+        #[cfg(feature = "etcd")]
         StoreUrl::Etcd(endpoints) => {
-            let mut delay = Duration::from_millis(500);
+            let mut delay = std::time::Duration::from_millis(500);
             loop {
                 match connect_and_probe(endpoints).await {
                     Ok(s) => return Ok(s),
@@ -35,7 +39,7 @@ pub async fn open(url: &StoreUrl, data_dir: &Path) -> Result<SharedStore, StoreE
                         );
                         tracing::warn!(error = %e, retry_in = ?delay, "store unreachable; retrying");
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
+                        delay = (delay * 2).min(std::time::Duration::from_secs(5));
                     }
                     Err(e) => return Err(e),
                 }
@@ -44,8 +48,9 @@ pub async fn open(url: &StoreUrl, data_dir: &Path) -> Result<SharedStore, StoreE
     }
 }
 
+#[cfg(feature = "etcd")]
 async fn connect_and_probe(endpoints: &[String]) -> Result<SharedStore, StoreError> {
-    let store = EtcdStore::connect(endpoints, ETCD_PREFIX).await?;
+    let store = crate::store::etcd::EtcdStore::connect(endpoints, ETCD_PREFIX).await?;
     // a connect can succeed lazily; one linearizable read proves the
     // cluster answers and has a quorum
     crate::store::Store::get(&store, "probe").await?;

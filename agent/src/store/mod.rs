@@ -24,6 +24,7 @@
 #[cfg(test)]
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 
 use std::sync::Arc;
