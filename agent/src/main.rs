@@ -6,6 +6,8 @@ mod daemon;
 #[allow(dead_code, unused_imports)]
 mod model;
 #[allow(dead_code)]
+mod scheduler;
+#[allow(dead_code)]
 mod settings;
 
 use std::process::ExitCode;
