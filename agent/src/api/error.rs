@@ -90,7 +90,9 @@ impl From<crate::daemon::replicas::CreateError> for ApiError {
         use crate::daemon::replicas::CreateError;
         match e {
             CreateError::Exists(_) => ApiError::conflict("already_exists", e.to_string()),
-            CreateError::NoDisk(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_disk", e.to_string()),
+            CreateError::NoDisk(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_disk", e.to_string())
+            }
             CreateError::Replica(r) => ApiError::from(r),
         }
     }
@@ -105,9 +107,11 @@ impl From<crate::cluster::ClusterError> for ApiError {
                 "conflict",
                 format!("{e}; the object changed concurrently too many times, retry"),
             ),
-            ClusterError::Store(StoreError::Unavailable { .. }) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
-            }
+            ClusterError::Store(StoreError::Unavailable { .. }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
             ClusterError::Store(StoreError::Invalid(_)) => {
                 ApiError::bad_request("invalid_request", e.to_string())
             }

@@ -112,7 +112,11 @@ pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// Mutating calls need the cluster token (`Authorization: Bearer ...`)
 /// when the API listens beyond loopback; reads never do.
-fn authorize(agent: &Agent, method: &hyper::Method, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+fn authorize(
+    agent: &Agent,
+    method: &hyper::Method,
+    headers: &hyper::HeaderMap,
+) -> Result<(), ApiError> {
     if method == hyper::Method::GET || agent.config.listen.ip().is_loopback() {
         return Ok(());
     }
@@ -122,7 +126,11 @@ fn authorize(agent: &Agent, method: &hyper::Method, headers: &hyper::HeaderMap) 
         .and_then(|h| h.strip_prefix("Bearer "));
     match presented {
         Some(t) if agent.token.matches(t.trim()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "bad_token", "the cluster token presented is wrong")),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_token",
+            "the cluster token presented is wrong",
+        )),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "token_required",
@@ -133,21 +141,35 @@ fn authorize(agent: &Agent, method: &hyper::Method, headers: &hyper::HeaderMap) 
 
 /// Runs a request on the agent of `node`: here directly, elsewhere over
 /// HTTP with this agent's token.
-pub async fn forward(agent: &Arc<Agent>, node: &str, method: &hyper::Method, path: &str, body: &[u8]) -> Result<(StatusCode, Vec<u8>), ApiError> {
+pub async fn forward(
+    agent: &Arc<Agent>,
+    node: &str,
+    method: &hyper::Method,
+    path: &str,
+    body: &[u8],
+) -> Result<(StatusCode, Vec<u8>), ApiError> {
     if node == agent.config.node_name {
         return Box::pin(routes::route(agent, method, path, "", body)).await;
     }
     let n = agent.cluster.must_get::<crate::model::Node>(node).await?;
     let client = crate::cli::http::ApiClient::new(&n.object.spec.api_address)
         .with_token(Some(agent.token.expose().to_string()));
-    let value: Option<serde_json::Value> = (!body.is_empty()).then(|| serde_json::from_slice(body).unwrap_or(serde_json::Value::Null));
-    match client.call::<serde_json::Value, serde_json::Value>(method.clone(), path, value.as_ref()).await {
+    let value: Option<serde_json::Value> =
+        (!body.is_empty()).then(|| serde_json::from_slice(body).unwrap_or(serde_json::Value::Null));
+    match client
+        .call::<serde_json::Value, serde_json::Value>(method.clone(), path, value.as_ref())
+        .await
+    {
         Ok(v) => Ok((StatusCode::OK, to_json(&v))),
         Err(crate::cli::http::CallError::Api { code, message, .. }) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "remote_error",
             format!("node {node}: {message} [{code}]"),
         )),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "node_unreachable", format!("node {node}: {e}"))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "node_unreachable",
+            format!("node {node}: {e}"),
+        )),
     }
 }

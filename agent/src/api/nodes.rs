@@ -103,11 +103,20 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
         && e != before.object.spec.eviction_requested
     {
         let (reason, msg) = if e {
-            ("EvictionRequested", format!("eviction of node {name} requested: nothing new is scheduled there"))
+            (
+                "EvictionRequested",
+                format!("eviction of node {name} requested: nothing new is scheduled there"),
+            )
         } else {
-            ("EvictionCancelled", format!("eviction of node {name} cancelled"))
+            (
+                "EvictionCancelled",
+                format!("eviction of node {name} cancelled"),
+            )
         };
-        agent.cluster.event(Severity::Normal, "node", name, reason, msg).await;
+        agent
+            .cluster
+            .event(Severity::Normal, "node", name, reason, msg)
+            .await;
     }
     get(agent, name).await
 }

@@ -11,9 +11,9 @@ use vigil_engine::name::check_name;
 use vigil_engine::size::parse_volume_size;
 
 use super::error::ApiError;
-use super::{nodes, settings, volumes};
 use super::to_json;
 use super::types::*;
+use super::{nodes, settings, volumes};
 use crate::daemon::Agent;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
@@ -50,11 +50,17 @@ pub async fn route(
         (&Method::GET, ["v1", "volumes", n]) => volumes::get(agent, n).await,
         (&Method::DELETE, ["v1", "volumes", n]) => volumes::delete(agent, n).await,
         (&Method::POST, ["v1", "volumes", n, "attach"]) => {
-            let req = if body.is_empty() { AttachVolume::default() } else { parse(body)? };
+            let req = if body.is_empty() {
+                AttachVolume::default()
+            } else {
+                parse(body)?
+            };
             volumes::attach(agent, n, req).await
         }
         (&Method::POST, ["v1", "volumes", n, "detach"]) => volumes::detach(agent, n).await,
-        (&Method::POST, ["v1", "volumes", n, "expand"]) => volumes::expand(agent, n, parse(body)?).await,
+        (&Method::POST, ["v1", "volumes", n, "expand"]) => {
+            volumes::expand(agent, n, parse(body)?).await
+        }
         (m, ["v1", "volumes", n, "snapshots", rest @ ..]) => {
             volumes::snapshot_call(agent, m, n, rest, body).await
         }

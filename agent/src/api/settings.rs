@@ -18,7 +18,9 @@ fn bad_setting(e: settings::SettingError) -> ApiError {
         settings::SettingError::Unknown { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_setting", e.to_string())
         }
-        settings::SettingError::Invalid { .. } => ApiError::bad_request("invalid_setting", e.to_string()),
+        settings::SettingError::Invalid { .. } => {
+            ApiError::bad_request("invalid_setting", e.to_string())
+        }
     }
 }
 
@@ -68,7 +70,8 @@ pub async fn set(agent: &Agent, name: &str, req: SetSetting) -> Reply {
                         name: name.into(),
                         value: value.clone(),
                     };
-                    c.txn(vec![crate::cluster::put_op(&s, Expect::Absent)]).await?;
+                    c.txn(vec![crate::cluster::put_op(&s, Expect::Absent)])
+                        .await?;
                     Ok(None)
                 }
             }

@@ -125,7 +125,16 @@ async fn must_get(agent: &Agent, name: &str) -> Result<Versioned<Volume>, ApiErr
 }
 
 /// Everything the scheduler looks at, read linearizably.
-async fn candidates(agent: &Agent) -> Result<(Vec<Candidate>, Vec<Versioned<Disk>>, Vec<Versioned<Replica>>), ClusterError> {
+async fn candidates(
+    agent: &Agent,
+) -> Result<
+    (
+        Vec<Candidate>,
+        Vec<Versioned<Disk>>,
+        Vec<Versioned<Replica>>,
+    ),
+    ClusterError,
+> {
     let c = &agent.cluster;
     let ready = c.ready_nodes().await?;
     let nodes = c
@@ -149,7 +158,9 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
     let size = parse_volume_size(&req.size)
         .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
     let settings = agent.cluster.settings().await?;
-    let count = req.replicas.unwrap_or_else(|| settings.default_replica_count());
+    let count = req
+        .replicas
+        .unwrap_or_else(|| settings.default_replica_count());
     if !(1..=20).contains(&count) {
         return Err(ApiError::bad_request(
             "invalid_replicas",
@@ -283,7 +294,8 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
     if !out.notes.is_empty() {
         msg.push_str(&format!("; {}", out.notes.join("; ")));
     }
-    c.event(Severity::Normal, "volume", &name, "Scheduled", msg).await;
+    c.event(Severity::Normal, "volume", &name, "Scheduled", msg)
+        .await;
     if new_replicas.len() < count as usize {
         c.event(
             Severity::Warning,
@@ -329,7 +341,13 @@ pub async fn delete(agent: &Agent, name: &str) -> Reply {
         })?;
     agent
         .cluster
-        .event(Severity::Normal, "volume", name, "Deleting", format!("volume {name} is being deleted"))
+        .event(
+            Severity::Normal,
+            "volume",
+            name,
+            "Deleting",
+            format!("volume {name} is being deleted"),
+        )
         .await;
     Ok((StatusCode::ACCEPTED, to_json(&view(agent, &v).await?)))
 }
@@ -337,9 +355,21 @@ pub async fn delete(agent: &Agent, name: &str) -> Reply {
 /// Why an attach or detach cannot be recorded now.
 fn busy(name: &str, v: &Volume, want: &str) -> ApiError {
     let (code, msg) = match v.status.state {
-        VolumeState::Creating => ("volume_busy", format!("volume {name:?} is still being created; {want} it when it is detached")),
-        VolumeState::Deleting => ("volume_deleting", format!("volume {name:?} is being deleted")),
-        VolumeState::Detaching => ("volume_busy", format!("volume {name:?} is still detaching from {}; retry when it is detached", v.status.attached_node.as_deref().unwrap_or("?"))),
+        VolumeState::Creating => (
+            "volume_busy",
+            format!("volume {name:?} is still being created; {want} it when it is detached"),
+        ),
+        VolumeState::Deleting => (
+            "volume_deleting",
+            format!("volume {name:?} is being deleted"),
+        ),
+        VolumeState::Detaching => (
+            "volume_busy",
+            format!(
+                "volume {name:?} is still detaching from {}; retry when it is detached",
+                v.status.attached_node.as_deref().unwrap_or("?")
+            ),
+        ),
         s => ("volume_busy", format!("volume {name:?} is {s}")),
     };
     ApiError::conflict(code, msg)
@@ -353,7 +383,10 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
         return Err(ApiError::not_found("node", &node));
     }
     if !c.ready_nodes().await?.contains(&node) {
-        return Err(ApiError::conflict("node_not_ready", format!("node {node:?} is not ready (its agent is down or cut off from the store)")));
+        return Err(ApiError::conflict(
+            "node_not_ready",
+            format!("node {node:?} is not ready (its agent is down or cut off from the store)"),
+        ));
     }
     let replicas = c.list::<Replica>().await?;
     let mut refusal = None;
@@ -362,7 +395,10 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
             refusal = None;
             match v.status.state {
                 VolumeState::Attached | VolumeState::Attaching
-                    if v.spec.node.as_deref() == Some(node.as_str()) => Ok(false),
+                    if v.spec.node.as_deref() == Some(node.as_str()) =>
+                {
+                    Ok(false)
+                }
                 VolumeState::Attached | VolumeState::Attaching => {
                     refusal = Some(ApiError::conflict(
                         "attached_elsewhere",
@@ -375,7 +411,9 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
                 }
                 VolumeState::Detached => {
                     if v.spec.data_locality == DataLocality::StrictLocal
-                        && !replicas.iter().any(|r| r.object.spec.volume == name && r.object.spec.node == node)
+                        && !replicas
+                            .iter()
+                            .any(|r| r.object.spec.volume == name && r.object.spec.node == node)
                     {
                         refusal = Some(ApiError::conflict(
                             "not_local",
@@ -400,13 +438,28 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
         return Err(e);
     }
     if v.status.state == VolumeState::Attaching {
-        c.event(Severity::Normal, "volume", name, "Attaching", format!("attach of {name} to {node} requested")).await;
+        c.event(
+            Severity::Normal,
+            "volume",
+            name,
+            "Attaching",
+            format!("attach of {name} to {node} requested"),
+        )
+        .await;
     }
     let done = wait_for(agent, name, |v| {
-        if v.status.state == VolumeState::Attached && v.status.attached_node.as_deref() == Some(node.as_str()) {
+        if v.status.state == VolumeState::Attached
+            && v.status.attached_node.as_deref() == Some(node.as_str())
+        {
             Some(Ok(()))
         } else if v.spec.node.as_deref() != Some(node.as_str()) {
-            Some(Err(ApiError::conflict("attach_interrupted", format!("volume {name:?} was detached or moved while attaching ({})", v.status.state))))
+            Some(Err(ApiError::conflict(
+                "attach_interrupted",
+                format!(
+                    "volume {name:?} was detached or moved while attaching ({})",
+                    v.status.state
+                ),
+            )))
         } else {
             None
         }
@@ -422,7 +475,11 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
                 format!(
                     "volume {name:?} is still attaching to {node} after {}s: {}",
                     WAIT.as_secs(),
-                    if v.object.status.message.is_empty() { "waiting for its agent" } else { &v.object.status.message }
+                    if v.object.status.message.is_empty() {
+                        "waiting for its agent"
+                    } else {
+                        &v.object.status.message
+                    }
                 ),
             ))
         }
@@ -454,13 +511,23 @@ pub async fn detach(agent: &Agent, name: &str) -> Reply {
         return Err(e);
     }
     if v.status.state == VolumeState::Detaching {
-        c.event(Severity::Normal, "volume", name, "Detaching", format!("detach of {name} requested")).await;
+        c.event(
+            Severity::Normal,
+            "volume",
+            name,
+            "Detaching",
+            format!("detach of {name} requested"),
+        )
+        .await;
     }
     let done = wait_for(agent, name, |v| {
         if v.status.state == VolumeState::Detached {
             Some(Ok(()))
         } else if v.spec.node.is_some() {
-            Some(Err(ApiError::conflict("detach_interrupted", format!("volume {name:?} was attached again while detaching"))))
+            Some(Err(ApiError::conflict(
+                "detach_interrupted",
+                format!("volume {name:?} was attached again while detaching"),
+            )))
         } else {
             None
         }
@@ -474,7 +541,10 @@ pub async fn detach(agent: &Agent, name: &str) -> Reply {
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "detach_timeout",
-                format!("volume {name:?} is still detaching from {node} after {}s; it finishes when that node's agent acts on it", WAIT.as_secs()),
+                format!(
+                    "volume {name:?} is still detaching from {node} after {}s; it finishes when that node's agent acts on it",
+                    WAIT.as_secs()
+                ),
             ))
         }
     }
@@ -513,10 +583,23 @@ pub async fn expand(agent: &Agent, name: &str, req: ExpandVolume) -> Reply {
         .retry(|| async {
             let v = c.must_get::<Volume>(name).await?;
             if v.object.status.state != VolumeState::Detached {
-                return Ok(Err(ApiError::conflict("volume_not_detached", format!("volume {name:?} is {}; expansion is offline: detach it first", v.object.status.state))));
+                return Ok(Err(ApiError::conflict(
+                    "volume_not_detached",
+                    format!(
+                        "volume {name:?} is {}; expansion is offline: detach it first",
+                        v.object.status.state
+                    ),
+                )));
             }
             if size < v.object.spec.size {
-                return Ok(Err(ApiError::bad_request("invalid_size", format!("{} is smaller than the volume ({}); volumes only grow", human(size), human(v.object.spec.size)))));
+                return Ok(Err(ApiError::bad_request(
+                    "invalid_size",
+                    format!(
+                        "{} is smaller than the volume ({}); volumes only grow",
+                        human(size),
+                        human(v.object.spec.size)
+                    ),
+                )));
             }
             if size == v.object.spec.size {
                 return Ok(Ok(v.object));
@@ -535,23 +618,42 @@ pub async fn expand(agent: &Agent, name: &str, req: ExpandVolume) -> Reply {
             Ok(Ok(nv.object))
         })
         .await??;
-    c.event(Severity::Normal, "volume", name, "Expanded", format!("volume {name} expanded to {}", human(size))).await;
+    c.event(
+        Severity::Normal,
+        "volume",
+        name,
+        "Expanded",
+        format!("volume {name} expanded to {}", human(size)),
+    )
+    .await;
     Ok((StatusCode::OK, to_json(&view(agent, &v).await?)))
 }
 
 /// Snapshot calls go to the engine, on whichever node the volume is
 /// attached to.
-pub async fn snapshot_call(agent: &Arc<Agent>, method: &Method, name: &str, rest: &[&str], body: &[u8]) -> Reply {
+pub async fn snapshot_call(
+    agent: &Arc<Agent>,
+    method: &Method,
+    name: &str,
+    rest: &[&str],
+    body: &[u8],
+) -> Reply {
     let v = must_get(agent, name).await?;
     let node = match (&v.object.status.state, &v.object.status.attached_node) {
         (VolumeState::Attached, Some(n)) => n.clone(),
         _ => {
             return Err(ApiError::conflict(
                 "volume_not_attached",
-                format!("volume {name:?} is {}; snapshots are taken by its engine, so attach it first", v.object.status.state),
+                format!(
+                    "volume {name:?} is {}; snapshots are taken by its engine, so attach it first",
+                    v.object.status.state
+                ),
             ));
         }
     };
-    let path = format!("/v1/engines/{name}/snapshots{}", rest.iter().map(|s| format!("/{s}")).collect::<String>());
+    let path = format!(
+        "/v1/engines/{name}/snapshots{}",
+        rest.iter().map(|s| format!("/{s}")).collect::<String>()
+    );
     super::forward(agent, &node, method, &path, body).await
 }

@@ -42,10 +42,14 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
             (v, volume_show)
         }
         VolumeCmd::Get { name } => (
-            api.call(Method::GET, &format!("/v1/volumes/{name}"), none).await?,
+            api.call(Method::GET, &format!("/v1/volumes/{name}"), none)
+                .await?,
             volume_show,
         ),
-        VolumeCmd::List => (api.call(Method::GET, "/v1/volumes", none).await?, volume_list),
+        VolumeCmd::List => (
+            api.call(Method::GET, "/v1/volumes", none).await?,
+            volume_list,
+        ),
         VolumeCmd::Attach { name, node } => (
             api.call(
                 Method::POST,
@@ -103,7 +107,11 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
 }
 
 /// Polls the volume until `done` holds.
-async fn settle(api: &ApiClient, name: &str, done: impl Fn(&Value) -> bool) -> Result<Value, CallError> {
+async fn settle(
+    api: &ApiClient,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value, CallError> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
         let v: Value = api
@@ -133,7 +141,8 @@ pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), Call
     Ok(match cmd {
         NodeCmd::List => (api.call(Method::GET, "/v1/nodes", none).await?, node_list),
         NodeCmd::Get { name } => (
-            api.call(Method::GET, &format!("/v1/nodes/{name}"), none).await?,
+            api.call(Method::GET, &format!("/v1/nodes/{name}"), none)
+                .await?,
             node_show,
         ),
         NodeCmd::Evict { name, cancel } => (
@@ -222,11 +231,14 @@ pub async fn events(
 /// Snapshot subcommands under `prefix` (`/v1/volumes` or `/v1/engines`).
 pub fn snapshot_path(prefix: &str, cmd: &SnapshotCmd) -> (Method, String) {
     match cmd {
-        SnapshotCmd::Create { volume, .. } => (Method::POST, format!("{prefix}/{volume}/snapshots")),
-        SnapshotCmd::List { volume } => (Method::GET, format!("{prefix}/{volume}/snapshots")),
-        SnapshotCmd::Delete { volume, snapshot } => {
-            (Method::DELETE, format!("{prefix}/{volume}/snapshots/{snapshot}"))
+        SnapshotCmd::Create { volume, .. } => {
+            (Method::POST, format!("{prefix}/{volume}/snapshots"))
         }
+        SnapshotCmd::List { volume } => (Method::GET, format!("{prefix}/{volume}/snapshots")),
+        SnapshotCmd::Delete { volume, snapshot } => (
+            Method::DELETE,
+            format!("{prefix}/{volume}/snapshots/{snapshot}"),
+        ),
         SnapshotCmd::Revert { volume, snapshot } => (
             Method::POST,
             format!("{prefix}/{volume}/snapshots/{snapshot}/revert"),
@@ -263,7 +275,15 @@ pub fn volume_list(v: &Value) -> String {
         })
         .unwrap_or_default();
     columns(
-        &["NAME", "SIZE", "STATE", "ROBUSTNESS", "REPLICAS", "NODE", "ENDPOINT"],
+        &[
+            "NAME",
+            "SIZE",
+            "STATE",
+            "ROBUSTNESS",
+            "REPLICAS",
+            "NODE",
+            "ENDPOINT",
+        ],
         rows,
     )
 }
@@ -281,7 +301,11 @@ pub fn volume_show(v: &Value) -> String {
         out.push_str(&format!("{label:<15}{}\n", s(&v[k])));
     }
     out.push_str(&format!("{:<15}{}\n", "Size", size(&v["size"])));
-    out.push_str(&format!("{:<15}{}\n", "Replicas", s(&v["number_of_replicas"])));
+    out.push_str(&format!(
+        "{:<15}{}\n",
+        "Replicas",
+        s(&v["number_of_replicas"])
+    ));
     if v["message"].as_str().is_some_and(|m| !m.is_empty()) {
         out.push_str(&format!("{:<15}{}\n", "Message", s(&v["message"])));
     }
@@ -309,7 +333,10 @@ pub fn volume_show(v: &Value) -> String {
         })
         .unwrap_or_default();
     out.push('\n');
-    out.push_str(&columns(&["REPLICA", "NODE", "DISK", "STATE", "MODE", "MESSAGE"], rows));
+    out.push_str(&columns(
+        &["REPLICA", "NODE", "DISK", "STATE", "MODE", "MESSAGE"],
+        rows,
+    ));
     out
 }
 
@@ -378,7 +405,16 @@ fn disk_list(v: &Value) -> String {
         })
         .unwrap_or_default();
     columns(
-        &["DISK", "NODE", "PATH", "STATE", "CAPACITY", "FREE", "SCHEDULED", "MESSAGE"],
+        &[
+            "DISK",
+            "NODE",
+            "PATH",
+            "STATE",
+            "CAPACITY",
+            "FREE",
+            "SCHEDULED",
+            "MESSAGE",
+        ],
         rows,
     )
 }
@@ -392,7 +428,12 @@ fn setting_list(v: &Value) -> String {
                     vec![
                         s(&x["name"]),
                         s(&x["value"]),
-                        if x["is_default"] == true { "default" } else { "set" }.into(),
+                        if x["is_default"] == true {
+                            "default"
+                        } else {
+                            "set"
+                        }
+                        .into(),
                         s(&x["allowed"]),
                     ]
                 })

@@ -146,10 +146,9 @@ async fn snapshot(
             api.call(method, &path, None::<&()>).await?,
             table::snapshot_list,
         ),
-        SnapshotCmd::Delete { .. } | SnapshotCmd::Revert { .. } => (
-            api.call(method, &path, None::<&()>).await?,
-            table::done,
-        ),
+        SnapshotCmd::Delete { .. } | SnapshotCmd::Revert { .. } => {
+            (api.call(method, &path, None::<&()>).await?, table::done)
+        }
     })
 }
 
@@ -211,5 +210,7 @@ fn cli_token(file: &Option<std::path::PathBuf>) -> Option<String> {
             Err(e) => eprintln!("warning: cannot read token file {}: {e}", f.display()),
         }
     }
-    std::env::var("VIGIL_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty())
+    std::env::var("VIGIL_CLUSTER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
 }

@@ -55,7 +55,10 @@ impl Snapshot {
     }
 
     /// The replica objects of `volume`.
-    pub fn replicas_of<'a>(&'a self, volume: &'a str) -> impl Iterator<Item = &'a Versioned<Replica>> {
+    pub fn replicas_of<'a>(
+        &'a self,
+        volume: &'a str,
+    ) -> impl Iterator<Item = &'a Versioned<Replica>> {
         self.replicas
             .iter()
             .filter(move |r| r.object.spec.volume == volume)

@@ -152,7 +152,10 @@ pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
         next.object.status.message = message.clone();
         next.object.status.updated_at = now_unix();
         match c.update(&next).await {
-            Ok(_) => c.event(Severity::Warning, "disk", &disk.uuid, reason, message).await,
+            Ok(_) => {
+                c.event(Severity::Warning, "disk", &disk.uuid, reason, message)
+                    .await
+            }
             Err(e) if e.is_conflict() => {}
             Err(e) => return Err(e),
         }

@@ -71,9 +71,7 @@ async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
             InstanceState::Error,
             format!("found on disk {} instead of {}", h.disk, spec.disk),
         ),
-        None if r.object.status.state == InstanceState::Starting => {
-            create(agent, &r.object).await
-        }
+        None if r.object.status.state == InstanceState::Starting => create(agent, &r.object).await,
         None => (
             InstanceState::Error,
             format!(

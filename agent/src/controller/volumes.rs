@@ -177,7 +177,13 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
                     agent.cluster.update(&next).await?;
                     agent
                         .cluster
-                        .event(Severity::Warning, "volume", &vol.name, "AttachFailed", message)
+                        .event(
+                            Severity::Warning,
+                            "volume",
+                            &vol.name,
+                            "AttachFailed",
+                            message,
+                        )
                         .await;
                 }
                 return Ok(());
@@ -235,7 +241,11 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         None => {
             let mut ne = Engine::new(&vol.name, me);
             want(&mut ne);
-            ops.push(Op::put(ne_key(&vol.name), cluster::encode(&ne), Expect::Absent));
+            ops.push(Op::put(
+                ne_key(&vol.name),
+                cluster::encode(&ne),
+                Expect::Absent,
+            ));
         }
     }
     // replica modes as this engine sees them
@@ -326,10 +336,14 @@ async fn start_engine(
             vol.name
         ));
     }
-    let engine =
-        vigil_engine::engine::Engine::start(&vol.name, vol.spec.size, specs, agent.config.engine.clone())
-            .await
-            .map_err(|e| format!("start engine: {e}"))?;
+    let engine = vigil_engine::engine::Engine::start(
+        &vol.name,
+        vol.spec.size,
+        specs,
+        agent.config.engine.clone(),
+    )
+    .await
+    .map_err(|e| format!("start engine: {e}"))?;
     if !agent.engines.insert(Arc::clone(&engine)) {
         engine.shutdown();
         return Err(format!(
@@ -341,4 +355,3 @@ async fn start_engine(
     tracing::info!(volume = %vol.name, "engine started");
     Ok(engine)
 }
-

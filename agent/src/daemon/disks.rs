@@ -39,10 +39,16 @@ pub enum DiskError {
         #[source]
         source: std::io::Error,
     },
-    #[error("disk {path}: identity file {IDENTITY_FILE} is unreadable ({message}); move it away to re-register the disk as new")]
+    #[error(
+        "disk {path}: identity file {IDENTITY_FILE} is unreadable ({message}); move it away to re-register the disk as new"
+    )]
     BadIdentity { path: PathBuf, message: String },
     #[error("disks {a} and {b} have the same UUID {uuid} (one was copied from the other)")]
-    Duplicate { a: PathBuf, b: PathBuf, uuid: String },
+    Duplicate {
+        a: PathBuf,
+        b: PathBuf,
+        uuid: String,
+    },
 }
 
 /// Space on a disk's filesystem.
@@ -193,7 +199,10 @@ mod tests {
         std::fs::write(dir.path().join(IDENTITY_FILE), b"{nope").unwrap();
         let e = LocalDisk::open(dir.path(), "n1").unwrap_err().to_string();
         assert!(e.contains("unreadable"), "{e}");
-        assert_eq!(std::fs::read(dir.path().join(IDENTITY_FILE)).unwrap(), b"{nope");
+        assert_eq!(
+            std::fs::read(dir.path().join(IDENTITY_FILE)).unwrap(),
+            b"{nope"
+        );
     }
 
     #[test]

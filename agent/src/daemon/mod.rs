@@ -172,12 +172,13 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         config.disks.clone()
     };
     let local_disks = disks::open_all(&disk_paths, &config.node_name)?;
-    let replicas = Arc::new(ReplicaSet::open_all(&local_disks).map_err(|source| {
-        StartError::Replicas {
-            path: disk_paths.first().cloned().unwrap_or_default(),
-            source,
-        }
-    })?);
+    let replicas =
+        Arc::new(
+            ReplicaSet::open_all(&local_disks).map_err(|source| StartError::Replicas {
+                path: disk_paths.first().cloned().unwrap_or_default(),
+                source,
+            })?,
+        );
     let engines = Arc::new(EngineSet::default());
 
     let host = config.listen.ip();
@@ -234,7 +235,9 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     ));
     crate::controller::registration::register_node(&agent).await?;
     crate::controller::registration::register_disks(&agent).await?;
-    let liveness = tokio::spawn(crate::controller::registration::keep_live(Arc::clone(&agent)));
+    let liveness = tokio::spawn(crate::controller::registration::keep_live(Arc::clone(
+        &agent,
+    )));
     let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));

@@ -49,8 +49,7 @@ impl ReplicaSet {
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
-                if !entry.file_type()?.is_dir() || vigil_engine::name::check_name(&name).is_err()
-                {
+                if !entry.file_type()?.is_dir() || vigil_engine::name::check_name(&name).is_err() {
                     continue;
                 }
                 match Replica::open(&entry.path(), &ReplicaOptions::default()) {

@@ -198,8 +198,14 @@ mod tests {
         use VolumeState::*;
         assert!(Detached.allows(Attaching));
         assert!(Attached.allows(Detaching));
-        assert!(!Attached.allows(Detached), "detach passes through detaching");
-        assert!(!Attached.allows(Deleting), "an attached volume is never deleted");
+        assert!(
+            !Attached.allows(Detached),
+            "detach passes through detaching"
+        );
+        assert!(
+            !Attached.allows(Deleting),
+            "an attached volume is never deleted"
+        );
         assert!(!Deleting.allows(Detached), "deletion is final");
         assert!(Creating.check(Attached).is_err());
         // every state can reach detached or deleting (no dead ends)

@@ -16,9 +16,15 @@ use crate::model::volume::DataLocality;
 pub enum Kind {
     Bool,
     /// An integer in `min..=max`.
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// Whole seconds in `min..=max`.
-    Seconds { min: i64, max: i64 },
+    Seconds {
+        min: i64,
+        max: i64,
+    },
     /// One of the listed words.
     Choice(&'static [&'static str]),
 }
@@ -54,7 +60,10 @@ pub const DEFINITIONS: &[Definition] = &[
     },
     Definition {
         name: "replica-replenishment-wait-interval",
-        kind: Kind::Seconds { min: 0, max: 86_400 },
+        kind: Kind::Seconds {
+            min: 0,
+            max: 86_400,
+        },
         default: "600",
         doc: "Seconds to wait for a failed replica's node or disk to come back before building a new replica elsewhere.",
     },
@@ -78,9 +87,12 @@ pub const DEFINITIONS: &[Definition] = &[
     },
     Definition {
         name: "storage-over-provisioning-percentage",
-        kind: Kind::Int { min: 0, max: 10_000 },
+        kind: Kind::Int {
+            min: 0,
+            max: 10_000,
+        },
         default: "100",
-        doc: "How much of a disk's usable space (capacity minus reserved minus the minimal-available share) may be promised to replicas, in percent; over 100 over-commits sparse replicas.",
+        doc: "How much of a disk's usable space (capacity minus reserved) may be promised to replicas, in percent; over 100 over-commits sparse replicas.",
     },
     Definition {
         name: "storage-minimal-available-percentage",
@@ -102,7 +114,10 @@ pub const DEFINITIONS: &[Definition] = &[
     },
     Definition {
         name: "node-down-timeout",
-        kind: Kind::Seconds { min: 1, max: 86_400 },
+        kind: Kind::Seconds {
+            min: 1,
+            max: 86_400,
+        },
         default: "30",
         doc: "Seconds a node must have been down (lease expired) before controllers act on it.",
     },
@@ -217,7 +232,10 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            values: DEFINITIONS.iter().map(|d| (d.name, d.default.into())).collect(),
+            values: DEFINITIONS
+                .iter()
+                .map(|d| (d.name, d.default.into()))
+                .collect(),
         }
     }
 }
@@ -324,17 +342,32 @@ mod tests {
     #[test]
     fn every_default_validates() {
         for d in DEFINITIONS {
-            assert_eq!(validate(d.name, d.default).as_deref(), Ok(d.default), "{}", d.name);
+            assert_eq!(
+                validate(d.name, d.default).as_deref(),
+                Ok(d.default),
+                "{}",
+                d.name
+            );
             assert!(!d.doc.is_empty());
         }
     }
 
     #[test]
     fn bad_values_say_what_is_allowed() {
-        let e = validate("default-replica-count", "0").unwrap_err().to_string();
-        assert!(e.contains("out of range") && e.contains("from 1 to 20"), "{e}");
-        let e = validate("default-data-locality", "nearby").unwrap_err().to_string();
-        assert!(e.contains("best-effort") && e.contains("strict-local"), "{e}");
+        let e = validate("default-replica-count", "0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("out of range") && e.contains("from 1 to 20"),
+            "{e}"
+        );
+        let e = validate("default-data-locality", "nearby")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("best-effort") && e.contains("strict-local"),
+            "{e}"
+        );
         let e = validate("auto-salvage", "yes").unwrap_err().to_string();
         assert!(e.contains("true, false"), "{e}");
         let e = validate("no-such-thing", "1").unwrap_err().to_string();
