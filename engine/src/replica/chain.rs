@@ -89,6 +89,12 @@ impl Chain {
         &self.layers[self.layers.len() - 1]
     }
 
+    /// The writable head, mutably (chain changes under the write lock).
+    pub(super) fn head_mut(&mut self) -> &mut Layer {
+        let last = self.layers.len() - 1;
+        &mut self.layers[last]
+    }
+
     /// Index of the layer called `name`.
     pub(super) fn find(&self, name: &str) -> Option<usize> {
         self.layers.iter().position(|l| l.name == name)

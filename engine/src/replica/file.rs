@@ -197,6 +197,23 @@ impl LayerFile {
             .map_err(io_err("sync layer file", &self.path))
     }
 
+    /// Grows the file to `size` bytes (the new tail is a hole, so no data
+    /// is written) and makes the new length durable. Never shrinks.
+    pub(super) fn extend(&self, size: u64) -> Result<()> {
+        fault::crash_point().map_err(io_err("extend layer file", &self.path))?;
+        if self.len()? >= size {
+            return Ok(());
+        }
+        self.file
+            .set_len(size)
+            .map_err(io_err("extend layer file", &self.path))?;
+        // The new length must be durable before any metadata claims it;
+        // sync_all states that plainly (expansion is rare, cost is moot).
+        self.file
+            .sync_all()
+            .map_err(io_err("sync layer file", &self.path))
+    }
+
     /// The file's current length.
     pub(super) fn len(&self) -> Result<u64> {
         self.file

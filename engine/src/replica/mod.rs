@@ -11,6 +11,7 @@
 mod aligned;
 mod chain;
 mod checksum;
+mod expand;
 mod extent;
 mod fault;
 mod file;
@@ -28,6 +29,8 @@ mod tests;
 mod tests_chain;
 #[cfg(test)]
 mod tests_crash;
+#[cfg(test)]
+mod tests_expand;
 #[cfg(test)]
 mod tests_model;
 #[cfg(test)]
@@ -53,11 +56,14 @@ use revision::RevisionFile;
 ///
 /// Locking: `chain` is read-locked by reads, writes, trims and flushes,
 /// which therefore run concurrently; the head's extent index has its own
-/// lock. Snapshot, remove, revert and install take the chain write lock.
-/// `meta` (replica.json) and the revision file have leaf locks of their own.
+/// lock. Snapshot, remove, revert, install and expand take the chain write
+/// lock. `meta` (replica.json) and the revision file have leaf locks of
+/// their own.
 pub struct Replica {
     dir: PathBuf,
-    size: u64,
+    /// Volume size in bytes. Atomic so that `expand(&self)` can grow it;
+    /// it only changes under the chain write lock.
+    size: AtomicU64,
     direct_io: bool,
     chain: RwLock<Chain>,
     meta: Mutex<ReplicaMeta>,
@@ -140,9 +146,14 @@ impl Replica {
     pub fn open(dir: &Path, opts: &ReplicaOptions) -> Result<Replica> {
         let rmeta = ReplicaMeta::load(dir)?;
         let direct = opts.direct_io && file::probe_direct(dir)?;
-        let chain = Chain::load(dir, &rmeta, direct)?;
+        let mut chain = Chain::load(dir, &rmeta, direct)?;
         let (revfile, rev) = RevisionFile::open(&dir.join(meta::REVISION_FILE))?;
         chain.clean_leftovers(dir)?;
+        // replica.json is the commit point of an expansion: a head smaller
+        // than the volume means one was interrupted after it, so finish it.
+        if expand::grow_head(dir, chain.head_mut(), rmeta.size)? {
+            tracing::info!(dir = %dir.display(), size = rmeta.size, "completed an interrupted expansion");
+        }
         tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), rev, "opened replica");
         Ok(Replica::assemble(dir, rmeta, direct, chain, revfile, rev))
     }
@@ -157,7 +168,7 @@ impl Replica {
     ) -> Replica {
         Replica {
             dir: dir.to_path_buf(),
-            size: rmeta.size,
+            size: AtomicU64::new(rmeta.size),
             direct_io,
             chain: RwLock::new(chain),
             meta: Mutex::new(rmeta),
@@ -169,7 +180,7 @@ impl Replica {
 
     /// Volume size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::SeqCst)
     }
     /// The replica's directory.
     pub fn dir(&self) -> &Path {
@@ -179,7 +190,7 @@ impl Replica {
     /// Checks an I/O request against alignment and the volume size and
     /// returns its end.
     fn check_io(&self, offset: u64, len: u64) -> Result<u64> {
-        check_range(offset, len, self.size)
+        check_range(offset, len, self.size())
     }
 
     /// Reads `buf.len()` bytes at `offset` through the chain; never-written
@@ -307,7 +318,7 @@ impl Replica {
     pub fn info(&self) -> ReplicaInfo {
         let chain = rlock(&self.chain);
         ReplicaInfo {
-            size: self.size,
+            size: self.size(),
             revision: self.revfile.persisted(),
             generation: lock(&self.meta).generation,
             chain: chain.layers.iter().map(Layer::info).collect(),

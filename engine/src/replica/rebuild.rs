@@ -88,10 +88,12 @@ impl Replica {
     }
 
     fn check_layer_size(&self, info: &LayerInfo) -> Result<()> {
-        if info.size == 0 || !info.size.is_multiple_of(BLOCK_SIZE) || info.size > self.size {
+        if info.size == 0 || !info.size.is_multiple_of(BLOCK_SIZE) || info.size > self.size() {
             return Err(ReplicaError::InvalidArgument(format!(
                 "layer {:?} size {} must be a positive multiple of {BLOCK_SIZE} up to {}",
-                info.name, info.size, self.size
+                info.name,
+                info.size,
+                self.size()
             )));
         }
         Ok(())

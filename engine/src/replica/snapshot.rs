@@ -99,11 +99,11 @@ impl Replica {
         let dir = self.dir.as_path();
         let path = meta::layer_path(dir, name);
         remove_file_if_exists(&meta::meta_path(dir, name))?;
-        let file = LayerFile::create(&path, self.size, self.direct_io)?;
+        let file = LayerFile::create(&path, self.size(), self.direct_io)?;
         let m = LayerMeta {
             name: name.to_string(),
             parent,
-            size: self.size,
+            size: self.size(),
             created_unix: super::fsutil::now_unix(),
             user_created: false,
             labels: BTreeMap::new(),

@@ -156,6 +156,38 @@ fn revert_survives_a_crash_anywhere() {
     );
 }
 
+#[test]
+fn expand_survives_a_crash_anywhere() {
+    let want = base_content();
+    let new_size = 48 * BLOCK_SIZE;
+    let seen = std::cell::Cell::new([0u32; 2]);
+    let points = sweep(
+        base,
+        |r| r.expand(new_size),
+        |n, a| {
+            let size = a.replica.size();
+            let grown = size == new_size;
+            assert!(grown || size == 32 * BLOCK_SIZE, "crash point {n}: {size}");
+            assert!(
+                !a.completed || grown,
+                "crash point {n}: completed expansion lost"
+            );
+            assert_eq!(a.names, ["s1", "s2", "volume-head-003"], "crash point {n}");
+            assert!(a.content[..want.len()] == want[..], "crash point {n}");
+            assert!(a.content[want.len()..].iter().all(|&b| b == 0));
+            let head = &a.replica.info().chain[2];
+            assert_eq!(head.size, size, "crash point {n}: head not expanded");
+            let mut s = seen.get();
+            s[usize::from(grown)] += 1;
+            seen.set(s);
+        },
+    );
+    assert!(points >= 5, "only {points} crash points");
+    let [old, new] = seen.get();
+    // Crashes after the replica.json rename are completed by open.
+    assert!(old >= 2 && new >= 3, "states seen: old {old}, new {new}");
+}
+
 /// A rebuild target whose chain partly differs from the source's.
 fn install_setup(tmp: &tempfile::TempDir, src: &Replica) -> Replica {
     let dst = Replica::create(
