@@ -66,6 +66,9 @@ async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
 async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::Result<()> {
     let spec = &r.object.spec;
     let (state, message) = match agent.replicas.held(&r.object.name) {
+        Some(h) if h.disk == spec.disk && h.replica.size() < spec.size => {
+            grow(&r.object, h.replica).await
+        }
         Some(h) if h.disk == spec.disk => (InstanceState::Running, String::new()),
         Some(h) => (
             InstanceState::Error,
@@ -126,5 +129,22 @@ async fn create(agent: &Arc<Agent>, r: &Replica) -> (InstanceState, String) {
         }
         Ok(Err(e)) => (InstanceState::Error, format!("create replica: {e}")),
         Err(e) => (InstanceState::Error, format!("create task failed: {e}")),
+    }
+}
+
+/// Grows a replica whose volume was expanded (offline: the volume is
+/// detached, so no engine has it open).
+async fn grow(
+    r: &Replica,
+    replica: Arc<vigil_engine::replica::Replica>,
+) -> (InstanceState, String) {
+    let size = r.spec.size;
+    match tokio::task::spawn_blocking(move || replica.expand(size)).await {
+        Ok(Ok(())) => {
+            tracing::info!(replica = %r.name, size, "replica expanded");
+            (InstanceState::Running, String::new())
+        }
+        Ok(Err(e)) => (InstanceState::Error, format!("expand to {size} bytes: {e}")),
+        Err(e) => (InstanceState::Error, format!("expand task failed: {e}")),
     }
 }
