@@ -208,8 +208,6 @@ fn engine_view(agent: &Agent, e: &Engine) -> EngineView {
     }
 }
 
-/// Total bytes of the filesystem holding `path`.
-
 async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
     let n = name(&req.name)?.to_string();
     let size = parse_volume_size(&req.size)

@@ -105,7 +105,7 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     let snap = Snapshot::read(agent).await?;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
-    if round % 30 == 0 {
+    if round.is_multiple_of(30) {
         agent.cluster.prune_events().await;
         registration::refresh_disks(agent).await;
     }

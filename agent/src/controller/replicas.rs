@@ -24,10 +24,10 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         } else {
             ensure(agent, r).await
         };
-        if let Err(e) = result {
-            if !e.is_conflict() {
-                tracing::warn!(replica = %r.object.name, error = %e, "replica reconcile failed");
-            }
+        if let Err(e) = result
+            && !e.is_conflict()
+        {
+            tracing::warn!(replica = %r.object.name, error = %e, "replica reconcile failed");
         }
     }
 }

@@ -167,10 +167,10 @@ fn statvfs(path: &Path) -> std::io::Result<Usage> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
+    let frsize = st.f_frsize;
     Ok(Usage {
-        capacity: st.f_blocks as u64 * frsize,
-        available: st.f_bavail as u64 * frsize,
+        capacity: st.f_blocks * frsize,
+        available: st.f_bavail * frsize,
     })
 }
 
