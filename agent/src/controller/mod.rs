@@ -41,9 +41,14 @@ pub struct Snapshot {
 impl Snapshot {
     pub async fn read(agent: &Agent) -> Result<Snapshot> {
         let c = &agent.cluster;
+        // Replicas before volumes: a replica is created in the same
+        // transaction as its volume and a volume is removed only after its
+        // replicas, so this order never shows a live replica without its
+        // volume (the other order can, and would delete a new replica).
+        let replicas = c.list::<Replica>().await?;
         Ok(Snapshot {
             volumes: c.list::<Volume>().await?,
-            replicas: c.list::<Replica>().await?,
+            replicas,
             engines: c
                 .list::<Engine>()
                 .await?

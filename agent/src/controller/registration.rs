@@ -15,7 +15,7 @@ use crate::daemon::Agent;
 use crate::model::disk::{DiskSpec, DiskState, DiskStatus};
 use crate::model::node::{NodeSpec, NodeStatus};
 use crate::model::{Disk, Node, now_unix};
-use crate::store::StoreError;
+use crate::store::{LeaseId, StoreError};
 
 /// How long the node stays ready without a keep-alive.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -217,9 +217,9 @@ pub async fn refresh_disks(agent: &Agent) {
 /// Holds the node's liveness lease until the task is aborted; re-acquires
 /// it when it expired (e.g. the store was unreachable for longer than the
 /// TTL).
-pub async fn keep_live(agent: Arc<Agent>) {
+pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
     let c = &agent.cluster;
-    let mut lease = None;
+    let mut lease = Some(first);
     loop {
         let step = match lease {
             None => match c.store().grant_lease(LEASE_TTL).await {
@@ -249,6 +249,14 @@ pub async fn keep_live(agent: Arc<Agent>) {
         }
         tokio::time::sleep(LEASE_TTL / 4).await;
     }
+}
+
+/// Takes the liveness lease and writes the liveness record.
+pub async fn go_live(agent: &Agent) -> cluster::Result<LeaseId> {
+    let id = agent.cluster.store().grant_lease(LEASE_TTL).await?;
+    agent.cluster.set_live(id).await?;
+    tracing::info!(lease = format!("{id:x}"), "node is live");
+    Ok(id)
 }
 
 /// Revokes the lease on shutdown so the node shows down at once.

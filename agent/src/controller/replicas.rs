@@ -9,7 +9,7 @@ use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
 use crate::daemon::replicas::CreateError;
-use crate::model::{InstanceState, Replica, Versioned, VolumeState};
+use crate::model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 
 pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     let me = agent.config.node_name.as_str();
@@ -18,7 +18,16 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
             .volumes
             .iter()
             .find(|v| v.object.name == r.object.spec.volume);
-        let doomed = volume.is_none_or(|v| v.object.status.state == VolumeState::Deleting);
+        let mut doomed = volume.is_none_or(|v| v.object.status.state == VolumeState::Deleting);
+        if doomed && volume.is_none() {
+            // Deleting data on the strength of an absence: confirm it with a
+            // fresh linearizable read first.
+            match agent.cluster.get::<Volume>(&r.object.spec.volume).await {
+                Ok(None) => {}
+                Ok(Some(v)) => doomed = v.object.status.state == VolumeState::Deleting,
+                Err(_) => doomed = false,
+            }
+        }
         let result = if doomed {
             remove(agent, r).await
         } else {

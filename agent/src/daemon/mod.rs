@@ -184,6 +184,10 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let host = config.listen.ip();
     let advertise = config.advertise.unwrap_or(host);
     let mut ports = ports::PortBook::load(&data_dir);
+    // The store first: until it answers, the API port stays closed, so
+    // clients get "connection refused" at once instead of a hung request.
+    let store = store_open::open(&config.store, &data_dir).await?;
+    let cluster = crate::cluster::Cluster::new(store, &config.node_name);
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(bind_err("HTTP", config.listen))?;
@@ -202,9 +206,6 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let _ = std::fs::remove_file(&nbd_socket);
     let nbd_unix =
         UnixListener::bind(&nbd_socket).map_err(bind_err("NBD unix", nbd_socket.display()))?;
-
-    let store = store_open::open(&config.store, &data_dir).await?;
-    let cluster = crate::cluster::Cluster::new(store, &config.node_name);
 
     let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
     let agent = Arc::new(Agent {
@@ -235,9 +236,13 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     ));
     crate::controller::registration::register_node(&agent).await?;
     crate::controller::registration::register_disks(&agent).await?;
-    let liveness = tokio::spawn(crate::controller::registration::keep_live(Arc::clone(
-        &agent,
-    )));
+    // Live before the API answers: a client that sees the agent ready also
+    // sees the node ready.
+    let lease = crate::controller::registration::go_live(&agent).await?;
+    let liveness = tokio::spawn(crate::controller::registration::keep_live(
+        Arc::clone(&agent),
+        lease,
+    ));
     let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));

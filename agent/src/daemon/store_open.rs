@@ -33,8 +33,7 @@ pub async fn open(url: &StoreUrl, data_dir: &Path) -> Result<SharedStore, StoreE
                     Ok(s) => return Ok(s),
                     Err(e) if e.is_transient() => {
                         eprintln!(
-                            "vigil agent: store etcd {} unreachable: {e}; retrying in {:.1}s",
-                            endpoints.join(","),
+                            "vigil agent: {e}; retrying in {:.1}s",
                             delay.as_secs_f64()
                         );
                         tracing::warn!(error = %e, retry_in = ?delay, "store unreachable; retrying");
