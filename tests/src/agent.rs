@@ -207,6 +207,13 @@ impl Agent {
         self.spawn();
     }
 
+    /// Starts the agent again after [`Agent::stop`] or [`Agent::kill9`]
+    /// (same data dir, API port and arguments) and waits for its API.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "agent {} is still running", self.name);
+        self.spawn();
+    }
+
     /// Runs the CLI against this agent; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(vigil_bin())
