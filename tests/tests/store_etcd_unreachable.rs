@@ -28,10 +28,11 @@ fn agent_waits_for_an_unreachable_etcd_and_serves_once_it_answers() {
     );
     let log = a.log_text();
     assert!(
-        log.lines().any(|l| l.starts_with("vigil agent: store etcd ")
-            && l.contains(&format!("127.0.0.1:{port} unreachable"))
-            && l.contains("Connection refused")
-            && l.contains("; retrying in ")),
+        log.lines()
+            .any(|l| l.starts_with("vigil agent: store etcd ")
+                && l.contains(&format!("127.0.0.1:{port} unreachable"))
+                && l.contains("Connection refused")
+                && l.contains("; retrying in ")),
         "the agent does not say the store is unreachable and it retries:\n{log}"
     );
 
@@ -44,7 +45,15 @@ fn agent_waits_for_an_unreachable_etcd_and_serves_once_it_answers() {
     assert_eq!(nodes[0]["labels"]["zone"], "a", "{nodes}");
     assert_eq!(nodes[0]["store"], "etcd", "{nodes}");
 
-    let v = a.json(&["volume", "create", "v", "--size", "16MiB", "--replicas", "1"]);
+    let v = a.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
     assert_eq!(v["state"], "detached", "{v}");
     assert_eq!(v["replicas"][0]["node"], "n1", "{v}");
     let (ok, out, err) = a.cli(&["volume", "attach", "v"]);

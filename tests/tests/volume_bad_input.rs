@@ -43,64 +43,200 @@ fn settings(a: &Agent) -> Value {
 fn bad_volume_requests_are_refused_with_a_code_and_change_nothing() {
     let root = tempfile::tempdir().unwrap();
     let a = Agent::start(root.path(), "n1");
-    let v = a.json(&["volume", "create", "keep", "--size", "16MiB", "--replicas", "1"]);
+    let v = a.json(&[
+        "volume",
+        "create",
+        "keep",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
     assert_eq!(v["state"], "detached", "{v}");
     let before = volumes(&a);
-    assert_eq!(before, vec![("keep".to_string(), "detached".to_string(), 1)]);
+    assert_eq!(
+        before,
+        vec![("keep".to_string(), "detached".to_string(), 1)]
+    );
 
     let too_long = "a".repeat(53);
     let just_right = "b".repeat(52);
     let cases: Vec<(Vec<&str>, &str, &str)> = vec![
         // names
-        (vec!["volume", "create", "Upper", "--size", "16MiB"], "invalid_name", "Upper"),
-        (vec!["volume", "create", &too_long, "--size", "16MiB"], "invalid_name", "the limit is 52"),
-        (vec!["volume", "create", "", "--size", "16MiB"], "invalid_name", "empty"),
-        (vec!["volume", "create", "has space", "--size", "16MiB"], "invalid_name", "has space"),
-        (vec!["volume", "create", "a/b", "--size", "16MiB"], "invalid_name", "outside [a-z0-9._-]"),
-        // sizes
-        (vec!["volume", "create", "s", "--size", "0"], "invalid_size", "greater than zero"),
-        (vec!["volume", "create", "s", "--size", "1000"], "invalid_size", "multiple of 4096"),
-        (vec!["volume", "create", "s", "--size", "lots"], "invalid_size", "lots"),
-        (vec!["volume", "create", "s", "--size", "65TiB"], "invalid_size", "64 TiB"),
-        (vec!["volume", "create", "s", "--size", "5XB"], "invalid_size", "unknown unit"),
-        // replicas and locality
-        (vec!["volume", "create", "r", "--size", "16MiB", "--replicas", "0"], "invalid_replicas", "1 to 20"),
-        (vec!["volume", "create", "r", "--size", "16MiB", "--replicas", "21"], "invalid_replicas", "1 to 20"),
         (
-            vec!["volume", "create", "r", "--size", "16MiB", "--data-locality", "nearby"],
+            vec!["volume", "create", "Upper", "--size", "16MiB"],
+            "invalid_name",
+            "Upper",
+        ),
+        (
+            vec!["volume", "create", &too_long, "--size", "16MiB"],
+            "invalid_name",
+            "the limit is 52",
+        ),
+        (
+            vec!["volume", "create", "", "--size", "16MiB"],
+            "invalid_name",
+            "empty",
+        ),
+        (
+            vec!["volume", "create", "has space", "--size", "16MiB"],
+            "invalid_name",
+            "has space",
+        ),
+        (
+            vec!["volume", "create", "a/b", "--size", "16MiB"],
+            "invalid_name",
+            "outside [a-z0-9._-]",
+        ),
+        // sizes
+        (
+            vec!["volume", "create", "s", "--size", "0"],
+            "invalid_size",
+            "greater than zero",
+        ),
+        (
+            vec!["volume", "create", "s", "--size", "1000"],
+            "invalid_size",
+            "multiple of 4096",
+        ),
+        (
+            vec!["volume", "create", "s", "--size", "lots"],
+            "invalid_size",
+            "lots",
+        ),
+        (
+            vec!["volume", "create", "s", "--size", "65TiB"],
+            "invalid_size",
+            "64 TiB",
+        ),
+        (
+            vec!["volume", "create", "s", "--size", "5XB"],
+            "invalid_size",
+            "unknown unit",
+        ),
+        // replicas and locality
+        (
+            vec![
+                "volume",
+                "create",
+                "r",
+                "--size",
+                "16MiB",
+                "--replicas",
+                "0",
+            ],
+            "invalid_replicas",
+            "1 to 20",
+        ),
+        (
+            vec![
+                "volume",
+                "create",
+                "r",
+                "--size",
+                "16MiB",
+                "--replicas",
+                "21",
+            ],
+            "invalid_replicas",
+            "1 to 20",
+        ),
+        (
+            vec![
+                "volume",
+                "create",
+                "r",
+                "--size",
+                "16MiB",
+                "--data-locality",
+                "nearby",
+            ],
             "invalid_data_locality",
             "disabled, best-effort, strict-local",
         ),
         (
-            vec!["volume", "create", "r", "--size", "16MiB", "--replicas", "3", "--data-locality", "strict-local"],
+            vec![
+                "volume",
+                "create",
+                "r",
+                "--size",
+                "16MiB",
+                "--replicas",
+                "3",
+                "--data-locality",
+                "strict-local",
+            ],
             "invalid_replicas",
             "exactly 1 replica",
         ),
         // a name taken
-        (vec!["volume", "create", "keep", "--size", "16MiB", "--replicas", "1"], "already_exists", "keep"),
+        (
+            vec![
+                "volume",
+                "create",
+                "keep",
+                "--size",
+                "16MiB",
+                "--replicas",
+                "1",
+            ],
+            "already_exists",
+            "keep",
+        ),
         // unknown volume or node
         (vec!["volume", "get", "ghost"], "not_found", "ghost"),
         (vec!["volume", "attach", "ghost"], "not_found", "ghost"),
         (vec!["volume", "detach", "ghost"], "not_found", "ghost"),
         (vec!["volume", "delete", "ghost"], "not_found", "ghost"),
-        (vec!["volume", "expand", "ghost", "--size", "32MiB"], "not_found", "ghost"),
-        (vec!["volume", "attach", "keep", "--node", "nowhere"], "not_found", "nowhere"),
+        (
+            vec!["volume", "expand", "ghost", "--size", "32MiB"],
+            "not_found",
+            "ghost",
+        ),
+        (
+            vec!["volume", "attach", "keep", "--node", "nowhere"],
+            "not_found",
+            "nowhere",
+        ),
         (vec!["node", "get", "nowhere"], "not_found", "nowhere"),
         (vec!["node", "evict", "nowhere"], "not_found", "nowhere"),
         // snapshots need an attached volume
-        (vec!["volume", "snapshot", "create", "keep"], "volume_not_attached", "attach it first"),
-        (vec!["volume", "snapshot", "list", "keep"], "volume_not_attached", "attach it first"),
+        (
+            vec!["volume", "snapshot", "create", "keep"],
+            "volume_not_attached",
+            "attach it first",
+        ),
+        (
+            vec!["volume", "snapshot", "list", "keep"],
+            "volume_not_attached",
+            "attach it first",
+        ),
         // volumes only grow
-        (vec!["volume", "expand", "keep", "--size", "8MiB"], "invalid_size", "only grow"),
+        (
+            vec!["volume", "expand", "keep", "--size", "8MiB"],
+            "invalid_size",
+            "only grow",
+        ),
     ];
     for (args, code, says) in &cases {
         let err = refused(&a, args, code);
-        assert!(err.contains(says), "vigil {args:?}: expected {says:?} in: {err}");
+        assert!(
+            err.contains(says),
+            "vigil {args:?}: expected {says:?} in: {err}"
+        );
         assert_eq!(volumes(&a), before, "vigil {args:?} changed the volumes");
     }
 
     // The longest allowed name is fine.
-    let v = a.json(&["volume", "create", &just_right, "--size", "16MiB", "--replicas", "1"]);
+    let v = a.json(&[
+        "volume",
+        "create",
+        &just_right,
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
     assert_eq!(v["name"], just_right.as_str(), "{v}");
     let (ok, _, err) = a.cli(&["volume", "delete", &just_right]);
     assert!(ok, "{err}");
@@ -111,7 +247,11 @@ fn bad_volume_requests_are_refused_with_a_code_and_change_nothing() {
     assert!(ok, "{err}");
     let err = refused(&a, &["volume", "delete", "keep"], "volume_attached");
     assert!(err.contains("detach it before deleting"), "{err}");
-    let err = refused(&a, &["volume", "expand", "keep", "--size", "32MiB"], "volume_not_detached");
+    let err = refused(
+        &a,
+        &["volume", "expand", "keep", "--size", "32MiB"],
+        "volume_not_detached",
+    );
     assert!(err.contains("detach it first"), "{err}");
     let v = a.json(&["volume", "get", "keep"]);
     assert_eq!(v["state"], "attached", "{v}");
@@ -178,7 +318,9 @@ fn bad_settings_are_refused_with_what_is_allowed() {
         .find(|l| l.starts_with("default-replica-count "))
         .unwrap_or_else(|| panic!("no default-replica-count row in:\n{table}"));
     assert!(
-        row.split_whitespace().take(3).eq(["default-replica-count", "2", "set"]),
+        row.split_whitespace()
+            .take(3)
+            .eq(["default-replica-count", "2", "set"]),
         "{row}"
     );
     let row = table
@@ -186,7 +328,9 @@ fn bad_settings_are_refused_with_what_is_allowed() {
         .find(|l| l.starts_with("default-data-locality "))
         .unwrap();
     assert!(
-        row.split_whitespace().take(3).eq(["default-data-locality", "disabled", "default"]),
+        row.split_whitespace()
+            .take(3)
+            .eq(["default-data-locality", "disabled", "default"]),
         "{row}"
     );
     // ...and is used: a volume created without --replicas gets 2 replica
@@ -207,15 +351,30 @@ fn attaching_a_volume_attached_to_another_node_is_refused() {
     let store = etcd.store_url();
     let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
     let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let v = n1.json(&["volume", "create", "v", "--size", "16MiB", "--replicas", "2"]);
+    let v = n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "2",
+    ]);
     assert_eq!(v["state"], "detached", "{v}");
     let (ok, _, err) = n1.cli(&["volume", "attach", "v"]);
     assert!(ok, "{err}");
 
     // From n2 (attach defaults to the node answering), and naming n2.
     let err = refused(&n2, &["volume", "attach", "v"], "attached_elsewhere");
-    assert!(err.contains("attached to n1") && err.contains("detach it first"), "{err}");
-    let err = refused(&n1, &["volume", "attach", "v", "--node", "n2"], "attached_elsewhere");
+    assert!(
+        err.contains("attached to n1") && err.contains("detach it first"),
+        "{err}"
+    );
+    let err = refused(
+        &n1,
+        &["volume", "attach", "v", "--node", "n2"],
+        "attached_elsewhere",
+    );
     assert!(err.contains("attached to n1"), "{err}");
     for a in [&n1, &n2] {
         let v = a.json(&["volume", "get", "v"]);

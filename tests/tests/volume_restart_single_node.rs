@@ -34,7 +34,15 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
     let root = tempfile::tempdir().unwrap();
     let mut a = Agent::start(root.path(), "n1");
 
-    let v = a.json(&["volume", "create", "v", "--size", "64MiB", "--replicas", "1"]);
+    let v = a.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "64MiB",
+        "--replicas",
+        "1",
+    ]);
     assert_eq!(v["state"], "detached", "{v}");
     assert_eq!(v["replicas"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["replicas"][0]["node"], "n1", "{v}");
@@ -57,7 +65,10 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
     let data = root.path().join("data");
     tools::random_file(&data, SIZE, 7);
     tools::qemu_write(&data, &endpoint);
-    assert!(tools::qemu_equal(&data, &endpoint), "data differs right after writing");
+    assert!(
+        tools::qemu_equal(&data, &endpoint),
+        "data differs right after writing"
+    );
 
     // A clean stop, then a start: no attach command is given.
     a.stop();
@@ -69,9 +80,11 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
         tools::qemu_equal(&data, &endpoint),
         "data lost across SIGTERM + start"
     );
-    wait_until("volume healthy after SIGTERM", Duration::from_secs(10), || {
-        a.json(&["volume", "get", "v"])["robustness"] == "healthy"
-    });
+    wait_until(
+        "volume healthy after SIGTERM",
+        Duration::from_secs(10),
+        || a.json(&["volume", "get", "v"])["robustness"] == "healthy",
+    );
 
     // A crash, then a start.
     a.kill9();
@@ -82,9 +95,11 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
         tools::qemu_equal(&data, &endpoint),
         "data lost across kill -9 + start"
     );
-    wait_until("volume healthy after kill -9", Duration::from_secs(10), || {
-        a.json(&["volume", "get", "v"])["robustness"] == "healthy"
-    });
+    wait_until(
+        "volume healthy after kill -9",
+        Duration::from_secs(10),
+        || a.json(&["volume", "get", "v"])["robustness"] == "healthy",
+    );
 
     // Still an ordinary volume: it detaches and is deleted.
     let v = a.json(&["volume", "detach", "v"]);
