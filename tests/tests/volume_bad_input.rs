@@ -43,6 +43,7 @@ fn settings(a: &Agent) -> Value {
 fn bad_volume_requests_are_refused_with_a_code_and_change_nothing() {
     let root = tempfile::tempdir().unwrap();
     let a = Agent::start(root.path(), "n1");
+    a.wait_live();
     let v = a.json(&[
         "volume",
         "create",
@@ -266,6 +267,7 @@ fn bad_volume_requests_are_refused_with_a_code_and_change_nothing() {
 fn bad_settings_are_refused_with_what_is_allowed() {
     let root = tempfile::tempdir().unwrap();
     let a = Agent::start(root.path(), "n1");
+    a.wait_live();
     let before = settings(&a);
 
     let err = refused(
@@ -351,6 +353,8 @@ fn attaching_a_volume_attached_to_another_node_is_refused() {
     let store = etcd.store_url();
     let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
     let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
+    n1.wait_live();
+    n2.wait_live();
     let v = n1.json(&[
         "volume",
         "create",

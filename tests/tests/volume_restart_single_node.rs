@@ -33,6 +33,7 @@ fn wait_served_again(a: &Agent, name: &str, endpoint: &str) -> Value {
 fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
     let root = tempfile::tempdir().unwrap();
     let mut a = Agent::start(root.path(), "n1");
+    a.wait_live();
 
     let v = a.json(&[
         "volume",
