@@ -207,6 +207,24 @@ impl Agent {
         self.spawn();
     }
 
+    /// Starts the agent again after [`Agent::stop`] or [`Agent::kill9`]
+    /// (same data dir, API port and arguments) and waits for its API.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "agent {} is still running", self.name);
+        self.spawn();
+    }
+
+    /// Waits until `node get NAME` shows this node ready: the liveness
+    /// lease is written a moment after the API first answers, and until
+    /// then nothing is scheduled on the node (panics after 10 s).
+    pub fn wait_live(&self) {
+        wait_until(
+            &format!("node {} ready", self.name),
+            Duration::from_secs(10),
+            || self.json(&["node", "get", &self.name])["ready"] == true,
+        );
+    }
+
     /// Runs the CLI against this agent; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(vigil_bin())
