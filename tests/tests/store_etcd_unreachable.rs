@@ -28,13 +28,19 @@ fn agent_waits_for_an_unreachable_etcd_and_serves_once_it_answers() {
     );
     let log = a.log_text();
     assert!(
-        log.lines()
-            .any(|l| l.starts_with("vigil agent: store etcd ")
-                && l.contains(&format!("127.0.0.1:{port} unreachable"))
-                && l.contains("Connection refused")
-                && l.contains("; retrying in ")),
+        log.lines().any(|l| l.starts_with("vigil agent: store ")
+            && l.contains(&format!("127.0.0.1:{port} unavailable"))
+            && l.contains("Connection refused")
+            && l.contains("; retrying in ")),
         "the agent does not say the store is unreachable and it retries:\n{log}"
     );
+
+    // Meanwhile the API port is closed: a client is told at once, it does
+    // not hang.
+    let asked = std::time::Instant::now();
+    let (ok, _, err) = a.cli(&["volume", "list"]);
+    assert!(!ok && err.contains("cannot reach the agent"), "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "the CLI hung");
 
     let _etcd = Etcd::start_on(root.path(), port);
     a.wait_ready();
