@@ -53,7 +53,7 @@ const VOLUMES: usize = 8;
 /// Concurrent client threads.
 const CLIENTS: usize = 4;
 /// Default client operations per test (two tests: ≥ 1,000 in all).
-const DEFAULT_OPS: usize = 600;
+const DEFAULT_OPS: usize = 1000;
 /// Longest a client waits for an answer (attach/detach wait 60 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -251,7 +251,7 @@ struct Stats {
 struct EvictState {
     /// Bumped before every eviction request on the node is sent.
     generation: u64,
-    /// An eviction request was answered OK and nothing was sent since.
+    /// An eviction request was answered OK and no cancel was sent since.
     evicted: bool,
 }
 
@@ -492,7 +492,8 @@ fn pick_kind(rng: &mut StdRng, last: Option<&Kind>, nodes: &[String]) -> Kind {
 }
 
 fn client(sh: &Shared, id: usize) {
-    let mut rng = StdRng::seed_from_u64(sh.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(id as u64 + 1)));
+    let mut rng =
+        StdRng::seed_from_u64(sh.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(id as u64 + 1)));
     loop {
         if sh
             .ops_left
@@ -613,8 +614,11 @@ fn volume_op(sh: &Shared, rng: &mut StdRng) {
             for r in body["replicas"].as_array().into_iter().flatten() {
                 if r["node"] == node.as_str() {
                     sh.violation(format!(
-                        "volume {name} created while node {node} was evicted has replica {} on it: {body}",
-                        r["name"]
+                        "volume {name} created while node {node} was evicted has replica {} on it: {body}\n\
+                         nodes now: {:?}\nnode events: {:?}",
+                        r["name"],
+                        sh.send(rng, "GET", "/v1/nodes", None),
+                        sh.send(rng, "GET", "/v1/events?kind=node", None),
                     ));
                 }
             }
@@ -638,17 +642,34 @@ fn eviction_op(sh: &Shared, rng: &mut StdRng) {
     } else {
         rng.random_range(0..100) < 80
     };
-    lock(&sh.evictions)[j].generation += 1;
+    {
+        // From now until its answer, a cancel may take effect at any time:
+        // the node no longer counts as evicted.
+        let mut ev = lock(&sh.evictions);
+        ev[j].generation += 1;
+        if !want {
+            ev[j].evicted = false;
+        }
+    }
     let path = format!("/v1/nodes/{}", sh.nodes[j]);
-    let reply = sh.send(rng, "POST", &path, Some(&json!({ "eviction_requested": want })));
+    let reply = sh.send(
+        rng,
+        "POST",
+        &path,
+        Some(&json!({ "eviction_requested": want })),
+    );
     let (outcome, label) = classify(&reply);
     {
         let mut ev = lock(&sh.evictions);
         ev[j].evicted = match outcome {
             Outcome::Accepted => want,
             Outcome::Refused => ev[j].evicted,
-            _ => false,
+            Outcome::Ambiguous | Outcome::Pending => false,
         };
+    }
+    if outcome == Outcome::Ambiguous {
+        // as for volumes: let a cut-off request land before the next one
+        std::thread::sleep(Duration::from_secs(1));
     }
     sh.record(if want { "evict" } else { "cancel-evict" }, &label);
     if let Reply::Got(200, body) = &reply
@@ -674,10 +695,12 @@ fn observer(sh: &Shared) {
         let engines: Vec<Option<Vec<String>>> = sh
             .ports
             .iter()
-            .map(|&p| match http(p, "GET", "/v1/engines", None, Duration::from_secs(10)) {
-                Reply::Got(200, Value::Array(l)) => Some(engine_names(&l)),
-                _ => None,
-            })
+            .map(
+                |&p| match http(p, "GET", "/v1/engines", None, Duration::from_secs(10)) {
+                    Reply::Got(200, Value::Array(l)) => Some(engine_names(&l)),
+                    _ => None,
+                },
+            )
             .collect();
         let Some((s2, e2, l2)) = sh.observe(first) else {
             continue;
@@ -743,7 +766,8 @@ fn watch_etcd(sh: &Shared, out: ChildStdout) {
         };
         for ev in resp["Events"].as_array().into_iter().flatten() {
             let kv = &ev["kv"];
-            let key = String::from_utf8_lossy(&base64(kv["key"].as_str().unwrap_or(""))).into_owned();
+            let key =
+                String::from_utf8_lossy(&base64(kv["key"].as_str().unwrap_or(""))).into_owned();
             if ev["type"].as_i64() == Some(1) {
                 // a volume object goes only once deleting
                 if let Some((_, st, _)) = last.remove(&key)
@@ -753,13 +777,14 @@ fn watch_etcd(sh: &Shared, out: ChildStdout) {
                 }
                 continue;
             }
-            let value: Value = match serde_json::from_slice(&base64(kv["value"].as_str().unwrap_or(""))) {
-                Ok(v) => v,
-                Err(e) => {
-                    sh.violation(format!("etcd watch: {key} holds bad JSON: {e}"));
-                    continue;
-                }
-            };
+            let value: Value =
+                match serde_json::from_slice(&base64(kv["value"].as_str().unwrap_or(""))) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        sh.violation(format!("etcd watch: {key} holds bad JSON: {e}"));
+                        continue;
+                    }
+                };
             let created = kv["create_revision"].as_i64().unwrap_or(0);
             let state = value["status"]["state"].as_str().unwrap_or("?").to_string();
             let t = value["status"]["transitions"].as_u64().unwrap_or(u64::MAX);
@@ -774,9 +799,9 @@ fn watch_etcd(sh: &Shared, out: ChildStdout) {
                     }
                 }
                 Some((_, ps, _)) => Some(format!("{key}: recreated over a live object ({ps})")),
-                None if state != "creating" || t != 0 => {
-                    Some(format!("{key}: first version is {state} with {t} transitions"))
-                }
+                None if state != "creating" || t != 0 => Some(format!(
+                    "{key}: first version is {state} with {t} transitions"
+                )),
                 None => None,
             };
             if let Some(b) = bad {
@@ -889,7 +914,13 @@ fn run(test: &str, agents: Vec<Agent>, etcd: Option<&Etcd>) {
 
     // every node ready before starting
     vigil_tests::agent::wait_until("all nodes ready", Duration::from_secs(30), || {
-        match http(sh.ports[0], "GET", "/v1/nodes", None, Duration::from_secs(5)) {
+        match http(
+            sh.ports[0],
+            "GET",
+            "/v1/nodes",
+            None,
+            Duration::from_secs(5),
+        ) {
             Reply::Got(200, Value::Array(l)) => {
                 l.len() == sh.nodes.len() && l.iter().all(|n| n["ready"] == true)
             }
@@ -901,7 +932,14 @@ fn run(test: &str, agents: Vec<Agent>, etcd: Option<&Etcd>) {
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=http://127.0.0.1:{}", e.client_port))
-            .args(["watch", "--prefix", "/vigil/volumes/", "--rev=1", "-w", "json"])
+            .args([
+                "watch",
+                "--prefix",
+                "/vigil/volumes/",
+                "--rev=1",
+                "-w",
+                "json",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -959,7 +997,10 @@ fn run(test: &str, agents: Vec<Agent>, etcd: Option<&Etcd>) {
     for (op, outs) in &by_op {
         eprintln!("  {op:<13} {}", outs.join(", "));
     }
-    eprintln!("  operations    {total_ops} in {ops_time:.1?} (+ {settle_time:.1?} to settle); agent kills {}", st.kills);
+    eprintln!(
+        "  operations    {total_ops} in {ops_time:.1?} (+ {settle_time:.1?} to settle); agent kills {}",
+        st.kills
+    );
     eprintln!(
         "  model checks  {} exact ({} on attached/attaching volumes), {} weakened by in-flight or ambiguous requests",
         st.exact, st.attached_exact, st.weakened
@@ -983,7 +1024,12 @@ fn run(test: &str, agents: Vec<Agent>, etcd: Option<&Etcd>) {
         violations.is_empty(),
         "seed {seed}: {} invariant violations (replay with VIGIL_SEED={seed}):\n{}",
         violations.len(),
-        violations.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        violations
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // the checks must have had something to check
     assert_eq!(total_ops as usize, total, "seed {seed}: operations run");
@@ -993,12 +1039,27 @@ fn run(test: &str, agents: Vec<Agent>, etcd: Option<&Etcd>) {
         "seed {seed}: only {} of {checks} model checks were exact",
         st.exact
     );
-    assert!(st.attached_exact > 0, "seed {seed}: no attached volume was ever checked exactly");
-    assert!(st.transitions_checked > 0, "seed {seed}: no transition was observed");
-    assert!(st.engine_checked > 0, "seed {seed}: no engine placement was proved");
+    assert!(
+        st.attached_exact > 0,
+        "seed {seed}: no attached volume was ever checked exactly"
+    );
+    assert!(
+        st.transitions_checked > 0,
+        "seed {seed}: no transition was observed"
+    );
+    assert!(
+        st.engine_checked > 0,
+        "seed {seed}: no engine placement was proved"
+    );
     if etcd.is_some() {
-        assert!(st.watch_versions > 0, "seed {seed}: the etcd watch saw nothing");
-        assert!(st.evicted_create_checks > 0, "seed {seed}: no create ran during an eviction");
+        assert!(
+            st.watch_versions > 0,
+            "seed {seed}: the etcd watch saw nothing"
+        );
+        assert!(
+            st.evicted_create_checks > 0,
+            "seed {seed}: no create ran during an eviction"
+        );
     }
 }
 
@@ -1052,16 +1113,22 @@ fn settled(sh: &Shared) -> Vec<String> {
         if state == "attached" {
             let node = v["attached_node"].as_str().unwrap_or("?");
             if !engines.contains(&(name.to_string(), node.to_string())) {
-                problems.push(format!("volume {name} is attached to {node}, whose agent runs no engine for it"));
+                problems.push(format!(
+                    "volume {name} is attached to {node}, whose agent runs no engine for it"
+                ));
             }
         }
     }
     for (name, node) in &engines {
         let attached_here = list.iter().any(|v| {
-            v["name"] == name.as_str() && v["state"] == "attached" && v["attached_node"] == node.as_str()
+            v["name"] == name.as_str()
+                && v["state"] == "attached"
+                && v["attached_node"] == node.as_str()
         });
         if !attached_here {
-            problems.push(format!("engine {name} runs on {node}, where its volume is not attached"));
+            problems.push(format!(
+                "engine {name} runs on {node}, where its volume is not attached"
+            ));
         }
     }
     problems
