@@ -170,6 +170,10 @@ pub struct VolumeView {
     pub node_tags: Vec<String>,
     pub disk_tags: Vec<String>,
     pub created_at: f64,
+    /// State changes so far (`status.transitions`): an observer that sees
+    /// it grow by exactly one saw every transition.
+    #[serde(default)]
+    pub transitions: u64,
     pub replicas: Vec<VolumeReplicaView>,
 }
 

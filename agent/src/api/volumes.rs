@@ -72,6 +72,7 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
         node_tags: v.spec.node_tags.clone(),
         disk_tags: v.spec.disk_tags.clone(),
         created_at: v.spec.created_at,
+        transitions: v.status.transitions,
         replicas: replicas
             .iter()
             .filter(|r| r.object.spec.volume == v.name)
