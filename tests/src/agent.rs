@@ -72,20 +72,8 @@ impl Agent {
     /// Starts an agent with extra `vigil agent` arguments (`--store`,
     /// `--label`, `--disk`...), kept for restarts.
     pub fn start_with(root: &Path, name: &str, token: &str, extra_args: &[&str]) -> Agent {
-        let data_dir = root.join(name);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let port = free_port();
-        let mut a = Agent {
-            name: name.to_string(),
-            endpoint: format!("http://127.0.0.1:{port}"),
-            log: root.join(format!("{name}.log")),
-            data_dir,
-            listen_port: port,
-            token: token.to_string(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        a.spawn();
+        let mut a = Agent::start_unready(root, name, token, extra_args);
+        a.wait_ready();
         a
     }
 
