@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod engine;
 pub mod event;
+pub mod mute;
 pub mod node;
 pub mod replica;
 pub mod state;
@@ -15,6 +16,7 @@ pub mod volume;
 pub use disk::Disk;
 pub use engine::Engine;
 pub use event::Event;
+pub use mute::Mute;
 pub use node::Node;
 pub use replica::Replica;
 pub use state::{InstanceState, VolumeState};

@@ -34,6 +34,82 @@ pub struct ReplicaStatus {
     /// Mode in the engine (`RW`, `WO`, `ERR`) while the volume is attached.
     #[serde(default)]
     pub mode: String,
+    /// Why the engine took it out of service (written by the engine's agent
+    /// while the replica is ERR there; cleared once it is RW again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<ReplicaFault>,
+    /// The current or last rebuild into it (written by the engine's agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<ReplicaRebuild>,
+    /// A problem its own agent found in its files (missing, truncated or
+    /// corrupt layer), cleared when a check finds the chain whole again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<IntegrityProblem>,
+}
+
+/// The engine's record of why a replica is ERR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFault {
+    /// Stable reason (`connection_lost`, `io_error`, ...; the engine's
+    /// `FaultReason::as_str`).
+    pub reason: String,
+    /// The last error seen, verbatim.
+    pub message: String,
+    /// When it was marked ERR (Unix seconds).
+    pub at_unix: u64,
+}
+
+/// A rebuild into a replica, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRebuild {
+    /// Address of the replica copied from.
+    pub source: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub started_unix: u64,
+    /// Set once it finished (successfully or not).
+    #[serde(default)]
+    pub finished_unix: Option<u64>,
+    /// Last time `bytes_done` moved (Unix seconds): a rebuild whose
+    /// progress is old is stuck.
+    pub progressed_unix: u64,
+}
+
+/// What is wrong with a replica's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrityKind {
+    /// A layer file named by the chain is not there.
+    Missing,
+    /// A layer file is shorter than its metadata says.
+    Truncated,
+    /// A layer's checksum or metadata does not match.
+    Corrupt,
+    /// The files could not be read at all.
+    Unreadable,
+}
+
+impl IntegrityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrityKind::Missing => "missing",
+            IntegrityKind::Truncated => "truncated",
+            IntegrityKind::Corrupt => "corrupt",
+            IntegrityKind::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// A problem found in a replica's files by its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityProblem {
+    pub kind: IntegrityKind,
+    /// The file concerned (full path on its node).
+    pub file: String,
+    /// What the check said.
+    pub message: String,
+    /// When it was found (Unix seconds).
+    pub found_unix: u64,
 }
 
 impl Replica {
@@ -47,6 +123,9 @@ impl Replica {
                 address: String::new(),
                 message: String::new(),
                 mode: String::new(),
+                fault: None,
+                rebuild: None,
+                integrity: None,
             },
         }
     }
