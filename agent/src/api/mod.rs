@@ -58,6 +58,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if method == hyper::Method::GET && path == "/metrics" {
+        return Ok(metrics_response(crate::metrics::render(&agent).await));
+    }
     let query = req.uri().query().unwrap_or("").to_string();
     if let Err(e) = authorize(&agent, &method, req.headers()) {
         return Ok(error_response(&e));
@@ -172,4 +175,14 @@ pub async fn forward(
             format!("node {node}: {e}"),
         )),
     }
+}
+
+/// The Prometheus text exposition (format 0.0.4).
+fn metrics_response(body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }

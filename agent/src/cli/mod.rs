@@ -154,6 +154,10 @@ async fn snapshot(
 
 async fn run_agent(a: AgentArgs) -> ExitCode {
     init_logging(a.log_format);
+    if let Err(e) = crate::metrics::install() {
+        // Metrics are for watching; an agent that cannot have them still serves.
+        tracing::error!(error = %e, "metrics unavailable");
+    }
     let node_name = a.node_name.unwrap_or_else(hostname);
     let engine = vigil_engine::engine::EngineConfig {
         io_timeout: std::time::Duration::from_secs(a.io_timeout_secs.max(1)),

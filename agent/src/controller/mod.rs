@@ -75,11 +75,17 @@ pub fn owner_of(volume: &Volume, ready: &BTreeSet<String>) -> Option<String> {
     if let Some(n) = &volume.status.attached_node {
         return Some(n.clone());
     }
-    ready
+    rendezvous(&volume.name, ready)
+}
+
+/// The node of `nodes` that rendezvous hashing picks for `name`: every
+/// agent that sees the same set picks the same node.
+pub fn rendezvous(name: &str, nodes: &BTreeSet<String>) -> Option<String> {
+    nodes
         .iter()
         .max_by_key(|node| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&volume.name, node).hash(&mut h);
+            (name, node).hash(&mut h);
             h.finish()
         })
         .cloned()

@@ -186,7 +186,9 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let mut ports = ports::PortBook::load(&data_dir);
     // The store first: until it answers, the API port stays closed, so
     // clients get "connection refused" at once instead of a hung request.
-    let store = store_open::open(&config.store, &data_dir).await?;
+    let store = crate::store::instrumented::Instrumented::wrap(
+        store_open::open(&config.store, &data_dir).await?,
+    );
     let cluster = crate::cluster::Cluster::new(store, &config.node_name);
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -244,6 +246,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         lease,
     ));
     let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
+    let metrics_upkeep = tokio::spawn(crate::metrics::upkeep());
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));
     tracing::info!(
@@ -264,6 +267,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     wait_for_signal().await;
     tracing::info!("shutting down: flushing replicas");
     controllers.abort();
+    metrics_upkeep.abort();
     liveness.abort();
     agent.shutdown().await;
     crate::controller::registration::go_offline(&agent).await;

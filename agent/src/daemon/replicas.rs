@@ -99,6 +99,14 @@ impl ReplicaSet {
     }
 
     /// Every replica, by name.
+    pub fn all_held(&self) -> Vec<(String, HeldReplica)> {
+        self.lock()
+            .iter()
+            .map(|(n, h)| (n.clone(), h.clone()))
+            .collect()
+    }
+
+    /// Every open replica, by name.
     pub fn all(&self) -> Vec<(String, Arc<Replica>)> {
         self.lock()
             .iter()

@@ -45,6 +45,10 @@ pub struct ReplicaStatus {
     /// corrupt layer), cleared when a check finds the chain whole again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<IntegrityProblem>,
+    /// Bytes its layer files allocate, as its own agent last saw (updated
+    /// when it moves by a MiB or more).
+    #[serde(default)]
+    pub actual_size_bytes: u64,
 }
 
 /// The engine's record of why a replica is ERR.
@@ -126,6 +130,7 @@ impl Replica {
                 fault: None,
                 rebuild: None,
                 integrity: None,
+                actual_size_bytes: 0,
             },
         }
     }

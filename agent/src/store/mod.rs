@@ -26,6 +26,7 @@ pub mod conformance;
 pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod instrumented;
 
 use std::sync::Arc;
 use std::time::Duration;

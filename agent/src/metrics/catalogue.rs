@@ -1,0 +1,374 @@
+//! Every metric family vigil exports: name, type, labels and meaning. The
+//! HELP lines on `/metrics` come from here, docs/metrics.md is checked
+//! against it (a test fails when they disagree), and a test checks a real
+//! render against it, so code, catalogue and document cannot drift apart.
+
+use super::names::*;
+
+/// A Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Where a family's values come from, which decides who reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Recorded as things happen (data path, store requests, actions).
+    Recorded,
+    /// Computed at each scrape from the cluster state and this agent.
+    Scraped,
+}
+
+/// One metric family.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+    pub source: Source,
+}
+
+const fn f(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+    source: Source,
+) -> Family {
+    Family {
+        name,
+        kind,
+        labels,
+        help,
+        source,
+    }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+use Source::{Recorded, Scraped};
+
+/// The engine's data-path families (recorded by `vigil_engine`).
+pub const ENGINE_VOLUME_IO_OPS: &str = "vigil_volume_io_ops_total";
+pub const ENGINE_VOLUME_IO_BYTES: &str = "vigil_volume_io_bytes_total";
+pub const ENGINE_VOLUME_IO_ERRORS: &str = "vigil_volume_io_errors_total";
+pub const ENGINE_VOLUME_IO_LATENCY: &str = "vigil_volume_io_latency_seconds";
+pub const ENGINE_REPLICA_WRITE_LATENCY: &str = "vigil_replica_write_latency_seconds";
+pub const ENGINE_REPLICA_FAULTS: &str = "vigil_replica_faults_total";
+
+/// The catalogue.
+pub const FAMILIES: &[Family] = &[
+    // process
+    f(
+        BUILD_INFO,
+        Gauge,
+        &["version", "node"],
+        "Always 1; labels carry the agent's version and node name.",
+        Scraped,
+    ),
+    f(
+        PROCESS_RESIDENT_MEMORY,
+        Gauge,
+        &[],
+        "Resident memory of the agent process in bytes.",
+        Scraped,
+    ),
+    f(
+        PROCESS_THREADS,
+        Gauge,
+        &[],
+        "Threads of the agent process.",
+        Scraped,
+    ),
+    f(
+        PROCESS_OPEN_FDS,
+        Gauge,
+        &[],
+        "Open file descriptors of the agent process.",
+        Scraped,
+    ),
+    f(
+        PROCESS_START_TIME,
+        Gauge,
+        &[],
+        "Start time of the agent process, seconds since the Unix epoch.",
+        Scraped,
+    ),
+    f(
+        SCRAPE_DURATION,
+        Gauge,
+        &[],
+        "Time the previous /metrics render took on this agent, in seconds.",
+        Scraped,
+    ),
+    // store
+    f(
+        STORE_REQUEST_DURATION,
+        Histogram,
+        &["op"],
+        "Latency of this agent's requests to the cluster store, by operation.",
+        Recorded,
+    ),
+    f(
+        STORE_REQUEST_ERRORS,
+        Counter,
+        &["op", "kind"],
+        "Failed store requests by operation and error kind (conflict is an expected compare-and-swap loss).",
+        Recorded,
+    ),
+    f(
+        STORE_UP,
+        Gauge,
+        &[],
+        "1 when this agent read the cluster store for this scrape, 0 when it could not.",
+        Scraped,
+    ),
+    // cluster and nodes (every agent reports the same cluster-wide view)
+    f(
+        CLUSTER_NODES_EXPECTED,
+        Gauge,
+        &[],
+        "Nodes registered in the cluster (reported by every agent, so a dead node is still counted).",
+        Scraped,
+    ),
+    f(
+        CLUSTER_NODES_READY,
+        Gauge,
+        &[],
+        "Registered nodes whose agent holds its liveness lease (reported by every agent).",
+        Scraped,
+    ),
+    f(
+        NODE_READY,
+        Gauge,
+        &["node"],
+        "1 when the node's agent holds its liveness lease, 0 when not (reported by every agent for every node).",
+        Scraped,
+    ),
+    // disks (reported by the disk's own agent)
+    f(
+        DISK_STATE,
+        Gauge,
+        &["node", "disk", "path", "state"],
+        "1 for the disk's current state (ready, missing, replaced), as its agent sees it.",
+        Scraped,
+    ),
+    f(
+        DISK_CAPACITY,
+        Gauge,
+        &["node", "disk", "path"],
+        "Size of the filesystem holding the disk, in bytes.",
+        Scraped,
+    ),
+    f(
+        DISK_AVAILABLE,
+        Gauge,
+        &["node", "disk", "path"],
+        "Free bytes on the disk's filesystem.",
+        Scraped,
+    ),
+    f(
+        DISK_USED,
+        Gauge,
+        &["node", "disk", "path"],
+        "Used bytes on the disk's filesystem (capacity minus available).",
+        Scraped,
+    ),
+    f(
+        DISK_SCHEDULED,
+        Gauge,
+        &["node", "disk", "path"],
+        "Sum of the sizes of the replicas scheduled on the disk, in bytes.",
+        Scraped,
+    ),
+    f(
+        DISK_RESERVED,
+        Gauge,
+        &["node", "disk", "path"],
+        "Bytes kept free on the disk for other users of the filesystem.",
+        Scraped,
+    ),
+    f(
+        DISK_IO_ERRORS,
+        Counter,
+        &["node", "disk", "path"],
+        "I/O and no-space errors from this disk's replica files since the agent started.",
+        Scraped,
+    ),
+    // volumes (reported by one agent per volume: where it is attached, else its owner)
+    f(
+        VOLUME_STATE,
+        Gauge,
+        &["volume", "state"],
+        "1 for the volume's current state (creating, detached, attaching, attached, detaching, deleting).",
+        Scraped,
+    ),
+    f(
+        VOLUME_ROBUSTNESS,
+        Gauge,
+        &["volume", "robustness"],
+        "1 for the volume's robustness (healthy, degraded, faulted; unknown while detached).",
+        Scraped,
+    ),
+    f(
+        VOLUME_SIZE,
+        Gauge,
+        &["volume"],
+        "Volume size in bytes.",
+        Scraped,
+    ),
+    f(
+        VOLUME_ACTUAL_SIZE,
+        Gauge,
+        &["volume"],
+        "Bytes allocated by the volume's largest replica (all layers).",
+        Scraped,
+    ),
+    f(
+        VOLUME_REPLICAS_DESIRED,
+        Gauge,
+        &["volume"],
+        "Replica count the volume asks for.",
+        Scraped,
+    ),
+    f(
+        VOLUME_REPLICAS_HEALTHY,
+        Gauge,
+        &["volume"],
+        "Replicas in RW mode (attached) or running (detached).",
+        Scraped,
+    ),
+    f(
+        ENGINE_VOLUME_IO_OPS,
+        Counter,
+        &["volume", "op"],
+        "Frontend requests completed by the volume's engine, by op (read, write, flush, trim, write_zeroes).",
+        Recorded,
+    ),
+    f(
+        ENGINE_VOLUME_IO_BYTES,
+        Counter,
+        &["volume", "op"],
+        "Bytes of successful frontend requests, by op (read, write, trim, write_zeroes).",
+        Recorded,
+    ),
+    f(
+        ENGINE_VOLUME_IO_ERRORS,
+        Counter,
+        &["volume", "op"],
+        "Frontend requests answered with an error, by op.",
+        Recorded,
+    ),
+    f(
+        ENGINE_VOLUME_IO_LATENCY,
+        Histogram,
+        &["volume", "op"],
+        "Latency of frontend requests in the engine, from receipt to answer, by op.",
+        Recorded,
+    ),
+    // replicas
+    f(
+        REPLICA_STATE,
+        Gauge,
+        &["volume", "replica", "node", "state"],
+        "1 for the replica instance's state (starting, running, stopping, stopped, error); reported with its volume.",
+        Scraped,
+    ),
+    f(
+        REPLICA_MODE,
+        Gauge,
+        &["volume", "replica", "node", "mode"],
+        "1 for the replica's mode in the engine (RW, WO, ERR); reported by the engine's agent.",
+        Scraped,
+    ),
+    f(
+        REPLICA_ACTUAL_SIZE,
+        Gauge,
+        &["volume", "replica", "node"],
+        "Bytes allocated by the replica's layer files; reported by its own agent.",
+        Scraped,
+    ),
+    f(
+        REPLICA_REBUILD_COPIED,
+        Gauge,
+        &["volume", "replica"],
+        "Bytes copied so far by the rebuild running into the replica.",
+        Scraped,
+    ),
+    f(
+        REPLICA_REBUILD_SIZE,
+        Gauge,
+        &["volume", "replica"],
+        "Bytes the running rebuild into the replica has to copy.",
+        Scraped,
+    ),
+    f(
+        ENGINE_REPLICA_WRITE_LATENCY,
+        Histogram,
+        &["volume", "replica"],
+        "Latency of each write leg to one replica, as the engine sees it.",
+        Recorded,
+    ),
+    f(
+        ENGINE_REPLICA_FAULTS,
+        Counter,
+        &["volume", "replica", "reason"],
+        "Replica transitions to ERR in the engine, by reason.",
+        Recorded,
+    ),
+    // health
+    f(
+        HEALTH_CHECK,
+        Gauge,
+        &["code", "severity"],
+        "1 for each active (not muted) health check; see docs/health-checks.md. Reported by every agent.",
+        Scraped,
+    ),
+    f(
+        HEALTH_CHECK_OBJECTS,
+        Gauge,
+        &["code"],
+        "Objects affected by each active health check.",
+        Scraped,
+    ),
+    f(
+        HEALTH_CHECK_MUTED,
+        Gauge,
+        &["code"],
+        "1 for each health check currently muted by an operator.",
+        Scraped,
+    ),
+    // actions
+    f(
+        REMEDIATIONS,
+        Counter,
+        &["action"],
+        "Automatic repair actions this agent took (rebuild_replica, fail_replica, ...).",
+        Recorded,
+    ),
+    f(
+        EVENTS_RECORDED,
+        Counter,
+        &["severity"],
+        "Events this agent recorded, by severity.",
+        Recorded,
+    ),
+];
+
+/// The family named `name`, if any.
+pub fn find(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}

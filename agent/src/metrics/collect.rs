@@ -1,0 +1,275 @@
+//! The scraped families: what this agent reports at each scrape.
+//!
+//! Who reports what (so a series comes from exactly one agent, except the
+//! cluster-wide ones every agent reports alike):
+//! * cluster counts, every node's readiness, health checks: every agent;
+//! * a volume's state, robustness, sizes and its replicas' states: the
+//!   volume's reporter — the node it is attached to while that node is
+//!   live, else the live node chosen by rendezvous hashing (the same rule
+//!   as controller ownership), so a volume on a dead node is still seen;
+//! * replica modes and rebuild progress: the agent running the engine;
+//! * disks, replica sizes and disk I/O errors: the disk's own agent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vigil_engine::engine::Mode;
+
+use super::names::*;
+use super::process;
+use super::scrape::Scrape;
+use crate::controller::rendezvous;
+use crate::daemon::Agent;
+use crate::model::{Disk, Node, Replica, Volume};
+
+/// What the scrape read from the store.
+pub struct ClusterView {
+    pub nodes: Vec<Node>,
+    pub live: BTreeSet<String>,
+    pub disks: Vec<Disk>,
+    pub volumes: Vec<Volume>,
+    pub replicas: Vec<Replica>,
+}
+
+fn objects<T>(v: Vec<crate::model::Versioned<T>>) -> Vec<T> {
+    v.into_iter().map(|x| x.object).collect()
+}
+
+impl ClusterView {
+    pub async fn read(agent: &Agent) -> crate::cluster::Result<ClusterView> {
+        let c = &agent.cluster;
+        Ok(ClusterView {
+            replicas: objects(c.list::<Replica>().await?),
+            volumes: objects(c.list::<Volume>().await?),
+            nodes: objects(c.list::<Node>().await?),
+            disks: objects(c.list::<Disk>().await?),
+            live: c.ready_nodes().await?,
+        })
+    }
+}
+
+pub async fn collect(agent: &Agent, page: &Scrape) {
+    let me = agent.config.node_name.as_str();
+    page.gauge(
+        BUILD_INFO,
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("node", me.to_string()),
+        ],
+        1.0,
+    );
+    let p = process::facts();
+    if let Some(v) = p.rss_bytes {
+        page.gauge(PROCESS_RESIDENT_MEMORY, vec![], v as f64);
+    }
+    if let Some(v) = p.threads {
+        page.gauge(PROCESS_THREADS, vec![], v as f64);
+    }
+    if let Some(v) = p.open_fds {
+        page.gauge(PROCESS_OPEN_FDS, vec![], v as f64);
+    }
+    if let Some(v) = process::start_time() {
+        page.gauge(PROCESS_START_TIME, vec![], v);
+    }
+    local_replicas(agent, page);
+    engines(agent, page);
+    match ClusterView::read(agent).await {
+        Ok(view) => {
+            page.gauge(STORE_UP, vec![], 1.0);
+            cluster(me, &view, page);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "metrics: cannot read the cluster state");
+            page.gauge(STORE_UP, vec![], 0.0);
+        }
+    }
+}
+
+/// Replica sizes and disk I/O errors, from this agent's open replicas.
+fn local_replicas(agent: &Agent, page: &Scrape) {
+    let me = &agent.config.node_name;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, held) in agent.replicas.all_held() {
+        let info = held.replica.info();
+        let allocated: u64 = info.chain.iter().map(|l| l.allocated_bytes).sum();
+        page.gauge(
+            REPLICA_ACTUAL_SIZE,
+            vec![
+                ("volume", volume_of(&name).to_string()),
+                ("replica", name.clone()),
+                ("node", me.clone()),
+            ],
+            allocated as f64,
+        );
+        *errors.entry(held.disk.clone()).or_default() += io_errors(&held);
+    }
+    for disk in agent.replicas.disks() {
+        let total = errors.get(&disk.uuid).copied().unwrap_or(0);
+        page.counter(
+            DISK_IO_ERRORS,
+            vec![
+                ("node", me.clone()),
+                ("disk", disk.uuid.clone()),
+                ("path", disk.path.display().to_string()),
+            ],
+            total,
+        );
+    }
+}
+
+/// A replica's volume from its name (`<volume>-r-<8 hex>`).
+fn volume_of(replica: &str) -> &str {
+    replica.rsplit_once("-r-").map_or(replica, |(v, _)| v)
+}
+
+/// The last path segment of `tcp://host:port/<name>`.
+fn replica_name(address: &str) -> &str {
+    address.rsplit('/').next().unwrap_or(address)
+}
+
+/// Modes and rebuild progress of the engines running here.
+fn engines(agent: &Agent, page: &Scrape) {
+    for engine in agent.engines.all() {
+        let status = engine.status();
+        for r in &status.replicas {
+            let replica = replica_name(&r.address).to_string();
+            let mode = match r.mode {
+                Mode::ReadWrite => "RW",
+                Mode::WriteOnly => "WO",
+                Mode::Error => "ERR",
+            };
+            page.gauge(
+                REPLICA_MODE,
+                vec![
+                    ("volume", status.name.clone()),
+                    ("replica", replica.clone()),
+                    ("node", agent.config.node_name.clone()),
+                    ("mode", mode.to_string()),
+                ],
+                1.0,
+            );
+            if let Some(rb) = r.rebuild.as_ref().filter(|rb| rb.finished_unix.is_none()) {
+                let labels = vec![
+                    ("volume", status.name.clone()),
+                    ("replica", replica.clone()),
+                ];
+                page.gauge(REPLICA_REBUILD_COPIED, labels.clone(), rb.bytes_done as f64);
+                page.gauge(REPLICA_REBUILD_SIZE, labels, rb.bytes_total as f64);
+            }
+        }
+    }
+}
+
+fn cluster(me: &str, view: &ClusterView, page: &Scrape) {
+    page.gauge(CLUSTER_NODES_EXPECTED, vec![], view.nodes.len() as f64);
+    let ready = view
+        .nodes
+        .iter()
+        .filter(|n| view.live.contains(&n.name))
+        .count();
+    page.gauge(CLUSTER_NODES_READY, vec![], ready as f64);
+    for n in &view.nodes {
+        let up = view.live.contains(&n.name);
+        page.gauge(
+            NODE_READY,
+            vec![("node", n.name.clone())],
+            if up { 1.0 } else { 0.0 },
+        );
+    }
+    for d in view.disks.iter().filter(|d| d.spec.node == me) {
+        let labels = || {
+            vec![
+                ("node", d.spec.node.clone()),
+                ("disk", d.uuid.clone()),
+                ("path", d.spec.path.clone()),
+            ]
+        };
+        let mut state = labels();
+        state.push((
+            "state",
+            serde_json::to_value(d.status.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        ));
+        page.gauge(DISK_STATE, state, 1.0);
+        let st = &d.status;
+        page.gauge(DISK_CAPACITY, labels(), st.capacity_bytes as f64);
+        page.gauge(DISK_AVAILABLE, labels(), st.available_bytes as f64);
+        page.gauge(
+            DISK_USED,
+            labels(),
+            st.capacity_bytes.saturating_sub(st.available_bytes) as f64,
+        );
+        page.gauge(DISK_SCHEDULED, labels(), st.scheduled_bytes as f64);
+        page.gauge(DISK_RESERVED, labels(), d.spec.reserved_bytes as f64);
+    }
+    let mut replicas_of: BTreeMap<&str, Vec<&Replica>> = BTreeMap::new();
+    for r in &view.replicas {
+        replicas_of
+            .entry(r.spec.volume.as_str())
+            .or_default()
+            .push(r);
+    }
+    for v in &view.volumes {
+        if reporter(v, &view.live).as_deref() != Some(me) {
+            continue;
+        }
+        let reps = replicas_of.get(v.name.as_str()).map_or(&[][..], |r| &r[..]);
+        volume(v, reps, page);
+    }
+}
+
+/// The agent that reports `v` (see the module docs).
+fn reporter(v: &Volume, live: &BTreeSet<String>) -> Option<String> {
+    match &v.status.attached_node {
+        Some(n) if live.contains(n) => Some(n.clone()),
+        _ => rendezvous(&v.name, live),
+    }
+}
+
+fn volume(v: &Volume, replicas: &[&Replica], page: &Scrape) {
+    let name = || vec![("volume", v.name.clone())];
+    let mut l = name();
+    l.push(("state", v.status.state.as_str().to_string()));
+    page.gauge(VOLUME_STATE, l, 1.0);
+    let mut l = name();
+    l.push(("robustness", v.status.robustness.as_str().to_string()));
+    page.gauge(VOLUME_ROBUSTNESS, l, 1.0);
+    page.gauge(VOLUME_SIZE, name(), v.spec.size as f64);
+    let actual = replicas
+        .iter()
+        .map(|r| r.status.actual_size_bytes)
+        .max()
+        .unwrap_or(0);
+    page.gauge(VOLUME_ACTUAL_SIZE, name(), actual as f64);
+    page.gauge(VOLUME_REPLICAS_DESIRED, name(), f64::from(v.spec.replicas));
+    let attached = v.status.attached_node.is_some();
+    let healthy = replicas
+        .iter()
+        .filter(|r| {
+            if attached {
+                r.status.mode == "RW"
+            } else {
+                r.status.state == crate::model::InstanceState::Running
+            }
+        })
+        .count();
+    page.gauge(VOLUME_REPLICAS_HEALTHY, name(), healthy as f64);
+    for r in replicas {
+        page.gauge(
+            REPLICA_STATE,
+            vec![
+                ("volume", v.name.clone()),
+                ("replica", r.name.clone()),
+                ("node", r.spec.node.clone()),
+                ("state", r.status.state.as_str().to_string()),
+            ],
+            1.0,
+        );
+    }
+}
+
+// TEMPORARY until the engine's Replica::io_errors lands (same session).
+fn io_errors(_h: &crate::daemon::replicas::HeldReplica) -> u64 {
+    0
+}
