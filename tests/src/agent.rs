@@ -228,6 +228,27 @@ impl Agent {
         )
     }
 
+    /// Runs the CLI; returns (exit code, stdout, stderr) — for commands
+    /// whose exit code means something (`vigil doctor`).
+    pub fn cli_code(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(vigil_bin())
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `GET path` on this agent's API listener; the body on a 200.
+    pub fn get(&self, path: &str) -> Option<String> {
+        http_get(self.listen_port, path)
+    }
+
     /// Runs the CLI with `-o json`, asserts success, parses stdout.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut full = vec!["-o", "json"];

@@ -95,16 +95,30 @@ pub async fn set(agent: &Agent, name: &str, req: SetSetting) -> Reply {
     get(agent, name).await
 }
 
-/// `GET /v1/events[?kind=K][&object=O][&limit=N]`: newest last.
+/// `GET /v1/events[?kind=K][&object=O][&since=UNIX][&after=ID][&limit=N]`:
+/// newest last. `since` keeps events at or after a time; `after` keeps
+/// those recorded after the event with that id (ids sort by time), which
+/// is how `vigil events -f` follows.
 pub async fn events(agent: &Agent, query: &str) -> Reply {
     let mut kind = None;
     let mut object = None;
+    let mut since = None::<f64>;
+    let mut after = None::<String>;
     let mut limit = 200usize;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "kind" => kind = Some(v.to_string()),
             "object" => object = Some(v.to_string()),
+            "after" => after = Some(v.to_string()),
+            "since" => {
+                since = Some(v.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("since {v:?} is not a Unix time in seconds"),
+                    )
+                })?)
+            }
             "limit" => {
                 limit = v.parse().map_err(|_| {
                     ApiError::bad_request("invalid_query", format!("limit {v:?} is not a number"))
@@ -113,7 +127,9 @@ pub async fn events(agent: &Agent, query: &str) -> Reply {
             _ => {
                 return Err(ApiError::bad_request(
                     "invalid_query",
-                    format!("unknown query parameter {k:?}; known: kind, object, limit"),
+                    format!(
+                        "unknown query parameter {k:?}; known: kind, object, since, after, limit"
+                    ),
                 ));
             }
         }
@@ -124,6 +140,8 @@ pub async fn events(agent: &Agent, query: &str) -> Reply {
         .map(|v| v.object)
         .filter(|e| kind.as_deref().is_none_or(|k| e.kind == k))
         .filter(|e| object.as_deref().is_none_or(|o| e.object == o))
+        .filter(|e| since.is_none_or(|s| e.time >= s))
+        .filter(|e| after.as_deref().is_none_or(|a| e.id.as_str() > a))
         .collect();
     let skip = matching.len().saturating_sub(limit);
     Ok((StatusCode::OK, to_json(&matching[skip..].to_vec())))

@@ -69,6 +69,15 @@ pub enum Command {
         /// Only events about this node.
         #[arg(long)]
         node: Option<String>,
+        /// Only events about this object: `KIND/NAME` (e.g. `replica/v1-r-0a1b2c3d`) or a name.
+        #[arg(long)]
+        object: Option<String>,
+        /// Only events newer than this (e.g. `90s`, `10m`, `2h`, `1d`).
+        #[arg(long, value_parser = crate::cli::duration::parse)]
+        since: Option<std::time::Duration>,
+        /// Keep printing new events as they are recorded (Ctrl-C to stop).
+        #[arg(short = 'f', long)]
+        follow: bool,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },

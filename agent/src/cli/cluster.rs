@@ -209,25 +209,6 @@ pub async fn settings(api: &ApiClient, cmd: SettingsCmd) -> Result<(Value, Rende
     })
 }
 
-pub async fn events(
-    api: &ApiClient,
-    volume: Option<String>,
-    node: Option<String>,
-    limit: usize,
-) -> Result<(Value, Render), CallError> {
-    let mut q = format!("limit={limit}");
-    if let Some(v) = volume {
-        q.push_str(&format!("&kind=volume&object={v}"));
-    } else if let Some(n) = node {
-        q.push_str(&format!("&kind=node&object={n}"));
-    }
-    Ok((
-        api.call(Method::GET, &format!("/v1/events?{q}"), None::<&()>)
-            .await?,
-        event_list,
-    ))
-}
-
 /// Snapshot subcommands under `prefix` (`/v1/volumes` or `/v1/engines`).
 pub fn snapshot_path(prefix: &str, cmd: &SnapshotCmd) -> (Method, String) {
     match cmd {
@@ -454,23 +435,3 @@ fn setting_show(v: &Value) -> String {
     )
 }
 
-fn event_list(v: &Value) -> String {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    let t = e["time"].as_f64().unwrap_or(0.0);
-                    vec![
-                        format!("{t:.3}"),
-                        s(&e["severity"]),
-                        format!("{}/{}", s(&e["kind"]), s(&e["object"])),
-                        s(&e["reason"]),
-                        s(&e["message"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    columns(&["TIME", "TYPE", "OBJECT", "REASON", "MESSAGE"], rows)
-}

@@ -3,6 +3,8 @@
 
 pub mod args;
 mod cluster;
+pub mod duration;
+mod events;
 pub mod http;
 mod table;
 
@@ -19,6 +21,24 @@ use http::{ApiClient, CallError};
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Agent(a) => run_agent(a).await,
+        Command::Events {
+            volume,
+            node,
+            object,
+            since,
+            limit,
+            follow: true,
+        } => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            let filter = events::Filter {
+                volume,
+                node,
+                object,
+                since,
+                limit,
+            };
+            events::follow(&api, &filter, cli.output == Output::Json).await
+        }
         cmd => {
             let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
             match call(&api, cmd).await {
@@ -124,8 +144,20 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
         Command::Events {
             volume,
             node,
+            object,
+            since,
             limit,
-        } => cluster::events(api, volume, node, limit).await?,
+            ..
+        } => {
+            let filter = events::Filter {
+                volume,
+                node,
+                object,
+                since,
+                limit,
+            };
+            events::list(api, &filter).await?
+        }
     })
 }
 

@@ -45,6 +45,11 @@ impl Cluster {
             message: message.into(),
             node: self.node().to_string(),
         };
+        let sev = match severity {
+            Severity::Normal => "normal",
+            Severity::Warning => "warning",
+        };
+        metrics::counter!(crate::metrics::names::EVENTS_RECORDED, "severity" => sev).increment(1);
         match severity {
             Severity::Normal => {
                 tracing::info!(kind, object, reason, message = %event.message, "event")

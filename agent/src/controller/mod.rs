@@ -14,7 +14,10 @@
 //!
 //! Registration and liveness ([`registration`]) run beside the loop.
 
+mod engine_report;
+mod integrity;
 pub mod registration;
+mod replenish;
 mod replicas;
 mod volumes;
 
@@ -116,6 +119,9 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     let snap = Snapshot::read(agent).await?;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
+    if round.is_multiple_of(integrity::EVERY_ROUNDS) {
+        integrity::check(agent, &snap).await;
+    }
     if round.is_multiple_of(30) {
         agent.cluster.prune_events().await;
         registration::refresh_disks(agent).await;

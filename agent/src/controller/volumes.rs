@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use vigil_engine::address::ReplicaAddress;
-use vigil_engine::engine::{Mode, ReplicaSpec};
+use vigil_engine::engine::{FaultReason, Mode, ReplicaSpec};
 
-use super::{Snapshot, owner_of};
+use super::{Snapshot, engine_report, owner_of, replenish};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
@@ -248,24 +248,29 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             ));
         }
     }
-    // replica modes as this engine sees them
-    for r in snap.replicas_of(&vol.name) {
-        let mode = status
-            .replicas
-            .iter()
-            .find(|s| s.address == r.object.status.address && !s.address.is_empty())
-            .map(|s| s.mode.as_str().to_string())
-            .unwrap_or_default();
-        if mode != r.object.status.mode {
-            let mut nr = r.clone();
-            nr.object.status.mode = mode;
-            ops.push(update_op(&nr));
-        }
-    }
+    // replica modes, faults and rebuilds as this engine sees them
+    let now = crate::model::now_unix() as u64;
+    let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
+    ops.extend(changes.iter().map(|c| update_op(&c.replica)));
+    fail_damaged(agent, snap, vol, &engine).await;
+    replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
     if ops.is_empty() {
         return Ok(());
     }
     agent.cluster.txn(ops).await?;
+    for c in changes {
+        if let Some((warning, reason, message)) = c.event {
+            let sev = if warning {
+                Severity::Warning
+            } else {
+                Severity::Normal
+            };
+            agent
+                .cluster
+                .event(sev, "replica", &c.replica.object.name, reason, message)
+                .await;
+        }
+    }
     if vol.status.state == VolumeState::Attaching {
         agent
             .cluster
@@ -300,6 +305,44 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             .await;
     }
     Ok(())
+}
+
+/// Takes out of service a replica whose own agent found its files damaged
+/// (a missing or truncated layer): reads from it could return wrong data.
+async fn fail_damaged(
+    agent: &Agent,
+    snap: &Snapshot,
+    vol: &Volume,
+    engine: &vigil_engine::engine::Engine,
+) {
+    for r in snap.replicas_of(&vol.name) {
+        let Some(problem) = &r.object.status.integrity else {
+            continue;
+        };
+        let message = format!(
+            "layer file {} is {}: {}",
+            problem.file,
+            problem.kind.as_str(),
+            problem.message
+        );
+        if engine.fail_replica(&r.object.status.address, FaultReason::ChecksumMismatch, &message) {
+            crate::metrics::remediation("fail_replica");
+            tracing::warn!(volume = %vol.name, replica = %r.object.name, %message, "damaged replica taken out of service");
+            agent
+                .cluster
+                .event(
+                    Severity::Warning,
+                    "replica",
+                    &r.object.name,
+                    "DamagedReplicaFailed",
+                    format!(
+                        "replica {} of {} taken out of service: {message}",
+                        r.object.name, vol.name
+                    ),
+                )
+                .await;
+        }
+    }
 }
 
 fn ne_key(volume: &str) -> String {

@@ -1,0 +1,156 @@
+//! `vigil events`: list recent events, or follow new ones (`-f`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::Value;
+
+use super::Render;
+use super::http::{ApiClient, CallError};
+use super::table::columns;
+
+/// What to show.
+pub struct Filter {
+    pub volume: Option<String>,
+    pub node: Option<String>,
+    pub object: Option<String>,
+    pub since: Option<Duration>,
+    pub limit: usize,
+}
+
+impl Filter {
+    fn query(&self, after: Option<&str>) -> String {
+        let mut q = format!("limit={}", self.limit);
+        let target = match (&self.volume, &self.node, &self.object) {
+            (Some(v), _, _) => Some(("volume".to_string(), v.clone())),
+            (_, Some(n), _) => Some(("node".to_string(), n.clone())),
+            (_, _, Some(o)) => Some(match o.split_once('/') {
+                Some((k, n)) => (k.to_string(), n.to_string()),
+                None => (String::new(), o.clone()),
+            }),
+            _ => None,
+        };
+        if let Some((kind, name)) = target {
+            if !kind.is_empty() {
+                q.push_str(&format!("&kind={kind}"));
+            }
+            q.push_str(&format!("&object={name}"));
+        }
+        if let Some(d) = self.since {
+            let since = crate::model::now_unix() - d.as_secs_f64();
+            q.push_str(&format!("&since={since:.6}"));
+        }
+        if let Some(a) = after {
+            q.push_str(&format!("&after={a}"));
+        }
+        q
+    }
+}
+
+/// One listing.
+pub async fn list(api: &ApiClient, f: &Filter) -> Result<(Value, Render), CallError> {
+    let v = api
+        .call(Method::GET, &format!("/v1/events?{}", f.query(None)), None::<&()>)
+        .await?;
+    Ok((v, table))
+}
+
+/// Prints the matching events, then every new one as it is recorded, until
+/// interrupted. With `json`, one JSON object per line.
+pub async fn follow(api: &ApiClient, f: &Filter, json: bool) -> ExitCode {
+    let mut last: Option<String> = None;
+    let mut first = true;
+    loop {
+        let path = format!("/v1/events?{}", f.query(last.as_deref()));
+        match api.call(Method::GET, &path, None::<&()>).await {
+            Ok(Value::Array(events)) => {
+                if first && !json {
+                    println!("{}", header());
+                }
+                first = false;
+                for e in &events {
+                    if json {
+                        println!("{e}");
+                    } else {
+                        println!("{}", line(e));
+                    }
+                    if let Some(id) = e["id"].as_str() {
+                        last = Some(id.to_string());
+                    }
+                }
+            }
+            Ok(other) => {
+                eprintln!("error: unexpected answer: {other}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => eprintln!("warning: {e}; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_default()
+}
+
+fn cells(e: &Value) -> Vec<String> {
+    vec![
+        utc(e["time"].as_f64().unwrap_or(0.0)),
+        text(&e["severity"]),
+        format!("{}/{}", text(&e["kind"]), text(&e["object"])),
+        text(&e["reason"]),
+        text(&e["message"]),
+    ]
+}
+
+const HEADER: [&str; 5] = ["TIME (UTC)", "TYPE", "OBJECT", "REASON", "MESSAGE"];
+
+fn header() -> String {
+    HEADER.join("  ")
+}
+
+fn line(e: &Value) -> String {
+    cells(e).join("  ")
+}
+
+fn table(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .map(|a| a.iter().map(cells).collect())
+        .unwrap_or_default();
+    columns(&HEADER, rows)
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` for a Unix time (UTC), without a date crate:
+/// days to a civil date by the usual era arithmetic.
+pub fn utc(unix: f64) -> String {
+    let ms = (unix * 1000.0).max(0.0) as u64;
+    let (secs, ms) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{ms:03}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0.0), "1970-01-01 00:00:00.000");
+        assert_eq!(super::utc(951_782_400.5), "2000-02-29 00:00:00.500");
+        assert_eq!(super::utc(1_795_320_689.0), "2026-11-22 01:31:29.000");
+    }
+}

@@ -1,0 +1,136 @@
+//! What a replica's own agent finds in its files, written into the replica
+//! object for health checks and the engine's agent to act on:
+//!
+//! * integrity — every layer and metadata file present, readable and sized
+//!   as its metadata says (a cheap check, no data read, run every
+//!   [`EVERY_ROUNDS`] rounds); the first problem is recorded, naming the
+//!   file, and cleared when a later check finds the chain whole;
+//! * actual size — bytes the layer files allocate (rewritten when it moved
+//!   by [`SIZE_STEP`] or more, so steady writes do not churn the store).
+
+use std::sync::Arc;
+
+use vigil_engine::replica::{ChainProblem, VerifyReport};
+
+use super::Snapshot;
+use crate::cluster::events::Severity;
+use crate::daemon::Agent;
+use crate::model::replica::{IntegrityKind, IntegrityProblem};
+use crate::model::{Replica, Versioned};
+
+/// Rounds between two checks (a round is at most `RESYNC`, 2 s).
+pub const EVERY_ROUNDS: u64 = 5;
+
+/// Smallest change of actual size worth a store write.
+const SIZE_STEP: u64 = 1 << 20;
+
+pub async fn check(agent: &Arc<Agent>, snap: &Snapshot) {
+    let me = agent.config.node_name.as_str();
+    for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
+        let Some(held) = agent.replicas.held(&r.object.name) else {
+            continue;
+        };
+        let replica = Arc::clone(&held.replica);
+        let checked = tokio::task::spawn_blocking(move || {
+            let report = replica.check_files();
+            let allocated: u64 = replica.info().chain.iter().map(|l| l.allocated_bytes).sum();
+            (report, allocated)
+        })
+        .await;
+        let (report, allocated) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(replica = %r.object.name, error = %e, "file check task failed");
+                continue;
+            }
+        };
+        let now = crate::model::now_unix() as u64;
+        let problem = match report {
+            Ok(rep) => first_problem(&rep, now),
+            Err(e) => Some(IntegrityProblem {
+                kind: IntegrityKind::Unreadable,
+                file: held.dir.display().to_string(),
+                message: e.to_string(),
+                found_unix: now,
+            }),
+        };
+        if let Err(e) = record(agent, r, problem, allocated).await
+            && !e.is_conflict()
+        {
+            tracing::warn!(replica = %r.object.name, error = %e, "cannot record the file check");
+        }
+    }
+}
+
+fn first_problem(report: &VerifyReport, now: u64) -> Option<IntegrityProblem> {
+    let p: &ChainProblem = report.problems.first()?;
+    let kind = match p.kind.as_str() {
+        "missing" => IntegrityKind::Missing,
+        "size" => IntegrityKind::Truncated,
+        _ => IntegrityKind::Corrupt,
+    };
+    Some(IntegrityProblem {
+        kind,
+        file: p.file.display().to_string(),
+        message: format!("layer {}: {}", p.layer, p.detail),
+        found_unix: now,
+    })
+}
+
+async fn record(
+    agent: &Agent,
+    r: &Versioned<Replica>,
+    problem: Option<IntegrityProblem>,
+    allocated: u64,
+) -> crate::cluster::Result<()> {
+    let st = &r.object.status;
+    // The same problem found again keeps its first sighting time.
+    let same = match (&st.integrity, &problem) {
+        (Some(a), Some(b)) => a.kind == b.kind && a.file == b.file,
+        (None, None) => true,
+        _ => false,
+    };
+    let size_moved = allocated.abs_diff(st.actual_size_bytes) >= SIZE_STEP
+        || ((allocated == 0) != (st.actual_size_bytes == 0));
+    if same && !size_moved {
+        return Ok(());
+    }
+    let mut next = r.clone();
+    next.object.status.actual_size_bytes = allocated;
+    if !same {
+        next.object.status.integrity = problem.clone();
+    }
+    agent.cluster.update(&next).await?;
+    if same {
+        return Ok(());
+    }
+    let name = &r.object.name;
+    match problem {
+        Some(p) => {
+            tracing::warn!(replica = %name, file = %p.file, kind = p.kind.as_str(), "replica files damaged");
+            agent
+                .cluster
+                .event(
+                    Severity::Warning,
+                    "replica",
+                    name,
+                    "ReplicaFilesDamaged",
+                    format!("replica {name}: {} is {} ({})", p.file, p.kind.as_str(), p.message),
+                )
+                .await;
+        }
+        None => {
+            agent
+                .cluster
+                .event(
+                    Severity::Normal,
+                    "replica",
+                    name,
+                    "ReplicaFilesWhole",
+                    format!("replica {name}: every layer file is present and sized again"),
+                )
+                .await;
+        }
+    }
+    Ok(())
+}

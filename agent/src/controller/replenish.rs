@@ -1,0 +1,107 @@
+//! Bringing a returning replica back: when a replica the engine had to drop
+//! (ERR) runs again on a live node — its agent restarted, the network came
+//! back — or runs at an address the engine does not know, the engine's
+//! agent adds it again. It is rebuilt from a healthy replica (it missed
+//! writes, so it is never trusted as it is) and becomes RW when done.
+//!
+//! One rebuild at a time per engine (the engine refuses a second). A
+//! replica whose files its own agent found damaged is left alone here:
+//! repairing a broken chain is the integrity controller's business.
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+use vigil_engine::address::ReplicaAddress;
+use vigil_engine::engine::{Engine, EngineStatus, FaultReason, Mode};
+
+use super::Snapshot;
+use crate::cluster::events::Severity;
+use crate::daemon::Agent;
+use crate::model::{InstanceState, Volume};
+
+/// How long a replica stays ERR before it is tried again: short for faults
+/// that a restart or a reconnect fixes, long for the rest (so a failing
+/// disk is not hammered with rebuilds every round).
+fn retry_after(reason: FaultReason) -> u64 {
+    match reason {
+        FaultReason::ConnectionLost
+        | FaultReason::Unreachable
+        | FaultReason::Timeout
+        | FaultReason::Refused
+        | FaultReason::Stale => 3,
+        _ => 60,
+    }
+}
+
+/// Starts at most one rebuild for `vol` if a replica is due.
+pub async fn rejoin(
+    agent: &Agent,
+    snap: &Snapshot,
+    vol: &Volume,
+    engine: &Arc<Engine>,
+    status: &EngineStatus,
+    now: u64,
+) {
+    if status.replicas.iter().any(|s| s.mode == Mode::WriteOnly) {
+        return;
+    }
+    for r in snap.replicas_of(&vol.name) {
+        let st = &r.object.status;
+        if st.state != InstanceState::Running
+            || st.address.is_empty()
+            || st.integrity.is_some()
+            || !snap.ready.contains(&r.object.spec.node)
+        {
+            continue;
+        }
+        let due = match status.replicas.iter().find(|s| s.address == st.address) {
+            None => true,
+            Some(s) if s.mode != Mode::Error => false,
+            Some(s) => s.fault.as_ref().is_none_or(|f| {
+                now.saturating_sub(f.at_unix) >= retry_after(f.reason)
+            }),
+        };
+        if !due {
+            continue;
+        }
+        let span = tracing::info_span!("rejoin_replica", volume = %vol.name, replica = %r.object.name, node = %r.object.spec.node);
+        add(agent, engine, &vol.name, &r.object.name, &st.address)
+            .instrument(span)
+            .await;
+        return;
+    }
+}
+
+async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, addr: &str) {
+    let address: ReplicaAddress = match addr.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad replica address");
+            return;
+        }
+    };
+    let backend = match agent.open_backend(&address).await {
+        Ok(b) => b,
+        Err(fault) => {
+            tracing::debug!(reason = %fault.reason, error = %fault.last_error, "replica not reachable yet");
+            return;
+        }
+    };
+    match engine.add_replica(addr.to_string(), backend).await {
+        Ok(()) => {
+            crate::metrics::remediation("rebuild_replica");
+            tracing::info!("replica rejoined; rebuilding");
+            agent
+                .cluster
+                .event(
+                    Severity::Normal,
+                    "replica",
+                    replica,
+                    "RebuildStarted",
+                    format!("replica {replica} of {volume} is back; rebuilding it from a healthy replica"),
+                )
+                .await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot add the replica back"),
+    }
+}
