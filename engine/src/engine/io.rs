@@ -5,14 +5,19 @@
 //! to the next. FLUSH and FUA are durable on every RW replica before the
 //! reply. Unaligned requests are widened to 4 KiB blocks (read-modify-write
 //! under the exclusive gate, so two unaligned writes to one block never race).
+//!
+//! Metrics: each [`ExportDevice`] method times and counts its request
+//! around the inner `serve_*` call; `fan_out` times each replica's leg of a
+//! write, trim or write-zeroes (see [`super::metrics`]).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use super::{Backend, BackendError, Engine, FaultReason, MAX_REPLICA_IO, Mode, Slot};
+use super::{Backend, BackendError, Engine, FaultReason, IoOp, MAX_REPLICA_IO, Mode, Slot};
 use crate::device::{DeviceError, ExportDevice};
 use crate::size::BLOCK_SIZE;
 
@@ -40,7 +45,10 @@ impl Engine {
 
     /// Runs `op` on every RW and WO replica concurrently. Succeeds when at
     /// least one RW replica succeeded; every failure marks its replica ERR.
-    async fn fan_out<F, Fut>(&self, what: &'static str, op: F) -> Result<(), DeviceError>
+    /// Each replica's leg of a write, trim or write-zeroes (not a flush) is
+    /// recorded in its write-latency histogram, failed and timed-out legs
+    /// included: that is the time the engine waited for it.
+    async fn fan_out<F, Fut>(&self, kind: IoOp, op: F) -> Result<(), DeviceError>
     where
         F: Fn(Backend) -> Fut,
         Fut: Future<Output = Result<(), BackendError>>,
@@ -55,15 +63,23 @@ impl Engine {
         // are on the wire before the in-process call is handed to the
         // blocking pool; all then proceed in parallel.
         targets.sort_by_key(|(s, _)| s.is_local());
+        let what = kind.as_str();
         let timeout = self.config.io_timeout;
-        let results = join_all(
-            targets
-                .iter()
-                .map(|(_, b)| tokio::time::timeout(timeout, op(b.clone()))),
-        )
+        // One start for all legs; each leg reads the clock when it answers.
+        let started = Instant::now();
+        let results = join_all(targets.iter().map(|(_, b)| {
+            let leg = tokio::time::timeout(timeout, op(b.clone()));
+            async move {
+                let result = leg.await;
+                (result, started.elapsed())
+            }
+        }))
         .await;
         let mut rw_ok = 0usize;
-        for ((slot, _), result) in targets.iter().zip(results) {
+        for ((slot, _), (result, took)) in targets.iter().zip(results) {
+            if kind != IoOp::Flush {
+                slot.record_write_latency(took.as_secs_f64());
+            }
             match result {
                 Ok(Ok(())) => {
                     if slot.mode() == Mode::ReadWrite {
@@ -142,7 +158,7 @@ impl Engine {
             let n = (len - pos).min(MAX_REPLICA_IO);
             let chunk = data.slice(pos as usize..(pos + n) as usize);
             let at = offset + pos;
-            self.fan_out("write", |b| {
+            self.fan_out(IoOp::Write, |b| {
                 let chunk = chunk.clone();
                 async move { b.write(at, chunk).await }
             })
@@ -153,7 +169,7 @@ impl Engine {
     }
 
     async fn flush_all(&self) -> Result<(), DeviceError> {
-        self.fan_out("flush", |b| async move { b.flush().await })
+        self.fan_out(IoOp::Flush, |b| async move { b.flush().await })
             .await
     }
 
@@ -165,9 +181,9 @@ impl Engine {
         let last_full = end - end % BLOCK_SIZE;
         if last_full > first_full {
             let _gate = self.gate.read().await;
-            let what = if trim { "trim" } else { "write_zeroes" };
+            let kind = if trim { IoOp::Trim } else { IoOp::WriteZeroes };
             let n = last_full - first_full;
-            self.fan_out(what, |b| async move {
+            self.fan_out(kind, |b| async move {
                 if trim {
                     b.trim(first_full, n).await
                 } else {
@@ -204,12 +220,9 @@ impl Engine {
     }
 }
 
-impl ExportDevice for Engine {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    async fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
+/// The requests themselves; [`ExportDevice`] wraps each with its metrics.
+impl Engine {
+    async fn serve_read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
         let len = u64::from(len);
         self.check_range(offset, len)?;
         if len == 0 {
@@ -225,7 +238,7 @@ impl ExportDevice for Engine {
         Ok(data.slice(at..at + len as usize))
     }
 
-    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), DeviceError> {
+    async fn serve_write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), DeviceError> {
         let len = data.len() as u64;
         self.check_range(offset, len)?;
         if len == 0 {
@@ -244,12 +257,12 @@ impl ExportDevice for Engine {
         Ok(())
     }
 
-    async fn flush(&self) -> Result<(), DeviceError> {
+    async fn serve_flush(&self) -> Result<(), DeviceError> {
         let _gate = self.gate.read().await;
         self.flush_all().await
     }
 
-    async fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
+    async fn serve_trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
         let len = u64::from(len);
         self.check_range(offset, len)?;
         if len == 0 {
@@ -258,7 +271,12 @@ impl ExportDevice for Engine {
         self.zero_range(offset, len, true).await
     }
 
-    async fn write_zeroes(&self, offset: u64, len: u32, fua: bool) -> Result<(), DeviceError> {
+    async fn serve_write_zeroes(
+        &self,
+        offset: u64,
+        len: u32,
+        fua: bool,
+    ) -> Result<(), DeviceError> {
         let len = u64::from(len);
         self.check_range(offset, len)?;
         if len == 0 {
@@ -270,6 +288,50 @@ impl ExportDevice for Engine {
             self.flush_all().await?;
         }
         Ok(())
+    }
+}
+
+impl ExportDevice for Engine {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
+        let started = Instant::now();
+        let result = self.serve_read(offset, len).await;
+        self.metrics.read.record(started, u64::from(len), &result);
+        result
+    }
+
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), DeviceError> {
+        let started = Instant::now();
+        let len = data.len() as u64;
+        let result = self.serve_write(offset, data, fua).await;
+        self.metrics.write.record(started, len, &result);
+        result
+    }
+
+    async fn flush(&self) -> Result<(), DeviceError> {
+        let started = Instant::now();
+        let result = self.serve_flush().await;
+        self.metrics.flush.record(started, 0, &result);
+        result
+    }
+
+    async fn trim(&self, offset: u64, len: u32) -> Result<(), DeviceError> {
+        let started = Instant::now();
+        let result = self.serve_trim(offset, len).await;
+        self.metrics.trim.record(started, u64::from(len), &result);
+        result
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u32, fua: bool) -> Result<(), DeviceError> {
+        let started = Instant::now();
+        let result = self.serve_write_zeroes(offset, len, fua).await;
+        self.metrics
+            .write_zeroes
+            .record(started, u64::from(len), &result);
+        result
     }
 }
 

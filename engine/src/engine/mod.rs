@@ -7,26 +7,31 @@
 //! * [`mode`]    — replica modes and fault reasons;
 //! * [`backend`] — in-process or remote replica, one async surface;
 //! * `io`        — the data path (alignment, fan-out, failover);
+//! * [`metrics`] — data-path metrics: names, labels, handles;
 //! * `monitor`   — pings remote replicas so a dead one is noticed while idle;
 //! * `rebuild`   — adding a replica: WO, copy the chain, RW;
 //! * `snapshot`  — snapshot, remove, revert across replicas.
 
 pub mod backend;
 mod io;
+pub mod metrics;
 pub mod mode;
 mod monitor;
 mod rebuild;
 mod snapshot;
 mod status;
+#[cfg(test)]
+mod tests_metrics;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
 pub use backend::{Backend, BackendError};
+pub use metrics::IoOp;
 pub use mode::{Fault, FaultReason, Mode};
 pub use status::{EngineStatus, RebuildProgress, ReplicaStatus, Robustness};
 
@@ -112,6 +117,11 @@ pub struct Slot {
     fault: Mutex<Option<Fault>>,
     rebuild: Mutex<Option<RebuildProgress>>,
     rebuild_done: AtomicU64,
+    /// This replica's write-latency histogram. Set by
+    /// [`Slot::register_metrics`] before the slot is published to the data
+    /// path (in `Engine::start` and `Engine::replace_slots`); a `OnceLock`
+    /// because `Slot::new` does not know the volume.
+    write_latency: OnceLock<::metrics::Histogram>,
 }
 
 impl Slot {
@@ -123,6 +133,20 @@ impl Slot {
             fault: Mutex::new(None),
             rebuild: Mutex::new(None),
             rebuild_done: AtomicU64::new(0),
+            write_latency: OnceLock::new(),
+        }
+    }
+
+    /// Obtains this replica's metric handles (once; later calls are a load).
+    fn register_metrics(&self, volume: &str) {
+        self.write_latency
+            .get_or_init(|| metrics::replica_write_latency(volume, &self.address));
+    }
+
+    /// Records how long one write leg to this replica took.
+    fn record_write_latency(&self, seconds: f64) {
+        if let Some(h) = self.write_latency.get() {
+            h.record(seconds);
         }
     }
 
@@ -158,6 +182,8 @@ pub struct Engine {
     gate: tokio::sync::RwLock<()>,
     rebuilding: AtomicBool,
     monitor: Mutex<Option<JoinHandle<()>>>,
+    /// Frontend metric handles, registered at start.
+    metrics: metrics::VolumeMetrics,
 }
 
 impl Engine {
@@ -215,6 +241,7 @@ impl Engine {
                 }
                 Err(fault) => (errored(spec.address, fault), None),
             };
+            slot.register_metrics(name);
             slots.push(Arc::new(slot));
             revisions.push(revision);
         }
@@ -244,12 +271,21 @@ impl Engine {
             gate: tokio::sync::RwLock::new(()),
             rebuilding: AtomicBool::new(false),
             monitor: Mutex::new(None),
+            metrics: metrics::VolumeMetrics::register(name),
         });
         if !engine.slots().iter().any(|s| s.mode() == Mode::ReadWrite) {
             return Err(EngineError::NoUsableReplica {
                 volume: name.to_string(),
                 detail: engine.why_unavailable(),
             });
+        }
+        // Replicas left out at start (unopenable, stale) count as faults,
+        // but only once the engine runs: a start that fails and is retried
+        // must not count the same replicas again and again.
+        for slot in engine.slots().iter() {
+            if let Some(f) = slot.fault.lock().ok().and_then(|f| f.clone()) {
+                metrics::record_fault(name, &slot.address, f.reason);
+            }
         }
         let handle = monitor::spawn(&engine);
         if let Ok(mut m) = engine.monitor.lock() {
@@ -293,15 +329,44 @@ impl Engine {
         };
         let mut next: Vec<Arc<Slot>> = guard.as_ref().clone();
         f(&mut next);
+        // Before publishing: the data path never sees a slot without its
+        // histogram.
+        for slot in &next {
+            slot.register_metrics(&self.name);
+        }
         *guard = Arc::new(next);
     }
 
     /// Marks a replica ERR with `reason` (once: the first fault is kept).
     fn fail(&self, slot: &Slot, reason: FaultReason, error: impl Into<String>) {
+        self.mark_err(slot, reason, error);
+    }
+
+    /// Marks the replica at `address` ERR with `reason`, as if its I/O had
+    /// failed: the fault is recorded, logged and counted, and the replica
+    /// gets no more requests. For the control plane, e.g. when a replica's
+    /// own agent finds its chain damaged. Returns whether anything changed
+    /// (false for an unknown address or a replica already ERR).
+    pub fn fail_replica(
+        &self,
+        address: &str,
+        reason: FaultReason,
+        message: impl Into<String>,
+    ) -> bool {
+        let slots = self.slots();
+        match slots.iter().find(|s| s.address == address) {
+            Some(slot) => self.mark_err(slot, reason, message),
+            None => false,
+        }
+    }
+
+    /// The RW/WO → ERR transition; returns false if the slot was ERR already.
+    fn mark_err(&self, slot: &Slot, reason: FaultReason, error: impl Into<String>) -> bool {
         let prev = slot.mode.swap(Mode::Error.to_u8(), Ordering::AcqRel);
         if Mode::from_u8(prev) == Mode::Error {
-            return;
+            return false;
         }
+        metrics::record_fault(&self.name, &slot.address, reason);
         let fault = Fault::now(reason, error);
         tracing::warn!(
             volume = %self.name,
@@ -314,6 +379,7 @@ impl Engine {
         if let Ok(mut f) = slot.fault.lock() {
             *f = Some(fault);
         }
+        true
     }
 
     /// Why the volume cannot serve I/O, naming every replica and its reason.

@@ -67,7 +67,7 @@ impl fmt::Display for Mode {
 }
 
 /// Why a replica was marked ERR. Stable snake_case names: they appear in the
-/// API, in logs and (later) as metric labels.
+/// API, in logs and as the `reason` label of `vigil_replica_faults_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultReason {

@@ -32,6 +32,8 @@ mod tests_crash;
 #[cfg(test)]
 mod tests_expand;
 #[cfg(test)]
+mod tests_health;
+#[cfg(test)]
 mod tests_model;
 #[cfg(test)]
 mod tests_rebuild;
@@ -70,6 +72,9 @@ pub struct Replica {
     revision: AtomicU64,
     revfile: RevisionFile,
     staged: Mutex<HashMap<String, Arc<Staged>>>,
+    /// Operations that failed with a disk error since open; see
+    /// [`Replica::io_errors`].
+    io_errors: AtomicU64,
 }
 
 type Result<T> = std::result::Result<T, ReplicaError>;
@@ -175,7 +180,30 @@ impl Replica {
             revision: AtomicU64::new(revision),
             revfile,
             staged: Mutex::new(HashMap::new()),
+            io_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Operations on this replica that failed with a disk error
+    /// ([`ErrorKind::Io`] or [`ErrorKind::NoSpace`]) since it was opened:
+    /// reads, writes, trims, write-zeroes, flushes, revision updates,
+    /// snapshot/remove/revert and the rebuild calls (read layer, stage,
+    /// write staged, install). Invalid requests and lookups that find
+    /// nothing do not count. The control plane watches it for a disk going
+    /// bad before an engine notices.
+    pub fn io_errors(&self) -> u64 {
+        self.io_errors.load(Ordering::Relaxed)
+    }
+
+    /// Runs `op`, counting it in `io_errors` if it fails with a disk error.
+    fn counted<T>(&self, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = op();
+        if let Err(e) = &result
+            && is_disk_error(e)
+        {
+            self.io_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Volume size in bytes.
@@ -196,31 +224,35 @@ impl Replica {
     /// Reads `buf.len()` bytes at `offset` through the chain; never-written
     /// blocks read as zeros without touching the disk.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.check_io(offset, buf.len() as u64)?;
-        rlock(&self.chain).read(offset, buf)
+        self.counted(|| {
+            self.check_io(offset, buf.len() as u64)?;
+            rlock(&self.chain).read(offset, buf)
+        })
     }
     /// Writes `data` at `offset` into the head.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let end = self.check_io(offset, data.len() as u64)?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        let chain = rlock(&self.chain);
-        let head = chain.head();
-        // Data first, index second: a concurrent read sees either the old
-        // data or the new, never a hole where data used to be.
-        head.file.write_at(offset, data)?;
-        wlock(&head.extents).insert(offset, end);
-        self.revision.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        self.counted(|| {
+            let end = self.check_io(offset, data.len() as u64)?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            let chain = rlock(&self.chain);
+            let head = chain.head();
+            // Data first, index second: a concurrent read sees either the old
+            // data or the new, never a hole where data used to be.
+            head.file.write_at(offset, data)?;
+            wlock(&head.extents).insert(offset, end);
+            self.revision.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
     }
     /// Discards a range (reads of it return zeros afterwards).
     pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
-        self.zero_range(offset, len)
+        self.counted(|| self.zero_range(offset, len))
     }
     /// Writes zeros to a range (deallocating where nothing lies below).
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.zero_range(offset, len)
+        self.counted(|| self.zero_range(offset, len))
     }
 
     /// Makes `[offset, offset + len)` read as zeros: holes in the head where
@@ -260,19 +292,23 @@ impl Replica {
 
     /// Makes every completed write durable (fdatasync) and persists the revision.
     pub fn flush(&self) -> Result<()> {
-        // Every operation counted in `rev` finished its pwrite before the
-        // count was bumped, so the fdatasync below covers it.
-        let rev = self.revision.load(Ordering::SeqCst);
-        rlock(&self.chain).head().file.sync_data()?;
-        self.revfile.persist(rev)
+        self.counted(|| {
+            // Every operation counted in `rev` finished its pwrite before the
+            // count was bumped, so the fdatasync below covers it.
+            let rev = self.revision.load(Ordering::SeqCst);
+            rlock(&self.chain).head().file.sync_data()?;
+            self.revfile.persist(rev)
+        })
     }
     /// Adopts revision `rev` and persists it (after syncing the head): a
     /// rebuilt replica takes its source's revision when it turns RW, so that
     /// replicas in sync carry equal revisions and a stale one stands out.
     pub fn set_revision(&self, rev: u64) -> Result<()> {
-        rlock(&self.chain).head().file.sync_data()?;
-        self.revision.store(rev, Ordering::SeqCst);
-        self.revfile.force(rev)
+        self.counted(|| {
+            rlock(&self.chain).head().file.sync_data()?;
+            self.revision.store(rev, Ordering::SeqCst);
+            self.revfile.force(rev)
+        })
     }
 
     /// Bumps and persists the generation; returns the new value.
@@ -303,16 +339,16 @@ impl Replica {
         user_created: bool,
         labels: BTreeMap<String, String>,
     ) -> Result<LayerInfo> {
-        self.snapshot_impl(name, user_created, labels)
+        self.counted(|| self.snapshot_impl(name, user_created, labels))
     }
     /// Removes snapshot `name`, merging its data into its child.
     pub fn remove_snapshot(&self, name: &str) -> Result<()> {
-        self.remove_snapshot_impl(name)
+        self.counted(|| self.remove_snapshot_impl(name))
     }
     /// Discards the head and every snapshot above `name`; a new empty head
     /// sits on `name`.
     pub fn revert(&self, name: &str) -> Result<()> {
-        self.revert_impl(name)
+        self.counted(|| self.revert_impl(name))
     }
     /// Size, revision, generation and the chain bottom to head.
     pub fn info(&self) -> ReplicaInfo {
@@ -330,6 +366,14 @@ impl Replica {
     pub fn verify(&self) -> Result<VerifyReport> {
         verify::verify(&self.dir, &rlock(&self.chain))
     }
+    /// The cheap part of [`Replica::verify`]: every layer's data and
+    /// metadata file present, metadata readable and its parent links
+    /// consistent, file sizes as the metadata says. Reads no data and
+    /// computes or stores no checksum, so it can run every few seconds.
+    /// Problems have the kinds `missing`, `size`, `metadata`, `parent`.
+    pub fn check_files(&self) -> Result<VerifyReport> {
+        Ok(verify::check_files(&self.dir, &rlock(&self.chain)))
+    }
     /// Allocated extents of one layer (rebuild source).
     pub fn layer_extents(&self, layer: &str) -> Result<Vec<Extent>> {
         let chain = rlock(&self.chain);
@@ -345,9 +389,11 @@ impl Replica {
     }
     /// Raw read of one layer's file (holes read as zeros).
     pub fn read_layer(&self, layer: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.check_io(offset, buf.len() as u64)?;
-        let chain = rlock(&self.chain);
-        find_layer(&chain, layer)?.file.read_at(offset, buf)
+        self.counted(|| {
+            self.check_io(offset, buf.len() as u64)?;
+            let chain = rlock(&self.chain);
+            find_layer(&chain, layer)?.file.read_at(offset, buf)
+        })
     }
     /// The checksum of a read-only layer, computing and storing it if missing.
     pub fn layer_checksum(&self, layer: &str) -> Result<Checksum> {
@@ -363,17 +409,17 @@ impl Replica {
     /// Starts receiving a read-only layer from a rebuild source into a
     /// staging file (replacing any earlier partial one).
     pub fn stage_layer(&self, info: &LayerInfo) -> Result<()> {
-        self.stage_layer_impl(info)
+        self.counted(|| self.stage_layer_impl(info))
     }
     /// Writes data into a staged layer.
     pub fn write_staged(&self, layer: &str, offset: u64, data: &[u8]) -> Result<()> {
-        self.write_staged_impl(layer, offset, data)
+        self.counted(|| self.write_staged_impl(layer, offset, data))
     }
     /// Replaces every read-only layer with `layers` (bottom to top): each is
     /// either staged or already present with the same checksum. The head is
     /// kept and re-parented onto the last one. Atomic and crash-safe.
     pub fn install_chain(&self, layers: &[LayerInfo]) -> Result<()> {
-        self.install_chain_impl(layers)
+        self.counted(|| self.install_chain_impl(layers))
     }
 }
 
@@ -391,6 +437,11 @@ fn check_range(offset: u64, len: u64, size: u64) -> Result<u64> {
             "range at {offset} of {len} bytes lies beyond the size {size}"
         ))),
     }
+}
+
+/// Whether `e` is the disk's fault (counted in [`Replica::io_errors`]).
+fn is_disk_error(e: &ReplicaError) -> bool {
+    matches!(e.kind(), ErrorKind::Io | ErrorKind::NoSpace)
 }
 
 /// The layer called `name`, or `NotFound`.

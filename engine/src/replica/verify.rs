@@ -1,6 +1,10 @@
 //! Chain verification: every layer file present and sized as its metadata
 //! says, metadata on disk readable and consistent with the parent links,
 //! every read-only layer's checksum matching its data on disk.
+//!
+//! Two depths share the file checks: [`check_files`] stops there (a stat
+//! and a small JSON read per layer, cheap enough to run every few seconds),
+//! [`verify`] also reads every read-only layer's data for its checksum.
 
 use std::fs;
 use std::io;
@@ -27,8 +31,11 @@ fn problem(layer: &str, file: PathBuf, kind: &str, detail: String) -> ChainProbl
 pub(super) fn verify(dir: &Path, chain: &Chain) -> Result<VerifyReport> {
     let mut problems = Vec::new();
     for (i, layer) in chain.layers.iter().enumerate() {
-        let expected_parent = i.checked_sub(1).map(|p| chain.layers[p].name.clone());
-        check_layer(dir, layer, expected_parent, &mut problems)?;
+        if let Some(mem) = check_layer_files(dir, chain, i, &mut problems)
+            && mem.read_only
+        {
+            check_checksum(dir, layer, &mem, &mut problems)?;
+        }
     }
     Ok(VerifyReport {
         layers_checked: chain.layers.len(),
@@ -36,16 +43,41 @@ pub(super) fn verify(dir: &Path, chain: &Chain) -> Result<VerifyReport> {
     })
 }
 
-fn check_layer(
+/// The file checks of [`verify`] alone: no data is read and no checksum
+/// computed or stored, so the chain on disk is left untouched. Problems
+/// have the kinds `missing`, `size`, `metadata` and `parent`.
+pub(super) fn check_files(dir: &Path, chain: &Chain) -> VerifyReport {
+    let mut problems = Vec::new();
+    for i in 0..chain.layers.len() {
+        check_layer_files(dir, chain, i, &mut problems);
+    }
+    VerifyReport {
+        layers_checked: chain.layers.len(),
+        problems,
+    }
+}
+
+/// Checks layer `i`'s metadata (readable, parent link, same as in memory)
+/// and data file (present, sized). Returns the in-memory metadata if the
+/// data file is there to be checksummed.
+fn check_layer_files(
     dir: &Path,
-    layer: &Layer,
-    expected_parent: Option<String>,
+    chain: &Chain,
+    i: usize,
     problems: &mut Vec<ChainProblem>,
-) -> Result<()> {
+) -> Option<LayerMeta> {
+    let layer = &chain.layers[i];
+    let expected_parent = i.checked_sub(1).map(|p| chain.layers[p].name.clone());
     let name = layer.name.as_str();
-    let mem = lock(&layer.meta).clone();
+    // Memory and disk read under one hold of the layer's meta lock: a
+    // checksum being stored meanwhile (which holds it across its write)
+    // would otherwise look like a mismatch.
+    let (mem, on_disk) = {
+        let meta = lock(&layer.meta);
+        (meta.clone(), LayerMeta::load(dir, name, u64::MAX))
+    };
     let meta_path = layer.meta_path(dir);
-    match LayerMeta::load(dir, name, u64::MAX) {
+    match on_disk {
         Ok(disk) => {
             if disk.parent != expected_parent {
                 problems.push(problem(
@@ -86,17 +118,26 @@ fn check_layer(
                 "missing",
                 "layer data file does not exist".to_string(),
             ));
-            return Ok(());
+            return None;
         }
         Err(e) => {
             problems.push(problem(name, path, "missing", format!("cannot stat: {e}")));
-            return Ok(());
+            return None;
         }
     }
+    Some(mem)
+}
 
-    if !mem.read_only {
-        return Ok(());
-    }
+/// Recomputes a read-only layer's checksum and compares it with the stored
+/// one (storing it if there is none yet).
+fn check_checksum(
+    dir: &Path,
+    layer: &Layer,
+    mem: &LayerMeta,
+    problems: &mut Vec<ChainProblem>,
+) -> Result<()> {
+    let name = layer.name.as_str();
+    let path = layer.path.clone();
     // Recompute from the allocation on disk, not from the index, so that
     // data appearing in a hole is noticed too.
     let actual = match layer
