@@ -74,7 +74,23 @@ impl Agent {
     pub fn start_with(root: &Path, name: &str, token: &str, extra_args: &[&str]) -> Agent {
         let mut a = Agent::start_unready(root, name, token, extra_args);
         a.wait_ready();
+        a.ignore_host_disk_fill();
         a
+    }
+
+    /// Test disks are directories on the machine's own filesystem, which
+    /// other work shares: how full it is says nothing about vigil. The
+    /// default 25 % free-space floor would refuse every replica on a host
+    /// that is 76 % full, so tests lower it to 1 % (tests about the floor
+    /// set it themselves).
+    fn ignore_host_disk_fill(&self) {
+        let (ok, _, err) = self.cli(&[
+            "settings",
+            "set",
+            "storage-minimal-available-percentage",
+            "1",
+        ]);
+        assert!(ok, "lower the free-space floor: {err}");
     }
 
     /// Starts an agent without waiting for its API (for agents that are

@@ -33,8 +33,8 @@ fn items(check: &Value) -> Vec<Value> {
 
 fn doctor(a: &Agent) -> (i32, Value) {
     let (code, out, err) = a.cli_code(&["-o", "json", "doctor"]);
-    let v = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("doctor -o json ({e}): {out} {err}"));
+    let v =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("doctor -o json ({e}): {out} {err}"));
     (code, v)
 }
 
@@ -49,7 +49,13 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
     n2.wait_live();
 
     let v = n1.json(&[
-        "volume", "create", "v", "--size", "64MiB", "--replicas", "2",
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "64MiB",
+        "--replicas",
+        "2",
     ]);
     assert_eq!(v["state"], "detached", "{v}");
     let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
@@ -60,22 +66,39 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
     tools::qemu_write(&data, &endpoint);
 
     // Healthy: doctor exits 0; both scrapes are valid and n1 shows the I/O.
-    wait_until("doctor healthy", Duration::from_secs(15), || doctor(&n1).0 == 0);
+    wait_until("doctor healthy", Duration::from_secs(15), || {
+        doctor(&n1).0 == 0
+    });
     for a in [&n1, &n2] {
         let page = a.get("/metrics").unwrap();
         let complaints = promtool_check(&page);
-        assert!(complaints.is_empty(), "promtool on {}: {complaints}", a.name);
-        assert_eq!(sample(&page, "vigil_cluster_nodes_expected", &[]), Some(2.0));
+        assert!(
+            complaints.is_empty(),
+            "promtool on {}: {complaints}",
+            a.name
+        );
+        assert_eq!(
+            sample(&page, "vigil_cluster_nodes_expected", &[]),
+            Some(2.0)
+        );
         assert_eq!(sample(&page, "vigil_cluster_nodes_ready", &[]), Some(2.0));
     }
     let page = n1.get("/metrics").unwrap();
-    let writes = sample(&page, "vigil_volume_io_bytes_total", &[("volume", "v"), ("op", "write")]);
+    let writes = sample(
+        &page,
+        "vigil_volume_io_bytes_total",
+        &[("volume", "v"), ("op", "write")],
+    );
     assert!(
         writes.is_some_and(|w| w >= SIZE as f64),
         "write bytes {writes:?} after writing {SIZE}"
     );
     assert_eq!(
-        sample(&page, "vigil_volume_robustness", &[("volume", "v"), ("robustness", "healthy")]),
+        sample(
+            &page,
+            "vigil_volume_robustness",
+            &[("volume", "v"), ("robustness", "healthy")]
+        ),
         Some(1.0)
     );
     let replica_on_n2 = n1.json(&["volume", "get", "v"])["replicas"]
@@ -91,10 +114,14 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
     let killed = Instant::now();
     let mut report = Value::Null;
     let mut exit = 0;
-    wait_until("doctor shows the volume degraded", Duration::from_secs(10), || {
-        (exit, report) = doctor(&n1);
-        check(&report, "VOLUME_DEGRADED").is_some() && check(&report, "REPLICA_ERROR").is_some()
-    });
+    wait_until(
+        "doctor shows the volume degraded",
+        Duration::from_secs(10),
+        || {
+            (exit, report) = doctor(&n1);
+            check(&report, "VOLUME_DEGRADED").is_some() && check(&report, "REPLICA_ERROR").is_some()
+        },
+    );
     let seen_after = killed.elapsed();
     assert_ne!(exit, 0, "doctor exit code with a degraded volume: {report}");
     let degraded = check(&report, "VOLUME_DEGRADED").unwrap();
@@ -114,21 +141,32 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
             .any(|r| msg.contains(r)),
         "REPLICA_ERROR gives no reason: {msg}"
     );
-    wait_until("metrics show the degraded volume", Duration::from_secs(5), || {
-        let page = n1.get("/metrics").unwrap_or_default();
-        sample(&page, "vigil_health_check", &[("code", "VOLUME_DEGRADED")]) == Some(1.0)
-            && sample(&page, "vigil_volume_robustness", &[("volume", "v"), ("robustness", "degraded")])
-                == Some(1.0)
-            && sample(
-                &page,
-                "vigil_replica_mode",
-                &[("replica", &replica_on_n2), ("mode", "ERR")],
-            ) == Some(1.0)
-    });
+    wait_until(
+        "metrics show the degraded volume",
+        Duration::from_secs(5),
+        || {
+            let page = n1.get("/metrics").unwrap_or_default();
+            sample(&page, "vigil_health_check", &[("code", "VOLUME_DEGRADED")]) == Some(1.0)
+                && sample(
+                    &page,
+                    "vigil_volume_robustness",
+                    &[("volume", "v"), ("robustness", "degraded")],
+                ) == Some(1.0)
+                && sample(
+                    &page,
+                    "vigil_replica_mode",
+                    &[("replica", &replica_on_n2), ("mode", "ERR")],
+                ) == Some(1.0)
+        },
+    );
     let page = n1.get("/metrics").unwrap();
     assert!(
-        sample(&page, "vigil_replica_faults_total", &[("replica", &replica_on_n2)])
-            .is_some_and(|n| n >= 1.0),
+        sample(
+            &page,
+            "vigil_replica_faults_total",
+            &[("replica", &replica_on_n2)]
+        )
+        .is_some_and(|n| n >= 1.0),
         "no fault counted for {replica_on_n2}"
     );
     let events = n1.json(&["events", "--object", &format!("replica/{replica_on_n2}")]);
@@ -149,15 +187,27 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
     });
     let (_, report) = doctor(&n1);
     let rerr = check(&report, "REPLICA_ERROR").unwrap();
-    assert_eq!(rerr["root"], false, "REPLICA_ERROR should be under NODE_DOWN: {report}");
-    assert_eq!(check(&report, "NODE_DOWN").unwrap()["root"], true, "{report}");
+    assert_eq!(
+        rerr["root"], false,
+        "REPLICA_ERROR should be under NODE_DOWN: {report}"
+    );
+    assert_eq!(
+        check(&report, "NODE_DOWN").unwrap()["root"],
+        true,
+        "{report}"
+    );
     let page = n1.get("/metrics").unwrap();
     assert_eq!(sample(&page, "vigil_cluster_nodes_ready", &[]), Some(1.0));
-    assert_eq!(sample(&page, "vigil_node_ready", &[("node", "n2")]), Some(0.0));
+    assert_eq!(
+        sample(&page, "vigil_node_ready", &[("node", "n2")]),
+        Some(0.0)
+    );
 
     // n2 returns: its replica is rebuilt and everything clears.
     n2.start_again();
-    wait_until("doctor healthy again", Duration::from_secs(60), || doctor(&n1).0 == 0);
+    wait_until("doctor healthy again", Duration::from_secs(60), || {
+        doctor(&n1).0 == 0
+    });
     let v = n1.json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "healthy", "{v}");
     let events = n1.json(&["events", "--object", &format!("replica/{replica_on_n2}")]);
@@ -172,13 +222,23 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         "events of {replica_on_n2}: {reasons:?}"
     );
     let page = n1.get("/metrics").unwrap();
-    assert_eq!(sample(&page, "vigil_health_check", &[("code", "VOLUME_DEGRADED")]), None);
     assert_eq!(
-        sample(&page, "vigil_volume_robustness", &[("volume", "v"), ("robustness", "healthy")]),
+        sample(&page, "vigil_health_check", &[("code", "VOLUME_DEGRADED")]),
+        None
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "vigil_volume_robustness",
+            &[("volume", "v"), ("robustness", "healthy")]
+        ),
         Some(1.0)
     );
     assert!(promtool_check(&page).is_empty());
-    assert!(tools::qemu_equal(&data, &endpoint), "data differs after the rebuild");
+    assert!(
+        tools::qemu_equal(&data, &endpoint),
+        "data differs after the rebuild"
+    );
 }
 
 trait Pipe: Sized {

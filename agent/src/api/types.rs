@@ -192,6 +192,18 @@ pub struct VolumeReplicaView {
     pub mode: String,
     pub address: String,
     pub message: String,
+    /// Why the engine took it out of service (while ERR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<crate::model::replica::ReplicaFault>,
+    /// The current or last rebuild into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<crate::model::replica::ReplicaRebuild>,
+    /// What its agent found wrong with its files, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<crate::model::replica::IntegrityProblem>,
+    /// Bytes its layer files allocate.
+    #[serde(default)]
+    pub actual_size_bytes: u64,
 }
 
 /// A node of the cluster.

@@ -95,6 +95,10 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
                     },
                     address: r.status.address.clone(),
                     message: r.status.message.clone(),
+                    fault: r.status.fault.clone(),
+                    rebuild: r.status.rebuild.clone(),
+                    integrity: r.status.integrity.clone(),
+                    actual_size_bytes: r.status.actual_size_bytes,
                 }
             })
             .collect(),

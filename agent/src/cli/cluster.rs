@@ -434,4 +434,3 @@ fn setting_show(v: &Value) -> String {
         s(&v["description"])
     )
 }
-

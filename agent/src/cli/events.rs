@@ -51,7 +51,11 @@ impl Filter {
 /// One listing.
 pub async fn list(api: &ApiClient, f: &Filter) -> Result<(Value, Render), CallError> {
     let v = api
-        .call(Method::GET, &format!("/v1/events?{}", f.query(None)), None::<&()>)
+        .call(
+            Method::GET,
+            &format!("/v1/events?{}", f.query(None)),
+            None::<&()>,
+        )
         .await?;
     Ok((v, table))
 }

@@ -28,7 +28,9 @@ pub fn changes<'a>(
         let slot = slot_of(&r.object, status);
         let mut next = r.clone();
         let st = &mut next.object.status;
-        st.mode = slot.map(|s| s.mode.as_str().to_string()).unwrap_or_default();
+        st.mode = slot
+            .map(|s| s.mode.as_str().to_string())
+            .unwrap_or_default();
         st.fault = slot
             .filter(|s| s.mode == Mode::Error)
             .and_then(|s| s.fault.as_ref())
@@ -73,7 +75,10 @@ fn slot_of<'s>(r: &Replica, status: &'s EngineStatus) -> Option<&'s SlotStatus> 
     if r.status.address.is_empty() {
         return None;
     }
-    status.replicas.iter().find(|s| s.address == r.status.address)
+    status
+        .replicas
+        .iter()
+        .find(|s| s.address == r.status.address)
 }
 
 fn mode_event(before: &Replica, after: &Replica) -> Option<(bool, &'static str, String)> {
@@ -90,7 +95,11 @@ fn mode_event(before: &Replica, after: &Replica) -> Option<(bool, &'static str, 
             );
             Some((true, "ReplicaFaulted", format!("{who} marked ERR ({why})")))
         }
-        "WO" => Some((false, "ReplicaRebuilding", format!("{who} is being rebuilt (WO)"))),
+        "WO" => Some((
+            false,
+            "ReplicaRebuilding",
+            format!("{who} is being rebuilt (WO)"),
+        )),
         "RW" if old == "WO" => Some((false, "ReplicaRebuilt", format!("{who} rebuilt, now RW"))),
         _ => None,
     }

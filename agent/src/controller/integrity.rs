@@ -115,7 +115,12 @@ async fn record(
                     "replica",
                     name,
                     "ReplicaFilesDamaged",
-                    format!("replica {name}: {} is {} ({})", p.file, p.kind.as_str(), p.message),
+                    format!(
+                        "replica {name}: {} is {} ({})",
+                        p.file,
+                        p.kind.as_str(),
+                        p.message
+                    ),
                 )
                 .await;
         }

@@ -57,9 +57,10 @@ pub async fn rejoin(
         let due = match status.replicas.iter().find(|s| s.address == st.address) {
             None => true,
             Some(s) if s.mode != Mode::Error => false,
-            Some(s) => s.fault.as_ref().is_none_or(|f| {
-                now.saturating_sub(f.at_unix) >= retry_after(f.reason)
-            }),
+            Some(s) => s
+                .fault
+                .as_ref()
+                .is_none_or(|f| now.saturating_sub(f.at_unix) >= retry_after(f.reason)),
         };
         if !due {
             continue;

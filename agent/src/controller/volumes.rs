@@ -308,24 +308,45 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
 }
 
 /// Takes out of service a replica whose own agent found its files damaged
-/// (a missing or truncated layer): reads from it could return wrong data.
+/// (a missing or truncated layer): reads from it could return wrong data,
+/// and it would not open again after a restart. Never the last sound RW
+/// replica, though: its open files still serve, and an I/O error for every
+/// request ("no backend available") would be worse than the risk — the
+/// health check says so loudly instead.
 async fn fail_damaged(
     agent: &Agent,
     snap: &Snapshot,
     vol: &Volume,
     engine: &vigil_engine::engine::Engine,
 ) {
+    let status = engine.status();
+    let sound_rw = |except: &str| {
+        status.replicas.iter().any(|s| {
+            s.mode == Mode::ReadWrite
+                && s.address != except
+                && snap.replicas_of(&vol.name).any(|r| {
+                    r.object.status.address == s.address && r.object.status.integrity.is_none()
+                })
+        })
+    };
     for r in snap.replicas_of(&vol.name) {
         let Some(problem) = &r.object.status.integrity else {
             continue;
         };
+        if !sound_rw(&r.object.status.address) {
+            continue;
+        }
         let message = format!(
             "layer file {} is {}: {}",
             problem.file,
             problem.kind.as_str(),
             problem.message
         );
-        if engine.fail_replica(&r.object.status.address, FaultReason::ChecksumMismatch, &message) {
+        if engine.fail_replica(
+            &r.object.status.address,
+            FaultReason::ChecksumMismatch,
+            &message,
+        ) {
             crate::metrics::remediation("fail_replica");
             tracing::warn!(volume = %vol.name, replica = %r.object.name, %message, "damaged replica taken out of service");
             agent

@@ -14,6 +14,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    #[cfg(test)]
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
@@ -61,13 +62,15 @@ const fn f(
 use Kind::{Counter, Gauge, Histogram};
 use Source::{Recorded, Scraped};
 
-/// The engine's data-path families (recorded by `vigil_engine`).
-pub const ENGINE_VOLUME_IO_OPS: &str = "vigil_volume_io_ops_total";
-pub const ENGINE_VOLUME_IO_BYTES: &str = "vigil_volume_io_bytes_total";
-pub const ENGINE_VOLUME_IO_ERRORS: &str = "vigil_volume_io_errors_total";
-pub const ENGINE_VOLUME_IO_LATENCY: &str = "vigil_volume_io_latency_seconds";
-pub const ENGINE_REPLICA_WRITE_LATENCY: &str = "vigil_replica_write_latency_seconds";
-pub const ENGINE_REPLICA_FAULTS: &str = "vigil_replica_faults_total";
+// The engine's data-path families (recorded by `vigil_engine`).
+use vigil_engine::engine::metrics::{
+    REPLICA_FAULTS_TOTAL as ENGINE_REPLICA_FAULTS,
+    REPLICA_WRITE_LATENCY_SECONDS as ENGINE_REPLICA_WRITE_LATENCY,
+    VOLUME_IO_BYTES_TOTAL as ENGINE_VOLUME_IO_BYTES,
+    VOLUME_IO_ERRORS_TOTAL as ENGINE_VOLUME_IO_ERRORS,
+    VOLUME_IO_LATENCY_SECONDS as ENGINE_VOLUME_IO_LATENCY,
+    VOLUME_IO_OPS_TOTAL as ENGINE_VOLUME_IO_OPS,
+};
 
 /// The catalogue.
 pub const FAMILIES: &[Family] = &[
@@ -368,7 +371,11 @@ pub const FAMILIES: &[Family] = &[
     ),
 ];
 
-/// The family named `name`, if any.
-pub fn find(name: &str) -> Option<&'static Family> {
-    FAMILIES.iter().find(|f| f.name == name)
+/// Whether `labels` are exactly the label names the catalogue gives the
+/// family `name` (checked in debug builds on every scraped series).
+pub fn labels_match(name: &str, labels: &[(&'static str, String)]) -> bool {
+    FAMILIES
+        .iter()
+        .find(|f| f.name == name)
+        .is_some_and(|f| f.labels.iter().copied().eq(labels.iter().map(|(k, _)| *k)))
 }

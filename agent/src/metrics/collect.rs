@@ -100,7 +100,7 @@ fn local_replicas(agent: &Agent, page: &Scrape) {
             ],
             allocated as f64,
         );
-        *errors.entry(held.disk.clone()).or_default() += io_errors(&held);
+        *errors.entry(held.disk.clone()).or_default() += held.replica.io_errors();
     }
     for disk in agent.replicas.disks() {
         let total = errors.get(&disk.uuid).copied().unwrap_or(0);
@@ -267,9 +267,4 @@ fn volume(v: &Volume, replicas: &[&Replica], page: &Scrape) {
             1.0,
         );
     }
-}
-
-// TEMPORARY until the engine's Replica::io_errors lands (same session).
-fn io_errors(_h: &crate::daemon::replicas::HeldReplica) -> u64 {
-    0
 }

@@ -4,7 +4,7 @@
 use metrics::{Key, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
-use super::catalogue::{FAMILIES, Kind, Source};
+use super::catalogue::{FAMILIES, Kind, Source, labels_match};
 
 static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -34,6 +34,10 @@ impl Scrape {
 
     /// Sets a gauge series.
     pub fn gauge(&self, name: &'static str, labels: Labels, value: f64) {
+        debug_assert!(
+            labels_match(name, &labels),
+            "{name} {labels:?} vs catalogue"
+        );
         self.rec
             .register_gauge(&key(name, labels), &META)
             .set(value);
@@ -41,6 +45,10 @@ impl Scrape {
 
     /// Sets a counter series to a total kept elsewhere.
     pub fn counter(&self, name: &'static str, labels: Labels, total: u64) {
+        debug_assert!(
+            labels_match(name, &labels),
+            "{name} {labels:?} vs catalogue"
+        );
         self.rec
             .register_counter(&key(name, labels), &META)
             .absolute(total);
