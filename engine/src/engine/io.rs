@@ -78,7 +78,7 @@ impl Engine {
         let mut rw_ok = 0usize;
         for ((slot, _), (result, took)) in targets.iter().zip(results) {
             if kind != IoOp::Flush {
-                slot.record_write_latency(took.as_secs_f64());
+                slot.record_write_latency(&self.name, took.as_secs_f64());
             }
             match result {
                 Ok(Ok(())) => {

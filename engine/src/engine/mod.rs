@@ -117,10 +117,9 @@ pub struct Slot {
     fault: Mutex<Option<Fault>>,
     rebuild: Mutex<Option<RebuildProgress>>,
     rebuild_done: AtomicU64,
-    /// This replica's write-latency histogram. Set by
-    /// [`Slot::register_metrics`] before the slot is published to the data
-    /// path (in `Engine::start` and `Engine::replace_slots`); a `OnceLock`
-    /// because `Slot::new` does not know the volume.
+    /// This replica's write-latency histogram, made on its first write (a
+    /// replica that never took a write adds no 22 idle series to every
+    /// scrape); a `OnceLock` so the data path pays one load after that.
     write_latency: OnceLock<::metrics::Histogram>,
 }
 
@@ -137,17 +136,11 @@ impl Slot {
         }
     }
 
-    /// Obtains this replica's metric handles (once; later calls are a load).
-    fn register_metrics(&self, volume: &str) {
+    /// Records how long one write leg to this replica of `volume` took.
+    fn record_write_latency(&self, volume: &str, seconds: f64) {
         self.write_latency
-            .get_or_init(|| metrics::replica_write_latency(volume, &self.address));
-    }
-
-    /// Records how long one write leg to this replica took.
-    fn record_write_latency(&self, seconds: f64) {
-        if let Some(h) = self.write_latency.get() {
-            h.record(seconds);
-        }
+            .get_or_init(|| metrics::replica_write_latency(volume, &self.address))
+            .record(seconds);
     }
 
     /// Current mode.
@@ -241,7 +234,6 @@ impl Engine {
                 }
                 Err(fault) => (errored(spec.address, fault), None),
             };
-            slot.register_metrics(name);
             slots.push(Arc::new(slot));
             revisions.push(revision);
         }
@@ -329,11 +321,6 @@ impl Engine {
         };
         let mut next: Vec<Arc<Slot>> = guard.as_ref().clone();
         f(&mut next);
-        // Before publishing: the data path never sees a slot without its
-        // histogram.
-        for slot in &next {
-            slot.register_metrics(&self.name);
-        }
         *guard = Arc::new(next);
     }
 
