@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod daemon;
+mod health;
 #[allow(dead_code, unused_imports)]
 mod model;
 #[allow(dead_code)]
