@@ -11,10 +11,10 @@ use vigil_engine::name::check_name;
 use vigil_engine::size::parse_volume_size;
 
 use super::error::ApiError;
+use super::health;
 use super::to_json;
 use super::types::*;
 use super::{nodes, settings, volumes};
-use super::health;
 use crate::daemon::Agent;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;

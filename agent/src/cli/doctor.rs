@@ -146,11 +146,7 @@ pub fn render(report: &Report) -> String {
         .iter()
         .filter(|c| c.root && c.muted.is_none())
         .collect();
-    let muted: Vec<&Check> = report
-        .checks
-        .iter()
-        .filter(|c| c.muted.is_some())
-        .collect();
+    let muted: Vec<&Check> = report.checks.iter().filter(|c| c.muted.is_some()).collect();
     let mut out = format!(
         "HEALTH_{}: {} root cause(s); {} check(s) failing, {} muted\n",
         report.status.as_str().to_uppercase(),
@@ -170,11 +166,28 @@ pub fn render(report: &Report) -> String {
         for i in c.items.iter().filter(|i| report.is_root_item(i)) {
             out.push_str(&format!("  * {}: {}\n", i.object, i.message));
             let mut seen = BTreeSet::new();
-            consequences(report, &ItemRef::new(&c.code, &i.object), 1, &mut seen, &mut out);
+            consequences(
+                report,
+                &ItemRef::new(&c.code, &i.object),
+                1,
+                &mut seen,
+                &mut out,
+            );
         }
     }
-    if !muted.is_empty() {
+    if !report.mutes.is_empty() {
         out.push_str("\nMuted:\n");
+    }
+    for m in &report.mutes {
+        if report.check(&m.code).is_none() {
+            out.push_str(&format!(
+                "{} (muted until {} by {}: {}; not failing now)\n",
+                m.code,
+                utc(m.until_unix),
+                m.created_by,
+                m.reason
+            ));
+        }
     }
     for c in muted {
         let m = c.muted.as_ref().map_or_else(String::new, |m| {
@@ -216,11 +229,11 @@ fn consequences(
 }
 
 fn consequence_line(report: &Report, code: &str, item: &Item, depth: usize) -> String {
-    let muted = report
-        .check(code)
-        .is_some_and(|c| c.muted.is_some())
-        .then_some(" (muted)")
-        .unwrap_or_default();
+    let muted = if report.check(code).is_some_and(|c| c.muted.is_some()) {
+        " (muted)"
+    } else {
+        ""
+    };
     let severity = codes::info(code).map_or("?", |c| c.severity.as_str());
     format!(
         "{:indent$}-> {code}{muted} [{severity}] {}: {}\n",
@@ -313,6 +326,7 @@ mod tests {
                     vec![item("volume/v1", &[(codes::REPLICA_ERROR, "replica/r2")])],
                 ),
             ],
+            mutes: vec![],
             evaluated_unix: 0,
         };
         report.settle();

@@ -286,9 +286,17 @@ impl<'a> Eval<'a> {
             })
             .collect();
         checks.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(&b.code)));
+        let mut mutes: Vec<_> = view
+            .mutes
+            .iter()
+            .filter(|m| m.active(view.now_unix))
+            .cloned()
+            .collect();
+        mutes.sort_by(|a, b| a.code.cmp(&b.code));
         let mut report = Report {
             status: Status::Ok,
             checks,
+            mutes,
             evaluated_unix: view.now_unix,
         };
         report.settle();
@@ -312,7 +320,10 @@ pub(super) fn robustness(ev: &Eval<'_>, v: &Volume) -> Robustness {
     if engine_current(ev, v) {
         return v.status.robustness;
     }
-    let usable = ev.replicas_of(&v.name).filter(|r| usable_replica(ev, r)).count();
+    let usable = ev
+        .replicas_of(&v.name)
+        .filter(|r| usable_replica(ev, r))
+        .count();
     if usable == 0 {
         Robustness::Faulted
     } else if usable < v.spec.replicas as usize {

@@ -9,8 +9,8 @@
 
 pub mod codes;
 mod evaluate;
-pub mod report;
 mod replicas;
+pub mod report;
 pub mod view;
 mod volumes;
 

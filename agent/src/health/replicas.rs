@@ -159,7 +159,12 @@ impl<'a> Eval<'a> {
                 cause.extend(self.present(SNAPSHOT_FILE_MISSING, &object(r)));
                 cause.extend(self.present(SNAPSHOT_FILE_CORRUPT, &object(r)));
                 cause.extend(self.present(BACKEND_UNREACHABLE, &object(r)));
-                if err && r.status.fault.as_ref().is_some_and(|f| f.reason == "no_space") {
+                if err
+                    && r.status
+                        .fault
+                        .as_ref()
+                        .is_some_and(|f| f.reason == "no_space")
+                {
                     cause.extend(self.present(DISK_FULL, &format!("disk/{}", r.spec.disk)));
                 }
             }

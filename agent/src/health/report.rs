@@ -44,6 +44,9 @@ pub struct Report {
     pub status: Status,
     /// Failing checks, errors first, then by code.
     pub checks: Vec<Check>,
+    /// Every active mute, by code (also of codes that do not fail now).
+    #[serde(default)]
+    pub mutes: Vec<Mute>,
     pub evaluated_unix: u64,
 }
 

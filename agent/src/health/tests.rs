@@ -283,7 +283,11 @@ fn disk_space_thresholds() {
             .collect::<Vec<_>>()
     };
     assert_eq!(full(4 * GIB, 0), [DISK_FULL], "below 5%");
-    assert_eq!(full(10 * GIB, 20 * GIB), [DISK_FULL], "below the reservation");
+    assert_eq!(
+        full(10 * GIB, 20 * GIB),
+        [DISK_FULL],
+        "below the reservation"
+    );
     assert_eq!(full(10 * GIB, 0), [DISK_NEARLY_FULL], "below 15%");
     assert!(full(16 * GIB, 0).is_empty());
 }
@@ -387,9 +391,13 @@ fn missing_replicas_are_unschedulable_and_degrade_the_volume() {
             .message
             .contains("2 of 3 replicas: n3: no disk with room")
     );
-    assert_eq!(
-        item(&report, VOLUME_DEGRADED, "volume/v1").caused_by,
-        [r(REPLICA_UNSCHEDULABLE, "volume/v1")]
+    let d = item(&report, VOLUME_DEGRADED, "volume/v1");
+    assert_eq!(d.caused_by, [r(REPLICA_UNSCHEDULABLE, "volume/v1")]);
+    assert!(
+        d.message
+            .contains("2 of 3 desired replicas RW; 1 not placed"),
+        "{}",
+        d.message
     );
 }
 
@@ -408,7 +416,11 @@ fn a_rebuild_without_progress_is_stuck() {
     };
     v.replicas[1].status.rebuild = Some(rebuild(NOW - 100));
     let report = evaluate(&v);
-    assert_eq!(codes_of(&report), [VOLUME_DEGRADED], "a rebuild in progress");
+    assert_eq!(
+        codes_of(&report),
+        [VOLUME_DEGRADED],
+        "a rebuild in progress"
+    );
     assert!(report.check(VOLUME_DEGRADED).unwrap().root);
     assert!(
         report.checks[0].items[0].message.contains("rebuilding 25%"),
@@ -419,7 +431,10 @@ fn a_rebuild_without_progress_is_stuck() {
     let report = evaluate(&v);
     assert_eq!(roots(&report), [REBUILD_STUCK]);
     let m = &item(&report, REBUILD_STUCK, "replica/r2").message;
-    assert!(m.contains("replica r1 on node n1") && m.contains("301 s"), "{m}");
+    assert!(
+        m.contains("replica r1 on node n1") && m.contains("301 s"),
+        "{m}"
+    );
     assert_eq!(
         item(&report, VOLUME_DEGRADED, "volume/v1").caused_by,
         [r(REBUILD_STUCK, "replica/r2")]
@@ -450,9 +465,15 @@ fn a_volume_with_no_rw_replica_is_faulted() {
     let f = item(&report, VOLUME_FAULTED, "volume/v1");
     assert_eq!(
         f.caused_by,
-        [r(REPLICA_ERROR, "replica/r1"), r(REPLICA_ERROR, "replica/r2")]
+        [
+            r(REPLICA_ERROR, "replica/r1"),
+            r(REPLICA_ERROR, "replica/r2")
+        ]
     );
-    assert_eq!(report.check(VOLUME_FAULTED).unwrap().severity, Severity::Error);
+    assert_eq!(
+        report.check(VOLUME_FAULTED).unwrap().severity,
+        Severity::Error
+    );
 }
 
 #[test]
@@ -486,6 +507,7 @@ fn a_muted_check_does_not_count_and_its_consequences_surface() {
         created_by: "n1".into(),
     });
     let report = evaluate(&v);
+    assert_eq!(report.mutes.len(), 1);
     let nd = report.check(NODE_DOWN).unwrap();
     assert_eq!(nd.muted.as_ref().unwrap().reason, "n2 in maintenance");
     assert_eq!(report.status, Status::Warning, "muted errors do not count");
@@ -506,6 +528,7 @@ fn an_expired_mute_is_ignored() {
     });
     let report = evaluate(&v);
     assert!(report.check(NODE_DOWN).unwrap().muted.is_none());
+    assert!(report.mutes.is_empty());
     assert_eq!(report.status, Status::Error);
 }
 

@@ -70,7 +70,8 @@ impl Eval<'_> {
                 _ => v.status.state.to_string(),
             };
             let counted = if current { "RW" } else { "usable" };
-            let not_counted = if bad.is_empty() {
+            let missing = (v.spec.replicas as usize).saturating_sub(replicas.len());
+            let mut not_counted = if bad.is_empty() {
                 String::new()
             } else {
                 let list: Vec<String> = bad
@@ -79,6 +80,9 @@ impl Eval<'_> {
                     .collect();
                 format!("; not {counted}: {}", list.join(", "))
             };
+            if missing > 0 {
+                not_counted.push_str(&format!("; {missing} not placed"));
+            }
             self.add(
                 code,
                 object,
@@ -103,7 +107,12 @@ impl Eval<'_> {
             } else {
                 r.status.mode.clone()
             });
-            if let Some(b) = r.status.rebuild.as_ref().filter(|b| b.finished_unix.is_none()) {
+            if let Some(b) = r
+                .status
+                .rebuild
+                .as_ref()
+                .filter(|b| b.finished_unix.is_none())
+            {
                 let pct = (b.bytes_done.saturating_mul(100))
                     .checked_div(b.bytes_total)
                     .unwrap_or(0);
