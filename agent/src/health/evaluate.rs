@@ -314,23 +314,48 @@ pub(super) fn engine_current(ev: &Eval<'_>, v: &Volume) -> bool {
             .is_some_and(|n| ev.is_live(n))
 }
 
-/// A volume's robustness: the engine's when it is current, else from its
-/// replicas (see [`usable_replica`]).
+/// A volume's robustness: the engine's when it is current — made worse
+/// when a replica the engine still has RW has damaged files — else from
+/// its replicas (see [`usable_replica`]).
 pub(super) fn robustness(ev: &Eval<'_>, v: &Volume) -> Robustness {
+    let of_count = |n: usize| {
+        if n == 0 {
+            Robustness::Faulted
+        } else if n < v.spec.replicas as usize {
+            Robustness::Degraded
+        } else {
+            Robustness::Healthy
+        }
+    };
     if engine_current(ev, v) {
-        return v.status.robustness;
+        let engine = v.status.robustness;
+        if engine == Robustness::Unknown
+            || !ev
+                .replicas_of(&v.name)
+                .any(|r| r.status.mode == "RW" && r.status.integrity.is_some())
+        {
+            return engine;
+        }
+        let whole = ev
+            .replicas_of(&v.name)
+            .filter(|r| r.status.mode == "RW" && r.status.integrity.is_none())
+            .count();
+        return worse(engine, of_count(whole));
     }
-    let usable = ev
-        .replicas_of(&v.name)
-        .filter(|r| usable_replica(ev, r))
-        .count();
-    if usable == 0 {
-        Robustness::Faulted
-    } else if usable < v.spec.replicas as usize {
-        Robustness::Degraded
-    } else {
-        Robustness::Healthy
-    }
+    of_count(
+        ev.replicas_of(&v.name)
+            .filter(|r| usable_replica(ev, r))
+            .count(),
+    )
+}
+
+fn worse(a: Robustness, b: Robustness) -> Robustness {
+    let rank = |r| match r {
+        Robustness::Faulted => 0,
+        Robustness::Degraded => 1,
+        Robustness::Healthy | Robustness::Unknown => 2,
+    };
+    if rank(a) <= rank(b) { a } else { b }
 }
 
 /// Without a current engine, a replica counts when its instance runs on a

@@ -251,6 +251,26 @@ fn a_missing_snapshot_file_is_the_only_root() {
 }
 
 #[test]
+fn damaged_files_degrade_the_volume_even_before_the_engine_notices() {
+    let mut v = attached_pair();
+    v.replicas[1].status.integrity = Some(IntegrityProblem {
+        kind: IntegrityKind::Missing,
+        file: "/srv/n2/disk/replicas/r2/snap-1.img".into(),
+        message: "not found".into(),
+        found_unix: NOW,
+    });
+    let report = evaluate(&v);
+    assert_eq!(roots(&report), [SNAPSHOT_FILE_MISSING], "{report:#?}");
+    let d = item(&report, VOLUME_DEGRADED, "volume/v1");
+    assert_eq!(d.caused_by, [r(SNAPSHOT_FILE_MISSING, "replica/r2")]);
+    assert!(
+        d.message.contains("r2 (RW, files damaged)"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
 fn truncated_corrupt_and_unreadable_files_are_snapshot_file_corrupt() {
     for kind in [
         IntegrityKind::Truncated,

@@ -52,7 +52,7 @@ impl Eval<'_> {
                 .copied()
                 .filter(|r| {
                     if current {
-                        r.status.mode != "RW"
+                        r.status.mode != "RW" || r.status.integrity.is_some()
                     } else {
                         !usable_replica(self, r)
                     }
@@ -107,6 +107,9 @@ impl Eval<'_> {
             } else {
                 r.status.mode.clone()
             });
+            if r.status.integrity.is_some() {
+                words.push("files damaged".into());
+            }
             if let Some(b) = r
                 .status
                 .rebuild
