@@ -2,6 +2,7 @@
 //! agent's `--listen` address. Errors are JSON `{code, message}`.
 
 pub mod error;
+mod health;
 mod nodes;
 mod routes;
 mod settings;

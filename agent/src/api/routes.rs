@@ -11,6 +11,7 @@ use vigil_engine::name::check_name;
 use vigil_engine::size::parse_volume_size;
 
 use super::error::ApiError;
+use super::health;
 use super::to_json;
 use super::types::*;
 use super::{nodes, settings, volumes};
@@ -72,6 +73,10 @@ pub async fn route(
         (&Method::GET, ["v1", "settings", n]) => settings::get(agent, n).await,
         (&Method::PUT, ["v1", "settings", n]) => settings::set(agent, n, parse(body)?).await,
         (&Method::GET, ["v1", "events"]) => settings::events(agent, query).await,
+        (&Method::GET, ["v1", "health"]) => health::get(agent).await,
+        (&Method::GET, ["v1", "health", "mutes"]) => health::mutes(agent).await,
+        (&Method::POST, ["v1", "health", "mutes"]) => health::mute(agent, parse(body)?).await,
+        (&Method::DELETE, ["v1", "health", "mutes", c]) => health::unmute(agent, c).await,
         (&Method::GET, ["v1", "replicas"]) => {
             let list: Vec<ReplicaView> = agent
                 .replicas

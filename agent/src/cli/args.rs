@@ -61,6 +61,11 @@ pub enum Command {
     /// Cluster settings.
     #[command(subcommand)]
     Settings(SettingsCmd),
+    /// Diagnose the cluster: root causes first, each with cause, fix and consequences (exit 0 healthy, 1 warnings, 2 errors).
+    Doctor,
+    /// Health checks: list them, mute or unmute a code.
+    #[command(subcommand)]
+    Health(HealthCmd),
     /// Recent events (newest last).
     Events {
         /// Only events about this volume.
@@ -81,6 +86,25 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HealthCmd {
+    /// The failing checks, one line each.
+    List,
+    /// Mute a check code for a while (it is still shown, marked muted, and does not count).
+    Mute {
+        /// The code, e.g. NODE_DOWN.
+        code: String,
+        /// How long: 30s, 10m, 1h, 2d (at most 30d).
+        #[arg(long = "for", value_parser = super::doctor::parse_duration)]
+        duration: u64,
+        /// Why (shown with the muted check).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove a code's mute.
+    Unmute { code: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod cluster;
+mod doctor;
 pub mod duration;
 mod events;
 pub mod http;
@@ -21,6 +22,7 @@ use http::{ApiClient, CallError};
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Agent(a) => run_agent(a).await,
+        Command::Doctor => doctor::doctor(&cli.endpoint, cli.output).await,
         Command::Events {
             volume,
             node,
@@ -68,6 +70,8 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
     let none: Option<&()> = None;
     Ok(match cmd {
         Command::Agent(_) => unreachable!("handled by run"),
+        Command::Doctor => unreachable!("handled by run"),
+        Command::Health(cmd) => doctor::health(api, cmd).await?,
         Command::Replica(ReplicaCmd::Create { name, size }) => (
             api.call(
                 Method::POST,

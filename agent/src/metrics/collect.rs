@@ -19,33 +19,8 @@ use super::process;
 use super::scrape::Scrape;
 use crate::controller::rendezvous;
 use crate::daemon::Agent;
-use crate::model::{Disk, Node, Replica, Volume};
-
-/// What the scrape read from the store.
-pub struct ClusterView {
-    pub nodes: Vec<Node>,
-    pub live: BTreeSet<String>,
-    pub disks: Vec<Disk>,
-    pub volumes: Vec<Volume>,
-    pub replicas: Vec<Replica>,
-}
-
-fn objects<T>(v: Vec<crate::model::Versioned<T>>) -> Vec<T> {
-    v.into_iter().map(|x| x.object).collect()
-}
-
-impl ClusterView {
-    pub async fn read(agent: &Agent) -> crate::cluster::Result<ClusterView> {
-        let c = &agent.cluster;
-        Ok(ClusterView {
-            replicas: objects(c.list::<Replica>().await?),
-            volumes: objects(c.list::<Volume>().await?),
-            nodes: objects(c.list::<Node>().await?),
-            disks: objects(c.list::<Disk>().await?),
-            live: c.ready_nodes().await?,
-        })
-    }
-}
+use crate::health;
+use crate::model::{Replica, Volume};
 
 pub async fn collect(agent: &Agent, page: &Scrape) {
     let me = agent.config.node_name.as_str();
@@ -72,15 +47,39 @@ pub async fn collect(agent: &Agent, page: &Scrape) {
     }
     local_replicas(agent, page);
     engines(agent, page);
-    match ClusterView::read(agent).await {
-        Ok(view) => {
-            page.gauge(STORE_UP, vec![], 1.0);
-            cluster(me, &view, page);
+    // One read of the cluster feeds both the state series and the health
+    // checks, so they agree with each other within a scrape.
+    let view = health::View::read(agent).await;
+    let up = view.store_error.is_none();
+    page.gauge(STORE_UP, vec![], if up { 1.0 } else { 0.0 });
+    if up {
+        cluster(me, &view, page);
+    }
+    health_series(&health::evaluate(&view), page);
+}
+
+/// `vigil_health_check` and friends: the same report as `vigil doctor`.
+fn health_series(report: &health::Report, page: &Scrape) {
+    for c in &report.checks {
+        if c.muted.is_some() {
+            continue;
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "metrics: cannot read the cluster state");
-            page.gauge(STORE_UP, vec![], 0.0);
-        }
+        page.gauge(
+            HEALTH_CHECK,
+            vec![
+                ("code", c.code.clone()),
+                ("severity", c.severity.as_str().to_string()),
+            ],
+            1.0,
+        );
+        page.gauge(
+            HEALTH_CHECK_OBJECTS,
+            vec![("code", c.code.clone())],
+            c.items.len() as f64,
+        );
+    }
+    for m in &report.mutes {
+        page.gauge(HEALTH_CHECK_MUTED, vec![("code", m.code.clone())], 1.0);
     }
 }
 
@@ -159,7 +158,7 @@ fn engines(agent: &Agent, page: &Scrape) {
     }
 }
 
-fn cluster(me: &str, view: &ClusterView, page: &Scrape) {
+fn cluster(me: &str, view: &health::View, page: &Scrape) {
     page.gauge(CLUSTER_NODES_EXPECTED, vec![], view.nodes.len() as f64);
     let ready = view
         .nodes

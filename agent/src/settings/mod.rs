@@ -122,6 +122,15 @@ pub const DEFINITIONS: &[Definition] = &[
         doc: "Seconds a node must have been down (lease expired) before controllers act on it.",
     },
     Definition {
+        name: "rebuild-stuck-timeout",
+        kind: Kind::Seconds {
+            min: 10,
+            max: 86_400,
+        },
+        default: "300",
+        doc: "Seconds a replica rebuild may go without progress before the REBUILD_STUCK health check reports it.",
+    },
+    Definition {
         name: "auto-salvage",
         kind: Kind::Bool,
         default: "true",
@@ -326,6 +335,11 @@ impl Settings {
     pub fn attachment_recovery_policy(&self) -> &str {
         self.raw("volume-attachment-recovery-policy")
             .unwrap_or("wait")
+    }
+    pub fn rebuild_stuck_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            u64::try_from(self.int("rebuild-stuck-timeout")).unwrap_or(300),
+        )
     }
     pub fn auto_salvage(&self) -> bool {
         self.flag("auto-salvage")

@@ -1,0 +1,195 @@
+//! The registry of health-check codes. A code is stable: dashboards,
+//! alerts (`vigil_health_check{code,severity}`), mutes and
+//! `docs/health-checks.md` key on it, so a code is never renamed or reused.
+
+use serde::{Deserialize, Serialize};
+
+/// How bad a failing check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Redundancy or headroom is reduced; data is served.
+    Warning,
+    /// Data is unavailable, at risk right now, or the cluster cannot act.
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One code: what it means and what to do, written for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeInfo {
+    pub code: &'static str,
+    pub severity: Severity,
+    /// One line: what is wrong.
+    pub summary: &'static str,
+    /// The probable cause.
+    pub cause: &'static str,
+    /// What to do, with commands.
+    pub fix: &'static str,
+}
+
+pub const STORE_UNREACHABLE: &str = "STORE_UNREACHABLE";
+pub const NODE_DOWN: &str = "NODE_DOWN";
+pub const DISK_UNAVAILABLE: &str = "DISK_UNAVAILABLE";
+pub const DISK_REPLACED: &str = "DISK_REPLACED";
+pub const DISK_FULL: &str = "DISK_FULL";
+pub const DISK_NEARLY_FULL: &str = "DISK_NEARLY_FULL";
+pub const SNAPSHOT_FILE_MISSING: &str = "SNAPSHOT_FILE_MISSING";
+pub const SNAPSHOT_FILE_CORRUPT: &str = "SNAPSHOT_FILE_CORRUPT";
+pub const BACKEND_UNREACHABLE: &str = "BACKEND_UNREACHABLE";
+pub const REPLICA_ERROR: &str = "REPLICA_ERROR";
+pub const REPLICA_STOPPED: &str = "REPLICA_STOPPED";
+pub const REPLICA_UNSCHEDULABLE: &str = "REPLICA_UNSCHEDULABLE";
+pub const REBUILD_STUCK: &str = "REBUILD_STUCK";
+pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
+pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
+
+const CODES: &[CodeInfo] = &[
+    CodeInfo {
+        code: STORE_UNREACHABLE,
+        severity: Severity::Error,
+        summary: "The agent cannot read the cluster store",
+        cause: "etcd is down, has lost quorum, or is unreachable from this node (network, TLS, wrong --store address); with the embedded store, its database file cannot be read. No other check can be evaluated meanwhile and controllers cannot act.",
+        fix: "Check etcd: `etcdctl --endpoints=URL endpoint health`, `journalctl -u etcd`; check the agent's --store flag and its log (`journalctl -u vigil`). Volumes already attached keep serving I/O; nothing changes until the store answers.",
+    },
+    CodeInfo {
+        code: NODE_DOWN,
+        severity: Severity::Error,
+        summary: "A node's agent is not renewing its liveness lease",
+        cause: "The agent on the node stopped or crashed, the machine is down, or it is cut off from the store by the network. Its replicas are unreachable and volumes attached there are not served.",
+        fix: "On the node: `systemctl status vigil`, `journalctl -u vigil -n 200`; restart the agent. From here: `vigil node get NODE`. If the node is gone for good, `vigil node evict NODE` so its replicas are rebuilt elsewhere.",
+    },
+    CodeInfo {
+        code: DISK_UNAVAILABLE,
+        severity: Severity::Error,
+        summary: "A registered disk is missing from its node",
+        cause: "The disk's directory (and the vigil-disk.json identity file at its root) is not at its path: the filesystem is not mounted, the device failed, or the directory was removed. Replicas on it are lost until it returns.",
+        fix: "On the node: `findmnt PATH`, `ls PATH/vigil-disk.json`, `dmesg | tail`; mount the filesystem again and the agent picks the disk up. If it is gone for good, the replicas on it are rebuilt elsewhere after replica-replenishment-wait-interval (`vigil settings get replica-replenishment-wait-interval`).",
+    },
+    CodeInfo {
+        code: DISK_REPLACED,
+        severity: Severity::Warning,
+        summary: "Another disk (another UUID) is now at a registered disk's path",
+        cause: "The filesystem at the path was reformatted, swapped or mounted from another device: the identity file holds a new UUID. The old disk's replicas are not on the new one.",
+        fix: "If the swap was intended, nothing is needed: the old replicas are rebuilt on other disks and the new disk takes new replicas. If not, mount the original device at the path again (`findmnt PATH`) and check with `vigil disk list`.",
+    },
+    CodeInfo {
+        code: DISK_FULL,
+        severity: Severity::Error,
+        summary: "A disk's free space is below its reservation (or 5% of its capacity)",
+        cause: "Replicas (sparse files growing as volumes are written) or other users of the filesystem filled it. Writes to replicas here fail with no_space and the replicas go ERR.",
+        fix: "Free space on the filesystem (`df -h PATH`, `du -sh PATH/*`), delete unneeded volumes or snapshots (`vigil volume snapshot delete V S`), or move replicas away: `vigil node update NODE --allow-scheduling false` and evict. Lower storage-over-provisioning-percentage to avoid over-commit.",
+    },
+    CodeInfo {
+        code: DISK_NEARLY_FULL,
+        severity: Severity::Warning,
+        summary: "A disk's free space is below 15% of its capacity",
+        cause: "Replicas are filling the disk as their volumes are written (they are sparse, so scheduled space is used only as data arrives), or something else uses the filesystem.",
+        fix: "Plan space before it is full: `df -h PATH`, `vigil disk list`; delete unneeded snapshots or volumes, add a disk (`vigil agent --disk`), or stop scheduling there (`vigil node update NODE --allow-scheduling false`).",
+    },
+    CodeInfo {
+        code: SNAPSHOT_FILE_MISSING,
+        severity: Severity::Error,
+        summary: "A layer file of a replica's chain is missing",
+        cause: "A file named by the replica's chain metadata is not in its directory: deleted by hand or by a cleanup job, or lost with the filesystem. The replica cannot serve its data and is taken out of service.",
+        fix: "Do not edit replica directories by hand. Check `vigil replica verify R` on the replica's node. The replica is rebuilt from a healthy one; if it was the last healthy replica, restore the file from a backup and verify again.",
+    },
+    CodeInfo {
+        code: SNAPSHOT_FILE_CORRUPT,
+        severity: Severity::Error,
+        summary: "A layer file of a replica's chain is truncated, corrupt or unreadable",
+        cause: "The file is shorter than its metadata says, its checksum or metadata does not match, or reading it fails: a disk fault, a filesystem error, or a file modified outside vigil.",
+        fix: "Check the disk: `dmesg | grep -i error`, `smartctl -a DEVICE`; run `vigil replica verify R` on the replica's node. The replica is rebuilt from a healthy one; replace the disk if errors repeat.",
+    },
+    CodeInfo {
+        code: BACKEND_UNREACHABLE,
+        severity: Severity::Warning,
+        summary: "A volume's engine lost a replica over the network while the replica's node is up",
+        cause: "The engine's connection to the replica server timed out, was refused or dropped while that node's agent still renews its lease: a network problem between the two nodes (firewall, MTU, packet loss), or the replica server is overloaded or stuck.",
+        fix: "From the engine's node, test the replica's address (`vigil volume get V` shows it): `nc -vz HOST PORT`; check both agents' logs (`journalctl -u vigil`) for the connection errors and the network (`ss -tin`, `ip -s link`). The replica is rebuilt once it is reachable again.",
+    },
+    CodeInfo {
+        code: REPLICA_ERROR,
+        severity: Severity::Warning,
+        summary: "A replica is out of service (ERR in its engine, or failed on its node)",
+        cause: "The engine marked it ERR with a reason (io_error, no_space, timeout, connection_lost, unreachable, refused, checksum_mismatch, invalid, rebuild_failed, stale), or its node could not create or open it, or its node or disk is gone. The item names the reason and the last error.",
+        fix: "Read the reason in the item; `vigil volume get V` and the replica's node log (`journalctl -u vigil | grep R`). A replica on a node or disk that is back is rebuilt automatically; otherwise a new replica is placed after replica-replenishment-wait-interval.",
+    },
+    CodeInfo {
+        code: REPLICA_STOPPED,
+        severity: Severity::Warning,
+        summary: "A replica of a volume is stopped on a live node",
+        cause: "The replica instance was stopped (by an operator, or a controller that has not started it again), so it cannot serve its volume.",
+        fix: "Check `vigil volume get V` and `vigil events --volume V` for who stopped it; the replica controller starts replicas of live volumes again — if it stays stopped, look at the node's log (`journalctl -u vigil`).",
+    },
+    CodeInfo {
+        code: REPLICA_UNSCHEDULABLE,
+        severity: Severity::Warning,
+        summary: "A volume has fewer replicas than it asks for and the rest cannot be placed",
+        cause: "Not enough nodes or disks satisfy the volume's rules: anti-affinity (one replica per node by default), node or disk tags, free space (storage-minimal-available-percentage, over-provisioning), or nodes disabled for scheduling.",
+        fix: "Read the scheduling notes in the item and `vigil volume get V`; add a node or disk, free space, relax the rules (`vigil settings set replica-node-level-soft-anti-affinity true`), or lower the volume's replica count.",
+    },
+    CodeInfo {
+        code: REBUILD_STUCK,
+        severity: Severity::Warning,
+        summary: "A replica rebuild has made no progress for longer than rebuild-stuck-timeout",
+        cause: "The rebuild's source or target stopped answering (node or network trouble), the disks are saturated, or the rebuild task hangs.",
+        fix: "Check `vigil volume get V` (rebuild source and progress), both nodes' logs (`journalctl -u vigil`) and disk latency (`iostat -x 1`). Detaching and attaching the volume again restarts the rebuild.",
+    },
+    CodeInfo {
+        code: VOLUME_DEGRADED,
+        severity: Severity::Warning,
+        summary: "A volume has fewer healthy replicas than desired",
+        cause: "One or more of its replicas failed, are rebuilding, or could not be placed: data is served but with less redundancy. The item lists the checks that explain each missing replica.",
+        fix: "Fix the causes listed under the root checks; rebuilds then restore redundancy. Follow with `vigil volume get V`.",
+    },
+    CodeInfo {
+        code: VOLUME_FAULTED,
+        severity: Severity::Error,
+        summary: "A volume has no healthy replica, or its engine's node is down",
+        cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
+        fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true the newest replica is brought back automatically once reachable; otherwise see `vigil events --volume V`.",
+    },
+];
+
+/// Every code, in a fixed order (roots of causality first).
+pub fn all() -> &'static [CodeInfo] {
+    CODES
+}
+
+/// The definition of `code`, if it is one.
+pub fn info(code: &str) -> Option<&'static CodeInfo> {
+    CODES.iter().find(|c| c.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_upper_snake_and_documented() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in all() {
+            assert!(seen.insert(c.code), "{} twice", c.code);
+            assert!(
+                c.code
+                    .chars()
+                    .all(|ch| ch.is_ascii_uppercase() || ch == '_'),
+                "{}",
+                c.code
+            );
+            assert!(!c.summary.is_empty() && !c.summary.contains('\n'));
+            assert!(!c.cause.is_empty() && !c.fix.is_empty(), "{}", c.code);
+        }
+        assert_eq!(info(NODE_DOWN).map(|c| c.severity), Some(Severity::Error));
+        assert!(info("NOPE").is_none());
+    }
+}

@@ -1,0 +1,97 @@
+//! Everything an evaluation reads, in one serialisable value: read from the
+//! store by [`View::read`], or loaded from a support bundle and evaluated
+//! offline.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::daemon::Agent;
+use crate::model::{Disk, Engine, Mute, Node, Object, Replica, Volume};
+
+/// How long [`View::read`] waits for the store before reporting it
+/// unreachable.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cluster as one agent saw it at `now_unix`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct View {
+    /// Node whose agent read it.
+    pub observer: String,
+    pub now_unix: u64,
+    /// Why the store could not be read; every list is then empty.
+    #[serde(default)]
+    pub store_error: Option<String>,
+    pub nodes: Vec<Node>,
+    /// Nodes holding their liveness lease.
+    pub live: BTreeSet<String>,
+    pub disks: Vec<Disk>,
+    pub volumes: Vec<Volume>,
+    pub replicas: Vec<Replica>,
+    pub engines: Vec<Engine>,
+    /// Every stored mute (expired ones included; evaluation ignores them).
+    pub mutes: Vec<Mute>,
+    /// The `rebuild-stuck-timeout` setting, seconds.
+    pub rebuild_stuck_secs: u64,
+}
+
+/// Seconds since the Unix epoch, whole.
+pub fn now_secs() -> u64 {
+    crate::model::now_unix() as u64
+}
+
+impl View {
+    /// Reads the cluster. Never fails: a store error (or no answer within
+    /// [`READ_TIMEOUT`]) becomes `store_error` with empty lists.
+    pub async fn read(agent: &Agent) -> View {
+        let observer = agent.config.node_name.clone();
+        let read = tokio::time::timeout(READ_TIMEOUT, read_all(&agent.cluster, observer.clone()));
+        match read.await {
+            Ok(Ok(view)) => view,
+            Ok(Err(e)) => View::unreachable(observer, format!("read the cluster store: {e}")),
+            Err(_) => View::unreachable(
+                observer,
+                format!(
+                    "read the cluster store: no answer within {} s",
+                    READ_TIMEOUT.as_secs()
+                ),
+            ),
+        }
+    }
+
+    /// A view that only says the store could not be read.
+    pub fn unreachable(observer: String, error: String) -> View {
+        View {
+            observer,
+            now_unix: now_secs(),
+            store_error: Some(error),
+            rebuild_stuck_secs: crate::settings::Settings::default()
+                .rebuild_stuck_timeout()
+                .as_secs(),
+            ..View::default()
+        }
+    }
+}
+
+async fn list<T: Object>(c: &Cluster) -> Result<Vec<T>, ClusterError> {
+    Ok(c.list::<T>().await?.into_iter().map(|v| v.object).collect())
+}
+
+async fn read_all(c: &Cluster, observer: String) -> Result<View, ClusterError> {
+    let settings = c.settings().await?;
+    Ok(View {
+        observer,
+        now_unix: now_secs(),
+        store_error: None,
+        nodes: list(c).await?,
+        live: c.ready_nodes().await?,
+        disks: list(c).await?,
+        volumes: list(c).await?,
+        replicas: list(c).await?,
+        engines: list(c).await?,
+        mutes: list(c).await?,
+        rebuild_stuck_secs: settings.rebuild_stuck_timeout().as_secs(),
+    })
+}
