@@ -20,6 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::daemon::Agent;
 use error::ApiError;
@@ -59,6 +60,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let span = crate::telemetry::propagation::request_span(&method, &path, req.headers());
     if let Err(e) = authorize(&agent, &method, req.headers()) {
         return Ok(error_response(&e));
     }
@@ -71,7 +73,9 @@ async fn handle(
             )));
         }
     };
-    let result = routes::route(&agent, &method, &path, &query, &body).await;
+    let result = routes::route(&agent, &method, &path, &query, &body)
+        .instrument(span)
+        .await;
     let response = match result {
         Ok((status, json)) => json_response(status, json),
         Err(e) => {
@@ -153,7 +157,8 @@ pub async fn forward(
     }
     let n = agent.cluster.must_get::<crate::model::Node>(node).await?;
     let client = crate::cli::http::ApiClient::new(&n.object.spec.api_address)
-        .with_token(Some(agent.token.expose().to_string()));
+        .with_token(Some(agent.token.expose().to_string()))
+        .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());
     let value: Option<serde_json::Value> =
         (!body.is_empty()).then(|| serde_json::from_slice(body).unwrap_or(serde_json::Value::Null));
     match client
