@@ -17,7 +17,9 @@ fn rebuild_is_one_trace_across_agents() {
     let root = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(root.path());
     let otlp = ["--otlp-endpoint", receiver.endpoint.as_str()];
-    let mut a = Agent::start_with(root.path(), "n1", TOKEN, &otlp);
+    // n1 also traces every NBD request.
+    let sampled = [&otlp[..], &["--trace-io-sample-rate", "1"]].concat();
+    let mut a = Agent::start_with(root.path(), "n1", TOKEN, &sampled);
     let mut b = Agent::start_with(root.path(), "n2", TOKEN, &otlp);
     let mut quiet = Agent::start_with(root.path(), "n3", TOKEN, &[]);
 
@@ -120,6 +122,19 @@ fn rebuild_is_one_trace_across_agents() {
         summary()
     );
 
+    // Sampled data-path I/O: NBD writes on n1 (rate 1), none on n2 (rate 0).
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.node == "n1" && s.name == "nbd.write" && s.attributes["volume"] == "tr"),
+        "no sampled nbd.write span:\n{}",
+        summary()
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| !(s.node == "n2" && s.name.starts_with("nbd.")))
+    );
     assert!(
         spans.iter().all(|s| s.node != "n3"),
         "the agent without an endpoint exported spans:\n{}",
