@@ -21,6 +21,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The OTLP receiver of tests/tests/traces_otlp.rs decodes exports with the
+# official protobuf bindings (PyPI).
+if ! python3 -c 'import opentelemetry.proto' 2>/dev/null; then
+  echo "== installing: opentelemetry-proto (PyPI)"
+  python3 -m pip install -q opentelemetry-proto
+fi
+
 # The etcd store is a cargo feature (etcd-client needs protoc); the tests
 # exercise both stores, so everything is built with it.
 FEATURES=(--features vigil/etcd)

@@ -15,6 +15,7 @@ mod scheduler;
 mod settings;
 #[allow(dead_code)]
 mod store;
+mod telemetry;
 
 use std::process::ExitCode;
 

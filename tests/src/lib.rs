@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod etcd;
+pub mod otlp;
 pub mod prom;
 pub mod tools;
 

@@ -21,6 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::daemon::Agent;
 use error::ApiError;
@@ -63,6 +64,7 @@ async fn handle(
         return Ok(metrics_response(crate::metrics::render(&agent).await));
     }
     let query = req.uri().query().unwrap_or("").to_string();
+    let span = crate::telemetry::propagation::request_span(&method, &path, req.headers());
     if let Err(e) = authorize(&agent, &method, req.headers()) {
         return Ok(error_response(&e));
     }
@@ -75,7 +77,9 @@ async fn handle(
             )));
         }
     };
-    let result = routes::route(&agent, &method, &path, &query, &body).await;
+    let result = routes::route(&agent, &method, &path, &query, &body)
+        .instrument(span)
+        .await;
     let response = match result {
         Ok((status, json)) => json_response(status, json),
         Err(e) => {
@@ -157,7 +161,8 @@ pub async fn forward(
     }
     let n = agent.cluster.must_get::<crate::model::Node>(node).await?;
     let client = crate::cli::http::ApiClient::new(&n.object.spec.api_address)
-        .with_token(Some(agent.token.expose().to_string()));
+        .with_token(Some(agent.token.expose().to_string()))
+        .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());
     let value: Option<serde_json::Value> =
         (!body.is_empty()).then(|| serde_json::from_slice(body).unwrap_or(serde_json::Value::Null));
     match client

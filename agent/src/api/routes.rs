@@ -77,6 +77,7 @@ pub async fn route(
         (&Method::GET, ["v1", "health", "mutes"]) => health::mutes(agent).await,
         (&Method::POST, ["v1", "health", "mutes"]) => health::mute(agent, parse(body)?).await,
         (&Method::DELETE, ["v1", "health", "mutes", c]) => health::unmute(agent, c).await,
+        (&Method::GET, ["v1", "logs"]) => ok(&recent_logs(query)),
         (&Method::GET, ["v1", "replicas"]) => {
             let list: Vec<ReplicaView> = agent
                 .replicas
@@ -166,6 +167,17 @@ pub async fn route(
             format!("no route for {method} {path}"),
         )),
     }
+}
+
+/// `GET /v1/logs?limit=N`: this agent's newest log lines (JSON each),
+/// oldest first; 200 by default, at most the ring's size.
+fn recent_logs(query: &str) -> serde_json::Value {
+    let limit = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(200);
+    serde_json::json!({ "lines": crate::telemetry::logs::recent(limit) })
 }
 
 fn node_view(agent: &Agent) -> NodeView {

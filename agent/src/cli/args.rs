@@ -239,6 +239,22 @@ pub struct AgentArgs {
     /// Cluster store: `embedded` (a database in the data dir) or etcd://host:port[,host:port...].
     #[arg(long, env = "VIGIL_STORE", default_value = "embedded")]
     pub store: crate::store::StoreUrl,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://collector:4318 (`/v1/traces` is appended unless present).
+    /// Without it, the standard OTEL_EXPORTER_OTLP_ENDPOINT is used; with
+    /// neither, no traces are exported.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction (0 to 1) of NBD requests traced, when traces are exported.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub trace_io_sample_rate: f64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -34,6 +34,7 @@ pub enum CallError {
 pub struct ApiClient {
     endpoint: String,
     token: Option<String>,
+    traceparent: Option<String>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
@@ -42,6 +43,7 @@ impl ApiClient {
         ApiClient {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token: None,
+            traceparent: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -50,6 +52,12 @@ impl ApiClient {
     /// agent that listens beyond loopback).
     pub fn with_token(mut self, token: Option<String>) -> ApiClient {
         self.token = token;
+        self
+    }
+
+    /// Sends a W3C `traceparent` (the caller's span continues in the callee).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> ApiClient {
+        self.traceparent = traceparent;
         self
     }
 
@@ -73,6 +81,9 @@ impl ApiClient {
             .header(hyper::header::CONTENT_TYPE, "application/json");
         if let Some(t) = &self.token {
             builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(tp) = &self.traceparent {
+            builder = builder.header("traceparent", tp.as_str());
         }
         let req = builder
             .body(Full::new(bytes))

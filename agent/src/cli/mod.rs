@@ -15,7 +15,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::api::types::*;
-use args::{AgentArgs, Cli, Command, EngineCmd, LogFormat, Output, ReplicaCmd, SnapshotCmd};
+use args::{AgentArgs, Cli, Command, EngineCmd, Output, ReplicaCmd, SnapshotCmd};
 use http::{ApiClient, CallError};
 
 /// Runs one invocation.
@@ -189,12 +189,17 @@ async fn snapshot(
 }
 
 async fn run_agent(a: AgentArgs) -> ExitCode {
-    init_logging(a.log_format);
+    let node_name = a.node_name.unwrap_or_else(hostname);
+    let telemetry = crate::telemetry::init(&crate::telemetry::Config {
+        log_format: a.log_format,
+        node: node_name.clone(),
+        otlp_endpoint: a.otlp_endpoint,
+        trace_io_sample_rate: a.trace_io_sample_rate,
+    });
     if let Err(e) = crate::metrics::install() {
         // Metrics are for watching; an agent that cannot have them still serves.
         tracing::error!(error = %e, "metrics unavailable");
     }
-    let node_name = a.node_name.unwrap_or_else(hostname);
     let engine = vigil_engine::engine::EngineConfig {
         io_timeout: std::time::Duration::from_secs(a.io_timeout_secs.max(1)),
         ..Default::default()
@@ -212,26 +217,17 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         labels: a.labels.into_iter().collect(),
         store: a.store,
     };
-    match crate::daemon::run(config).await {
+    let code = match crate::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "agent failed to start");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    };
+    // After SIGTERM: send the spans still buffered.
+    telemetry.shutdown().await;
+    code
 }
 
 fn hostname() -> String {

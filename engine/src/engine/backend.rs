@@ -71,6 +71,30 @@ async fn blocking<T: Send + 'static>(
         .map_err(local_err)
 }
 
+/// Like [`blocking`], for a chain or rebuild operation: within a traced
+/// span (a rebuild, an API request) it runs in a span of its own named like
+/// the server's (`replica.<op>`), so local and remote replicas trace alike.
+async fn blocking_traced<T: Send + 'static>(
+    op: &'static str,
+    replica: &Arc<Replica>,
+    f: impl FnOnce(&Replica) -> std::result::Result<T, ReplicaError> + Send + 'static,
+) -> Result<T> {
+    if tracing::Span::current().is_none() {
+        return blocking(replica, f).await;
+    }
+    let name = replica
+        .dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let span = tracing::info_span!("replica.local", otel.name = op, replica = %name);
+    let r = Arc::clone(replica);
+    tokio::task::spawn_blocking(move || span.in_scope(|| f(&r)))
+        .await
+        .map_err(join_err)?
+        .map_err(local_err)
+}
+
 impl Backend {
     /// True for an in-process replica.
     pub fn is_local(&self) -> bool {
@@ -152,7 +176,9 @@ impl Backend {
     /// Bumps the replica's generation (done when an engine opens it).
     pub async fn bump_generation(&self) -> Result<u64> {
         match self {
-            Backend::Local(r) => blocking(r, |r| r.bump_generation()).await,
+            Backend::Local(r) => {
+                blocking_traced("replica.bump_generation", r, |r| r.bump_generation()).await
+            }
             Backend::Remote(c) => c.bump_generation().await.map_err(remote_err),
         }
     }
@@ -167,7 +193,10 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let name = name.to_string();
-                blocking(r, move |r| r.snapshot(&name, user_created, labels)).await
+                blocking_traced("replica.snapshot", r, move |r| {
+                    r.snapshot(&name, user_created, labels)
+                })
+                .await
             }
             Backend::Remote(c) => c
                 .snapshot(name, user_created, labels)
@@ -181,7 +210,10 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let name = name.to_string();
-                blocking(r, move |r| r.remove_snapshot(&name)).await
+                blocking_traced("replica.remove_snapshot", r, move |r| {
+                    r.remove_snapshot(&name)
+                })
+                .await
             }
             Backend::Remote(c) => c.remove_snapshot(name).await.map_err(remote_err),
         }
@@ -192,7 +224,7 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let name = name.to_string();
-                blocking(r, move |r| r.revert(&name)).await
+                blocking_traced("replica.revert", r, move |r| r.revert(&name)).await
             }
             Backend::Remote(c) => c.revert(name).await.map_err(remote_err),
         }
@@ -203,7 +235,7 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let layer = layer.to_string();
-                blocking(r, move |r| r.layer_extents(&layer)).await
+                blocking_traced("replica.layer_extents", r, move |r| r.layer_extents(&layer)).await
             }
             Backend::Remote(c) => c.layer_extents(layer).await.map_err(remote_err),
         }
@@ -214,7 +246,7 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let layer = layer.to_string();
-                blocking(r, move |r| {
+                blocking_traced("replica.read_layer", r, move |r| {
                     let mut buf = vec![0u8; len as usize];
                     r.read_layer(&layer, offset, &mut buf)?;
                     Ok(Bytes::from(buf))
@@ -230,7 +262,10 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let layer = layer.to_string();
-                blocking(r, move |r| r.layer_checksum(&layer)).await
+                blocking_traced("replica.layer_checksum", r, move |r| {
+                    r.layer_checksum(&layer)
+                })
+                .await
             }
             Backend::Remote(c) => c.layer_checksum(layer).await.map_err(remote_err),
         }
@@ -241,7 +276,7 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let info = info.clone();
-                blocking(r, move |r| r.stage_layer(&info)).await
+                blocking_traced("replica.stage_layer", r, move |r| r.stage_layer(&info)).await
             }
             Backend::Remote(c) => c.stage_layer(info).await.map_err(remote_err),
         }
@@ -252,7 +287,10 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let layer = layer.to_string();
-                blocking(r, move |r| r.write_staged(&layer, offset, &data)).await
+                blocking_traced("replica.write_staged", r, move |r| {
+                    r.write_staged(&layer, offset, &data)
+                })
+                .await
             }
             Backend::Remote(c) => c
                 .write_staged(layer, offset, data)
@@ -264,7 +302,9 @@ impl Backend {
     /// Adopts `revision` and persists it.
     pub async fn set_revision(&self, revision: u64) -> Result<()> {
         match self {
-            Backend::Local(r) => blocking(r, move |r| r.set_revision(revision)).await,
+            Backend::Local(r) => {
+                blocking_traced("replica.set_revision", r, move |r| r.set_revision(revision)).await
+            }
             Backend::Remote(c) => c.set_revision(revision).await.map_err(remote_err),
         }
     }
@@ -274,7 +314,10 @@ impl Backend {
         match self {
             Backend::Local(r) => {
                 let layers = layers.to_vec();
-                blocking(r, move |r| r.install_chain(&layers)).await
+                blocking_traced("replica.install_chain", r, move |r| {
+                    r.install_chain(&layers)
+                })
+                .await
             }
             Backend::Remote(c) => c.install_chain(layers).await.map_err(remote_err),
         }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::Instrument;
+
 use super::status::RebuildProgress;
 use super::{Backend, BackendError, Engine, EngineError, FaultReason, MAX_REPLICA_IO, Mode, Slot};
 use crate::replica::LayerInfo;
@@ -43,10 +45,30 @@ impl Drop for RebuildFlag {
 impl Engine {
     /// Adds a replica and starts rebuilding it in the background. Returns
     /// once it is WO (receiving writes); `status()` shows the progress.
+    ///
+    /// The whole rebuild, background copy included, is one `rebuild` span
+    /// (volume, replica, source): one trace across the agents involved.
     pub async fn add_replica(
         self: &Arc<Self>,
         address: String,
         backend: Backend,
+    ) -> Result<(), EngineError> {
+        let span = tracing::info_span!(
+            "rebuild",
+            volume = %self.name,
+            replica = %address,
+            source = tracing::field::Empty,
+        );
+        self.start_rebuild(address, backend, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn start_rebuild(
+        self: &Arc<Self>,
+        address: String,
+        backend: Backend,
+        span: tracing::Span,
     ) -> Result<(), EngineError> {
         if self
             .slots()
@@ -90,6 +112,7 @@ impl Engine {
                     detail: self.why_unavailable(),
                 });
             };
+            span.record("source", source_slot.address.as_str());
             let snap = format!("rebuild-{}-{}", now_unix(), rand::random::<u32>());
             let mut chain = None;
             for (s, b) in &sources {
@@ -122,7 +145,7 @@ impl Engine {
             (slot, (source_slot, source), chain)
         };
         let engine = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = async move {
             let _flag = flag;
             let layers: Vec<LayerInfo> = chain.into_iter().filter(|l| l.read_only).collect();
             let done = match engine.copy_chain(&slot, &source, &layers).await {
@@ -140,7 +163,9 @@ impl Engine {
             {
                 p.finished_unix = Some(now_unix());
             }
-        });
+        };
+        // The copy outlives this call: it carries the rebuild span along.
+        tokio::spawn(task.instrument(span));
         Ok(())
     }
 

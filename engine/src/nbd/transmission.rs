@@ -7,16 +7,19 @@
 //! be sent) per connection. Permits travel with the reply and are released
 //! once the reply has been handed to the socket buffer.
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::Instrument;
 
 use super::NbdError;
 use super::wire::*;
 use crate::device::{DeviceError, ExportDevice};
+use crate::protocol::trace_context;
 
 /// Requests in flight per connection.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -51,6 +54,31 @@ type ReplyTx = mpsc::UnboundedSender<Reply>;
 fn device_error(op: &'static str, e: &DeviceError) -> u32 {
     tracing::debug!(op, error = %e, "device request failed");
     nbd_error_from_errno(e.errno())
+}
+
+/// The span of a request picked by I/O sampling (`nbd.<op>` with volume,
+/// op, offset and length); `None` for the others, which then cost one
+/// branch (a sampling rate of 0).
+fn io_span(op: &'static str, export: &str, req: &Request) -> Option<tracing::Span> {
+    if !trace_context::sample_io() {
+        return None;
+    }
+    Some(tracing::info_span!(
+        "nbd.request",
+        otel.name = op,
+        volume = %export,
+        op,
+        offset = req.offset,
+        len = req.len,
+    ))
+}
+
+/// Spawns a request's task, in its span if it was sampled.
+fn spawn_io(span: Option<tracing::Span>, task: impl Future<Output = ()> + Send + 'static) {
+    match span {
+        Some(span) => drop(tokio::spawn(task.instrument(span))),
+        None => drop(tokio::spawn(task)),
+    }
 }
 
 /// Checks a request's flags and range. Returns the NBD error to reply with.
@@ -206,7 +234,7 @@ where
                     .await
                     .map_err(|_| closed())?;
                 let (tx, dev) = (tx.clone(), device.clone());
-                tokio::spawn(async move {
+                spawn_io(io_span("nbd.read", export, &req), async move {
                     let (error, data) = match dev.read(req.offset, req.len).await {
                         Ok(d) if d.len() == req.len as usize => (0, Some(d)),
                         Ok(d) => {
@@ -248,7 +276,7 @@ where
                 }
                 let data = buf.freeze();
                 let (tx, dev) = (tx.clone(), device.clone());
-                tokio::spawn(async move {
+                spawn_io(io_span("nbd.write", export, &req), async move {
                     let error = match dev.write(req.offset, data, fua).await {
                         Ok(()) => 0,
                         Err(e) => device_error("write", &e),
@@ -264,7 +292,7 @@ where
             }
             NBD_CMD_FLUSH => {
                 let (tx, dev) = (tx.clone(), device.clone());
-                tokio::spawn(async move {
+                spawn_io(io_span("nbd.flush", export, &req), async move {
                     let error = match dev.flush().await {
                         Ok(()) => 0,
                         Err(e) => device_error("flush", &e),
@@ -285,7 +313,8 @@ where
                 }
                 let (tx, dev) = (tx.clone(), device.clone());
                 let trim = req.kind == NBD_CMD_TRIM;
-                tokio::spawn(async move {
+                let op = if trim { "nbd.trim" } else { "nbd.write_zeroes" };
+                spawn_io(io_span(op, export, &req), async move {
                     let result = if trim {
                         // The device's trim has no FUA; a flush after it gives the guarantee.
                         match dev.trim(req.offset, req.len).await {

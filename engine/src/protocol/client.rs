@@ -10,14 +10,17 @@ use tokio::io::{AsyncRead, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::address::ReplicaAddress;
 
 use super::frame::{
-    Frame, FrameError, MAX_FRAME_PAYLOAD, OutFrame, PROTOCOL_VERSION, read_frame, write_loop,
+    FLAG_TRACE, Frame, FrameError, MAX_FRAME_PAYLOAD, MIN_PROTOCOL_VERSION, OutFrame,
+    PROTOCOL_VERSION, read_frame, write_loop,
 };
 use super::handshake::{self, ClientHandshakeError};
-use super::message::{Request, Response};
+use super::message::{Request, Response, with_trace_context};
+use super::trace_context;
 use super::{ClientError, ClusterToken};
 
 type Reply = oneshot::Sender<Result<Frame, ClientError>>;
@@ -90,6 +93,8 @@ impl Drop for PendingGuard<'_> {
 /// One authenticated connection; dropping it closes the connection.
 pub(crate) struct ClientInner {
     addr: String,
+    /// The protocol version agreed in the handshake.
+    version: u8,
     tx: mpsc::UnboundedSender<OutFrame>,
     shared: std::sync::Arc<Shared>,
     task: AbortHandle,
@@ -103,7 +108,8 @@ impl Drop for ClientInner {
 
 fn handshake_error(addr: &str, e: ClientHandshakeError) -> ClientError {
     match e {
-        ClientHandshakeError::Refused(message) => ClientError::Refused {
+        ClientHandshakeError::Refused(message)
+        | ClientHandshakeError::UnsupportedVersion(message) => ClientError::Refused {
             addr: addr.to_string(),
             message,
         },
@@ -115,6 +121,22 @@ fn handshake_error(addr: &str, e: ClientHandshakeError) -> ClientError {
     }
 }
 
+/// Connects with the newest protocol version the server speaks: this
+/// build's, else (an older server refused it) [`MIN_PROTOCOL_VERSION`].
+pub(crate) async fn connect_negotiated(
+    addr: &ReplicaAddress,
+    token: &ClusterToken,
+    timeout: Duration,
+) -> Result<ClientInner, ClientError> {
+    match connect_version(addr, token, timeout, PROTOCOL_VERSION).await {
+        Err((_, true)) if PROTOCOL_VERSION > MIN_PROTOCOL_VERSION => {
+            tracing::debug!(%addr, "replica server speaks an older protocol; reconnecting with version {MIN_PROTOCOL_VERSION}");
+            connect(addr, token, timeout, MIN_PROTOCOL_VERSION).await
+        }
+        r => r.map_err(|(e, _)| e),
+    }
+}
+
 /// Connects, announcing protocol `version`, and authenticates, all within
 /// `timeout`.
 pub(crate) async fn connect(
@@ -123,10 +145,27 @@ pub(crate) async fn connect(
     timeout: Duration,
     version: u8,
 ) -> Result<ClientInner, ClientError> {
+    connect_version(addr, token, timeout, version)
+        .await
+        .map_err(|(e, _)| e)
+}
+
+/// [`connect`]; the error says whether the server refused the version.
+async fn connect_version(
+    addr: &ReplicaAddress,
+    token: &ClusterToken,
+    timeout: Duration,
+    version: u8,
+) -> Result<ClientInner, (ClientError, bool)> {
     let shown = addr.to_string();
-    let connect_err = |message: String| ClientError::Connect {
-        addr: shown.clone(),
-        message,
+    let connect_err = |message: String| {
+        (
+            ClientError::Connect {
+                addr: shown.clone(),
+                message,
+            },
+            false,
+        )
     };
     let attempt = async {
         let stream = TcpStream::connect(&addr.server)
@@ -140,8 +179,11 @@ pub(crate) async fn connect(
         let mut wr = wr;
         handshake::client(&mut rd, &mut wr, token, &addr.name, version)
             .await
-            .map_err(|e| handshake_error(&shown, e))?;
-        Ok::<_, ClientError>((rd, wr))
+            .map_err(|e| {
+                let old = matches!(e, ClientHandshakeError::UnsupportedVersion(_));
+                (handshake_error(&shown, e), old)
+            })?;
+        Ok::<_, (ClientError, bool)>((rd, wr))
     };
     let (mut rd, wr) = tokio::time::timeout(timeout, attempt)
         .await
@@ -160,7 +202,7 @@ pub(crate) async fn connect(
     let task_addr = shown.clone();
     let task = tokio::spawn(async move {
         let reason = tokio::select! {
-            r = read_responses(&mut rd, &task_shared, &task_addr) => r,
+            r = read_responses(&mut rd, &task_shared, &task_addr, version) => r,
             w = write_loop(wr, &mut rx) => match w {
                 Ok(()) => "client closed".to_string(),
                 Err(e) => format!("write failed: {e}"),
@@ -172,13 +214,19 @@ pub(crate) async fn connect(
     tracing::debug!(addr = %shown, "replica client: connection open");
     Ok(ClientInner {
         addr: shown,
+        version,
         tx,
         shared,
         task: task.abort_handle(),
     })
 }
 
-async fn read_responses<R: AsyncRead + Unpin>(rd: &mut R, shared: &Shared, addr: &str) -> String {
+async fn read_responses<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    shared: &Shared,
+    addr: &str,
+    version: u8,
+) -> String {
     let violation = |why: String| {
         tracing::warn!(%addr, reason = %why, "replica client: protocol violation; closing connection");
         format!("protocol violation: {why}")
@@ -191,7 +239,7 @@ async fn read_responses<R: AsyncRead + Unpin>(rd: &mut R, shared: &Shared, addr:
             Err(e) => return format!("read failed: {e}"),
         };
         let h = frame.header;
-        if h.version != PROTOCOL_VERSION || !h.is_response() {
+        if h.version != version || !h.is_response() || h.flags & FLAG_TRACE != 0 {
             return violation(format!(
                 "unexpected frame (version {}, opcode {:#04x}, flags {:#06x})",
                 h.version, h.opcode, h.flags
@@ -219,15 +267,44 @@ impl ClientInner {
         self.shared.lock().pending.len()
     }
 
+    /// The protocol version this connection speaks.
+    #[cfg(test)]
+    pub(crate) fn version(&self) -> u8 {
+        self.version
+    }
+
     /// Sends a request and waits for its response; an error response
-    /// becomes [`ClientError::Remote`].
+    /// becomes [`ClientError::Remote`]. Called within a traced span (and
+    /// with traces exported), the call gets a client span of its own whose
+    /// context travels with the request.
     pub(crate) async fn call(&self, req: Request) -> Result<Response, ClientError> {
+        if self.version >= 2 && trace_context::enabled() && !tracing::Span::current().is_none() {
+            let op = req.opcode();
+            let span = tracing::info_span!(
+                "replica.client",
+                otel.name = op.span_name(),
+                otel.kind = "client",
+                replica = %self.addr,
+            );
+            let ctx = span.in_scope(trace_context::inject);
+            return self.send(req, ctx).instrument(span).await;
+        }
+        self.send(req, None).await
+    }
+
+    async fn send(&self, req: Request, ctx: Option<String>) -> Result<Response, ClientError> {
         let op = req.opcode();
-        let (prefix, body) = req
+        let (mut prefix, body) = req
             .encode()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut flags = 0;
+        if let Some(ctx) = ctx {
+            prefix = with_trace_context(&ctx, &prefix)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            flags = FLAG_TRACE;
+        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = OutFrame::new(op as u8, 0, id, prefix, body)
+        let frame = OutFrame::with_version(self.version, op as u8, flags, id, prefix, body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (reply_tx, reply_rx) = oneshot::channel();
         self.shared.register(id, reply_tx)?;

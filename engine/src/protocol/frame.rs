@@ -24,8 +24,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// First four bytes of every frame.
 pub(crate) const MAGIC: [u8; 4] = *b"VGRP";
-/// The protocol version this build speaks.
-pub(crate) const PROTOCOL_VERSION: u8 = 1;
+/// The newest protocol version this build speaks. Version 2 adds the
+/// optional trace context on requests ([`FLAG_TRACE`]).
+pub(crate) const PROTOCOL_VERSION: u8 = 2;
+/// The oldest protocol version this build still accepts from peers.
+pub(crate) const MIN_PROTOCOL_VERSION: u8 = 1;
 /// Size of the fixed frame header.
 pub(crate) const HEADER_LEN: usize = 24;
 /// Largest data payload of one read or write (the engine sends at most 4 MiB).
@@ -41,7 +44,10 @@ pub(crate) const HANDSHAKE_MAX_PAYLOAD: usize = 1024;
 pub(crate) const FLAG_RESPONSE: u16 = 1;
 /// Flag: the response carries an error instead of a result.
 pub(crate) const FLAG_ERROR: u16 = 2;
-const KNOWN_FLAGS: u16 = FLAG_RESPONSE | FLAG_ERROR;
+/// Flag (requests, version ≥ 2): the payload starts with a trace context,
+/// a length byte and that many bytes of printable ASCII (W3C `traceparent`).
+pub(crate) const FLAG_TRACE: u16 = 4;
+const KNOWN_FLAGS: u16 = FLAG_RESPONSE | FLAG_ERROR | FLAG_TRACE;
 
 /// Payload bytes allocated at first; the buffer then doubles as data arrives.
 pub(crate) const FIRST_CHUNK: usize = 256 * 1024;
@@ -227,6 +233,9 @@ pub(crate) struct OutFrame {
 pub(crate) struct FrameTooLarge(pub usize);
 
 impl OutFrame {
+    /// A frame of this build's newest version (tests; connections use the
+    /// version agreed in the handshake).
+    #[cfg(test)]
     pub(crate) fn new(
         opcode: u8,
         flags: u16,
@@ -237,7 +246,7 @@ impl OutFrame {
         OutFrame::with_version(PROTOCOL_VERSION, opcode, flags, id, prefix, body)
     }
 
-    /// Like [`OutFrame::new`] with an explicit protocol version (handshake).
+    /// A frame of protocol `version` (the one agreed for the connection).
     pub(crate) fn with_version(
         version: u8,
         opcode: u8,

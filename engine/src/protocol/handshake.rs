@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! client -> HELLO      header.version = client's version, payload = replica name (UTF-8)
-//! server -> CHALLENGE  payload = 32-byte random nonce
+//! server -> CHALLENGE  header.version = agreed version, payload = 32-byte random nonce
 //!        or RESULT     (unsupported version, malformed hello)
 //! client -> AUTH       payload = HMAC-SHA256(token, nonce || replica name), 32 bytes
 //! server -> RESULT     payload = status u8 || UTF-8 message
@@ -16,6 +16,12 @@
 //! replica, 4 malformed handshake. The replica name is only checked after
 //! the peer has proven it holds the token, so unauthenticated peers cannot
 //! probe which replicas a server has.
+//!
+//! Versions: a server accepts any version from [`MIN_PROTOCOL_VERSION`] to
+//! its own and the connection then speaks the client's version (every later
+//! frame carries it). A client first announces its own version and, refused
+//! with "unsupported version" by an older server, reconnects announcing
+//! [`MIN_PROTOCOL_VERSION`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
@@ -23,7 +29,9 @@ use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::ClusterToken;
-use super::frame::{FrameError, HANDSHAKE_MAX_PAYLOAD, OutFrame, PROTOCOL_VERSION, read_frame};
+use super::frame::{
+    FrameError, HANDSHAKE_MAX_PAYLOAD, MIN_PROTOCOL_VERSION, OutFrame, PROTOCOL_VERSION, read_frame,
+};
 
 pub(crate) const OP_HELLO: u8 = 0x40;
 pub(crate) const OP_CHALLENGE: u8 = 0x41;
@@ -127,14 +135,14 @@ impl From<std::io::Error> for ServerHandshakeError {
     }
 }
 
-/// Runs the server side; on success returns the replica name and what
-/// `lookup` found for it.
+/// Runs the server side; on success returns the replica name, what `lookup`
+/// found for it and the protocol version the connection speaks.
 pub(crate) async fn server<R, W, T>(
     rd: &mut R,
     wr: &mut W,
     token: &ClusterToken,
     lookup: impl FnOnce(&str) -> Option<T>,
-) -> Result<(String, T), ServerHandshakeError>
+) -> Result<(String, T, u8), ServerHandshakeError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -161,10 +169,10 @@ where
         let why = format!("expected HELLO, got opcode {:#04x}", hello.header.opcode);
         return refuse(wr, Status::Malformed, why.clone(), &why).await;
     }
-    if hello.header.version != PROTOCOL_VERSION {
+    let version = hello.header.version;
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         let why = format!(
-            "peer speaks version {}, this server speaks version {PROTOCOL_VERSION}",
-            hello.header.version
+            "peer speaks version {version}, this server speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
         );
         return refuse(wr, Status::UnsupportedVersion, why.clone(), &why).await;
     }
@@ -178,13 +186,7 @@ where
 
     let mut nonce = [0u8; NONCE_LEN];
     rand::fill(&mut nonce);
-    send(
-        wr,
-        PROTOCOL_VERSION,
-        OP_CHALLENGE,
-        Bytes::copy_from_slice(&nonce),
-    )
-    .await?;
+    send(wr, version, OP_CHALLENGE, Bytes::copy_from_slice(&nonce)).await?;
 
     let auth = read_frame(rd, HANDSHAKE_MAX_PAYLOAD).await?;
     if auth.header.opcode != OP_AUTH || auth.header.flags != 0 || auth.payload.len() != MAC_LEN {
@@ -211,14 +213,8 @@ where
         let why = format!("no replica named {name:?} here");
         return refuse(wr, Status::UnknownReplica, why.clone(), &why).await;
     };
-    send(
-        wr,
-        PROTOCOL_VERSION,
-        OP_RESULT,
-        result_payload(Status::Ok, ""),
-    )
-    .await?;
-    Ok((name, found))
+    send(wr, version, OP_RESULT, result_payload(Status::Ok, "")).await?;
+    Ok((name, found, version))
 }
 
 /// Why the client's handshake failed.
@@ -226,6 +222,8 @@ where
 pub(crate) enum ClientHandshakeError {
     /// The server said no.
     Refused(String),
+    /// The server does not speak the version the client announced.
+    UnsupportedVersion(String),
     /// The server sent something unexpected.
     Protocol(String),
     /// Reading or writing failed.
@@ -239,6 +237,10 @@ fn parse_result(payload: &[u8]) -> Result<(), ClientHandshakeError> {
     let message = String::from_utf8_lossy(message);
     match Status::from_u8(status) {
         Some(Status::Ok) => Ok(()),
+        Some(Status::UnsupportedVersion) => Err(ClientHandshakeError::UnsupportedVersion(format!(
+            "{}: {message}",
+            Status::UnsupportedVersion.describe()
+        ))),
         Some(s) if message.is_empty() => Err(ClientHandshakeError::Refused(s.describe().into())),
         Some(s) => Err(ClientHandshakeError::Refused(format!(
             "{}: {message}",

@@ -67,6 +67,65 @@ impl Opcode {
     pub(crate) fn from_u8(b: u8) -> Option<Opcode> {
         Opcode::ALL.into_iter().find(|op| *op as u8 == b)
     }
+
+    /// The span name of this operation (`replica.<op>`).
+    pub(crate) fn span_name(self) -> &'static str {
+        match self {
+            Opcode::Ping => "replica.ping",
+            Opcode::Read => "replica.read",
+            Opcode::Write => "replica.write",
+            Opcode::Trim => "replica.trim",
+            Opcode::WriteZeroes => "replica.write_zeroes",
+            Opcode::Flush => "replica.flush",
+            Opcode::Info => "replica.info",
+            Opcode::BumpGeneration => "replica.bump_generation",
+            Opcode::Snapshot => "replica.snapshot",
+            Opcode::RemoveSnapshot => "replica.remove_snapshot",
+            Opcode::Revert => "replica.revert",
+            Opcode::Verify => "replica.verify",
+            Opcode::LayerExtents => "replica.layer_extents",
+            Opcode::ReadLayer => "replica.read_layer",
+            Opcode::LayerChecksum => "replica.layer_checksum",
+            Opcode::StageLayer => "replica.stage_layer",
+            Opcode::WriteStaged => "replica.write_staged",
+            Opcode::InstallChain => "replica.install_chain",
+            Opcode::SetRevision => "replica.set_revision",
+        }
+    }
+
+    /// Operations that change a replica's chain or identity: the server
+    /// traces them even when the request carries no trace context.
+    pub(crate) fn is_control(self) -> bool {
+        matches!(
+            self,
+            Opcode::BumpGeneration
+                | Opcode::Snapshot
+                | Opcode::RemoveSnapshot
+                | Opcode::Revert
+                | Opcode::Verify
+                | Opcode::StageLayer
+                | Opcode::InstallChain
+                | Opcode::SetRevision
+        )
+    }
+}
+
+/// Puts a trace context (already checked by `trace_context::valid`) in
+/// front of a request's encoded prefix; the frame then carries
+/// [`FLAG_TRACE`](super::frame::FLAG_TRACE).
+pub(crate) fn with_trace_context(ctx: &str, prefix: &Bytes) -> Result<Bytes, MessageError> {
+    if !crate::protocol::trace_context::valid(ctx.as_bytes()) {
+        return Err(MessageError::Encode(format!(
+            "trace context of {} bytes cannot be sent",
+            ctx.len()
+        )));
+    }
+    let mut b = BytesMut::with_capacity(1 + ctx.len() + prefix.len());
+    // Fits: valid() bounds the length to 255.
+    b.put_u8(ctx.len() as u8);
+    b.put_slice(ctx.as_bytes());
+    b.put_slice(prefix);
+    Ok(b.freeze())
 }
 
 /// A message payload that does not decode.
@@ -365,6 +424,28 @@ impl Request {
             })?,
         };
         Ok((b.freeze(), body))
+    }
+
+    /// Decodes a request payload whose frame has `FLAG_TRACE` set (`traced`):
+    /// a trace context, then the request as [`Request::decode`] reads it.
+    pub(crate) fn decode_traced(
+        opcode: u8,
+        traced: bool,
+        payload: Bytes,
+    ) -> Result<(Request, Option<String>), MessageError> {
+        if !traced {
+            return Ok((Request::decode(opcode, payload)?, None));
+        }
+        let op = Opcode::from_u8(opcode).ok_or(MessageError::UnknownOpcode(opcode))?;
+        let mut c = Cursor { op, buf: payload };
+        let len = c.u8()? as usize;
+        let ctx = c.take(len)?;
+        if !crate::protocol::trace_context::valid(&ctx) {
+            return Err(c.err("trace context is empty or not printable ASCII"));
+        }
+        // Valid ASCII is valid UTF-8.
+        let ctx = String::from_utf8_lossy(&ctx).into_owned();
+        Ok((Request::decode(opcode, c.rest())?, Some(ctx)))
     }
 
     /// Decodes a request payload.

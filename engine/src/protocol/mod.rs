@@ -7,6 +7,7 @@
 //! * [`handshake`]: HELLO / CHALLENGE / AUTH / RESULT.
 //! * [`server`]: accept loop and per-connection request pipeline.
 //! * [`client`]: one pipelined connection with request-id dispatch.
+//! * [`trace_context`]: hooks through which requests carry a trace context.
 
 mod client;
 mod frame;
@@ -14,6 +15,7 @@ mod handshake;
 mod message;
 mod server;
 mod token;
+pub mod trace_context;
 
 #[cfg(test)]
 mod tests;
@@ -176,7 +178,7 @@ impl ReplicaClient {
         token: &ClusterToken,
         timeout: Duration,
     ) -> Result<ReplicaClient, ClientError> {
-        let inner = client::connect(addr, token, timeout, frame::PROTOCOL_VERSION).await?;
+        let inner = client::connect_negotiated(addr, token, timeout).await?;
         Ok(ReplicaClient {
             inner: Arc::new(inner),
         })

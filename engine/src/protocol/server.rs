@@ -20,12 +20,12 @@ use crate::replica::{
 };
 
 use super::frame::{
-    FLAG_ERROR, FLAG_RESPONSE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
-    PROTOCOL_VERSION, read_header, read_payload, write_loop,
+    FLAG_ERROR, FLAG_RESPONSE, FLAG_TRACE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
+    read_header, read_payload, write_loop,
 };
 use super::handshake::{self, ServerHandshakeError};
 use super::message::{Opcode, Request, Response};
-use super::{ClusterToken, ReplicaSource};
+use super::{ClusterToken, ReplicaSource, trace_context};
 
 /// How long a peer has to complete the handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,7 +213,7 @@ async fn connection(
         handshake::server(&mut rd, &mut wr, &token, lookup),
     )
     .await;
-    let (name, ops) = match hs {
+    let (name, ops, version) = match hs {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(ServerHandshakeError::Frame(FrameError::Eof))) => {
             tracing::debug!(%peer, "replica server: peer closed before the handshake");
@@ -237,10 +237,15 @@ async fn connection(
             return;
         }
     };
-    tracing::debug!(%peer, replica = %name, "replica server: connection open");
+    tracing::debug!(%peer, replica = %name, version, "replica server: connection open");
 
     let (tx, mut rx) = mpsc::unbounded_channel::<OutFrame>();
-    let reader = read_requests(&mut rd, peer, &name, ops, source.as_ref(), tx);
+    let conn = Conn {
+        peer,
+        name: &name,
+        version,
+    };
+    let reader = read_requests(&mut rd, conn, ops, source.as_ref(), tx);
     let writer = write_loop(wr, &mut rx);
     let reason = tokio::select! {
         r = reader => r,
@@ -252,16 +257,47 @@ async fn connection(
     tracing::debug!(%peer, replica = %name, %reason, "replica server: connection closed");
 }
 
+/// One accepted connection: who, for which replica, in which version.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    peer: SocketAddr,
+    name: &'a str,
+    version: u8,
+}
+
+/// The span a request runs in: one for every request that carries a trace
+/// context (its remote parent) and for every control operation; none for
+/// untraced data operations, which stay span-free.
+fn request_span(op: Opcode, replica: &str, ctx: Option<&str>) -> Option<tracing::Span> {
+    if ctx.is_none() && !op.is_control() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "replica.request",
+        otel.name = op.span_name(),
+        otel.kind = "server",
+        replica = %replica,
+    );
+    if let Some(ctx) = ctx {
+        trace_context::attach(&span, ctx);
+    }
+    Some(span)
+}
+
 /// Reads requests until the connection ends or the peer violates the
 /// protocol; returns why it stopped.
 async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
-    peer: SocketAddr,
-    name: &str,
+    conn: Conn<'_>,
     ops: Arc<dyn ReplicaOps>,
     source: &dyn OpsSource,
     tx: mpsc::UnboundedSender<OutFrame>,
 ) -> String {
+    let Conn {
+        peer,
+        name,
+        version,
+    } = conn;
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / BUDGET_UNIT));
     let violation = |why: String| {
         tracing::warn!(%peer, replica = %name, reason = %why, "replica server: protocol violation; closing connection");
@@ -274,10 +310,15 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Err(e) if e.is_violation() => return violation(e.to_string()),
             Err(e) => return format!("read failed: {e}"),
         };
-        if h.version != PROTOCOL_VERSION {
-            return violation(format!("frame version {} after handshake", h.version));
+        if h.version != version {
+            return violation(format!(
+                "frame version {} on a version {version} connection",
+                h.version
+            ));
         }
-        if h.flags != 0 {
+        // Requests carry no flag but, from version 2, the trace flag.
+        let allowed = if version >= 2 { FLAG_TRACE } else { 0 };
+        if h.flags & !allowed != 0 {
             return violation(format!("request with flags {:#06x}", h.flags));
         }
         // Reserve memory for the payload before reading it.
@@ -289,7 +330,8 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Ok(p) => p,
             Err(e) => return format!("read failed: {e}"),
         };
-        let req = match Request::decode(h.opcode, payload) {
+        let (req, ctx) = match Request::decode_traced(h.opcode, h.flags & FLAG_TRACE != 0, payload)
+        {
             Ok(r) => r,
             Err(e) => return violation(e.to_string()),
         };
@@ -318,20 +360,22 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let op = req.opcode();
         let id = h.id;
         if req == Request::Ping {
-            if let Some(f) = response_frame(op, id, &Response::Done) {
+            if let Some(f) = response_frame(version, op, id, &Response::Done) {
                 let _ = tx.send(f.with_permit(permit));
             }
             continue;
         }
+        let span = request_span(op, name, ctx.as_deref());
         let ops = ops.clone();
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.as_ref().map(|s| s.enter());
             let resp = catch_unwind(AssertUnwindSafe(|| execute(ops.as_ref(), req)))
                 .unwrap_or_else(|_| Response::Error {
                     kind: ErrorKind::Io,
                     message: format!("internal error: replica panicked handling {op:?}"),
                 });
-            if let Some(f) = response_frame(op, id, &resp) {
+            if let Some(f) = response_frame(version, op, id, &resp) {
                 // Fails only if the connection is gone.
                 let _ = tx.send(f.with_permit(permit));
             }
@@ -340,12 +384,13 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// Encodes a response, replacing one that cannot be sent by an error.
-fn response_frame(op: Opcode, id: u64, resp: &Response) -> Option<OutFrame> {
+fn response_frame(version: u8, op: Opcode, id: u64, resp: &Response) -> Option<OutFrame> {
     let encoded = resp
         .encode(op)
         .map_err(|e| e.to_string())
         .and_then(|(flags, payload)| {
-            OutFrame::new(op as u8, flags, id, payload, Bytes::new()).map_err(|e| e.to_string())
+            OutFrame::with_version(version, op as u8, flags, id, payload, Bytes::new())
+                .map_err(|e| e.to_string())
         });
     match encoded {
         Ok(f) => Some(f),
@@ -357,7 +402,7 @@ fn response_frame(op: Opcode, id: u64, resp: &Response) -> Option<OutFrame> {
             };
             let (flags, payload) = err.encode(op).ok()?;
             debug_assert_eq!(flags, FLAG_RESPONSE | FLAG_ERROR);
-            OutFrame::new(op as u8, flags, id, payload, Bytes::new()).ok()
+            OutFrame::with_version(version, op as u8, flags, id, payload, Bytes::new()).ok()
         }
     }
 }

@@ -5,3 +5,4 @@ mod alloc;
 mod fake;
 mod net;
 mod props;
+mod trace;

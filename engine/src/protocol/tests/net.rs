@@ -26,14 +26,14 @@ use super::fake::{FakeReplica, FakeSource};
 use crate::address::ReplicaAddress;
 use crate::replica::{ErrorKind, LayerInfo};
 
-const T: Duration = Duration::from_secs(5);
+pub(super) const T: Duration = Duration::from_secs(5);
 
-fn token() -> ClusterToken {
+pub(super) fn token() -> ClusterToken {
     ClusterToken::new("test-token")
 }
 
-struct Server {
-    addr: SocketAddr,
+pub(super) struct Server {
+    pub(super) addr: SocketAddr,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -54,7 +54,7 @@ async fn start_with(source: Arc<dyn OpsSource>, handshake_timeout: Duration) -> 
     Server { addr, task }
 }
 
-fn address(server: &Server, name: &str) -> ReplicaAddress {
+pub(super) fn address(server: &Server, name: &str) -> ReplicaAddress {
     format!("tcp://{}/{name}", server.addr).parse().unwrap()
 }
 
@@ -64,14 +64,14 @@ async fn connect(server: &Server, name: &str) -> ReplicaClient {
         .unwrap()
 }
 
-async fn fake_server() -> (Server, Arc<FakeReplica>, Arc<FakeSource>) {
+pub(super) async fn fake_server() -> (Server, Arc<FakeReplica>, Arc<FakeSource>) {
     let fake = Arc::new(FakeReplica::new());
     let source = FakeSource::with("r1", fake.clone());
     (start(source.clone()).await, fake, source)
 }
 
 /// Waits until the peer closes `rd` (EOF or reset).
-async fn assert_closed_by_peer(rd: &mut BufReader<OwnedReadHalf>) {
+pub(super) async fn assert_closed_by_peer(rd: &mut BufReader<OwnedReadHalf>) {
     let mut buf = [0u8; 64];
     let closed = tokio::time::timeout(T, async {
         loop {

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::super::frame::{
-    FIRST_CHUNK, FLAG_ERROR, FLAG_RESPONSE, Frame, FrameError, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN,
-    Header, MAX_FRAME_PAYLOAD, OutFrame, PROTOCOL_VERSION, read_frame,
+    FIRST_CHUNK, FLAG_ERROR, FLAG_RESPONSE, FLAG_TRACE, Frame, FrameError, HANDSHAKE_MAX_PAYLOAD,
+    HEADER_LEN, Header, MAX_FRAME_PAYLOAD, OutFrame, PROTOCOL_VERSION, read_frame,
 };
 use super::super::message::{Opcode, Request, Response};
 use super::alloc::largest_allocation;
@@ -111,7 +111,7 @@ fn arb_layers() -> impl Strategy<Value = Vec<LayerInfo>> {
     prop::collection::vec(arb_layer(), 0..4)
 }
 
-fn arb_request() -> impl Strategy<Value = Request> {
+pub(super) fn arb_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
         (any::<u64>(), any::<u32>()).prop_map(|(offset, len)| Request::Read { offset, len }),
@@ -279,7 +279,7 @@ proptest! {
     fn headers_with_any_fields(
         version in any::<u8>(),
         opcode in any::<u8>(),
-        flags in prop_oneof![Just(0u16), Just(FLAG_RESPONSE), Just(FLAG_RESPONSE | FLAG_ERROR), any::<u16>()],
+        flags in prop_oneof![Just(0u16), Just(FLAG_RESPONSE), Just(FLAG_RESPONSE | FLAG_ERROR), Just(FLAG_TRACE), any::<u16>()],
         id in any::<u64>(),
         len in prop_oneof![
             0u32..64,
@@ -295,7 +295,7 @@ proptest! {
         let mut bytes = encode_header(version, opcode, flags, id, len).to_vec();
         bytes.resize(HEADER_LEN + present, 0xa5);
         let (res, largest) = read_from(&rt, &bytes, max);
-        let known_flags = flags & !(FLAG_RESPONSE | FLAG_ERROR) == 0;
+        let known_flags = flags & !(FLAG_RESPONSE | FLAG_ERROR | FLAG_TRACE) == 0;
         match res {
             Ok(f) => {
                 prop_assert!(known_flags);
