@@ -14,6 +14,7 @@ command -v fio      >/dev/null || need_pkgs+=(fio)
 command -v etcd     >/dev/null || need_pkgs+=(etcd-server)
 command -v etcdctl  >/dev/null || need_pkgs+=(etcd-client)
 command -v protoc   >/dev/null || need_pkgs+=(protobuf-compiler)
+command -v promtool >/dev/null || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
