@@ -122,7 +122,12 @@ fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
     let degraded_at = text.find("VOLUME_DEGRADED").unwrap();
     assert!(root_at < degraded_at, "{text}");
 
-    // The engine dropped the damaged replica and serves from the other.
+    // The engine drops the damaged replica and serves from the other.
+    wait_until(
+        "the engine drops the damaged replica",
+        Duration::from_secs(10),
+        || n1.json(&["volume", "get", "v"])["robustness"] == "degraded",
+    );
     let v = n1.json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "degraded", "{v}");
     let r2 = v["replicas"]

@@ -95,12 +95,10 @@ fn mode_event(before: &Replica, after: &Replica) -> Option<(bool, &'static str, 
             );
             Some((true, "ReplicaFaulted", format!("{who} marked ERR ({why})")))
         }
-        "WO" => Some((
-            false,
-            "ReplicaRebuilding",
-            format!("{who} is being rebuilt (WO)"),
-        )),
-        "RW" if old == "WO" => Some((false, "ReplicaRebuilt", format!("{who} rebuilt, now RW"))),
+        // ERR → RW happens when a rebuild finished between two rounds.
+        "RW" if old == "WO" || old == "ERR" => {
+            Some((false, "ReplicaRebuilt", format!("{who} rebuilt, now RW")))
+        }
         _ => None,
     }
 }
