@@ -13,29 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::{check, doctor};
 use vigil_tests::prom::{promtool_check, sample};
 use vigil_tests::{Agent, Etcd, tools};
 
 const SIZE: usize = 16 << 20;
 
-/// The check with `code` in a doctor report, if present.
-fn check<'a>(report: &'a Value, code: &str) -> Option<&'a Value> {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["code"] == code)
-}
-
 fn items(check: &Value) -> Vec<Value> {
     check["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn doctor(a: &Agent) -> (i32, Value) {
-    let (code, out, err) = a.cli_code(&["-o", "json", "doctor"]);
-    let v =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("doctor -o json ({e}): {out} {err}"));
-    (code, v)
 }
 
 #[test]

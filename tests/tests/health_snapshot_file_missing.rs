@@ -15,23 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::{check, doctor};
 use vigil_tests::prom::sample;
 use vigil_tests::{Agent, Etcd, tools};
-
-fn check<'a>(report: &'a Value, code: &str) -> Option<&'a Value> {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["code"] == code)
-}
-
-fn doctor(a: &Agent) -> (i32, Value) {
-    let (code, out, err) = a.cli_code(&["-o", "json", "doctor"]);
-    let v =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("doctor -o json ({e}): {out} {err}"));
-    (code, v)
-}
 
 #[test]
 fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {

@@ -126,27 +126,11 @@ fn table(v: &Value) -> String {
     columns(&HEADER, rows)
 }
 
-/// `YYYY-MM-DD HH:MM:SS.mmm` for a Unix time (UTC), without a date crate:
-/// days to a civil date by the usual era arithmetic.
+/// `YYYY-MM-DD HH:MM:SS.mmm` for a Unix time (UTC).
 pub fn utc(unix: f64) -> String {
     let ms = (unix * 1000.0).max(0.0) as u64;
-    let (secs, ms) = (ms / 1000, ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{ms:03}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let stamp = crate::telemetry::logs::rfc3339(ms / 1000, (ms % 1000) as u32);
+    stamp.replace('T', " ").trim_end_matches('Z').to_string()
 }
 
 #[cfg(test)]
@@ -155,6 +139,6 @@ mod tests {
     fn utc_dates() {
         assert_eq!(super::utc(0.0), "1970-01-01 00:00:00.000");
         assert_eq!(super::utc(951_782_400.5), "2000-02-29 00:00:00.500");
-        assert_eq!(super::utc(1_795_320_689.0), "2026-11-22 01:31:29.000");
+        assert_eq!(super::utc(1_795_320_689.0), "2026-11-22 04:11:29.000");
     }
 }

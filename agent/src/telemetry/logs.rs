@@ -137,7 +137,8 @@ fn rfc3339_now() -> String {
     rfc3339(now.as_secs(), now.subsec_millis())
 }
 
-fn rfc3339(secs: u64, millis: u32) -> String {
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a Unix time, without a date crate.
+pub(crate) fn rfc3339(secs: u64, millis: u32) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
