@@ -74,7 +74,6 @@ impl Agent {
     pub fn start_with(root: &Path, name: &str, token: &str, extra_args: &[&str]) -> Agent {
         let mut a = Agent::start_unready(root, name, token, extra_args);
         a.wait_ready();
-        a.ignore_host_disk_fill();
         a
     }
 
@@ -160,6 +159,7 @@ impl Agent {
                 );
             }
             if http_get(self.listen_port, "/healthz").is_some() {
+                self.ignore_host_disk_fill();
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
