@@ -140,7 +140,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
                 && sample(
                     &page,
                     "vigil_replica_mode",
-                    &[("replica", &replica_on_n2), ("mode", "ERR")],
+                    &[("replica", &replica_on_n2), ("node", "n2"), ("mode", "ERR")],
                 ) == Some(1.0)
         },
     );

@@ -33,7 +33,7 @@ pub async fn check(agent: &Arc<Agent>, snap: &Snapshot) {
         let replica = Arc::clone(&held.replica);
         let checked = tokio::task::spawn_blocking(move || {
             let report = replica.check_files();
-            let allocated: u64 = replica.info().chain.iter().map(|l| l.allocated_bytes).sum();
+            let allocated = replica.info().allocated_bytes();
             (report, allocated)
         })
         .await;

@@ -294,7 +294,7 @@ pub const FAMILIES: &[Family] = &[
         REPLICA_MODE,
         Gauge,
         &["volume", "replica", "node", "mode"],
-        "1 for the replica's mode in the engine (RW, WO, ERR); reported by the engine's agent.",
+        "1 for the replica's mode in the engine (RW, WO, ERR); reported by the engine's agent, node is the replica's node.",
         Scraped,
     ),
     f(

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use vigil_engine::engine::Mode;
+use vigil_engine::engine::metrics::replica_label;
 
 use super::names::*;
 use super::process;
@@ -45,15 +45,16 @@ pub async fn collect(agent: &Agent, page: &Scrape) {
     if let Some(v) = process::start_time() {
         page.gauge(PROCESS_START_TIME, vec![], v);
     }
-    local_replicas(agent, page);
-    engines(agent, page);
+    disk_errors(agent, page);
     // One read of the cluster feeds both the state series and the health
     // checks, so they agree with each other within a scrape.
     let view = health::View::read(agent).await;
     let up = view.store_error.is_none();
     page.gauge(STORE_UP, vec![], if up { 1.0 } else { 0.0 });
+    engines(agent, &view, page);
     if up {
         cluster(me, &view, page);
+        replica_sizes(agent, &view, page);
     }
     health_series(&health::evaluate(&view), page);
 }
@@ -83,22 +84,11 @@ fn health_series(report: &health::Report, page: &Scrape) {
     }
 }
 
-/// Replica sizes and disk I/O errors, from this agent's open replicas.
-fn local_replicas(agent: &Agent, page: &Scrape) {
+/// Disk I/O errors, summed over this agent's open replicas per disk.
+fn disk_errors(agent: &Agent, page: &Scrape) {
     let me = &agent.config.node_name;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for (name, held) in agent.replicas.all_held() {
-        let info = held.replica.info();
-        let allocated: u64 = info.chain.iter().map(|l| l.allocated_bytes).sum();
-        page.gauge(
-            REPLICA_ACTUAL_SIZE,
-            vec![
-                ("volume", volume_of(&name).to_string()),
-                ("replica", name.clone()),
-                ("node", me.clone()),
-            ],
-            allocated as f64,
-        );
+    for (_, held) in agent.replicas.all_held() {
         *errors.entry(held.disk.clone()).or_default() += held.replica.io_errors();
     }
     for disk in agent.replicas.disks() {
@@ -115,34 +105,46 @@ fn local_replicas(agent: &Agent, page: &Scrape) {
     }
 }
 
-/// A replica's volume from its name (`<volume>-r-<8 hex>`).
-fn volume_of(replica: &str) -> &str {
-    replica.rsplit_once("-r-").map_or(replica, |(v, _)| v)
+/// Allocated bytes of this node's replicas (their objects name the volume).
+fn replica_sizes(agent: &Agent, view: &health::View, page: &Scrape) {
+    let me = &agent.config.node_name;
+    for r in view.replicas.iter().filter(|r| &r.spec.node == me) {
+        let Some(held) = agent.replicas.held(&r.name) else {
+            continue;
+        };
+        page.gauge(
+            REPLICA_ACTUAL_SIZE,
+            vec![
+                ("volume", r.spec.volume.clone()),
+                ("replica", r.name.clone()),
+                ("node", me.clone()),
+            ],
+            held.replica.info().allocated_bytes() as f64,
+        );
+    }
 }
 
-/// The last path segment of `tcp://host:port/<name>`.
-fn replica_name(address: &str) -> &str {
-    address.rsplit('/').next().unwrap_or(address)
-}
-
-/// Modes and rebuild progress of the engines running here.
-fn engines(agent: &Agent, page: &Scrape) {
+/// Modes and rebuild progress of the engines running here. The `node`
+/// label is the replica's node (as in `vigil_replica_state`), found through
+/// its object; empty while the store cannot be read.
+fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
     for engine in agent.engines.all() {
         let status = engine.status();
         for r in &status.replicas {
-            let replica = replica_name(&r.address).to_string();
-            let mode = match r.mode {
-                Mode::ReadWrite => "RW",
-                Mode::WriteOnly => "WO",
-                Mode::Error => "ERR",
-            };
+            let replica = replica_label(&r.address);
+            let node = view
+                .replicas
+                .iter()
+                .find(|o| o.status.address == r.address)
+                .map(|o| o.spec.node.clone())
+                .unwrap_or_default();
             page.gauge(
                 REPLICA_MODE,
                 vec![
                     ("volume", status.name.clone()),
                     ("replica", replica.clone()),
-                    ("node", agent.config.node_name.clone()),
-                    ("mode", mode.to_string()),
+                    ("node", node),
+                    ("mode", r.mode.as_str().to_string()),
                 ],
                 1.0,
             );
@@ -183,13 +185,7 @@ fn cluster(me: &str, view: &health::View, page: &Scrape) {
             ]
         };
         let mut state = labels();
-        state.push((
-            "state",
-            serde_json::to_value(d.status.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        ));
+        state.push(("state", d.status.state.as_str().to_string()));
         page.gauge(DISK_STATE, state, 1.0);
         let st = &d.status;
         page.gauge(DISK_CAPACITY, labels(), st.capacity_bytes as f64);

@@ -69,6 +69,17 @@ pub enum DiskState {
     Replaced,
 }
 
+impl DiskState {
+    /// `ready`, `missing` or `replaced`, as the API and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskState::Ready => "ready",
+            DiskState::Missing => "missing",
+            DiskState::Replaced => "replaced",
+        }
+    }
+}
+
 impl Object for Disk {
     const PREFIX: &'static str = "disks/";
     const KIND: &'static str = "disk";

@@ -66,6 +66,13 @@ pub struct ReplicaInfo {
     pub direct_io: bool,
 }
 
+impl ReplicaInfo {
+    /// Bytes allocated by every layer file of the chain.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.chain.iter().map(|l| l.allocated_bytes).sum()
+    }
+}
+
 /// A problem found by verify, naming the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainProblem {
