@@ -16,6 +16,7 @@
 
 mod engine_report;
 mod integrity;
+mod nodes;
 pub mod registration;
 mod replenish;
 mod replicas;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use crate::cluster::Result;
 use crate::daemon::Agent;
-use crate::model::{Engine, Replica, Versioned, Volume};
+use crate::model::{Engine, Node, Replica, Versioned, Volume};
 
 /// Longest time between two rounds.
 pub const RESYNC: Duration = Duration::from_secs(2);
@@ -39,6 +40,12 @@ pub struct Snapshot {
     pub replicas: Vec<Versioned<Replica>>,
     pub engines: BTreeMap<String, Versioned<Engine>>,
     pub ready: BTreeSet<String>,
+    /// Every registered node, by name.
+    pub nodes: BTreeMap<String, Versioned<Node>>,
+    /// The settings, read with the rest.
+    pub settings: crate::settings::Settings,
+    /// Wall-clock time of the read (Unix seconds).
+    pub now: u64,
 }
 
 impl Snapshot {
@@ -59,7 +66,34 @@ impl Snapshot {
                 .map(|e| (e.object.name.clone(), e))
                 .collect(),
             ready: c.ready_nodes().await?,
+            nodes: c
+                .list::<Node>()
+                .await?
+                .into_iter()
+                .map(|n| (n.object.name.clone(), n))
+                .collect(),
+            settings: c.settings().await?,
+            now: crate::model::now_unix() as u64,
         })
+    }
+
+    #[allow(dead_code)] // used by the replacement controller (next commit)
+    /// How long `node` has been down, as first seen by any agent; `None`
+    /// while it is ready (or not yet seen down).
+    pub fn down_for(&self, node: &str) -> Option<Duration> {
+        if self.ready.contains(node) {
+            return None;
+        }
+        let since = self.nodes.get(node)?.object.status.down_since?;
+        Some(Duration::from_secs(self.now.saturating_sub(since)))
+    }
+
+    #[allow(dead_code)] // used by the replacement controller (next commit)
+    /// True when `node` has been down for at least `node-down-timeout`:
+    /// only then do controllers act on what it held.
+    pub fn node_gone(&self, node: &str) -> bool {
+        self.down_for(node)
+            .is_some_and(|d| d >= self.settings.node_down_timeout())
     }
 
     /// The replica objects of `volume`.
@@ -117,6 +151,7 @@ pub async fn run(agent: Arc<Agent>) {
 
 async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     let snap = Snapshot::read(agent).await?;
+    nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
     if round.is_multiple_of(integrity::EVERY_ROUNDS) {

@@ -37,6 +37,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: now_unix(),
         store: c.store().kind().to_string(),
+        down_since: None,
     };
     c.retry(|| async {
         match c.get::<Node>(&cfg.node_name).await? {

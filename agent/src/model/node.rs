@@ -51,6 +51,11 @@ pub struct NodeStatus {
     pub started_at: f64,
     /// The store the agent uses (`embedded` or `etcd`).
     pub store: String,
+    /// When another agent first saw this node's liveness lease gone (Unix
+    /// seconds); cleared when the node registers again. Controllers act on
+    /// a down node only once it has been down for `node-down-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since: Option<u64>,
 }
 
 impl Node {

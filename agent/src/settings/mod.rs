@@ -131,6 +131,15 @@ pub const DEFINITIONS: &[Definition] = &[
         doc: "Seconds a replica rebuild may go without progress before the REBUILD_STUCK health check reports it.",
     },
     Definition {
+        name: "integrity-check-interval",
+        kind: Kind::Seconds {
+            min: 0,
+            max: 604_800,
+        },
+        default: "3600",
+        doc: "Seconds between two checksum comparisons of every volume's snapshot layers across its replicas (a layer that differs from the majority marks its replica damaged; 0 disables the periodic check).",
+    },
+    Definition {
         name: "auto-salvage",
         kind: Kind::Bool,
         default: "true",
@@ -339,6 +348,11 @@ impl Settings {
     pub fn rebuild_stuck_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(
             u64::try_from(self.int("rebuild-stuck-timeout")).unwrap_or(300),
+        )
+    }
+    pub fn integrity_check_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            u64::try_from(self.int("integrity-check-interval")).unwrap_or(3600),
         )
     }
     pub fn auto_salvage(&self) -> bool {
