@@ -14,6 +14,7 @@
 
 pub mod backend;
 mod io;
+mod membership;
 pub mod metrics;
 pub mod mode;
 mod monitor;
