@@ -4,7 +4,6 @@
 //! fresh read. Attach and detach record the request and then wait for the
 //! owning node to carry it out.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +14,9 @@ use super::error::ApiError;
 use super::to_json;
 use super::types::*;
 use crate::cluster::events::Severity;
-use crate::cluster::{ClusterError, put_op, update_op};
+use crate::cluster::{ClusterError, placement, put_op, update_op};
 use crate::daemon::Agent;
 use crate::model::disk::Disk;
-use crate::model::replica::ReplicaSpec;
 use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
 use crate::model::{Node, Replica, Versioned, Volume, VolumeState, now_unix};
 use crate::scheduler::{self, Candidate};
@@ -154,10 +152,6 @@ async fn candidates(
     Ok((nodes, c.list::<Disk>().await?, c.list::<Replica>().await?))
 }
 
-fn replica_name(volume: &str) -> String {
-    format!("{volume}-r-{:08x}", rand::random::<u32>())
-}
-
 pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
     let name = volume_name(&req.name)?.to_string();
     let size = parse_volume_size(&req.size)
@@ -254,38 +248,10 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
                     out.placed.len()
                 );
             }
+            let (placing, new_replicas) =
+                placement::ops(&volume, &out.placed, &disks, &replica_objects);
             let mut ops = vec![put_op(&volume, Expect::Absent)];
-            let mut new_replicas = Vec::new();
-            let mut scheduled: BTreeMap<String, u64> = BTreeMap::new();
-            for p in &out.placed {
-                let r = Replica::new(
-                    replica_name(&name),
-                    ReplicaSpec {
-                        volume: name.clone(),
-                        node: p.node.clone(),
-                        disk: p.disk.clone(),
-                        size,
-                    },
-                );
-                ops.push(put_op(&r, Expect::Absent));
-                *scheduled.entry(p.disk.clone()).or_default() += size;
-                new_replicas.push(r);
-            }
-            // Rewriting each chosen disk (compare-and-swap) serialises
-            // placements on it: a concurrent create that chose the same
-            // disk from the same reading loses and re-schedules.
-            for (uuid, add) in &scheduled {
-                if let Some(d) = disks.iter().find(|d| &d.object.uuid == uuid) {
-                    let mut nd = d.clone();
-                    nd.object.status.scheduled_bytes = replica_objects
-                        .iter()
-                        .filter(|r| &r.spec.disk == uuid)
-                        .map(|r| r.spec.size)
-                        .sum::<u64>()
-                        + add;
-                    ops.push(update_op(&nd));
-                }
-            }
+            ops.extend(placing);
             c.txn(ops).await?;
             Ok(Ok((volume, new_replicas, out)))
         })

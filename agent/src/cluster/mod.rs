@@ -4,6 +4,7 @@
 //! here; nothing else encodes keys.
 
 pub mod events;
+pub mod placement;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -17,7 +17,9 @@
 mod engine_report;
 mod integrity;
 mod nodes;
+mod orphans;
 pub mod registration;
+mod replace;
 mod replenish;
 mod replicas;
 mod volumes;
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 use crate::cluster::Result;
 use crate::daemon::Agent;
-use crate::model::{Engine, Node, Replica, Versioned, Volume};
+use crate::model::{Disk, Engine, Node, Replica, Versioned, Volume};
 
 /// Longest time between two rounds.
 pub const RESYNC: Duration = Duration::from_secs(2);
@@ -42,6 +44,8 @@ pub struct Snapshot {
     pub ready: BTreeSet<String>,
     /// Every registered node, by name.
     pub nodes: BTreeMap<String, Versioned<Node>>,
+    /// Every registered disk, by UUID.
+    pub disks: BTreeMap<String, Versioned<Disk>>,
     /// The settings, read with the rest.
     pub settings: crate::settings::Settings,
     /// Wall-clock time of the read (Unix seconds).
@@ -72,12 +76,17 @@ impl Snapshot {
                 .into_iter()
                 .map(|n| (n.object.name.clone(), n))
                 .collect(),
+            disks: c
+                .list::<Disk>()
+                .await?
+                .into_iter()
+                .map(|d| (d.object.uuid.clone(), d))
+                .collect(),
             settings: c.settings().await?,
             now: crate::model::now_unix() as u64,
         })
     }
 
-    #[allow(dead_code)] // used by the replacement controller (next commit)
     /// How long `node` has been down, as first seen by any agent; `None`
     /// while it is ready (or not yet seen down).
     pub fn down_for(&self, node: &str) -> Option<Duration> {
@@ -88,7 +97,7 @@ impl Snapshot {
         Some(Duration::from_secs(self.now.saturating_sub(since)))
     }
 
-    #[allow(dead_code)] // used by the replacement controller (next commit)
+    #[allow(dead_code)] // used by the attachment recovery controller
     /// True when `node` has been down for at least `node-down-timeout`:
     /// only then do controllers act on what it held.
     pub fn node_gone(&self, node: &str) -> bool {
@@ -154,6 +163,10 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
+    replace::reconcile(agent, &snap).await;
+    if round.is_multiple_of(orphans::EVERY_ROUNDS) {
+        orphans::sweep(agent, &snap).await;
+    }
     if round.is_multiple_of(integrity::EVERY_ROUNDS) {
         integrity::check(agent, &snap).await;
     }

@@ -9,6 +9,8 @@ use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
 use crate::daemon::replicas::CreateError;
+use crate::model::disk::DiskState;
+use crate::model::replica::ReplicaSpec;
 use crate::model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 
 pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
@@ -31,7 +33,7 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         let result = if doomed {
             remove(agent, r).await
         } else {
-            ensure(agent, r).await
+            ensure(agent, snap, r).await
         };
         if let Err(e) = result
             && !e.is_conflict()
@@ -72,8 +74,13 @@ async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
 }
 
 /// Creates the replica if it is not on this node yet and reports its state.
-async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::Result<()> {
+async fn ensure(
+    agent: &Arc<Agent>,
+    snap: &Snapshot,
+    r: &Versioned<Replica>,
+) -> crate::cluster::Result<()> {
     let spec = &r.object.spec;
+    let mut lost = false;
     let (state, message) = match agent.replicas.held(&r.object.name) {
         Some(h) if h.disk == spec.disk && h.replica.size() < spec.size => {
             grow(&r.object, h.replica).await
@@ -84,13 +91,11 @@ async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
             format!("found on disk {} instead of {}", h.disk, spec.disk),
         ),
         None if r.object.status.state == InstanceState::Starting => create(agent, &r.object).await,
-        None => (
-            InstanceState::Error,
-            format!(
-                "replica directory is missing from disk {} (was it wiped or replaced?)",
-                spec.disk
-            ),
-        ),
+        None => {
+            let (message, gone) = why_absent(agent, snap, &r.object.name, spec);
+            lost = gone;
+            (InstanceState::Error, message)
+        }
     };
     // Error → Running passes through Starting (the table has no shortcut).
     let state = if r.object.status.state.allows(state) {
@@ -104,10 +109,11 @@ async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
         String::new()
     };
     let st = &r.object.status;
-    if st.state == state && st.address == address && st.message == message {
+    if st.state == state && st.address == address && st.message == message && st.lost == lost {
         return Ok(());
     }
     let mut next = r.clone();
+    next.object.status.lost = lost;
     next.object.status.state = state;
     next.object.status.address = address;
     next.object.status.message = message.clone();
@@ -125,6 +131,60 @@ async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
             .await;
     }
     Ok(())
+}
+
+/// Why a replica that ran here is not on this node any more, and whether
+/// its data is gone for good: its disk was replaced (another UUID at the
+/// path) or its directory is missing from a disk that is still ours (wiped).
+/// A disk that is merely missing may come back, so that is not "lost".
+fn why_absent(agent: &Agent, snap: &Snapshot, name: &str, spec: &ReplicaSpec) -> (String, bool) {
+    if let Some(d) = agent.replicas.disks().iter().find(|d| d.uuid == spec.disk) {
+        let dir = d.replica_dir().join(name);
+        if dir.exists() {
+            // There but not opened: damaged, not gone. Never "lost" — its
+            // data may be the last copy.
+            return (
+                format!(
+                    "replica directory {} could not be opened (see the agent's log)",
+                    dir.display()
+                ),
+                false,
+            );
+        }
+        return (
+            format!(
+                "replica directory is missing from disk {} (wiped?); its data is gone and it is replaced",
+                spec.disk
+            ),
+            true,
+        );
+    }
+    match snap.disks.get(&spec.disk).map(|d| &d.object) {
+        Some(d) if d.status.state == DiskState::Replaced => (
+            format!(
+                "disk replaced: {}; the replica's data is gone and it is replaced",
+                d.status.message
+            ),
+            true,
+        ),
+        Some(d) => (
+            format!(
+                "disk {} at {} is {}: {}",
+                d.uuid,
+                d.spec.path,
+                d.status.state.as_str(),
+                d.status.message
+            ),
+            false,
+        ),
+        None => (
+            format!(
+                "disk {} is no longer registered; the replica's data is gone",
+                spec.disk
+            ),
+            true,
+        ),
+    }
 }
 
 async fn create(agent: &Arc<Agent>, r: &Replica) -> (InstanceState, String) {

@@ -49,6 +49,11 @@ pub struct ReplicaStatus {
     /// when it moves by a MiB or more).
     #[serde(default)]
     pub actual_size_bytes: u64,
+    /// Its data is gone for good (its disk was replaced or its directory
+    /// wiped), as its own agent found: it never comes back, so it is
+    /// replaced at once and removed from the volume (no replenishment wait).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 /// The engine's record of why a replica is ERR.
@@ -131,6 +136,7 @@ impl Replica {
                 rebuild: None,
                 integrity: None,
                 actual_size_bytes: 0,
+                lost: false,
             },
         }
     }

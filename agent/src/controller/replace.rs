@@ -1,0 +1,471 @@
+//! Keeping a volume at its desired replica count: failed replicas are
+//! replaced by new ones and retired once the new ones are in sync; data
+//! locality adds a replica on the attached node and retires a remote one.
+//! Run by the volume's owner ([`super::owner_of`]) for detached volumes and
+//! for volumes attached here (an engine is what rebuilds a new replica).
+//!
+//! What each replica of a volume is, as seen by one round ([`Standing`]):
+//!
+//! * **lost** — its own agent found its data gone for good (disk replaced,
+//!   directory wiped), or its disk is no longer registered: removed from
+//!   the engine and deleted at once; it will never come back.
+//! * **failed** — its node has been down for `node-down-timeout`, or the
+//!   engine has had it ERR (and rejoining it has not worked) for
+//!   `replica-replenishment-wait-interval`. A failed replica is replaced
+//!   once it has been failed for the replenishment wait (the node or disk
+//!   may come back meanwhile and its replica is rebuilt in place instead),
+//!   and retired once the engine has the desired count RW without it.
+//! * **waiting** — down or ERR for less than that: counted as a member, so
+//!   a short outage (an agent restart) builds nothing new.
+//! * **healthy** — everything else (running, being rebuilt, new).
+//!
+//! Ownership exception: a replica object is normally written only by its
+//! node's agent; a replica on a node that has been down for
+//! `node-down-timeout` is marked failed (and later deleted) by the volume's
+//! owner, since its own agent cannot. When that node returns, its agent
+//! finds directories without objects and discards them ([`super::orphans`]).
+//!
+//! Never: a new replica for a volume with no healthy replica left (there is
+//! nothing to rebuild it from, and an empty replica must not pass for the
+//! data); retiring the last RW replica; retiring anything that is not lost
+//! while the volume is detached (whether a replica is in sync is known
+//! only to an engine).
+
+use std::sync::Arc;
+
+use vigil_engine::engine::{Engine, EngineStatus, Mode};
+
+use super::{Snapshot, owner_of};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, delete_op, placement, update_op};
+use crate::daemon::Agent;
+use crate::model::volume::DataLocality;
+use crate::model::{InstanceState, Replica, Versioned, Volume, VolumeState};
+use crate::scheduler::{self, Candidate};
+
+/// What one replica is to its volume now (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    Healthy,
+    /// Down or ERR, not for long enough to act.
+    Waiting,
+    /// Failed since (Unix seconds), and why.
+    Failed {
+        since: u64,
+        why: String,
+    },
+    /// Its data is gone for good, and why.
+    Lost(String),
+}
+
+pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
+    let me = agent.config.node_name.as_str();
+    for v in &snap.volumes {
+        let vol = &v.object;
+        if owner_of(vol, &snap.ready).as_deref() != Some(me) {
+            continue;
+        }
+        let engine = match vol.status.state {
+            VolumeState::Detached => None,
+            VolumeState::Attached => match agent.engines.get(&vol.name) {
+                Some(e) => Some(e),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if let Err(e) = volume(agent, snap, v, engine.as_ref()).await
+            && !e.is_conflict()
+        {
+            tracing::warn!(volume = %vol.name, error = %e, "replica replacement failed");
+        }
+    }
+}
+
+/// How `r` stands, given the engine's view (if attached here).
+pub fn standing(snap: &Snapshot, r: &Replica, status: Option<&EngineStatus>) -> Standing {
+    let st = &r.status;
+    if st.lost {
+        return Standing::Lost(st.message.clone());
+    }
+    if !snap.disks.contains_key(&r.spec.disk) {
+        return Standing::Lost(format!("disk {} is no longer registered", r.spec.disk));
+    }
+    let wait = snap.settings.replenishment_wait().as_secs();
+    if let Some(down) = snap.down_for(&r.spec.node) {
+        let timeout = snap.settings.node_down_timeout();
+        if down < timeout {
+            return Standing::Waiting;
+        }
+        return Standing::Failed {
+            since: snap.now.saturating_sub(down.as_secs()) + timeout.as_secs(),
+            why: format!(
+                "node {} down for {} s (node-down-timeout {} s)",
+                r.spec.node,
+                down.as_secs(),
+                timeout.as_secs()
+            ),
+        };
+    }
+    if !snap.ready.contains(&r.spec.node) {
+        // down, but no agent has recorded when yet
+        return Standing::Waiting;
+    }
+    let slot = status.and_then(|s| {
+        s.replicas
+            .iter()
+            .find(|s| !st.address.is_empty() && s.address == st.address)
+    });
+    if let Some(s) = slot
+        && s.mode == Mode::Error
+    {
+        let Some(f) = &s.fault else {
+            return Standing::Waiting;
+        };
+        // ERR for the replenishment wait: rejoining it has not worked
+        // (retried every few seconds for network faults, every minute for
+        // disk ones), so build a new one elsewhere.
+        if snap.now.saturating_sub(f.at_unix) < wait {
+            return Standing::Waiting;
+        }
+        return Standing::Failed {
+            since: f.at_unix,
+            why: format!("ERR since {} ({}: {})", f.at_unix, f.reason, f.last_error),
+        };
+    }
+    if st.state == InstanceState::Error {
+        return Standing::Waiting;
+    }
+    Standing::Healthy
+}
+
+async fn volume(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    engine: Option<&Arc<Engine>>,
+) -> cluster::Result<()> {
+    let vol = &v.object;
+    let status = engine.map(|e| e.status());
+    let replicas: Vec<(&Versioned<Replica>, Standing)> = snap
+        .replicas_of(&vol.name)
+        .map(|r| (r, standing(snap, &r.object, status.as_ref())))
+        .collect();
+    mark_failed(agent, snap, &replicas).await;
+    for (r, s) in &replicas {
+        if let Standing::Lost(why) = s {
+            retire(agent, vol, engine, r, why).await?;
+        }
+    }
+    let desired = vol.spec.replicas as usize;
+    let healthy = replicas
+        .iter()
+        .filter(|(_, s)| *s == Standing::Healthy)
+        .count();
+    let waiting = replicas
+        .iter()
+        .filter(|(_, s)| match s {
+            Standing::Waiting => true,
+            Standing::Failed { since, .. } => {
+                snap.now < since + snap.settings.replenishment_wait().as_secs()
+            }
+            _ => false,
+        })
+        .count();
+    let has_source = match &status {
+        Some(s) => s.replicas.iter().any(|r| r.mode == Mode::ReadWrite),
+        None => replicas.iter().any(|(r, s)| {
+            *s == Standing::Healthy && r.object.status.state == InstanceState::Running
+        }),
+    };
+    if healthy + waiting < desired && has_source {
+        let why = replicas
+            .iter()
+            .find_map(|(_, s)| match s {
+                Standing::Failed { why, .. } | Standing::Lost(why) => Some(why.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| format!("{healthy} of {desired} replicas placed"));
+        return add(agent, snap, v, desired - healthy - waiting, None, &why).await;
+    }
+    let (Some(engine), Some(status)) = (engine, status.as_ref()) else {
+        return Ok(());
+    };
+    let rw = |except: &str| {
+        status
+            .replicas
+            .iter()
+            .filter(|s| s.mode == Mode::ReadWrite && s.address != except)
+            .count()
+    };
+    // Failed replicas go once the engine has the desired count RW without
+    // them.
+    for (r, s) in &replicas {
+        if let Standing::Failed { why, .. } = s
+            && rw(&r.object.status.address) >= desired
+        {
+            return retire(agent, vol, Some(engine), r, why).await;
+        }
+    }
+    locality(agent, snap, v, engine, status, &replicas).await
+}
+
+/// While attached here with every replica RW: under best-effort data
+/// locality with none on this node, build one here; with more replicas RW
+/// than desired (a locality replica finished, or a replica that was being
+/// replaced came back), retire one — never the one on this node; a remote
+/// one on the node holding the most replicas of the volume, then by name,
+/// so every round picks the same.
+async fn locality(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    engine: &Arc<Engine>,
+    status: &EngineStatus,
+    replicas: &[(&Versioned<Replica>, Standing)],
+) -> cluster::Result<()> {
+    let vol = &v.object;
+    if status.replicas.iter().any(|s| s.mode != Mode::ReadWrite)
+        || replicas.iter().any(|(_, s)| *s != Standing::Healthy)
+        || replicas.len() != status.replicas.len()
+    {
+        return Ok(());
+    }
+    let me = agent.config.node_name.as_str();
+    let desired = vol.spec.replicas as usize;
+    let best_effort = vol.spec.data_locality == DataLocality::BestEffort;
+    if best_effort && replicas.iter().all(|(r, _)| r.object.spec.node != me) {
+        return add(
+            agent,
+            snap,
+            v,
+            1,
+            Some(me),
+            &format!("data locality best-effort: volume attached on {me} has no replica there"),
+        )
+        .await;
+    }
+    if status.replicas.len() <= desired {
+        return Ok(());
+    }
+    let victim = replicas
+        .iter()
+        .filter(|(r, _)| in_engine(status, r, Mode::ReadWrite))
+        .filter(|(r, _)| !best_effort || r.object.spec.node != me)
+        .max_by_key(|(r, _)| {
+            let on_node = replicas
+                .iter()
+                .filter(|(o, _)| o.object.spec.node == r.object.spec.node)
+                .count();
+            (r.object.spec.node != me, on_node, r.object.name.clone())
+        });
+    let Some((r, _)) = victim else {
+        return Ok(());
+    };
+    let why = if best_effort {
+        format!("data locality best-effort: the replica on {me} is RW; {desired} replica(s) wanted")
+    } else {
+        format!("{} replicas RW, {desired} wanted", status.replicas.len())
+    };
+    retire(agent, vol, Some(engine), r, &why).await
+}
+
+fn in_engine(status: &EngineStatus, r: &Versioned<Replica>, mode: Mode) -> bool {
+    let a = &r.object.status.address;
+    !a.is_empty()
+        && status
+            .replicas
+            .iter()
+            .any(|s| &s.address == a && s.mode == mode)
+}
+
+/// Marks replicas on nodes down past `node-down-timeout` failed in their
+/// objects (their own agent cannot): never left "running" or "stopped".
+async fn mark_failed(agent: &Agent, snap: &Snapshot, replicas: &[(&Versioned<Replica>, Standing)]) {
+    for (r, s) in replicas {
+        let Standing::Failed { why, .. } = s else {
+            continue;
+        };
+        if snap.ready.contains(&r.object.spec.node) || r.object.status.state == InstanceState::Error
+        {
+            continue;
+        }
+        let mut next = (*r).clone();
+        next.object.status.state = InstanceState::Error;
+        next.object.status.address.clear();
+        next.object.status.message = why.clone();
+        match agent.cluster.update(&next).await {
+            Ok(_) => {
+                agent
+                    .cluster
+                    .event(
+                        Severity::Warning,
+                        "replica",
+                        &r.object.name,
+                        "ReplicaFailed",
+                        format!(
+                            "replica {} of {} failed: {why}; it is replaced after replica-replenishment-wait-interval ({} s)",
+                            r.object.name,
+                            r.object.spec.volume,
+                            snap.settings.replenishment_wait().as_secs()
+                        ),
+                    )
+                    .await;
+            }
+            Err(e) if e.is_conflict() => {}
+            Err(e) => {
+                tracing::warn!(replica = %r.object.name, error = %e, "cannot mark replica failed")
+            }
+        }
+    }
+}
+
+/// Places `count` new replicas of `v` (on `local` only, when given) in one
+/// transaction with the disks they use.
+async fn add(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    count: usize,
+    local: Option<&str>,
+    why: &str,
+) -> cluster::Result<()> {
+    let vol = &v.object;
+    let nodes: Vec<Candidate> = snap
+        .nodes
+        .values()
+        .map(|n| Candidate {
+            ready: snap.ready.contains(&n.object.name),
+            node: n.object.clone(),
+        })
+        .collect();
+    let disks: Vec<_> = snap.disks.values().cloned().collect();
+    let disk_objects: Vec<_> = disks.iter().map(|d| d.object.clone()).collect();
+    // This volume's failed and lost replicas do not hold their node or
+    // disk for anti-affinity: the replacement may go where they were.
+    let status = agent.engines.get(&vol.name).map(|e| e.status());
+    let all: Vec<Replica> = snap.replicas.iter().map(|r| r.object.clone()).collect();
+    let placed_view: Vec<Replica> = all
+        .iter()
+        .filter(|r| {
+            r.spec.volume != vol.name
+                || matches!(
+                    standing(snap, r, status.as_ref()),
+                    Standing::Healthy | Standing::Waiting
+                )
+        })
+        .cloned()
+        .collect();
+    let view = scheduler::View {
+        nodes: &nodes,
+        disks: &disk_objects,
+        replicas: &placed_view,
+        settings: &snap.settings,
+    };
+    let out = scheduler::place(
+        &scheduler::Request {
+            volume: vol,
+            count,
+            local_node: local.or(vol.status.attached_node.as_deref()),
+        },
+        &view,
+    );
+    let placed: Vec<_> = match local {
+        Some(node) => out
+            .placed
+            .into_iter()
+            .filter(|p| p.node == node)
+            .take(1)
+            .collect(),
+        None => out.placed,
+    };
+    if placed.is_empty() {
+        let message = format!(
+            "cannot place a replacement replica ({why}): {}",
+            out.reasons.join("; ")
+        );
+        if local.is_none() && vol.status.message != message {
+            let mut next = v.clone();
+            next.object.status.message = message.clone();
+            next.object.status.scheduling = out.reasons.clone();
+            agent.cluster.update(&next).await?;
+            agent
+                .cluster
+                .event(
+                    Severity::Warning,
+                    "volume",
+                    &vol.name,
+                    "ReplenishFailed",
+                    message,
+                )
+                .await;
+        }
+        return Ok(());
+    }
+    let (mut ops, new) = placement::ops(vol, &placed, &disks, &all);
+    if !vol.status.message.is_empty() && vol.status.message.starts_with("cannot place") {
+        let mut next = v.clone();
+        next.object.status.message.clear();
+        next.object.status.scheduling = out.notes.clone();
+        ops.push(update_op(&next));
+    } else {
+        // the volume must not have changed since the round's read
+        ops.push(update_op(v));
+    }
+    agent.cluster.txn(ops).await?;
+    crate::metrics::remediation("replace_replica");
+    for r in new {
+        tracing::info!(volume = %vol.name, replica = %r.name, node = %r.spec.node, %why, "new replica scheduled");
+        agent
+            .cluster
+            .event(
+                Severity::Normal,
+                "replica",
+                &r.name,
+                "ReplicaScheduled",
+                format!(
+                    "new replica {} of {} on {} (disk {}): {why}",
+                    r.name, vol.name, r.spec.node, r.spec.disk
+                ),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Removes `r` from the engine (if there) and deletes its object. Its
+/// directory goes with it on its node: now if the node is up (the replica
+/// reconcile deletes what has no object — see [`super::orphans`]), or when
+/// the node returns.
+async fn retire(
+    agent: &Agent,
+    vol: &Volume,
+    engine: Option<&Arc<Engine>>,
+    r: &Versioned<Replica>,
+    why: &str,
+) -> cluster::Result<()> {
+    let address = &r.object.status.address;
+    if let Some(e) = engine
+        && !address.is_empty()
+        && let Err(err) = e.remove_replica(address)
+    {
+        tracing::debug!(replica = %r.object.name, error = %err, "not retired yet");
+        return Ok(());
+    }
+    agent.cluster.txn(vec![delete_op(r)]).await?;
+    crate::metrics::remediation("retire_replica");
+    tracing::info!(volume = %vol.name, replica = %r.object.name, %why, "replica retired");
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "replica",
+            &r.object.name,
+            "ReplicaRetired",
+            format!(
+                "replica {} of {} on {} removed from the volume: {why}",
+                r.object.name, vol.name, r.object.spec.node
+            ),
+        )
+        .await;
+    Ok(())
+}
