@@ -95,8 +95,12 @@ fn mode_event(before: &Replica, after: &Replica) -> Option<(bool, &'static str, 
             );
             Some((true, "ReplicaFaulted", format!("{who} marked ERR ({why})")))
         }
-        // ERR → RW happens when a rebuild finished between two rounds.
-        "RW" if old == "WO" || old == "ERR" => {
+        // ERR → RW happens when a rebuild finished between two rounds; a
+        // new replica may even go straight from no mode to RW.
+        "RW" if old == "WO"
+            || old == "ERR"
+            || (old.is_empty() && after.status.rebuild.is_some()) =>
+        {
             Some((false, "ReplicaRebuilt", format!("{who} rebuilt, now RW")))
         }
         _ => None,

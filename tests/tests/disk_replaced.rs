@@ -1,0 +1,272 @@
+//! Issue 5, scenario 1: a disk comes back with a new identity (a node
+//! upgrade reformatted it). Three agents on etcd, a 3-replica volume
+//! attached on n1 and written. n2 is killed, its disk directory wiped, and
+//! n2 started again: the disk registers under a new UUID, the old one is
+//! `replaced`, DISK_REPLACED is raised with cause and fix, the old replica
+//! is marked failed (naming both UUIDs — never left "stopped") and removed
+//! from the volume, a new replica is built and the volume is healthy again;
+//! the old disk is forgotten, DISK_REPLACED clears, doctor exits 0 and the
+//! data is what was written.
+//!
+//! Second test: a volume created while the cluster is short of nodes is
+//! refused when `allow-volume-creation-with-degraded-availability` is false,
+//! created degraded when true, and heals when the node returns.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::{check, doctor};
+use vigil_tests::{Agent, Etcd, tools};
+
+const SIZE: usize = 16 << 20;
+
+fn events(a: &Agent, object: &str) -> Vec<Value> {
+    a.json(&["events", "--object", object])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn has_event(a: &Agent, object: &str, reason: &str) -> Option<Value> {
+    events(a, object)
+        .into_iter()
+        .find(|e| e["reason"] == reason)
+}
+
+fn replicas(a: &Agent, volume: &str) -> Vec<Value> {
+    a.json(&["volume", "get", volume])["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn disk_of(a: &Agent, node: &str) -> Vec<Value> {
+    a.json(&["disk", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["node"] == node)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
+    let root = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(root.path());
+    let store = etcd.store_url();
+    let args = ["--store", store.as_str()];
+    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
+    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
+    let n3 = Agent::start_with(root.path(), "n3", "tok", &args);
+    for a in [&n1, &n2, &n3] {
+        a.wait_live();
+    }
+    let v = n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "64MiB",
+        "--replicas",
+        "3",
+    ]);
+    assert_eq!(v["state"], "detached", "{v}");
+    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
+    assert!(ok, "attach: {err}");
+    let endpoint = out.trim().to_string();
+    let data = root.path().join("data");
+    tools::random_file(&data, SIZE, 5);
+    tools::qemu_write(&data, &endpoint);
+    wait_until("doctor healthy", Duration::from_secs(20), || {
+        doctor(&n1).0 == 0
+    });
+    let old_disk = disk_of(&n1, "n2")[0]["uuid"].as_str().unwrap().to_string();
+    let old_replica = replicas(&n1, "v")
+        .into_iter()
+        .find(|r| r["node"] == "n2")
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .unwrap();
+
+    // The node "upgrade": agent gone, disk reformatted, agent back.
+    n2.kill9();
+    let disk_dir = n2.data_dir.join("disks").join("default");
+    std::fs::remove_dir_all(&disk_dir).unwrap();
+    n2.start_again();
+    n2.wait_live();
+    let back = Instant::now();
+
+    wait_until("DISK_REPLACED raised", Duration::from_secs(20), || {
+        check(&doctor(&n1).1, "DISK_REPLACED").is_some()
+    });
+    eprintln!(
+        "DISK_REPLACED seen {:?} after the agent came back",
+        back.elapsed()
+    );
+    let (code, report) = doctor(&n1);
+    assert_ne!(code, 0, "{report}");
+    let c = check(&report, "DISK_REPLACED").unwrap();
+    for field in ["cause", "fix"] {
+        assert!(!c[field].as_str().unwrap_or("").is_empty(), "{c}");
+    }
+    let new_disk = disk_of(&n1, "n2")
+        .into_iter()
+        .find(|d| d["uuid"] != old_disk.as_str())
+        .map(|d| d["uuid"].as_str().unwrap().to_string())
+        .expect("the new disk is registered");
+
+    // The old replica is failed with both UUIDs named, then retired.
+    wait_until(
+        "old replica failed and retired",
+        Duration::from_secs(30),
+        || has_event(&n1, &format!("replica/{old_replica}"), "ReplicaRetired").is_some(),
+    );
+    eprintln!(
+        "old replica retired {:?} after the agent came back",
+        back.elapsed()
+    );
+    let failed = has_event(&n1, &format!("replica/{old_replica}"), "ReplicaFailed")
+        .expect("a ReplicaFailed event");
+    let msg = failed["message"].as_str().unwrap();
+    assert!(
+        msg.contains("disk replaced") && msg.contains(&old_disk) && msg.contains(&new_disk),
+        "ReplicaFailed should name the reason and both UUIDs: {msg}"
+    );
+    assert!(
+        !replicas(&n1, "v")
+            .iter()
+            .any(|r| r["name"] == old_replica.as_str()),
+        "the old replica is still listed"
+    );
+
+    // A new replica is built and the volume heals; the new disk is usable.
+    wait_until(
+        "volume healthy with 3 RW replicas",
+        Duration::from_secs(60),
+        || {
+            let rs = replicas(&n1, "v");
+            rs.len() == 3
+                && rs.iter().all(|r| r["mode"] == "RW")
+                && n1.json(&["volume", "get", "v"])["robustness"] == "healthy"
+        },
+    );
+    eprintln!(
+        "volume healthy again {:?} after the agent came back",
+        back.elapsed()
+    );
+    let rs = replicas(&n1, "v");
+    let fresh = rs
+        .iter()
+        .find(|r| r["node"] == "n2")
+        .expect("a replica on n2");
+    assert_eq!(fresh["disk"], new_disk.as_str(), "{fresh}");
+    let name = fresh["name"].as_str().unwrap();
+    assert!(has_event(&n1, &format!("replica/{name}"), "ReplicaScheduled").is_some());
+    assert!(has_event(&n1, &format!("replica/{name}"), "ReplicaRebuilt").is_some());
+
+    // The old disk is forgotten; everything is healthy.
+    wait_until("doctor healthy again", Duration::from_secs(30), || {
+        doctor(&n1).0 == 0
+    });
+    assert!(
+        disk_of(&n1, "n2")
+            .iter()
+            .all(|d| d["uuid"] != old_disk.as_str())
+    );
+    assert!(has_event(&n1, &format!("disk/{old_disk}"), "DiskForgotten").is_some());
+    assert!(
+        tools::qemu_equal(&data, &endpoint),
+        "data differs after the disk was replaced"
+    );
+}
+
+#[test]
+fn a_volume_created_short_of_nodes_is_degraded_only_if_allowed_and_heals() {
+    let root = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(root.path());
+    let store = etcd.store_url();
+    let args = ["--store", store.as_str()];
+    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
+    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
+    n1.wait_live();
+    n2.wait_live();
+    n2.stop();
+    wait_until("n2 down", Duration::from_secs(20), || {
+        n1.json(&["node", "get", "n2"])["ready"] == false
+    });
+
+    let (ok, _, _) = n1.cli(&[
+        "settings",
+        "set",
+        "allow-volume-creation-with-degraded-availability",
+        "false",
+    ]);
+    assert!(ok);
+    let (ok, _, err) = n1.cli(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "2",
+    ]);
+    assert!(!ok, "created although degraded creation is off");
+    assert!(
+        err.contains("allow-volume-creation-with-degraded-availability"),
+        "{err}"
+    );
+
+    let (ok, _, _) = n1.cli(&[
+        "settings",
+        "set",
+        "allow-volume-creation-with-degraded-availability",
+        "true",
+    ]);
+    assert!(ok);
+    let v = n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "2",
+    ]);
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 1, "{v}");
+    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
+    assert!(ok, "attach: {err}");
+    let endpoint = out.trim().to_string();
+    let data = root.path().join("data");
+    tools::random_file(&data, 8 << 20, 9);
+    tools::qemu_write(&data, &endpoint);
+    let report = doctor(&n1).1;
+    assert!(
+        check(&report, "REPLICA_UNSCHEDULABLE").is_some()
+            || check(&report, "VOLUME_DEGRADED").is_some(),
+        "{report}"
+    );
+
+    n2.start_again();
+    n2.wait_live();
+    let back = Instant::now();
+    wait_until(
+        "volume healthy with 2 replicas",
+        Duration::from_secs(60),
+        || {
+            let v = n1.json(&["volume", "get", "v"]);
+            v["robustness"] == "healthy" && v["replicas"].as_array().is_some_and(|r| r.len() == 2)
+        },
+    );
+    eprintln!("healed {:?} after n2 returned", back.elapsed());
+    wait_until("doctor healthy", Duration::from_secs(30), || {
+        doctor(&n1).0 == 0
+    });
+    assert!(
+        tools::qemu_equal(&data, &endpoint),
+        "data differs after healing"
+    );
+}
