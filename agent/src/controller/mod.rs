@@ -20,6 +20,7 @@ mod nodes;
 pub mod registration;
 mod replenish;
 mod replicas;
+mod salvage;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
