@@ -230,6 +230,12 @@ pub struct AgentArgs {
     /// Seconds before an unanswered replica request marks the replica ERR.
     #[arg(long, default_value_t = 8)]
     pub io_timeout_secs: u64,
+    /// Milliseconds between two pings of each remote replica by an engine.
+    #[arg(long, default_value_t = 500)]
+    pub ping_interval_ms: u64,
+    /// Milliseconds a ping may go unanswered before the replica is marked ERR.
+    #[arg(long, default_value_t = 1000)]
+    pub ping_timeout_ms: u64,
     /// A directory given to vigil for replicas (repeat for several; default <data-dir>/disks/default).
     #[arg(long = "disk")]
     pub disks: Vec<PathBuf>,

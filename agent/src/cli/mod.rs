@@ -202,7 +202,8 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
     }
     let engine = vigil_engine::engine::EngineConfig {
         io_timeout: std::time::Duration::from_secs(a.io_timeout_secs.max(1)),
-        ..Default::default()
+        ping_interval: std::time::Duration::from_millis(a.ping_interval_ms.max(50)),
+        ping_timeout: std::time::Duration::from_millis(a.ping_timeout_ms.max(50)),
     };
     let config = crate::daemon::AgentConfig {
         node_name,

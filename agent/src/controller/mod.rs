@@ -22,6 +22,7 @@ pub mod registration;
 mod replace;
 mod replenish;
 mod replicas;
+mod salvage;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -190,6 +190,9 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             }
         },
     };
+    if super::salvage::restart_if_all_failed(agent, snap, vol, &engine).await {
+        return Ok(());
+    }
     let status = engine.status();
     let rw = status
         .replicas
@@ -416,6 +419,7 @@ async fn start_engine(
         ));
     }
     agent.managed_engines.insert(&vol.name);
+    super::salvage::report_start(agent, snap, vol, &engine).await;
     tracing::info!(volume = %vol.name, "engine started");
     Ok(engine)
 }

@@ -156,7 +156,7 @@ const CODES: &[CodeInfo] = &[
         severity: Severity::Error,
         summary: "A volume has no healthy replica, or its engine's node is down",
         cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
-        fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true the newest replica is brought back automatically once reachable; otherwise see `vigil events --volume V`.",
+        fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the newest one and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so.",
     },
 ];
 

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
@@ -56,13 +57,17 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        // Ping every second with a 2 s deadline: a dead or frozen replica is
-        // ERR within ~3 s even when idle (target: 10 s idle, 2 s under load,
-        // where the I/O itself fails first on a dead connection).
+        // A frozen or dead replica must be ERR within 2 s under load and
+        // 10 s idle. Pings find it either way: one every 500 ms with a 1 s
+        // deadline marks it ERR at most ~1.5 s after it stopped answering.
+        // A busy replica is not mistaken for a frozen one: its server
+        // answers pings ahead of queued disk I/O (protocol/server.rs). The
+        // I/O timeout stays long (8 s): it catches a replica that answers
+        // pings but whose disk hangs, and a slow disk must not flap.
         EngineConfig {
             io_timeout: Duration::from_secs(8),
-            ping_interval: Duration::from_secs(1),
-            ping_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_millis(500),
+            ping_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -178,6 +183,19 @@ pub struct Engine {
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// Frontend metric handles, registered at start.
     metrics: metrics::VolumeMetrics,
+    /// Each replica's persisted revision as read at start.
+    start_revisions: Vec<StartRevision>,
+}
+
+/// A replica's persisted revision as the engine read it at start: how the
+/// engine chose which replicas to serve from (the newest) and which to
+/// leave out as stale. For the control plane to say so (salvage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRevision {
+    /// `tcp://host:port/name`.
+    pub address: String,
+    /// `None` when the replica could not be opened at start.
+    pub revision: Option<u64>,
 }
 
 impl Engine {
@@ -256,6 +274,14 @@ impl Engine {
                 tracing::warn!(volume = name, replica = %slot.address, revision = r, newest, "stale replica left out");
             }
         }
+        let start_revisions = slots
+            .iter()
+            .zip(&revisions)
+            .map(|(slot, revision)| StartRevision {
+                address: slot.address.clone(),
+                revision: *revision,
+            })
+            .collect();
         let engine = Arc::new(Engine {
             name: name.to_string(),
             size,
@@ -265,6 +291,7 @@ impl Engine {
             rebuilding: AtomicBool::new(false),
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),
+            start_revisions,
         });
         if !engine.slots().iter().any(|s| s.mode() == Mode::ReadWrite) {
             return Err(EngineError::NoUsableReplica {
@@ -296,6 +323,13 @@ impl Engine {
     /// Volume size in bytes.
     pub fn volume_size(&self) -> u64 {
         self.size
+    }
+
+    /// Each replica's persisted revision as read at start, in the order
+    /// the replicas were given: those behind the newest were left out as
+    /// ERR `stale`.
+    pub fn start_revisions(&self) -> &[StartRevision] {
+        &self.start_revisions
     }
 
     /// Stops background tasks. The engine serves no more monitoring; drop

@@ -35,6 +35,10 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const IN_FLIGHT_BUDGET: usize = 64 << 20;
 /// Budget unit.
 const BUDGET_UNIT: usize = 4096;
+/// Pings one connection may have answered-but-unsent. Pings bypass the
+/// memory budget (see [`read_requests`]); this bounds a peer that sends
+/// pings and never reads the answers.
+const PINGS_IN_FLIGHT: usize = 16;
 /// The least a request costs, so many tiny requests are bounded too
 /// (at most 1024 in flight per connection).
 const MIN_REQUEST_COST: usize = 64 * 1024;
@@ -299,6 +303,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         version,
     } = conn;
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / BUDGET_UNIT));
+    let pings = Arc::new(Semaphore::new(PINGS_IN_FLIGHT));
     let violation = |why: String| {
         tracing::warn!(%peer, replica = %name, reason = %why, "replica server: protocol violation; closing connection");
         format!("protocol violation: {why}")
@@ -321,6 +326,23 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         if h.flags & !allowed != 0 {
             return violation(format!("request with flags {:#06x}", h.flags));
         }
+        // A ping is answered at once, never behind queued disk I/O: it
+        // carries no payload and needs no budget, so a busy but healthy
+        // replica whose budget is taken by writes still answers it within
+        // the engine's ping deadline (a frozen one does not).
+        if h.opcode == Opcode::Ping as u8 && h.len == 0 {
+            if !still_served(source, name, &ops) {
+                tracing::info!(%peer, replica = %name, "replica server: replica no longer served; closing connection");
+                return "replica no longer served".into();
+            }
+            let Ok(permit) = pings.clone().acquire_owned().await else {
+                return "semaphore closed".into();
+            };
+            if let Some(f) = response_frame(version, Opcode::Ping, h.id, &Response::Done) {
+                let _ = tx.send(f.with_permit(permit));
+            }
+            continue;
+        }
         // Reserve memory for the payload before reading it.
         let cost = MIN_REQUEST_COST + h.len as usize;
         let Ok(mut permit) = budget.clone().acquire_many_owned(budget_units(cost)).await else {
@@ -337,12 +359,9 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         };
         // The connection is bound to the replica it authenticated for; if
         // the agent removed or replaced it, stop serving this connection.
-        match source.lookup(name) {
-            Some(current) if Arc::ptr_eq(&current, &ops) => {}
-            _ => {
-                tracing::info!(%peer, replica = %name, "replica server: replica no longer served; closing connection");
-                return "replica no longer served".into();
-            }
+        if !still_served(source, name, &ops) {
+            tracing::info!(%peer, replica = %name, "replica server: replica no longer served; closing connection");
+            return "replica no longer served".into();
         }
         // ... and for the data a read will return.
         if let Request::Read { len, .. } | Request::ReadLayer { len, .. } = req
@@ -381,6 +400,14 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             }
         });
     }
+}
+
+/// Whether `name` is still served by the replica `ops` this connection
+/// authenticated for (the agent may have removed or replaced it).
+fn still_served(source: &dyn OpsSource, name: &str, ops: &Arc<dyn ReplicaOps>) -> bool {
+    source
+        .lookup(name)
+        .is_some_and(|current| Arc::ptr_eq(&current, ops))
 }
 
 /// Encodes a response, replacing one that cannot be sent by an error.
