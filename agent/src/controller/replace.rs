@@ -383,7 +383,10 @@ async fn add(
             "cannot place a replacement replica ({why}): {}",
             out.reasons.join("; ")
         );
-        if local.is_none() && vol.status.message != message {
+        // A create that placed fewer than asked already said so (and why,
+        // per node); repeating it every round would add nothing.
+        let said = vol.status.message.starts_with("created degraded");
+        if local.is_none() && !said && vol.status.message != message {
             let mut next = v.clone();
             next.object.status.message = message.clone();
             next.object.status.scheduling = out.reasons.clone();
@@ -402,7 +405,9 @@ async fn add(
         return Ok(());
     }
     let (mut ops, new) = placement::ops(vol, &placed, &disks, &all);
-    if !vol.status.message.is_empty() && vol.status.message.starts_with("cannot place") {
+    if vol.status.message.starts_with("cannot place")
+        || vol.status.message.starts_with("created degraded")
+    {
         let mut next = v.clone();
         next.object.status.message.clear();
         next.object.status.scheduling = out.notes.clone();

@@ -374,11 +374,34 @@ fn ne_key(volume: &str) -> String {
 }
 
 /// Starts the volume's engine here over every replica that has an address.
+///
+/// Not while a replica's node is down for less than `node-down-timeout`:
+/// an engine picks the newest replicas among those that answer at its
+/// start, and the absent one may hold newer flushed data (after a
+/// cluster-wide crash, the node that comes back first is not necessarily
+/// the newest). Once the node has been down that long its replica counts
+/// as failed and the engine starts from the rest.
 async fn start_engine(
     agent: &Agent,
     snap: &Snapshot,
     vol: &Volume,
 ) -> Result<Arc<vigil_engine::engine::Engine>, String> {
+    let timeout = snap.settings.node_down_timeout();
+    for r in snap.replicas_of(&vol.name) {
+        let node = &r.object.spec.node;
+        if snap.ready.contains(node) || r.object.status.lost {
+            continue;
+        }
+        let down = snap.down_for(node).unwrap_or_default();
+        if down < timeout {
+            return Err(format!(
+                "waiting for replica {} on node {node} (down {} s of node-down-timeout {} s): it may hold newer data than the replicas reachable now",
+                r.object.name,
+                down.as_secs(),
+                timeout.as_secs()
+            ));
+        }
+    }
     let mut specs = Vec::new();
     for r in snap.replicas_of(&vol.name) {
         let addr_text = &r.object.status.address;
