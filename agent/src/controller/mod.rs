@@ -17,6 +17,7 @@
 mod engine_report;
 mod integrity;
 mod nodes;
+pub mod recovery;
 pub mod registration;
 mod replenish;
 mod replicas;
@@ -154,6 +155,7 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
+    recovery::reconcile(agent, &snap).await;
     if round.is_multiple_of(integrity::EVERY_ROUNDS) {
         integrity::check(agent, &snap).await;
     }
