@@ -135,14 +135,14 @@ pub fn may_move(
 fn explanation(volume: &str, node: &str, settings: &Settings) -> String {
     match Policy::of(settings) {
         Policy::Never => format!(
-            "node {node} is down; volume-attachment-recovery-policy is never: {volume} stays attached to {node} until {node} returns or an operator runs `vigil volume detach {volume}` (done at once while {node} is down)"
+            "volume-attachment-recovery-policy is never: {volume} stays attached to {node} until {node} returns or an operator runs `vigil volume detach {volume}` (done at once while {node} is down)"
         ),
         Policy::Wait => format!(
-            "node {node} is down; volume-attachment-recovery-policy is wait: {volume} is detached from {node} once {node} has been down for node-down-timeout ({} s); `vigil volume detach {volume}` does it now",
+            "volume-attachment-recovery-policy is wait: {volume} is detached from {node} once {node} has been down for node-down-timeout ({} s); `vigil volume detach {volume}` does it now",
             settings.node_down_timeout().as_secs()
         ),
         Policy::Immediate => format!(
-            "node {node} is down; volume-attachment-recovery-policy is immediate: `vigil volume attach {volume} --node NODE` moves it to a ready node at once; `vigil volume detach {volume}` detaches it"
+            "volume-attachment-recovery-policy is immediate: as {node} is down, `vigil volume attach {volume} --node NODE` moves it to a ready node at once; `vigil volume detach {volume}` detaches it"
         ),
     }
 }
