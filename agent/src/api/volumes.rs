@@ -2,7 +2,8 @@
 //! detach, expand, and snapshots by volume name. Any agent answers; writes
 //! are compare-and-swap on the volume, and a lost race is retried with a
 //! fresh read. Attach and detach record the request and then wait for the
-//! owning node to carry it out.
+//! owning node to carry it out — except for a volume attached to a node
+//! that is down, which `controller::recovery` rules govern.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use super::to_json;
 use super::types::*;
 use crate::cluster::events::Severity;
 use crate::cluster::{ClusterError, placement, put_op, update_op};
+use crate::controller::recovery;
 use crate::daemon::Agent;
 use crate::model::disk::Disk;
 use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
@@ -353,17 +355,35 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
     if c.get::<Node>(&node).await?.is_none() {
         return Err(ApiError::not_found("node", &node));
     }
-    if !c.ready_nodes().await?.contains(&node) {
+    let ready = c.ready_nodes().await?;
+    if !ready.contains(&node) {
         return Err(ApiError::conflict(
             "node_not_ready",
             format!("node {node:?} is not ready (its agent is down or cut off from the store)"),
         ));
     }
     let replicas = c.list::<Replica>().await?;
+    let settings = c.settings().await?;
+    let nodes = c.list::<Node>().await?;
+    let now = now_unix() as u64;
+    let not_local = |v: &Volume| {
+        (v.spec.data_locality == DataLocality::StrictLocal
+            && !replicas
+                .iter()
+                .any(|r| r.object.spec.volume == name && r.object.spec.node == node))
+        .then(|| {
+            ApiError::conflict(
+                "not_local",
+                format!("volume {name:?} is strict-local and has no replica on {node}"),
+            )
+        })
+    };
     let mut refusal = None;
+    let mut moved_from = None;
     let v = c
         .modify::<Volume, _>(name, |v| {
             refusal = None;
+            moved_from = None;
             match v.status.state {
                 VolumeState::Attached | VolumeState::Attaching
                     if v.spec.node.as_deref() == Some(node.as_str()) =>
@@ -371,25 +391,44 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
                     Ok(false)
                 }
                 VolumeState::Attached | VolumeState::Attaching => {
-                    refusal = Some(ApiError::conflict(
-                        "attached_elsewhere",
-                        format!(
-                            "volume {name:?} is attached to {}; detach it first",
-                            v.spec.node.as_deref().unwrap_or("?")
-                        ),
-                    ));
-                    Ok(false)
+                    let Some(down_node) = recovery::stranded_on(v, &ready).map(str::to_string)
+                    else {
+                        refusal = Some(ApiError::conflict(
+                            "attached_elsewhere",
+                            format!(
+                                "volume {name:?} is attached to {}; detach it first",
+                                v.spec.node.as_deref().unwrap_or("?")
+                            ),
+                        ));
+                        return Ok(false);
+                    };
+                    // Its node is down: volume-attachment-recovery-policy
+                    // says whether another node may take it now.
+                    let down = nodes
+                        .iter()
+                        .find(|n| n.object.name == down_node)
+                        .and_then(|n| n.object.status.down_since)
+                        .map(|since| Duration::from_secs(now.saturating_sub(since)));
+                    if let Err(why) = recovery::may_move(name, &down_node, down, &settings) {
+                        refusal = Some(ApiError::conflict("attached_to_down_node", why));
+                        return Ok(false);
+                    }
+                    if let Some(e) = not_local(v) {
+                        refusal = Some(e);
+                        return Ok(false);
+                    }
+                    v.set_state(VolumeState::Attaching)?;
+                    v.spec.node = Some(node.clone());
+                    v.status.attached_node = Some(node.clone());
+                    v.status.endpoint.clear();
+                    v.status.robustness = Robustness::Unknown;
+                    v.status.message.clear();
+                    moved_from = Some((down_node, down));
+                    Ok(true)
                 }
                 VolumeState::Detached => {
-                    if v.spec.data_locality == DataLocality::StrictLocal
-                        && !replicas
-                            .iter()
-                            .any(|r| r.object.spec.volume == name && r.object.spec.node == node)
-                    {
-                        refusal = Some(ApiError::conflict(
-                            "not_local",
-                            format!("volume {name:?} is strict-local and has no replica on {node}"),
-                        ));
+                    if let Some(e) = not_local(v) {
+                        refusal = Some(e);
                         return Ok(false);
                     }
                     v.set_state(VolumeState::Attaching)?;
@@ -408,7 +447,21 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
     if let Some(e) = refusal {
         return Err(e);
     }
-    if v.status.state == VolumeState::Attaching {
+    if let Some((from, down)) = &moved_from {
+        c.event(
+            Severity::Warning,
+            "volume",
+            name,
+            "MovedFromDownNode",
+            format!(
+                "volume {name} moved from {from}, down for {}, to {node} by volume-attachment-recovery-policy {}; {from} stops any engine for it when it returns",
+                down.map(|d| format!("{} s", d.as_secs()))
+                    .unwrap_or_else(|| "less than a round".into()),
+                recovery::Policy::of(&settings).as_str()
+            ),
+        )
+        .await;
+    } else if v.status.state == VolumeState::Attaching {
         c.event(
             Severity::Normal,
             "volume",
@@ -460,6 +513,15 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
 pub async fn detach(agent: &Agent, name: &str) -> Reply {
     volume_name(name)?;
     let c = &agent.cluster;
+    // Attached to a node that is down: nothing to wait for, as no engine
+    // serves there (see `controller::recovery` on fencing); done at once.
+    if recovery::detach_from_down_node(agent, name, recovery::DetachCause::Operator)
+        .await?
+        .is_some()
+    {
+        let v = must_get(agent, name).await?;
+        return Ok((StatusCode::OK, to_json(&view(agent, &v.object).await?)));
+    }
     let mut refusal = None;
     let v = c
         .modify::<Volume, _>(name, |v| {

@@ -18,6 +18,7 @@ mod engine_report;
 mod integrity;
 mod nodes;
 mod orphans;
+pub mod recovery;
 pub mod registration;
 mod replace;
 mod replenish;
@@ -98,7 +99,6 @@ impl Snapshot {
         Some(Duration::from_secs(self.now.saturating_sub(since)))
     }
 
-    #[allow(dead_code)] // used by the attachment recovery controller
     /// True when `node` has been down for at least `node-down-timeout`:
     /// only then do controllers act on what it held.
     pub fn node_gone(&self, node: &str) -> bool {
@@ -164,6 +164,7 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
+    recovery::reconcile(agent, &snap).await;
     replace::reconcile(agent, &snap).await;
     if round.is_multiple_of(orphans::EVERY_ROUNDS) {
         orphans::sweep(agent, &snap).await;

@@ -29,11 +29,21 @@ impl Eval<'_> {
                 && !self.is_live(n)
             {
                 let cause = self.node_down(n).into_iter().collect();
+                // What volume-attachment-recovery-policy will do, as the
+                // controller acting for the volume wrote it.
+                let next = if v.status.message.is_empty() {
+                    format!(
+                        "`vigil volume detach {}` detaches it at once while {n} is down",
+                        v.name
+                    )
+                } else {
+                    v.status.message.clone()
+                };
                 self.add(
                     VOLUME_FAULTED,
                     object,
                     format!(
-                        "volume {} is not served: the node of its engine, {n}, is down",
+                        "volume {} is not served: the node of its engine, {n}, is down; {next}",
                         v.name
                     ),
                     cause,

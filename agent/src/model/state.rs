@@ -19,6 +19,10 @@ use thiserror::Error;
 ///                    Deleting ◄───────┘   (then the object is removed once its
 ///                                          replicas are gone)
 /// ```
+///
+/// When the attached node is down, Attaching and Attached also go straight
+/// to Detached (nothing runs there to stop), and Attached goes back to
+/// Attaching on another node (see `controller::recovery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeState {
@@ -82,6 +86,16 @@ impl VolumeState {
             (Attaching, Detaching),
             (Attached, Detaching),
             (Detaching, Detached),
+            // The attached node is down (not renewing its lease), so no
+            // engine to stop there: detached at once by the operator or by
+            // volume-attachment-recovery-policy `wait`. The node stops its
+            // engine when it returns, as the volume is no longer its own.
+            (Attached, Detached),
+            (Attaching, Detached),
+            // Moved to another node while the attached one is down (policy
+            // `immediate`, or `wait` past node-down-timeout); the new node
+            // starts the engine as for any attach.
+            (Attached, Attaching),
         ]
     };
 
@@ -199,8 +213,13 @@ mod tests {
         assert!(Detached.allows(Attaching));
         assert!(Attached.allows(Detaching));
         assert!(
-            !Attached.allows(Detached),
-            "detach passes through detaching"
+            Attached.allows(Detached) && Attaching.allows(Detached),
+            "a volume on a down node is detached at once"
+        );
+        assert!(Attached.allows(Attaching), "moved off a down node");
+        assert!(
+            !Detaching.allows(Attaching),
+            "a detach finishes before another attach"
         );
         assert!(
             !Attached.allows(Deleting),
