@@ -11,7 +11,7 @@
 //!   the engine and deleted at once; it will never come back.
 //! * **failed** — its node has been down for `node-down-timeout`, or the
 //!   engine has had it ERR (and rejoining it has not worked) for
-//!   `replica-replenishment-wait-interval`. A failed replica is replaced
+//!   `replica-replenishment-wait-interval` plus the liveness TTL. A failed replica is replaced
 //!   once it has been failed for the replenishment wait (the node or disk
 //!   may come back meanwhile and its replica is rebuilt in place instead),
 //!   and retired once the engine has the desired count RW without it.
@@ -123,8 +123,11 @@ pub fn standing(snap: &Snapshot, r: &Replica, status: Option<&EngineStatus>) -> 
         };
         // ERR for the replenishment wait: rejoining it has not worked
         // (retried every few seconds for network faults, every minute for
-        // disk ones), so build a new one elsewhere.
-        if snap.now.saturating_sub(f.at_unix) < wait {
+        // disk ones), so build a new one elsewhere. Plus the liveness TTL:
+        // a node that died shows ready until its lease lapses, and then
+        // the node-down rules above govern (and name the real cause).
+        let grace = wait + super::registration::LEASE_TTL.as_secs();
+        if snap.now.saturating_sub(f.at_unix) < grace {
             return Standing::Waiting;
         }
         return Standing::Failed {
@@ -340,18 +343,21 @@ async fn add(
         .collect();
     let disks: Vec<_> = snap.disks.values().cloned().collect();
     let disk_objects: Vec<_> = disks.iter().map(|d| d.object.clone()).collect();
-    // This volume's failed and lost replicas do not hold their node or
-    // disk for anti-affinity: the replacement may go where they were.
+    // This volume's lost replicas, and its failed ones on down nodes, do
+    // not hold their node or disk for anti-affinity: the replacement may go
+    // where they were (a reformatted disk, a node back later). A replica
+    // failing on a live node still does: that node is suspect.
     let status = agent.engines.get(&vol.name).map(|e| e.status());
     let all: Vec<Replica> = snap.replicas.iter().map(|r| r.object.clone()).collect();
     let placed_view: Vec<Replica> = all
         .iter()
         .filter(|r| {
             r.spec.volume != vol.name
-                || matches!(
-                    standing(snap, r, status.as_ref()),
-                    Standing::Healthy | Standing::Waiting
-                )
+                || match standing(snap, r, status.as_ref()) {
+                    Standing::Lost(_) => false,
+                    Standing::Failed { .. } => snap.ready.contains(&r.spec.node),
+                    _ => true,
+                }
         })
         .cloned()
         .collect();

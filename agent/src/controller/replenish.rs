@@ -65,12 +65,55 @@ pub async fn rejoin(
         if !due {
             continue;
         }
+        let limit = snap.settings.rebuild_limit_per_node() as usize;
+        let running = rebuilds_into(agent, snap, &r.object.spec.node);
+        if running >= limit {
+            tracing::debug!(replica = %r.object.name, node = %r.object.spec.node, running, limit, "rebuild deferred: per-node limit reached");
+            continue;
+        }
         let span = tracing::info_span!("rejoin_replica", volume = %vol.name, replica = %r.object.name, node = %r.object.spec.node);
         add(agent, engine, &vol.name, &r.object.name, &st.address)
             .instrument(span)
             .await;
         return;
     }
+}
+
+/// Rebuilds running into replicas on `node`: those other agents' engines
+/// reported (WO, rebuild not finished) and those this agent's engines run
+/// now (reported or not yet), counted once each.
+fn rebuilds_into(agent: &Agent, snap: &Snapshot, node: &str) -> usize {
+    let mut names: std::collections::BTreeSet<&str> = snap
+        .replicas
+        .iter()
+        .filter(|r| {
+            r.object.spec.node == node
+                && r.object.status.mode == "WO"
+                && r.object
+                    .status
+                    .rebuild
+                    .as_ref()
+                    .is_some_and(|b| b.finished_unix.is_none())
+        })
+        .map(|r| r.object.name.as_str())
+        .collect();
+    for e in agent.engines.all() {
+        for s in e
+            .status()
+            .replicas
+            .iter()
+            .filter(|s| s.mode == Mode::WriteOnly)
+        {
+            if let Some(r) = snap
+                .replicas
+                .iter()
+                .find(|r| r.object.status.address == s.address && r.object.spec.node == node)
+            {
+                names.insert(r.object.name.as_str());
+            }
+        }
+    }
+    names.len()
 }
 
 async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, addr: &str) {
