@@ -144,7 +144,12 @@ pub fn assess(prev: &DiskStatus, ev: &Evidence) -> Assessment {
 /// A condition after new evidence `seen`: started or extended by it, kept
 /// while within the recovery window or while the probe still fails,
 /// cleared otherwise.
-fn next(prev: Option<&DiskTrouble>, seen: Vec<Seen>, probe: &Probe, now: u64) -> Option<DiskTrouble> {
+fn next(
+    prev: Option<&DiskTrouble>,
+    seen: Vec<Seen>,
+    probe: &Probe,
+    now: u64,
+) -> Option<DiskTrouble> {
     let newest = seen.iter().max_by_key(|s| s.at);
     let Some(newest) = newest else {
         let p = prev?;

@@ -286,7 +286,10 @@ async fn condition_events(
     disk: &Disk,
     (was_failing, was_full): (Option<DiskTrouble>, Option<DiskTrouble>),
 ) {
-    let at = format!("disk {} at {}:{}", disk.uuid, disk.spec.node, disk.spec.path);
+    let at = format!(
+        "disk {} at {}:{}",
+        disk.uuid, disk.spec.node, disk.spec.path
+    );
     let mut events = Vec::new();
     match (&was_failing, &disk.status.failing) {
         (None, Some(t)) => events.push((
