@@ -94,6 +94,21 @@ pub fn assess(prev: &DiskStatus, ev: &Evidence) -> Assessment {
     let counted = new_errors(&prev.io_errors_seen, &ev.io_errors);
     let mut io: Vec<Seen> = Vec::new();
     let mut full: Vec<Seen> = Vec::new();
+    // Pushed first: of evidence at one time the last pushed names the
+    // error, and a fault or the probe says more than a count.
+    if counted > 0 {
+        // The counter does not say which errno it was: ENOSPC when anything
+        // else says the disk is full, EIO otherwise.
+        let as_full = matches!(ev.probe, Probe::NoSpace(_))
+            || ev.low_space
+            || ev.faults.iter().any(|f| f.no_space && fresh(f.at_unix));
+        let seen = Seen {
+            at: ev.now,
+            errors: counted,
+            message: format!("{counted} disk error(s) on its replicas since the last look"),
+        };
+        if as_full { &mut full } else { &mut io }.push(seen);
+    }
     for f in ev.faults.iter().filter(|f| fresh(f.at_unix)) {
         let seen = Seen {
             at: f.at_unix,
@@ -102,7 +117,6 @@ pub fn assess(prev: &DiskStatus, ev: &Evidence) -> Assessment {
         };
         if f.no_space { &mut full } else { &mut io }.push(seen);
     }
-    let probe_no_space = matches!(ev.probe, Probe::NoSpace(_));
     match &ev.probe {
         Probe::Io(m) => io.push(Seen {
             at: ev.now,
@@ -115,19 +129,6 @@ pub fn assess(prev: &DiskStatus, ev: &Evidence) -> Assessment {
             message: m.clone(),
         }),
         Probe::Skipped | Probe::Ok => {}
-    }
-    if counted > 0 {
-        // The counter does not say which errno it was: ENOSPC when anything
-        // else says the disk is full, EIO otherwise.
-        let as_full = probe_no_space
-            || ev.low_space
-            || ev.faults.iter().any(|f| f.no_space && fresh(f.at_unix));
-        let seen = Seen {
-            at: ev.now,
-            errors: counted,
-            message: format!("{counted} disk error(s) on its replicas since the last look"),
-        };
-        if as_full { &mut full } else { &mut io }.push(seen);
     }
     Assessment {
         failing: next(prev.failing.as_ref(), io, &ev.probe, ev.now),
@@ -150,6 +151,7 @@ fn next(
     probe: &Probe,
     now: u64,
 ) -> Option<DiskTrouble> {
+    // max_by_key keeps the last of equals: the most specific evidence.
     let newest = seen.iter().max_by_key(|s| s.at);
     let Some(newest) = newest else {
         let p = prev?;
