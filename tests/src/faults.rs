@@ -168,7 +168,15 @@ impl LoopExt4 {
         drop(f);
         run(
             "mkfs.ext4",
-            &["-q", "-F", "-m", "0", "-E", "nodiscard", image.to_str().unwrap()],
+            &[
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-E",
+                "nodiscard",
+                image.to_str().unwrap(),
+            ],
         );
         let device = run("losetup", &["-f", "--show", image.to_str().unwrap()]);
         let fs = LoopExt4 {
@@ -182,10 +190,7 @@ impl LoopExt4 {
 
     /// Free bytes as an unprivileged user would see them (`f_bavail`).
     pub fn free_bytes(&self) -> u64 {
-        let out = run(
-            "stat",
-            &["-f", "-c", "%a %S", self.path.to_str().unwrap()],
-        );
+        let out = run("stat", &["-f", "-c", "%a %S", self.path.to_str().unwrap()]);
         let mut it = out.split_whitespace().map(|n| n.parse::<u64>().unwrap());
         let (blocks, size) = (it.next().unwrap(), it.next().unwrap());
         blocks * size

@@ -111,7 +111,11 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
 
     // --- the disk fills up -------------------------------------------------
     ext4.fill("filler", 0);
-    eprintln!("{} filled: {} bytes free", ext4.image().display(), ext4.free_bytes());
+    eprintln!(
+        "{} filled: {} bytes free",
+        ext4.image().display(),
+        ext4.free_bytes()
+    );
     let t0 = Instant::now();
     tools::run(
         "qemu-io",
@@ -125,16 +129,15 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
             "flush",
         ],
     );
-    wait_until(
-        "n2's replica ERR no_space",
-        Duration::from_secs(10),
-        || {
-            let v = n1.json(&["volume", "get", "v"]);
-            let r = replica_on(&v, "n2");
-            r["mode"] == "ERR" && r["fault"]["reason"] == "no_space"
-        },
+    wait_until("n2's replica ERR no_space", Duration::from_secs(10), || {
+        let v = n1.json(&["volume", "get", "v"]);
+        let r = replica_on(&v, "n2");
+        r["mode"] == "ERR" && r["fault"]["reason"] == "no_space"
+    });
+    eprintln!(
+        "detection: replica ERR no_space {:?} after the write",
+        t0.elapsed()
     );
-    eprintln!("detection: replica ERR no_space {:?} after the write", t0.elapsed());
     let v = n1.json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "degraded", "{v}");
     tools::run(
@@ -158,7 +161,10 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
         Duration::from_secs(30),
         || has_event(&n1, &format!("disk/{disk_uuid}"), "DiskNoSpace"),
     );
-    eprintln!("detection: DiskNoSpace event {:?} after the write", t0.elapsed());
+    eprintln!(
+        "detection: DiskNoSpace event {:?} after the write",
+        t0.elapsed()
+    );
     let (exit, report) = doctor(&n1);
     assert_eq!(exit, 2, "DISK_FULL is an error: {report}");
     let msg = full_over_replica(&report, &disk_uuid, &replica).unwrap();
@@ -166,21 +172,18 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
     let full = check(&report, "DISK_FULL").unwrap();
     assert_eq!(full["root"], true, "{report}");
     assert!(
-        !full["cause"].as_str().unwrap().is_empty() && full["fix"].as_str().unwrap().contains("df -h"),
+        !full["cause"].as_str().unwrap().is_empty()
+            && full["fix"].as_str().unwrap().contains("df -h"),
         "{full}"
     );
-    assert!(has_event(&n1, &format!("replica/{replica}"), "ReplicaFaulted"));
+    assert!(has_event(
+        &n1,
+        &format!("replica/{replica}"),
+        "ReplicaFaulted"
+    ));
 
     // A new volume gets no replica on the full disk, and says why.
-    let (ok, out, err) = n1.cli(&[
-        "volume",
-        "create",
-        "w",
-        "--size",
-        "8MiB",
-        "--replicas",
-        "2",
-    ]);
+    let (ok, out, err) = n1.cli(&["volume", "create", "w", "--size", "8MiB", "--replicas", "2"]);
     let said = format!("{out}{err}");
     assert!(!ok, "created with a replica on a full disk: {said}");
     assert!(said.contains(&disk_uuid) && said.contains("full"), "{said}");
@@ -198,30 +201,38 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
         assert!(msg.contains("no space left"), "{msg}");
     }
 
-    wait_until(
-        "n2's replica rebuilt",
-        Duration::from_secs(100),
-        || replica_on(&n1.json(&["volume", "get", "v"]), "n2")["mode"] == "RW",
+    wait_until("n2's replica rebuilt", Duration::from_secs(100), || {
+        replica_on(&n1.json(&["volume", "get", "v"]), "n2")["mode"] == "RW"
+    });
+    eprintln!(
+        "repair: replica rebuilt {:?} after space was freed",
+        t1.elapsed()
     );
-    eprintln!("repair: replica rebuilt {:?} after space was freed", t1.elapsed());
-    assert!(has_event(&n1, &format!("replica/{replica}"), "RebuildStarted"));
-    assert!(has_event(&n1, &format!("replica/{replica}"), "ReplicaRebuilt"));
+    assert!(has_event(
+        &n1,
+        &format!("replica/{replica}"),
+        "RebuildStarted"
+    ));
+    assert!(has_event(
+        &n1,
+        &format!("replica/{replica}"),
+        "ReplicaRebuilt"
+    ));
     wait_until("doctor healthy again", Duration::from_secs(100), || {
         doctor(&n1).0 == 0
     });
-    eprintln!("repair: doctor healthy {:?} after space was freed", t1.elapsed());
-    assert!(has_event(&n1, &format!("disk/{disk_uuid}"), "DiskSpaceRecovered"));
+    eprintln!(
+        "repair: doctor healthy {:?} after space was freed",
+        t1.elapsed()
+    );
+    assert!(has_event(
+        &n1,
+        &format!("disk/{disk_uuid}"),
+        "DiskSpaceRecovered"
+    ));
 
     // The disk is schedulable again.
-    n1.json(&[
-        "volume",
-        "create",
-        "w",
-        "--size",
-        "8MiB",
-        "--replicas",
-        "2",
-    ]);
+    n1.json(&["volume", "create", "w", "--size", "8MiB", "--replicas", "2"]);
     let g = n1.json(&["volume", "get", "w"]);
     assert_eq!(replica_on(&g, "n2")["disk"], disk_uuid.as_str(), "{g}");
 

@@ -101,15 +101,11 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
             "flush",
         ],
     );
-    wait_until(
-        "n2's replica ERR io_error",
-        Duration::from_secs(10),
-        || {
-            let v = n1.json(&["volume", "get", "v"]);
-            let r = replica_on(&v, "n2");
-            r["mode"] == "ERR" && r["fault"]["reason"] == "io_error"
-        },
-    );
+    wait_until("n2's replica ERR io_error", Duration::from_secs(10), || {
+        let v = n1.json(&["volume", "get", "v"]);
+        let r = replica_on(&v, "n2");
+        r["mode"] == "ERR" && r["fault"]["reason"] == "io_error"
+    });
     let replica_err = t0.elapsed();
     eprintln!("detection: replica ERR io_error {replica_err:?} after EIO was switched on");
     let v = n1.json(&["volume", "get", "v"]);
@@ -178,7 +174,11 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
         human.find("DISK_FAILING").unwrap() < human.find("REPLICA_ERROR").unwrap(),
         "{human}"
     );
-    assert!(has_event(&n1, &format!("replica/{replica}"), "ReplicaFaulted"));
+    assert!(has_event(
+        &n1,
+        &format!("replica/{replica}"),
+        "ReplicaFaulted"
+    ));
     assert!(has_event(&n1, &format!("disk/{disk_uuid}"), "DiskFailing"));
 
     // A new volume gets no replica on the failing disk, and says why.
@@ -202,19 +202,35 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
     // --- the disk works again -------------------------------------------
     fs.fail_writes(false);
     let t1 = Instant::now();
-    wait_until(
-        "n2's replica rebuilt",
-        Duration::from_secs(100),
-        || replica_on(&n1.json(&["volume", "get", "v"]), "n2")["mode"] == "RW",
+    wait_until("n2's replica rebuilt", Duration::from_secs(100), || {
+        replica_on(&n1.json(&["volume", "get", "v"]), "n2")["mode"] == "RW"
+    });
+    eprintln!(
+        "repair: replica rebuilt {:?} after EIO was switched off",
+        t1.elapsed()
     );
-    eprintln!("repair: replica rebuilt {:?} after EIO was switched off", t1.elapsed());
-    assert!(has_event(&n1, &format!("replica/{replica}"), "RebuildStarted"));
-    assert!(has_event(&n1, &format!("replica/{replica}"), "ReplicaRebuilt"));
+    assert!(has_event(
+        &n1,
+        &format!("replica/{replica}"),
+        "RebuildStarted"
+    ));
+    assert!(has_event(
+        &n1,
+        &format!("replica/{replica}"),
+        "ReplicaRebuilt"
+    ));
     wait_until("doctor healthy again", Duration::from_secs(100), || {
         doctor(&n1).0 == 0
     });
-    eprintln!("repair: doctor healthy {:?} after EIO was switched off", t1.elapsed());
-    assert!(has_event(&n1, &format!("disk/{disk_uuid}"), "DiskRecovered"));
+    eprintln!(
+        "repair: doctor healthy {:?} after EIO was switched off",
+        t1.elapsed()
+    );
+    assert!(has_event(
+        &n1,
+        &format!("disk/{disk_uuid}"),
+        "DiskRecovered"
+    ));
 
     // The disk is schedulable again.
     n1.json(&[
