@@ -321,4 +321,16 @@ mod tests {
         };
         assert!(assess(&s, &ev(1000)).failing.is_some());
     }
+
+    #[test]
+    fn a_disk_object_written_before_these_fields_reads_with_no_condition() {
+        let old = r#"{"state":"ready","capacity_bytes":1,"available_bytes":1,"scheduled_bytes":0,"updated_at":0.0}"#;
+        let s: DiskStatus = serde_json::from_str(old).unwrap();
+        assert!(s.failing.is_none() && s.no_space.is_none() && s.io_errors_seen.is_empty());
+        let back = serde_json::to_string(&s).unwrap();
+        assert!(
+            !back.contains("failing") && !back.contains("io_errors_seen"),
+            "{back}"
+        );
+    }
 }
