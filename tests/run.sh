@@ -15,6 +15,11 @@ command -v etcd     >/dev/null || need_pkgs+=(etcd-server)
 command -v etcdctl  >/dev/null || need_pkgs+=(etcd-client)
 command -v protoc   >/dev/null || need_pkgs+=(protobuf-compiler)
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
+# Disk faults (tests/faults, tests/src/faults.rs): FUSE passthrough, loop ext4.
+command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
+/usr/bin/python3 -c 'import fusepy' 2>/dev/null || need_pkgs+=(python3-fusepy)
+command -v mkfs.ext4 >/dev/null || need_pkgs+=(e2fsprogs)
+command -v losetup  >/dev/null || need_pkgs+=(mount)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

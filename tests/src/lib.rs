@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod doctor;
 pub mod etcd;
+pub mod faults;
 pub mod otlp;
 pub mod prom;
 pub mod tools;

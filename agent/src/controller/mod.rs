@@ -14,6 +14,7 @@
 //!
 //! Registration and liveness ([`registration`]) run beside the loop.
 
+mod disk_condition;
 mod engine_report;
 mod integrity;
 mod nodes;
@@ -174,6 +175,10 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     }
     if round.is_multiple_of(30) {
         agent.cluster.prune_events().await;
+    }
+    // Every 5 rounds (≤ 10 s): a disk that starts failing or fills up must
+    // leave the scheduler's choices soon, and the check costs a few reads.
+    if round.is_multiple_of(5) {
         registration::refresh_disks(agent).await;
     }
     Ok(())

@@ -6,13 +6,16 @@
 //! A disk registered for this node that is not among the disks found now is
 //! marked `missing`, or `replaced` when another disk now sits at its path.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::disk_condition::{self, Evidence, Fault, Probe};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, ClusterError};
 use crate::daemon::Agent;
-use crate::model::disk::{DiskSpec, DiskState, DiskStatus};
+use crate::model::disk::{DiskSpec, DiskState, DiskStatus, DiskTrouble};
 use crate::model::node::{NodeSpec, NodeStatus};
 use crate::model::{Disk, Node, now_unix};
 use crate::store::{LeaseId, StoreError};
@@ -102,6 +105,7 @@ pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
                             scheduled_bytes: 0,
                             updated_at: now_unix(),
                             message: String::new(),
+                            ..DiskStatus::default()
                         },
                     })
                     .await
@@ -164,23 +168,76 @@ pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
     Ok(())
 }
 
-/// Refreshes capacity, free space and scheduled bytes of this node's disks.
+/// How long a probe write may take before the disk counts as failing (a
+/// hung disk is as bad as one that errs).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refreshes capacity, free space and scheduled bytes of this node's
+/// disks, and whether each is failing or out of space (see
+/// [`super::disk_condition`]); raises an event when either starts or ends.
 pub async fn refresh_disks(agent: &Agent) {
     let c = &agent.cluster;
-    let replicas = match c.list::<crate::model::Replica>().await {
-        Ok(r) => r,
-        Err(_) => return,
+    let (Ok(replicas), Ok(known)) = (
+        c.list::<crate::model::Replica>().await,
+        c.list::<Disk>().await,
+    ) else {
+        return;
     };
+    let min_free_pct = c
+        .settings()
+        .await
+        .map(|s| s.minimal_available_percentage())
+        .unwrap_or(0);
+    let held = agent.replicas.all_held();
     for d in agent.replicas.disks() {
         let present = d.still_present();
         let usage = d.usage().unwrap_or_default();
-        let scheduled: u64 = replicas
+        let now = now_unix() as u64;
+        let on_disk = || replicas.iter().filter(|r| r.object.spec.disk == d.uuid);
+        let scheduled: u64 = on_disk().map(|r| r.object.spec.size).sum();
+        let io_errors: BTreeMap<String, u64> = held
             .iter()
-            .filter(|r| r.object.spec.disk == d.uuid)
-            .map(|r| r.object.spec.size)
-            .sum();
+            .filter(|(_, h)| h.disk == d.uuid)
+            .map(|(name, h)| (name.clone(), h.replica.io_errors()))
+            .collect();
+        let faults: Vec<Fault> = on_disk()
+            .filter_map(|r| {
+                let f = r.object.status.fault.as_ref()?;
+                let no_space = match f.reason.as_str() {
+                    "io_error" => false,
+                    "no_space" => true,
+                    _ => return None,
+                };
+                Some(Fault {
+                    no_space,
+                    at_unix: f.at_unix,
+                    replica: r.object.name.clone(),
+                    message: f.message.clone(),
+                })
+            })
+            .collect();
+        let prev = known
+            .iter()
+            .find(|k| k.object.uuid == d.uuid)
+            .map(|k| k.object.status.clone())
+            .unwrap_or_default();
+        let probe = if present && disk_condition::wants_probe(&prev, &io_errors) {
+            probe(&d.path).await
+        } else {
+            Probe::Skipped
+        };
+        let must_keep = usage.capacity.saturating_mul(min_free_pct) / 100;
+        let evidence = Evidence {
+            now,
+            io_errors,
+            faults,
+            probe,
+            low_space: usage.capacity > 0 && usage.available <= must_keep,
+        };
+        let mut before = (None, None);
         let res = c
             .modify::<Disk, _>(&d.uuid, |disk| {
+                before = (disk.status.failing.clone(), disk.status.no_space.clone());
                 let state = if present {
                     DiskState::Ready
                 } else {
@@ -195,24 +252,132 @@ pub async fn refresh_disks(agent: &Agent) {
                         d.path.display()
                     )
                 };
+                let judged = disk_condition::assess(&disk.status, &evidence);
                 let changed = disk.status.state != state
                     || disk.status.capacity_bytes != usage.capacity
                     || disk.status.available_bytes.abs_diff(usage.available) > (1 << 20)
                     || disk.status.scheduled_bytes != scheduled
-                    || disk.status.message != message;
+                    || disk.status.message != message
+                    || disk.status.failing != judged.failing
+                    || disk.status.no_space != judged.no_space
+                    || disk.status.io_errors_seen != judged.io_errors_seen;
                 disk.status.state = state;
                 disk.status.message = message;
                 disk.status.capacity_bytes = usage.capacity;
                 disk.status.available_bytes = usage.available;
                 disk.status.scheduled_bytes = scheduled;
+                disk.status.failing = judged.failing;
+                disk.status.no_space = judged.no_space;
+                disk.status.io_errors_seen = judged.io_errors_seen;
                 disk.status.updated_at = now_unix();
                 Ok(changed)
             })
             .await;
-        if let Err(e) = res {
-            tracing::debug!(disk = %d.uuid, error = %e, "disk refresh failed");
+        match res {
+            Ok(after) => condition_events(agent, &after, before).await,
+            Err(e) => tracing::debug!(disk = %d.uuid, error = %e, "disk refresh failed"),
         }
     }
+}
+
+/// Events (and log lines) for a disk condition that started or ended.
+async fn condition_events(
+    agent: &Agent,
+    disk: &Disk,
+    (was_failing, was_full): (Option<DiskTrouble>, Option<DiskTrouble>),
+) {
+    let at = format!(
+        "disk {} at {}:{}",
+        disk.uuid, disk.spec.node, disk.spec.path
+    );
+    let mut events = Vec::new();
+    match (&was_failing, &disk.status.failing) {
+        (None, Some(t)) => events.push((
+            Severity::Warning,
+            "DiskFailing",
+            format!(
+                "{at} returns I/O errors ({}); no new replicas are placed on it until it works again",
+                t.message
+            ),
+        )),
+        (Some(_), None) => events.push((
+            Severity::Normal,
+            "DiskRecovered",
+            format!(
+                "{at} works again (no I/O error for {} s); it takes new replicas",
+                disk_condition::RECOVERY_SECS
+            ),
+        )),
+        _ => {}
+    }
+    match (&was_full, &disk.status.no_space) {
+        (None, Some(t)) => events.push((
+            Severity::Warning,
+            "DiskNoSpace",
+            format!(
+                "writes to {at} fail with no space left ({}); no new replicas are placed on it until space is freed",
+                t.message
+            ),
+        )),
+        (Some(_), None) => events.push((
+            Severity::Normal,
+            "DiskSpaceRecovered",
+            format!("{at} accepts writes again; it takes new replicas"),
+        )),
+        _ => {}
+    }
+    for (severity, reason, message) in events {
+        if severity == Severity::Warning {
+            tracing::warn!(disk = %disk.uuid, reason, "{message}");
+        } else {
+            tracing::info!(disk = %disk.uuid, reason, "{message}");
+        }
+        agent
+            .cluster
+            .event(severity, "disk", &disk.uuid, reason, message)
+            .await;
+    }
+}
+
+/// Writes, syncs and removes a small file at the disk's root: proof that
+/// the disk takes writes, or the error it gives.
+async fn probe(root: &Path) -> Probe {
+    let path = root.join(".vigil-probe.tmp");
+    let file = path.clone();
+    let work = tokio::task::spawn_blocking(move || probe_write(&file));
+    match tokio::time::timeout(PROBE_TIMEOUT, work).await {
+        Ok(Ok(Ok(()))) => Probe::Ok,
+        Ok(Ok(Err(e))) => {
+            let message = format!("probe write {}: {e}", path.display());
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                Probe::NoSpace(message)
+            } else {
+                Probe::Io(message)
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "disk probe task failed");
+            Probe::Skipped
+        }
+        Err(_) => Probe::Io(format!(
+            "probe write {} did not finish in {} s",
+            path.display(),
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+fn probe_write(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let written = f.write_all_at(&[0u8; 4096], 0).and_then(|()| f.sync_data());
+    drop(f);
+    let removed = std::fs::remove_file(path);
+    written.and(removed)
 }
 
 /// Holds the node's liveness lease until the task is aborted; re-acquires

@@ -41,6 +41,7 @@ pub const NODE_DOWN: &str = "NODE_DOWN";
 pub const DISK_UNAVAILABLE: &str = "DISK_UNAVAILABLE";
 pub const DISK_REPLACED: &str = "DISK_REPLACED";
 pub const DISK_FULL: &str = "DISK_FULL";
+pub const DISK_FAILING: &str = "DISK_FAILING";
 pub const DISK_NEARLY_FULL: &str = "DISK_NEARLY_FULL";
 pub const SNAPSHOT_FILE_MISSING: &str = "SNAPSHOT_FILE_MISSING";
 pub const SNAPSHOT_FILE_CORRUPT: &str = "SNAPSHOT_FILE_CORRUPT";
@@ -84,9 +85,16 @@ const CODES: &[CodeInfo] = &[
     CodeInfo {
         code: DISK_FULL,
         severity: Severity::Error,
-        summary: "A disk's free space is below its reservation (or 5% of its capacity)",
-        cause: "Replicas (sparse files growing as volumes are written) or other users of the filesystem filled it. Writes to replicas here fail with no_space and the replicas go ERR.",
+        summary: "A disk's free space is below its reservation (or 5% of its capacity), or writes to it failed with no space left",
+        cause: "Replicas (sparse files growing as volumes are written) or other users of the filesystem filled it. Writes to replicas here fail with no_space (ENOSPC) and the replicas go ERR; vigil places no new replica on the disk until writes work again.",
         fix: "Free space on the filesystem (`df -h PATH`, `du -sh PATH/*`), delete unneeded volumes or snapshots (`vigil volume snapshot delete V S`), or move replicas away: `vigil node update NODE --allow-scheduling false` and evict. Lower storage-over-provisioning-percentage to avoid over-commit.",
+    },
+    CodeInfo {
+        code: DISK_FAILING,
+        severity: Severity::Error,
+        summary: "A disk returns I/O errors",
+        cause: "Reads, writes or syncs of files on the disk failed with an I/O error (EIO) or hung: a failing drive or controller, a bad cable, a filesystem that went read-only after an error, or a network/FUSE filesystem that lost its backend. Replicas on it went ERR with reason io_error; the volumes keep serving from their other replicas.",
+        fix: "On the disk's node: `dmesg -T | grep -iE 'error|I/O|ext4|xfs'`, `smartctl -a DEVICE` (find DEVICE with `findmnt -T PATH`), `journalctl -u vigil | grep DISK`. vigil places no new replica on the disk meanwhile (`vigil volume create` names it in its reasons) and rebuilds the ERR replicas from healthy ones once the disk works again; the check clears 60 s after the last error. Replace the drive if errors recur: `vigil node update NODE --allow-scheduling false`, evict, swap the disk.",
     },
     CodeInfo {
         code: DISK_NEARLY_FULL,

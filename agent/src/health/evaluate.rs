@@ -188,13 +188,36 @@ impl<'a> Eval<'a> {
                         Vec::new(),
                     );
                 }
-                DiskState::Ready => self.disk_space(d, object, at),
+                DiskState::Ready => {
+                    self.disk_failing(d, &object, &at);
+                    self.disk_space(d, object, at);
+                }
             }
         }
     }
 
-    /// DISK_FULL: free < max(reserved, 5% of capacity); DISK_NEARLY_FULL:
-    /// free < 15% of capacity.
+    /// DISK_FAILING: the disk's agent saw I/O errors on it recently.
+    fn disk_failing(&mut self, d: &Disk, object: &str, at: &str) {
+        let Some(t) = &d.status.failing else { return };
+        let when = |s: u64| crate::telemetry::logs::rfc3339(s, 0);
+        self.add(
+            DISK_FAILING,
+            object.to_string(),
+            format!(
+                "{at} returns I/O errors since {} ({} error(s), newest at {}: {}); no new replicas are placed on it",
+                when(t.since_unix),
+                t.errors,
+                when(t.last_unix),
+                t.message
+            ),
+            Vec::new(),
+        );
+    }
+
+    /// DISK_FULL: free < max(reserved, 5% of capacity), or writes failed
+    /// with ENOSPC recently (free space can look fine right after: the
+    /// failed writes gave it back); DISK_NEARLY_FULL: free < 15% of
+    /// capacity.
     fn disk_space(&mut self, d: &Disk, object: String, at: String) {
         let cap = d.status.capacity_bytes;
         if cap == 0 {
@@ -209,7 +232,19 @@ impl<'a> Eval<'a> {
             human(cap),
             free.saturating_mul(100) / cap
         );
-        if free < floor {
+        if let Some(t) = &d.status.no_space {
+            self.add(
+                DISK_FULL,
+                object,
+                format!(
+                    "{usage}; writes failed with no space left since {} ({} error(s), newest: {})",
+                    crate::telemetry::logs::rfc3339(t.since_unix, 0),
+                    t.errors,
+                    t.message
+                ),
+                Vec::new(),
+            );
+        } else if free < floor {
             self.add(
                 DISK_FULL,
                 object,

@@ -49,7 +49,12 @@ impl<'a> Eval<'a> {
                 IntegrityKind::Missing => SNAPSHOT_FILE_MISSING,
                 _ => SNAPSHOT_FILE_CORRUPT,
             };
-            let cause = self.disk_gone(&r.spec.disk).into_iter().collect();
+            let mut cause: Vec<ItemRef> = self.disk_gone(&r.spec.disk).into_iter().collect();
+            if p.kind != IntegrityKind::Missing {
+                // An unreadable or short file on a disk that returns I/O
+                // errors is the disk's doing.
+                cause.extend(self.present(DISK_FAILING, &format!("disk/{}", r.spec.disk)));
+            }
             self.add(
                 code,
                 object(r),
@@ -119,8 +124,8 @@ impl<'a> Eval<'a> {
     /// REPLICA_ERROR: on a down node, on a gone disk, ERR in the current
     /// engine, or failed on its node. Caused by, in this order: NODE_DOWN
     /// (alone: nothing else about a down node is current); else its gone
-    /// disk, its file problem, DISK_FULL of its disk for `no_space`,
-    /// BACKEND_UNREACHABLE for a network reason.
+    /// disk, its file problem, DISK_FAILING / DISK_FULL of its disk for
+    /// `io_error` / `no_space`, BACKEND_UNREACHABLE for a network reason.
     pub(super) fn replica_errors(&mut self) {
         for (r, v) in self.live_replicas() {
             let node_up = self.is_live(&r.spec.node);
@@ -159,14 +164,7 @@ impl<'a> Eval<'a> {
                 cause.extend(self.present(SNAPSHOT_FILE_MISSING, &object(r)));
                 cause.extend(self.present(SNAPSHOT_FILE_CORRUPT, &object(r)));
                 cause.extend(self.present(BACKEND_UNREACHABLE, &object(r)));
-                if err
-                    && r.status
-                        .fault
-                        .as_ref()
-                        .is_some_and(|f| f.reason == "no_space")
-                {
-                    cause.extend(self.present(DISK_FULL, &format!("disk/{}", r.spec.disk)));
-                }
+                cause.extend(self.disk_trouble(r, err, failed));
             }
             self.add(
                 REPLICA_ERROR,
@@ -175,6 +173,27 @@ impl<'a> Eval<'a> {
                 cause,
             );
         }
+    }
+
+    /// DISK_FAILING / DISK_FULL of `r`'s disk when they explain its error:
+    /// ERR for `io_error` / `no_space` (or a rebuild into it that failed
+    /// there), or failed on its node while the disk is in trouble.
+    fn disk_trouble(&self, r: &Replica, err: bool, failed: bool) -> Vec<ItemRef> {
+        let disk = format!("disk/{}", r.spec.disk);
+        let reason = r
+            .status
+            .fault
+            .as_ref()
+            .filter(|_| err)
+            .map(|f| f.reason.as_str());
+        let mut cause = Vec::new();
+        if failed || matches!(reason, Some("io_error" | "rebuild_failed")) {
+            cause.extend(self.present(DISK_FAILING, &disk));
+        }
+        if failed || matches!(reason, Some("no_space" | "rebuild_failed")) {
+            cause.extend(self.present(DISK_FULL, &disk));
+        }
+        cause
     }
 
     /// REBUILD_STUCK: an unfinished rebuild of a volume being served whose

@@ -579,3 +579,78 @@ fn a_deleting_volume_is_not_judged() {
     v.replicas[1].status.state = InstanceState::Error;
     assert!(evaluate(&v).checks.is_empty());
 }
+
+fn trouble(message: &str) -> Option<crate::model::disk::DiskTrouble> {
+    Some(crate::model::disk::DiskTrouble {
+        since_unix: 1_767_225_600,
+        last_unix: 1_767_225_610,
+        errors: 7,
+        message: message.into(),
+    })
+}
+
+#[test]
+fn io_error_is_caused_by_a_failing_disk_named_in_the_item() {
+    let mut v = attached_pair();
+    v.disks[1].status.failing = trouble("write layer file: Input/output error (os error 5)");
+    r2_err(
+        &mut v,
+        "io_error",
+        "write layer file: Input/output error (os error 5)",
+    );
+    let report = evaluate(&v);
+    assert_eq!(roots(&report), [DISK_FAILING]);
+    assert_eq!(
+        item(&report, REPLICA_ERROR, "replica/r2").caused_by,
+        [r(DISK_FAILING, "disk/d-n2")]
+    );
+    let m = &item(&report, DISK_FAILING, "disk/d-n2").message;
+    assert!(
+        m.contains("d-n2") && m.contains("/srv/n2/disk") && m.contains("2026-01-01T00:00:00"),
+        "{m}"
+    );
+    assert_eq!(report.status, super::Status::Error);
+}
+
+#[test]
+fn an_io_error_on_a_disk_not_known_to_fail_is_its_own_root() {
+    let mut v = attached_pair();
+    r2_err(&mut v, "io_error", "read: Input/output error");
+    let report = evaluate(&v);
+    assert!(
+        item(&report, REPLICA_ERROR, "replica/r2")
+            .caused_by
+            .is_empty()
+    );
+    assert!(!codes_of(&report).contains(&DISK_FAILING));
+}
+
+#[test]
+fn enospc_seen_is_disk_full_even_when_free_space_looks_fine() {
+    let mut v = attached_pair();
+    v.disks[1].status.no_space = trouble("write layer file: No space left on device (os error 28)");
+    r2_err(&mut v, "no_space", "write: No space left on device");
+    let report = evaluate(&v);
+    assert_eq!(roots(&report), [DISK_FULL]);
+    assert_eq!(
+        item(&report, REPLICA_ERROR, "replica/r2").caused_by,
+        [r(DISK_FULL, "disk/d-n2")]
+    );
+    assert!(
+        item(&report, DISK_FULL, "disk/d-n2")
+            .message
+            .contains("No space left"),
+    );
+}
+
+#[test]
+fn a_failed_rebuild_on_a_failing_disk_is_the_disk_s_doing() {
+    let mut v = attached_pair();
+    v.disks[1].status.failing = trouble("EIO");
+    r2_err(&mut v, "rebuild_failed", "stage layer: Input/output error");
+    let report = evaluate(&v);
+    assert_eq!(
+        item(&report, REPLICA_ERROR, "replica/r2").caused_by,
+        [r(DISK_FAILING, "disk/d-n2")]
+    );
+}

@@ -1,6 +1,8 @@
 //! A disk: a directory given to vigil, identified by the UUID in the
 //! identity file at its root.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Object;
@@ -53,6 +55,37 @@ pub struct DiskStatus {
     pub updated_at: f64,
     /// Why the disk is not ready, if it is not.
     #[serde(default)]
+    pub message: String,
+    /// Set while the disk returns I/O errors (EIO), by its own agent;
+    /// cleared once it has worked for a recovery window. The scheduler
+    /// places nothing here meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<DiskTrouble>,
+    /// Set while writes here recently failed with ENOSPC, by its own
+    /// agent, even when `available_bytes` looks fine afterwards (space
+    /// freed by the failed writes, root-reserved blocks); cleared like
+    /// `failing`, once a write works again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_space: Option<DiskTrouble>,
+    /// Disk errors counted by each replica open on this disk when its
+    /// agent last looked (non-zero counts only), so the next look tells new
+    /// errors from old ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub io_errors_seen: BTreeMap<String, u64>,
+}
+
+/// A disk condition observed by its node's agent: since when, the newest
+/// evidence, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskTrouble {
+    /// First error of this episode (Unix seconds).
+    pub since_unix: u64,
+    /// Newest error (Unix seconds); the condition clears a recovery window
+    /// after it when the disk works again.
+    pub last_unix: u64,
+    /// Errors seen in this episode.
+    pub errors: u64,
+    /// The newest error, verbatim (file and errno when known).
     pub message: String,
 }
 

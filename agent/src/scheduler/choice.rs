@@ -299,6 +299,9 @@ impl<'a> Working<'a> {
         if !disk.spec.allow_scheduling {
             return Err(format!("{label} has scheduling disabled"));
         }
+        if let Some(why) = disk_trouble(disk) {
+            return Err(format!("{label} {why}"));
+        }
         if let Some(missing) = missing_tags("disk", &self.volume.spec.disk_tags, &disk.spec.tags) {
             return Err(format!("{label} {missing}"));
         }
@@ -326,6 +329,27 @@ fn missing_tags(kind: &str, want: &[String], have: &[String]) -> Option<String> 
         1 => Some(format!("lacks {kind} tag {}", missing.join(""))),
         _ => Some(format!("lacks {kind} tags {}", missing.join(", "))),
     }
+}
+
+/// Why a disk its agent found failing or out of space takes nothing new,
+/// with since when and the newest error; `None` when it is neither. Its
+/// agent clears the condition once the disk works again.
+fn disk_trouble(disk: &Disk) -> Option<String> {
+    let when = |t: u64| crate::telemetry::logs::rfc3339(t, 0);
+    if let Some(t) = &disk.status.failing {
+        return Some(format!(
+            "returns I/O errors since {} ({} error(s), last: {})",
+            when(t.since_unix),
+            t.errors,
+            t.message
+        ));
+    }
+    let t = disk.status.no_space.as_ref()?;
+    Some(format!(
+        "is full: writes fail with no space left since {} (last: {})",
+        when(t.since_unix),
+        t.message
+    ))
 }
 
 /// `missing` / `replaced`, with the agent's message when it gave one.

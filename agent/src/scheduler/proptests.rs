@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::testkit::{Cluster, GIB, disk, node, replica, volume};
 use super::{Outcome, Placement};
-use crate::model::disk::DiskState;
+use crate::model::disk::{DiskState, DiskTrouble};
 use crate::model::volume::DataLocality;
 use crate::model::{Disk, Volume};
 
@@ -17,8 +17,9 @@ use crate::model::{Disk, Volume};
 /// meaning none, has the ssd tag, its disks).
 type NodeGen = (bool, bool, bool, u8, bool, Vec<DiskGen>);
 /// One generated disk: (capacity GiB, available %, reserved GiB, ready,
-/// allow scheduling, has the nvme tag).
-type DiskGen = (u64, u64, u64, bool, bool, bool);
+/// allow scheduling, has the nvme tag, trouble: 0 none, 1 failing (I/O
+/// errors), 2 no space, 3 both).
+type DiskGen = (u64, u64, u64, bool, bool, bool, u8);
 
 fn disk_gen() -> impl Strategy<Value = DiskGen> {
     (
@@ -28,6 +29,7 @@ fn disk_gen() -> impl Strategy<Value = DiskGen> {
         prop::bool::weighted(0.9),
         prop::bool::weighted(0.9),
         prop::bool::weighted(0.7),
+        prop::sample::select(vec![0u8, 0, 0, 0, 0, 1, 2, 3]),
     )
 }
 
@@ -55,7 +57,7 @@ fn build(nodes: &[NodeGen]) -> Cluster {
             n.node.spec.tags.push("ssd".into());
         }
         c.nodes.push(n);
-        for (j, (cap, avail, reserved, ready, allow, nvme)) in disks.iter().enumerate() {
+        for (j, (cap, avail, reserved, ready, allow, nvme, trouble)) in disks.iter().enumerate() {
             let mut d = disk(&format!("d{i}{j}"), &name, *cap);
             d.status.available_bytes = cap * GIB * avail / 100;
             d.spec.reserved_bytes = reserved * GIB;
@@ -67,6 +69,18 @@ fn build(nodes: &[NodeGen]) -> Cluster {
             d.spec.allow_scheduling = *allow;
             if *nvme {
                 d.spec.tags.push("nvme".into());
+            }
+            let t = DiskTrouble {
+                since_unix: 1_700_000_000,
+                last_unix: 1_700_000_010,
+                errors: 3,
+                message: "write layer file: Input/output error".into(),
+            };
+            if trouble & 1 != 0 {
+                d.status.failing = Some(t.clone());
+            }
+            if trouble & 2 != 0 {
+                d.status.no_space = Some(t);
             }
             c.disks.push(d);
         }
@@ -130,6 +144,8 @@ impl Oracle<'_> {
                 .all(|t| n.spec.tags.contains(t));
         let disk_ok = d.status.state == DiskState::Ready
             && d.spec.allow_scheduling
+            && d.status.failing.is_none()
+            && d.status.no_space.is_none()
             && self
                 .v
                 .spec

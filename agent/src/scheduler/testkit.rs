@@ -47,6 +47,7 @@ pub fn disk(uuid: &str, node: &str, gib: u64) -> Disk {
             scheduled_bytes: 0,
             updated_at: 0.0,
             message: String::new(),
+            ..DiskStatus::default()
         },
     }
 }

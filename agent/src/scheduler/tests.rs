@@ -470,3 +470,56 @@ fn an_empty_cluster_still_explains_itself() {
     assert!(out.placed.is_empty());
     assert!(!out.reasons.is_empty());
 }
+
+fn trouble(since: u64) -> crate::model::disk::DiskTrouble {
+    crate::model::disk::DiskTrouble {
+        since_unix: since,
+        last_unix: since + 5,
+        errors: 4,
+        message: "write layer file /data/d2/replicas/x/volume-head-001.img: Input/output error (os error 5)".into(),
+    }
+}
+
+#[test]
+fn a_failing_disk_gets_no_replica_and_the_reason_says_since_when() {
+    let mut c = three_zones();
+    c.disk_mut("d2").status.failing = Some(trouble(1_767_225_600));
+    let out = c.place(&volume("v1", GIB, 3), 3, None);
+    assert_eq!(pairs(&out), [("n1", "d1"), ("n3", "d3")]);
+    let text = reasons_text(&out);
+    assert!(
+        text.contains("n2: disk d2 (/data/d2) returns I/O errors since 2026-01-01T00:00:00.000Z"),
+        "{text}"
+    );
+    assert!(text.contains("Input/output error"), "{text}");
+}
+
+#[test]
+fn a_disk_that_hit_enospc_gets_no_replica_even_when_statvfs_shows_room() {
+    let mut c = three_zones();
+    c.disk_mut("d3").status.no_space = Some(trouble(1_767_225_600));
+    let out = c.place(&volume("v1", GIB, 3), 3, None);
+    assert_eq!(pairs(&out), [("n1", "d1"), ("n2", "d2")]);
+    let text = reasons_text(&out);
+    assert!(text.contains("n3: disk d3 (/data/d3) is full"), "{text}");
+}
+
+#[test]
+fn a_failing_disk_is_skipped_for_a_healthy_one_on_the_same_node() {
+    let mut c = three_zones();
+    c.disks.push(disk("d2b", "n2", 10));
+    c.disk_mut("d2").status.failing = Some(trouble(1));
+    let out = c.place(&volume("v1", GIB, 3), 3, None);
+    // d2b is smaller, so n2 comes last (most room first).
+    assert_eq!(pairs(&out), [("n1", "d1"), ("n3", "d3"), ("n2", "d2b")]);
+}
+
+#[test]
+fn a_recovered_disk_is_schedulable_again() {
+    let mut c = three_zones();
+    c.disk_mut("d2").status.failing = Some(trouble(1));
+    assert_eq!(c.place(&volume("v1", GIB, 3), 3, None).placed.len(), 2);
+    c.disk_mut("d2").status.failing = None;
+    let out = c.place(&volume("v1", GIB, 3), 3, None);
+    assert_eq!(pairs(&out), [("n1", "d1"), ("n2", "d2"), ("n3", "d3")]);
+}

@@ -1,0 +1,245 @@
+//! Real disk faults for tests: a FUSE passthrough that returns EIO on
+//! demand (`tests/faults/eio_fs.py`) and a small loop-mounted ext4 that
+//! fills up. Both are torn down on drop, also when the test fails: declare
+//! them after the temp dir and before the agents, so agents (holding files
+//! open) die first and the temp dir goes last.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether `path` is a mount point now (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(m) == want)
+}
+
+/// Unmounts `path`: normally, then lazily if it is busy.
+fn unmount(path: &Path, fuse: bool) {
+    if !is_mounted(path) {
+        return;
+    }
+    let first = if fuse { "fusermount3" } else { "umount" };
+    let args: &[&str] = if fuse { &["-u"] } else { &[] };
+    let ok = Command::new(first)
+        .args(args)
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let _ = Command::new("umount").arg("-l").arg(path).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (tests/run.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `tests/faults/<name>`.
+fn fault_tool(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("faults")
+        .join(name)
+}
+
+/// A FUSE passthrough mounted at `path` over `backing`; EIO on demand.
+pub struct EioFs {
+    /// The mount point: give it to an agent as `--disk`.
+    pub path: PathBuf,
+    /// Where the files really are.
+    pub backing: PathBuf,
+    control: PathBuf,
+    child: Option<Child>,
+}
+
+impl EioFs {
+    /// Mounts a new passthrough under `root/<name>` and waits until it is
+    /// mounted (panics after 15 s with the tool's output).
+    pub fn mount(root: &Path, name: &str) -> EioFs {
+        let base = root.join(name);
+        let (backing, path, control) =
+            (base.join("backing"), base.join("mnt"), base.join("control"));
+        for d in [&backing, &path, &control] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let log = base.join("eio_fs.log");
+        let child = Command::new("/usr/bin/python3")
+            .arg(fault_tool("eio_fs.py"))
+            .args([&backing, &path, &control])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tests/faults/eio_fs.py (apt-get install fuse3 python3-fusepy)");
+        let mut fs = EioFs {
+            path,
+            backing,
+            control,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !is_mounted(&fs.path) {
+            if let Some(c) = fs.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "eio_fs.py exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "eio_fs.py did not mount in 15 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        fs
+    }
+
+    fn set(&self, flag: &str, on: bool) {
+        let p = self.control.join(flag);
+        if on {
+            std::fs::write(&p, b"").unwrap();
+        } else if p.exists() {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+
+    /// Writes, fsyncs and metadata changes fail with EIO while on.
+    pub fn fail_writes(&self, on: bool) {
+        self.set("fail-writes", on);
+    }
+
+    /// Reads fail with EIO while on.
+    pub fn fail_reads(&self, on: bool) {
+        self.set("fail-reads", on);
+    }
+}
+
+impl Drop for EioFs {
+    fn drop(&mut self) {
+        self.set("fail-writes", false);
+        self.set("fail-reads", false);
+        unmount(&self.path, true);
+        if let Some(mut c) = self.child.take() {
+            // fusermount ends the process; kill it if the unmount was lazy
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A small ext4 filesystem in an image file on a loop device, mounted.
+pub struct LoopExt4 {
+    /// The mount point: give it (or a directory in it) to an agent.
+    pub path: PathBuf,
+    image: PathBuf,
+    device: String,
+}
+
+impl LoopExt4 {
+    /// Makes a `mib` MiB ext4 (no root-reserved blocks, so root — the
+    /// agent — sees ENOSPC exactly when `df` shows 0 free) under
+    /// `root/<name>` and mounts it.
+    pub fn create(root: &Path, name: &str, mib: u64) -> LoopExt4 {
+        let base = root.join(name);
+        let (image, path) = (base.join("disk.img"), base.join("mnt"));
+        std::fs::create_dir_all(&path).unwrap();
+        let f = std::fs::File::create(&image).unwrap();
+        f.set_len(mib << 20).unwrap();
+        drop(f);
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-E",
+                "nodiscard",
+                image.to_str().unwrap(),
+            ],
+        );
+        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()]);
+        let fs = LoopExt4 {
+            path,
+            image,
+            device,
+        };
+        run("mount", &[&fs.device, fs.path.to_str().unwrap()]);
+        fs
+    }
+
+    /// Free bytes as an unprivileged user would see them (`f_bavail`).
+    pub fn free_bytes(&self) -> u64 {
+        let out = run("stat", &["-f", "-c", "%a %S", self.path.to_str().unwrap()]);
+        let mut it = out.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        let (blocks, size) = (it.next().unwrap(), it.next().unwrap());
+        blocks * size
+    }
+
+    /// Fills the filesystem with `name`, leaving about `leave` bytes free
+    /// (written, not fallocated, and synced).
+    pub fn fill(&self, name: &str, leave: u64) {
+        use std::io::Write;
+        let file = self.path.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap();
+        let chunk = vec![0xa5u8; 1 << 20];
+        loop {
+            let free = self.free_bytes();
+            if free <= leave {
+                break;
+            }
+            let n = ((free - leave) as usize).min(chunk.len());
+            match f.write_all(&chunk[..n.max(4096)]) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("fill {}: {e}", file.display()),
+            }
+            f.sync_data().unwrap();
+        }
+    }
+
+    /// Removes a file made by [`LoopExt4::fill`].
+    pub fn unfill(&self, name: &str) {
+        std::fs::remove_file(self.path.join(name)).unwrap();
+        run("sync", &["-f", self.path.to_str().unwrap()]);
+    }
+
+    /// The image file (for logs).
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        unmount(&self.path, false);
+        let _ = Command::new("losetup")
+            .args(["-d", &self.device])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
