@@ -65,6 +65,13 @@ pub async fn rejoin(
         if !due {
             continue;
         }
+        // A disk that fails writes or is full would fail the rebuild too:
+        // wait until its agent finds it working again.
+        if snap.disks.get(&r.object.spec.disk).is_some_and(|d| {
+            d.object.status.failing.is_some() || d.object.status.no_space.is_some()
+        }) {
+            continue;
+        }
         let limit = snap.settings.rebuild_limit_per_node() as usize;
         let running = rebuilds_into(agent, snap, &r.object.spec.node);
         if running >= limit {
