@@ -374,7 +374,13 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
         .then(|| {
             ApiError::conflict(
                 "not_local",
-                format!("volume {name:?} is strict-local and has no replica on {node}"),
+                format!(
+                    "volume {name:?} is strict-local: its only replica lives on {} and a strict-local volume is served only where its replica is; attach it there, or recreate it with --data-locality best-effort",
+                    replicas
+                        .iter()
+                        .find(|r| r.object.spec.volume == name)
+                        .map_or("no node", |r| r.object.spec.node.as_str())
+                ),
             )
         })
     };
