@@ -375,27 +375,37 @@ fn ne_key(volume: &str) -> String {
 
 /// Starts the volume's engine here over every replica that has an address.
 ///
-/// Not while a replica's node is down for less than `node-down-timeout`:
-/// an engine picks the newest replicas among those that answer at its
-/// start, and the absent one may hold newer flushed data (after a
-/// cluster-wide crash, the node that comes back first is not necessarily
-/// the newest). Once the node has been down that long its replica counts
-/// as failed and the engine starts from the rest.
+/// Not while the only replicas that may hold the newest data are away: if
+/// no reachable replica was RW in the last engine (as its agent recorded
+/// the modes), and a replica that was RW is on a node down for less than
+/// `node-down-timeout`, wait for it — an engine picks the newest among
+/// the replicas that answer at its start, and after a cluster-wide crash
+/// the first node back may hold one that had already dropped out. Replicas
+/// that were RW together are equally new, so one of them is enough. Once
+/// the node has been down that long, start from what is there.
 async fn start_engine(
     agent: &Agent,
     snap: &Snapshot,
     vol: &Volume,
 ) -> Result<Arc<vigil_engine::engine::Engine>, String> {
+    let was_rw = |r: &crate::model::Replica| {
+        !r.status.lost && (r.status.mode.is_empty() || r.status.mode == Mode::ReadWrite.as_str())
+    };
+    let reachable_rw = snap.replicas_of(&vol.name).any(|r| {
+        was_rw(&r.object)
+            && snap.ready.contains(&r.object.spec.node)
+            && !r.object.status.address.is_empty()
+    });
     let timeout = snap.settings.node_down_timeout();
     for r in snap.replicas_of(&vol.name) {
         let node = &r.object.spec.node;
-        if snap.ready.contains(node) || r.object.status.lost {
+        if reachable_rw || snap.ready.contains(node) || !was_rw(&r.object) {
             continue;
         }
         let down = snap.down_for(node).unwrap_or_default();
         if down < timeout {
             return Err(format!(
-                "waiting for replica {} on node {node} (down {} s of node-down-timeout {} s): it may hold newer data than the replicas reachable now",
+                "waiting for replica {} on node {node} (down {} s of node-down-timeout {} s): it was RW in the last engine and no replica reachable now was, so it may hold newer data",
                 r.object.name,
                 down.as_secs(),
                 timeout.as_secs()

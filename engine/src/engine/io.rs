@@ -67,10 +67,16 @@ impl Engine {
         let timeout = self.config.io_timeout;
         // One start for all legs; each leg reads the clock when it answers.
         let started = Instant::now();
-        let results = join_all(targets.iter().map(|(_, b)| {
+        // A leg whose replica goes ERR meanwhile (the monitor's ping found
+        // it frozen, another request failed on it) stops waiting at once:
+        // its answer no longer counts.
+        let results = join_all(targets.iter().map(|(slot, b)| {
             let leg = tokio::time::timeout(timeout, op(b.clone()));
             async move {
-                let result = leg.await;
+                let result = tokio::select! {
+                    r = leg => Some(r),
+                    _ = slot.gone() => None,
+                };
                 (result, started.elapsed())
             }
         }))
@@ -81,13 +87,14 @@ impl Engine {
                 slot.record_write_latency(&self.name, took.as_secs_f64());
             }
             match result {
-                Ok(Ok(())) => {
+                None => {}
+                Some(Ok(Ok(()))) => {
                     if slot.mode() == Mode::ReadWrite {
                         rw_ok += 1;
                     }
                 }
-                Ok(Err(e)) => self.fail(slot, e.reason, format!("{what}: {}", e.message)),
-                Err(_) => self.fail(
+                Some(Ok(Err(e))) => self.fail(slot, e.reason, format!("{what}: {}", e.message)),
+                Some(Err(_)) => self.fail(
                     slot,
                     FaultReason::Timeout,
                     format!("{what}: no answer within {timeout:?}"),
@@ -120,7 +127,12 @@ impl Engine {
             let mut pos = offset;
             while pos < offset + len {
                 let n = (offset + len - pos).min(MAX_REPLICA_IO);
-                match tokio::time::timeout(timeout, backend.read(pos, n as u32)).await {
+                let read = tokio::select! {
+                    r = tokio::time::timeout(timeout, backend.read(pos, n as u32)) => r,
+                    // ERR meanwhile: try the next replica at once
+                    _ = slot.gone() => continue 'replicas,
+                };
+                match read {
                     Ok(Ok(data)) if data.len() as u64 == n => out.extend_from_slice(&data),
                     Ok(Ok(data)) => {
                         self.fail(

@@ -127,6 +127,10 @@ pub struct Slot {
     /// replica that never took a write adds no 22 idle series to every
     /// scrape); a `OnceLock` so the data path pays one load after that.
     write_latency: OnceLock<::metrics::Histogram>,
+    /// Turns true when the slot goes ERR, so requests in flight to it stop
+    /// waiting at once (a frozen replica found by the monitor's ping must
+    /// not hold a client's write until the I/O timeout).
+    err_signal: tokio::sync::watch::Sender<bool>,
 }
 
 impl Slot {
@@ -139,6 +143,16 @@ impl Slot {
             rebuild: Mutex::new(None),
             rebuild_done: AtomicU64::new(0),
             write_latency: OnceLock::new(),
+            err_signal: tokio::sync::watch::channel(mode == Mode::Error).0,
+        }
+    }
+
+    /// Resolves once the slot is ERR (at once if it is already).
+    async fn gone(&self) {
+        let mut rx = self.err_signal.subscribe();
+        if rx.wait_for(|err| *err).await.is_err() {
+            // the sender lives as long as the slot: never happens
+            std::future::pending::<()>().await;
         }
     }
 
@@ -388,6 +402,7 @@ impl Engine {
         if Mode::from_u8(prev) == Mode::Error {
             return false;
         }
+        slot.err_signal.send_replace(true);
         metrics::record_fault(&self.name, &slot.address, reason);
         let fault = Fault::now(reason, error);
         tracing::warn!(
