@@ -88,11 +88,8 @@ impl Engine {
             }
             match result {
                 None => {}
-                Some(Ok(Ok(()))) => {
-                    if slot.mode() == Mode::ReadWrite {
-                        rw_ok += 1;
-                    }
-                }
+                Some(Ok(Ok(()))) if slot.mode() == Mode::ReadWrite => rw_ok += 1,
+                Some(Ok(Ok(()))) => {}
                 Some(Ok(Err(e))) => self.fail(slot, e.reason, format!("{what}: {}", e.message)),
                 Some(Err(_)) => self.fail(
                     slot,
