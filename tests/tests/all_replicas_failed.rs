@@ -275,3 +275,84 @@ fn every_agent_killed_restarts_from_the_newest_replicas() {
         restarted.elapsed()
     );
 }
+
+/// The first node back after a cluster-wide crash must not serve an older
+/// replica: a 2-replica volume on n2 and n3 attached on n1; n3 drops out,
+/// more data is flushed to n2 alone, then n1 and n2 die. n1 and n3 come
+/// back first: the engine waits (n3's replica was ERR in the last engine;
+/// n2's, which was RW, is away for less than node-down-timeout) and says
+/// so; when n2 returns the engine starts from n2's replica and rebuilds
+/// n3's.
+#[test]
+fn the_first_node_back_does_not_serve_a_replica_that_had_dropped_out() {
+    let root = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(root.path());
+    let store = etcd.store_url();
+    let mut n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
+    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
+    let mut n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
+    for a in [&n1, &n2, &n3] {
+        a.wait_live();
+    }
+    let (ok, _, err) = n1.cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
+    assert!(ok, "node update: {err}");
+    n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "2",
+    ]);
+    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
+    assert!(ok, "attach: {err}");
+    let uri = out.trim().to_string();
+    let (on2, on3) = (replica_on(&n1, "v", "n2"), replica_on(&n1, "v", "n3"));
+    let (regions, expected) = data(root.path());
+
+    write_region(&uri, &regions[0], 0);
+    n3.kill9();
+    wait_until("n3's replica ERR", Duration::from_secs(15), || {
+        mode(&n1, "v", &on3) == "ERR"
+    });
+    write_region(&uri, &regions[1], REGION);
+    n1.kill9();
+    n2.kill9();
+
+    n3.start_again();
+    n1.start_again();
+    n1.wait_live();
+    n3.wait_live();
+    let mut message = String::new();
+    wait_until(
+        "the engine says it waits for n2",
+        Duration::from_secs(30),
+        || {
+            let v = n1.json(&["volume", "get", "v"]);
+            let now = v["message"].as_str().unwrap_or_default().to_string();
+            if now != message || std::env::var("DEBUG_TEST").is_ok() {
+                eprintln!("volume: {v}");
+            }
+            message = now;
+            message.contains(&format!("waiting for replica {on2}"))
+        },
+    );
+    eprintln!("waiting: {message}");
+    std::thread::sleep(Duration::from_secs(3));
+    let v = n1.json(&["volume", "get", "v"]);
+    assert_ne!(v["robustness"], "healthy", "served without n2: {v}");
+    assert!(salvaged(&n1, "v").is_none(), "started without n2");
+
+    n2.start_again();
+    let back = Instant::now();
+    wait_until("Salvaged event", Duration::from_secs(60), || {
+        salvaged(&n1, "v").map(|m| message = m).is_some()
+    });
+    assert!(
+        message.contains(&format!("replica {on2} chosen as source")),
+        "n2's replica {on2} must be the source: {message}"
+    );
+    assert_recovered(&n1, "v", &on3, &uri, &expected);
+    eprintln!("served {:?} after n2 returned: {message}", back.elapsed());
+}

@@ -376,13 +376,15 @@ fn ne_key(volume: &str) -> String {
 /// Starts the volume's engine here over every replica that has an address.
 ///
 /// Not while the only replicas that may hold the newest data are away: if
-/// no reachable replica was RW in the last engine (as its agent recorded
-/// the modes), and a replica that was RW is on a node down for less than
-/// `node-down-timeout`, wait for it — an engine picks the newest among
-/// the replicas that answer at its start, and after a cluster-wide crash
-/// the first node back may hold one that had already dropped out. Replicas
-/// that were RW together are equally new, so one of them is enough. Once
-/// the node has been down that long, start from what is there.
+/// no replica that was RW in the last engine (as its agent recorded the
+/// modes) answers now, and one that was RW cannot be reached on a node not
+/// yet down for `node-down-timeout`, wait for it — an engine picks the
+/// newest among the replicas that answer at its start, and after a
+/// cluster-wide crash the first node back may hold one that had already
+/// dropped out. Replicas that were RW together are equally new, so one of
+/// them answering is enough. Once the node has been down that long, start
+/// from what is there. (A node whose lease has not lapsed yet counts as
+/// not down: readiness says nothing about reachability for 10 s.)
 async fn start_engine(
     agent: &Agent,
     snap: &Snapshot,
@@ -391,28 +393,9 @@ async fn start_engine(
     let was_rw = |r: &crate::model::Replica| {
         !r.status.lost && (r.status.mode.is_empty() || r.status.mode == Mode::ReadWrite.as_str())
     };
-    let reachable_rw = snap.replicas_of(&vol.name).any(|r| {
-        was_rw(&r.object)
-            && snap.ready.contains(&r.object.spec.node)
-            && !r.object.status.address.is_empty()
-    });
-    let timeout = snap.settings.node_down_timeout();
-    for r in snap.replicas_of(&vol.name) {
-        let node = &r.object.spec.node;
-        if reachable_rw || snap.ready.contains(node) || !was_rw(&r.object) {
-            continue;
-        }
-        let down = snap.down_for(node).unwrap_or_default();
-        if down < timeout {
-            return Err(format!(
-                "waiting for replica {} on node {node} (down {} s of node-down-timeout {} s): it was RW in the last engine and no replica reachable now was, so it may hold newer data",
-                r.object.name,
-                down.as_secs(),
-                timeout.as_secs()
-            ));
-        }
-    }
     let mut specs = Vec::new();
+    let mut rw_answered = false;
+    let mut awaited = None;
     for r in snap.replicas_of(&vol.name) {
         let addr_text = &r.object.status.address;
         if addr_text.is_empty() {
@@ -425,10 +408,36 @@ async fn start_engine(
                 continue;
             }
         };
+        let backend = agent.open_backend(&address).await;
+        if was_rw(&r.object) {
+            match &backend {
+                Ok(_) => rw_answered = true,
+                Err(f)
+                    if matches!(
+                        f.reason,
+                        FaultReason::Unreachable
+                            | FaultReason::ConnectionLost
+                            | FaultReason::Timeout
+                    ) && !snap.node_gone(&r.object.spec.node) =>
+                {
+                    awaited.get_or_insert(r);
+                }
+                Err(_) => {}
+            }
+        }
         specs.push(ReplicaSpec {
             address: addr_text.clone(),
-            backend: agent.open_backend(&address).await,
+            backend,
         });
+    }
+    if !rw_answered && let Some(r) = awaited {
+        let node = &r.object.spec.node;
+        return Err(format!(
+            "waiting for replica {} on node {node} (down {} s of node-down-timeout {} s): it was RW in the last engine and no replica answering now was, so it may hold newer data",
+            r.object.name,
+            snap.down_for(node).unwrap_or_default().as_secs(),
+            snap.settings.node_down_timeout().as_secs()
+        ));
     }
     if specs.is_empty() {
         return Err(format!(
