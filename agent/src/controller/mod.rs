@@ -14,10 +14,12 @@
 //!
 //! Registration and liveness ([`registration`]) run beside the loop.
 
+pub mod checksums;
 mod engine_report;
 mod integrity;
 mod nodes;
 pub mod registration;
+mod repair;
 mod replenish;
 mod replicas;
 mod volumes;
@@ -154,9 +156,7 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
-    if round.is_multiple_of(integrity::EVERY_ROUNDS) {
-        integrity::check(agent, &snap).await;
-    }
+    integrity::run(agent, &snap, round).await;
     if round.is_multiple_of(30) {
         agent.cluster.prune_events().await;
         registration::refresh_disks(agent).await;

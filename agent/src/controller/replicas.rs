@@ -83,6 +83,15 @@ async fn ensure(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
             InstanceState::Error,
             format!("found on disk {} instead of {}", h.disk, spec.disk),
         ),
+        None if let Some(d) = agent.replicas.damaged(&r.object.name) => (
+            InstanceState::Error,
+            format!(
+                "not served: {} is {} ({})",
+                d.file.display(),
+                d.kind.as_str(),
+                d.message
+            ),
+        ),
         None if r.object.status.state == InstanceState::Starting => create(agent, &r.object).await,
         None => (
             InstanceState::Error,

@@ -128,6 +128,39 @@ fn check_layer_files(
     Some(mem)
 }
 
+/// Recomputes the checksum of read-only layer `layer` from the data on
+/// disk (its allocation scanned afresh, the stored checksum ignored), so
+/// bytes changed under the replica since the snapshot are noticed. The
+/// caller holds the chain read lock. Returns the checksum and the file.
+pub(super) fn fresh_checksum(chain: &Chain, name: &str) -> Result<(super::Checksum, PathBuf)> {
+    let i = chain
+        .find(name)
+        .ok_or_else(|| super::ReplicaError::NotFound(format!("layer {name:?}")))?;
+    let layer = &chain.layers[i];
+    let mem = lock(&layer.meta).clone();
+    if !mem.read_only {
+        return Err(super::ReplicaError::InvalidArgument(format!(
+            "layer {name:?} is the writable head; only snapshots have checksums"
+        )));
+    }
+    let ext = layer.file.scan_extents(mem.size)?;
+    Ok((checksum::compute(&layer.file, &ext)?, layer.path.clone()))
+}
+
+/// The first problem [`check_files`] finds, as the error a chain operation
+/// (snapshot, remove, revert) fails with: it names the file, and its kind
+/// (`Corrupt`) takes the replica out of service in the engine rather than
+/// building a new layer on a broken chain.
+pub(super) fn refuse_if_damaged(dir: &Path, chain: &Chain) -> Result<()> {
+    match check_files(dir, chain).problems.into_iter().next() {
+        None => Ok(()),
+        Some(p) => Err(super::ReplicaError::Corrupt {
+            path: p.file,
+            detail: format!("layer {} file is {}: {}", p.layer, p.kind, p.detail),
+        }),
+    }
+}
+
 /// Recomputes a read-only layer's checksum and compares it with the stored
 /// one (storing it if there is none yet).
 fn check_checksum(
