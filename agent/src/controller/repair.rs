@@ -104,15 +104,20 @@ fn in_service(r: &Replica) -> bool {
 }
 
 /// True when `r` holds the volume's data as far as the control plane
-/// knows: running, no known damage, not an empty reset copy waiting for
-/// its rebuild, and RW in the engine if the volume is attached.
+/// knows: running with no known damage and, attached, RW in the engine;
+/// detached, not left ERR or WO by the last engine (it missed writes) and
+/// not an empty reset copy still waiting for its rebuild.
 fn holds_data(r: &Replica, vol: &Volume) -> bool {
     let st = &r.status;
-    let attached = vol.status.state == VolumeState::Attached;
-    st.state == InstanceState::Running
-        && st.integrity.is_none()
-        && (st.reset_unix == 0 || st.verified_unix >= st.reset_unix || attached)
-        && (!attached || st.mode == Mode::ReadWrite.as_str())
+    let sound = st.state == InstanceState::Running && st.integrity.is_none();
+    match vol.status.state {
+        VolumeState::Attached => sound && st.mode == Mode::ReadWrite.as_str(),
+        _ => {
+            sound
+                && (st.mode.is_empty() || st.mode == Mode::ReadWrite.as_str())
+                && (st.reset_unix == 0 || st.verified_unix >= st.reset_unix)
+        }
+    }
 }
 
 /// Step 2: resets this node's damaged replicas the engine no longer uses.
