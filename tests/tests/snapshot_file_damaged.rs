@@ -48,10 +48,15 @@ impl Cluster {
     }
 
     fn start() -> Cluster {
+        Cluster::start_with(3)
+    }
+
+    /// `replicas` agents and a volume with as many replicas.
+    fn start_with(replicas: usize) -> Cluster {
         let root = tempfile::tempdir().unwrap();
         let etcd = Etcd::start(root.path());
         let store = etcd.store_url();
-        let agents: Vec<Agent> = ["n1", "n2", "n3"]
+        let agents: Vec<Agent> = ["n1", "n2", "n3"][..replicas]
             .iter()
             .map(|n| Agent::start_with(root.path(), n, "tok", &["--store", &store]))
             .collect();
@@ -69,7 +74,7 @@ impl Cluster {
             "--size",
             "32MiB",
             "--replicas",
-            "3",
+            &replicas.to_string(),
         ]);
         let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
         assert!(ok, "attach: {err}");
@@ -278,6 +283,38 @@ struct Damage<'a> {
     also: &'a [&'a str],
 }
 
+/// Inverts 4 KiB at `offset` of `file` (same size); run twice, restores it.
+fn flip(file: &Path, offset: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut block = vec![0u8; 4096];
+    f.read_exact_at(&mut block, offset).unwrap();
+    for b in &mut block {
+        *b = !*b;
+    }
+    f.write_all_at(&block, offset).unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(f.metadata().unwrap().len(), len, "size changed");
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("VIGIL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("seed {seed} (replay with VIGIL_TEST_SEED={seed})");
+    seed
+}
+
 fn delete(file: &Path) {
     assert!(file.exists(), "{} not found", file.display());
     std::fs::remove_file(file).unwrap();
@@ -413,16 +450,7 @@ fn truncated_snapshot_file_is_found_by_the_file_check_and_at_open() {
 #[test]
 fn flipped_bytes_in_a_snapshot_are_found_by_checksum_majority() {
     let c = Cluster::start();
-    let seed: u64 = std::env::var("VIGIL_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("seed {seed} (replay with VIGIL_TEST_SEED={seed})");
+    let seed = seed();
     // Which replica and which allocated 4 KiB block of s1.
     let node = ["n2", "n3"][(seed % 2) as usize];
     let offset = ((seed / 2) % (FIRST as u64 / 4096)) * 4096;
@@ -430,21 +458,7 @@ fn flipped_bytes_in_a_snapshot_are_found_by_checksum_majority() {
     let before = c.events(&replica).len();
     c.n1()
         .json(&["settings", "set", "integrity-check-interval", "3"]);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&file)
-        .unwrap();
-    let len = f.metadata().unwrap().len();
-    let mut block = vec![0u8; 4096];
-    f.read_exact_at(&mut block, offset).unwrap();
-    for b in &mut block {
-        *b = !*b;
-    }
-    f.write_all_at(&block, offset).unwrap();
-    f.sync_all().unwrap();
-    assert_eq!(f.metadata().unwrap().len(), len, "size changed");
-    drop(f);
+    flip(&file, offset);
     println!(
         "flipped 4096 bytes at {offset} of {} on {node}",
         file.display()
@@ -453,7 +467,7 @@ fn flipped_bytes_in_a_snapshot_are_found_by_checksum_majority() {
     c.detect_and_heal(
         &Damage {
             what: "flipped",
-            replica,
+            replica: replica.clone(),
             file,
             code: "SNAPSHOT_FILE_CORRUPT",
             kind: "corrupt",
@@ -463,4 +477,75 @@ fn flipped_bytes_in_a_snapshot_are_found_by_checksum_majority() {
         at,
         before,
     );
+    let ev = c.events(&replica);
+    let found = ev[before..]
+        .iter()
+        .find(|e| e["reason"] == "LayerChecksumMismatch")
+        .unwrap();
+    println!("flipped: {}", found["message"]);
+}
+
+/// Two replicas that disagree: no majority, so neither is picked (no
+/// reset); the health check names both. Putting the bytes back (what an
+/// operator does after comparing them) clears it.
+#[test]
+fn two_replicas_that_disagree_are_reported_not_repaired() {
+    let c = Cluster::start_with(2);
+    let seed = seed();
+    let offset = (seed % (FIRST as u64 / 4096)) * 4096;
+    let (replica, file) = c.replica_on("n2");
+    let (other, _) = c.replica_on("n1");
+    let before = c.events(&replica).len();
+    c.n1()
+        .json(&["settings", "set", "integrity-check-interval", "3"]);
+    flip(&file, offset);
+    let at = Instant::now();
+    let mut report = Value::Null;
+    wait_until(
+        "no-majority disagreement shown",
+        Duration::from_secs(60),
+        || {
+            report = doctor(c.n1()).1;
+            check(&report, "SNAPSHOT_FILE_CORRUPT").is_some_and(|ch| {
+                let items = ch["items"].as_array().unwrap();
+                [&replica, &other].iter().all(|r| {
+                    items.iter().any(|i| {
+                        i["object"] == format!("replica/{r}")
+                            && i["message"].as_str().unwrap().contains("no majority")
+                    })
+                })
+            })
+        },
+    );
+    println!("no majority: detected after {:?}", at.elapsed());
+    let ch = check(&report, "SNAPSHOT_FILE_CORRUPT").unwrap();
+    assert!(!ch["cause"].as_str().unwrap().is_empty(), "{ch}");
+    assert!(!ch["fix"].as_str().unwrap().is_empty(), "{ch}");
+    let ev = c
+        .n1()
+        .json(&["events", "--object", "volume/v"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ev.iter().any(|e| e["reason"] == "LayerChecksumMismatch"
+            && e["message"].as_str().unwrap().contains("no majority")),
+        "{ev:?}"
+    );
+    // Neither is picked: both stay RW, nothing is reset.
+    std::thread::sleep(Duration::from_secs(8));
+    for r in [&replica, &other] {
+        assert_eq!(c.replica(r)["mode"], "RW", "{}", c.replica(r));
+        assert!(
+            !c.events(r).iter().any(|e| e["reason"] == "ReplicaReset"),
+            "{r} reset without a majority"
+        );
+    }
+    assert!(c.events(&replica).len() >= before);
+
+    flip(&file, offset);
+    wait_until("the disagreement clears", Duration::from_secs(60), || {
+        doctor(c.n1()).0 == 0
+    });
+    assert!(tools::qemu_equal(&c.expected, &c.endpoint), "data differs");
 }

@@ -333,9 +333,16 @@ async fn no_majority(agent: &Agent, vol: &Volume, d: &Disagreement<'_>) {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let new = match NO_MAJORITY_SEEN.lock() {
-        Ok(mut seen) => seen.insert(key),
-        Err(p) => p.into_inner().insert(key),
+    let new = {
+        let mut seen = match NO_MAJORITY_SEEN.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        // Bounded: forgetting only means one more event.
+        if seen.len() >= 1024 {
+            seen.clear();
+        }
+        seen.insert(key)
     };
     if !new {
         return;
