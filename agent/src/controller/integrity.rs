@@ -31,9 +31,12 @@ const SIZE_STEP: u64 = 1 << 20;
 /// then the repair steps and the checksum comparison.
 pub async fn run(agent: &Arc<Agent>, snap: &Snapshot, round: u64) {
     report_damaged_at_open(agent, snap).await;
-    if round == 1 || round.is_multiple_of(EVERY_ROUNDS) {
-        check(agent, snap).await;
-    }
+    check(
+        agent,
+        snap,
+        round == 1 || round.is_multiple_of(EVERY_ROUNDS),
+    )
+    .await;
     super::repair::reset_damaged(agent, snap).await;
     super::repair::verify_rebuilt(agent, snap).await;
     super::checksums::run(agent, snap).await;
@@ -64,9 +67,23 @@ async fn report_damaged_at_open(agent: &Arc<Agent>, snap: &Snapshot) {
     }
 }
 
-async fn check(agent: &Arc<Agent>, snap: &Snapshot) {
+/// Checks this node's replicas: all of them when `all`, otherwise only
+/// those the engine just failed for damage it found itself (a snapshot
+/// operation refused on a missing layer), so the problem is named at once.
+async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
     let me = agent.config.node_name.as_str();
-    for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
+    let engine_found = |r: &Replica| {
+        r.status.integrity.is_none()
+            && r.status
+                .fault
+                .as_ref()
+                .is_some_and(|f| f.reason == "checksum_mismatch")
+    };
+    for r in snap
+        .replicas
+        .iter()
+        .filter(|r| r.object.spec.node == me && (all || engine_found(&r.object)))
+    {
         let Some(held) = agent.replicas.held(&r.object.name) else {
             continue;
         };
