@@ -293,3 +293,66 @@ impl ReplicaSource for ReplicaSet {
         self.get(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn disk(root: &Path) -> LocalDisk {
+        LocalDisk {
+            uuid: "d1".into(),
+            path: root.to_path_buf(),
+            fresh: false,
+        }
+    }
+
+    /// A replica `r` with snapshot s1 holding data, closed again.
+    fn make(d: &LocalDisk) -> PathBuf {
+        let set = ReplicaSet::open_all(std::slice::from_ref(d)).unwrap();
+        let r = set.create("r", 1 << 20, Some("d1")).unwrap();
+        r.write(0, &vec![7u8; 8192]).unwrap();
+        r.snapshot("s1", true, BTreeMap::new()).unwrap();
+        r.flush().unwrap();
+        d.replica_dir().join("r").join("volume-snap-s1.img")
+    }
+
+    #[test]
+    fn a_replica_with_a_missing_layer_is_not_served_and_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disk(tmp.path());
+        let s1 = make(&d);
+        std::fs::remove_file(&s1).unwrap();
+        let set = ReplicaSet::open_all(std::slice::from_ref(&d)).unwrap();
+        assert!(set.get("r").is_none(), "a damaged replica is served");
+        assert!(set.replica("r").is_none());
+        let dmg = set.damaged("r").unwrap();
+        assert_eq!(dmg.kind, IntegrityKind::Missing);
+        assert_eq!(dmg.file, s1);
+
+        // Reset: empty again, served, no longer damaged.
+        let r = set.reset("r", 1 << 20, "d1").unwrap();
+        assert_eq!(r.info().chain.len(), 1);
+        assert!(set.get("r").is_some());
+        assert!(set.damaged("r").is_none());
+    }
+
+    #[test]
+    fn a_truncated_layer_is_found_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disk(tmp.path());
+        let s1 = make(&d);
+        let f = std::fs::OpenOptions::new().write(true).open(&s1).unwrap();
+        f.set_len(4096).unwrap();
+        let set = ReplicaSet::open_all(std::slice::from_ref(&d)).unwrap();
+        assert!(set.get("r").is_none());
+        let dmg = set.damaged("r").unwrap();
+        assert_eq!(dmg.kind, IntegrityKind::Truncated, "{dmg:?}");
+        assert_eq!(dmg.file, s1);
+        assert!(set.delete("r").unwrap());
+        assert!(!s1.parent().unwrap().exists());
+    }
+}
