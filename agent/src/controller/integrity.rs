@@ -2,9 +2,12 @@
 //! object for health checks and the engine's agent to act on:
 //!
 //! * integrity — every layer and metadata file present, readable and sized
-//!   as its metadata says (a cheap check, no data read, run every
-//!   [`EVERY_ROUNDS`] rounds); the first problem is recorded, naming the
-//!   file, and cleared when a later check finds the chain whole;
+//!   as its metadata says (a cheap check, no data read, run in the first
+//!   round after start and every [`EVERY_ROUNDS`] rounds); the first
+//!   problem is recorded, naming the file, and cleared when a later check
+//!   finds the chain whole (except a checksum disagreement found by
+//!   [`super::checksums`], which only a reset clears). A replica found
+//!   damaged when the agent opened it is reported in every round;
 //! * actual size — bytes the layer files allocate (rewritten when it moved
 //!   by [`SIZE_STEP`] or more, so steady writes do not churn the store).
 
@@ -24,9 +27,63 @@ pub const EVERY_ROUNDS: u64 = 5;
 /// Smallest change of actual size worth a store write.
 const SIZE_STEP: u64 = 1 << 20;
 
-pub async fn check(agent: &Arc<Agent>, snap: &Snapshot) {
+/// Everything about replica files, once per round: the checks above,
+/// then the repair steps and the checksum comparison.
+pub async fn run(agent: &Arc<Agent>, snap: &Snapshot, round: u64) {
+    report_damaged_at_open(agent, snap).await;
+    check(
+        agent,
+        snap,
+        round == 1 || round.is_multiple_of(EVERY_ROUNDS),
+    )
+    .await;
+    super::repair::reset_damaged(agent, snap).await;
+    super::repair::verify_rebuilt(agent, snap).await;
+    super::checksums::run(agent, snap).await;
+}
+
+/// Records at once the problem of each replica that failed to open or
+/// opened damaged (it is not served; see `daemon::replicas`).
+async fn report_damaged_at_open(agent: &Arc<Agent>, snap: &Snapshot) {
+    for (name, d) in agent.replicas.all_damaged() {
+        let Some(r) = snap.replicas.iter().find(|r| r.object.name == name) else {
+            continue;
+        };
+        if r.object.spec.node != agent.config.node_name {
+            continue;
+        }
+        let problem = IntegrityProblem {
+            kind: d.kind,
+            file: d.file.display().to_string(),
+            message: d.message.clone(),
+            found_unix: crate::model::now_unix() as u64,
+        };
+        let size = r.object.status.actual_size_bytes;
+        if let Err(e) = record(agent, r, Some(problem), size).await
+            && !e.is_conflict()
+        {
+            tracing::warn!(replica = %name, error = %e, "cannot record the damage found at open");
+        }
+    }
+}
+
+/// Checks this node's replicas: all of them when `all`, otherwise only
+/// those the engine just failed for damage it found itself (a snapshot
+/// operation refused on a missing layer), so the problem is named at once.
+async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
     let me = agent.config.node_name.as_str();
-    for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
+    let engine_found = |r: &Replica| {
+        r.status.integrity.is_none()
+            && r.status
+                .fault
+                .as_ref()
+                .is_some_and(|f| f.reason == "checksum_mismatch")
+    };
+    for r in snap
+        .replicas
+        .iter()
+        .filter(|r| r.object.spec.node == me && (all || engine_found(&r.object)))
+    {
         let Some(held) = agent.replicas.held(&r.object.name) else {
             continue;
         };
@@ -46,6 +103,13 @@ pub async fn check(agent: &Arc<Agent>, snap: &Snapshot) {
         };
         let now = crate::model::now_unix() as u64;
         let problem = match report {
+            // Whole files do not clear what only the data showed.
+            Ok(rep) if rep.problems.is_empty() => r
+                .object
+                .status
+                .integrity
+                .clone()
+                .filter(super::checksums::found_by_checksums),
             Ok(rep) => first_problem(&rep, now),
             Err(e) => Some(IntegrityProblem {
                 kind: IntegrityKind::Unreadable,
@@ -64,13 +128,8 @@ pub async fn check(agent: &Arc<Agent>, snap: &Snapshot) {
 
 fn first_problem(report: &VerifyReport, now: u64) -> Option<IntegrityProblem> {
     let p: &ChainProblem = report.problems.first()?;
-    let kind = match p.kind.as_str() {
-        "missing" => IntegrityKind::Missing,
-        "size" => IntegrityKind::Truncated,
-        _ => IntegrityKind::Corrupt,
-    };
     Some(IntegrityProblem {
-        kind,
+        kind: crate::daemon::replicas::problem_kind(&p.kind),
         file: p.file.display().to_string(),
         message: format!("layer {}: {}", p.layer, p.detail),
         found_unix: now,

@@ -14,6 +14,7 @@
 //!
 //! Registration and liveness ([`registration`]) run beside the loop.
 
+pub mod checksums;
 mod disk_condition;
 mod engine_report;
 mod integrity;
@@ -21,6 +22,7 @@ mod nodes;
 mod orphans;
 pub mod recovery;
 pub mod registration;
+mod repair;
 mod replace;
 mod replenish;
 mod replicas;
@@ -170,9 +172,7 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     if round.is_multiple_of(orphans::EVERY_ROUNDS) {
         orphans::sweep(agent, &snap).await;
     }
-    if round.is_multiple_of(integrity::EVERY_ROUNDS) {
-        integrity::check(agent, &snap).await;
-    }
+    integrity::run(agent, &snap, round).await;
     if round.is_multiple_of(30) {
         agent.cluster.prune_events().await;
     }

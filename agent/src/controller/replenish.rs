@@ -17,12 +17,18 @@ use vigil_engine::engine::{Engine, EngineStatus, FaultReason, Mode};
 use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use crate::model::replica::ReplicaStatus;
 use crate::model::{InstanceState, Volume};
 
-/// How long a replica stays ERR before it is tried again: short for faults
-/// that a restart or a reconnect fixes, long for the rest (so a failing
-/// disk is not hammered with rebuilds every round).
-fn retry_after(reason: FaultReason) -> u64 {
+/// How long a replica stays ERR (since `at_unix`) before it is tried
+/// again: short for faults that a restart or a reconnect fixes, long for
+/// the rest (so a failing disk is not hammered with rebuilds every round)
+/// — and not at all once its own agent reset it after the fault (emptied
+/// to be rebuilt in full: waiting gains nothing).
+fn retry_after(reason: FaultReason, at_unix: u64, st: &ReplicaStatus) -> u64 {
+    if st.reset_unix >= at_unix {
+        return 0;
+    }
     match reason {
         FaultReason::ConnectionLost
         | FaultReason::Unreachable
@@ -57,10 +63,9 @@ pub async fn rejoin(
         let due = match status.replicas.iter().find(|s| s.address == st.address) {
             None => true,
             Some(s) if s.mode != Mode::Error => false,
-            Some(s) => s
-                .fault
-                .as_ref()
-                .is_none_or(|f| now.saturating_sub(f.at_unix) >= retry_after(f.reason)),
+            Some(s) => s.fault.as_ref().is_none_or(|f| {
+                now.saturating_sub(f.at_unix) >= retry_after(f.reason, f.at_unix, st)
+            }),
         };
         if !due {
             continue;

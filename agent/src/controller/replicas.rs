@@ -90,6 +90,15 @@ async fn ensure(
             InstanceState::Error,
             format!("found on disk {} instead of {}", h.disk, spec.disk),
         ),
+        None if let Some(d) = agent.replicas.damaged(&r.object.name) => (
+            InstanceState::Error,
+            format!(
+                "not served: {} is {} ({})",
+                d.file.display(),
+                d.kind.as_str(),
+                d.message
+            ),
+        ),
         None if r.object.status.state == InstanceState::Starting => create(agent, &r.object).await,
         None => {
             let (message, gone) = why_absent(agent, snap, &r.object.name, spec);

@@ -255,7 +255,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     let now = crate::model::now_unix() as u64;
     let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
     ops.extend(changes.iter().map(|c| update_op(&c.replica)));
-    fail_damaged(agent, snap, vol, &engine).await;
+    super::repair::fail_damaged(agent, snap, vol, &engine).await;
     replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
     if ops.is_empty() {
         return Ok(());
@@ -310,65 +310,6 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     Ok(())
 }
 
-/// Takes out of service a replica whose own agent found its files damaged
-/// (a missing or truncated layer): reads from it could return wrong data,
-/// and it would not open again after a restart. Never the last sound RW
-/// replica, though: its open files still serve, and an I/O error for every
-/// request ("no backend available") would be worse than the risk — the
-/// health check says so loudly instead.
-async fn fail_damaged(
-    agent: &Agent,
-    snap: &Snapshot,
-    vol: &Volume,
-    engine: &vigil_engine::engine::Engine,
-) {
-    let status = engine.status();
-    let sound_rw = |except: &str| {
-        status.replicas.iter().any(|s| {
-            s.mode == Mode::ReadWrite
-                && s.address != except
-                && snap.replicas_of(&vol.name).any(|r| {
-                    r.object.status.address == s.address && r.object.status.integrity.is_none()
-                })
-        })
-    };
-    for r in snap.replicas_of(&vol.name) {
-        let Some(problem) = &r.object.status.integrity else {
-            continue;
-        };
-        if !sound_rw(&r.object.status.address) {
-            continue;
-        }
-        let message = format!(
-            "layer file {} is {}: {}",
-            problem.file,
-            problem.kind.as_str(),
-            problem.message
-        );
-        if engine.fail_replica(
-            &r.object.status.address,
-            FaultReason::ChecksumMismatch,
-            &message,
-        ) {
-            crate::metrics::remediation("fail_replica");
-            tracing::warn!(volume = %vol.name, replica = %r.object.name, %message, "damaged replica taken out of service");
-            agent
-                .cluster
-                .event(
-                    Severity::Warning,
-                    "replica",
-                    &r.object.name,
-                    "DamagedReplicaFailed",
-                    format!(
-                        "replica {} of {} taken out of service: {message}",
-                        r.object.name, vol.name
-                    ),
-                )
-                .await;
-        }
-    }
-}
-
 fn ne_key(volume: &str) -> String {
     crate::model::key_of::<Engine>(volume)
 }
@@ -396,9 +337,15 @@ async fn start_engine(
     let mut specs = Vec::new();
     let mut rw_answered = false;
     let mut awaited = None;
+    // A replica whose own agent found its files damaged is left out while
+    // a sound one can serve: the engine must not pick it as a source.
+    let sound = |r: &Versioned<crate::model::Replica>| {
+        r.object.status.integrity.is_none() && !r.object.status.address.is_empty()
+    };
+    let any_sound = snap.replicas_of(&vol.name).any(sound);
     for r in snap.replicas_of(&vol.name) {
         let addr_text = &r.object.status.address;
-        if addr_text.is_empty() {
+        if addr_text.is_empty() || (any_sound && !sound(r)) {
             continue;
         }
         let address: ReplicaAddress = match addr_text.parse() {

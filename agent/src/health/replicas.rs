@@ -41,6 +41,7 @@ impl<'a> Eval<'a> {
     /// SNAPSHOT_FILE_MISSING / SNAPSHOT_FILE_CORRUPT: the replica's agent
     /// found a problem in its files. Explained only by its disk being gone.
     pub(super) fn replica_files(&mut self) {
+        self.layer_checksums_without_majority();
         for (r, _) in self.live_replicas() {
             let Some(p) = &r.status.integrity else {
                 continue;
@@ -67,6 +68,45 @@ impl<'a> Eval<'a> {
                 ),
                 cause,
             );
+        }
+    }
+
+    /// SNAPSHOT_FILE_CORRUPT also when the replicas' checksums of one layer
+    /// disagree with no majority (two replicas): the controller picks
+    /// neither, so each is named here for an operator to decide.
+    pub(super) fn layer_checksums_without_majority(&mut self) {
+        for v in &self.view.volumes {
+            if v.status.state == VolumeState::Deleting {
+                continue;
+            }
+            let replicas = self
+                .view
+                .replicas
+                .iter()
+                .filter(|r| r.spec.volume == v.name);
+            for d in crate::controller::checksums::compare(replicas, v) {
+                if d.majority.is_some() {
+                    continue;
+                }
+                let all = d
+                    .sums
+                    .iter()
+                    .map(|(r, s)| format!("{} gives {}", r.name, s.checksum))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                for (r, s) in &d.sums {
+                    self.add(
+                        SNAPSHOT_FILE_CORRUPT,
+                        object(r),
+                        format!(
+                            "{}: layer file {} differs from the other replicas' with no majority, none picked ({all})",
+                            describe(r),
+                            s.file
+                        ),
+                        Vec::new(),
+                    );
+                }
+            }
         }
     }
 

@@ -54,6 +54,39 @@ pub struct ReplicaStatus {
     /// replaced at once and removed from the volume (no replenishment wait).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lost: bool,
+    /// When its own agent last reset it — deleted its damaged files and
+    /// created it again empty, to be rebuilt in full (Unix seconds; 0 =
+    /// never). A reset newer than the engine's fault makes it due for a
+    /// rebuild at once.
+    #[serde(default)]
+    pub reset_unix: u64,
+    /// When its own agent last verified its whole chain (every read-only
+    /// layer's data against its checksum) after a reset and rebuild (Unix
+    /// seconds; 0 = never). Older than `reset_unix` means not yet.
+    #[serde(default)]
+    pub verified_unix: u64,
+    /// The checksums of its read-only layers, recomputed from the data by
+    /// its own agent every `integrity-check-interval`, for the volume's
+    /// owner to compare across replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_checksums: Option<LayerChecksums>,
+}
+
+/// A replica's read-only layers' checksums as computed from the data on
+/// its disk at one time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerChecksums {
+    /// When they were computed (Unix seconds).
+    pub computed_unix: u64,
+    /// Layer name → its checksum and file.
+    pub layers: std::collections::BTreeMap<String, LayerSum>,
+}
+
+/// One layer's checksum (method:value) and the file it was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSum {
+    pub checksum: String,
+    pub file: String,
 }
 
 /// The engine's record of why a replica is ERR.
@@ -137,6 +170,9 @@ impl Replica {
                 integrity: None,
                 actual_size_bytes: 0,
                 lost: false,
+                reset_unix: 0,
+                verified_unix: 0,
+                layer_checksums: None,
             },
         }
     }

@@ -339,15 +339,18 @@ impl Replica {
         user_created: bool,
         labels: BTreeMap<String, String>,
     ) -> Result<LayerInfo> {
+        self.refuse_if_damaged()?;
         self.counted(|| self.snapshot_impl(name, user_created, labels))
     }
     /// Removes snapshot `name`, merging its data into its child.
     pub fn remove_snapshot(&self, name: &str) -> Result<()> {
+        self.refuse_if_damaged()?;
         self.counted(|| self.remove_snapshot_impl(name))
     }
     /// Discards the head and every snapshot above `name`; a new empty head
     /// sits on `name`.
     pub fn revert(&self, name: &str) -> Result<()> {
+        self.refuse_if_damaged()?;
         self.counted(|| self.revert_impl(name))
     }
     /// Size, revision, generation and the chain bottom to head.
@@ -373,6 +376,20 @@ impl Replica {
     /// Problems have the kinds `missing`, `size`, `metadata`, `parent`.
     pub fn check_files(&self) -> Result<VerifyReport> {
         Ok(verify::check_files(&self.dir, &rlock(&self.chain)))
+    }
+    /// Fails with [`ReplicaError::Corrupt`] naming the first damaged file
+    /// when [`Replica::check_files`] finds a problem: every chain operation
+    /// checks the files first, so a layer lost under a replica is found
+    /// before a new layer is built on it.
+    fn refuse_if_damaged(&self) -> Result<()> {
+        verify::refuse_if_damaged(&self.dir, &rlock(&self.chain))
+    }
+    /// The checksum of read-only layer `layer` recomputed from its data on
+    /// disk, ignoring the stored one (the periodic cross-replica comparison
+    /// needs what the disk holds now), and the layer's file. Reads the
+    /// whole layer; run it rarely.
+    pub fn fresh_layer_checksum(&self, layer: &str) -> Result<(Checksum, PathBuf)> {
+        verify::fresh_checksum(&rlock(&self.chain), layer)
     }
     /// Allocated extents of one layer (rebuild source).
     pub fn layer_extents(&self, layer: &str) -> Result<Vec<Extent>> {

@@ -128,6 +128,39 @@ fn check_layer_files(
     Some(mem)
 }
 
+/// Recomputes the checksum of read-only layer `layer` from the data on
+/// disk (its allocation scanned afresh, the stored checksum ignored), so
+/// bytes changed under the replica since the snapshot are noticed. The
+/// caller holds the chain read lock. Returns the checksum and the file.
+pub(super) fn fresh_checksum(chain: &Chain, name: &str) -> Result<(super::Checksum, PathBuf)> {
+    let i = chain
+        .find(name)
+        .ok_or_else(|| super::ReplicaError::NotFound(format!("layer {name:?}")))?;
+    let layer = &chain.layers[i];
+    let mem = lock(&layer.meta).clone();
+    if !mem.read_only {
+        return Err(super::ReplicaError::InvalidArgument(format!(
+            "layer {name:?} is the writable head; only snapshots have checksums"
+        )));
+    }
+    let ext = layer.file.scan_extents(mem.size)?;
+    Ok((checksum::compute(&layer.file, &ext)?, layer.path.clone()))
+}
+
+/// The first problem [`check_files`] finds, as the error a chain operation
+/// (snapshot, remove, revert) fails with: it names the file, and its kind
+/// (`Corrupt`) takes the replica out of service in the engine rather than
+/// building a new layer on a broken chain.
+pub(super) fn refuse_if_damaged(dir: &Path, chain: &Chain) -> Result<()> {
+    match check_files(dir, chain).problems.into_iter().next() {
+        None => Ok(()),
+        Some(p) => Err(super::ReplicaError::Corrupt {
+            path: p.file,
+            detail: format!("layer {} file is {}: {}", p.layer, p.kind, p.detail),
+        }),
+    }
+}
+
 /// Recomputes a read-only layer's checksum and compares it with the stored
 /// one (storing it if there is none yet).
 fn check_checksum(
@@ -168,4 +201,82 @@ fn check_checksum(
         None => layer.store_checksum(dir, actual)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::fs::{self, OpenOptions};
+    use std::os::unix::fs::FileExt;
+
+    use crate::replica::tests::{new_replica, pattern, snap, work_tmp};
+    use crate::replica::{ErrorKind, Replica, ReplicaError};
+    use crate::size::BLOCK_SIZE;
+
+    fn with_snapshot(tmp: &tempfile::TempDir) -> Replica {
+        let r = new_replica(tmp, 16);
+        r.write(0, &pattern(1, 4)).unwrap();
+        snap(&r, "s1");
+        r.write(8 * BLOCK_SIZE, &pattern(2, 1)).unwrap();
+        r
+    }
+
+    #[test]
+    fn chain_operations_refuse_a_missing_layer_naming_the_file() {
+        let tmp = work_tmp();
+        let r = with_snapshot(&tmp);
+        let s1 = r.dir().join("volume-snap-s1.img");
+        fs::remove_file(&s1).unwrap();
+        let before = r.info();
+        for (op, res) in [
+            (
+                "snapshot",
+                r.snapshot("s2", true, Default::default()).map(|_| ()),
+            ),
+            ("remove", r.remove_snapshot("s1")),
+            ("revert", r.revert("s1")),
+        ] {
+            let e = res.expect_err(op);
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{op}: {e}");
+            match &e {
+                ReplicaError::Corrupt { path, detail } => {
+                    assert_eq!(path, &s1, "{op}");
+                    assert!(detail.contains("missing"), "{op}: {detail}");
+                }
+                other => panic!("{op}: {other}"),
+            }
+        }
+        // Nothing was changed by the refused operations.
+        assert_eq!(r.info(), before);
+    }
+
+    #[test]
+    fn fresh_checksum_sees_bytes_changed_under_a_stored_checksum() {
+        let tmp = work_tmp();
+        let r = with_snapshot(&tmp);
+        let stored = r.layer_checksum("s1").unwrap();
+        let (fresh, file) = r.fresh_layer_checksum("s1").unwrap();
+        assert_eq!(fresh, stored);
+        assert_eq!(file, r.dir().join("volume-snap-s1.img"));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, BLOCK_SIZE + 3).unwrap();
+        b[0] ^= 0x01;
+        f.write_all_at(&b, BLOCK_SIZE + 3).unwrap();
+        f.sync_all().unwrap();
+        let (after, _) = r.fresh_layer_checksum("s1").unwrap();
+        assert_ne!(after, stored);
+        // The stored one is left as it was: only verify judges it.
+        assert_eq!(r.layer_checksum("s1").unwrap(), stored);
+        let head = r.info().chain.last().unwrap().name.clone();
+        assert_eq!(
+            r.fresh_layer_checksum(&head).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
 }

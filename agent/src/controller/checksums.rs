@@ -1,0 +1,513 @@
+//! The periodic integrity check: finds a layer whose bytes changed silently
+//! on one replica (same size, files whole — invisible to the file check).
+//!
+//! Every `integrity-check-interval` (0 = off) each replica's agent
+//! recomputes the checksum of every read-only layer from the data on disk
+//! (the writable head is left out: it changes) and records them in the
+//! replica object. One replica at a time per agent, in the background, so
+//! the reads never pile up on a disk or hold up a round. The volume's owner
+//! compares each layer across the replicas that reported it: a replica
+//! that differs from a strict majority gets its `integrity` set (corrupt,
+//! naming the layer file and both checksums) and is then failed, reset and
+//! rebuilt like any damaged replica (see [`super::repair`]). With no
+//! majority (two replicas that disagree) nothing is picked: the health
+//! check says so and an operator decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{Snapshot, owner_of};
+use crate::cluster::events::Severity;
+use crate::daemon::Agent;
+use crate::model::replica::{IntegrityKind, IntegrityProblem, LayerChecksums, LayerSum};
+use crate::model::{InstanceState, Replica, Volume, VolumeState};
+
+/// How the message of a problem found by comparison starts: the file check
+/// cannot see it, so it does not clear it (only a reset does).
+pub const MISMATCH: &str = "checksum differs from the majority";
+
+/// True for a problem recorded by the comparison.
+pub fn found_by_checksums(p: &IntegrityProblem) -> bool {
+    p.kind == IntegrityKind::Corrupt && p.message.starts_with(MISMATCH)
+}
+
+/// Whether `r`'s recorded checksums take part in the comparison: it runs,
+/// no damage is known, it holds the data (not an empty reset copy waiting
+/// for its rebuild) and the engine has it RW (the last engine, while the
+/// volume is detached; never attached counts too).
+pub fn participates(r: &Replica, vol: &Volume) -> bool {
+    let st = &r.status;
+    st.layer_checksums.is_some()
+        && st.state == InstanceState::Running
+        && st.integrity.is_none()
+        && (st.reset_unix == 0 || st.verified_unix >= st.reset_unix)
+        && match vol.status.state {
+            VolumeState::Attached => st.mode == "RW",
+            VolumeState::Detached => st.mode == "RW" || st.mode.is_empty(),
+            _ => false,
+        }
+}
+
+/// One layer on which the reporting replicas disagree.
+pub struct Disagreement<'a> {
+    pub layer: String,
+    /// The checksum a strict majority gave, if there is one.
+    pub majority: Option<String>,
+    /// Replicas that gave it.
+    pub agreeing: usize,
+    /// Every replica's checksum of the layer.
+    pub sums: Vec<(&'a Replica, &'a LayerSum)>,
+}
+
+/// Compares the layers of the replicas of `vol` that take part. Only
+/// reports with the same set of layers are compared: a snapshot taken,
+/// removed (merged into its child) or reverted between two computations
+/// legitimately changes a layer.
+pub fn compare<'a>(
+    replicas: impl Iterator<Item = &'a Replica>,
+    vol: &Volume,
+) -> Vec<Disagreement<'a>> {
+    let mut groups: BTreeMap<Vec<&'a str>, Vec<&'a Replica>> = BTreeMap::new();
+    for r in replicas.filter(|r| participates(r, vol)) {
+        let Some(lc) = &r.status.layer_checksums else {
+            continue;
+        };
+        groups
+            .entry(lc.layers.keys().map(String::as_str).collect())
+            .or_default()
+            .push(r);
+    }
+    let mut out = Vec::new();
+    for (layers, members) in groups.into_iter().filter(|(_, m)| m.len() >= 2) {
+        for layer in layers {
+            let sums: Vec<(&Replica, &LayerSum)> = members
+                .iter()
+                .filter_map(|r| {
+                    let s = r.status.layer_checksums.as_ref()?.layers.get(layer)?;
+                    Some((*r, s))
+                })
+                .collect();
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, s) in &sums {
+                *counts.entry(s.checksum.as_str()).or_default() += 1;
+            }
+            if counts.len() < 2 {
+                continue;
+            }
+            let (top, n) = counts
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(c, n)| (c.to_string(), *n))
+                .unwrap_or_default();
+            out.push(Disagreement {
+                layer: layer.to_string(),
+                majority: (n * 2 > sums.len()).then_some(top),
+                agreeing: n,
+                sums,
+            });
+        }
+    }
+    out
+}
+
+/// At most one computation runs per agent.
+static COMPUTING: AtomicBool = AtomicBool::new(false);
+
+/// Disagreements without a majority already reported by an event.
+static NO_MAJORITY_SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+pub async fn run(agent: &Arc<Agent>, snap: &Snapshot) {
+    let interval = snap.settings.integrity_check_interval().as_secs();
+    if interval == 0 {
+        return;
+    }
+    start_next(agent, snap, interval);
+    judge(agent, snap).await;
+}
+
+/// Starts computing the checksums of this node's most overdue replica, if
+/// one is due and none is being computed.
+fn start_next(agent: &Arc<Agent>, snap: &Snapshot, interval: u64) {
+    let me = agent.config.node_name.as_str();
+    let due = snap
+        .replicas
+        .iter()
+        .filter(|r| r.object.spec.node == me)
+        .filter(|r| {
+            let st = &r.object.status;
+            let Some(vol) = snap
+                .volumes
+                .iter()
+                .find(|v| v.object.name == r.object.spec.volume)
+            else {
+                return false;
+            };
+            // `participates` without the report itself.
+            let mut probe = r.object.clone();
+            probe.status.layer_checksums = Some(LayerChecksums {
+                computed_unix: 0,
+                layers: BTreeMap::new(),
+            });
+            participates(&probe, &vol.object)
+                && st
+                    .layer_checksums
+                    .as_ref()
+                    .is_none_or(|c| snap.now >= c.computed_unix.saturating_add(interval))
+        })
+        .min_by_key(|r| {
+            r.object
+                .status
+                .layer_checksums
+                .as_ref()
+                .map_or(0, |c| c.computed_unix)
+        });
+    let Some(r) = due else {
+        return;
+    };
+    let Some(held) = agent.replicas.held(&r.object.name) else {
+        return;
+    };
+    if COMPUTING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let agent = Arc::clone(agent);
+    let name = r.object.name.clone();
+    tokio::spawn(async move {
+        let replica = Arc::clone(&held.replica);
+        let computed = tokio::task::spawn_blocking(move || compute(&replica)).await;
+        COMPUTING.store(false, Ordering::Release);
+        let layers = match computed {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return, // the chain changed meanwhile; next round
+            Ok(Err(e)) => {
+                tracing::warn!(replica = %name, error = %e, "cannot compute layer checksums");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(replica = %name, error = %e, "checksum task failed");
+                return;
+            }
+        };
+        let report = LayerChecksums {
+            computed_unix: crate::model::now_unix() as u64,
+            layers,
+        };
+        tracing::debug!(replica = %name, layers = report.layers.len(), "layer checksums computed");
+        let res = agent
+            .cluster
+            .modify::<Replica, _>(&name, |r| {
+                r.status.layer_checksums = Some(report.clone());
+                Ok(true)
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(replica = %name, error = %e, "cannot record layer checksums");
+        }
+    });
+}
+
+/// Every read-only layer's checksum from the data on disk; `None` when the
+/// chain changed while they were computed.
+fn compute(
+    replica: &vigil_engine::replica::Replica,
+) -> Result<Option<BTreeMap<String, LayerSum>>, vigil_engine::replica::ReplicaError> {
+    let chain = |r: &vigil_engine::replica::Replica| -> Vec<String> {
+        r.info()
+            .chain
+            .into_iter()
+            .filter(|l| l.read_only)
+            .map(|l| l.name)
+            .collect()
+    };
+    let before = chain(replica);
+    let mut out = BTreeMap::new();
+    for layer in &before {
+        let (sum, file) = match replica.fresh_layer_checksum(layer) {
+            Ok(x) => x,
+            Err(e) if e.kind() == vigil_engine::replica::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        out.insert(
+            layer.clone(),
+            LayerSum {
+                checksum: format!("{}:{}", sum.method, sum.value),
+                file: file.display().to_string(),
+            },
+        );
+    }
+    Ok((chain(replica) == before).then_some(out))
+}
+
+/// On the volumes this agent owns: marks each replica whose layer differs
+/// from the majority as corrupt; reports (once) a disagreement with none.
+async fn judge(agent: &Arc<Agent>, snap: &Snapshot) {
+    let me = agent.config.node_name.as_str();
+    for v in &snap.volumes {
+        let vol = &v.object;
+        if owner_of(vol, &snap.ready).as_deref() != Some(me) {
+            continue;
+        }
+        let replicas = snap.replicas_of(&vol.name).map(|r| &r.object);
+        let mut marked = BTreeSet::new();
+        for d in compare(replicas, vol) {
+            let Some(majority) = &d.majority else {
+                no_majority(agent, vol, &d).await;
+                continue;
+            };
+            for (r, sum) in d.sums.iter().filter(|(_, s)| &s.checksum != majority) {
+                if !marked.insert(r.name.clone()) {
+                    continue;
+                }
+                mark(agent, vol, r, &d, sum, majority).await;
+            }
+        }
+    }
+}
+
+async fn mark(
+    agent: &Agent,
+    vol: &Volume,
+    r: &Replica,
+    d: &Disagreement<'_>,
+    sum: &LayerSum,
+    majority: &str,
+) {
+    let message = format!(
+        "{MISMATCH}: layer {} gives {}, {} of {} replicas give {majority}",
+        d.layer,
+        sum.checksum,
+        d.agreeing,
+        d.sums.len()
+    );
+    let problem = IntegrityProblem {
+        kind: IntegrityKind::Corrupt,
+        file: sum.file.clone(),
+        message: message.clone(),
+        found_unix: crate::model::now_unix() as u64,
+    };
+    let seen = r.status.layer_checksums.clone();
+    let res = agent
+        .cluster
+        .modify::<Replica, _>(&r.name, |cur| {
+            // Only on the report judged, and never over a known problem.
+            if cur.status.integrity.is_some() || cur.status.layer_checksums != seen {
+                return Ok(false);
+            }
+            cur.status.integrity = Some(problem.clone());
+            Ok(true)
+        })
+        .await;
+    match res {
+        Ok(cur) if cur.status.integrity.as_ref() == Some(&problem) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(replica = %r.name, error = %e, "cannot record a checksum mismatch");
+            return;
+        }
+    }
+    tracing::warn!(volume = %vol.name, replica = %r.name, file = %sum.file, %message, "layer checksum differs from the majority");
+    agent
+        .cluster
+        .event(
+            Severity::Warning,
+            "replica",
+            &r.name,
+            "LayerChecksumMismatch",
+            format!(
+                "replica {} of {} on {}: {} is corrupt: {message}",
+                r.name, vol.name, r.spec.node, sum.file
+            ),
+        )
+        .await;
+}
+
+async fn no_majority(agent: &Agent, vol: &Volume, d: &Disagreement<'_>) {
+    let key = format!(
+        "{}/{}/{}",
+        vol.name,
+        d.layer,
+        d.sums
+            .iter()
+            .map(|(r, s)| format!("{}={}", r.name, s.checksum))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let new = {
+        let mut seen = match NO_MAJORITY_SEEN.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        // Bounded: forgetting only means one more event.
+        if seen.len() >= 1024 {
+            seen.clear();
+        }
+        seen.insert(key)
+    };
+    if !new {
+        return;
+    }
+    let who = d
+        .sums
+        .iter()
+        .map(|(r, s)| format!("{} ({}) gives {}", r.name, s.file, s.checksum))
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::warn!(volume = %vol.name, layer = %d.layer, %who, "layer checksums disagree with no majority");
+    agent
+        .cluster
+        .event(
+            Severity::Warning,
+            "volume",
+            &vol.name,
+            "LayerChecksumMismatch",
+            format!(
+                "volume {}: layer {} differs between replicas with no majority, none picked: {who}",
+                vol.name, d.layer
+            ),
+        )
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::replica::ReplicaSpec;
+    use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
+
+    fn volume() -> Volume {
+        Volume {
+            name: "v".into(),
+            spec: VolumeSpec {
+                size: 1 << 30,
+                replicas: 3,
+                data_locality: DataLocality::Disabled,
+                node: Some("n1".into()),
+                node_tags: vec![],
+                disk_tags: vec![],
+                created_at: 0.0,
+            },
+            status: VolumeStatus {
+                state: VolumeState::Attached,
+                robustness: Robustness::Healthy,
+                attached_node: Some("n1".into()),
+                endpoint: String::new(),
+                message: String::new(),
+                scheduling: vec![],
+                transitions: 0,
+            },
+        }
+    }
+
+    /// A RW replica reporting `layers` as (name, checksum).
+    fn reporting(name: &str, layers: &[(&str, &str)]) -> Replica {
+        let mut r = Replica::new(
+            name.into(),
+            ReplicaSpec {
+                volume: "v".into(),
+                node: name.into(),
+                disk: "d".into(),
+                size: 1 << 30,
+            },
+        );
+        r.status.state = InstanceState::Running;
+        r.status.mode = "RW".into();
+        r.status.layer_checksums = Some(LayerChecksums {
+            computed_unix: 1,
+            layers: layers
+                .iter()
+                .map(|(l, c)| {
+                    (
+                        l.to_string(),
+                        LayerSum {
+                            checksum: c.to_string(),
+                            file: format!("/d/{name}/volume-snap-{l}.img"),
+                        },
+                    )
+                })
+                .collect(),
+        });
+        r
+    }
+
+    #[test]
+    fn the_replica_that_differs_from_a_strict_majority_is_named() {
+        let rs = [
+            reporting("a", &[("s1", "x"), ("s2", "y")]),
+            reporting("b", &[("s1", "x"), ("s2", "y")]),
+            reporting("c", &[("s1", "x"), ("s2", "BAD")]),
+        ];
+        let d = compare(rs.iter(), &volume());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].layer, "s2");
+        assert_eq!(d[0].majority.as_deref(), Some("y"));
+        assert_eq!(d[0].agreeing, 2);
+        let odd: Vec<&str> = d[0]
+            .sums
+            .iter()
+            .filter(|(_, s)| s.checksum != "y")
+            .map(|(r, s)| {
+                assert_eq!(s.file, "/d/c/volume-snap-s2.img");
+                r.name.as_str()
+            })
+            .collect();
+        assert_eq!(odd, ["c"]);
+    }
+
+    #[test]
+    fn two_that_disagree_have_no_majority() {
+        let rs = [
+            reporting("a", &[("s1", "x")]),
+            reporting("b", &[("s1", "z")]),
+        ];
+        let d = compare(rs.iter(), &volume());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].majority, None);
+    }
+
+    #[test]
+    fn only_sound_rw_replicas_with_the_same_layers_are_compared() {
+        let mut err = reporting("c", &[("s1", "BAD")]);
+        err.status.mode = "ERR".into();
+        let mut damaged = reporting("d", &[("s1", "BAD")]);
+        damaged.status.integrity = Some(IntegrityProblem {
+            kind: IntegrityKind::Missing,
+            file: "f".into(),
+            message: "m".into(),
+            found_unix: 1,
+        });
+        let mut unverified = reporting("e", &[("s1", "BAD")]);
+        unverified.status.reset_unix = 5;
+        let rs = [
+            reporting("a", &[("s1", "x")]),
+            reporting("b", &[("s1", "x")]),
+            err,
+            damaged,
+            unverified,
+            // Computed before s1 was merged into s2: not comparable.
+            reporting("f", &[("s1", "OLD"), ("s2", "q")]),
+        ];
+        assert!(compare(rs.iter(), &volume()).is_empty());
+    }
+
+    #[test]
+    fn a_mismatch_survives_the_file_check_but_not_other_problems() {
+        let p = |kind, message: &str| IntegrityProblem {
+            kind,
+            file: "f".into(),
+            message: message.into(),
+            found_unix: 1,
+        };
+        assert!(found_by_checksums(&p(
+            IntegrityKind::Corrupt,
+            &format!("{MISMATCH}: layer s1 gives a, 2 of 3 replicas give b")
+        )));
+        assert!(!found_by_checksums(&p(
+            IntegrityKind::Corrupt,
+            "layer s1: metadata"
+        )));
+        assert!(!found_by_checksums(&p(IntegrityKind::Missing, MISMATCH)));
+    }
+}
