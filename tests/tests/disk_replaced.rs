@@ -91,6 +91,16 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         .map(|r| r["name"].as_str().unwrap().to_string())
         .unwrap();
 
+    // No rebuilds for now (limit 0): the replacement is placed but not
+    // filled, so the state before the repair can be looked at at leisure.
+    let (ok, _, err) = n1.cli(&[
+        "settings",
+        "set",
+        "concurrent-replica-rebuild-per-node-limit",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+
     // The node "upgrade": agent gone, disk reformatted, agent back.
     n2.kill9();
     let disk_dir = n2.data_dir.join("disks").join("default");
@@ -120,14 +130,18 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         .map(|d| d["uuid"].as_str().unwrap().to_string())
         .expect("the new disk is registered");
 
-    // The old replica is failed with both UUIDs named, then retired.
+    // The old replica is failed with both UUIDs named (never "stopped"),
+    // a replacement is placed on the new disk; nothing is rebuilt yet.
     wait_until(
-        "old replica failed and retired",
+        "old replica failed, replacement placed",
         Duration::from_secs(30),
-        || has_event(&n1, &format!("replica/{old_replica}"), "ReplicaRetired").is_some(),
+        || {
+            has_event(&n1, &format!("replica/{old_replica}"), "ReplicaFailed").is_some()
+                && replicas(&n1, "v").len() == 4
+        },
     );
     eprintln!(
-        "old replica retired {:?} after the agent came back",
+        "old replica failed and replacement placed {:?} after the agent came back",
         back.elapsed()
     );
     let failed = has_event(&n1, &format!("replica/{old_replica}"), "ReplicaFailed")
@@ -136,6 +150,35 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
     assert!(
         msg.contains("disk replaced") && msg.contains(&old_disk) && msg.contains(&new_disk),
         "ReplicaFailed should name the reason and both UUIDs: {msg}"
+    );
+    let old_view = replicas(&n1, "v")
+        .into_iter()
+        .find(|r| r["name"] == old_replica.as_str())
+        .unwrap();
+    assert_eq!(old_view["state"], "error", "{old_view}");
+    // The engine notices the old replica's connection is gone (its next
+    // ping) and the volume shows degraded, still with DISK_REPLACED.
+    wait_until("volume degraded", Duration::from_secs(10), || {
+        let report = doctor(&n1).1;
+        check(&report, "DISK_REPLACED").is_some() && check(&report, "VOLUME_DEGRADED").is_some()
+    });
+
+    // Rebuilds allowed again: the replacement is filled, the old replica
+    // retired (removed from the volume).
+    let (ok, _, err) = n1.cli(&[
+        "settings",
+        "set",
+        "concurrent-replica-rebuild-per-node-limit",
+        "5",
+    ]);
+    assert!(ok, "{err}");
+    let allowed = Instant::now();
+    wait_until("old replica retired", Duration::from_secs(60), || {
+        has_event(&n1, &format!("replica/{old_replica}"), "ReplicaRetired").is_some()
+    });
+    eprintln!(
+        "old replica retired {:?} after rebuilds were allowed",
+        allowed.elapsed()
     );
     assert!(
         !replicas(&n1, "v")

@@ -104,13 +104,6 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     assert!(!c["cause"].as_str().unwrap().is_empty() && !c["fix"].as_str().unwrap().is_empty());
 
     // Failed after node-down-timeout, in the object, with the reason.
-    if std::env::var("DEBUG_TEST").is_ok() {
-        std::thread::sleep(Duration::from_secs(12));
-        eprintln!("{}", n1.json(&["node", "get", "n2"]));
-        eprintln!("{}", n1.json(&["volume", "get", "va"]));
-        eprintln!("{}", n1.json(&["events"]));
-        eprintln!("{}", n1.log_text());
-    }
     for r in &old {
         wait_until("replica marked failed", Duration::from_secs(30), || {
             events(&n1, &format!("replica/{r}"))

@@ -7,8 +7,9 @@
 //! What each replica of a volume is, as seen by one round ([`Standing`]):
 //!
 //! * **lost** — its own agent found its data gone for good (disk replaced,
-//!   directory wiped), or its disk is no longer registered: removed from
-//!   the engine and deleted at once; it will never come back.
+//!   directory wiped), or its disk is no longer registered: it will never
+//!   come back, so it is replaced at once (no wait) and retired — at once
+//!   for a detached volume, once the replacement is RW for an attached one.
 //! * **failed** — its node has been down for `node-down-timeout`, or the
 //!   engine has had it ERR (and rejoining it has not worked) for
 //!   `replica-replenishment-wait-interval` plus the liveness TTL. A failed replica is replaced
@@ -110,11 +111,7 @@ pub fn standing(snap: &Snapshot, r: &Replica, status: Option<&EngineStatus>) -> 
         // down, but no agent has recorded when yet
         return Standing::Waiting;
     }
-    let slot = status.and_then(|s| {
-        s.replicas
-            .iter()
-            .find(|s| !st.address.is_empty() && s.address == st.address)
-    });
+    let slot = status.and_then(|s| slot_of(s, &r.name));
     if let Some(s) = slot
         && s.mode == Mode::Error
     {
@@ -154,12 +151,17 @@ async fn volume(
         .map(|r| (r, standing(snap, &r.object, status.as_ref())))
         .collect();
     mark_failed(agent, snap, &replicas).await;
-    for (r, s) in &replicas {
-        if let Standing::Lost(why) = s {
-            retire(agent, vol, engine, r, why).await?;
+    let desired = vol.spec.replicas as usize;
+    // A lost replica of a detached volume goes at once; while attached it
+    // stays listed (failed, with why) until its replacement is RW, like a
+    // failed one, so the volume shows what it is missing until repaired.
+    if engine.is_none() {
+        for (r, s) in &replicas {
+            if let Standing::Lost(why) = s {
+                retire(agent, vol, engine, r, why).await?;
+            }
         }
     }
-    let desired = vol.spec.replicas as usize;
     let healthy = replicas
         .iter()
         .filter(|(_, s)| *s == Standing::Healthy)
@@ -197,14 +199,14 @@ async fn volume(
         status
             .replicas
             .iter()
-            .filter(|s| s.mode == Mode::ReadWrite && s.address != except)
+            .filter(|s| s.mode == Mode::ReadWrite && replica_name_of(&s.address) != except)
             .count()
     };
     // Failed replicas go once the engine has the desired count RW without
     // them.
     for (r, s) in &replicas {
-        if let Standing::Failed { why, .. } = s
-            && rw(&r.object.status.address) >= desired
+        if let Standing::Failed { why, .. } | Standing::Lost(why) = s
+            && rw(&r.object.name) >= desired
         {
             return retire(agent, vol, Some(engine), r, why).await;
         }
@@ -273,12 +275,26 @@ async fn locality(
 }
 
 fn in_engine(status: &EngineStatus, r: &Versioned<Replica>, mode: Mode) -> bool {
-    let a = &r.object.status.address;
-    !a.is_empty()
-        && status
-            .replicas
-            .iter()
-            .any(|s| &s.address == a && s.mode == mode)
+    slot_of(status, &r.object.name).is_some_and(|s| s.mode == mode)
+}
+
+/// The replica name an engine slot's address ends with
+/// (`tcp://host:port/<name>`).
+fn replica_name_of(address: &str) -> &str {
+    address.rsplit('/').next().unwrap_or(address)
+}
+
+/// The engine's slot for replica `name`, found by name rather than by the
+/// object's current address: a replica that failed has its address cleared
+/// in its object while the engine still holds the old one.
+fn slot_of<'a>(
+    status: &'a EngineStatus,
+    name: &str,
+) -> Option<&'a vigil_engine::engine::ReplicaStatus> {
+    status
+        .replicas
+        .iter()
+        .find(|s| replica_name_of(&s.address) == name)
 }
 
 /// Marks replicas on nodes down past `node-down-timeout` failed in their
@@ -454,10 +470,10 @@ async fn retire(
     r: &Versioned<Replica>,
     why: &str,
 ) -> cluster::Result<()> {
-    let address = &r.object.status.address;
-    if let Some(e) = engine
-        && !address.is_empty()
-        && let Err(err) = e.remove_replica(address)
+    let address =
+        engine.and_then(|e| slot_of(&e.status(), &r.object.name).map(|s| s.address.clone()));
+    if let (Some(e), Some(address)) = (engine, address)
+        && let Err(err) = e.remove_replica(&address)
     {
         tracing::debug!(replica = %r.object.name, error = %err, "not retired yet");
         return Ok(());
