@@ -18,6 +18,15 @@ pub struct ReplicaAddress {
     pub name: String,
 }
 
+impl ReplicaAddress {
+    /// The replica name an address text ends with (`tcp://host:port/<name>`)
+    /// without parsing the rest: how a replica is matched to an engine's
+    /// slot when only the text is at hand (its server may have moved).
+    pub fn name_of(address: &str) -> &str {
+        address.rsplit('/').next().unwrap_or(address)
+    }
+}
+
 /// Why a replica address was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid replica address {text:?}: {why} (expected tcp://HOST:PORT/NAME)")]

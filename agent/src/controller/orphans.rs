@@ -14,6 +14,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use vigil_engine::address::ReplicaAddress;
+
 use super::Snapshot;
 use crate::cluster::delete_op;
 use crate::cluster::events::Severity;
@@ -59,7 +61,7 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
             e.status()
                 .replicas
                 .iter()
-                .any(|s| s.address.rsplit('/').next() == Some(name.as_str()))
+                .any(|s| ReplicaAddress::name_of(&s.address) == name)
         });
         if used {
             continue;

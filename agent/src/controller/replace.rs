@@ -34,6 +34,7 @@
 
 use std::sync::Arc;
 
+use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, EngineStatus, Mode};
 
 use super::{Snapshot, owner_of};
@@ -199,7 +200,7 @@ async fn volume(
         status
             .replicas
             .iter()
-            .filter(|s| s.mode == Mode::ReadWrite && replica_name_of(&s.address) != except)
+            .filter(|s| s.mode == Mode::ReadWrite && ReplicaAddress::name_of(&s.address) != except)
             .count()
     };
     // Failed replicas go once the engine has the desired count RW without
@@ -278,12 +279,6 @@ fn in_engine(status: &EngineStatus, r: &Versioned<Replica>, mode: Mode) -> bool 
     slot_of(status, &r.object.name).is_some_and(|s| s.mode == mode)
 }
 
-/// The replica name an engine slot's address ends with
-/// (`tcp://host:port/<name>`).
-fn replica_name_of(address: &str) -> &str {
-    address.rsplit('/').next().unwrap_or(address)
-}
-
 /// The engine's slot for replica `name`, found by name rather than by the
 /// object's current address: a replica that failed has its address cleared
 /// in its object while the engine still holds the old one.
@@ -294,7 +289,7 @@ fn slot_of<'a>(
     status
         .replicas
         .iter()
-        .find(|s| replica_name_of(&s.address) == name)
+        .find(|s| ReplicaAddress::name_of(&s.address) == name)
 }
 
 /// Marks replicas on nodes down past `node-down-timeout` failed in their

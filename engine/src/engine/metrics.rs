@@ -105,7 +105,7 @@ impl IoOp {
 pub fn replica_label(address: &str) -> String {
     match address.parse::<ReplicaAddress>() {
         Ok(a) => a.name,
-        Err(_) => address.rsplit('/').next().unwrap_or(address).to_string(),
+        Err(_) => ReplicaAddress::name_of(address).to_string(),
     }
 }
 
