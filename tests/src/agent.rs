@@ -299,6 +299,35 @@ impl Agent {
     pub fn engine(&self, name: &str) -> Value {
         self.json(&["engine", "show", name])
     }
+
+    /// The replicas of `volume` as `volume get -o json` lists them.
+    pub fn replicas(&self, volume: &str) -> Vec<Value> {
+        self.json(&["volume", "get", volume])["replicas"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The events about `object` (`KIND/NAME`), oldest first.
+    pub fn events_of(&self, object: &str) -> Vec<Value> {
+        self.json(&["events", "--object", object])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The first event about `object` with `reason`, if any.
+    pub fn event(&self, object: &str, reason: &str) -> Option<Value> {
+        self.events_of(object)
+            .into_iter()
+            .find(|e| e["reason"] == reason)
+    }
+
+    /// `vigil settings set NAME VALUE`, asserting success.
+    pub fn set(&self, name: &str, value: &str) {
+        let (ok, _, err) = self.cli(&["settings", "set", name, value]);
+        assert!(ok, "settings set {name} {value}: {err}");
+    }
 }
 
 impl Drop for Agent {

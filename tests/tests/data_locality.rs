@@ -12,20 +12,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::doctor;
 use vigil_tests::{Agent, Etcd, tools};
 
-fn replicas(a: &Agent, volume: &str) -> Vec<Value> {
-    a.json(&["volume", "get", volume])["replicas"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn nodes_of(a: &Agent, volume: &str) -> Vec<String> {
-    let mut n: Vec<String> = replicas(a, volume)
+    let mut n: Vec<String> = a
+        .replicas(volume)
         .iter()
         .map(|r| r["node"].as_str().unwrap().to_string())
         .collect();
@@ -77,7 +70,7 @@ fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refu
         "a local replica on n3, RW, and a remote one retired",
         Duration::from_secs(60),
         || {
-            let rs = replicas(&n3, "loc");
+            let rs = n3.replicas("loc");
             rs.len() == 2
                 && rs.iter().all(|r| r["mode"] == "RW")
                 && rs.iter().any(|r| r["node"] == "n3")

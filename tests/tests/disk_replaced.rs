@@ -23,26 +23,6 @@ use vigil_tests::{Agent, Etcd, tools};
 
 const SIZE: usize = 16 << 20;
 
-fn events(a: &Agent, object: &str) -> Vec<Value> {
-    a.json(&["events", "--object", object])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn has_event(a: &Agent, object: &str, reason: &str) -> Option<Value> {
-    events(a, object)
-        .into_iter()
-        .find(|e| e["reason"] == reason)
-}
-
-fn replicas(a: &Agent, volume: &str) -> Vec<Value> {
-    a.json(&["volume", "get", volume])["replicas"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn disk_of(a: &Agent, node: &str) -> Vec<Value> {
     a.json(&["disk", "list"])
         .as_array()
@@ -85,7 +65,8 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         doctor(&n1).0 == 0
     });
     let old_disk = disk_of(&n1, "n2")[0]["uuid"].as_str().unwrap().to_string();
-    let old_replica = replicas(&n1, "v")
+    let old_replica = n1
+        .replicas("v")
         .into_iter()
         .find(|r| r["node"] == "n2")
         .map(|r| r["name"].as_str().unwrap().to_string())
@@ -136,22 +117,25 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         "old replica failed, replacement placed",
         Duration::from_secs(30),
         || {
-            has_event(&n1, &format!("replica/{old_replica}"), "ReplicaFailed").is_some()
-                && replicas(&n1, "v").len() == 4
+            n1.event(&format!("replica/{old_replica}"), "ReplicaFailed")
+                .is_some()
+                && n1.replicas("v").len() == 4
         },
     );
     eprintln!(
         "old replica failed and replacement placed {:?} after the agent came back",
         back.elapsed()
     );
-    let failed = has_event(&n1, &format!("replica/{old_replica}"), "ReplicaFailed")
+    let failed = n1
+        .event(&format!("replica/{old_replica}"), "ReplicaFailed")
         .expect("a ReplicaFailed event");
     let msg = failed["message"].as_str().unwrap();
     assert!(
         msg.contains("disk replaced") && msg.contains(&old_disk) && msg.contains(&new_disk),
         "ReplicaFailed should name the reason and both UUIDs: {msg}"
     );
-    let old_view = replicas(&n1, "v")
+    let old_view = n1
+        .replicas("v")
         .into_iter()
         .find(|r| r["name"] == old_replica.as_str())
         .unwrap();
@@ -174,14 +158,15 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
     assert!(ok, "{err}");
     let allowed = Instant::now();
     wait_until("old replica retired", Duration::from_secs(60), || {
-        has_event(&n1, &format!("replica/{old_replica}"), "ReplicaRetired").is_some()
+        n1.event(&format!("replica/{old_replica}"), "ReplicaRetired")
+            .is_some()
     });
     eprintln!(
         "old replica retired {:?} after rebuilds were allowed",
         allowed.elapsed()
     );
     assert!(
-        !replicas(&n1, "v")
+        !n1.replicas("v")
             .iter()
             .any(|r| r["name"] == old_replica.as_str()),
         "the old replica is still listed"
@@ -192,7 +177,7 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         "volume healthy with 3 RW replicas",
         Duration::from_secs(60),
         || {
-            let rs = replicas(&n1, "v");
+            let rs = n1.replicas("v");
             rs.len() == 3
                 && rs.iter().all(|r| r["mode"] == "RW")
                 && n1.json(&["volume", "get", "v"])["robustness"] == "healthy"
@@ -202,15 +187,21 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         "volume healthy again {:?} after the agent came back",
         back.elapsed()
     );
-    let rs = replicas(&n1, "v");
+    let rs = n1.replicas("v");
     let fresh = rs
         .iter()
         .find(|r| r["node"] == "n2")
         .expect("a replica on n2");
     assert_eq!(fresh["disk"], new_disk.as_str(), "{fresh}");
     let name = fresh["name"].as_str().unwrap();
-    assert!(has_event(&n1, &format!("replica/{name}"), "ReplicaScheduled").is_some());
-    assert!(has_event(&n1, &format!("replica/{name}"), "ReplicaRebuilt").is_some());
+    assert!(
+        n1.event(&format!("replica/{name}"), "ReplicaScheduled")
+            .is_some()
+    );
+    assert!(
+        n1.event(&format!("replica/{name}"), "ReplicaRebuilt")
+            .is_some()
+    );
 
     // The old disk is forgotten; everything is healthy.
     wait_until("doctor healthy again", Duration::from_secs(30), || {
@@ -221,7 +212,10 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
             .iter()
             .all(|d| d["uuid"] != old_disk.as_str())
     );
-    assert!(has_event(&n1, &format!("disk/{old_disk}"), "DiskForgotten").is_some());
+    assert!(
+        n1.event(&format!("disk/{old_disk}"), "DiskForgotten")
+            .is_some()
+    );
     assert!(
         tools::qemu_equal(&data, &endpoint),
         "data differs after the disk was replaced"

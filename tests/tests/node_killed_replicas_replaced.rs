@@ -24,25 +24,6 @@ use vigil_tests::{Agent, Etcd, tools};
 const VOLUMES: [&str; 2] = ["va", "vb"];
 const SIZE: usize = 48 << 20;
 
-fn replicas(a: &Agent, volume: &str) -> Vec<Value> {
-    a.json(&["volume", "get", volume])["replicas"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn events(a: &Agent, object: &str) -> Vec<Value> {
-    a.json(&["events", "--object", object])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn set(a: &Agent, name: &str, value: &str) {
-    let (ok, _, err) = a.cli(&["settings", "set", name, value]);
-    assert!(ok, "settings set {name} {value}: {err}");
-}
-
 #[test]
 fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discarded_on_return() {
     let root = tempfile::tempdir().unwrap();
@@ -55,9 +36,9 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     for a in [&n1, &n2, &n3] {
         a.wait_live();
     }
-    set(&n1, "node-down-timeout", "5");
-    set(&n1, "replica-replenishment-wait-interval", "5");
-    set(&n1, "concurrent-replica-rebuild-per-node-limit", "1");
+    n1.set("node-down-timeout", "5");
+    n1.set("replica-replenishment-wait-interval", "5");
+    n1.set("concurrent-replica-rebuild-per-node-limit", "1");
     let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
     assert!(ok, "{err}");
 
@@ -70,7 +51,8 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
         let data = root.path().join(format!("data-{v}"));
         tools::random_file(&data, SIZE, 40 + i as u64);
         tools::qemu_write(&data, &endpoint);
-        let nodes: Vec<String> = replicas(&n1, v)
+        let nodes: Vec<String> = n1
+            .replicas(v)
             .iter()
             .map(|r| r["node"].as_str().unwrap().to_string())
             .collect();
@@ -80,7 +62,7 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     let old: Vec<String> = VOLUMES
         .iter()
         .map(|v| {
-            replicas(&n1, v)
+            n1.replicas(v)
                 .into_iter()
                 .find(|r| r["node"] == "n2")
                 .map(|r| r["name"].as_str().unwrap().to_string())
@@ -106,13 +88,13 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     // Failed after node-down-timeout, in the object, with the reason.
     for r in &old {
         wait_until("replica marked failed", Duration::from_secs(30), || {
-            events(&n1, &format!("replica/{r}"))
+            n1.events_of(&format!("replica/{r}"))
                 .iter()
                 .any(|e| e["reason"] == "ReplicaFailed")
         });
     }
     eprintln!("replicas failed {:?} after kill -9", killed.elapsed());
-    let e = events(&n1, &format!("replica/{}", old[0]));
+    let e = n1.events_of(&format!("replica/{}", old[0]));
     let failed = e.iter().find(|e| e["reason"] == "ReplicaFailed").unwrap();
     assert!(
         failed["message"].as_str().unwrap().contains("node n2 down"),
@@ -127,7 +109,7 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
         "both volumes healthy on n1+n3",
         Duration::from_secs(120),
         || {
-            let all: Vec<Vec<Value>> = VOLUMES.iter().map(|v| replicas(&n1, v)).collect();
+            let all: Vec<Vec<Value>> = VOLUMES.iter().map(|v| n1.replicas(v)).collect();
             let wo = all
                 .iter()
                 .flatten()
@@ -150,12 +132,14 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     for v in VOLUMES {
         let doc = n1.json(&["volume", "get", v]);
         assert_eq!(doc["robustness"], "healthy", "{doc}");
-        let fresh = replicas(&n1, v)
+        let fresh = n1
+            .replicas(v)
             .into_iter()
             .find(|r| r["node"] == "n3")
             .unwrap();
         let name = fresh["name"].as_str().unwrap();
-        let reasons: Vec<String> = events(&n1, &format!("replica/{name}"))
+        let reasons: Vec<String> = n1
+            .events_of(&format!("replica/{name}"))
             .iter()
             .map(|e| e["reason"].as_str().unwrap().to_string())
             .collect();
@@ -176,7 +160,7 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     }
     for r in &old {
         assert!(
-            events(&n1, &format!("replica/{r}"))
+            n1.events_of(&format!("replica/{r}"))
                 .iter()
                 .any(|e| e["reason"] == "ReplicaRetired"),
             "{r} not retired"
@@ -194,7 +178,7 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     n2.wait_live();
     for r in &old {
         wait_until("stale directory discarded", Duration::from_secs(60), || {
-            events(&n1, &format!("replica/{r}"))
+            n1.events_of(&format!("replica/{r}"))
                 .iter()
                 .any(|e| e["reason"] == "ReplicaDiscarded")
         });
@@ -209,7 +193,7 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
         || doctor(&n1).0 == 0,
     );
     for v in VOLUMES {
-        let rs = replicas(&n1, v);
+        let rs = n1.replicas(v);
         assert!(
             rs.iter()
                 .all(|r| r["state"] == "running" && r["mode"] == "RW"),
