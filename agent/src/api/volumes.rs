@@ -210,6 +210,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
                     message: String::new(),
                     scheduling: Vec::new(),
                     transitions: 0,
+                    migration: None,
                 },
             };
             let disk_objects: Vec<Disk> = disks.iter().map(|d| d.object.clone()).collect();

@@ -397,6 +397,7 @@ mod tests {
                 message: String::new(),
                 scheduling: vec![],
                 transitions: 0,
+                migration: None,
             },
         }
     }

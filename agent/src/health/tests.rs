@@ -71,6 +71,7 @@ fn volume(name: &str, replicas: u32, attached: Option<&str>) -> Volume {
             message: String::new(),
             scheduling: vec![],
             transitions: 0,
+            migration: None,
         },
     }
 }

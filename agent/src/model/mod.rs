@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod engine;
 pub mod event;
+pub mod migration;
 pub mod mute;
 pub mod node;
 pub mod replica;

@@ -53,6 +53,9 @@ pub struct VolumeStatus {
     /// Bumped on every state change; lets observers see each transition.
     #[serde(default)]
     pub transitions: u64,
+    /// A live migration in progress (attached volumes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<super::migration::Migration>,
 }
 
 /// Where the volume's data lives relative to its engine.

@@ -86,6 +86,7 @@ pub fn volume(name: &str, size: u64, replicas: u32) -> Volume {
             message: String::new(),
             scheduling: Vec::new(),
             transitions: 0,
+            migration: None,
         },
     }
 }
