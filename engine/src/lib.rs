@@ -11,10 +11,13 @@
 //!   rebuilds new ones.
 //! * [`nbd`]      — the NBD frontend that serves engines to unmodified clients.
 //! * [`device`]   — the block-device interface between frontend and engine.
+//! * [`handover`] — a live migration target's export: forwards to the
+//!   source's engine, then switches to its own without dropping clients.
 
 pub mod address;
 pub mod device;
 pub mod engine;
+pub mod handover;
 pub mod name;
 pub mod nbd;
 pub mod protocol;

@@ -4,12 +4,15 @@
 //! * [`wire`]         — constants, option/request parsing, reply encoding.
 //! * `handshake`      — option haggling (EXPORT_NAME, INFO, GO, LIST, ABORT).
 //! * `transmission`   — the command loop: concurrent requests, one reply writer.
+//! * [`client`]       — a pipelined NBD client (a remote export as a device;
+//!   a migration target forwards through it).
 //! * [`memory`]       — an in-memory [`ExportDevice`](crate::device::ExportDevice)
 //!   for tests, examples and benchmarks.
 //!
 //! Only simple replies are offered (structured replies, block status and
 //! extended headers are refused with `NBD_REP_ERR_UNSUP`); no TLS.
 
+pub mod client;
 mod handshake;
 pub mod memory;
 mod transmission;

@@ -41,7 +41,8 @@ pub const NBD_OPT_STRUCTURED_REPLY: u32 = 8;
 pub const NBD_REP_ACK: u32 = 1;
 pub const NBD_REP_SERVER: u32 = 2;
 pub const NBD_REP_INFO: u32 = 3;
-const NBD_REP_ERR: u32 = 1 << 31;
+/// Set in every option reply type that is an error.
+pub const NBD_REP_ERR: u32 = 1 << 31;
 pub const NBD_REP_ERR_UNSUP: u32 = NBD_REP_ERR | 1;
 pub const NBD_REP_ERR_POLICY: u32 = NBD_REP_ERR | 2;
 pub const NBD_REP_ERR_INVALID: u32 = NBD_REP_ERR | 3;
