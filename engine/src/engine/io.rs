@@ -33,6 +33,18 @@ fn widen(offset: u64, len: u64) -> (u64, u64) {
 }
 
 impl Engine {
+    /// Every replica access runs under the gate and passes here first, so
+    /// once [`Engine::fence`] returned nothing more reaches a replica.
+    pub(super) fn check_fence(&self) -> Result<(), DeviceError> {
+        if self.is_fenced() {
+            return Err(DeviceError::Io(format!(
+                "engine of volume {} is fenced: another engine took the volume over",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     fn check_range(&self, offset: u64, len: u64) -> Result<(), DeviceError> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
@@ -53,6 +65,7 @@ impl Engine {
         F: Fn(Backend) -> Fut,
         Fut: Future<Output = Result<(), BackendError>>,
     {
+        self.check_fence()?;
         let slots = self.slots();
         let mut targets: Vec<(&Arc<Slot>, Backend)> = slots
             .iter()
@@ -106,6 +119,7 @@ impl Engine {
 
     /// Reads an aligned range from one RW replica, local first, failing over.
     async fn read_aligned(&self, offset: u64, len: u64) -> Result<Bytes, DeviceError> {
+        self.check_fence()?;
         let slots = self.slots();
         let mut order: Vec<&Arc<Slot>> = slots
             .iter()
@@ -177,7 +191,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn flush_all(&self) -> Result<(), DeviceError> {
+    pub(super) async fn flush_all(&self) -> Result<(), DeviceError> {
         self.fan_out(IoOp::Flush, |b| async move { b.flush().await })
             .await
     }

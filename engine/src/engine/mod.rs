@@ -194,6 +194,9 @@ pub struct Engine {
     /// switch-over) and unaligned read-modify-write hold it exclusively.
     gate: tokio::sync::RwLock<()>,
     rebuilding: AtomicBool,
+    /// Set once by [`Engine::fence`]: from then on every request fails and
+    /// nothing more reaches the replicas (another engine may own them).
+    fenced: AtomicBool,
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// Frontend metric handles, registered at start.
     metrics: metrics::VolumeMetrics,
@@ -303,6 +306,7 @@ impl Engine {
             slots: RwLock::new(Arc::new(slots)),
             gate: tokio::sync::RwLock::new(()),
             rebuilding: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),
             start_revisions,
@@ -344,6 +348,25 @@ impl Engine {
     /// ERR `stale`.
     pub fn start_revisions(&self) -> &[StartRevision] {
         &self.start_revisions
+    }
+
+    /// Flushes every replica, then refuses every later request, so that
+    /// another engine can take the replicas over: waits for the requests
+    /// in flight (the gate, exclusively), flushes, and sets the fence
+    /// before the gate opens again. Clients still connected to this engine
+    /// get EIO from then on; nothing they send reaches a replica. Returns
+    /// the flush's error (the fence is set either way).
+    pub async fn fence(&self) -> Result<(), crate::device::DeviceError> {
+        let _gate = self.gate.write().await;
+        let flushed = self.flush_all().await;
+        self.fenced.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(volume = %self.name, "engine fenced: no more I/O reaches its replicas");
+        flushed
+    }
+
+    /// Whether [`Engine::fence`] ran.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops background tasks. The engine serves no more monitoring; drop

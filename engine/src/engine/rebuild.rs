@@ -104,6 +104,12 @@ impl Engine {
         // Step 1: freeze a common point and join as WO.
         let (slot, source, chain) = {
             let _gate = self.gate.write().await;
+            if self.is_fenced() {
+                return Err(EngineError::Busy {
+                    volume: self.name.clone(),
+                    what: "the engine is fenced (another engine took the volume over)".into(),
+                });
+            }
             let mut sources = self.rw_backends();
             sources.sort_by_key(|(s, _)| !s.is_local());
             let Some((source_slot, source)) = sources.first().cloned() else {
@@ -177,6 +183,9 @@ impl Engine {
             return Err("target has no backend".into());
         };
         let _gate = self.gate.write().await;
+        if self.is_fenced() {
+            return Err("the engine is fenced (another engine took the volume over)".into());
+        }
         source
             .flush()
             .await

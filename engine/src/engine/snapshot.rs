@@ -39,6 +39,12 @@ impl Engine {
         F: Fn(Backend) -> Fut,
         Fut: std::future::Future<Output = Result<T, BackendError>>,
     {
+        if self.is_fenced() {
+            return Err(EngineError::Busy {
+                volume: self.name.clone(),
+                what: format!("{what}: the engine is fenced (another engine took the volume over)"),
+            });
+        }
         let targets = self.rw_backends();
         let timeout = self.config.io_timeout;
         let results = join_all(
