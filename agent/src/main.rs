@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod daemon;
+mod failpoints;
 mod health;
 mod metrics;
 #[allow(dead_code, unused_imports)]

@@ -121,7 +121,9 @@ impl From<crate::cluster::ClusterError> for ApiError {
                 e.to_string(),
             ),
             ClusterError::Decode { .. } => ApiError::internal(e.to_string()),
-            ClusterError::Transition(_) => ApiError::conflict("invalid_transition", e.to_string()),
+            ClusterError::Transition(_) | ClusterError::MigrationPhase(_) => {
+                ApiError::conflict("invalid_transition", e.to_string())
+            }
             ClusterError::NotFound { kind, name } => ApiError::not_found(kind, name),
         }
     }

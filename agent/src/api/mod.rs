@@ -3,6 +3,7 @@
 
 pub mod error;
 mod health;
+mod migration;
 mod nodes;
 mod routes;
 mod settings;

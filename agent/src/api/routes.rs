@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::health;
 use super::to_json;
 use super::types::*;
-use super::{nodes, settings, volumes};
+use super::{migration, nodes, settings, volumes};
 use crate::daemon::Agent;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
@@ -59,6 +59,15 @@ pub async fn route(
             volumes::attach(agent, n, req).await
         }
         (&Method::POST, ["v1", "volumes", n, "detach"]) => volumes::detach(agent, n).await,
+        (&Method::POST, ["v1", "volumes", n, "migrate"]) => {
+            migration::start(agent, n, parse(body)?).await
+        }
+        (&Method::POST, ["v1", "volumes", n, "migrate", "confirm"]) => {
+            migration::confirm(agent, n).await
+        }
+        (&Method::POST, ["v1", "volumes", n, "migrate", "rollback"]) => {
+            migration::rollback(agent, n).await
+        }
         (&Method::POST, ["v1", "volumes", n, "expand"]) => {
             volumes::expand(agent, n, parse(body)?).await
         }

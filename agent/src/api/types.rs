@@ -174,6 +174,9 @@ pub struct VolumeView {
     /// it grow by exactly one saw every transition.
     #[serde(default)]
     pub transitions: u64,
+    /// A live migration in progress: target, phase, since when, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::model::migration::Migration>,
     pub replicas: Vec<VolumeReplicaView>,
 }
 
@@ -267,4 +270,11 @@ pub struct SettingView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetSetting {
     pub value: String,
+}
+
+/// `POST /v1/volumes/NAME/migrate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateVolume {
+    /// The node the volume moves to.
+    pub to: String,
 }

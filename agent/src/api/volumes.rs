@@ -24,7 +24,7 @@ use crate::model::{Node, Replica, Versioned, Volume, VolumeState, now_unix};
 use crate::scheduler::{self, Candidate};
 use crate::store::Expect;
 
-type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
+pub type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
 /// Longest volume name: replica names add `-r-` and 8 hex digits and must
 /// stay within the 63 characters of a name.
@@ -73,6 +73,7 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
         disk_tags: v.spec.disk_tags.clone(),
         created_at: v.spec.created_at,
         transitions: v.status.transitions,
+        migration: v.status.migration.clone(),
         replicas: replicas
             .iter()
             .filter(|r| r.object.spec.volume == v.name)
@@ -121,7 +122,7 @@ pub async fn get(agent: &Agent, name: &str) -> Reply {
     Ok((StatusCode::OK, to_json(&view(agent, &v.object).await?)))
 }
 
-async fn must_get(agent: &Agent, name: &str) -> Result<Versioned<Volume>, ApiError> {
+pub async fn must_get(agent: &Agent, name: &str) -> Result<Versioned<Volume>, ApiError> {
     agent
         .cluster
         .get::<Volume>(volume_name(name)?)
@@ -398,6 +399,10 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
                     Ok(false)
                 }
                 VolumeState::Attached | VolumeState::Attaching => {
+                    if let Some(e) = super::migration::refuse_while_migrating(name, v) {
+                        refusal = Some(e);
+                        return Ok(false);
+                    }
                     let Some(down_node) = recovery::stranded_on(v, &ready).map(str::to_string)
                     else {
                         refusal = Some(ApiError::conflict(
@@ -533,6 +538,10 @@ pub async fn detach(agent: &Agent, name: &str) -> Reply {
     let v = c
         .modify::<Volume, _>(name, |v| {
             refusal = None;
+            if let Some(e) = super::migration::refuse_while_migrating(name, v) {
+                refusal = Some(e);
+                return Ok(false);
+            }
             match v.status.state {
                 VolumeState::Detached | VolumeState::Detaching => Ok(false),
                 VolumeState::Attached | VolumeState::Attaching => {

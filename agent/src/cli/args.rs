@@ -143,6 +143,23 @@ pub enum VolumeCmd {
     },
     /// Detach a volume (its engine is flushed and stopped).
     Detach { name: String },
+    /// Live-migrate an attached volume: `--to N2` starts a second export on
+    /// N2 (forwarding to the current engine) and returns once it serves;
+    /// `--confirm` makes N2 the only engine; `--rollback` keeps the current
+    /// one. A failed step rolls back by itself.
+    #[command(group = clap::ArgGroup::new("step").required(true).args(["to", "confirm", "rollback"]))]
+    Migrate {
+        name: String,
+        /// Node to move to.
+        #[arg(long)]
+        to: Option<String>,
+        /// Finish the migration: the target becomes the only engine.
+        #[arg(long)]
+        confirm: bool,
+        /// Undo the migration: the source stays the only engine.
+        #[arg(long)]
+        rollback: bool,
+    },
     /// Delete a detached volume and its replicas.
     Delete {
         name: String,

@@ -59,6 +59,29 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
             .await?,
             volume_attached,
         ),
+        VolumeCmd::Migrate {
+            name,
+            to,
+            confirm,
+            rollback,
+        } => {
+            let path = format!("/v1/volumes/{name}/migrate");
+            let v: Value = match (to, confirm, rollback) {
+                (Some(to), _, _) => {
+                    api.call(Method::POST, &path, Some(&MigrateVolume { to }))
+                        .await?
+                }
+                (None, true, _) => {
+                    api.call(Method::POST, &format!("{path}/confirm"), none)
+                        .await?
+                }
+                _ => {
+                    api.call(Method::POST, &format!("{path}/rollback"), none)
+                        .await?
+                }
+            };
+            (v, volume_show)
+        }
         VolumeCmd::Detach { name } => (
             api.call(Method::POST, &format!("/v1/volumes/{name}/detach"), none)
                 .await?,
@@ -289,6 +312,25 @@ pub fn volume_show(v: &Value) -> String {
     ));
     if v["message"].as_str().is_some_and(|m| !m.is_empty()) {
         out.push_str(&format!("{:<15}{}\n", "Message", s(&v["message"])));
+    }
+    if let Some(m) = v["migration"].as_object() {
+        out.push_str(&format!(
+            "{:<15}{} → {}: {}{}{}\n",
+            "Migration",
+            s(&m["source"]),
+            s(&m["target"]),
+            s(&m["phase"]),
+            m.get("target_endpoint")
+                .and_then(Value::as_str)
+                .filter(|e| !e.is_empty())
+                .map(|e| format!(" (target serves {e})"))
+                .unwrap_or_default(),
+            m.get("message")
+                .and_then(Value::as_str)
+                .filter(|e| !e.is_empty())
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default(),
+        ));
     }
     if let Some(notes) = v["scheduling"].as_array().filter(|n| !n.is_empty()) {
         out.push_str("Scheduling:\n");

@@ -28,6 +28,8 @@ pub enum ClusterError {
     Decode { key: String, message: String },
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    #[error(transparent)]
+    MigrationPhase(#[from] crate::model::migration::PhaseError),
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
 }

@@ -18,6 +18,7 @@ pub mod checksums;
 mod disk_condition;
 mod engine_report;
 mod integrity;
+pub mod migration;
 mod nodes;
 mod orphans;
 pub mod recovery;
@@ -167,6 +168,7 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
+    migration::reconcile(agent, &snap).await;
     recovery::reconcile(agent, &snap).await;
     replace::reconcile(agent, &snap).await;
     if round.is_multiple_of(orphans::EVERY_ROUNDS) {

@@ -154,6 +154,10 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     let policy = Policy::of(&snap.settings);
     for v in &snap.volumes {
         let vol = &v.object;
+        // a migration's target rolls it back first when the source is down
+        if vol.status.migration.is_some() {
+            continue;
+        }
         let Some(node) = stranded_on(vol, &snap.ready) else {
             continue;
         };

@@ -64,7 +64,8 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     let me = agent.config.node_name.as_str();
     for v in &snap.volumes {
         let vol = &v.object;
-        if owner_of(vol, &snap.ready).as_deref() != Some(me) {
+        // no replica comes or goes while a migration's target relies on them
+        if owner_of(vol, &snap.ready).as_deref() != Some(me) || vol.status.migration.is_some() {
             continue;
         }
         let engine = match vol.status.state {

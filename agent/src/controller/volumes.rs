@@ -25,7 +25,9 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         let vol = &v.object;
         // An engine here for a volume not attached here must stop first:
         // two engines must never serve one volume.
-        if vol.status.attached_node.as_deref() != Some(me) && agent.engines.get(&vol.name).is_some()
+        if vol.status.attached_node.as_deref() != Some(me)
+            && agent.engines.get(&vol.name).is_some()
+            && !super::migration::target_engine_allowed(vol, me)
         {
             stop_engine(agent, &vol.name).await;
         }
@@ -145,10 +147,12 @@ async fn finish_detaching(
     Ok(())
 }
 
-/// Flushes and stops this node's engine for `name`, if any.
+/// Flushes, fences and stops this node's engine for `name`, if any. The
+/// fence matters: NBD connections still open to it get errors from now
+/// on instead of writing to replicas another engine may own next.
 pub async fn stop_engine(agent: &Agent, name: &str) {
     if let Some(e) = agent.engines.remove(name) {
-        if let Err(err) = vigil_engine::device::ExportDevice::flush(e.as_ref()).await {
+        if let Err(err) = e.fence().await {
             tracing::warn!(volume = %name, error = %err, "flush before stopping the engine failed");
         }
         agent.managed_engines.remove(name);
@@ -168,6 +172,9 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     }
     let engine = match agent.engines.get(&vol.name) {
         Some(e) => e,
+        // fenced (or being fenced) for a migration's target: serving again
+        // waits for the migration to finish or roll back
+        None if super::migration::holds_source_engine(vol) => return Ok(()),
         None => match start_engine(agent, snap, vol).await {
             Ok(e) => e,
             Err(message) => {
@@ -190,7 +197,8 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             }
         },
     };
-    if super::salvage::restart_if_all_failed(agent, snap, vol, &engine).await {
+    let migrating = vol.status.migration.is_some();
+    if !migrating && super::salvage::restart_if_all_failed(agent, snap, vol, &engine).await {
         return Ok(());
     }
     let status = engine.status();
@@ -255,8 +263,12 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     let now = crate::model::now_unix() as u64;
     let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
     ops.extend(changes.iter().map(|c| update_op(&c.replica)));
-    super::repair::fail_damaged(agent, snap, vol, &engine).await;
-    replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
+    // Membership stays as it is while a migration runs: the target checked
+    // these replicas and will start its engine over them.
+    if !migrating {
+        super::repair::fail_damaged(agent, snap, vol, &engine).await;
+        replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
+    }
     if ops.is_empty() {
         return Ok(());
     }
@@ -326,7 +338,7 @@ fn ne_key(volume: &str) -> String {
 /// them answering is enough. Once the node has been down that long, start
 /// from what is there. (A node whose lease has not lapsed yet counts as
 /// not down: readiness says nothing about reachability for 10 s.)
-async fn start_engine(
+pub(super) async fn start_engine(
     agent: &Agent,
     snap: &Snapshot,
     vol: &Volume,

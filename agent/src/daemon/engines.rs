@@ -1,10 +1,9 @@
-//! The engines running on this agent, by volume name; the NBD frontend's
-//! export catalog.
+//! The engines running on this agent, by volume name (served over NBD
+//! through `frontend::Frontend`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vigil_engine::device::ExportCatalog;
 use vigil_engine::engine::Engine;
 
 /// Engines by volume name.
@@ -41,20 +40,15 @@ impl EngineSet {
         true
     }
 
+    /// Every volume name with an engine here.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Removes an engine and stops its background tasks.
     pub fn remove(&self, name: &str) -> Option<Arc<Engine>> {
         let e = self.lock().remove(name)?;
         e.shutdown();
         Some(e)
-    }
-}
-
-impl ExportCatalog for EngineSet {
-    type Device = Engine;
-    fn lookup(&self, name: &str) -> Option<Arc<Engine>> {
-        self.get(name)
-    }
-    fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod disks;
 pub mod engines;
+pub mod frontend;
 mod ports;
 pub mod replicas;
 mod store_open;
@@ -79,6 +80,8 @@ pub struct Agent {
     pub token: ClusterToken,
     pub replicas: Arc<ReplicaSet>,
     pub engines: Arc<EngineSet>,
+    /// Live-migration target exports (`controller::migration`).
+    pub handovers: Arc<frontend::Handovers>,
     /// Advertised `host:port` of the replica server.
     pub replica_address: String,
     /// Advertised `host:port` of the NBD server.
@@ -209,6 +212,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let nbd_unix =
         UnixListener::bind(&nbd_socket).map_err(bind_err("NBD unix", nbd_socket.display()))?;
 
+    let handovers = Arc::new(frontend::Handovers::default());
     let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
     let agent = Arc::new(Agent {
         api_address: format!("http://{}", SocketAddr::new(advertise, port_of(&http))),
@@ -220,6 +224,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         token: token.clone(),
         replicas: Arc::clone(&replicas),
         engines: Arc::clone(&engines),
+        handovers: Arc::clone(&handovers),
         config,
     });
 
@@ -228,14 +233,15 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         replicas.clone() as Arc<dyn protocol::ReplicaSource>,
         protocol::ServerConfig { token },
     ));
+    let frontend = Arc::new(frontend::Frontend {
+        engines: Arc::clone(&engines),
+        handovers,
+    });
     let nbd_tcp = tokio::spawn(vigil_engine::nbd::serve_tcp(
         nbd_listener,
-        Arc::clone(&engines),
+        Arc::clone(&frontend),
     ));
-    let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(
-        nbd_unix,
-        Arc::clone(&engines),
-    ));
+    let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(nbd_unix, frontend));
     crate::controller::registration::register_node(&agent).await?;
     crate::controller::registration::register_disks(&agent).await?;
     // Live before the API answers: a client that sees the agent ready also

@@ -52,6 +52,7 @@ pub const REPLICA_UNSCHEDULABLE: &str = "REPLICA_UNSCHEDULABLE";
 pub const REBUILD_STUCK: &str = "REBUILD_STUCK";
 pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
 pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
+pub const MIGRATION_STUCK: &str = "MIGRATION_STUCK";
 
 const CODES: &[CodeInfo] = &[
     CodeInfo {
@@ -165,6 +166,13 @@ const CODES: &[CodeInfo] = &[
         summary: "A volume has no healthy replica, or its engine's node is down",
         cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
         fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the newest one and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so.",
+    },
+    CodeInfo {
+        code: MIGRATION_STUCK,
+        severity: Severity::Error,
+        summary: "A live migration neither finishes nor rolls back",
+        cause: "An automatic step of a migration (target starting, pausing, source fencing, switching, rolling back) has lasted longer than migration-timeout: the agent that must take the step is down or cannot reach the store, or the target went down while switching and has not been down for node-down-timeout yet (only then may the source serve again). Until it moves on, the volume is served by at most one of the two nodes and possibly by neither.",
+        fix: "`vigil volume get VOLUME -o json` shows the phase, both nodes and the last message; `vigil doctor` shows whether either node is down. Bring the down agent back (`systemctl start vigil` on it), or wait node-down-timeout for the rollback. `vigil volume migrate VOLUME --rollback` works in every phase but switching. `vigil events --volume VOLUME` lists each step taken.",
     },
 ];
 

@@ -34,6 +34,7 @@ pub fn evaluate(view: &View) -> Report {
     ev.unschedulable();
     ev.replica_errors();
     ev.rebuilds();
+    ev.migrations();
     ev.volumes();
     ev.finish()
 }

@@ -9,6 +9,7 @@
 
 pub mod codes;
 mod evaluate;
+mod migrations;
 mod replicas;
 pub mod report;
 pub mod view;

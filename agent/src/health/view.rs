@@ -35,6 +35,10 @@ pub struct View {
     pub mutes: Vec<Mute>,
     /// The `rebuild-stuck-timeout` setting, seconds.
     pub rebuild_stuck_secs: u64,
+    /// The `migration-timeout` setting, seconds (0 in views written before
+    /// it existed: the default is used).
+    #[serde(default)]
+    pub migration_timeout_secs: u64,
 }
 
 /// Seconds since the Unix epoch, whole.
@@ -93,5 +97,6 @@ async fn read_all(c: &Cluster, observer: String) -> Result<View, ClusterError> {
         engines: list(c).await?,
         mutes: list(c).await?,
         rebuild_stuck_secs: settings.rebuild_stuck_timeout().as_secs(),
+        migration_timeout_secs: settings.migration_timeout().as_secs(),
     })
 }

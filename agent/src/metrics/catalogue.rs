@@ -359,7 +359,7 @@ pub const FAMILIES: &[Family] = &[
         REMEDIATIONS,
         Counter,
         &["action"],
-        "Automatic repair actions this agent took: rebuild_replica, fail_replica, replace_replica, retire_replica, discard_orphan_replica, detach_from_dead_node, salvage.",
+        "Automatic repair actions this agent took: rebuild_replica, fail_replica, replace_replica, retire_replica, discard_orphan_replica, detach_from_dead_node, salvage, roll_back_migration.",
         Recorded,
     ),
     f(

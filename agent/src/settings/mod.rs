@@ -146,6 +146,12 @@ pub const DEFINITIONS: &[Definition] = &[
         doc: "When every replica of a volume failed, bring back the newest one (highest revision) automatically.",
     },
     Definition {
+        name: "migration-timeout",
+        kind: Kind::Seconds { min: 5, max: 3600 },
+        default: "60",
+        doc: "Seconds each automatic step of a live migration (starting the target, pausing it, fencing the source, switching, rolling back) may take before the migration is rolled back; waiting for --confirm is not bounded.",
+    },
+    Definition {
         name: "deleting-confirmation-flag",
         kind: Kind::Bool,
         default: "false",
@@ -357,6 +363,9 @@ impl Settings {
     }
     pub fn auto_salvage(&self) -> bool {
         self.flag("auto-salvage")
+    }
+    pub fn migration_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.int("migration-timeout")).unwrap_or(60))
     }
     pub fn deleting_confirmation(&self) -> bool {
         self.flag("deleting-confirmation-flag")

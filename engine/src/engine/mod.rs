@@ -359,7 +359,8 @@ impl Engine {
     pub async fn fence(&self) -> Result<(), crate::device::DeviceError> {
         let _gate = self.gate.write().await;
         let flushed = self.flush_all().await;
-        self.fenced.store(true, std::sync::atomic::Ordering::Release);
+        self.fenced
+            .store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(volume = %self.name, "engine fenced: no more I/O reaches its replicas");
         flushed
     }

@@ -1,0 +1,607 @@
+//! Live migration: the steps each of the two agents takes (the phase
+//! machine is `model::migration`). Every step is one compare-and-swap on
+//! the volume object, so a step and a rollback racing each other cannot
+//! both win.
+//!
+//! Ownership: the source (still `attached_node`) owns the volume and takes
+//! the source steps — fencing its engine, rolling back on a down target or
+//! a step past `migration-timeout`, clearing a finished rollback. The
+//! target takes the target steps — bringing up its forwarding export,
+//! pausing it, starting its engine and committing the move — and may roll
+//! back itself when a step of its own fails. When the source is down, the
+//! target also clears the migration (the source cannot).
+//!
+//! One engine at a time: the target serves only through a forward to the
+//! source's engine until the source's engine is fenced (flushed, then
+//! refusing every request, `Engine::fence`); the target starts its engine
+//! only in `Switching`, after that. The source serves again after a
+//! rollback only once the target said its engine and export are gone
+//! (`target_stopped`), or once the target is down — and from `Switching`
+//! (when the target may already run an engine) only once the target has
+//! been down for `node-down-timeout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_engine::address::ReplicaAddress;
+use vigil_engine::device::ExportDevice;
+use vigil_engine::handover::HandoverDevice;
+use vigil_engine::nbd::client::NbdClient;
+
+use super::{Snapshot, volumes};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, update_op};
+use crate::daemon::Agent;
+use crate::model::migration::{Migration, MigrationPhase};
+use crate::model::{InstanceState, Versioned, Volume, VolumeState};
+
+/// Connecting the forward to the source's NBD server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A forwarded request with no answer in this time fails (EIO).
+const FORWARD_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
+    let me = agent.config.node_name.as_str();
+    for v in &snap.volumes {
+        let name = &v.object.name;
+        let result = match &v.object.status.migration {
+            Some(m) if m.target == me => target_step(agent, snap, v, m).await,
+            Some(m) if m.source == me => source_step(agent, snap, v, m).await,
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => tracing::warn!(volume = %name, error = %e, "migration step failed"),
+        }
+        forget_handover(agent, &v.object).await;
+    }
+    // exports for volumes that no longer exist
+    for name in agent.handovers.names() {
+        if !snap.volumes.iter().any(|v| v.object.name == name)
+            && let Some(h) = agent.handovers.remove(&name)
+        {
+            h.close("the volume was deleted").await;
+        }
+    }
+}
+
+/// A handover export outlives its migration only in the connections that
+/// hold it: once the volume is attached here it serves the local engine
+/// (forgotten, not closed); anywhere else it is closed.
+async fn forget_handover(agent: &Agent, vol: &Volume) {
+    let me = agent.config.node_name.as_str();
+    if vol
+        .status
+        .migration
+        .as_ref()
+        .is_some_and(|m| m.target == me)
+    {
+        return;
+    }
+    if let Some(h) = agent.handovers.remove(&vol.name)
+        && vol.status.attached_node.as_deref() != Some(me)
+    {
+        h.close("the migration to this node ended").await;
+    }
+}
+
+/// Whether the source must not (re)start its engine now: it has been
+/// fenced for the target, or is being fenced.
+pub fn holds_source_engine(vol: &Volume) -> bool {
+    vol.status.migration.as_ref().is_some_and(|m| {
+        m.source_stopped
+            || matches!(
+                m.phase,
+                MigrationPhase::SourceStopping | MigrationPhase::Switching
+            )
+    })
+}
+
+/// Whether this node may keep an engine for `vol` although the volume is
+/// not attached here: the target of a migration that is switching.
+pub fn target_engine_allowed(vol: &Volume, me: &str) -> bool {
+    vol.status
+        .migration
+        .as_ref()
+        .is_some_and(|m| m.target == me && m.phase == MigrationPhase::Switching)
+}
+
+fn migration_of(v: &Versioned<Volume>) -> Option<&Migration> {
+    v.object.status.migration.as_ref()
+}
+
+/// Writes `change` to the migration of `v` (CAS on the volume).
+async fn update(
+    agent: &Agent,
+    v: &Versioned<Volume>,
+    change: impl FnOnce(&mut Migration) -> Result<(), crate::model::migration::PhaseError>,
+) -> cluster::Result<()> {
+    let mut next = v.clone();
+    let Some(m) = next.object.status.migration.as_mut() else {
+        return Ok(());
+    };
+    change(m)?;
+    if next.object == v.object {
+        return Ok(());
+    }
+    agent.cluster.update(&next).await.map(|_| ())
+}
+
+/// Starts a rollback with `why` (from any phase but RollingBack).
+async fn roll_back(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    why: String,
+) -> cluster::Result<()> {
+    let Some(m) = migration_of(v) else {
+        return Ok(());
+    };
+    if m.phase == MigrationPhase::RollingBack {
+        return Ok(());
+    }
+    let from = m.phase;
+    update(agent, v, |m| {
+        m.set_phase(MigrationPhase::RollingBack, snap.now)?;
+        m.message = why.clone();
+        Ok(())
+    })
+    .await?;
+    crate::metrics::remediation("roll_back_migration");
+    agent
+        .cluster
+        .event(
+            Severity::Warning,
+            "volume",
+            &v.object.name,
+            "MigrationRollingBack",
+            format!(
+                "migration of {} from {} to {} rolls back (was {from}): {why}",
+                v.object.name, m.source, m.target
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+fn timed_out(snap: &Snapshot, m: &Migration) -> Option<String> {
+    let limit = snap.settings.migration_timeout();
+    let age = snap.now.saturating_sub(m.phase_since);
+    (m.phase.is_automatic() && age > limit.as_secs()).then(|| {
+        format!(
+            "step {} took {age} s, longer than migration-timeout ({} s)",
+            m.phase,
+            limit.as_secs()
+        )
+    })
+}
+
+// ---------------------------------------------------------------- source
+
+async fn source_step(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    m: &Migration,
+) -> cluster::Result<()> {
+    let vol = &v.object;
+    if vol.status.attached_node.as_deref() != Some(m.source.as_str()) {
+        return Ok(());
+    }
+    let target_up = snap.ready.contains(&m.target);
+    let target_down = || format!("target node {} is down (its lease expired)", m.target);
+    match m.phase {
+        MigrationPhase::Starting | MigrationPhase::Ready | MigrationPhase::Confirming => {
+            if !target_up {
+                return roll_back(agent, snap, v, target_down()).await;
+            }
+            if let Some(why) = timed_out(snap, m) {
+                return roll_back(agent, snap, v, why).await;
+            }
+            Ok(())
+        }
+        MigrationPhase::SourceStopping => {
+            if !target_up {
+                return roll_back(agent, snap, v, target_down()).await;
+            }
+            if let Some(why) = timed_out(snap, m) {
+                return roll_back(agent, snap, v, why).await;
+            }
+            fence_source(agent, snap, v).await
+        }
+        MigrationPhase::Switching => {
+            // The target may run an engine already: roll back only once it
+            // has been down long enough to be dead, not merely slow.
+            if snap.node_gone(&m.target) {
+                return roll_back(
+                    agent,
+                    snap,
+                    v,
+                    format!(
+                        "target node {} went down while switching and stayed down for node-down-timeout",
+                        m.target
+                    ),
+                )
+                .await;
+            }
+            Ok(())
+        }
+        MigrationPhase::RollingBack => {
+            if m.target_stopped || !target_up {
+                clear_rolled_back(agent, v, m).await
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Flushes and fences the source's engine, then lets the target switch.
+async fn fence_source(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+) -> cluster::Result<()> {
+    let name = &v.object.name;
+    if let Err(why) = crate::failpoints::hit("migration.source.fence").await {
+        return roll_back(agent, snap, v, format!("fencing the source failed: {why}")).await;
+    }
+    let mut flush_error = None;
+    if let Some(engine) = agent.engines.get(name) {
+        if let Err(e) = engine.fence().await {
+            flush_error = Some(e.to_string());
+        }
+        // fenced either way: it must not serve again; a rollback starts a
+        // new engine over the replicas
+        agent.engines.remove(name);
+        agent.managed_engines.remove(name);
+    }
+    if let Some(e) = flush_error {
+        update(agent, v, |m| {
+            m.source_stopped = true;
+            Ok(())
+        })
+        .await?;
+        let v = agent.cluster.get::<Volume>(name).await?;
+        if let Some(v) = v {
+            return roll_back(
+                agent,
+                snap,
+                &v,
+                format!("the source's final flush failed: {e}"),
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    update(agent, v, |m| {
+        m.source_stopped = true;
+        m.message.clear();
+        m.set_phase(MigrationPhase::Switching, snap.now)
+    })
+    .await?;
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "volume",
+            name,
+            "MigrationSourceFenced",
+            format!(
+                "engine of {name} on {} flushed and fenced; the target takes over",
+                agent.config.node_name
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+/// Ends a rollback: the migration is cleared and the source serves (its
+/// engine is started again by the volumes controller if it was fenced).
+async fn clear_rolled_back(
+    agent: &Agent,
+    v: &Versioned<Volume>,
+    m: &Migration,
+) -> cluster::Result<()> {
+    let mut next = v.clone();
+    next.object.status.migration = None;
+    agent.cluster.update(&next).await?;
+    agent
+        .cluster
+        .event(
+            Severity::Warning,
+            "volume",
+            &v.object.name,
+            "MigrationRolledBack",
+            format!(
+                "migration of {} to {} rolled back; {} stays its only engine: {}",
+                v.object.name, m.target, m.source, m.message
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- target
+
+async fn target_step(
+    agent: &Arc<Agent>,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    m: &Migration,
+) -> cluster::Result<()> {
+    let name = &v.object.name;
+    let source_up = snap.ready.contains(&m.source);
+    let handover = agent.handovers.get(name);
+    let source_down = || format!("source node {} is down (its lease expired)", m.source);
+    match m.phase {
+        MigrationPhase::Starting => {
+            if !source_up {
+                return roll_back(agent, snap, v, source_down()).await;
+            }
+            if handover.is_none()
+                && let Err(why) = open_forward(agent, snap, v).await
+            {
+                return roll_back(agent, snap, v, why).await;
+            }
+            let endpoint = format!("nbd://{}/{name}", agent.nbd_address);
+            update(agent, v, |m| {
+                m.target_endpoint = endpoint.clone();
+                m.set_phase(MigrationPhase::Ready, snap.now)
+            })
+            .await?;
+            agent
+                .cluster
+                .event(
+                    Severity::Normal,
+                    "volume",
+                    name,
+                    "MigrationTargetReady",
+                    format!(
+                        "{} serves {name} at {endpoint}, forwarding to the engine on {}; confirm with `vigil volume migrate {name} --confirm` or undo with --rollback",
+                        m.target, m.source
+                    ),
+                )
+                .await;
+            Ok(())
+        }
+        MigrationPhase::Ready => {
+            if !source_up {
+                return roll_back(agent, snap, v, source_down()).await;
+            }
+            let Some(h) = handover else {
+                return roll_back(
+                    agent,
+                    snap,
+                    v,
+                    "the target's agent restarted: its forwarding export is gone".into(),
+                )
+                .await;
+            };
+            if let Some(why) = h.forward_broken() {
+                return roll_back(
+                    agent,
+                    snap,
+                    v,
+                    format!("the forward to the source broke: {why}"),
+                )
+                .await;
+            }
+            Ok(())
+        }
+        MigrationPhase::Confirming => {
+            if !source_up {
+                return roll_back(agent, snap, v, source_down()).await;
+            }
+            let Some(h) = handover else {
+                return roll_back(
+                    agent,
+                    snap,
+                    v,
+                    "the target's agent restarted: its forwarding export is gone".into(),
+                )
+                .await;
+            };
+            if let Err(why) = crate::failpoints::hit("migration.target.pause").await {
+                return roll_back(agent, snap, v, format!("pausing the target failed: {why}"))
+                    .await;
+            }
+            let limit = snap.settings.migration_timeout();
+            match tokio::time::timeout(limit, h.pause()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return roll_back(agent, snap, v, format!("pausing the target failed: {e}"))
+                        .await;
+                }
+                Err(_) => {
+                    return roll_back(
+                        agent,
+                        snap,
+                        v,
+                        format!(
+                            "requests in flight through the target did not finish within {} s",
+                            limit.as_secs()
+                        ),
+                    )
+                    .await;
+                }
+            }
+            update(agent, v, |m| {
+                m.set_phase(MigrationPhase::SourceStopping, snap.now)
+            })
+            .await
+        }
+        MigrationPhase::SourceStopping => Ok(()),
+        MigrationPhase::Switching => switch(agent, snap, v, m, handover).await,
+        MigrationPhase::RollingBack => {
+            if let Some(h) = agent.handovers.remove(name) {
+                h.close(&format!("migration rolled back: {}", m.message))
+                    .await;
+            }
+            if !target_engine_allowed(&v.object, &agent.config.node_name) {
+                volumes::stop_engine(agent, name).await;
+            }
+            if !m.target_stopped {
+                update(agent, v, |m| {
+                    m.target_stopped = true;
+                    Ok(())
+                })
+                .await?;
+            }
+            if !source_up {
+                // nobody else can finish it
+                if let Some(v) = agent.cluster.get::<Volume>(name).await?
+                    && let Some(m) = migration_of(&v).cloned()
+                {
+                    clear_rolled_back(agent, &v, &m).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Connects the forward to the source's engine and checks every replica
+/// answers from here, then publishes the handover export.
+async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> Result<(), String> {
+    let vol = &v.object;
+    crate::failpoints::hit("migration.target.forward")
+        .await
+        .map_err(|e| format!("opening the forward failed: {e}"))?;
+    // The engine here will need every replica: find out now, while the
+    // source still serves, rather than after it is fenced.
+    for r in snap.replicas_of(&vol.name) {
+        let text = &r.object.status.address;
+        if text.is_empty() {
+            continue;
+        }
+        let address: ReplicaAddress = text
+            .parse()
+            .map_err(|e| format!("replica {} has a bad address: {e}", r.object.name))?;
+        if let Err(f) = agent.open_backend(&address).await {
+            if r.object.status.mode.is_empty() || r.object.status.mode == "RW" {
+                return Err(format!(
+                    "replica {} ({text}) does not answer from {}: {}",
+                    r.object.name, agent.config.node_name, f.last_error
+                ));
+            }
+        }
+    }
+    let hostport = vol
+        .status
+        .endpoint
+        .strip_prefix("nbd://")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map(|(hp, _)| hp.to_string())
+        .ok_or_else(|| {
+            format!(
+                "the source has no NBD endpoint yet ({:?})",
+                vol.status.endpoint
+            )
+        })?;
+    let client = NbdClient::connect(
+        &hostport,
+        &vol.name,
+        CONNECT_TIMEOUT,
+        FORWARD_REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(|e| format!("cannot forward to the source's engine: {e}"))?;
+    if client.size() != vol.spec.size {
+        client.close().await;
+        return Err(format!(
+            "the source serves {} bytes, the volume has {}",
+            client.size(),
+            vol.spec.size
+        ));
+    }
+    agent
+        .handovers
+        .insert(&vol.name, Arc::new(HandoverDevice::forwarding(client)));
+    Ok(())
+}
+
+/// The source is fenced: start the engine here, hand the paused export
+/// over to it, and commit the move in one transaction.
+async fn switch(
+    agent: &Arc<Agent>,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    m: &Migration,
+    handover: Option<Arc<HandoverDevice>>,
+) -> cluster::Result<()> {
+    let name = &v.object.name;
+    let me = agent.config.node_name.clone();
+    if let Some(why) = timed_out(snap, m) {
+        return roll_back(agent, snap, v, why).await;
+    }
+    let engine = match agent.engines.get(name) {
+        Some(e) => e,
+        None => {
+            if let Err(why) = crate::failpoints::hit("migration.target.switch").await {
+                return roll_back(
+                    agent,
+                    snap,
+                    v,
+                    format!("starting the target's engine failed: {why}"),
+                )
+                .await;
+            }
+            match volumes::start_engine(agent, snap, &v.object).await {
+                Ok(e) => e,
+                Err(why) => {
+                    return roll_back(
+                        agent,
+                        snap,
+                        v,
+                        format!("starting the target's engine failed: {why}"),
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+    if let Some(h) = &handover {
+        h.switch_to(Arc::clone(&engine));
+    }
+    if let Err(why) = crate::failpoints::hit("migration.target.commit").await {
+        volumes::stop_engine(agent, name).await;
+        return roll_back(agent, snap, v, format!("committing the move failed: {why}")).await;
+    }
+    let endpoint = format!("nbd://{}/{name}", agent.nbd_address);
+    let mut next = v.clone();
+    next.object.status.migration = None;
+    next.object.spec.node = Some(me.clone());
+    next.object.status.attached_node = Some(me.clone());
+    next.object.status.endpoint = endpoint.clone();
+    next.object.status.message.clear();
+    next.object.set_state(VolumeState::Attached)?;
+    let mut ops = vec![update_op(&next)];
+    if let Some(e) = snap.engines.get(name) {
+        let mut ne = e.clone();
+        ne.object.spec.node = me.clone();
+        ne.object.status.state = InstanceState::Running;
+        ne.object.status.endpoint = endpoint.clone();
+        ne.object.status.unix_endpoint =
+            format!("nbd+unix:///{name}?socket={}", agent.nbd_socket.display());
+        ops.push(update_op(&ne));
+    }
+    agent.cluster.txn(ops).await?;
+    agent.handovers.remove(name);
+    agent
+        .cluster
+        .event(
+            Severity::Normal,
+            "volume",
+            name,
+            "MigrationCompleted",
+            format!(
+                "volume {name} moved from {} to {me} (took {} s); {me} runs its only engine at {endpoint}",
+                m.source,
+                snap.now.saturating_sub(m.started_at)
+            ),
+        )
+        .await;
+    Ok(())
+}
