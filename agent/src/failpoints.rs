@@ -2,6 +2,10 @@
 //! migration's steps), set with the environment variable
 //! `VIGIL_FAILPOINTS=name=action[,name=action…]` when the agent starts:
 //!
+//! A point may be limited to one object with `name@object` (e.g.
+//! `migration.target.switch@v3=error`), so one agent can hold different
+//! faults for different volumes.
+//!
 //! * `error`       — the step fails with an injected I/O error;
 //! * `delay:MS`    — the step waits MS milliseconds first (so a test can
 //!   kill or freeze an agent while it is at that step).
@@ -51,13 +55,21 @@ fn parse(spec: &str) -> BTreeMap<String, Action> {
     out
 }
 
-/// Passes through point `name`: `Err` with a message when an error is
-/// injected there, after a delay when one is.
-pub async fn hit(name: &str) -> Result<(), String> {
-    match points().get(name) {
+/// Passes through point `name` for `object`: `Err` with a message when an
+/// error is injected there, after a delay when one is.
+pub async fn hit(name: &str, object: &str) -> Result<(), String> {
+    let p = points();
+    if p.is_empty() {
+        return Ok(());
+    }
+    match p.get(&format!("{name}@{object}")).or_else(|| p.get(name)) {
         None => Ok(()),
         Some(Action::Error) => {
-            tracing::warn!(failpoint = name, "failpoint: injecting an I/O error");
+            tracing::warn!(
+                failpoint = name,
+                object,
+                "failpoint: injecting an I/O error"
+            );
             Err(format!("I/O error injected at failpoint {name}"))
         }
         Some(Action::Delay(d)) => {
@@ -78,9 +90,12 @@ mod tests {
 
     #[test]
     fn parses_actions_and_ignores_garbage() {
-        let p = parse("a=error, b=delay:250,c,d=delay:x,e=explode");
+        let p = parse("a=error, b@v2=delay:250,c,d=delay:x,e=explode");
         assert_eq!(p.get("a"), Some(&Action::Error));
-        assert_eq!(p.get("b"), Some(&Action::Delay(Duration::from_millis(250))));
+        assert_eq!(
+            p.get("b@v2"),
+            Some(&Action::Delay(Duration::from_millis(250)))
+        );
         assert_eq!(p.len(), 2);
         assert!(parse("").is_empty());
     }

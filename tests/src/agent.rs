@@ -54,6 +54,9 @@ pub struct Agent {
     token: String,
     /// Extra `vigil agent` arguments (kept across restarts).
     pub extra_args: Vec<String>,
+    /// Extra environment of the agent process (kept across restarts),
+    /// e.g. `VIGIL_FAILPOINTS`.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -92,9 +95,32 @@ impl Agent {
         assert!(ok, "lower the free-space floor: {err}");
     }
 
+    /// Starts an agent with extra arguments and environment variables.
+    pub fn start_with_env(
+        root: &Path,
+        name: &str,
+        token: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut a = Agent::start_unready_env(root, name, token, extra_args, env);
+        a.wait_ready();
+        a
+    }
+
     /// Starts an agent without waiting for its API (for agents that are
     /// expected to wait on something, e.g. an unreachable store).
     pub fn start_unready(root: &Path, name: &str, token: &str, extra_args: &[&str]) -> Agent {
+        Agent::start_unready_env(root, name, token, extra_args, &[])
+    }
+
+    fn start_unready_env(
+        root: &Path,
+        name: &str,
+        token: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let data_dir = root.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
@@ -106,6 +132,10 @@ impl Agent {
             listen_port: port,
             token: token.to_string(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         a.spawn_only();
@@ -138,6 +168,7 @@ impl Agent {
             .args(&self.extra_args)
             .env("VIGIL_CLUSTER_TOKEN", &self.token)
             .env("VIGIL_LOG", "info,vigil_engine=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -134,7 +134,15 @@ pub async fn start(agent: &Agent, name: &str, req: MigrateVolume) -> Reply {
         .await;
     }
     wait(agent, name, |v| match &v.status.migration {
-        Some(m) if m.phase == MigrationPhase::Starting => None,
+        // a rollback is waited for: the caller learns why from its end
+        Some(m)
+            if matches!(
+                m.phase,
+                MigrationPhase::Starting | MigrationPhase::RollingBack
+            ) =>
+        {
+            None
+        }
         Some(_) => Some(Ok(())),
         None if v.status.attached_node.as_deref() == Some(to.as_str()) => Some(Ok(())),
         None => Some(Err(())),

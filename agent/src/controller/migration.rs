@@ -244,7 +244,7 @@ async fn fence_source(
     v: &Versioned<Volume>,
 ) -> cluster::Result<()> {
     let name = &v.object.name;
-    if let Err(why) = crate::failpoints::hit("migration.source.fence").await {
+    if let Err(why) = crate::failpoints::hit("migration.source.fence", name).await {
         return roll_back(agent, snap, v, format!("fencing the source failed: {why}")).await;
     }
     let mut flush_error = None;
@@ -403,7 +403,7 @@ async fn target_step(
                 )
                 .await;
             };
-            if let Err(why) = crate::failpoints::hit("migration.target.pause").await {
+            if let Err(why) = crate::failpoints::hit("migration.target.pause", name).await {
                 return roll_back(agent, snap, v, format!("pausing the target failed: {why}"))
                     .await;
             }
@@ -466,7 +466,7 @@ async fn target_step(
 /// answers from here, then publishes the handover export.
 async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> Result<(), String> {
     let vol = &v.object;
-    crate::failpoints::hit("migration.target.forward")
+    crate::failpoints::hit("migration.target.forward", &vol.name)
         .await
         .map_err(|e| format!("opening the forward failed: {e}"))?;
     // The engine here will need every replica: find out now, while the
@@ -539,7 +539,7 @@ async fn switch(
     let engine = match agent.engines.get(name) {
         Some(e) => e,
         None => {
-            if let Err(why) = crate::failpoints::hit("migration.target.switch").await {
+            if let Err(why) = crate::failpoints::hit("migration.target.switch", name).await {
                 return roll_back(
                     agent,
                     snap,
@@ -565,7 +565,7 @@ async fn switch(
     if let Some(h) = &handover {
         h.switch_to(Arc::clone(&engine));
     }
-    if let Err(why) = crate::failpoints::hit("migration.target.commit").await {
+    if let Err(why) = crate::failpoints::hit("migration.target.commit", name).await {
         volumes::stop_engine(agent, name).await;
         return roll_back(agent, snap, v, format!("committing the move failed: {why}")).await;
     }
