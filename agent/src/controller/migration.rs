@@ -479,13 +479,14 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
         let address: ReplicaAddress = text
             .parse()
             .map_err(|e| format!("replica {} has a bad address: {e}", r.object.name))?;
-        if let Err(f) = agent.open_backend(&address).await {
-            if r.object.status.mode.is_empty() || r.object.status.mode == "RW" {
-                return Err(format!(
-                    "replica {} ({text}) does not answer from {}: {}",
-                    r.object.name, agent.config.node_name, f.last_error
-                ));
-            }
+        let was_rw = r.object.status.mode.is_empty() || r.object.status.mode == "RW";
+        if let Err(f) = agent.open_backend(&address).await
+            && was_rw
+        {
+            return Err(format!(
+                "replica {} ({text}) does not answer from {}: {}",
+                r.object.name, agent.config.node_name, f.last_error
+            ));
         }
     }
     let hostport = vol
