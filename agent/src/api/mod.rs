@@ -7,6 +7,7 @@ mod nodes;
 mod routes;
 mod settings;
 pub mod types;
+mod uninstall;
 mod volumes;
 
 use std::convert::Infallible;
