@@ -35,10 +35,7 @@ pub async fn run(api: &ApiClient, args: UninstallArgs, output: Output) -> ExitCo
             }
         };
     }
-    let first: UninstallReply = match api
-        .call(Method::POST, "/v1/uninstall", None::<&()>)
-        .await
-    {
+    let first: UninstallReply = match api.call(Method::POST, "/v1/uninstall", None::<&()>).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -64,7 +61,10 @@ pub async fn run(api: &ApiClient, args: UninstallArgs, output: Output) -> ExitCo
                 let Some(u) = &r.uninstall else {
                     // The record is gone: an agent restarted after it
                     // finished (a fresh install).
-                    progress(output, "the uninstall record is gone (an agent started a fresh install)");
+                    progress(
+                        output,
+                        "the uninstall record is gone (an agent started a fresh install)",
+                    );
                     print_final(&r, output);
                     return ExitCode::SUCCESS;
                 };
@@ -74,7 +74,12 @@ pub async fn run(api: &ApiClient, args: UninstallArgs, output: Output) -> ExitCo
                 }
                 let line = format!(
                     "{}: {} volume(s), {} replica(s), {} engine(s) left (driven by {}): {}",
-                    u.phase, u.volumes_left, u.replicas_left, u.engines_left, u.driven_by, u.message
+                    u.phase,
+                    u.volumes_left,
+                    u.replicas_left,
+                    u.engines_left,
+                    u.driven_by,
+                    u.message
                 );
                 if line != last_line {
                     progress(output, &line);
@@ -115,7 +120,12 @@ fn print_final(r: &UninstallReply, output: Output) {
             if let Some(u) = &r.uninstall {
                 println!(
                     "phase {}  claimed by {}  driven by {}  left: {} volume(s), {} replica(s), {} engine(s)",
-                    u.phase, u.by_node, u.driven_by, u.volumes_left, u.replicas_left, u.engines_left
+                    u.phase,
+                    u.by_node,
+                    u.driven_by,
+                    u.volumes_left,
+                    u.replicas_left,
+                    u.engines_left
                 );
                 for h in &u.history {
                     println!("  {h}");

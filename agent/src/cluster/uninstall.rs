@@ -193,9 +193,10 @@ mod tests {
     }
 
     /// Many claims race while another writer toggles the flag: at most one
-    /// claim ever starts, and the one that starts saw `true` at exactly the
-    /// revision the store held when it committed (its `flag_revision` is
-    /// the flag's revision at some point the flag was true).
+    /// claim ever starts, and at the revision its transaction committed the
+    /// flag's latest write was `true` — the very write it read (so a flag
+    /// switched off between a claim's read and its commit never lets the
+    /// claim through).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_claims_start_exactly_once_and_only_on_a_true_flag() {
         let seed: u64 = std::env::var("VIGIL_TEST_SEED")
@@ -207,29 +208,33 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let s = store(&dir);
             let toggler = Cluster::new(Arc::clone(&s), "op");
-            set_flag(&toggler, "false").await;
-            // revisions at which the flag was written true
-            let trues = Arc::new(std::sync::Mutex::new(Vec::new()));
+            // every write of the flag: (revision, value)
+            let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let write = |c: Cluster,
+                         writes: Arc<std::sync::Mutex<Vec<(i64, String)>>>,
+                         value: &'static str| async move {
+                set_flag(&c, value).await;
+                let rev = c
+                    .get::<StoredSetting>(FLAG)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .revision;
+                writes.lock().unwrap().push((rev, value.to_string()));
+            };
+            write(toggler.clone(), Arc::clone(&writes), "false").await;
             let toggles = {
-                let trues = Arc::clone(&trues);
+                let writes = Arc::clone(&writes);
                 let c = toggler.clone();
                 tokio::spawn(async move {
-                    for i in 0..6u64 {
-                        let value = if (seed ^ round ^ i) % 2 == 0 {
-                            "true"
-                        } else {
-                            "false"
-                        };
-                        set_flag(&c, value).await;
-                        if value == "true" {
-                            let rev = c.get::<StoredSetting>(FLAG).await.unwrap().unwrap().revision;
-                            trues.lock().unwrap().push(rev);
-                        }
+                    let mut bits = seed.rotate_left(round as u32);
+                    for _ in 0..12 {
+                        let value = if bits & 1 == 0 { "true" } else { "false" };
+                        bits >>= 1;
+                        write(c.clone(), Arc::clone(&writes), value).await;
                         tokio::task::yield_now().await;
                     }
-                    set_flag(&c, "true").await;
-                    let rev = c.get::<StoredSetting>(FLAG).await.unwrap().unwrap().revision;
-                    trues.lock().unwrap().push(rev);
+                    write(c, writes, "true").await;
                 })
             };
             let mut claims = Vec::new();
@@ -249,7 +254,7 @@ mod tests {
             for h in claims {
                 for o in h.await.unwrap() {
                     if let Claim::Started(r) = o {
-                        started.push(r.object);
+                        started.push(r);
                     }
                 }
             }
@@ -258,15 +263,22 @@ mod tests {
             let last = Cluster::new(s, "last");
             match last.claim_uninstall().await.unwrap() {
                 Claim::Refused { .. } => panic!("round {round}: refused with the flag true"),
-                Claim::Started(r) => started.push(r.object),
+                Claim::Started(r) => started.push(r),
                 Claim::AlreadyRunning(_) | Claim::AlreadyDone(_) => {}
             }
             assert_eq!(started.len(), 1, "round {round}");
             let won = &started[0];
-            assert!(
-                trues.lock().unwrap().contains(&won.flag_revision),
-                "round {round}: claimed on revision {} where the flag was not written true",
-                won.flag_revision
+            let writes = writes.lock().unwrap();
+            let before = writes
+                .iter()
+                .filter(|(rev, _)| *rev < won.revision)
+                .max_by_key(|(rev, _)| *rev)
+                .expect("the flag was written before any claim");
+            assert_eq!(
+                before,
+                &(won.object.flag_revision, "true".to_string()),
+                "round {round}: committed at {} over flag writes {writes:?}",
+                won.revision
             );
         }
     }

@@ -332,7 +332,8 @@ async fn progress(
                 key: key_of::<Uninstall>(RECORD),
                 message: e.to_string(),
             })?;
-        n.message = "every volume, replica and engine is deleted; cleaning the cluster state".into();
+        n.message =
+            "every volume, replica and engine is deleted; cleaning the cluster state".into();
         n.note(now, "every volume, replica and engine deleted; cleaning");
     } else {
         n.message = format!(
@@ -470,7 +471,9 @@ async fn discard_leftovers(agent: &Agent) {
             Ok(Ok(())) => {
                 tracing::info!(replica = %name, "replica directory of the uninstalled cluster discarded")
             }
-            Ok(Err(e)) => tracing::warn!(replica = %name, error = %e, "cannot discard replica directory"),
+            Ok(Err(e)) => {
+                tracing::warn!(replica = %name, error = %e, "cannot discard replica directory")
+            }
             Err(e) => tracing::warn!(replica = %name, error = %e, "discard task failed"),
         }
     }

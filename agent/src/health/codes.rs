@@ -52,6 +52,7 @@ pub const REPLICA_UNSCHEDULABLE: &str = "REPLICA_UNSCHEDULABLE";
 pub const REBUILD_STUCK: &str = "REBUILD_STUCK";
 pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
 pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
+pub const UNINSTALL_STUCK: &str = "UNINSTALL_STUCK";
 
 const CODES: &[CodeInfo] = &[
     CodeInfo {
@@ -165,6 +166,13 @@ const CODES: &[CodeInfo] = &[
         summary: "A volume has no healthy replica, or its engine's node is down",
         cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
         fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the newest one and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so.",
+    },
+    CodeInfo {
+        code: UNINSTALL_STUCK,
+        severity: Severity::Error,
+        summary: "An uninstall has made no progress for longer than uninstall-stuck-timeout",
+        cause: "What is left cannot be deleted yet: a volume detaching from a node whose agent does not act, replicas on a node that is down (they are abandoned once it has been down for node-down-timeout), or the store refusing writes. The item says what is left and why.",
+        fix: "`vigil uninstall status` (what is left), `vigil doctor` (the root causes under which it is listed); bring the down node back or wait for node-down-timeout (`vigil settings get node-down-timeout`); check the agents' logs (`journalctl -u vigil`). The uninstall carries on by itself once the cause is gone; it cannot be cancelled.",
     },
 ];
 

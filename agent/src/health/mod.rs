@@ -11,6 +11,7 @@ pub mod codes;
 mod evaluate;
 mod replicas;
 pub mod report;
+mod uninstall;
 pub mod view;
 mod volumes;
 

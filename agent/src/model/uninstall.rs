@@ -164,7 +164,8 @@ impl Uninstall {
     /// Appends a line to the history (dropping the oldest beyond
     /// [`HISTORY_LINES`]).
     pub fn note(&mut self, now: f64, line: impl AsRef<str>) {
-        self.history.push(format!("{} {}", stamp(now), line.as_ref()));
+        self.history
+            .push(format!("{} {}", stamp(now), line.as_ref()));
         let excess = self.history.len().saturating_sub(HISTORY_LINES);
         self.history.drain(..excess);
     }
@@ -212,6 +213,11 @@ mod tests {
             u.note(2.0, format!("line {i}"));
         }
         assert_eq!(u.history.len(), HISTORY_LINES);
-        assert!(u.history.last().unwrap().ends_with(&format!("line {}", HISTORY_LINES * 2 - 1)));
+        assert!(
+            u.history
+                .last()
+                .unwrap()
+                .ends_with(&format!("line {}", HISTORY_LINES * 2 - 1))
+        );
     }
 }
