@@ -40,8 +40,8 @@ impl Eval<'_> {
             .collect();
         let caused_by = down.iter().filter_map(|n| self.node_down(n)).collect();
         let mut message = format!(
-            "uninstall claimed by {} is in phase {} with no progress for {idle} s (uninstall-stuck-timeout {} s): {}",
-            u.by_node, u.phase, self.view.uninstall_stuck_secs, u.message
+            "uninstall claimed by {} (last driven by {}) is in phase {} with no progress for {idle} s (uninstall-stuck-timeout {} s): {}",
+            u.by_node, u.driven_by, u.phase, self.view.uninstall_stuck_secs, u.message
         );
         if !down.is_empty() {
             message.push_str(&format!(
