@@ -200,7 +200,7 @@ fn concurrent_runs_right_after_the_flag_is_set_uninstall_exactly_once() {
     let mut c = cluster(seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // n3 first with no pause, then n1 and n2 after seeded jitter.
-    let jitter = [rng.random_range(0..300u64), rng.random_range(0..300u64), 0];
+    let jitter = [rng.random_range(0..150u64), rng.random_range(0..150u64), 0];
     eprintln!(
         "start jitter n1 {} ms, n2 {} ms, n3 0 ms",
         jitter[0], jitter[1]
@@ -322,6 +322,19 @@ fn the_claimer_killed_in_the_middle_is_finished_by_another_agent() {
     assert!(
         item["caused_by"].to_string().contains("node/n1"),
         "caused by NODE_DOWN of n1: {stuck}"
+    );
+    // Events tell the story until the cleaning deletes them (the record's
+    // history keeps it after).
+    let started = n2.event("uninstall/cluster", "UninstallStarted").unwrap();
+    assert_eq!(started["node"], "n1", "{started}");
+    // (the agent that takes over may act a round after the doctor noticed)
+    wait_until(
+        "va detached and vb deleted by the uninstall",
+        Duration::from_secs(10),
+        || {
+            n2.event("volume/va", "Detaching").is_some()
+                && n2.event("volume/vb", "Deleting").is_some()
+        },
     );
     let s = status(n2);
     assert_eq!(s["outcome"], "in_progress", "{s}");
