@@ -636,3 +636,31 @@ fn a_slow_step_rolls_back_and_a_frozen_switch_is_stuck_until_it_runs() {
     c.assert_settled("frozen", "n2", &data);
     c.wait_healthy();
 }
+
+#[test]
+fn an_uninstall_during_a_migration_rolls_it_back_and_removes_everything() {
+    let c = cluster("", "", &[]);
+    c.attached_volume("v");
+    let (code, out) = migrate(&c.n1, &["v", "--to", "n2"]);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let target_endpoint = v["migration"]["target_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.n1.set("deleting-confirmation-flag", "true");
+    let (ok, out, err) = c.n2.cli(&["uninstall"]);
+    assert!(ok, "uninstall: {out} {err}");
+    for a in [&c.n1, &c.n2] {
+        assert!(
+            a.json(&["engine", "list"]).as_array().unwrap().is_empty(),
+            "{} runs an engine",
+            a.name
+        );
+    }
+    let (served, text) = tools::try_run("nbdinfo", &[&target_endpoint]);
+    assert!(
+        !served,
+        "the target's export outlived the uninstall: {text}"
+    );
+}

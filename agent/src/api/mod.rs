@@ -8,6 +8,7 @@ mod nodes;
 mod routes;
 mod settings;
 pub mod types;
+mod uninstall;
 mod volumes;
 
 use std::convert::Infallible;

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::health;
 use super::to_json;
 use super::types::*;
-use super::{migration, nodes, settings, volumes};
+use super::{migration, nodes, settings, uninstall, volumes};
 use crate::daemon::Agent;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
@@ -86,6 +86,8 @@ pub async fn route(
         (&Method::GET, ["v1", "health", "mutes"]) => health::mutes(agent).await,
         (&Method::POST, ["v1", "health", "mutes"]) => health::mute(agent, parse(body)?).await,
         (&Method::DELETE, ["v1", "health", "mutes", c]) => health::unmute(agent, c).await,
+        (&Method::POST, ["v1", "uninstall"]) => uninstall::start(agent).await,
+        (&Method::GET, ["v1", "uninstall"]) => uninstall::status(agent).await,
         (&Method::GET, ["v1", "logs"]) => ok(&recent_logs(query)),
         (&Method::GET, ["v1", "replicas"]) => {
             let list: Vec<ReplicaView> = agent

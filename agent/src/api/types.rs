@@ -278,3 +278,15 @@ pub struct MigrateVolume {
     /// The node the volume moves to.
     pub to: String,
 }
+
+/// Answer of `POST /v1/uninstall` and `GET /v1/uninstall`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UninstallReply {
+    /// `started` (this call claimed it), `in_progress` (claimed before, by
+    /// `uninstall.by_node`), `done`, or `none` (status: nothing asked).
+    pub outcome: String,
+    /// One line for humans.
+    pub message: String,
+    /// The record, when there is one.
+    pub uninstall: Option<crate::model::uninstall::Uninstall>,
+}

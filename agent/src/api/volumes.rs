@@ -185,6 +185,9 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
     let c = &agent.cluster;
     let outcome = c
         .retry(|| async {
+            if let Some(u) = c.uninstall_record().await? {
+                return Ok(Err(super::uninstall::create_refusal(&u.object)));
+            }
             if c.get::<Volume>(&name).await?.is_some() {
                 return Ok(Err(ApiError::conflict(
                     "already_exists",
@@ -256,6 +259,8 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
                 placement::ops(&volume, &out.placed, &disks, &replica_objects);
             let mut ops = vec![put_op(&volume, Expect::Absent)];
             ops.extend(placing);
+            // No volume once an uninstall is claimed (its record exists).
+            ops.push(crate::controller::uninstall::absent_check());
             c.txn(ops).await?;
             Ok(Ok((volume, new_replicas, out)))
         })

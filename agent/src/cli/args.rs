@@ -66,6 +66,8 @@ pub enum Command {
     /// Health checks: list them, mute or unmute a code.
     #[command(subcommand)]
     Health(HealthCmd),
+    /// Remove every volume, replica, engine and the cluster state (only when the setting deleting-confirmation-flag is true). Exit 0 when uninstalled (or already in progress / done by another run), 1 when refused or failed.
+    Uninstall(UninstallArgs),
     /// Recent events (newest last).
     Events {
         /// Only events about this volume.
@@ -86,6 +88,25 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct UninstallArgs {
+    #[command(subcommand)]
+    pub command: Option<UninstallCmd>,
+    /// Return once the uninstall is claimed instead of waiting until it is done.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for it to finish (e.g. 90s, 10m).
+    #[arg(long, default_value = "10m", value_parser = crate::cli::duration::parse)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UninstallCmd {
+    /// Where the uninstall is (phase, what is left, history).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ pub mod duration;
 mod events;
 pub mod http;
 mod table;
+mod uninstall;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Agent(a) => run_agent(a).await,
         Command::Doctor => doctor::doctor(&cli.endpoint, cli.output).await,
+        Command::Uninstall(args) => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            uninstall::run(&api, args, cli.output).await
+        }
         Command::Events {
             volume,
             node,
@@ -71,6 +76,7 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
     Ok(match cmd {
         Command::Agent(_) => unreachable!("handled by run"),
         Command::Doctor => unreachable!("handled by run"),
+        Command::Uninstall(_) => unreachable!("handled by run"),
         Command::Health(cmd) => doctor::health(api, cmd).await?,
         Command::Replica(ReplicaCmd::Create { name, size }) => (
             api.call(

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod placement;
+pub mod uninstall;
 
 use std::collections::BTreeSet;
 use std::future::Future;

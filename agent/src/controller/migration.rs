@@ -165,6 +165,19 @@ async fn roll_back(
     Ok(())
 }
 
+/// Why the migration must end when the volume is no longer attached (a
+/// detach that did not go through the API, e.g. an uninstall's).
+fn not_attached(vol: &Volume, m: &Migration) -> Option<String> {
+    (vol.status.state != VolumeState::Attached && m.phase != MigrationPhase::RollingBack).then(
+        || {
+            format!(
+                "volume {} is {}: a migration needs it attached",
+                vol.name, vol.status.state
+            )
+        },
+    )
+}
+
 fn timed_out(snap: &Snapshot, m: &Migration) -> Option<String> {
     let limit = snap.settings.migration_timeout();
     let age = snap.now.saturating_sub(m.phase_since);
@@ -191,6 +204,13 @@ async fn source_step(
     }
     let target_up = snap.ready.contains(&m.target);
     let target_down = || format!("target node {} is down (its lease expired)", m.target);
+    // detached meanwhile (e.g. by an uninstall): undo, except mid-switch,
+    // where only the target may (its engine may already run)
+    if let Some(why) = not_attached(vol, m)
+        && m.phase != MigrationPhase::Switching
+    {
+        return roll_back(agent, snap, v, why).await;
+    }
     match m.phase {
         MigrationPhase::Starting | MigrationPhase::Ready | MigrationPhase::Confirming => {
             if !target_up {
@@ -335,6 +355,12 @@ async fn target_step(
     let source_up = snap.ready.contains(&m.source);
     let handover = agent.handovers.get(name);
     let source_down = || format!("source node {} is down (its lease expired)", m.source);
+    if let Some(why) = not_attached(&v.object, m) {
+        if m.phase == MigrationPhase::Switching {
+            volumes::stop_engine(agent, name).await;
+        }
+        return roll_back(agent, snap, v, why).await;
+    }
     match m.phase {
         MigrationPhase::Starting => {
             if !source_up {

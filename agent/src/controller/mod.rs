@@ -28,6 +28,7 @@ mod replace;
 mod replenish;
 mod replicas;
 mod salvage;
+pub mod uninstall;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -164,6 +165,10 @@ pub async fn run(agent: Arc<Agent>) {
 }
 
 async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
+    let uninstall = agent.cluster.uninstall_record().await?;
+    if uninstall::quiesce(agent, uninstall.as_ref()).await {
+        return Ok(());
+    }
     let snap = Snapshot::read(agent).await?;
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
@@ -171,6 +176,9 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     migration::reconcile(agent, &snap).await;
     recovery::reconcile(agent, &snap).await;
     replace::reconcile(agent, &snap).await;
+    if let Some(u) = &uninstall {
+        uninstall::reconcile(agent, &snap, u).await;
+    }
     if round.is_multiple_of(orphans::EVERY_ROUNDS) {
         orphans::sweep(agent, &snap).await;
     }

@@ -404,7 +404,10 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
                 Err(StoreError::LeaseExpired(_)) => {
                     tracing::warn!("liveness lease expired; re-registering");
                     lease = None;
-                    let _ = register_node(&agent).await;
+                    // An uninstalled cluster keeps no node object.
+                    if !super::uninstall::is_quiet() {
+                        let _ = register_node(&agent).await;
+                    }
                     continue;
                 }
                 Err(e) => Err(e.into()),

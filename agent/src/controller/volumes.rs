@@ -122,6 +122,11 @@ async fn finish_detaching(
     v: &Versioned<Volume>,
 ) -> cluster::Result<()> {
     let name = &v.object.name;
+    // a migration rolls back first (`controller::migration`): the target
+    // must have closed its export before the volume counts as detached
+    if v.object.status.migration.is_some() {
+        return Ok(());
+    }
     stop_engine(agent, name).await;
     let mut next = v.clone();
     next.object.set_state(VolumeState::Detached)?;

@@ -242,8 +242,12 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         Arc::clone(&frontend),
     ));
     let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(nbd_unix, frontend));
-    crate::controller::registration::register_node(&agent).await?;
-    crate::controller::registration::register_disks(&agent).await?;
+    // After an uninstall, a start is a fresh install (or, while one is
+    // cleaning, no registration at all): see `controller::uninstall`.
+    if crate::controller::uninstall::at_start(&agent).await? {
+        crate::controller::registration::register_node(&agent).await?;
+        crate::controller::registration::register_disks(&agent).await?;
+    }
     // Live before the API answers: a client that sees the agent ready also
     // sees the node ready.
     let lease = crate::controller::registration::go_live(&agent).await?;

@@ -53,6 +53,7 @@ pub const REBUILD_STUCK: &str = "REBUILD_STUCK";
 pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
 pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
 pub const MIGRATION_STUCK: &str = "MIGRATION_STUCK";
+pub const UNINSTALL_STUCK: &str = "UNINSTALL_STUCK";
 
 const CODES: &[CodeInfo] = &[
     CodeInfo {
@@ -173,6 +174,13 @@ const CODES: &[CodeInfo] = &[
         summary: "A live migration neither finishes nor rolls back",
         cause: "An automatic step of a migration (target starting, pausing, source fencing, switching, rolling back) has lasted longer than migration-timeout: the agent that must take the step is down or cannot reach the store, or the target went down while switching and has not been down for node-down-timeout yet (only then may the source serve again). Until it moves on, the volume is served by at most one of the two nodes and possibly by neither.",
         fix: "`vigil volume get VOLUME -o json` shows the phase, both nodes and the last message; `vigil doctor` shows whether either node is down. Bring the down agent back (`systemctl start vigil` on it), or wait node-down-timeout for the rollback. `vigil volume migrate VOLUME --rollback` works in every phase but switching. `vigil events --volume VOLUME` lists each step taken.",
+    },
+    CodeInfo {
+        code: UNINSTALL_STUCK,
+        severity: Severity::Error,
+        summary: "An uninstall has made no progress for longer than uninstall-stuck-timeout",
+        cause: "What is left cannot be deleted yet: a volume detaching from a node whose agent does not act, replicas on a node that is down (they are abandoned once it has been down for node-down-timeout), or the store refusing writes. The item says what is left and why.",
+        fix: "`vigil uninstall status` (what is left), `vigil doctor` (the root causes under which it is listed); bring the down node back or wait for node-down-timeout (`vigil settings get node-down-timeout`); check the agents' logs (`journalctl -u vigil`). The uninstall carries on by itself once the cause is gone; it cannot be cancelled.",
     },
 ];
 

@@ -36,6 +36,7 @@ pub fn evaluate(view: &View) -> Report {
     ev.rebuilds();
     ev.migrations();
     ev.volumes();
+    ev.uninstall();
     ev.finish()
 }
 

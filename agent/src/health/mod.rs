@@ -12,6 +12,7 @@ mod evaluate;
 mod migrations;
 mod replicas;
 pub mod report;
+mod uninstall;
 pub mod view;
 mod volumes;
 

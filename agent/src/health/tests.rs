@@ -655,3 +655,39 @@ fn a_failed_rebuild_on_a_failing_disk_is_the_disk_s_doing() {
         [r(DISK_FAILING, "disk/d-n2")]
     );
 }
+
+/// An uninstall waiting for the replica of a volume on a down node: quiet
+/// until uninstall-stuck-timeout has passed without progress, then
+/// UNINSTALL_STUCK caused by NODE_DOWN of that node; never once Done.
+#[test]
+fn an_uninstall_without_progress_is_stuck_because_of_the_down_node() {
+    use crate::model::uninstall::{Uninstall, UninstallPhase};
+    let mut v = cluster();
+    v.live.remove("n3");
+    let mut vol = volume("v1", 1, None);
+    vol.status.state = VolumeState::Deleting;
+    v.volumes.push(vol);
+    v.replicas.push(replica("r3", "v1", "n3", ""));
+    let mut u = Uninstall::claimed("n1", (NOW - 60) as f64, 5);
+    u.message = "1 volume(s), 1 replica(s), 0 engine(s) left".into();
+    v.uninstall = Some(u.clone());
+    v.uninstall_stuck_secs = 120;
+    assert!(
+        !codes_of(&evaluate(&v)).contains(&UNINSTALL_STUCK),
+        "60 s without progress is not stuck yet"
+    );
+    u.progressed_at = (NOW - 200) as f64;
+    v.uninstall = Some(u.clone());
+    let report = evaluate(&v);
+    let i = item(&report, UNINSTALL_STUCK, "uninstall/cluster");
+    assert!(i.message.contains("no progress for 200 s"), "{}", i.message);
+    assert!(i.message.contains("n3"), "{}", i.message);
+    assert_eq!(i.caused_by, vec![r(NODE_DOWN, "node/n3")]);
+    u.set_phase(UninstallPhase::Cleaning, (NOW - 150) as f64)
+        .unwrap();
+    u.set_phase(UninstallPhase::Done, (NOW - 150) as f64)
+        .unwrap();
+    u.progressed_at = 0.0;
+    v.uninstall = Some(u);
+    assert!(!codes_of(&evaluate(&v)).contains(&UNINSTALL_STUCK));
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
+use crate::model::uninstall::Uninstall;
 use crate::model::{Disk, Engine, Mute, Node, Object, Replica, Volume};
 
 /// How long [`View::read`] waits for the store before reporting it
@@ -39,6 +40,18 @@ pub struct View {
     /// it existed: the default is used).
     #[serde(default)]
     pub migration_timeout_secs: u64,
+    /// The uninstall record, when one exists.
+    #[serde(default)]
+    pub uninstall: Option<Uninstall>,
+    /// The `uninstall-stuck-timeout` setting, seconds.
+    #[serde(default = "default_uninstall_stuck_secs")]
+    pub uninstall_stuck_secs: u64,
+}
+
+fn default_uninstall_stuck_secs() -> u64 {
+    crate::settings::Settings::default()
+        .uninstall_stuck_timeout()
+        .as_secs()
 }
 
 /// Seconds since the Unix epoch, whole.
@@ -74,6 +87,7 @@ impl View {
             rebuild_stuck_secs: crate::settings::Settings::default()
                 .rebuild_stuck_timeout()
                 .as_secs(),
+            uninstall_stuck_secs: default_uninstall_stuck_secs(),
             ..View::default()
         }
     }
@@ -98,5 +112,7 @@ async fn read_all(c: &Cluster, observer: String) -> Result<View, ClusterError> {
         mutes: list(c).await?,
         rebuild_stuck_secs: settings.rebuild_stuck_timeout().as_secs(),
         migration_timeout_secs: settings.migration_timeout().as_secs(),
+        uninstall: c.uninstall_record().await?.map(|r| r.object),
+        uninstall_stuck_secs: settings.uninstall_stuck_timeout().as_secs(),
     })
 }

@@ -12,6 +12,7 @@ pub mod mute;
 pub mod node;
 pub mod replica;
 pub mod state;
+pub mod uninstall;
 pub mod volume;
 
 pub use disk::Disk;

@@ -157,6 +157,15 @@ pub const DEFINITIONS: &[Definition] = &[
         default: "false",
         doc: "Must be true before `vigil uninstall` removes anything; read linearizably by the job that acts on it.",
     },
+    Definition {
+        name: "uninstall-stuck-timeout",
+        kind: Kind::Seconds {
+            min: 5,
+            max: 86_400,
+        },
+        default: "120",
+        doc: "Seconds an uninstall may go without progress (nothing deleted, no phase change) before the UNINSTALL_STUCK health check reports it.",
+    },
 ];
 
 /// Why a setting could not be read or set.
@@ -369,6 +378,11 @@ impl Settings {
     }
     pub fn deleting_confirmation(&self) -> bool {
         self.flag("deleting-confirmation-flag")
+    }
+    pub fn uninstall_stuck_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            u64::try_from(self.int("uninstall-stuck-timeout")).unwrap_or(120),
+        )
     }
 }
 
