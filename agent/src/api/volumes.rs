@@ -211,6 +211,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
                     scheduling: Vec::new(),
                     transitions: 0,
                     migration: None,
+                    maintenance: None,
                 },
             };
             let disk_objects: Vec<Disk> = disks.iter().map(|d| d.object.clone()).collect();

@@ -28,6 +28,9 @@ mod replenish;
 mod replicas;
 mod salvage;
 mod volumes;
+pub mod drain;
+mod eviction;
+pub mod maintenance;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -168,7 +171,9 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
     recovery::reconcile(agent, &snap).await;
+    maintenance::reconcile(agent, &snap).await;
     replace::reconcile(agent, &snap).await;
+    eviction::reconcile(agent, &snap).await;
     if round.is_multiple_of(orphans::EVERY_ROUNDS) {
         orphans::sweep(agent, &snap).await;
     }

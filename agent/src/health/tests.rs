@@ -72,6 +72,7 @@ fn volume(name: &str, replicas: u32, attached: Option<&str>) -> Volume {
             scheduling: vec![],
             transitions: 0,
             migration: None,
+            maintenance: None,
         },
     }
 }
