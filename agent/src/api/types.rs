@@ -219,6 +219,9 @@ pub struct ClusterNodeView {
     pub tags: Vec<String>,
     pub allow_scheduling: bool,
     pub eviction_requested: bool,
+    /// The eviction's progress while one is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<crate::model::eviction::Eviction>,
     pub version: String,
     pub store: String,
     pub disks: Vec<DiskView>,

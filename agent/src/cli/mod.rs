@@ -4,6 +4,7 @@
 pub mod args;
 mod cluster;
 mod doctor;
+mod drain;
 pub mod duration;
 mod events;
 pub mod http;
@@ -23,6 +24,14 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Agent(a) => run_agent(a).await,
         Command::Doctor => doctor::doctor(&cli.endpoint, cli.output).await,
+        Command::Node(args::NodeCmd::DrainCheck { name }) => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            drain::check(&api, &name, cli.output).await
+        }
+        Command::Node(args::NodeCmd::Drain { name, timeout }) => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            drain::drain(&api, &name, timeout, cli.output).await
+        }
         Command::Events {
             volume,
             node,

@@ -52,6 +52,7 @@ pub const REPLICA_UNSCHEDULABLE: &str = "REPLICA_UNSCHEDULABLE";
 pub const REBUILD_STUCK: &str = "REBUILD_STUCK";
 pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
 pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
+pub const EVICTION_BLOCKED: &str = "EVICTION_BLOCKED";
 
 const CODES: &[CodeInfo] = &[
     CodeInfo {
@@ -165,6 +166,13 @@ const CODES: &[CodeInfo] = &[
         summary: "A volume has no healthy replica, or its engine's node is down",
         cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
         fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the newest one and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so.",
+    },
+    CodeInfo {
+        code: EVICTION_BLOCKED,
+        severity: Severity::Warning,
+        summary: "A node eviction cannot move some volume's replica off the node",
+        cause: "No other node and disk can take a replacement (anti-affinity: every other node already holds a replica of the volume; tags; free space; scheduling disabled), or the only healthy replicas are on the evicted node and it is down, so there is nothing to copy from. The replica stays on the node; the volume keeps its desired count.",
+        fix: "Read the reasons per node in the item or `vigil node get NODE` (eviction section). Add a node or disk (`vigil agent` on a new machine), free space, relax anti-affinity (`vigil settings set replica-node-level-soft-anti-affinity true`), lower the volume's replica count, or bring the node back up if it holds the only copy. `vigil node evict NODE --cancel` stops the eviction.",
     },
 ];
 

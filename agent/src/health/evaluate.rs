@@ -35,6 +35,7 @@ pub fn evaluate(view: &View) -> Report {
     ev.replica_errors();
     ev.rebuilds();
     ev.volumes();
+    ev.evictions();
     ev.finish()
 }
 

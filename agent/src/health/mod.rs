@@ -9,6 +9,7 @@
 
 pub mod codes;
 mod evaluate;
+mod eviction;
 mod replicas;
 pub mod report;
 pub mod view;

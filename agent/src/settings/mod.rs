@@ -151,6 +151,12 @@ pub const DEFINITIONS: &[Definition] = &[
         default: "false",
         doc: "Must be true before `vigil uninstall` removes anything; read linearizably by the job that acts on it.",
     },
+    Definition {
+        name: "node-drain-policy",
+        kind: Kind::Choice(&crate::controller::drain::DrainPolicy::ALL),
+        default: "block-if-contains-last-replica",
+        doc: "What keeps `vigil node drain-check`/`drain` from letting a node go down: block-if-contains-last-replica (a volume whose last healthy replica is on the node blocks, attached or not), allow-if-replica-is-stopped (only if the volume is attached, so its replica runs for an engine; a detached volume's replicas are stopped and may go down) or always-allow (nothing blocks). Under the first two an engine running on the node (attached volume) or a migration involving it also blocks.",
+    },
 ];
 
 /// Why a setting could not be read or set.
@@ -357,6 +363,12 @@ impl Settings {
     }
     pub fn auto_salvage(&self) -> bool {
         self.flag("auto-salvage")
+    }
+    pub fn drain_policy(&self) -> crate::controller::drain::DrainPolicy {
+        crate::controller::drain::DrainPolicy::parse(
+            self.raw("node-drain-policy")
+                .unwrap_or("block-if-contains-last-replica"),
+        )
     }
     pub fn deleting_confirmation(&self) -> bool {
         self.flag("deleting-confirmation-flag")
