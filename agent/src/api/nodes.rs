@@ -106,12 +106,12 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
         let (reason, msg) = if e {
             (
                 "EvictionRequested",
-                format!("eviction of node {name} requested: nothing new is scheduled there"),
+                format!("eviction of node {name} requested: nothing new is scheduled there and its replicas are moved elsewhere"),
             )
         } else {
             (
-                "EvictionCancelled",
-                format!("eviction of node {name} cancelled"),
+                "EvictionCancelRequested",
+                format!("eviction of node {name} cancelled by request: nothing more is moved"),
             )
         };
         agent

@@ -174,6 +174,9 @@ pub struct VolumeView {
     /// it grow by exactly one saw every transition.
     #[serde(default)]
     pub transitions: u64,
+    /// A maintenance engine rebuilding replicas of this detached volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::model::maintenance::Maintenance>,
     pub replicas: Vec<VolumeReplicaView>,
 }
 

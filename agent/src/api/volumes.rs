@@ -73,6 +73,7 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
         disk_tags: v.spec.disk_tags.clone(),
         created_at: v.spec.created_at,
         transitions: v.status.transitions,
+        maintenance: v.status.maintenance.clone(),
         replicas: replicas
             .iter()
             .filter(|r| r.object.spec.volume == v.name)
