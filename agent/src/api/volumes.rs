@@ -89,7 +89,9 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
                         .map(|d| d.object.spec.path.clone())
                         .unwrap_or_default(),
                     state: r.status.state.to_string(),
-                    mode: if attached {
+                    // an engine's view: the attached one's, or a
+                    // maintenance engine's while one runs
+                    mode: if attached || v.status.maintenance.is_some() {
                         r.status.mode.clone()
                     } else {
                         String::new()

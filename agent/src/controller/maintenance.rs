@@ -217,6 +217,11 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
         None
     };
     if let Some(why) = why_stop {
+        // the modes this engine ends with are what the next engine's start
+        // goes by (which replicas were RW), so they are written first
+        if let Some(e) = engine(agent, &vol.name) {
+            report(agent, snap, vol, &e).await?;
+        }
         stop(agent, &vol.name, &why).await;
         let mut next = v.clone();
         next.object.status.maintenance = None;
@@ -252,6 +257,20 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
     };
     // what an attached engine's agent does every round: report the modes
     // and bring back replicas not in the engine (the replacement)
+    let status = report(agent, snap, vol, &engine).await?;
+    let now = crate::model::now_unix() as u64;
+    replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
+    Ok(())
+}
+
+/// Writes the replica modes, faults and rebuild progress as `engine` sees
+/// them into the replica objects (one transaction); returns the status.
+async fn report(
+    agent: &Agent,
+    snap: &Snapshot,
+    vol: &Volume,
+    engine: &Arc<Engine>,
+) -> cluster::Result<vigil_engine::engine::EngineStatus> {
     let status = engine.status();
     let now = crate::model::now_unix() as u64;
     let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
@@ -259,8 +278,7 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
         let ops = changes.iter().map(|c| update_op(&c.replica)).collect();
         agent.cluster.txn(ops).await?;
     }
-    replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
-    Ok(())
+    Ok(status)
 }
 
 /// The owner clears a record whose holder's lease is gone.
