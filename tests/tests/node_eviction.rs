@@ -82,8 +82,7 @@ fn create_and_fill(
 #[test]
 fn eviction_and_drain_move_attached_and_detached_volumes() {
     let root = tempfile::tempdir().unwrap();
-    eprintln!("root {}", root.path().display());
-    let root = DebugKeep(root);
+    let root = LogsOnPanic(root);
     let etcd = Etcd::start(root.path());
     let store = etcd.store_url();
     let args = ["--store", store.as_str()];
@@ -275,8 +274,7 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
 #[test]
 fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     let root = tempfile::tempdir().unwrap();
-    eprintln!("root {}", root.path().display());
-    let root = DebugKeep(root);
+    let root = LogsOnPanic(root);
     let etcd = Etcd::start(root.path());
     let store = etcd.store_url();
     let args = ["--store", store.as_str()];
@@ -354,20 +352,22 @@ fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     assert!(tools::qemu_equal(&data, out.trim()), "vb differs");
 }
 
-struct DebugKeep(tempfile::TempDir);
-impl DebugKeep {
+/// The test's directory; on a panic its agent logs are copied to
+/// /tmp/vigil-node-eviction-logs (the directory itself is removed).
+struct LogsOnPanic(tempfile::TempDir);
+impl LogsOnPanic {
     fn path(&self) -> &std::path::Path {
         self.0.path()
     }
 }
-impl Drop for DebugKeep {
+impl Drop for LogsOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let p = self.0.path().to_path_buf();
-            let _ = std::fs::create_dir_all("/tmp/evict-debug");
+            let _ = std::fs::create_dir_all("/tmp/vigil-node-eviction-logs");
             for e in std::fs::read_dir(&p).unwrap().flatten() {
                 if e.path().extension().is_some_and(|x| x == "log") {
-                    let _ = std::fs::copy(e.path(), std::path::Path::new("/tmp/evict-debug").join(e.file_name()));
+                    let _ = std::fs::copy(e.path(), std::path::Path::new("/tmp/vigil-node-eviction-logs").join(e.file_name()));
                 }
             }
         }
