@@ -4,11 +4,15 @@
 //! `kill -9` + restart of agents that are not evicted.
 //!
 //! Four agents on etcd; one 2-replica volume `vc` with data, replicas on
-//! n1 and n2; n1 is the node being evicted. Threads:
+//! n1 and n2. Threads:
 //! * two clients: `vigil volume attach vc --node N` / `volume detach vc`
-//!   against a random agent, at random;
-//! * the evictor: `node evict n1`, later maybe `--cancel`, repeatedly;
-//! * chaos: kill -9 one of n2..n4, restart it a moment later;
+//!   against a random live agent, at random;
+//! * the evictor: evicts a node holding a replica of `vc` (so the replica
+//!   moves — through the attached engine or a maintenance engine,
+//!   whichever the clients' requests leave running), then cancels after a
+//!   while (maybe mid-move) and picks again;
+//! * chaos: kill -9 a node that is not being evicted, restart it a moment
+//!   later;
 //! * the sampler: reads the volume and every live agent's engine list.
 //!
 //! Invariants, checked at every sample:
@@ -21,8 +25,10 @@
 //!   started since), the volume is `detached`, has no desired node and no
 //!   agent lists an engine for it — never `attached` after a detach.
 //!
-//! At the end: chaos stops, n1's eviction is requested and completes, the
-//! volume is attached once more and its data compared with qemu-img.
+//! At the end: chaos stops, the volume is detached and a node holding one
+//! of its replicas is evicted (so a maintenance engine moves it), the
+//! eviction completes, every maintenance engine started was stopped, and
+//! the volume is attached once more and its data compared with qemu-img.
 //!
 //! The seed is printed; `VIGIL_TEST_SEED=N` (or `VIGIL_SEED`) replays it.
 //! `VIGIL_TEST_SECONDS` sets how long the chaos lasts (default 45).
@@ -93,6 +99,8 @@ struct Shared {
     requests: Mutex<Requests>,
     /// Agents currently killed (their endpoints are not asked).
     down: Mutex<Vec<String>>,
+    /// The node being evicted now, if any (chaos leaves it alone).
+    evicted: Mutex<Option<String>>,
     stop: AtomicBool,
     violations: Mutex<Vec<String>>,
 }
@@ -149,21 +157,55 @@ fn client(sh: &Shared, id: u64) {
     }
 }
 
-fn evictor(sh: &Shared, n2_endpoint: &str) {
+/// A node holding a replica of the volume (the first listed).
+fn holder(endpoint: &str, rng: &mut StdRng) -> Option<String> {
+    let vol = vjson(endpoint, &["volume", "get", VOLUME])?;
+    let nodes: Vec<String> = vol["replicas"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r["node"].as_str().map(str::to_string))
+        .collect();
+    (!nodes.is_empty()).then(|| nodes[rng.random_range(0..nodes.len())].clone())
+}
+
+fn evictor(sh: &Shared) {
     let mut rng = StdRng::seed_from_u64(sh.seed ^ 0xe71c_7000);
     while !sh.stop.load(Ordering::Relaxed) {
-        let (ok, _, err) = vigil(n2_endpoint, &["node", "evict", "n1"]);
-        if !ok {
-            eprintln!("evict: {}", err.trim());
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(500..4000)));
-        if rng.random_bool(0.5) {
-            let (ok, _, err) = vigil(n2_endpoint, &["node", "evict", "n1", "--cancel"]);
-            if !ok {
-                eprintln!("cancel: {}", err.trim());
+        let live = sh.live_endpoints();
+        let endpoint = live[rng.random_range(0..live.len())].clone();
+        let Some(node) = holder(&endpoint, &mut rng) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        {
+            // chaos decides under this lock too: it never kills the node
+            // being evicted, and a node that is down is not picked
+            let mut evicted = sh.evicted.lock().unwrap();
+            let i = NODES.iter().position(|n| *n == node).unwrap();
+            if sh.down.lock().unwrap().contains(&sh.endpoints[i]) {
+                drop(evicted);
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
             }
-            std::thread::sleep(Duration::from_millis(rng.random_range(200..2000)));
+            *evicted = Some(node.clone());
         }
+        let (ok, _, err) = vigil(&endpoint, &["node", "evict", &node]);
+        eprintln!(
+            "evictor: evict {node}: {}",
+            if ok { "ok" } else { err.trim() }
+        );
+        std::thread::sleep(Duration::from_millis(rng.random_range(1000..8000)));
+        let live = sh.live_endpoints();
+        let endpoint = live[rng.random_range(0..live.len())].clone();
+        let (ok, _, err) = vigil(&endpoint, &["node", "evict", &node, "--cancel"]);
+        eprintln!(
+            "evictor: cancel {node}: {}",
+            if ok { "ok" } else { err.trim() }
+        );
+        if ok {
+            *sh.evicted.lock().unwrap() = None;
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..2000)));
     }
 }
 
@@ -174,13 +216,18 @@ fn chaos(sh: &Shared, agents: &[Mutex<Agent>]) {
         if sh.stop.load(Ordering::Relaxed) {
             break;
         }
-        // never n1 (the evicted node) and never the agent the sampler and
-        // the evictor talk to (n2's API) — n3 or n4
-        let i = rng.random_range(2..NODES.len());
+        // never the node being evicted, nor n1 (the sampler's agent)
+        let i = rng.random_range(1..NODES.len());
         let mut a = agents[i].lock().unwrap();
-        eprintln!("chaos: kill -9 {}", a.name);
-        sh.down.lock().unwrap().push(a.endpoint.clone());
-        a.kill9();
+        {
+            let evicted = sh.evicted.lock().unwrap();
+            if evicted.as_deref() == Some(NODES[i]) {
+                continue;
+            }
+            eprintln!("chaos: kill -9 {}", a.name);
+            sh.down.lock().unwrap().push(a.endpoint.clone());
+            a.kill9();
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(300..3000)));
         a.start_again();
         sh.down.lock().unwrap().retain(|e| *e != a.endpoint);
@@ -188,14 +235,14 @@ fn chaos(sh: &Shared, agents: &[Mutex<Agent>]) {
     }
 }
 
-fn sampler(sh: &Shared, n2_endpoint: &str) -> u64 {
+fn sampler(sh: &Shared, endpoint: &str) -> u64 {
     let mut exact = 0;
     while !sh.stop.load(Ordering::Relaxed) {
         let (gen0, quiet0, last) = {
             let r = sh.requests.lock().unwrap();
             (r.generation, r.in_flight == 0, r.last.clone())
         };
-        let Some(vol) = vjson(n2_endpoint, &["volume", "get", VOLUME]) else {
+        let Some(vol) = vjson(endpoint, &["volume", "get", VOLUME]) else {
             continue;
         };
         let mut engines = Vec::new();
@@ -225,7 +272,10 @@ fn sampler(sh: &Shared, n2_endpoint: &str) -> u64 {
             && vol["attached_node"].as_str() != Some(n)
             && state == "attached"
         {
-            sh.violation(format!("engine on {n} but attached to {}", vol["attached_node"]));
+            sh.violation(format!(
+                "engine on {n} but attached to {}",
+                vol["attached_node"]
+            ));
         }
         if state == "attached" && !vol["maintenance"].is_null() {
             sh.violation(format!("attached with a maintenance engine record: {vol}"));
@@ -253,8 +303,7 @@ fn seed() -> u64 {
 }
 
 #[test]
-fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_the_last_request()
-{
+fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_the_last_request() {
     let seed = seed();
     eprintln!("seed = {seed} (replay with VIGIL_TEST_SEED={seed})");
     let seconds: u64 = std::env::var("VIGIL_TEST_SECONDS")
@@ -284,7 +333,15 @@ fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_
         let (ok, _, err) = n1.cli(&["node", "update", n, "--allow-scheduling", "false"]);
         assert!(ok, "{err}");
     }
-    n1.json(&["volume", "create", VOLUME, "--size", "32MiB", "--replicas", "2"]);
+    n1.json(&[
+        "volume",
+        "create",
+        VOLUME,
+        "--size",
+        "32MiB",
+        "--replicas",
+        "2",
+    ]);
     let (ok, out, err) = n1.cli(&["volume", "attach", VOLUME, "--node", "n2"]);
     assert!(ok, "{err}");
     let data = root.path().join("data");
@@ -297,24 +354,26 @@ fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_
         assert!(ok, "{err}");
     }
     drop(n1);
-    let n2_endpoint = endpoints[1].clone();
+    // the sampler asks n1, which chaos never kills
+    let n1_endpoint = endpoints[0].clone();
 
     let sh = Arc::new(Shared {
         seed,
         endpoints,
         requests: Mutex::new(Requests::default()),
         down: Mutex::new(Vec::new()),
+        evicted: Mutex::new(None),
         stop: AtomicBool::new(false),
         violations: Mutex::new(Vec::new()),
     });
     let started = Instant::now();
     let (exact, completed) = std::thread::scope(|s| {
-        let sampled = s.spawn(|| sampler(&sh, &n2_endpoint));
+        let sampled = s.spawn(|| sampler(&sh, &n1_endpoint));
         for id in 0..2 {
             let sh = &sh;
             s.spawn(move || client(sh, id));
         }
-        s.spawn(|| evictor(&sh, &n2_endpoint));
+        s.spawn(|| evictor(&sh));
         s.spawn(|| chaos(&sh, &agents));
         std::thread::sleep(Duration::from_secs(seconds));
         sh.stop.store(true, Ordering::Relaxed);
@@ -334,34 +393,77 @@ fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_
     );
     assert!(completed > 3, "seed {seed}: too few requests completed");
 
-    // Settle: every agent up, evict n1 for good, detach, wait for the move.
+    // Settle: every agent up, no eviction, the volume detached and whole.
     for a in &agents {
         let a = a.lock().unwrap();
         a.wait_live();
     }
-    let n2 = agents[1].lock().unwrap();
-    let (ok, _, err) = n2.cli(&["node", "evict", "n1"]);
-    assert!(ok, "{err}");
+    let n1 = agents[0].lock().unwrap();
+    for n in NODES {
+        let (ok, _, err) = n1.cli(&["node", "evict", n, "--cancel"]);
+        assert!(ok, "{err}");
+    }
     wait_until("detach settles", Duration::from_secs(60), || {
-        n2.cli(&["volume", "detach", VOLUME]).0
-            && n2.json(&["volume", "get", VOLUME])["state"] == "detached"
+        n1.cli(&["volume", "detach", VOLUME]).0
+            && n1.json(&["volume", "get", VOLUME])["state"] == "detached"
     });
+    // (a replacement placed before a cancel is finished by a maintenance
+    // engine and the extra replica dropped)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = n1.json(&["volume", "get", VOLUME]);
+        let rs = v["replicas"].as_array().unwrap();
+        if rs.len() == 2 && rs.iter().all(|r| r["state"] == "running") && v["maintenance"].is_null()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[seed {seed}] {VOLUME} not back at 2 running replicas: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Evict a node holding a replica of the detached volume: a maintenance
+    // engine moves it, and the volume stays detached.
+    let from = n1.replicas(VOLUME)[0]["node"].as_str().unwrap().to_string();
+    let (ok, _, err) = n1.cli(&["node", "evict", &from]);
+    assert!(ok, "{err}");
     wait_until(
-        &format!("[seed {seed}] {VOLUME} off n1 at 2 replicas"),
+        &format!("[seed {seed}] eviction of {from} completed"),
         Duration::from_secs(120),
-        || {
-            let rs = n2.replicas(VOLUME);
-            rs.len() == 2 && rs.iter().all(|r| r["node"] != "n1" && r["state"] == "running")
-        },
+        || n1.json(&["node", "get", &from])["eviction"]["phase"] == "completed",
     );
-    wait_until("eviction completed", Duration::from_secs(30), || {
-        n2.json(&["node", "get", "n1"])["eviction"]["phase"] == "completed"
-    });
     wait_until("maintenance over", Duration::from_secs(30), || {
-        n2.json(&["volume", "get", VOLUME])["maintenance"].is_null()
+        n1.json(&["volume", "get", VOLUME])["maintenance"].is_null()
     });
-    let events = n2.events_of(&format!("volume/{VOLUME}"));
+    let doc = n1.json(&["volume", "get", VOLUME]);
+    assert_eq!(doc["state"], "detached", "{doc}");
+    let rs = doc["replicas"].as_array().unwrap();
+    assert!(
+        rs.len() == 2 && rs.iter().all(|r| r["node"] != from),
+        "{doc}"
+    );
+    let events = n1
+        .json(&[
+            "events",
+            "--object",
+            &format!("volume/{VOLUME}"),
+            "--limit",
+            "2000",
+        ])
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let count = |reason: &str| events.iter().filter(|e| e["reason"] == reason).count();
+    let by_attach = events
+        .iter()
+        .filter(|e| {
+            e["reason"] == "MaintenanceStopped"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("attach wins"))
+        })
+        .count();
     let waited = events
         .iter()
         .filter(|e| {
@@ -372,25 +474,22 @@ fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_
         })
         .count();
     eprintln!(
-        "maintenance engines: {} started, {} stopped ({} by an attach), {waited} attach(es) waited for one",
+        "maintenance engines: {} started, {} stopped ({by_attach} because of an attach), {waited} attach(es) waited for one",
         count("MaintenanceStarted"),
         count("MaintenanceStopped"),
-        events
-            .iter()
-            .filter(|e| e["reason"] == "MaintenanceStopped"
-                && e["message"].as_str().is_some_and(|m| m.contains("attach wins")))
-            .count()
     );
     assert!(
-        count("MaintenanceStarted") >= 1 && count("MaintenanceStarted") == count("MaintenanceStopped"),
+        count("MaintenanceStarted") >= 1
+            && count("MaintenanceStarted") == count("MaintenanceStopped"),
         "seed {seed}: {events:?}"
     );
-    let (ok, out, err) = n2.cli(&["volume", "attach", VOLUME, "--node", "n3"]);
+    let to = NODES.iter().find(|n| **n != from).unwrap();
+    let (ok, out, err) = n1.cli(&["volume", "attach", VOLUME, "--node", to]);
     assert!(ok, "{err}");
     assert!(
         tools::qemu_equal(&data, out.trim()),
         "seed {seed}: data differs at the end"
     );
-    let rs = n2.replicas(VOLUME);
+    let rs = n1.replicas(VOLUME);
     assert!(rs.iter().all(|r| r["mode"] == "RW"), "seed {seed}: {rs:?}");
 }

@@ -69,7 +69,15 @@ fn create_and_fill(
     node: &str,
     seed: u64,
 ) -> (std::path::PathBuf, String) {
-    a.json(&["volume", "create", v, "--size", "32MiB", "--replicas", replicas]);
+    a.json(&[
+        "volume",
+        "create",
+        v,
+        "--size",
+        "32MiB",
+        "--replicas",
+        replicas,
+    ]);
     let (ok, out, err) = a.cli(&["volume", "attach", v, "--node", node]);
     assert!(ok, "attach {v}: {err}");
     let endpoint = out.trim().to_string();
@@ -192,7 +200,9 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
                     if let Some(engines) = vjson(ep, &["engine", "list"]) {
                         for e in engines.as_array().into_iter().flatten() {
                             if e["name"] == "vd" || e["name"] == "v1" {
-                                bad.push(format!("engine listed on {ep} for a detached volume: {e}"));
+                                bad.push(format!(
+                                    "engine listed on {ep} for a detached volume: {e}"
+                                ));
                             }
                         }
                     }
@@ -246,11 +256,16 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
     for v in ["v1", "vd"] {
         let r = reasons(n1, &format!("volume/{v}"));
         assert!(
-            r.iter().any(|x| x == "MaintenanceStarted") && r.iter().any(|x| x == "MaintenanceStopped"),
+            r.iter().any(|x| x == "MaintenanceStarted")
+                && r.iter().any(|x| x == "MaintenanceStopped"),
             "{v}: {r:?}"
         );
         // attached once (to write the data), never by the eviction
-        assert_eq!(r.iter().filter(|x| *x == "Attached").count(), 1, "{v}: {r:?}");
+        assert_eq!(
+            r.iter().filter(|x| *x == "Attached").count(),
+            1,
+            "{v}: {r:?}"
+        );
         let doc = n1.json(&["volume", "get", v]);
         assert!(doc["maintenance"].is_null(), "{doc}");
     }
@@ -338,9 +353,11 @@ fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     });
     let (ok, _, err) = n1.cli(&["node", "evict", "n2", "--cancel"]);
     assert!(ok, "{err}");
-    wait_until("EVICTION_BLOCKED cleared by cancel", Duration::from_secs(20), || {
-        check(&doctor(&n3).1, "EVICTION_BLOCKED").is_none()
-    });
+    wait_until(
+        "EVICTION_BLOCKED cleared by cancel",
+        Duration::from_secs(20),
+        || check(&doctor(&n3).1, "EVICTION_BLOCKED").is_none(),
+    );
     wait_until("eviction status cleared", Duration::from_secs(10), || {
         n1.json(&["node", "get", "n2"])["eviction"].is_null()
     });
@@ -367,7 +384,10 @@ impl Drop for LogsOnPanic {
             let _ = std::fs::create_dir_all("/tmp/vigil-node-eviction-logs");
             for e in std::fs::read_dir(&p).unwrap().flatten() {
                 if e.path().extension().is_some_and(|x| x == "log") {
-                    let _ = std::fs::copy(e.path(), std::path::Path::new("/tmp/vigil-node-eviction-logs").join(e.file_name()));
+                    let _ = std::fs::copy(
+                        e.path(),
+                        std::path::Path::new("/tmp/vigil-node-eviction-logs").join(e.file_name()),
+                    );
                 }
             }
         }

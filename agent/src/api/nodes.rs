@@ -106,7 +106,9 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
         let (reason, msg) = if e {
             (
                 "EvictionRequested",
-                format!("eviction of node {name} requested: nothing new is scheduled there and its replicas are moved elsewhere"),
+                format!(
+                    "eviction of node {name} requested: nothing new is scheduled there and its replicas are moved elsewhere"
+                ),
             )
         } else {
             (

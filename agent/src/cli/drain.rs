@@ -98,7 +98,9 @@ pub async fn drain(api: &ApiClient, name: &str, timeout: Duration, output: Outpu
         return error(e);
     }
     if output == Output::Table {
-        println!("node {name}: scheduling disabled, eviction requested; waiting for the drain check to pass");
+        println!(
+            "node {name}: scheduling disabled, eviction requested; waiting for the drain check to pass"
+        );
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -197,7 +197,10 @@ mod tests {
             volumes,
             replicas,
             engines: BTreeMap::new(),
-            ready: ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+            ready: ["n1", "n2", "n3"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<_>>(),
             nodes: BTreeMap::new(),
             disks: BTreeMap::new(),
             settings: crate::settings::Settings::default(),
@@ -293,7 +296,9 @@ mod tests {
         let c = check(&cluster(), "n2", DrainPolicy::BlockIfContainsLastReplica);
         assert_eq!(
             reasons(&c),
-            vec!["volume v-att: attached on n2 (its engine runs there; detach or migrate it first)"]
+            vec![
+                "volume v-att: attached on n2 (its engine runs there; detach or migrate it first)"
+            ]
         );
         let mut s = cluster();
         s.volumes.retain(|v| v.object.name != "v-att");

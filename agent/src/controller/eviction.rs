@@ -149,10 +149,7 @@ fn volume_progress(snap: &Snapshot, vol: &Volume, on_node: Vec<String>) -> Volum
     if out.placed.is_empty() {
         return entry(
             VolumeEvictionState::Blocked,
-            format!(
-                "no node can take a replacement: {}",
-                out.reasons.join("; ")
-            ),
+            format!("no node can take a replacement: {}", out.reasons.join("; ")),
         );
     }
     entry(
@@ -314,4 +311,110 @@ pub async fn replica_moved(
             ),
         )
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::scheduler::testkit;
+
+    fn v<T>(object: T) -> Versioned<T> {
+        Versioned {
+            object,
+            revision: 1,
+        }
+    }
+
+    /// Nodes `names` (all ready, one 10 GiB disk each, `d-<node>`), n1
+    /// evicted; a detached volume `vol` wanting `want` replicas with one
+    /// running RW replica on each node of `on`.
+    fn cluster(names: &[&str], want: u32, on: &[&str]) -> Snapshot {
+        let mut nodes = BTreeMap::new();
+        let mut disks = BTreeMap::new();
+        for n in names {
+            let mut c = testkit::node(n, None);
+            c.node.spec.eviction_requested = *n == "n1";
+            nodes.insert(n.to_string(), v(c.node));
+            let d = testkit::disk(&format!("d-{n}"), n, 10);
+            disks.insert(d.uuid.clone(), v(d));
+        }
+        let mut vol = testkit::volume("vol", 1 << 30, want);
+        vol.status.state = VolumeState::Detached;
+        let replicas = on
+            .iter()
+            .map(|n| {
+                let mut r = testkit::replica("vol", n, &format!("d-{n}"), 1 << 30);
+                r.status.state = InstanceState::Running;
+                r.status.address = format!("tcp://127.0.0.1:1/{}", r.name);
+                r.status.mode = "RW".into();
+                v(r)
+            })
+            .collect();
+        Snapshot {
+            volumes: vec![v(vol)],
+            replicas,
+            engines: BTreeMap::new(),
+            ready: names.iter().map(|s| s.to_string()).collect(),
+            nodes,
+            disks,
+            settings: testkit::settings(&[]),
+            now: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_volume_with_room_elsewhere_waits_for_its_replacement_then_moves() {
+        let mut snap = cluster(&["n1", "n2", "n3"], 2, &["n1", "n2"]);
+        let e = progress(&snap, "n1", None);
+        assert_eq!(e.phase, EvictionPhase::Moving);
+        assert_eq!(e.replicas_left, 1);
+        assert_eq!(e.volumes[0].state, VolumeEvictionState::Waiting);
+        assert!(e.volumes[0].reason.contains("fits on n3"), "{e:?}");
+        // the owner placed it on n3; not in sync yet
+        let mut r = testkit::replica("vol", "n3", "d-n3", 1 << 30);
+        r.status.state = InstanceState::Running;
+        snap.replicas.push(v(r.clone()));
+        let e2 = progress(&snap, "n1", Some(&e));
+        assert_eq!(e2.volumes[0].state, VolumeEvictionState::Moving);
+        assert_eq!(e2.volumes[0].replacements, vec![r.name.clone()]);
+        assert_eq!(e2.started_at, e.started_at);
+        // retired from n1: completed, one moved
+        snap.replicas.retain(|x| x.object.spec.node != "n1");
+        snap.now += 5;
+        let e3 = progress(&snap, "n1", Some(&e2));
+        assert_eq!(e3.phase, EvictionPhase::Completed);
+        assert_eq!((e3.replicas_left, e3.replicas_moved), (0, 1));
+        assert!(e3.volumes.is_empty());
+        assert_eq!(e3.phase_since, 1_005);
+    }
+
+    #[test]
+    fn no_other_node_free_of_the_volume_blocks_with_the_schedulers_reasons() {
+        let snap = cluster(&["n1", "n2", "n3"], 3, &["n1", "n2", "n3"]);
+        let e = progress(&snap, "n1", None);
+        assert_eq!(e.phase, EvictionPhase::Blocked);
+        let b: Vec<_> = e.blocked().collect();
+        assert_eq!(b.len(), 1);
+        assert!(
+            b[0].reason.starts_with("no node can take a replacement: ")
+                && b[0].reason.contains("n1: eviction requested"),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn the_only_copy_on_a_down_evicted_node_blocks_with_nothing_to_copy() {
+        let mut snap = cluster(&["n1", "n2"], 1, &["n1"]);
+        snap.ready.remove("n1");
+        let e = progress(&snap, "n1", None);
+        assert_eq!(e.phase, EvictionPhase::Blocked);
+        assert!(
+            e.volumes[0]
+                .reason
+                .starts_with("no healthy replica to copy from"),
+            "{e:?}"
+        );
+    }
 }

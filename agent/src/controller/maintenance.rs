@@ -10,7 +10,8 @@
 //! the volume object:
 //!
 //! 1. The owner of a detached volume that needs one ([`needed`]: a replica
-//!    on an evicted node with a replacement to rebuild or to retire for)
+//!    on an evicted node with a replacement to rebuild or to retire for,
+//!    or more replicas than desired)
 //!    writes `status.maintenance = {node: me, reason, since}` — only while
 //!    the volume is still `detached` at the version it read.
 //! 2. Then it starts the engine (`volumes::open_engine`, the same start
@@ -79,11 +80,11 @@ pub fn engine(agent: &Agent, volume: &str) -> Option<Arc<Engine>> {
 /// Why a detached volume needs a maintenance engine now, if it does: a
 /// replica on an evicted node while another replica, not on such a node,
 /// is a replacement not yet in sync (`mode` not RW) or the in-sync ones
-/// reach the desired count (the evicted one can be retired). A holder
-/// (`held`) also keeps it while the volume has more replicas than desired
-/// (an eviction cancelled mid-way: the excess rule drops one once all are
-/// RW).
-pub fn needed(snap: &Snapshot, vol: &Volume, held: bool) -> Option<String> {
+/// reach the desired count (the evicted one can be retired); or more
+/// replicas than desired, all on ready nodes (an eviction cancelled after
+/// its replacement was placed: the engine finishes the rebuild, then the
+/// excess rule drops one).
+pub fn needed(snap: &Snapshot, vol: &Volume) -> Option<String> {
     if vol.status.state != VolumeState::Detached {
         return None;
     }
@@ -117,7 +118,10 @@ pub fn needed(snap: &Snapshot, vol: &Volume, held: bool) -> Option<String> {
         .iter()
         .filter(|(_, s)| !matches!(s, Standing::Lost(_)))
         .count();
-    (held && live > vol.spec.replicas as usize).then(|| {
+    let reachable = standings
+        .iter()
+        .all(|(r, _)| snap.ready.contains(&r.object.spec.node));
+    (reachable && live > vol.spec.replicas as usize).then(|| {
         format!(
             "{live} replicas, {} wanted: one goes once all are in sync",
             vol.spec.replicas
@@ -162,7 +166,9 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         match result {
             Ok(()) => {}
             Err(e) if e.is_conflict() => {}
-            Err(e) => tracing::warn!(volume = %vol.name, error = %e, "maintenance engine step failed"),
+            Err(e) => {
+                tracing::warn!(volume = %vol.name, error = %e, "maintenance engine step failed")
+            }
         }
     }
     for name in agent.maintenance.names() {
@@ -175,7 +181,7 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
 /// Step 1 (owner): claim the record for a detached volume that needs an
 /// engine, then start it (step 2).
 async fn claim(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
-    let Some(reason) = needed(snap, &v.object, false) else {
+    let Some(reason) = needed(snap, &v.object) else {
         return Ok(());
     };
     let mut next = v.clone();
@@ -211,7 +217,7 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
             "volume is {} (an attach wins)",
             vol.status.state.as_str()
         ))
-    } else if needed(snap, vol, true).is_none() {
+    } else if needed(snap, vol).is_none() {
         Some("nothing left to rebuild or retire".to_string())
     } else {
         None

@@ -16,8 +16,11 @@
 
 pub mod checksums;
 mod disk_condition;
+pub mod drain;
 mod engine_report;
+mod eviction;
 mod integrity;
+pub mod maintenance;
 mod nodes;
 mod orphans;
 pub mod recovery;
@@ -28,9 +31,6 @@ mod replenish;
 mod replicas;
 mod salvage;
 mod volumes;
-pub mod drain;
-mod eviction;
-pub mod maintenance;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
