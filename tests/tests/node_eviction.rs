@@ -189,10 +189,10 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
                     }
                 }
                 for v in ["vd", "v1"] {
-                    if let Some(doc) = vjson(&endpoint, &["volume", "get", v]) {
-                        if doc["state"] != "detached" || !doc["desired_node"].is_null() {
-                            bad.push(format!("{v} not plainly detached: {doc}"));
-                        }
+                    if let Some(doc) = vjson(&endpoint, &["volume", "get", v])
+                        && (doc["state"] != "detached" || !doc["desired_node"].is_null())
+                    {
+                        bad.push(format!("{v} not plainly detached: {doc}"));
                     }
                 }
                 // no NBD-served engine for a detached volume on any node
