@@ -20,6 +20,9 @@
 //!   (SIGSTOP) while switching is reported MIGRATION_STUCK and the
 //!   migration completes once it runs again.
 //!
+//! After each flow, once rebuilds are done, `vigil node drain-check` passes
+//! on both nodes: nothing the migration left blocks a drain.
+//!
 //! The data is random from a seed printed at the start; `VIGIL_SEED`
 //! replays one.
 
@@ -158,10 +161,17 @@ impl Cluster {
             .collect()
     }
 
+    /// The doctor is healthy and both nodes pass the drain check: nothing
+    /// a migration left behind (a second engine, a migration record) keeps
+    /// either node from going down.
     fn wait_healthy(&self) {
         wait_until("doctor healthy", Duration::from_secs(60), || {
             doctor(&self.n1).0 == 0
         });
+        for node in ["n1", "n2"] {
+            let (code, out, err) = self.n1.cli_code(&["node", "drain-check", node]);
+            assert_eq!(code, 0, "drain-check {node}: {out}{err}");
+        }
     }
 }
 

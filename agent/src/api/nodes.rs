@@ -50,6 +50,7 @@ async fn views(agent: &Agent) -> Result<Vec<ClusterNodeView>, ApiError> {
             tags: n.spec.tags.clone(),
             allow_scheduling: n.spec.allow_scheduling,
             eviction_requested: n.spec.eviction_requested,
+            eviction: n.status.eviction.clone(),
             version: n.status.version.clone(),
             store: n.status.store.clone(),
             disks: disks
@@ -105,12 +106,14 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
         let (reason, msg) = if e {
             (
                 "EvictionRequested",
-                format!("eviction of node {name} requested: nothing new is scheduled there"),
+                format!(
+                    "eviction of node {name} requested: nothing new is scheduled there and its replicas are moved elsewhere"
+                ),
             )
         } else {
             (
-                "EvictionCancelled",
-                format!("eviction of node {name} cancelled"),
+                "EvictionCancelRequested",
+                format!("eviction of node {name} cancelled by request: nothing more is moved"),
             )
         };
         agent
@@ -130,4 +133,15 @@ pub async fn disks(agent: &Agent) -> Reply {
         .map(|d| disk_view(&d.object))
         .collect();
     Ok((StatusCode::OK, to_json(&list)))
+}
+
+/// `GET /v1/nodes/NAME/drain-check`: whether the node can go down now
+/// under `node-drain-policy` (see `controller::drain`), from one
+/// linearizable read of the cluster.
+pub async fn drain_check(agent: &Agent, name: &str) -> Reply {
+    agent.cluster.must_get::<Node>(name).await?;
+    let snap = crate::controller::Snapshot::read(agent).await?;
+    let policy = snap.settings.drain_policy();
+    let check = crate::controller::drain::check(&snap, name, policy);
+    Ok((StatusCode::OK, to_json(&check)))
 }

@@ -77,6 +77,7 @@ pub async fn route(
         (&Method::GET, ["v1", "nodes"]) => nodes::list(agent).await,
         (&Method::GET, ["v1", "nodes", n]) => nodes::get(agent, n).await,
         (&Method::POST, ["v1", "nodes", n]) => nodes::update(agent, n, parse(body)?).await,
+        (&Method::GET, ["v1", "nodes", n, "drain-check"]) => nodes::drain_check(agent, n).await,
         (&Method::GET, ["v1", "disks"]) => nodes::disks(agent).await,
         (&Method::GET, ["v1", "settings"]) => settings::list(agent).await,
         (&Method::GET, ["v1", "settings", n]) => settings::get(agent, n).await,

@@ -177,6 +177,9 @@ pub struct VolumeView {
     /// A live migration in progress: target, phase, since when, why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<crate::model::migration::Migration>,
+    /// A maintenance engine rebuilding replicas of this detached volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::model::maintenance::Maintenance>,
     pub replicas: Vec<VolumeReplicaView>,
 }
 
@@ -222,6 +225,9 @@ pub struct ClusterNodeView {
     pub tags: Vec<String>,
     pub allow_scheduling: bool,
     pub eviction_requested: bool,
+    /// The eviction's progress while one is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<crate::model::eviction::Eviction>,
     pub version: String,
     pub store: String,
     pub disks: Vec<DiskView>,

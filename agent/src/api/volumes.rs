@@ -74,6 +74,7 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
         created_at: v.spec.created_at,
         transitions: v.status.transitions,
         migration: v.status.migration.clone(),
+        maintenance: v.status.maintenance.clone(),
         replicas: replicas
             .iter()
             .filter(|r| r.object.spec.volume == v.name)
@@ -89,7 +90,9 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
                         .map(|d| d.object.spec.path.clone())
                         .unwrap_or_default(),
                     state: r.status.state.to_string(),
-                    mode: if attached {
+                    // an engine's view: the attached one's, or a
+                    // maintenance engine's while one runs
+                    mode: if attached || v.status.maintenance.is_some() {
                         r.status.mode.clone()
                     } else {
                         String::new()
@@ -215,6 +218,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
                     scheduling: Vec::new(),
                     transitions: 0,
                     migration: None,
+                    maintenance: None,
                 },
             };
             let disk_objects: Vec<Disk> = disks.iter().map(|d| d.object.clone()).collect();

@@ -203,13 +203,31 @@ pub enum VolumeCmd {
 pub enum NodeCmd {
     /// List nodes with readiness and disks.
     List,
-    /// Show a node.
+    /// Show a node (with its eviction's progress while one runs).
+    #[command(alias = "show")]
     Get { name: String },
-    /// Ask to evict a node: nothing new is scheduled there (`--cancel` to undo).
+    /// Evict a node: every replica on it is rebuilt elsewhere, then retired;
+    /// nothing new is scheduled there. `--cancel` stops placing more (see
+    /// `vigil node get N` for progress and blockers).
     Evict {
         name: String,
         #[arg(long)]
         cancel: bool,
+    },
+    /// Can the node go down now without making a volume unavailable or
+    /// losing its last healthy replica? Lists each blocker (policy:
+    /// `node-drain-policy`). Exit 0: it can; 1: blocked; 2: error.
+    DrainCheck { name: String },
+    /// Drain a node: forbid scheduling on it (like cordon), request its
+    /// eviction, and wait until the drain check passes. Exit 0 when it
+    /// does, 1 on timeout (saying what still blocks), 2 on error. The
+    /// eviction stays requested afterwards (`vigil node evict N --cancel`
+    /// and `vigil node update N --allow-scheduling true` to bring it back).
+    Drain {
+        name: String,
+        /// How long to wait for the check to pass (e.g. 90s, 10m).
+        #[arg(long, default_value = "10m", value_parser = crate::cli::duration::parse)]
+        timeout: std::time::Duration,
     },
     /// Change a node's scheduling switch or tags.
     Update {

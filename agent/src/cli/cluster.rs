@@ -180,6 +180,9 @@ pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), Call
             .await?,
             node_show,
         ),
+        NodeCmd::DrainCheck { .. } | NodeCmd::Drain { .. } => {
+            unreachable!("handled by cli::run (own exit codes)")
+        }
         NodeCmd::Update {
             name,
             allow_scheduling,
@@ -404,6 +407,7 @@ fn node_show(v: &Value) -> String {
     let mut out = node_list(&Value::Array(vec![v.clone()]));
     out.push('\n');
     out.push_str(&disk_list(&v["disks"]));
+    out.push_str(&super::drain::eviction_table(&v["eviction"]));
     out
 }
 

@@ -4,6 +4,7 @@
 pub mod args;
 mod cluster;
 mod doctor;
+mod drain;
 pub mod duration;
 mod events;
 pub mod http;
@@ -27,6 +28,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Uninstall(args) => {
             let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
             uninstall::run(&api, args, cli.output).await
+        }
+        Command::Node(args::NodeCmd::DrainCheck { name }) => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            drain::check(&api, &name, cli.output).await
+        }
+        Command::Node(args::NodeCmd::Drain { name, timeout }) => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            drain::drain(&api, &name, timeout, cli.output).await
         }
         Command::Events {
             volume,

@@ -398,6 +398,7 @@ mod tests {
                 scheduling: vec![],
                 transitions: 0,
                 migration: None,
+                maintenance: None,
             },
         }
     }

@@ -16,8 +16,11 @@
 
 pub mod checksums;
 mod disk_condition;
+pub mod drain;
 mod engine_report;
+mod eviction;
 mod integrity;
+pub mod maintenance;
 pub mod migration;
 mod nodes;
 mod orphans;
@@ -175,10 +178,12 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     volumes::reconcile(agent, &snap).await;
     migration::reconcile(agent, &snap).await;
     recovery::reconcile(agent, &snap).await;
+    maintenance::reconcile(agent, &snap).await;
     replace::reconcile(agent, &snap).await;
     if let Some(u) = &uninstall {
         uninstall::reconcile(agent, &snap, u).await;
     }
+    eviction::reconcile(agent, &snap).await;
     if round.is_multiple_of(orphans::EVERY_ROUNDS) {
         orphans::sweep(agent, &snap).await;
     }

@@ -41,6 +41,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
         started_at: now_unix(),
         store: c.store().kind().to_string(),
         down_since: None,
+        eviction: None,
     };
     c.retry(|| async {
         match c.get::<Node>(&cfg.node_name).await? {
@@ -52,7 +53,10 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
                     eviction_requested: keep.eviction_requested,
                     ..spec.clone()
                 };
-                v.object.status = status.clone();
+                v.object.status = NodeStatus {
+                    eviction: v.object.status.eviction.take(),
+                    ..status.clone()
+                };
                 c.update(&v).await.map(|_| ())
             }
             None => c

@@ -18,6 +18,12 @@
 //!   and retired once the engine has the desired count RW without it.
 //! * **waiting** — down or ERR for less than that: counted as a member, so
 //!   a short outage (an agent restart) builds nothing new.
+//! * **moving** — its node is being evicted (`vigil node evict`): it still
+//!   counts as a member and serves, but a replacement is placed elsewhere
+//!   at once and, once the engine has the desired count RW without it, it
+//!   is retired — the volume has desired + 1 replicas meanwhile, never
+//!   fewer than desired. A detached volume has no engine: its owner runs a
+//!   maintenance engine for it ([`super::maintenance`]).
 //! * **healthy** — everything else (running, being rebuilt, new).
 //!
 //! Ownership exception: a replica object is normally written only by its
@@ -58,6 +64,8 @@ pub enum Standing {
     },
     /// Its data is gone for good, and why.
     Lost(String),
+    /// Its node is being evicted: replaced elsewhere, then retired (why).
+    Moving(String),
 }
 
 pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
@@ -65,11 +73,12 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     for v in &snap.volumes {
         let vol = &v.object;
         // no replica comes or goes while a migration's target relies on them
-        if owner_of(vol, &snap.ready).as_deref() != Some(me) || vol.status.migration.is_some() {
+        if acting_node(vol, snap).as_deref() != Some(me) || vol.status.migration.is_some() {
             continue;
         }
         let engine = match vol.status.state {
-            VolumeState::Detached => None,
+            // a detached volume's maintenance engine, if it runs here
+            VolumeState::Detached => super::maintenance::engine(agent, &vol.name),
             VolumeState::Attached => match agent.engines.get(&vol.name) {
                 Some(e) => Some(e),
                 None => continue,
@@ -84,6 +93,19 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     }
 }
 
+/// The node that keeps `vol` at its replica count: the holder of a
+/// detached volume's maintenance engine while it is ready (its engine is
+/// what rebuilds and retires), else the owner.
+pub fn acting_node(vol: &Volume, snap: &Snapshot) -> Option<String> {
+    if vol.status.state == VolumeState::Detached
+        && let Some(m) = &vol.status.maintenance
+        && snap.ready.contains(&m.node)
+    {
+        return Some(m.node.clone());
+    }
+    owner_of(vol, &snap.ready)
+}
+
 /// How `r` stands, given the engine's view (if attached here).
 pub fn standing(snap: &Snapshot, r: &Replica, status: Option<&EngineStatus>) -> Standing {
     let st = &r.status;
@@ -92,6 +114,13 @@ pub fn standing(snap: &Snapshot, r: &Replica, status: Option<&EngineStatus>) -> 
     }
     if !snap.disks.contains_key(&r.spec.disk) {
         return Standing::Lost(format!("disk {} is no longer registered", r.spec.disk));
+    }
+    if snap
+        .nodes
+        .get(&r.spec.node)
+        .is_some_and(|n| n.object.spec.eviction_requested)
+    {
+        return Standing::Moving(format!("node {} is being evicted", r.spec.node));
     }
     let wait = snap.settings.replenishment_wait().as_secs();
     if let Some(down) = snap.down_for(&r.spec.node) {
@@ -157,7 +186,8 @@ async fn volume(
     // A lost replica of a detached volume goes at once; while attached it
     // stays listed (failed, with why) until its replacement is RW, like a
     // failed one, so the volume shows what it is missing until repaired.
-    if engine.is_none() {
+    let attached = vol.status.state == VolumeState::Attached;
+    if !attached {
         for (r, s) in &replicas {
             if let Standing::Lost(why) = s {
                 retire(agent, vol, engine, r, why).await?;
@@ -181,7 +211,9 @@ async fn volume(
     let has_source = match &status {
         Some(s) => s.replicas.iter().any(|r| r.mode == Mode::ReadWrite),
         None => replicas.iter().any(|(r, s)| {
-            *s == Standing::Healthy && r.object.status.state == InstanceState::Running
+            matches!(s, Standing::Healthy | Standing::Moving(_))
+                && r.object.status.state == InstanceState::Running
+                && snap.ready.contains(&r.object.spec.node)
         }),
     };
     if healthy + waiting < desired && has_source {
@@ -190,6 +222,12 @@ async fn volume(
             .find_map(|(_, s)| match s {
                 Standing::Failed { why, .. } | Standing::Lost(why) => Some(why.clone()),
                 _ => None,
+            })
+            .or_else(|| {
+                replicas.iter().find_map(|(r, s)| match s {
+                    Standing::Moving(why) => Some(format!("replica {}: {why}", r.object.name)),
+                    _ => None,
+                })
             })
             .unwrap_or_else(|| format!("{healthy} of {desired} replicas placed"));
         return add(agent, snap, v, desired - healthy - waiting, None, &why).await;
@@ -204,16 +242,20 @@ async fn volume(
             .filter(|s| s.mode == Mode::ReadWrite && ReplicaAddress::name_of(&s.address) != except)
             .count()
     };
-    // Failed replicas go once the engine has the desired count RW without
-    // them.
+    // Failed, lost and moving replicas go once the engine has the desired
+    // count RW without them.
     for (r, s) in &replicas {
-        if let Standing::Failed { why, .. } | Standing::Lost(why) = s
+        if let Standing::Failed { why, .. } | Standing::Lost(why) | Standing::Moving(why) = s
             && rw(&r.object.name) >= desired
         {
-            return retire(agent, vol, Some(engine), r, why).await;
+            let retired = retire(agent, vol, Some(engine), r, why).await?;
+            if retired && let Standing::Moving(_) = s {
+                super::eviction::replica_moved(agent, vol, r, &replicas).await;
+            }
+            return Ok(());
         }
     }
-    locality(agent, snap, v, engine, status, &replicas).await
+    locality(agent, snap, v, engine, status, &replicas, attached).await
 }
 
 /// While attached here with every replica RW: under best-effort data
@@ -229,6 +271,7 @@ async fn locality(
     engine: &Arc<Engine>,
     status: &EngineStatus,
     replicas: &[(&Versioned<Replica>, Standing)],
+    attached: bool,
 ) -> cluster::Result<()> {
     let vol = &v.object;
     if status.replicas.iter().any(|s| s.mode != Mode::ReadWrite)
@@ -239,7 +282,8 @@ async fn locality(
     }
     let me = agent.config.node_name.as_str();
     let desired = vol.spec.replicas as usize;
-    let best_effort = vol.spec.data_locality == DataLocality::BestEffort;
+    // a maintenance engine (detached volume) only drops an extra replica
+    let best_effort = attached && vol.spec.data_locality == DataLocality::BestEffort;
     if best_effort && replicas.iter().all(|(r, _)| r.object.spec.node != me) {
         return add(
             agent,
@@ -273,7 +317,7 @@ async fn locality(
     } else {
         format!("{} replicas RW, {desired} wanted", status.replicas.len())
     };
-    retire(agent, vol, Some(engine), r, &why).await
+    retire(agent, vol, Some(engine), r, &why).await.map(|_| ())
 }
 
 fn in_engine(status: &EngineStatus, r: &Versioned<Replica>, mode: Mode) -> bool {
@@ -334,17 +378,16 @@ async fn mark_failed(agent: &Agent, snap: &Snapshot, replicas: &[(&Versioned<Rep
     }
 }
 
-/// Places `count` new replicas of `v` (on `local` only, when given) in one
-/// transaction with the disks they use.
-async fn add(
-    agent: &Agent,
+/// Where `count` new replicas of `vol` would go now (on `local` first,
+/// when given): the scheduler over the snapshot. Also the eviction
+/// controller's dry run, to say why a volume cannot move.
+pub fn schedule(
     snap: &Snapshot,
-    v: &Versioned<Volume>,
+    vol: &Volume,
     count: usize,
     local: Option<&str>,
-    why: &str,
-) -> cluster::Result<()> {
-    let vol = &v.object;
+    status: Option<&EngineStatus>,
+) -> scheduler::Outcome {
     let nodes: Vec<Candidate> = snap
         .nodes
         .values()
@@ -353,19 +396,18 @@ async fn add(
             node: n.object.clone(),
         })
         .collect();
-    let disks: Vec<_> = snap.disks.values().cloned().collect();
-    let disk_objects: Vec<_> = disks.iter().map(|d| d.object.clone()).collect();
+    let disk_objects: Vec<_> = snap.disks.values().map(|d| d.object.clone()).collect();
     // This volume's lost replicas, and its failed ones on down nodes, do
     // not hold their node or disk for anti-affinity: the replacement may go
     // where they were (a reformatted disk, a node back later). A replica
     // failing on a live node still does: that node is suspect.
-    let status = agent.engines.get(&vol.name).map(|e| e.status());
-    let all: Vec<Replica> = snap.replicas.iter().map(|r| r.object.clone()).collect();
-    let placed_view: Vec<Replica> = all
+    let placed_view: Vec<Replica> = snap
+        .replicas
         .iter()
+        .map(|r| &r.object)
         .filter(|r| {
             r.spec.volume != vol.name
-                || match standing(snap, r, status.as_ref()) {
+                || match standing(snap, r, status) {
                     Standing::Lost(_) => false,
                     Standing::Failed { .. } => snap.ready.contains(&r.spec.node),
                     _ => true,
@@ -379,14 +421,31 @@ async fn add(
         replicas: &placed_view,
         settings: &snap.settings,
     };
-    let out = scheduler::place(
+    scheduler::place(
         &scheduler::Request {
             volume: vol,
             count,
             local_node: local.or(vol.status.attached_node.as_deref()),
         },
         &view,
-    );
+    )
+}
+
+/// Places `count` new replicas of `v` (on `local` only, when given) in one
+/// transaction with the disks they use.
+async fn add(
+    agent: &Agent,
+    snap: &Snapshot,
+    v: &Versioned<Volume>,
+    count: usize,
+    local: Option<&str>,
+    why: &str,
+) -> cluster::Result<()> {
+    let vol = &v.object;
+    let status = agent.engines.get(&vol.name).map(|e| e.status());
+    let out = schedule(snap, vol, count, local, status.as_ref());
+    let disks: Vec<_> = snap.disks.values().cloned().collect();
+    let all: Vec<Replica> = snap.replicas.iter().map(|r| r.object.clone()).collect();
     let placed: Vec<_> = match local {
         Some(node) => out
             .placed
@@ -455,7 +514,8 @@ async fn add(
     Ok(())
 }
 
-/// Removes `r` from the engine (if there) and deletes its object. Its
+/// Removes `r` from the engine (if there) and deletes its object; false
+/// when the engine refused (not retired yet). Its
 /// directory goes with it on its node: now if the node is up (the replica
 /// reconcile deletes what has no object — see [`super::orphans`]), or when
 /// the node returns.
@@ -465,14 +525,14 @@ async fn retire(
     engine: Option<&Arc<Engine>>,
     r: &Versioned<Replica>,
     why: &str,
-) -> cluster::Result<()> {
+) -> cluster::Result<bool> {
     let address =
         engine.and_then(|e| slot_of(&e.status(), &r.object.name).map(|s| s.address.clone()));
     if let (Some(e), Some(address)) = (engine, address)
         && let Err(err) = e.remove_replica(&address)
     {
         tracing::debug!(replica = %r.object.name, error = %err, "not retired yet");
-        return Ok(());
+        return Ok(false);
     }
     agent.cluster.txn(vec![delete_op(r)]).await?;
     crate::metrics::remediation("retire_replica");
@@ -490,5 +550,5 @@ async fn retire(
             ),
         )
         .await;
-    Ok(())
+    Ok(true)
 }

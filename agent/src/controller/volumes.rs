@@ -223,6 +223,17 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     let message = status.unavailable_reason.clone().unwrap_or_default();
     let mut next = v.clone();
     next.object.set_state(VolumeState::Attached)?;
+    // this node's maintenance engine was stopped before the engine started;
+    // one held by a node that is down was ignored (a dead agent runs none)
+    if next
+        .object
+        .status
+        .maintenance
+        .as_ref()
+        .is_some_and(|m| m.node == *me || !snap.ready.contains(&m.node))
+    {
+        next.object.status.maintenance = None;
+    }
     next.object.status.endpoint = endpoint.clone();
     next.object.status.robustness = robustness;
     next.object.status.message = message;
@@ -331,7 +342,33 @@ fn ne_key(volume: &str) -> String {
     crate::model::key_of::<Engine>(volume)
 }
 
-/// Starts the volume's engine here over every replica that has an address.
+/// Starts the volume's engine here and puts it in the NBD catalog — not
+/// while another ready node holds a maintenance engine for the volume
+/// (it stops it as soon as it sees the volume attaching; two engines must
+/// never write the replicas at once). This node's own maintenance engine
+/// is stopped first.
+pub(super) async fn start_engine(
+    agent: &Agent,
+    snap: &Snapshot,
+    vol: &Volume,
+) -> Result<Arc<vigil_engine::engine::Engine>, String> {
+    super::maintenance::before_attach(agent, snap, vol).await?;
+    let engine = open_engine(agent, snap, vol).await?;
+    if !agent.engines.insert(Arc::clone(&engine)) {
+        engine.shutdown();
+        return Err(format!(
+            "an engine named {} already runs on this node (created with `vigil engine create`)",
+            vol.name
+        ));
+    }
+    agent.managed_engines.insert(&vol.name);
+    super::salvage::report_start(agent, snap, vol, &engine).await;
+    tracing::info!(volume = %vol.name, "engine started");
+    Ok(engine)
+}
+
+/// Starts an engine for the volume over every replica that has an address
+/// (not put in the NBD catalog: the caller decides what serves it).
 ///
 /// Not while the only replicas that may hold the newest data are away: if
 /// no replica that was RW in the last engine (as its agent recorded the
@@ -343,7 +380,7 @@ fn ne_key(volume: &str) -> String {
 /// them answering is enough. Once the node has been down that long, start
 /// from what is there. (A node whose lease has not lapsed yet counts as
 /// not down: readiness says nothing about reachability for 10 s.)
-pub(super) async fn start_engine(
+pub(super) async fn open_engine(
     agent: &Agent,
     snap: &Snapshot,
     vol: &Volume,
@@ -409,23 +446,12 @@ pub(super) async fn start_engine(
             vol.name
         ));
     }
-    let engine = vigil_engine::engine::Engine::start(
+    vigil_engine::engine::Engine::start(
         &vol.name,
         vol.spec.size,
         specs,
         agent.config.engine.clone(),
     )
     .await
-    .map_err(|e| format!("start engine: {e}"))?;
-    if !agent.engines.insert(Arc::clone(&engine)) {
-        engine.shutdown();
-        return Err(format!(
-            "an engine named {} already runs on this node (created with `vigil engine create`)",
-            vol.name
-        ));
-    }
-    agent.managed_engines.insert(&vol.name);
-    super::salvage::report_start(agent, snap, vol, &engine).await;
-    tracing::info!(volume = %vol.name, "engine started");
-    Ok(engine)
+    .map_err(|e| format!("start engine: {e}"))
 }

@@ -95,6 +95,8 @@ pub struct Agent {
     /// Engines the controllers started (others came from `vigil engine
     /// create` and are left alone).
     pub managed_engines: NameSet,
+    /// Maintenance engines of detached volumes (never in `engines`).
+    pub maintenance: crate::controller::maintenance::MaintenanceEngines,
 }
 
 /// A set of names shared between tasks.
@@ -218,6 +220,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         api_address: format!("http://{}", SocketAddr::new(advertise, port_of(&http))),
         cluster,
         managed_engines: NameSet::default(),
+        maintenance: Default::default(),
         replica_address: SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
         nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
         nbd_socket: nbd_socket.clone(),

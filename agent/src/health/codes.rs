@@ -54,6 +54,7 @@ pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
 pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
 pub const MIGRATION_STUCK: &str = "MIGRATION_STUCK";
 pub const UNINSTALL_STUCK: &str = "UNINSTALL_STUCK";
+pub const EVICTION_BLOCKED: &str = "EVICTION_BLOCKED";
 
 const CODES: &[CodeInfo] = &[
     CodeInfo {
@@ -181,6 +182,13 @@ const CODES: &[CodeInfo] = &[
         summary: "An uninstall has made no progress for longer than uninstall-stuck-timeout",
         cause: "What is left cannot be deleted yet: a volume detaching from a node whose agent does not act, replicas on a node that is down (they are abandoned once it has been down for node-down-timeout), or the store refusing writes. The item says what is left and why.",
         fix: "`vigil uninstall status` (what is left), `vigil doctor` (the root causes under which it is listed); bring the down node back or wait for node-down-timeout (`vigil settings get node-down-timeout`); check the agents' logs (`journalctl -u vigil`). The uninstall carries on by itself once the cause is gone; it cannot be cancelled.",
+    },
+    CodeInfo {
+        code: EVICTION_BLOCKED,
+        severity: Severity::Warning,
+        summary: "A node eviction cannot move some volume's replica off the node",
+        cause: "No other node and disk can take a replacement (anti-affinity: every other node already holds a replica of the volume; tags; free space; scheduling disabled), or the only healthy replicas are on the evicted node and it is down, so there is nothing to copy from. The replica stays on the node; the volume keeps its desired count.",
+        fix: "Read the reasons per node in the item or `vigil node get NODE` (eviction section). Add a node or disk (`vigil agent` on a new machine), free space, relax anti-affinity (`vigil settings set replica-node-level-soft-anti-affinity true`), lower the volume's replica count, or bring the node back up if it holds the only copy. `vigil node evict NODE --cancel` stops the eviction.",
     },
 ];
 

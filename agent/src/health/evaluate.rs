@@ -37,6 +37,7 @@ pub fn evaluate(view: &View) -> Report {
     ev.migrations();
     ev.volumes();
     ev.uninstall();
+    ev.evictions();
     ev.finish()
 }
 

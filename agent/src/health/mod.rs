@@ -9,6 +9,7 @@
 
 pub mod codes;
 mod evaluate;
+mod eviction;
 mod migrations;
 mod replicas;
 pub mod report;

@@ -72,6 +72,7 @@ fn volume(name: &str, replicas: u32, attached: Option<&str>) -> Volume {
             scheduling: vec![],
             transitions: 0,
             migration: None,
+            maintenance: None,
         },
     }
 }
@@ -690,4 +691,53 @@ fn an_uninstall_without_progress_is_stuck_because_of_the_down_node() {
     u.progressed_at = 0.0;
     v.uninstall = Some(u);
     assert!(!codes_of(&evaluate(&v)).contains(&UNINSTALL_STUCK));
+}
+
+/// An eviction of n2 recorded as blocked for v1: EVICTION_BLOCKED names
+/// the volume and the reason; a blocked volume whose only copy is on the
+/// down evicted node is caused by NODE_DOWN; cancelling (request off)
+/// clears it.
+#[test]
+fn a_blocked_eviction_names_the_volume_and_why() {
+    use crate::model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
+    let mut v = attached_pair();
+    let blocked = |reason: &str| Eviction {
+        phase: EvictionPhase::Blocked,
+        started_at: NOW - 60,
+        phase_since: NOW - 60,
+        replicas_left: 1,
+        replicas_moved: 0,
+        volumes: vec![VolumeEviction {
+            volume: "v1".into(),
+            replicas: vec!["r2".into()],
+            state: VolumeEvictionState::Blocked,
+            replacements: Vec::new(),
+            reason: reason.into(),
+        }],
+    };
+    let n2 = v.nodes.iter_mut().find(|n| n.name == "n2").unwrap();
+    n2.spec.eviction_requested = true;
+    n2.status.eviction = Some(blocked("no node can take a replacement: n3: full"));
+    let report = evaluate(&v);
+    let i = item(&report, EVICTION_BLOCKED, "node/n2");
+    assert!(
+        i.message.contains("volume v1") && i.message.contains("n3: full"),
+        "{}",
+        i.message
+    );
+    assert!(i.caused_by.is_empty());
+    assert_eq!(report.status, Status::Warning);
+
+    let n2 = v.nodes.iter_mut().find(|n| n.name == "n2").unwrap();
+    n2.status.eviction = Some(blocked("no healthy replica to copy from"));
+    v.live.remove("n2");
+    let report = evaluate(&v);
+    assert_eq!(
+        item(&report, EVICTION_BLOCKED, "node/n2").caused_by,
+        vec![r(NODE_DOWN, "node/n2")]
+    );
+
+    let n2 = v.nodes.iter_mut().find(|n| n.name == "n2").unwrap();
+    n2.spec.eviction_requested = false;
+    assert!(evaluate(&v).check(EVICTION_BLOCKED).is_none());
 }

@@ -7,6 +7,8 @@
 pub mod disk;
 pub mod engine;
 pub mod event;
+pub mod eviction;
+pub mod maintenance;
 pub mod migration;
 pub mod mute;
 pub mod node;

@@ -56,6 +56,10 @@ pub struct NodeStatus {
     /// a down node only once it has been down for `node-down-timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_since: Option<u64>,
+    /// The progress of an eviction asked for in `spec.eviction_requested`
+    /// (written by the eviction controller; kept across re-registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<super::eviction::Eviction>,
 }
 
 impl Node {

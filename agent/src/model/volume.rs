@@ -56,6 +56,10 @@ pub struct VolumeStatus {
     /// A live migration in progress (attached volumes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<super::migration::Migration>,
+    /// A maintenance engine rebuilding replicas of this detached volume
+    /// (see [`super::maintenance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<super::maintenance::Maintenance>,
 }
 
 /// Where the volume's data lives relative to its engine.

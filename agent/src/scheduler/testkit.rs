@@ -87,6 +87,7 @@ pub fn volume(name: &str, size: u64, replicas: u32) -> Volume {
             scheduling: Vec::new(),
             transitions: 0,
             migration: None,
+            maintenance: None,
         },
     }
 }

@@ -166,6 +166,12 @@ pub const DEFINITIONS: &[Definition] = &[
         default: "120",
         doc: "Seconds an uninstall may go without progress (nothing deleted, no phase change) before the UNINSTALL_STUCK health check reports it.",
     },
+    Definition {
+        name: "node-drain-policy",
+        kind: Kind::Choice(&crate::controller::drain::DrainPolicy::ALL),
+        default: "block-if-contains-last-replica",
+        doc: "What keeps `vigil node drain-check`/`drain` from letting a node go down: block-if-contains-last-replica (a volume whose last healthy replica is on the node blocks, attached or not), allow-if-replica-is-stopped (only if the volume is attached, so its replica runs for an engine; a detached volume's replicas are stopped and may go down) or always-allow (nothing blocks). Under the first two a migration involving the node also blocks; a volume attached there is listed as a note, not a blocker.",
+    },
 ];
 
 /// Why a setting could not be read or set.
@@ -375,6 +381,12 @@ impl Settings {
     }
     pub fn migration_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::try_from(self.int("migration-timeout")).unwrap_or(60))
+    }
+    pub fn drain_policy(&self) -> crate::controller::drain::DrainPolicy {
+        crate::controller::drain::DrainPolicy::parse(
+            self.raw("node-drain-policy")
+                .unwrap_or("block-if-contains-last-replica"),
+        )
     }
     pub fn deleting_confirmation(&self) -> bool {
         self.flag("deleting-confirmation-flag")
