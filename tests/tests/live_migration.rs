@@ -265,6 +265,19 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     );
     let target_endpoint = m["target_endpoint"].as_str().unwrap().to_string();
     assert!(target_endpoint.contains("/v"), "{v}");
+    // the migration is a series on the volume's reporter (n1, attached)
+    let page = c.n1.get("/metrics").unwrap();
+    let phase = vigil_tests::prom::sample(
+        &page,
+        "vigil_volume_migration_phase_seconds",
+        &[
+            ("volume", "v"),
+            ("phase", "ready"),
+            ("source", "n1"),
+            ("target", "n2"),
+        ],
+    );
+    assert!(phase.is_some(), "no migration series on n1's /metrics");
     // n2 serves through n1's engine: one engine, two exports
     assert!(
         !c.n2
@@ -327,6 +340,11 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     patch(&data, 0x73, 131072, 65536);
 
     c.assert_settled("v", "n2", &data);
+    let page = c.n2.get("/metrics").unwrap();
+    assert!(
+        !page.contains("vigil_volume_migration_phase_seconds{"),
+        "a finished migration left its series"
+    );
     let events = c.events("v");
     for reason in [
         "MigrationStarted",

@@ -322,6 +322,17 @@ fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
     assert_eq!(node["eviction"]["phase"], "blocked", "{node}");
     assert_eq!(node["eviction"]["volumes"][0]["state"], "blocked", "{node}");
     assert!(n1.event("node/n1", "EvictionBlocked").is_some());
+    // and as a series, from any agent (cluster-wide)
+    let page = n1.get("/metrics").unwrap();
+    assert_eq!(
+        vigil_tests::prom::sample(
+            &page,
+            "vigil_node_eviction_replicas_left",
+            &[("node", "n1"), ("phase", "blocked")]
+        ),
+        Some(1.0),
+        "eviction series"
+    );
     // Still three replicas: nothing was dropped.
     assert_eq!(n1.replicas("vb").len(), 3);
     // Draining n1 passes at once even so: vb keeps healthy replicas on n2

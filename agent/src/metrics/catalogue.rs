@@ -161,6 +161,13 @@ pub const FAMILIES: &[Family] = &[
         "1 when the node's agent holds its liveness lease, 0 when not (reported by every agent for every node).",
         Scraped,
     ),
+    f(
+        NODE_EVICTION_REPLICAS_LEFT,
+        Gauge,
+        &["node", "phase"],
+        "Replicas still on a node being evicted; phase is moving, blocked or completed (reported by every agent for every node with an eviction).",
+        Scraped,
+    ),
     // disks (reported by the disk's own agent)
     f(
         DISK_STATE,
@@ -217,6 +224,13 @@ pub const FAMILIES: &[Family] = &[
         Gauge,
         &["volume", "state"],
         "1 for the volume's current state (creating, detached, attaching, attached, detaching, deleting).",
+        Scraped,
+    ),
+    f(
+        VOLUME_MIGRATION_PHASE_SECONDS,
+        Gauge,
+        &["volume", "phase", "source", "target"],
+        "Seconds a live migration of the volume has been in its current phase (starting, ready, confirming, source-stopping, switching, rolling-back); absent when none runs.",
         Scraped,
     ),
     f(

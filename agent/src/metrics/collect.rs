@@ -175,6 +175,16 @@ fn cluster(me: &str, view: &health::View, page: &Scrape) {
             vec![("node", n.name.clone())],
             if up { 1.0 } else { 0.0 },
         );
+        if let Some(e) = &n.status.eviction {
+            page.gauge(
+                NODE_EVICTION_REPLICAS_LEFT,
+                vec![
+                    ("node", n.name.clone()),
+                    ("phase", e.phase.as_str().to_string()),
+                ],
+                e.replicas_left as f64,
+            );
+        }
     }
     for d in view.disks.iter().filter(|d| d.spec.node == me) {
         let labels = || {
@@ -211,6 +221,18 @@ fn cluster(me: &str, view: &health::View, page: &Scrape) {
         }
         let reps = replicas_of.get(v.name.as_str()).map_or(&[][..], |r| &r[..]);
         volume(v, reps, page);
+        if let Some(m) = &v.status.migration {
+            page.gauge(
+                VOLUME_MIGRATION_PHASE_SECONDS,
+                vec![
+                    ("volume", v.name.clone()),
+                    ("phase", m.phase.as_str().to_string()),
+                    ("source", m.source.clone()),
+                    ("target", m.target.clone()),
+                ],
+                view.now_unix.saturating_sub(m.phase_since) as f64,
+            );
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub const STORE_UP: &str = "vigil_store_up";
 pub const CLUSTER_NODES_EXPECTED: &str = "vigil_cluster_nodes_expected";
 pub const CLUSTER_NODES_READY: &str = "vigil_cluster_nodes_ready";
 pub const NODE_READY: &str = "vigil_node_ready";
+pub const NODE_EVICTION_REPLICAS_LEFT: &str = "vigil_node_eviction_replicas_left";
 
 pub const DISK_STATE: &str = "vigil_disk_state";
 pub const DISK_CAPACITY: &str = "vigil_disk_capacity_bytes";
@@ -25,6 +26,7 @@ pub const DISK_RESERVED: &str = "vigil_disk_reserved_bytes";
 pub const DISK_IO_ERRORS: &str = "vigil_disk_io_errors_total";
 
 pub const VOLUME_STATE: &str = "vigil_volume_state";
+pub const VOLUME_MIGRATION_PHASE_SECONDS: &str = "vigil_volume_migration_phase_seconds";
 pub const VOLUME_ROBUSTNESS: &str = "vigil_volume_robustness";
 pub const VOLUME_SIZE: &str = "vigil_volume_size_bytes";
 pub const VOLUME_ACTUAL_SIZE: &str = "vigil_volume_actual_size_bytes";
