@@ -18,7 +18,10 @@
 //!   killed while the target serves: rolled back, never two engines;
 //! - a step slower than `migration-timeout` rolls back; a target frozen
 //!   (SIGSTOP) while switching is reported MIGRATION_STUCK and the
-//!   migration completes once it runs again.
+//!   migration completes once it runs again;
+//! - `--confirm` and `--rollback` racing from two clients on two agents
+//!   (seeded order and delay), 8 rounds back and forth: at most one wins
+//!   and the volume ends where the winner said.
 //!
 //! After each flow, once rebuilds are done, `vigil node drain-check` passes
 //! on both nodes: nothing the migration left blocks a drain.
@@ -691,4 +694,85 @@ fn an_uninstall_during_a_migration_rolls_it_back_and_removes_everything() {
         !served,
         "the target's export outlived the uninstall: {text}"
     );
+}
+
+/// Racing requests: in each round a migration is started to the other
+/// node, then `--confirm` and `--rollback` are sent at once from two
+/// clients to different agents (seeded order and delay). Exactly one of
+/// them may succeed, and the volume must end where the winner said: on
+/// the target after a confirm, on the source after a rollback — with one
+/// engine and the data written through both exports before the race.
+#[test]
+fn racing_confirm_and_rollback_leave_one_outcome() {
+    use rand::{Rng, SeedableRng};
+    let c = cluster("", "", &[]);
+    let data = c.attached_volume("v");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+    let mut on = "n1".to_string();
+    let (mut confirms, mut rollbacks) = (0, 0);
+    for round in 0..8u64 {
+        let to = if on == "n1" { "n2" } else { "n1" };
+        let (code, out) = migrate(&c.n1, &["v", "--to", to]);
+        assert_eq!(code, 0, "round {round}: migrate --to {to}: {out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let target_endpoint = v["migration"]["target_endpoint"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // a write through the target before the race must survive either way
+        let byte = 0x10 + round as u8;
+        write_pattern(&target_endpoint, byte, round * 65536, 65536);
+        patch(&data, byte, round * 65536, 65536);
+        let delay = Duration::from_millis(rng.random_range(0..30));
+        let (first, second) = if rng.random_bool(0.5) {
+            ("--confirm", "--rollback")
+        } else {
+            ("--rollback", "--confirm")
+        };
+        let spawn = |agent: &Agent, step: &'static str, wait: Duration| {
+            let endpoint = agent.endpoint.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(wait);
+                let out = Command::new(vigil_tests::agent::vigil_bin())
+                    .args(["--endpoint", &endpoint, "volume", "migrate", "v", step])
+                    .output()
+                    .unwrap();
+                (
+                    step,
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        let a = spawn(&c.n1, first, Duration::ZERO);
+        let b = spawn(&c.n2, second, delay);
+        let results = [a.join().unwrap(), b.join().unwrap()];
+        let won: Vec<&str> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
+        eprintln!("round {round}: {first} then {second} after {delay:?}: {results:?}");
+        assert!(won.len() <= 1, "round {round}: both succeeded: {results:?}");
+        wait_until("migration over", Duration::from_secs(30), || {
+            c.volume("v").get("migration").is_none()
+        });
+        let now_on = c.volume("v")["attached_node"].as_str().unwrap().to_string();
+        match won.first() {
+            Some(&"--confirm") => {
+                assert_eq!(now_on, to, "round {round}: confirm won, volume on {now_on}");
+                confirms += 1;
+            }
+            Some(_) => {
+                assert_eq!(
+                    now_on, on,
+                    "round {round}: rollback won, volume on {now_on}"
+                );
+                rollbacks += 1;
+            }
+            // neither returned success: the loser's error named the
+            // winner's outcome; whatever it is, it must be consistent
+            None => {}
+        }
+        on = now_on;
+        c.assert_settled("v", &on, &data);
+    }
+    eprintln!("{confirms} confirms and {rollbacks} rollbacks won");
+    c.wait_healthy();
 }
