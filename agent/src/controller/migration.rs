@@ -354,7 +354,6 @@ async fn target_step(
     let name = &v.object.name;
     let source_up = snap.ready.contains(&m.source);
     let handover = agent.handovers.get(name);
-    let source_down = || format!("source node {} is down (its lease expired)", m.source);
     if let Some(why) = not_attached(&v.object, m) {
         if m.phase == MigrationPhase::Switching {
             volumes::stop_engine(agent, name).await;
@@ -364,7 +363,7 @@ async fn target_step(
     match m.phase {
         MigrationPhase::Starting => {
             if !source_up {
-                return roll_back(agent, snap, v, source_down()).await;
+                return roll_back(agent, snap, v, source_down(m)).await;
             }
             if handover.is_none()
                 && let Err(why) = open_forward(agent, snap, v).await
@@ -392,71 +391,24 @@ async fn target_step(
                 .await;
             Ok(())
         }
-        MigrationPhase::Ready => {
-            if !source_up {
-                return roll_back(agent, snap, v, source_down()).await;
-            }
-            let Some(h) = handover else {
-                return roll_back(
-                    agent,
-                    snap,
-                    v,
-                    "the target's agent restarted: its forwarding export is gone".into(),
-                )
-                .await;
-            };
-            if let Some(why) = h.forward_broken() {
-                return roll_back(
-                    agent,
-                    snap,
-                    v,
-                    format!("the forward to the source broke: {why}"),
-                )
-                .await;
-            }
-            Ok(())
-        }
+        MigrationPhase::Ready => match live_forward(source_up, handover.as_ref(), m) {
+            Ok(_) => Ok(()),
+            Err(why) => roll_back(agent, snap, v, why).await,
+        },
         MigrationPhase::Confirming => {
-            if !source_up {
-                return roll_back(agent, snap, v, source_down()).await;
-            }
-            let Some(h) = handover else {
-                return roll_back(
-                    agent,
-                    snap,
-                    v,
-                    "the target's agent restarted: its forwarding export is gone".into(),
-                )
-                .await;
+            let paused = match live_forward(source_up, handover.as_ref(), m) {
+                Ok(h) => pause(name, h, snap.settings.migration_timeout()).await,
+                Err(why) => Err(why),
             };
-            if let Err(why) = crate::failpoints::hit("migration.target.pause", name).await {
-                return roll_back(agent, snap, v, format!("pausing the target failed: {why}"))
-                    .await;
-            }
-            let limit = snap.settings.migration_timeout();
-            match tokio::time::timeout(limit, h.pause()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return roll_back(agent, snap, v, format!("pausing the target failed: {e}"))
-                        .await;
+            match paused {
+                Ok(()) => {
+                    update(agent, v, |m| {
+                        m.set_phase(MigrationPhase::SourceStopping, snap.now)
+                    })
+                    .await
                 }
-                Err(_) => {
-                    return roll_back(
-                        agent,
-                        snap,
-                        v,
-                        format!(
-                            "requests in flight through the target did not finish within {} s",
-                            limit.as_secs()
-                        ),
-                    )
-                    .await;
-                }
+                Err(why) => roll_back(agent, snap, v, why).await,
             }
-            update(agent, v, |m| {
-                m.set_phase(MigrationPhase::SourceStopping, snap.now)
-            })
-            .await
         }
         MigrationPhase::SourceStopping => Ok(()),
         MigrationPhase::Switching => switch(agent, snap, v, m, handover).await,
@@ -485,6 +437,45 @@ async fn target_step(
             }
             Ok(())
         }
+    }
+}
+
+fn source_down(m: &Migration) -> String {
+    format!("source node {} is down (its lease expired)", m.source)
+}
+
+/// The target's forwarding export while it may still serve: the source is
+/// up, the export exists (an agent restart loses it) and its connection to
+/// the source holds. `Err` says why the migration must roll back.
+fn live_forward<'a>(
+    source_up: bool,
+    handover: Option<&'a Arc<HandoverDevice>>,
+    m: &Migration,
+) -> Result<&'a Arc<HandoverDevice>, String> {
+    if !source_up {
+        return Err(source_down(m));
+    }
+    let h = handover
+        .ok_or_else(|| "the target's agent restarted: its forwarding export is gone".to_string())?;
+    match h.forward_broken() {
+        Some(why) => Err(format!("the forward to the source broke: {why}")),
+        None => Ok(h),
+    }
+}
+
+/// Pauses the target's export (in-flight requests answered, flushed
+/// through the source, new ones held), within `limit`.
+async fn pause(name: &str, h: &HandoverDevice, limit: Duration) -> Result<(), String> {
+    crate::failpoints::hit("migration.target.pause", name)
+        .await
+        .map_err(|why| format!("pausing the target failed: {why}"))?;
+    match tokio::time::timeout(limit, h.pause()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("pausing the target failed: {e}")),
+        Err(_) => Err(format!(
+            "requests in flight through the target did not finish within {} s",
+            limit.as_secs()
+        )),
     }
 }
 
