@@ -310,7 +310,11 @@ fn eviction_interleaved_with_attach_detach_and_agent_kills_keeps_one_engine_and_
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(45);
-    let root = tempfile::tempdir().unwrap();
+    let root = tempfile::Builder::new()
+        .disable_cleanup(std::env::var("VIGIL_TEST_KEEP").is_ok())
+        .tempdir()
+        .unwrap();
+    eprintln!("root {:?}", root.path());
     let etcd = Etcd::start(root.path());
     let store = etcd.store_url();
     let args = ["--store", store.as_str()];

@@ -528,13 +528,26 @@ async fn retire(
 ) -> cluster::Result<bool> {
     let address =
         engine.and_then(|e| slot_of(&e.status(), &r.object.name).map(|s| s.address.clone()));
-    if let (Some(e), Some(address)) = (engine, address)
-        && let Err(err) = e.remove_replica(&address)
-    {
-        tracing::debug!(replica = %r.object.name, error = %err, "not retired yet");
-        return Ok(false);
+    let removed = match (engine, address) {
+        (Some(e), Some(address)) => match e.remove_replica(&address) {
+            Ok(removed) => removed,
+            Err(err) => {
+                tracing::debug!(replica = %r.object.name, error = %err, "not retired yet");
+                return Ok(false);
+            }
+        },
+        _ => false,
+    };
+    if removed {
+        // The engine has let go of it: the delete must follow even if the
+        // object changed since this round's read (the engine's own report
+        // of its mode often has). A compare-and-swap on the stale version
+        // would fail, and the next round would add the replica back and
+        // rebuild it, only to retire it again, forever.
+        delete_current(agent, r).await?;
+    } else {
+        agent.cluster.txn(vec![delete_op(r)]).await?;
     }
-    agent.cluster.txn(vec![delete_op(r)]).await?;
     crate::metrics::remediation("retire_replica");
     tracing::info!(volume = %vol.name, replica = %r.object.name, %why, "replica retired");
     agent
@@ -551,4 +564,19 @@ async fn retire(
         )
         .await;
     Ok(true)
+}
+
+/// Deletes the replica object as it is stored now (not as this round read
+/// it), retrying when another writer got there in between.
+async fn delete_current(agent: &Agent, r: &Versioned<Replica>) -> cluster::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let Some(current) = agent.cluster.get::<Replica>(&r.object.name).await? else {
+            return Ok(());
+        };
+        match agent.cluster.txn(vec![delete_op(&current)]).await {
+            Err(e) if e.is_conflict() && attempt < 5 => attempt += 1,
+            other => return other.map(|_| ()),
+        }
+    }
 }
