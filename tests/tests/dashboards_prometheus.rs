@@ -1,6 +1,6 @@
 //! The shipped dashboards and alert rules against a real Prometheus
 //! (Debian's) scraping a real cluster: three agents on etcd, three volumes
-//! (two attached, under fio load), scraped every second with the example
+//! (two attached, under fio load), scraped twice a second with the example
 //! configuration of dashboards/provisioning (targets and intervals
 //! rewritten) and the shipped rules, plus a copy of them whose `for:` is
 //! shortened to 3 s (generated here; the shipped file is not changed).
@@ -8,7 +8,8 @@
 //! The cluster is driven through the states some series exist only in: a
 //! health check muted, a live migration held in `ready` and rolled back,
 //! a replica's node killed (faults, degraded volumes, NODE_DOWN) and
-//! brought back (rebuilds), a node eviction blocked by anti-affinity.
+//! brought back (rebuilds), a node eviction blocked by anti-affinity, the
+//! store killed and restarted.
 //!
 //! Then every PromQL expression of every panel and annotation of every
 //! dashboard, with the template variables set to real values, is run
@@ -20,7 +21,8 @@
 //!
 //! And the alerts: killing the node of a replica makes the replica-error
 //! (or stopped-replica), volume-degraded, node-down and agent-down alerts
-//! fire in that Prometheus, and they resolve once the volume is healed.
+//! fire in that Prometheus, and they resolve once the volume is healed;
+//! killing etcd makes the store-unreachable alert fire.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -35,7 +37,7 @@ use vigil_tests::{Agent, Etcd, tools};
 
 /// Template variables as an operator would set them: two nodes and two
 /// volumes selected (Grafana writes a multi-selection as a regex), the
-/// rate interval Grafana derives from a 1 s scrape rounded up.
+/// rate interval Grafana would use for a sub-second scrape, rounded up.
 const NODES: &str = "n1|n3";
 const VOLUMES: &str = "v1|v2";
 const RATE_INTERVAL: &str = "10s";
@@ -127,7 +129,7 @@ fn substitute(expr: &str) -> String {
 }
 
 /// The Prometheus configuration: the shipped example with this cluster's
-/// agents as targets, 1 s intervals, the shipped rules and the fast copy.
+/// agents as targets, 500 ms intervals, the shipped rules and the fast copy.
 fn prometheus_config(root: &Path, agents: &[&Agent]) -> PathBuf {
     let shipped = repo().join("dashboards/alerts/vigil.rules.yml");
     let rules = std::fs::read_to_string(&shipped).unwrap();
@@ -238,7 +240,7 @@ fn alerts_about(p: &Prometheus, volume: &str, node: &str) -> Vec<String> {
 fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     let started = Instant::now();
     let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
+    let mut etcd = Etcd::start(root.path());
     let store = etcd.store_url();
     let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
     let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
@@ -340,8 +342,16 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
                 && firing(&prom, "VigilAgentDown", &[("instance", n2_addr.as_str())])
         },
     );
+    let mut names: Vec<String> = prom
+        .alerts()
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| a["labels"]["alertname"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names.dedup();
     eprintln!(
-        "alerts firing {:.1} s after kill -9 (for: 3 s in the fast copy)",
+        "alerts firing {:.1} s after kill -9 (for: 3 s in the fast copy): {names:?}",
         killed.elapsed().as_secs_f64()
     );
     // The same alerts from the shipped rules, with their real `for:`, are
@@ -377,6 +387,13 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         "healed and resolved {:.1} s after n2 returned",
         back.elapsed().as_secs_f64()
     );
+    let samples: usize = prom
+        .query_range("vigil_replica_rebuild_size_bytes", t0, now(), 1.0)
+        .unwrap()
+        .iter()
+        .map(|s| s["values"].as_array().map_or(0, Vec::len))
+        .sum();
+    eprintln!("rebuild series samples: {samples}");
 
     // An eviction that cannot finish: v1's three replicas need three nodes.
     let (ok, _, err) = n1.cli(&["node", "evict", "n3"]);
@@ -386,6 +403,24 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         Duration::from_secs(20),
         || {
             prom.query(r#"vigil_node_eviction_replicas_left{node="n3"}"#)
+                .is_ok_and(|r| !r.is_empty())
+        },
+    );
+    // The store goes away: the agents report it unreachable (and count
+    // failed requests); it comes back on the same port and data.
+    let etcd_port = etcd.client_port;
+    etcd.kill9();
+    wait_until(
+        "VigilStoreUnreachable firing",
+        Duration::from_secs(30),
+        || firing(&prom, "VigilStoreUnreachable", &[]),
+    );
+    let etcd = Etcd::start_on(root.path(), etcd_port);
+    wait_until(
+        "every agent reads the store again",
+        Duration::from_secs(30),
+        || {
+            prom.query(r#"count(vigil_store_up == 1) == 3"#)
                 .is_ok_and(|r| !r.is_empty())
         },
     );
