@@ -415,7 +415,8 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         Duration::from_secs(30),
         || firing(&prom, "VigilStoreUnreachable", &[]),
     );
-    let etcd = Etcd::start_on(root.path(), etcd_port);
+    // held (not `_`) so it runs until the test ends
+    let _etcd_again = Etcd::start_on(root.path(), etcd_port);
     wait_until(
         "every agent reads the store again",
         Duration::from_secs(30),
