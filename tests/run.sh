@@ -15,6 +15,7 @@ command -v etcd     >/dev/null || need_pkgs+=(etcd-server)
 command -v etcdctl  >/dev/null || need_pkgs+=(etcd-client)
 command -v protoc   >/dev/null || need_pkgs+=(protobuf-compiler)
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)   # the server: dashboards_prometheus.rs
 # Disk faults (tests/faults, tests/src/faults.rs): FUSE passthrough, loop ext4.
 command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
 /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need_pkgs+=(python3-fusepy)
@@ -32,6 +33,16 @@ fi
 if ! python3 -c 'import opentelemetry.proto' 2>/dev/null; then
   echo "== installing: opentelemetry-proto (PyPI)"
   python3 -m pip install -q opentelemetry-proto
+fi
+
+# The dashboards are generated and validated with Grafana's foundation SDK
+# (pinned in dashboards/requirements.txt); the alert-test coverage check
+# reads the rule files with PyYAML.
+sdk_pin="$(grep -v '^#' dashboards/requirements.txt | head -1)"
+if ! python3 -c 'import grafana_foundation_sdk, yaml' 2>/dev/null \
+   || ! python3 -m pip show grafana-foundation-sdk 2>/dev/null | grep -qx "Version: ${sdk_pin#*==}"; then
+  echo "== installing: ${sdk_pin} pyyaml (PyPI)"
+  python3 -m pip install -q "${sdk_pin}" pyyaml
 fi
 
 # The etcd store is a cargo feature (etcd-client needs protoc); the tests

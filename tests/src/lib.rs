@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod faults;
 pub mod otlp;
 pub mod prom;
+pub mod prometheus;
 pub mod tools;
 
 pub use agent::Agent;
