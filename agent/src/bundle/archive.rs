@@ -46,10 +46,10 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeOutcome {
     pub node: String,
-    /// `answered`, `failed`, `timed_out` or `skipped` (its lease is gone:
-    /// a dead agent cannot answer, so it is not waited for).
+    /// `answered`, `failed` or `timed_out`.
     pub status: String,
-    /// Why it failed, timed out or was skipped.
+    /// Why it failed or timed out (and since when its lease is gone, when
+    /// it is); for an answered node, a note if its lease is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Its API address as registered.

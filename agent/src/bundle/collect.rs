@@ -3,10 +3,11 @@
 //! meanwhile, runs the central redaction pass over every file and writes
 //! one archive with its manifest.
 //!
-//! A node whose liveness lease is gone is not asked (a dead agent cannot
-//! answer, and waiting for it would only spend the timeout); one that
-//! fails or does not answer in time is recorded with why. Neither holds
-//! up the rest.
+//! Every node is asked, even one whose liveness lease is gone (an agent
+//! cut off from the store still answers, and its part is then the most
+//! useful); one that fails or does not answer in time is recorded with
+//! why (and, when its lease is gone, since when). None holds up the rest:
+//! all are asked at once and each has its own timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,10 +29,13 @@ pub enum CollectError {
     Task(String),
 }
 
-/// A node to ask, or why it is not asked.
+/// A node to ask.
 struct Target {
     name: String,
     api_address: String,
+    /// Why it is known down (lease gone), if it is.
+    down: Option<String>,
+    /// Why it cannot be asked at all (not a node of the cluster).
     skip: Option<String>,
 }
 
@@ -77,12 +81,8 @@ pub async fn make(agent: &Arc<Agent>, req: Request) -> Result<(Vec<u8>, Manifest
     }
     // The central pass: every file, whatever its source, just before it
     // is written.
-    for (_, data) in &mut files {
-        let text = String::from_utf8_lossy(data);
-        let clean = red.text(&text);
-        if clean != text {
-            *data = clean.into_bytes();
-        }
+    for (path, data) in &mut files {
+        *data = red.file(path, data);
     }
     let manifest = Manifest {
         format: archive::FORMAT,
@@ -110,7 +110,7 @@ pub async fn make(agent: &Arc<Agent>, req: Request) -> Result<(Vec<u8>, Manifest
 }
 
 /// The nodes to ask: every registered node (or those requested), with
-/// the ones whose lease is gone marked skipped.
+/// the ones whose lease is gone marked down.
 async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
     let me = &agent.config.node_name;
     let nodes = agent.cluster.list::<Node>().await;
@@ -120,19 +120,20 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
             .iter()
             .map(|v| {
                 let n = &v.object;
-                let skip = (!live.contains(&n.name) && n.name != *me).then(|| {
+                let down = (!live.contains(&n.name) && n.name != *me).then(|| {
                     match n.status.down_since {
                         Some(t) => format!(
-                            "node down: its liveness lease is gone (down since {}); not asked",
+                            "its liveness lease is gone (node down since {})",
                             crate::telemetry::logs::rfc3339(t, 0)
                         ),
-                        None => "node down: its liveness lease is gone; not asked".to_string(),
+                        None => "its liveness lease is gone (node down)".to_string(),
                     }
                 });
                 Target {
                     name: n.name.clone(),
                     api_address: n.spec.api_address.clone(),
-                    skip,
+                    down,
+                    skip: None,
                 }
             })
             .collect(),
@@ -142,6 +143,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
             vec![Target {
                 name: me.clone(),
                 api_address: agent.api_address.clone(),
+                down: None,
                 skip: None,
             }]
         }
@@ -150,6 +152,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
         out.push(Target {
             name: me.clone(),
             api_address: agent.api_address.clone(),
+            down: None,
             skip: None,
         });
     }
@@ -159,6 +162,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
                 out.push(Target {
                     name: n.clone(),
                     api_address: String::new(),
+                    down: None,
                     skip: Some("not a node of the cluster".into()),
                 });
             }
@@ -178,7 +182,7 @@ async fn ask(
 ) -> (NodeOutcome, Option<NodePart>) {
     let mut outcome = NodeOutcome {
         node: t.name.clone(),
-        status: "skipped".into(),
+        status: "failed".into(),
         reason: t.skip.clone(),
         api_address: t.api_address.clone(),
         seconds: 0.0,
@@ -207,7 +211,7 @@ async fn ask(
     match result {
         Ok(Ok(part)) => {
             outcome.status = "answered".into();
-            outcome.reason = None;
+            outcome.reason = t.down.as_ref().map(|d| format!("answered, but {d}"));
             let midpoint = sent_unix + outcome.seconds / 2.0;
             outcome.clock_offset_secs = Some(part.unix_time - midpoint);
             if part.node != t.name {
@@ -220,14 +224,24 @@ async fn ask(
         }
         Ok(Err(e)) => {
             outcome.status = "failed".into();
-            outcome.reason = Some(e.to_string());
+            outcome.reason = Some(with_down(e.to_string(), &t.down));
             (outcome, None)
         }
         Err(_) => {
             outcome.status = "timed_out".into();
-            outcome.reason = Some(format!("no answer within {} s", timeout.as_secs()));
+            outcome.reason = Some(with_down(
+                format!("no answer within {} s", timeout.as_secs()),
+                &t.down,
+            ));
             (outcome, None)
         }
+    }
+}
+
+fn with_down(reason: String, down: &Option<String>) -> String {
+    match down {
+        Some(d) => format!("{d}; {reason}"),
+        None => reason,
     }
 }
 

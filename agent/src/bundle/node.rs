@@ -87,7 +87,7 @@ pub async fn collect(agent: &Arc<Agent>, req: &Request) -> NodePart {
     }
     // The central pass, here already (the coordinator runs it again).
     for f in &mut files {
-        f.content = red.text(&f.content);
+        f.content = String::from_utf8_lossy(&red.file(&f.path, f.content.as_bytes())).into_owned();
     }
     NodePart {
         node: agent.config.node_name.clone(),
@@ -315,11 +315,6 @@ fn agent_facts(agent: &Agent, red: &mut Redactor) -> Value {
             "labels": labels,
             "store": red.pair("store", &store),
             "engine": format!("{:?}", c.engine),
-            "token_source": if std::env::var_os("VIGIL_CLUSTER_TOKEN").is_some() {
-                "environment (VIGIL_CLUSTER_TOKEN)"
-            } else {
-                "file <data-dir>/cluster-token"
-            },
         },
         "addresses": {
             "api": agent.api_address,
@@ -331,7 +326,14 @@ fn agent_facts(agent: &Agent, red: &mut Redactor) -> Value {
         "args": args,
         "environment": env,
         "log_file": Value::Null,
-        "log_file_note": "the agent logs to stderr only (no log file option); its recent lines are in logs.jsonl",
+        "notes": [
+            "the agent logs to stderr only (there is no log file option); its recent lines are in logs.jsonl",
+            if std::env::var_os("VIGIL_CLUSTER_TOKEN").is_some() {
+                "the cluster token comes from the environment (VIGIL_CLUSTER_TOKEN); its value is never collected"
+            } else {
+                "the cluster token comes from <data-dir>/cluster-token; its value is never collected"
+            },
+        ],
     })
 }
 

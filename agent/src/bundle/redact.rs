@@ -18,8 +18,9 @@ use serde_json::Value;
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Known secrets shorter than this are not searched for in text: a value
-/// like `1` would wipe the bundle and is no credential anyway.
-const MIN_SECRET_LEN: usize = 4;
+/// like `true` would wipe the bundle and is no credential anyway (it is
+/// still replaced where it was found by name).
+const MIN_SECRET_LEN: usize = 8;
 
 /// Word parts that make a name a credential's (`VIGIL_CLUSTER_TOKEN`,
 /// `api-key`, `db_password`, `OTEL_EXPORTER_OTLP_HEADERS`...).
@@ -28,7 +29,7 @@ const SECRET_WORDS: &[&str] = &[
     "secret",
     "password",
     "passwd",
-    "key",
+    "apikey",
     "credential",
     "credentials",
     "auth",
@@ -45,7 +46,8 @@ pub const SECRET_SETTINGS: &[&str] = &[];
 
 /// Whether a name (setting, label, flag, environment variable, JSON key)
 /// looks like a credential's: one of its `-`/`_`/`.`-separated words, or a
-/// camelCase part, is a [`SECRET_WORDS`] entry.
+/// camelCase part, is a [`SECRET_WORDS`] entry, or `key` follows another
+/// word (`api-key`, `ACCESS_KEY`; a lone `key` is a store key's name).
 pub fn is_secret_name(name: &str) -> bool {
     if SECRET_SETTINGS.contains(&name) {
         return true;
@@ -66,7 +68,9 @@ pub fn is_secret_name(name: &str) -> bool {
         cur.push(c.to_ascii_lowercase());
     }
     words.push(cur);
+    words.retain(|w| !w.is_empty());
     words.iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
+        || (words.len() > 1 && words.iter().skip(1).any(|w| w == "key"))
 }
 
 /// The secrets known so far and the two passes that remove them.
@@ -116,6 +120,46 @@ impl Redactor {
             c.is_ascii_whitespace() || matches!(c, '"' | '\'' | ',' | '\\')
         });
         url_passwords(&out)
+    }
+
+    /// The central pass over one file of the archive. JSON (`.json`) and
+    /// JSON lines (`.jsonl`) are redacted string by string, so the file
+    /// stays valid JSON; anything else (or JSON that does not parse) as
+    /// text.
+    pub fn file(&self, path: &str, data: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(data);
+        if path.ends_with(".json")
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return serde_json::to_vec_pretty(&self.strings(v)).unwrap_or_default();
+        }
+        if path.ends_with(".jsonl") {
+            let mut out = String::with_capacity(text.len());
+            for line in text.lines() {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(v) => out.push_str(&self.strings(v).to_string()),
+                    Err(_) => out.push_str(&self.text(line)),
+                }
+                out.push('\n');
+            }
+            return out.into_bytes();
+        }
+        self.text(&text).into_bytes()
+    }
+
+    /// Every string (and object key) of a JSON value through
+    /// [`Redactor::text`].
+    fn strings(&self, v: Value) -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.text(&k), self.strings(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| self.strings(v)).collect()),
+            Value::String(s) => Value::String(self.text(&s)),
+            other => other,
+        }
     }
 
     /// Structured redaction of a JSON value: the value of every key whose
@@ -276,6 +320,7 @@ mod tests {
             assert!(is_secret_name(n), "{n}");
         }
         for n in [
+            "key",
             "VIGIL_NODE_NAME",
             "node-down-timeout",
             "keyboard",
@@ -289,7 +334,8 @@ mod tests {
 
     #[test]
     fn known_secrets_are_removed_from_any_text() {
-        let r = Redactor::new(["s3cr3t-token-value"]);
+        let r = Redactor::new(["s3cr3t-token-value", "short"]);
+        assert_eq!(r.text("short"), "short", "too short to search for");
         let t = r.text("connect failed: token s3cr3t-token-value refused; again s3cr3t-token-value");
         assert!(!t.contains("s3cr3t"), "{t}");
         assert_eq!(t.matches(REDACTED).count(), 2);
@@ -308,10 +354,12 @@ mod tests {
     fn json_keys_are_redacted_and_their_values_learnt_everywhere() {
         let mut r = Redactor::default();
         let v = r.json(json!({
+            "key": "nodes/n1",
             "labels": {"zone": "a", "api-key": "k-123456"},
             "note": "the key is k-123456",
         }));
         assert_eq!(v["labels"]["api-key"], REDACTED);
+        assert_eq!(v["key"], "nodes/n1");
         assert_eq!(v["labels"]["zone"], "a");
         // Learnt from the key: the central pass now removes it anywhere.
         assert!(!r.text("the key is k-123456").contains("k-123456"));
@@ -331,6 +379,22 @@ mod tests {
         // Short values are not searched for (they are no credential).
         r.learn("1".into());
         assert_eq!(r.text("1 2 3"), "1 2 3");
+    }
+
+    #[test]
+    fn json_files_stay_json() {
+        let r = Redactor::new(["tok-abcdef-123"]);
+        let out = r.file(
+            "a.json",
+            br#"{"m":"token tok-abcdef-123 seen","n":[1,true]}"#,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["m"], "token [REDACTED] seen");
+        let out = r.file("a.jsonl", b"{\"m\":\"tok-abcdef-123\"}\nnot json tok-abcdef-123\n");
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("tok-abcdef"), "{text}");
+        let out = r.file("m.prom", b"x{l=\"tok-abcdef-123\"} 1\n");
+        assert!(!String::from_utf8(out).unwrap().contains("tok-abcdef"));
     }
 
     #[test]
