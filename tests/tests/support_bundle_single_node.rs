@@ -27,8 +27,24 @@ fn agent(root: &std::path::Path) -> Agent {
 fn single_node_bundle_on_the_embedded_store() {
     let root = tempfile::tempdir().unwrap();
     let n1 = agent(root.path());
-    n1.json(&["volume", "create", "v1", "--size", "16MiB", "--replicas", "1"]);
-    n1.json(&["volume", "create", "v2", "--size", "16MiB", "--replicas", "1"]);
+    n1.json(&[
+        "volume",
+        "create",
+        "v1",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
+    n1.json(&[
+        "volume",
+        "create",
+        "v2",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
     wait_until("doctor healthy", Duration::from_secs(15), || {
         doctor(&n1).0 == 0
     });
@@ -37,7 +53,10 @@ fn single_node_bundle_on_the_embedded_store() {
     let path = root.path().join("b.tgz");
     let (code, err) = bundle::make(&n1, &path, &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("n1") && err.contains("answered"), "progress: {err}");
+    assert!(
+        err.contains("n1") && err.contains("answered"),
+        "progress: {err}"
+    );
     let (exit, offline, err) = bundle::doctor(&path);
     assert_eq!(exit, live_exit, "{err}");
     assert_eq!(bundle::codes(&offline), bundle::codes(&live), "{offline}");
@@ -46,11 +65,20 @@ fn single_node_bundle_on_the_embedded_store() {
     let m = bundle::manifest(&dir);
     assert_eq!(m["nodes"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["nodes"][0]["status"], "answered", "{m}");
-    assert!(m["nodes"][0]["clock_offset_secs"].as_f64().unwrap().abs() < 1.0, "{m}");
+    assert!(
+        m["nodes"][0]["clock_offset_secs"].as_f64().unwrap().abs() < 1.0,
+        "{m}"
+    );
     let store = std::fs::read_to_string(dir.join("cluster/store.jsonl")).unwrap();
-    assert!(store.contains("volumes/v1") && store.contains("volumes/v2"), "{store}");
+    assert!(
+        store.contains("volumes/v1") && store.contains("volumes/v2"),
+        "{store}"
+    );
     let agent_json = std::fs::read_to_string(dir.join("nodes/n1/agent.json")).unwrap();
-    assert!(agent_json.contains("db-password=[REDACTED]"), "{agent_json}");
+    assert!(
+        agent_json.contains("db-password=[REDACTED]"),
+        "{agent_json}"
+    );
     let leaks = bundle::files_containing(&dir, SECRET);
     assert!(leaks.is_empty(), "the secret is in {leaks:?}");
 
@@ -60,9 +88,15 @@ fn single_node_bundle_on_the_embedded_store() {
     assert_eq!(code, 0, "{err}");
     let dir = bundle::extract(&path, &root.path().join("y"));
     let replicas = std::fs::read_to_string(dir.join("nodes/n1/replicas.json")).unwrap();
-    assert!(replicas.contains("v1-r-") && !replicas.contains("v2-r-"), "{replicas}");
+    assert!(
+        replicas.contains("v1-r-") && !replicas.contains("v2-r-"),
+        "{replicas}"
+    );
     let events = std::fs::read_to_string(dir.join("cluster/events.json")).unwrap();
-    assert!(events.contains("\"v1\"") && !events.contains("\"v2\""), "{events}");
+    assert!(
+        events.contains("\"v1\"") && !events.contains("\"v2\""),
+        "{events}"
+    );
     assert_eq!(bundle::manifest(&dir)["request"]["since_secs"], 3600);
 }
 
@@ -76,8 +110,16 @@ fn truncated_or_corrupted_bundles_get_a_clear_error() {
     let data = std::fs::read(&path).unwrap();
 
     let mut cases = vec![
-        ("truncated-half", data[..data.len() / 2].to_vec(), "truncated"),
-        ("truncated-tail", data[..data.len() - 8].to_vec(), "truncated"),
+        (
+            "truncated-half",
+            data[..data.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "truncated-tail",
+            data[..data.len() - 8].to_vec(),
+            "truncated",
+        ),
         ("empty", Vec::new(), "corrupt"),
         ("not-gzip", b"this is not a bundle".to_vec(), "corrupt"),
     ];

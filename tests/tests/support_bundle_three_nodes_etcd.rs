@@ -39,11 +39,19 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
     // might have stored it.
     etcd.ctl(&[
         "put",
-        "settings/alert-webhook-token",
+        "/vigil/settings/alert-webhook-token",
         &format!(r#"{{"name":"alert-webhook-token","value":"{SECRET}"}}"#),
     ]);
 
-    n1.json(&["volume", "create", "va", "--size", "32MiB", "--replicas", "3"]);
+    n1.json(&[
+        "volume",
+        "create",
+        "va",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "3",
+    ]);
     let (ok, _, err) = n1.cli(&["volume", "attach", "va", "--node", "n1"]);
     assert!(ok, "attach va: {err}");
     wait_until("doctor healthy", Duration::from_secs(15), || {
@@ -58,7 +66,15 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
 
     // Fault 2: a snapshot file removed under vb's replica on n2 (vb is
     // placed on n1 and n2: n3 is down).
-    n1.json(&["volume", "create", "vb", "--size", "32MiB", "--replicas", "2"]);
+    n1.json(&[
+        "volume",
+        "create",
+        "vb",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "2",
+    ]);
     let (ok, out, err) = n1.cli(&["volume", "attach", "vb", "--node", "n1"]);
     assert!(ok, "attach vb: {err}");
     let data = root.path().join("data");
@@ -118,7 +134,10 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
     assert_eq!(offline_exit, 2, "errors present: {offline}");
     let live_codes: Vec<String> = bundle::codes(&live).into_iter().map(|c| c.0).collect();
     for c in ["NODE_DOWN", "SNAPSHOT_FILE_MISSING", "REPLICA_ERROR"] {
-        assert!(live_codes.iter().any(|x| x == c), "{c} not in {live_codes:?}");
+        assert!(
+            live_codes.iter().any(|x| x == c),
+            "{c} not in {live_codes:?}"
+        );
     }
     // The human report is the live doctor's, word for word.
     let (_, text_live, _) = n1.cli_code(&["doctor"]);
@@ -147,7 +166,15 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
     // Every file is listed with its size and checksum.
     let listed = m["files"].as_array().unwrap().len();
     assert_eq!(listed + 1, bundle::files(&dir).len(), "{m}");
-    for f in ["nodes/n1/replicas.json", "nodes/n2/replicas.json", "nodes/n2/logs.jsonl", "nodes/n1/metrics.prom", "nodes/n2/system.json", "cluster/store.jsonl", "cluster/health/view.json"] {
+    for f in [
+        "nodes/n1/replicas.json",
+        "nodes/n2/replicas.json",
+        "nodes/n2/logs.jsonl",
+        "nodes/n1/metrics.prom",
+        "nodes/n2/system.json",
+        "cluster/store.jsonl",
+        "cluster/health/view.json",
+    ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     assert!(!dir.join("nodes/n3").exists());
@@ -168,12 +195,25 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
     assert!(leaks.is_empty(), "the secret is in {leaks:?}");
     // ...and it was there to be found: the label and the setting are in.
     let store_dump = std::fs::read_to_string(dir.join("cluster/store.jsonl")).unwrap();
-    assert!(store_dump.contains("settings/alert-webhook-token"), "setting not dumped");
+    let setting = store_dump
+        .lines()
+        .find(|l| l.contains("\"settings/alert-webhook-token\""))
+        .expect("the setting is dumped");
+    assert!(setting.contains("[REDACTED]"), "{setting}");
     assert!(store_dump.contains("api-key"), "label not dumped");
 
     // A volume's timeline.
-    let (code, text, err) = bundle::offline(&["bundle", "inspect", path.to_str().unwrap(), "--volume", "vb"]);
+    let (code, text, err) = bundle::offline(&[
+        "bundle",
+        "inspect",
+        path.to_str().unwrap(),
+        "--volume",
+        "vb",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(text.contains("ReplicaFilesDamaged") || text.contains("SNAPSHOT_FILE_MISSING"), "{text}");
+    assert!(
+        text.contains("ReplicaFilesDamaged") || text.contains("SNAPSHOT_FILE_MISSING"),
+        "{text}"
+    );
     assert!(text.contains("Timeline"), "{text}");
 }

@@ -48,7 +48,10 @@ pub async fn make(agent: &Arc<Agent>, body: &[u8]) -> Response<Full<Bytes>> {
 /// `GET /v1/support-bundle/node?since=SECS&volume=V...`.
 pub async fn node(agent: &Arc<Agent>, query: &str) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let req = parse_query(query)?;
-    Ok((StatusCode::OK, to_json(&bundle::node::collect(agent, &req).await)))
+    Ok((
+        StatusCode::OK,
+        to_json(&bundle::node::collect(agent, &req).await),
+    ))
 }
 
 fn parse_query(query: &str) -> Result<Request, ApiError> {

@@ -201,7 +201,14 @@ mod tests {
     fn dash_o_after_support_bundle_is_the_file() {
         assert_eq!(
             strs(&["vigil", "support-bundle", "-o", "b.tgz", "--volume", "v"]),
-            ["vigil", "support-bundle", "--file", "b.tgz", "--volume", "v"]
+            [
+                "vigil",
+                "support-bundle",
+                "--file",
+                "b.tgz",
+                "--volume",
+                "v"
+            ]
         );
         assert_eq!(
             strs(&["vigil", "support-bundle", "-o", "json", "--file", "b"]),

@@ -74,7 +74,10 @@ pub async fn make(agent: &Arc<Agent>, req: Request) -> Result<(Vec<u8>, Manifest
                     continue;
                 };
                 outcome.bytes += f.content.len() as u64;
-                files.push((format!("nodes/{}/{path}", outcome.node), f.content.into_bytes()));
+                files.push((
+                    format!("nodes/{}/{path}", outcome.node),
+                    f.content.into_bytes(),
+                ));
             }
         }
         outcomes.push(outcome);
@@ -101,7 +104,11 @@ pub async fn make(agent: &Arc<Agent>, req: Request) -> Result<(Vec<u8>, Manifest
         .map_err(CollectError::Archive)?;
     tracing::info!(
         nodes = manifest.nodes.len(),
-        answered = manifest.nodes.iter().filter(|n| n.status == "answered").count(),
+        answered = manifest
+            .nodes
+            .iter()
+            .filter(|n| n.status == "answered")
+            .count(),
         bytes = bytes.len(),
         seconds = started.elapsed().as_secs_f64(),
         "support bundle made"
@@ -120,15 +127,14 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
             .iter()
             .map(|v| {
                 let n = &v.object;
-                let down = (!live.contains(&n.name) && n.name != *me).then(|| {
-                    match n.status.down_since {
+                let down =
+                    (!live.contains(&n.name) && n.name != *me).then(|| match n.status.down_since {
                         Some(t) => format!(
                             "its liveness lease is gone (node down since {})",
                             crate::telemetry::logs::rfc3339(t, 0)
                         ),
                         None => "its liveness lease is gone (node down)".to_string(),
-                    }
-                });
+                    });
                 Target {
                     name: n.name.clone(),
                     api_address: n.spec.api_address.clone(),
@@ -266,8 +272,7 @@ pub fn node_path(req: &Request) -> String {
 fn safe_path(p: &str) -> Option<&str> {
     let ok = !p.is_empty()
         && !p.starts_with('/')
-        && p.split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
         && p.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
     ok.then_some(p)

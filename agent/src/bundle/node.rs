@@ -408,7 +408,8 @@ fn system_facts() -> Value {
         .lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(':')?;
-            matches!(k, "VmRSS" | "VmHWM" | "Threads").then(|| (k.to_string(), Value::from(v.trim())))
+            matches!(k, "VmRSS" | "VmHWM" | "Threads")
+                .then(|| (k.to_string(), Value::from(v.trim())))
         })
         .collect();
     json!({

@@ -84,7 +84,9 @@ pub fn inspect(file: &Path, volume: Option<&str>, output: Output) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(v) => {
-            if !view.volumes.iter().any(|x| x.name == v) && !events.iter().any(|e| cluster::concerns(e, v)) {
+            if !view.volumes.iter().any(|x| x.name == v)
+                && !events.iter().any(|e| cluster::concerns(e, v))
+            {
                 eprintln!(
                     "error: volume {v:?} is not in bundle {} (volumes: {})",
                     bundle.path,
@@ -170,7 +172,10 @@ pub fn timeline(bundle: &Bundle, events: &[Event], volume: &str) -> Vec<Entry> {
             let mut fields = String::new();
             if let Some(f) = v["fields"].as_object() {
                 for (k, val) in f {
-                    fields.push_str(&format!(" {k}={}", val.as_str().map_or(val.to_string(), str::to_string)));
+                    fields.push_str(&format!(
+                        " {k}={}",
+                        val.as_str().map_or(val.to_string(), str::to_string)
+                    ));
                 }
             }
             out.push(Entry {
@@ -226,7 +231,11 @@ fn health_items(report: &Report, view: &View, volume: &str) -> Vec<String> {
                     "[{}] {}{}: {}: {}",
                     c.severity.as_str(),
                     c.code,
-                    if report.is_root_item(i) { " (root cause)" } else { "" },
+                    if report.is_root_item(i) {
+                        " (root cause)"
+                    } else {
+                        ""
+                    },
                     i.object,
                     i.message
                 ));
@@ -287,7 +296,11 @@ fn render_timeline(
             r.name,
             r.spec.node,
             r.status.state,
-            if r.status.mode.is_empty() { "-" } else { &r.status.mode },
+            if r.status.mode.is_empty() {
+                "-"
+            } else {
+                &r.status.mode
+            },
             r.status
                 .fault
                 .as_ref()
@@ -296,7 +309,10 @@ fn render_timeline(
             r.status
                 .integrity
                 .as_ref()
-                .map(|i| format!(", integrity {}", serde_json::to_string(i).unwrap_or_default()))
+                .map(|i| format!(
+                    ", integrity {}",
+                    serde_json::to_string(i).unwrap_or_default()
+                ))
                 .unwrap_or_default(),
         ));
     }

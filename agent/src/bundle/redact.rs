@@ -336,7 +336,8 @@ mod tests {
     fn known_secrets_are_removed_from_any_text() {
         let r = Redactor::new(["s3cr3t-token-value", "short"]);
         assert_eq!(r.text("short"), "short", "too short to search for");
-        let t = r.text("connect failed: token s3cr3t-token-value refused; again s3cr3t-token-value");
+        let t =
+            r.text("connect failed: token s3cr3t-token-value refused; again s3cr3t-token-value");
         assert!(!t.contains("s3cr3t"), "{t}");
         assert_eq!(t.matches(REDACTED).count(), 2);
     }
@@ -344,7 +345,9 @@ mod tests {
     #[test]
     fn bearer_values_and_url_passwords_are_removed() {
         let r = Redactor::default();
-        let t = r.text(r#"{"h":"Authorization: Bearer abc.def-123","u":"http://bob:hunter22@h:4318/v1"}"#);
+        let t = r.text(
+            r#"{"h":"Authorization: Bearer abc.def-123","u":"http://bob:hunter22@h:4318/v1"}"#,
+        );
         assert!(!t.contains("abc.def-123") && !t.contains("hunter22"), "{t}");
         assert!(t.contains("http://bob:[REDACTED]@h:4318/v1"), "{t}");
         assert_eq!(r.text("plain http://h:1/x text"), "plain http://h:1/x text");
@@ -390,7 +393,10 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["m"], "token [REDACTED] seen");
-        let out = r.file("a.jsonl", b"{\"m\":\"tok-abcdef-123\"}\nnot json tok-abcdef-123\n");
+        let out = r.file(
+            "a.jsonl",
+            b"{\"m\":\"tok-abcdef-123\"}\nnot json tok-abcdef-123\n",
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("tok-abcdef"), "{text}");
         let out = r.file("m.prom", b"x{l=\"tok-abcdef-123\"} 1\n");
@@ -400,7 +406,15 @@ mod tests {
     #[test]
     fn redaction_never_panics_on_odd_text() {
         let r = Redactor::new(["abcd"]);
-        for t in ["", "://", "Bearer ", "x://@", "a://b:c@", "é://é:é@é", "Bearer \"x\""] {
+        for t in [
+            "",
+            "://",
+            "Bearer ",
+            "x://@",
+            "a://b:c@",
+            "é://é:é@é",
+            "Bearer \"x\"",
+        ] {
             let _ = r.text(t);
         }
     }
