@@ -1,6 +1,7 @@
 //! `vigil`: the agent (`vigil agent`) and the CLI that talks to it.
 
 mod api;
+mod bundle;
 mod cli;
 mod cluster;
 mod controller;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::args::Cli::parse();
+    let args = cli::args::Cli::parse_from(bundle::cli::args_with_file(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

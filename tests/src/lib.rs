@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // test harness: a failed step should fail the test loudly
 
 pub mod agent;
+pub mod bundle;
 pub mod doctor;
 pub mod etcd;
 pub mod faults;

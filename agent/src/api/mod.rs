@@ -7,6 +7,7 @@ mod migration;
 mod nodes;
 mod routes;
 mod settings;
+pub mod support_bundle;
 pub mod types;
 mod uninstall;
 mod volumes;
@@ -79,6 +80,10 @@ async fn handle(
             )));
         }
     };
+    // The support bundle answers a binary archive, not JSON.
+    if method == hyper::Method::POST && path == "/v1/support-bundle" {
+        return Ok(support_bundle::make(&agent, &body).instrument(span).await);
+    }
     let result = routes::route(&agent, &method, &path, &query, &body)
         .instrument(span)
         .await;

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::health;
 use super::to_json;
 use super::types::*;
-use super::{migration, nodes, settings, uninstall, volumes};
+use super::{migration, nodes, settings, support_bundle, uninstall, volumes};
 use crate::daemon::Agent;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
@@ -90,6 +90,9 @@ pub async fn route(
         (&Method::POST, ["v1", "uninstall"]) => uninstall::start(agent).await,
         (&Method::GET, ["v1", "uninstall"]) => uninstall::status(agent).await,
         (&Method::GET, ["v1", "logs"]) => ok(&recent_logs(query)),
+        (&Method::GET, ["v1", "support-bundle", "node"]) => {
+            support_bundle::node(agent, query).await
+        }
         (&Method::GET, ["v1", "replicas"]) => {
             let list: Vec<ReplicaView> = agent
                 .replicas

@@ -62,12 +62,21 @@ pub enum Command {
     #[command(subcommand)]
     Settings(SettingsCmd),
     /// Diagnose the cluster: root causes first, each with cause, fix and consequences (exit 0 healthy, 1 warnings, 2 errors).
-    Doctor,
+    Doctor {
+        /// Diagnose from a support bundle instead of the live cluster (no agent needed).
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
+    },
     /// Health checks: list them, mute or unmute a code.
     #[command(subcommand)]
     Health(HealthCmd),
     /// Remove every volume, replica, engine and the cluster state (only when the setting deleting-confirmation-flag is true). Exit 0 when uninstalled (or already in progress / done by another run), 1 when refused or failed.
     Uninstall(UninstallArgs),
+    /// Collect a support bundle from every node into one archive (`-o FILE`).
+    SupportBundle(crate::bundle::cli::SupportBundleArgs),
+    /// Read a support bundle offline.
+    #[command(subcommand)]
+    Bundle(crate::bundle::cli::BundleCmd),
     /// Recent events (newest last).
     Events {
         /// Only events about this volume.

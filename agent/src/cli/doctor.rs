@@ -25,12 +25,18 @@ pub async fn doctor(endpoint: &str, output: Output) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    print(&report, output)
+}
+
+/// Prints a report (live or from a support bundle) and returns the
+/// doctor's exit code for it.
+pub fn print(report: &Report, output: Output) -> ExitCode {
     match output {
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(report).unwrap_or_default()
         ),
-        Output::Table => print!("{}", render(&report)),
+        Output::Table => print!("{}", render(report)),
     }
     ExitCode::from(match report.status {
         Status::Ok => 0,

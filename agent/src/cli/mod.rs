@@ -3,7 +3,7 @@
 
 pub mod args;
 mod cluster;
-mod doctor;
+pub(crate) mod doctor;
 mod drain;
 pub mod duration;
 mod events;
@@ -24,7 +24,24 @@ use http::{ApiClient, CallError};
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Agent(a) => run_agent(a).await,
-        Command::Doctor => doctor::doctor(&cli.endpoint, cli.output).await,
+        Command::Doctor { bundle: None } => doctor::doctor(&cli.endpoint, cli.output).await,
+        Command::Doctor { bundle: Some(file) } => match crate::bundle::offline::report(&file) {
+            Ok((bundle, report)) => {
+                eprintln!("{}", crate::bundle::offline::origin(&bundle));
+                doctor::print(&report, cli.output)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::SupportBundle(args) => {
+            let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
+            crate::bundle::cli::run(&api, args, cli.output).await
+        }
+        Command::Bundle(crate::bundle::cli::BundleCmd::Inspect { file, volume }) => {
+            crate::bundle::offline::inspect(&file, volume.as_deref(), cli.output)
+        }
         Command::Uninstall(args) => {
             let api = ApiClient::new(&cli.endpoint).with_token(cli_token(&cli.token_file));
             uninstall::run(&api, args, cli.output).await
@@ -84,7 +101,8 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
     let none: Option<&()> = None;
     Ok(match cmd {
         Command::Agent(_) => unreachable!("handled by run"),
-        Command::Doctor => unreachable!("handled by run"),
+        Command::Doctor { .. } => unreachable!("handled by run"),
+        Command::SupportBundle(_) | Command::Bundle(_) => unreachable!("handled by run"),
         Command::Uninstall(_) => unreachable!("handled by run"),
         Command::Health(cmd) => doctor::health(api, cmd).await?,
         Command::Replica(ReplicaCmd::Create { name, size }) => (

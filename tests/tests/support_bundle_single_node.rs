@@ -1,0 +1,145 @@
+//! A single agent on the embedded store (the default): the bundle is made
+//! the same way (one node, answered), `vigil doctor --bundle` agrees with
+//! the live doctor, `--volume` limits the replicas collected, and a secret
+//! given as the cluster token (environment) and as a label value (flag)
+//! is in no file. A truncated or corrupted copy of the bundle gets a
+//! clear error and a non-zero exit from `doctor --bundle` and `bundle
+//! inspect`, never a panic.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
+use std::time::Duration;
+
+use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::doctor;
+use vigil_tests::{Agent, bundle};
+
+const SECRET: &str = "single-node-secret-0b5e7d21c4";
+
+fn agent(root: &std::path::Path) -> Agent {
+    let label = format!("db-password={SECRET}");
+    let a = Agent::start_with(root, "n1", SECRET, &["--label", &label]);
+    a.wait_live();
+    a
+}
+
+#[test]
+fn single_node_bundle_on_the_embedded_store() {
+    let root = tempfile::tempdir().unwrap();
+    let n1 = agent(root.path());
+    n1.json(&[
+        "volume",
+        "create",
+        "v1",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
+    n1.json(&[
+        "volume",
+        "create",
+        "v2",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
+    wait_until("doctor healthy", Duration::from_secs(15), || {
+        doctor(&n1).0 == 0
+    });
+    let (live_exit, live) = doctor(&n1);
+
+    let path = root.path().join("b.tgz");
+    let (code, err) = bundle::make(&n1, &path, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("n1") && err.contains("answered"),
+        "progress: {err}"
+    );
+    let (exit, offline, err) = bundle::doctor(&path);
+    assert_eq!(exit, live_exit, "{err}");
+    assert_eq!(bundle::codes(&offline), bundle::codes(&live), "{offline}");
+
+    let dir = bundle::extract(&path, &root.path().join("x"));
+    let m = bundle::manifest(&dir);
+    assert_eq!(m["nodes"].as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(m["nodes"][0]["status"], "answered", "{m}");
+    assert!(
+        m["nodes"][0]["clock_offset_secs"].as_f64().unwrap().abs() < 1.0,
+        "{m}"
+    );
+    let store = std::fs::read_to_string(dir.join("cluster/store.jsonl")).unwrap();
+    assert!(
+        store.contains("volumes/v1") && store.contains("volumes/v2"),
+        "{store}"
+    );
+    let agent_json = std::fs::read_to_string(dir.join("nodes/n1/agent.json")).unwrap();
+    assert!(
+        agent_json.contains("db-password=[REDACTED]"),
+        "{agent_json}"
+    );
+    let leaks = bundle::files_containing(&dir, SECRET);
+    assert!(leaks.is_empty(), "the secret is in {leaks:?}");
+
+    // Limited to one volume and the last hour.
+    let path = root.path().join("v1.tgz");
+    let (code, err) = bundle::make(&n1, &path, &["--volume", "v1", "--since", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = bundle::extract(&path, &root.path().join("y"));
+    let replicas = std::fs::read_to_string(dir.join("nodes/n1/replicas.json")).unwrap();
+    assert!(
+        replicas.contains("v1-r-") && !replicas.contains("v2-r-"),
+        "{replicas}"
+    );
+    let events = std::fs::read_to_string(dir.join("cluster/events.json")).unwrap();
+    assert!(
+        events.contains("\"v1\"") && !events.contains("\"v2\""),
+        "{events}"
+    );
+    assert_eq!(bundle::manifest(&dir)["request"]["since_secs"], 3600);
+}
+
+#[test]
+fn truncated_or_corrupted_bundles_get_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let n1 = agent(root.path());
+    let path = root.path().join("b.tgz");
+    let (code, err) = bundle::make(&n1, &path, &[]);
+    assert_eq!(code, 0, "{err}");
+    let data = std::fs::read(&path).unwrap();
+
+    let mut cases = vec![
+        (
+            "truncated-half",
+            data[..data.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "truncated-tail",
+            data[..data.len() - 8].to_vec(),
+            "truncated",
+        ),
+        ("empty", Vec::new(), "corrupt"),
+        ("not-gzip", b"this is not a bundle".to_vec(), "corrupt"),
+    ];
+    let mut flipped = data.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    cases.push(("corrupted", flipped, ""));
+    for (name, bytes, expect) in cases {
+        let p = root.path().join(format!("{name}.tgz"));
+        std::fs::write(&p, &bytes).unwrap();
+        let (exit, _, err) = bundle::doctor(&p);
+        assert_eq!(exit, 2, "{name}: {err}");
+        assert!(err.starts_with("error: bundle"), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        let (exit, _, err) = bundle::offline(&["bundle", "inspect", p.to_str().unwrap()]);
+        assert_eq!(exit, 1, "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    let (exit, _, err) = bundle::offline(&["doctor", "--bundle", "/nonexistent/b.tgz"]);
+    assert_eq!(exit, 2, "{err}");
+    assert!(err.contains("No such file"), "{err}");
+}
