@@ -9,7 +9,8 @@
 //! `vigil doctor --bundle` (no agent) reports the same checks, roots and
 //! objects as the live `vigil doctor` did, with the same exit code; `vigil
 //! bundle inspect` shows `vb`'s timeline; and the secret is in no file of
-//! the extracted archive.
+//! the extracted archive. Then n2 is frozen (SIGSTOP): the next bundle
+//! records it as timed out and is not held up past the per-node timeout.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -216,4 +217,30 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
         "{text}"
     );
     assert!(text.contains("Timeline"), "{text}");
+
+    // A hung node (frozen, its lease still held for a while, its socket
+    // accepting but never answering) is recorded as timed out and holds up
+    // the bundle no longer than the per-node timeout.
+    n2.signal(libc::SIGSTOP);
+    let hung = root.path().join("hung.tar.gz");
+    let started = Instant::now();
+    let (code, err) = bundle::make(&n1, &hung, &["--node-timeout", "2s"]);
+    let took = started.elapsed();
+    n2.signal(libc::SIGCONT);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        took < Duration::from_secs(8),
+        "bundle with a hung node took {took:?}"
+    );
+    let dir = bundle::extract(&hung, &root.path().join("hung"));
+    let m = bundle::manifest(&dir);
+    let n2_outcome = m["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["node"] == "n2")
+        .unwrap_or_else(|| panic!("n2 not in the manifest: {m}"))
+        .clone();
+    assert_eq!(n2_outcome["status"], "timed_out", "{m}");
+    assert!(dir.join("nodes/n1/metrics.prom").exists(), "{m}");
 }
