@@ -42,6 +42,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
         store: c.store().kind().to_string(),
         down_since: None,
         eviction: None,
+        kernel_io: None,
     };
     c.retry(|| async {
         match c.get::<Node>(&cfg.node_name).await? {

@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod engine;
 pub mod event;
+pub mod kernel_io;
 pub mod eviction;
 pub mod maintenance;
 pub mod migration;
