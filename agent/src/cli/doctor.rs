@@ -30,7 +30,16 @@ pub async fn doctor(endpoint: &str, output: Output) -> ExitCode {
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
-        Output::Table => print!("{}", render(&report)),
+        Output::Table => {
+            print!("{}", render(&report));
+            // The kernel's view next to the engine's (eBPF); best effort.
+            if let Ok(nodes) = api
+                .call::<(), serde_json::Value>(Method::GET, "/v1/nodes", None)
+                .await
+            {
+                print!("{}", super::kernel_view::section(&nodes));
+            }
+        }
     }
     ExitCode::from(match report.status {
         Status::Ok => 0,

@@ -7,6 +7,7 @@ mod doctor;
 mod drain;
 pub mod duration;
 mod events;
+pub mod kernel_view;
 pub mod http;
 mod table;
 mod uninstall;

@@ -56,6 +56,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
                 };
                 v.object.status = NodeStatus {
                     eviction: v.object.status.eviction.take(),
+                    kernel_io: v.object.status.kernel_io.take(),
                     ..status.clone()
                 };
                 c.update(&v).await.map(|_| ())

@@ -93,6 +93,7 @@ pub fn start(mode: Mode) -> Result<(), Unavailable> {
 /// summary; returns at once when tracing is not loaded.
 pub async fn run(agent: Arc<Agent>) {
     let Some(tracer) = tracer() else {
+        summary::unavailable(&agent).await;
         return;
     };
     let mut targets = targets::Targets::new(&agent);

@@ -126,6 +126,30 @@ impl Summarizer {
     }
 }
 
+/// Records once, in the node's status, that this agent runs without eBPF
+/// and why (for `vigil doctor` and support bundles).
+pub async fn unavailable(agent: &Agent) {
+    let Some(u) = super::unavailable() else {
+        return;
+    };
+    let k = KernelIo {
+        at: crate::health::view::now_secs(),
+        unavailable: Some(format!("{}: {}", u.reason, u.detail)),
+        ..KernelIo::default()
+    };
+    let me = agent.config.node_name.clone();
+    if let Err(e) = agent
+        .cluster
+        .modify::<Node, _>(&me, |n| {
+            n.status.kernel_io = Some(k.clone());
+            Ok(true)
+        })
+        .await
+    {
+        tracing::debug!(error = %e, "record eBPF unavailable in the node status");
+    }
+}
+
 fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
     let names = names();
     let sys = |s: &Snapshot, disk: usize, op: SysOp| {
@@ -227,5 +251,6 @@ fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
         peers,
         runqueue_waits: runq.count,
         runqueue_p99_seconds: runq.quantile_upper_seconds(0.99).unwrap_or(0.0),
+        unavailable: None,
     }
 }
