@@ -63,6 +63,9 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
         .as_str()
         .unwrap()
         .to_string();
+    // The agent registers its open replica files with the kernel every
+    // second (docs/ebpf.md): give it that second after the replica opened.
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let dev_a = dev_name(vigil_fs.device());
     let dev_b = dev_name(other_fs.device());
 
