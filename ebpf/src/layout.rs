@@ -86,19 +86,30 @@ pub struct PeerStats {
     pub retransmits: u64,
 }
 
-// SAFETY: every type above is `#[repr(C)]`, `Copy`, made of integers and
-// integer arrays only, with explicit padding fields, so every byte pattern
-// is a valid value and no byte is uninitialised padding.
+// aya reads and writes these as raw bytes: every type above is
+// `#[repr(C)]`, `Copy`, made of integers and integer arrays only, with
+// explicit padding fields, so every byte pattern is a valid value and no
+// byte is uninitialised padding.
 mod pod {
     use super::*;
+    // SAFETY: `RawHist` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for RawHist {}
+    // SAFETY: `Config` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: `SysKey` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for SysKey {}
+    // SAFETY: `SysStart` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for SysStart {}
+    // SAFETY: `BlkKey` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for BlkKey {}
+    // SAFETY: `RqKey` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for RqKey {}
+    // SAFETY: `RqStart` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for RqStart {}
+    // SAFETY: `DevStats` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for DevStats {}
+    // SAFETY: `PeerKey` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for PeerKey {}
+    // SAFETY: `PeerStats` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for PeerStats {}
 }

@@ -45,7 +45,10 @@ fn histogram_bounds_are_powers_of_two_microseconds() {
     use crate::Hist;
     assert_eq!(Hist::upper_bound_seconds(0), Some(1e-6));
     assert_eq!(Hist::upper_bound_seconds(10), Some(1024e-6));
-    assert_eq!(Hist::upper_bound_seconds(crate::layout::HIST_SLOTS - 1), None);
+    assert_eq!(
+        Hist::upper_bound_seconds(crate::layout::HIST_SLOTS - 1),
+        None
+    );
     let mut h = Hist::default();
     h.slots[3] = 9;
     h.slots[12] = 1;

@@ -47,6 +47,8 @@ pub fn ensure() -> Result<(), String> {
     if present() {
         Ok(())
     } else {
-        Err(format!("mounted tracefs at {MOUNT_POINT} but it has no events/"))
+        Err(format!(
+            "mounted tracefs at {MOUNT_POINT} but it has no events/"
+        ))
     }
 }

@@ -150,7 +150,10 @@ impl Tracer {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| {
-                    Unavailable::new(Reason::LoadFailed, format!("no program {prog} in the object"))
+                    Unavailable::new(
+                        Reason::LoadFailed,
+                        format!("no program {prog} in the object"),
+                    )
                 })?
                 .try_into()
                 .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;

@@ -17,7 +17,14 @@ fn committed_object_matches_a_rebuild_from_source() {
     let src = root.join("bpf/vigil.bpf.c");
     let out = tempfile_path();
     let status = Command::new(CLANG)
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+        ])
         .arg(&src)
         .arg("-o")
         .arg(&out)

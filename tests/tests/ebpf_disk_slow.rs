@@ -94,7 +94,8 @@ fn kernel_window(a: &Agent) -> Value {
 #[test]
 fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
     // SAFETY: geteuid has no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, "needs root (eBPF, cgroups, loop devices)");
+    let euid = unsafe { libc::geteuid() };
+    assert!(euid == 0, "needs root (eBPF, cgroups, loop devices)");
     let root = tempfile::tempdir().unwrap();
     let fs = LoopExt4::create(root.path(), "ext4", 128);
     let disk_dir = fs.path.join("vigil");
@@ -105,7 +106,15 @@ fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
         &["--disk", disk_dir.to_str().unwrap(), "--ebpf", "required"],
     );
     a.wait_live();
-    a.json(&["volume", "create", "v", "--size", "32MiB", "--replicas", "1"]);
+    a.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "1",
+    ]);
     let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
     assert!(ok, "attach: {err}");
     let endpoint = out.trim().to_string();
@@ -119,17 +128,25 @@ fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(endpoint.clone(), Arc::clone(&stop));
     let mut window = Value::Null;
-    wait_until("a kernel window with writes", Duration::from_secs(40), || {
-        window = kernel_window(&a);
-        window["disks"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|d| d["disk"] == disk.as_str() && d["writes"].as_u64() >= Some(10)))
-    });
+    wait_until(
+        "a kernel window with writes",
+        Duration::from_secs(40),
+        || {
+            window = kernel_window(&a);
+            window["disks"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|d| d["disk"] == disk.as_str() && d["writes"].as_u64() >= Some(10))
+            })
+        },
+    );
     eprintln!("unthrottled window: {window}");
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
         let (_, report) = doctor(&a);
-        assert!(check(&report, "DISK_SLOW").is_none(), "DISK_SLOW without a throttle: {report}");
+        assert!(
+            check(&report, "DISK_SLOW").is_none(),
+            "DISK_SLOW without a throttle: {report}"
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
 
@@ -146,7 +163,10 @@ fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
     let msg = item["message"].as_str().unwrap();
     let dev = fs.device().trim_start_matches("/dev/");
     assert!(msg.contains(dev), "names the device {dev}: {msg}");
-    assert!(msg.contains("the engine's writes"), "user-space timing next to it: {msg}");
+    assert!(
+        msg.contains("the engine's writes"),
+        "user-space timing next to it: {msg}"
+    );
     eprintln!("DISK_SLOW: {msg}");
     let (_, human, _) = a.cli_code(&["doctor"]);
     assert!(human.contains("DISK_SLOW"), "{human}");

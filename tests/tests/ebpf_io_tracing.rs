@@ -43,7 +43,10 @@ fn sum(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn kernel_counts_grow_for_vigils_files_and_device_only() {
-    assert!(is_root(), "this test loads eBPF programs: run it as root (tests/run.sh does)");
+    assert!(
+        is_root(),
+        "this test loads eBPF programs: run it as root (tests/run.sh does)"
+    );
     let root = tempfile::tempdir().unwrap();
     let vigil_fs = LoopExt4::create(root.path(), "vigil-ext4", 192);
     let other_fs = LoopExt4::create(root.path(), "other-ext4", 96);
@@ -55,7 +58,15 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
         &["--disk", disk_dir.to_str().unwrap(), "--ebpf", "required"],
     );
     a.wait_live();
-    a.json(&["volume", "create", "v", "--size", "64MiB", "--replicas", "1"]);
+    a.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "64MiB",
+        "--replicas",
+        "1",
+    ]);
     let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
     assert!(ok, "attach: {err}");
     let endpoint = out.trim().to_string();
@@ -70,7 +81,11 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
     let dev_b = dev_name(other_fs.device());
 
     let before = a.get("/metrics").unwrap();
-    assert_eq!(sample(&before, "vigil_ebpf_loaded", &[("node", "n1")]), Some(1.0), "{before}");
+    assert_eq!(
+        sample(&before, "vigil_ebpf_loaded", &[("node", "n1")]),
+        Some(1.0),
+        "{before}"
+    );
     let sys_write = |p: &str| {
         sum(
             p,
@@ -102,8 +117,15 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
     let data = root.path().join("data");
     tools::random_file(&data, 32 << 20, 7);
     tools::qemu_write(&data, &endpoint);
-    assert!(dd.wait().unwrap().success(), "dd to {}", other_file.display());
-    assert!(tools::qemu_equal(&data, &endpoint), "volume content differs");
+    assert!(
+        dd.wait().unwrap().success(),
+        "dd to {}",
+        other_file.display()
+    );
+    assert!(
+        tools::qemu_equal(&data, &endpoint),
+        "volume content differs"
+    );
 
     let after = a.get("/metrics").unwrap();
     let (w0, w1) = (sys_write(&before), sys_write(&after));
@@ -113,7 +135,10 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
     // the filesystem: at least a few writes, and at least 32 MiB / 512 KiB
     // block requests (the loop device's largest request).
     assert!(w1 > w0, "syscall write count did not grow: {w0} -> {w1}");
-    assert!(b1 >= b0 + 64.0, "block write count on {dev_a}: {b0} -> {b1}");
+    assert!(
+        b1 >= b0 + 64.0,
+        "block write count on {dev_a}: {b0} -> {b1}"
+    );
     let syscall_sum_after = sum(
         &after,
         "vigil_ebpf_syscall_latency_seconds_sum",

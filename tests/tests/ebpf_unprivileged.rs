@@ -81,12 +81,25 @@ fn unprivileged_agent_serves_io_and_reports_ebpf_not_permitted() {
     });
     let (ok, _, err) = cli(
         port,
-        &["settings", "set", "storage-minimal-available-percentage", "1"],
+        &[
+            "settings",
+            "set",
+            "storage-minimal-available-percentage",
+            "1",
+        ],
     );
     assert!(ok, "{err}");
     let (ok, _, err) = cli(
         port,
-        &["volume", "create", "v", "--size", "16MiB", "--replicas", "1"],
+        &[
+            "volume",
+            "create",
+            "v",
+            "--size",
+            "16MiB",
+            "--replicas",
+            "1",
+        ],
     );
     assert!(ok, "create: {err}");
     let (ok, out, err) = cli(port, &["volume", "attach", "v"]);
@@ -95,10 +108,17 @@ fn unprivileged_agent_serves_io_and_reports_ebpf_not_permitted() {
     let data = dir.join("payload");
     tools::random_file(&data, 4 << 20, 3);
     tools::qemu_write(&data, &endpoint);
-    assert!(tools::qemu_equal(&data, &endpoint), "volume content differs");
+    assert!(
+        tools::qemu_equal(&data, &endpoint),
+        "volume content differs"
+    );
 
     let page = http_get(port, "/metrics").unwrap();
-    assert_eq!(sample(&page, "vigil_ebpf_loaded", &[("node", "n1")]), Some(0.0), "{page}");
+    assert_eq!(
+        sample(&page, "vigil_ebpf_loaded", &[("node", "n1")]),
+        Some(0.0),
+        "{page}"
+    );
     assert_eq!(
         sample(
             &page,

@@ -57,7 +57,11 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
         };
         let mut kernel = Vec::new();
         if d.writes > 0 {
-            kernel.push(format!("pwrite {} ({} calls)", ms(d.write_mean_seconds), d.writes));
+            kernel.push(format!(
+                "pwrite {} ({} calls)",
+                ms(d.write_mean_seconds),
+                d.writes
+            ));
         }
         if d.fsyncs > 0 {
             kernel.push(format!(
@@ -67,7 +71,11 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
             ));
         }
         if d.reads > 0 {
-            kernel.push(format!("pread {} ({} calls)", ms(d.read_mean_seconds), d.reads));
+            kernel.push(format!(
+                "pread {} ({} calls)",
+                ms(d.read_mean_seconds),
+                d.reads
+            ));
         }
         if d.block_requests > 0 {
             kernel.push(format!(

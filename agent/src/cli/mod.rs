@@ -7,8 +7,8 @@ mod doctor;
 mod drain;
 pub mod duration;
 mod events;
-pub mod kernel_view;
 pub mod http;
+pub mod kernel_view;
 mod table;
 mod uninstall;
 

@@ -102,11 +102,11 @@ pub async fn run(agent: Arc<Agent>) {
     loop {
         // Peers change rarely and cost a store read: every 5 s. Replica
         // files change as replicas open: every second.
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             targets.refresh_peers(&agent, tracer).await;
         }
         targets.refresh_files(&agent, tracer);
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             summary.step(&agent, tracer, &targets).await;
         }
         tick += 1;

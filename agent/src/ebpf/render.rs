@@ -67,7 +67,11 @@ fn kernel(page: &mut Page, node: &str, snap: &Snapshot) {
         let op: BlkOp = b.op;
         page.histogram(
             EBPF_BLOCK_LATENCY,
-            vec![("node", node), ("device", dev.as_str()), ("op", op.as_str())],
+            vec![
+                ("node", node),
+                ("device", dev.as_str()),
+                ("op", op.as_str()),
+            ],
             &b.hist,
         );
     }

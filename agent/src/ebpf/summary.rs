@@ -56,11 +56,7 @@ fn engine_legs() -> Legs {
         else {
             continue;
         };
-        let Some(value) = rest
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        else {
+        let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
             continue;
         };
         let e = legs.entry(replica.to_string()).or_default();
@@ -105,7 +101,10 @@ impl Summarizer {
             return;
         }
         let summary = summarize(agent, old, new);
-        let active = summary.disks.iter().any(|d| d.writes + d.fsyncs + d.reads > 0)
+        let active = summary
+            .disks
+            .iter()
+            .any(|d| d.writes + d.fsyncs + d.reads > 0)
             || summary.peers.iter().any(|p| p.retransmits > 0)
             || summary.runqueue_waits > 0;
         if !active && self.last_active == Some(false) {

@@ -121,7 +121,11 @@ impl Targets {
         };
         let mut files = BTreeMap::new();
         for entry in dir.flatten() {
-            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(target) = std::fs::read_link(entry.path()) else {
