@@ -44,4 +44,6 @@ pub async fn report(agent: &crate::daemon::Agent) -> Report {
 #[cfg(test)]
 mod docs_test;
 #[cfg(test)]
+mod kernel_io_tests;
+#[cfg(test)]
 mod tests;
