@@ -90,9 +90,10 @@ struct {
 	__type(value, __u8);
 } agent_tids SEC(".maps");
 
-/* When an agent thread became runnable. */
+/* When an agent thread became runnable (deleted when it runs; a plain
+ * hash: cheaper than an LRU on this hot path). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -423,8 +424,12 @@ int sched_switch(struct sched_switch_ctx *ctx)
 	/* The tracepoint runs on the outgoing task: prev is current. */
 	if ((bpf_get_current_pid_tgid() >> 32) == tgid) {
 		__u32 prev = ctx->prev_pid;
-		__u8 one = 1;
-		bpf_map_update_elem(&agent_tids, &prev, &one, BPF_ANY);
+		/* Learn the thread once: an LRU update costs far more than a
+		 * lookup, and this runs on every switch of an agent thread. */
+		if (!bpf_map_lookup_elem(&agent_tids, &prev)) {
+			__u8 one = 1;
+			bpf_map_update_elem(&agent_tids, &prev, &one, BPF_ANY);
+		}
 		/* Preempted while runnable (no sleep bits; 0x100 = preempted):
 		 * it waits in the run queue from now on. */
 		if ((ctx->prev_state & 0xff) == 0) {
