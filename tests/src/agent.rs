@@ -173,6 +173,11 @@ impl Agent {
             .args(&self.extra_args)
             .env("VIGIL_CLUSTER_TOKEN", &self.token)
             .env("VIGIL_LOG", "info,vigil_engine=debug")
+            // eBPF off unless a test asks (`--ebpf required` wins over the
+            // env): every loaded agent's sched programs run on each context
+            // switch of the machine, and dozens of agents in parallel tests
+            // would tax the whole suite. The ebpf_* tests turn it on.
+            .env("VIGIL_EBPF", "off")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
