@@ -21,6 +21,11 @@ command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
 /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need_pkgs+=(python3-fusepy)
 command -v mkfs.ext4 >/dev/null || need_pkgs+=(e2fsprogs)
 command -v losetup  >/dev/null || need_pkgs+=(mount)
+# eBPF (ebpf/tests/object.rs rebuilds the committed object with clang-14).
+command -v clang-14 >/dev/null || need_pkgs+=(clang-14)
+command -v llc-14   >/dev/null || need_pkgs+=(llvm-14)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -43,6 +48,12 @@ if ! python3 -c 'import grafana_foundation_sdk, yaml' 2>/dev/null \
    || ! python3 -m pip show grafana-foundation-sdk 2>/dev/null | grep -qx "Version: ${sdk_pin#*==}"; then
   echo "== installing: ${sdk_pin} pyyaml (PyPI)"
   python3 -m pip install -q "${sdk_pin}" pyyaml
+fi
+
+# eBPF tracepoints attach through tracefs, which a fresh machine may not
+# have mounted (the agent mounts it itself as root; the tests need it too).
+if [ ! -d /sys/kernel/tracing/events ] && [ "$(id -u)" -eq 0 ]; then
+  mount -t tracefs tracefs /sys/kernel/tracing || true
 fi
 
 # The etcd store is a cargo feature (etcd-client needs protoc); the tests

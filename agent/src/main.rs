@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod daemon;
+mod ebpf;
 mod failpoints;
 mod health;
 mod metrics;

@@ -142,6 +142,11 @@ impl Agent {
         a
     }
 
+    /// The agent's process id (panics when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -168,6 +173,11 @@ impl Agent {
             .args(&self.extra_args)
             .env("VIGIL_CLUSTER_TOKEN", &self.token)
             .env("VIGIL_LOG", "info,vigil_engine=debug")
+            // eBPF off unless a test asks (`--ebpf required` wins over the
+            // env): every loaded agent's sched programs run on each context
+            // switch of the machine, and dozens of agents in parallel tests
+            // would tax the whole suite. The ebpf_* tests turn it on.
+            .env("VIGIL_EBPF", "off")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

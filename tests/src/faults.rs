@@ -228,6 +228,11 @@ impl LoopExt4 {
         run("sync", &["-f", self.path.to_str().unwrap()]);
     }
 
+    /// The loop device (`/dev/loop3`).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
     /// The image file (for logs).
     pub fn image(&self) -> &Path {
         &self.image

@@ -242,9 +242,24 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     let root = tempfile::tempdir().unwrap();
     let mut etcd = Etcd::start(root.path());
     let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
+    let n1 = Agent::start_with(
+        root.path(),
+        "n1",
+        "tok",
+        &["--store", &store, "--ebpf", "auto"],
+    );
+    let mut n2 = Agent::start_with(
+        root.path(),
+        "n2",
+        "tok",
+        &["--store", &store, "--ebpf", "auto"],
+    );
+    let n3 = Agent::start_with(
+        root.path(),
+        "n3",
+        "tok",
+        &["--store", &store, "--ebpf", "auto"],
+    );
     for a in [&n1, &n2, &n3] {
         a.wait_live();
     }
@@ -437,6 +452,21 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     let ebpf_loaded = prom
         .query("vigil_ebpf_loaded == 1")
         .is_ok_and(|r| !r.is_empty());
+    // As root (CI) the agents load eBPF (`--ebpf auto`), so its dashboard
+    // is checked panel by panel, not just its "unavailable" status.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if ebpf_built && unsafe { libc::geteuid() } == 0 {
+        assert!(
+            ebpf_loaded,
+            "running as root, yet no agent loaded eBPF: {}",
+            n1.get("/metrics")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("vigil_ebpf_unavailable"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     if !ebpf_built {
         let any = prom.query(r#"{__name__=~"vigil_ebpf_.+"}"#).unwrap();
         assert!(

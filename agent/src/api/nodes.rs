@@ -51,6 +51,7 @@ async fn views(agent: &Agent) -> Result<Vec<ClusterNodeView>, ApiError> {
             allow_scheduling: n.spec.allow_scheduling,
             eviction_requested: n.spec.eviction_requested,
             eviction: n.status.eviction.clone(),
+            kernel_io: n.status.kernel_io.clone(),
             version: n.status.version.clone(),
             store: n.status.store.clone(),
             disks: disks

@@ -228,6 +228,9 @@ pub struct ClusterNodeView {
     /// The eviction's progress while one is requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction: Option<crate::model::eviction::Eviction>,
+    /// The kernel's view of the node's I/O (eBPF), when its agent traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_io: Option<crate::model::kernel_io::KernelIo>,
     pub version: String,
     pub store: String,
     pub disks: Vec<DiskView>,

@@ -17,11 +17,11 @@ use crate::model::Event;
 
 /// Reads a bundle and evaluates its health view: the report the live
 /// doctor would have printed when the bundle was made.
-pub fn report(file: &Path) -> Result<(Bundle, Report), BundleError> {
+pub fn report(file: &Path) -> Result<(Bundle, View, Report), BundleError> {
     let bundle = Bundle::read(file)?;
     let view: View = bundle.json(cluster::VIEW)?;
     let report = evaluate(&view);
-    Ok((bundle, report))
+    Ok((bundle, view, report))
 }
 
 /// Where a bundle came from, for stderr above the offline report.

@@ -319,6 +319,10 @@ pub struct AgentArgs {
     /// Fraction (0 to 1) of NBD requests traced, when traces are exported.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub trace_io_sample_rate: f64,
+    /// eBPF I/O tracing (docs/ebpf.md): `auto` loads it when privileges and
+    /// the kernel allow, `required` refuses to start without it.
+    #[arg(long, value_enum, default_value_t = crate::ebpf::Mode::Auto, env = "VIGIL_EBPF")]
+    pub ebpf: crate::ebpf::Mode,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -25,7 +25,17 @@ pub async fn doctor(endpoint: &str, output: Output) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    print(&report, output)
+    let code = print(&report, output);
+    if output == Output::Table {
+        // The kernel's view next to the engine's (eBPF); best effort.
+        if let Ok(nodes) = api
+            .call::<(), serde_json::Value>(Method::GET, "/v1/nodes", None)
+            .await
+        {
+            print!("{}", super::kernel_view::section(&nodes));
+        }
+    }
+    code
 }
 
 /// Prints a report (live or from a support bundle) and returns the

@@ -8,6 +8,7 @@ mod drain;
 pub mod duration;
 mod events;
 pub mod http;
+pub mod kernel_view;
 mod table;
 mod uninstall;
 
@@ -26,9 +27,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Agent(a) => run_agent(a).await,
         Command::Doctor { bundle: None } => doctor::doctor(&cli.endpoint, cli.output).await,
         Command::Doctor { bundle: Some(file) } => match crate::bundle::offline::report(&file) {
-            Ok((bundle, report)) => {
+            Ok((bundle, view, report)) => {
                 eprintln!("{}", crate::bundle::offline::origin(&bundle));
-                doctor::print(&report, cli.output)
+                let code = doctor::print(&report, cli.output);
+                if cli.output == Output::Table {
+                    print!("{}", kernel_view::section_of_view(&view));
+                }
+                code
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -238,6 +243,12 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         ping_interval: std::time::Duration::from_millis(a.ping_interval_ms.max(50)),
         ping_timeout: std::time::Duration::from_millis(a.ping_timeout_ms.max(50)),
     };
+    if let Err(e) = crate::ebpf::start(a.ebpf) {
+        tracing::error!(reason = e.reason.as_str(), error = %e, "agent failed to start: --ebpf required");
+        eprintln!("error: --ebpf required: {e}");
+        telemetry.shutdown().await;
+        return ExitCode::FAILURE;
+    }
     let config = crate::daemon::AgentConfig {
         node_name,
         data_dir: a.data_dir,

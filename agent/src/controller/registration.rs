@@ -42,6 +42,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
         store: c.store().kind().to_string(),
         down_since: None,
         eviction: None,
+        kernel_io: None,
     };
     c.retry(|| async {
         match c.get::<Node>(&cfg.node_name).await? {
@@ -55,6 +56,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
                 };
                 v.object.status = NodeStatus {
                     eviction: v.object.status.eviction.take(),
+                    kernel_io: v.object.status.kernel_io.take(),
                     ..status.clone()
                 };
                 c.update(&v).await.map(|_| ())

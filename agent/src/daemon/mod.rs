@@ -260,6 +260,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     ));
     let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
     let metrics_upkeep = tokio::spawn(crate::metrics::upkeep());
+    let kernel_tracing = tokio::spawn(crate::ebpf::run(Arc::clone(&agent)));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));
     tracing::info!(
@@ -281,6 +282,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     tracing::info!("shutting down: flushing replicas");
     controllers.abort();
     metrics_upkeep.abort();
+    kernel_tracing.abort();
     liveness.abort();
     agent.shutdown().await;
     crate::controller::registration::go_offline(&agent).await;

@@ -55,6 +55,10 @@ pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
 pub const MIGRATION_STUCK: &str = "MIGRATION_STUCK";
 pub const UNINSTALL_STUCK: &str = "UNINSTALL_STUCK";
 pub const EVICTION_BLOCKED: &str = "EVICTION_BLOCKED";
+pub const DISK_SLOW: &str = "DISK_SLOW";
+pub const DISK_IO_ERRORS: &str = "DISK_IO_ERRORS";
+pub const REPLICA_LINK_RETRANSMITS: &str = "REPLICA_LINK_RETRANSMITS";
+pub const AGENT_CPU_STARVED: &str = "AGENT_CPU_STARVED";
 
 const CODES: &[CodeInfo] = &[
     CodeInfo {
@@ -189,6 +193,34 @@ const CODES: &[CodeInfo] = &[
         summary: "A node eviction cannot move some volume's replica off the node",
         cause: "No other node and disk can take a replacement (anti-affinity: every other node already holds a replica of the volume; tags; free space; scheduling disabled), or the only healthy replicas are on the evicted node and it is down, so there is nothing to copy from. The replica stays on the node; the volume keeps its desired count.",
         fix: "Read the reasons per node in the item or `vigil node get NODE` (eviction section). Add a node or disk (`vigil agent` on a new machine), free space, relax anti-affinity (`vigil settings set replica-node-level-soft-anti-affinity true`), lower the volume's replica count, or bring the node back up if it holds the only copy. `vigil node evict NODE --cancel` stops the eviction.",
+    },
+    CodeInfo {
+        code: DISK_SLOW,
+        severity: Severity::Warning,
+        summary: "The kernel measures slow writes on a disk's replica files",
+        cause: "The agent's pwrite/fdatasync calls on the disk's replica files take longer than 100 ms on average (eBPF, over ~10 s) and the engine's own timing of its writes to replicas there agrees: an overloaded or failing drive, a throttled device (cgroup blkio/io.max, cloud IOPS limits), a slow network or FUSE filesystem, or another process saturating the same device. Volumes with a replica there are as slow as the slowest replica.",
+        fix: "Compare syscall and block latency: `vigil doctor` shows both; `vigil_ebpf_syscall_latency_seconds` vs `vigil_ebpf_block_latency_seconds` for the disk and its device. Block latency as high as syscall latency: the device itself is slow (`iostat -x 1`, `smartctl -a DEVICE`). Block latency low: the wait is above the block layer (a cgroup throttle, the filesystem, a FUSE/NFS backend). Move replicas off it (`vigil node evict NODE`) if it stays slow.",
+    },
+    CodeInfo {
+        code: DISK_IO_ERRORS,
+        severity: Severity::Error,
+        summary: "The kernel saw failing syscalls or block requests on a disk",
+        cause: "Syscalls of the agent on the disk's replica files returned an error, or block requests on its device completed with an error, in the last ~10 s (eBPF): a failing drive, a filesystem that went read-only, or a network/FUSE filesystem that lost its backend.",
+        fix: "On the node: `dmesg -T | grep -iE 'error|I/O'`, `smartctl -a DEVICE`, `findmnt -T PATH`. DISK_FAILING (user-space evidence) usually follows and takes the disk out of scheduling; replicas hit by the errors go ERR and are rebuilt elsewhere. Replace the drive if errors recur.",
+    },
+    CodeInfo {
+        code: REPLICA_LINK_RETRANSMITS,
+        severity: Severity::Warning,
+        summary: "TCP retransmits on a node's connections to a peer's replica server",
+        cause: "At least 10 TCP segments were retransmitted in ~10 s on connections from a node to another node's replica server (eBPF, tcp_retransmit_skb): packet loss, a congested or flapping link, an overloaded peer. Writes to the peer's replicas slow down and may time out.",
+        fix: "Check the path between the two nodes: `mtr PEER`, `ip -s link`, switch port counters; `ss -ti dst PEER` shows retransmits per connection. Look at `vigil_ebpf_tcp_rtt_seconds` for the peer.",
+    },
+    CodeInfo {
+        code: AGENT_CPU_STARVED,
+        severity: Severity::Warning,
+        summary: "The agent's threads wait long for a CPU",
+        cause: "The 99th percentile time the agent's threads spent runnable but not running exceeded 250 ms over ~10 s (eBPF, sched_wakeup/sched_switch): the node's CPUs are saturated by other work, the agent's cgroup CPU quota is too low, or its priority is too low. I/O, pings and lease renewals are delayed; replicas may be marked ERR by timeouts and the node may look down.",
+        fix: "`top`, `pidstat -u 1` on the node; check the agent's cgroup quota (`systemctl show vigil -p CPUQuota`) and nice level; give the agent a CPU reservation (systemd `CPUWeight=`) or move other work off the node.",
     },
 ];
 

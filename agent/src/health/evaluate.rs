@@ -28,6 +28,7 @@ pub fn evaluate(view: &View) -> Report {
     }
     ev.nodes();
     ev.disks();
+    ev.kernel_io();
     ev.replica_files();
     ev.backends();
     ev.replicas_stopped();

@@ -10,6 +10,7 @@
 pub mod codes;
 mod evaluate;
 mod eviction;
+mod kernel_io;
 mod migrations;
 mod replicas;
 pub mod report;
@@ -42,5 +43,7 @@ pub async fn report(agent: &crate::daemon::Agent) -> Report {
 
 #[cfg(test)]
 mod docs_test;
+#[cfg(test)]
+mod kernel_io_tests;
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,8 @@ pub enum Source {
     Recorded,
     /// Computed at each scrape from the cluster state and this agent.
     Scraped,
+    /// Read from the kernel's eBPF maps at each scrape (`crate::ebpf`).
+    Kernel,
 }
 
 /// One metric family.
@@ -60,7 +62,7 @@ const fn f(
 }
 
 use Kind::{Counter, Gauge, Histogram};
-use Source::{Recorded, Scraped};
+use Source::{Kernel, Recorded, Scraped};
 
 // The engine's data-path families (recorded by `vigil_engine`).
 use vigil_engine::engine::metrics::{
@@ -382,6 +384,77 @@ pub const FAMILIES: &[Family] = &[
         &["severity"],
         "Events this agent recorded, by severity.",
         Recorded,
+    ),
+    // eBPF (docs/ebpf.md): what the kernel sees of this agent's I/O
+    f(
+        EBPF_LOADED,
+        Gauge,
+        &["node"],
+        "1 when the agent's eBPF programs are loaded and attached, else 0.",
+        Kernel,
+    ),
+    f(
+        EBPF_UNAVAILABLE,
+        Gauge,
+        &["node", "reason"],
+        "1 when eBPF tracing is not running, with why: disabled, not_permitted, no_tracefs, load_failed, attach_failed.",
+        Kernel,
+    ),
+    f(
+        EBPF_SYSCALL_LATENCY,
+        Histogram,
+        &["node", "disk", "op"],
+        "Kernel-measured latency of the agent's syscalls on replica files, per disk; op is read (pread/preadv), write (pwrite/pwritev) or fsync (fsync/fdatasync).",
+        Kernel,
+    ),
+    f(
+        EBPF_SYSCALL_ERRORS,
+        Counter,
+        &["node", "disk", "op"],
+        "The agent's syscalls on replica files that returned an error, per disk and op.",
+        Kernel,
+    ),
+    f(
+        EBPF_BLOCK_LATENCY,
+        Histogram,
+        &["node", "device", "op"],
+        "Block request latency from issue to completion on devices holding vigil disks; op is read, write, flush, discard or other.",
+        Kernel,
+    ),
+    f(
+        EBPF_BLOCK_ERRORS,
+        Counter,
+        &["node", "device"],
+        "Block requests completed with an error on devices holding vigil disks.",
+        Kernel,
+    ),
+    f(
+        EBPF_BLOCK_INFLIGHT,
+        Gauge,
+        &["node", "device"],
+        "Block requests issued and not yet completed on the device at the scrape.",
+        Kernel,
+    ),
+    f(
+        EBPF_TCP_RETRANSMITS,
+        Counter,
+        &["node", "peer_node"],
+        "TCP segments retransmitted on this node's connections to the peer's replica server.",
+        Kernel,
+    ),
+    f(
+        EBPF_TCP_RTT,
+        Histogram,
+        &["node", "peer_node"],
+        "Smoothed TCP round-trip time samples on connections to the peer's replica server.",
+        Kernel,
+    ),
+    f(
+        EBPF_RUNQUEUE_DELAY,
+        Histogram,
+        &["node"],
+        "Time the agent's threads waited in a CPU run queue after becoming runnable.",
+        Kernel,
     ),
 ];
 

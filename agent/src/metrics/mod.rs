@@ -91,9 +91,16 @@ pub async fn render(agent: &Agent) -> String {
         LAST_RENDER_NANOS.load(Ordering::Relaxed) as f64 / 1e9,
     );
     out.push_str(&page.render());
+    out.push_str(&crate::ebpf::render(&agent.config.node_name));
     let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     LAST_RENDER_NANOS.store(took, Ordering::Relaxed);
     out
+}
+
+/// The recorded families as text (what this process measured itself;
+/// `ebpf::summary` reads the engines' write-leg timing from it).
+pub fn recorded_text() -> String {
+    HANDLE.get().map(|h| h.render()).unwrap_or_default()
 }
 
 /// Counts one automatic repair action (`vigil_remediations_total`).

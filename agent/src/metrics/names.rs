@@ -46,3 +46,14 @@ pub const HEALTH_CHECK_MUTED: &str = "vigil_health_check_muted";
 pub const REMEDIATIONS: &str = "vigil_remediations_total";
 pub const EVENTS_RECORDED: &str = "vigil_events_recorded_total";
 pub const SCRAPE_DURATION: &str = "vigil_scrape_duration_seconds";
+
+pub const EBPF_LOADED: &str = "vigil_ebpf_loaded";
+pub const EBPF_UNAVAILABLE: &str = "vigil_ebpf_unavailable";
+pub const EBPF_SYSCALL_LATENCY: &str = "vigil_ebpf_syscall_latency_seconds";
+pub const EBPF_SYSCALL_ERRORS: &str = "vigil_ebpf_syscall_errors_total";
+pub const EBPF_BLOCK_LATENCY: &str = "vigil_ebpf_block_latency_seconds";
+pub const EBPF_BLOCK_ERRORS: &str = "vigil_ebpf_block_errors_total";
+pub const EBPF_BLOCK_INFLIGHT: &str = "vigil_ebpf_block_inflight";
+pub const EBPF_TCP_RETRANSMITS: &str = "vigil_ebpf_tcp_retransmits_total";
+pub const EBPF_TCP_RTT: &str = "vigil_ebpf_tcp_rtt_seconds";
+pub const EBPF_RUNQUEUE_DELAY: &str = "vigil_ebpf_runqueue_delay_seconds";

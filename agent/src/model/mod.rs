@@ -8,6 +8,7 @@ pub mod disk;
 pub mod engine;
 pub mod event;
 pub mod eviction;
+pub mod kernel_io;
 pub mod maintenance;
 pub mod migration;
 pub mod mute;

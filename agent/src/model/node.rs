@@ -60,6 +60,10 @@ pub struct NodeStatus {
     /// (written by the eviction controller; kept across re-registration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction: Option<super::eviction::Eviction>,
+    /// The kernel's view of the node's I/O over the last window (eBPF;
+    /// absent when tracing is unavailable there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_io: Option<super::kernel_io::KernelIo>,
 }
 
 impl Node {

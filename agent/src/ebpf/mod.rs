@@ -1,0 +1,115 @@
+//! eBPF I/O tracing, the agent's side: the policy over `vigil-ebpf`.
+//!
+//! * `--ebpf off|auto|required` decides whether the programs are loaded and
+//!   whether failing to load them stops the agent ([`start`]);
+//! * `targets.rs` tells the kernel what is vigil's — the agent's own
+//!   process, its open replica files (per disk), the block devices holding
+//!   its disks, the replica servers of the other nodes — and keeps that
+//!   current as replicas, disks and peers change;
+//! * `render.rs` turns the kernel's maps into `vigil_ebpf_*` at each scrape;
+//! * `summary.rs` writes a small window of those figures into the node's
+//!   status (`model::kernel_io`), which the health checks read
+//!   (`health/kernel_io.rs`), so they work from any agent and from a
+//!   support bundle.
+//!
+//! The process has one tracer (the programs filter on our tgid), so it is
+//! process-global, set once before the daemon starts.
+
+mod render;
+mod summary;
+mod targets;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use vigil_ebpf::{Reason, Tracer, Unavailable};
+
+use crate::daemon::Agent;
+
+pub use render::render;
+
+/// `--ebpf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Never load the programs.
+    Off,
+    /// Load them when the kernel and our privileges allow; run without them otherwise.
+    Auto,
+    /// Refuse to start without them.
+    Required,
+}
+
+/// Whether tracing runs, and if not, why.
+pub enum Tracing {
+    Loaded(Tracer),
+    Unavailable(Unavailable),
+}
+
+static STATE: OnceLock<Tracing> = OnceLock::new();
+
+/// The tracer, when loaded.
+pub fn tracer() -> Option<&'static Tracer> {
+    match STATE.get() {
+        Some(Tracing::Loaded(t)) => Some(t),
+        _ => None,
+    }
+}
+
+/// Why tracing is not running (`None` while it runs or before [`start`]).
+pub fn unavailable() -> Option<&'static Unavailable> {
+    match STATE.get() {
+        Some(Tracing::Unavailable(u)) => Some(u),
+        _ => None,
+    }
+}
+
+/// Loads and attaches the programs as `mode` says. Only `required` turns a
+/// failure into an error; `auto` logs the reason and carries on with
+/// user-space timing alone.
+pub fn start(mode: Mode) -> Result<(), Unavailable> {
+    let state = match mode {
+        Mode::Off => Tracing::Unavailable(Unavailable::new(Reason::Disabled, "--ebpf off")),
+        Mode::Auto | Mode::Required => match Tracer::load(std::process::id()) {
+            Ok(t) => {
+                tracing::info!("eBPF tracing loaded: syscalls, block requests, tcp, run queue");
+                Tracing::Loaded(t)
+            }
+            Err(e) if mode == Mode::Required => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    reason = e.reason.as_str(),
+                    detail = %e.detail,
+                    "eBPF tracing unavailable; falling back to user-space timing"
+                );
+                Tracing::Unavailable(e)
+            }
+        },
+    };
+    let _ = STATE.set(state);
+    Ok(())
+}
+
+/// Keeps the kernel's filters current and writes the node's kernel I/O
+/// summary; returns at once when tracing is not loaded.
+pub async fn run(agent: Arc<Agent>) {
+    let Some(tracer) = tracer() else {
+        summary::unavailable(&agent).await;
+        return;
+    };
+    let mut targets = targets::Targets::new(&agent);
+    let mut summary = summary::Summarizer::default();
+    let mut tick: u64 = 0;
+    loop {
+        // Peers change rarely and cost a store read: every 5 s. Replica
+        // files change as replicas open: every second.
+        if tick.is_multiple_of(5) {
+            targets.refresh_peers(&agent, tracer).await;
+        }
+        targets.refresh_files(&agent, tracer);
+        if tick.is_multiple_of(5) {
+            summary.step(&agent, tracer, &targets).await;
+        }
+        tick += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,324 @@
+//! Loading, attaching, filtering and reading the programs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard};
+
+use aya::maps::{Array, HashMap, MapData};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+
+use crate::layout::*;
+use crate::snapshot::*;
+use crate::unavailable::{Reason, Unavailable};
+use crate::{OBJECT, tracefs};
+
+/// `BPF_NOEXIST` (linux/bpf.h): insert only when the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+/// Program name → the tracepoints (category, name) it is attached to.
+pub const ATTACHMENTS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "sys_enter_read",
+        &[
+            ("syscalls", "sys_enter_pread64"),
+            ("syscalls", "sys_enter_preadv"),
+            ("syscalls", "sys_enter_preadv2"),
+        ],
+    ),
+    (
+        "sys_enter_write",
+        &[
+            ("syscalls", "sys_enter_pwrite64"),
+            ("syscalls", "sys_enter_pwritev"),
+            ("syscalls", "sys_enter_pwritev2"),
+        ],
+    ),
+    (
+        "sys_enter_fsync",
+        &[
+            ("syscalls", "sys_enter_fsync"),
+            ("syscalls", "sys_enter_fdatasync"),
+        ],
+    ),
+    (
+        "sys_exit",
+        &[
+            ("syscalls", "sys_exit_pread64"),
+            ("syscalls", "sys_exit_preadv"),
+            ("syscalls", "sys_exit_preadv2"),
+            ("syscalls", "sys_exit_pwrite64"),
+            ("syscalls", "sys_exit_pwritev"),
+            ("syscalls", "sys_exit_pwritev2"),
+            ("syscalls", "sys_exit_fsync"),
+            ("syscalls", "sys_exit_fdatasync"),
+        ],
+    ),
+    ("block_rq_issue", &[("block", "block_rq_issue")]),
+    ("block_rq_complete", &[("block", "block_rq_complete")]),
+    ("tcp_retransmit", &[("tcp", "tcp_retransmit_skb")]),
+    ("tcp_probe", &[("tcp", "tcp_probe")]),
+    ("sched_wakeup", &[("sched", "sched_wakeup")]),
+    ("sched_wakeup_new", &[("sched", "sched_wakeup_new")]),
+    ("sched_switch", &[("sched", "sched_switch")]),
+];
+
+/// A map operation failed after loading (the programs keep running).
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TracerError {
+    move |source| TracerError::Map { map, source }
+}
+
+/// The loaded and attached programs. Dropping it detaches them.
+pub struct Tracer {
+    ebpf: Mutex<Ebpf>,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracer")
+    }
+}
+
+/// The whole error chain in one line (aya's top-level messages are terse).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether an error chain holds EPERM/EACCES from the kernel.
+fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+impl Tracer {
+    /// Loads the programs, tells them the agent's process id, and attaches
+    /// every tracepoint. Nothing is traced per disk, device or peer until
+    /// the `set_*` calls say what is vigil's.
+    pub fn load(tgid: u32) -> Result<Tracer, Unavailable> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(|e| {
+            if denied(&e) {
+                Unavailable::new(
+                    Reason::NotPermitted,
+                    format!(
+                        "loading eBPF programs needs root or CAP_BPF and CAP_PERFMON: {}",
+                        chain(&e)
+                    ),
+                )
+            } else {
+                Unavailable::new(Reason::LoadFailed, chain(&e))
+            }
+        })?;
+        {
+            let map = ebpf
+                .map_mut("config")
+                .ok_or_else(|| Unavailable::new(Reason::LoadFailed, "no config map"))?;
+            let mut config: Array<&mut MapData, Config> = Array::try_from(map)
+                .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;
+            config
+                .set(0, Config { tgid, pad: 0 }, 0)
+                .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;
+        }
+        tracefs::ensure().map_err(|e| Unavailable::new(Reason::NoTracefs, e))?;
+        for (prog, points) in ATTACHMENTS {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| {
+                    Unavailable::new(
+                        Reason::LoadFailed,
+                        format!("no program {prog} in the object"),
+                    )
+                })?
+                .try_into()
+                .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;
+            p.load().map_err(|e| {
+                let reason = if denied(&e) {
+                    Reason::NotPermitted
+                } else {
+                    Reason::LoadFailed
+                };
+                Unavailable::new(reason, format!("load {prog}: {}", chain(&e)))
+            })?;
+            for (category, name) in *points {
+                p.attach(category, name).map_err(|e| {
+                    let reason = if denied(&e) {
+                        Reason::NotPermitted
+                    } else {
+                        Reason::AttachFailed
+                    };
+                    Unavailable::new(
+                        reason,
+                        format!("attach {prog} to {category}/{name}: {}", chain(&e)),
+                    )
+                })?;
+            }
+        }
+        Ok(Tracer {
+            ebpf: Mutex::new(ebpf),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ebpf> {
+        // A panic while holding the lock leaves maps consistent (each
+        // update is one syscall), so a poisoned lock is still usable.
+        self.ebpf.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent's replica files: fd → disk index. Replaces what was set.
+    pub fn set_files(&self, files: &BTreeMap<u32, u32>) -> Result<(), TracerError> {
+        let mut ebpf = self.lock();
+        let map = ebpf
+            .map_mut("fd_disk")
+            .ok_or(TracerError::MissingMap("fd_disk"))?;
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(map).map_err(map_err("fd_disk"))?;
+        let have: BTreeMap<u32, u32> = m.iter().filter_map(Result::ok).collect();
+        for fd in have.keys().filter(|fd| !files.contains_key(fd)) {
+            m.remove(fd).map_err(map_err("fd_disk"))?;
+        }
+        for (fd, disk) in files {
+            if have.get(fd) != Some(disk) {
+                m.insert(fd, disk, 0).map_err(map_err("fd_disk"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The block devices to trace (kernel dev_t). A device newly added
+    /// starts with zero counters; one removed loses them.
+    pub fn set_devices(&self, devs: &BTreeSet<u32>) -> Result<(), TracerError> {
+        let mut ebpf = self.lock();
+        let map = ebpf
+            .map_mut("blk_devs")
+            .ok_or(TracerError::MissingMap("blk_devs"))?;
+        let mut m: HashMap<&mut MapData, u32, DevStats> =
+            HashMap::try_from(map).map_err(map_err("blk_devs"))?;
+        let have: BTreeSet<u32> = m.keys().filter_map(Result::ok).collect();
+        for dev in have.difference(devs) {
+            m.remove(dev).map_err(map_err("blk_devs"))?;
+        }
+        for dev in devs.difference(&have) {
+            m.insert(dev, DevStats::default(), BPF_NOEXIST)
+                .map_err(map_err("blk_devs"))?;
+        }
+        Ok(())
+    }
+
+    /// The replica servers this agent connects to (IPv4 address, port).
+    pub fn set_peers(&self, peers: &BTreeSet<(Ipv4Addr, u16)>) -> Result<(), TracerError> {
+        let mut ebpf = self.lock();
+        let map = ebpf
+            .map_mut("tcp_peers")
+            .ok_or(TracerError::MissingMap("tcp_peers"))?;
+        let mut m: HashMap<&mut MapData, PeerKey, PeerStats> =
+            HashMap::try_from(map).map_err(map_err("tcp_peers"))?;
+        let key = |(a, p): &(Ipv4Addr, u16)| PeerKey {
+            addr: a.octets(),
+            port: *p,
+            pad: 0,
+        };
+        let want: BTreeSet<PeerKey> = peers.iter().map(key).collect();
+        let have: BTreeSet<PeerKey> = m.keys().filter_map(Result::ok).collect();
+        for k in have.difference(&want) {
+            m.remove(k).map_err(map_err("tcp_peers"))?;
+        }
+        let zero = PeerStats {
+            rtt: RawHist {
+                slots: [0; HIST_SLOTS],
+                count: 0,
+                sum_ns: 0,
+                errors: 0,
+            },
+            retransmits: 0,
+        };
+        for k in want.difference(&have) {
+            m.insert(k, zero, BPF_NOEXIST)
+                .map_err(map_err("tcp_peers"))?;
+        }
+        Ok(())
+    }
+
+    /// Reads every histogram and counter.
+    pub fn read(&self) -> Result<Snapshot, TracerError> {
+        let ebpf = self.lock();
+        let get = |name: &'static str| ebpf.map(name).ok_or(TracerError::MissingMap(name));
+        let mut snap = Snapshot::default();
+
+        let m: HashMap<&MapData, SysKey, RawHist> =
+            HashMap::try_from(get("sys_hist")?).map_err(map_err("sys_hist"))?;
+        for (k, h) in m.iter().filter_map(Result::ok) {
+            if let Some(op) = SysOp::from_raw(k.op) {
+                snap.syscalls.push(SyscallSeries {
+                    disk: k.disk,
+                    op,
+                    hist: Hist::from(&h),
+                });
+            }
+        }
+        let m: HashMap<&MapData, BlkKey, RawHist> =
+            HashMap::try_from(get("blk_hist")?).map_err(map_err("blk_hist"))?;
+        for (k, h) in m.iter().filter_map(Result::ok) {
+            snap.block.push(BlockSeries {
+                dev: k.dev,
+                op: BlkOp::from_raw(k.op),
+                hist: Hist::from(&h),
+            });
+        }
+        let m: HashMap<&MapData, u32, DevStats> =
+            HashMap::try_from(get("blk_devs")?).map_err(map_err("blk_devs"))?;
+        for (dev, s) in m.iter().filter_map(Result::ok) {
+            snap.devices.push(DeviceCounters {
+                dev,
+                issued: s.issued,
+                completed: s.completed,
+                errors: s.errors,
+            });
+        }
+        let m: HashMap<&MapData, PeerKey, PeerStats> =
+            HashMap::try_from(get("tcp_peers")?).map_err(map_err("tcp_peers"))?;
+        for (k, s) in m.iter().filter_map(Result::ok) {
+            snap.peers.push(PeerSeries {
+                addr: Ipv4Addr::from(k.addr),
+                port: k.port,
+                rtt: Hist::from(&s.rtt),
+                retransmits: s.retransmits,
+            });
+        }
+        let a: Array<&MapData, RawHist> =
+            Array::try_from(get("runq_hist")?).map_err(map_err("runq_hist"))?;
+        if let Ok(h) = a.get(&0, 0) {
+            snap.runqueue = Hist::from(&h);
+        }
+        snap.syscalls.sort_by_key(|s| (s.disk, s.op));
+        snap.block.sort_by_key(|s| (s.dev, s.op));
+        snap.devices.sort_by_key(|d| d.dev);
+        snap.peers.sort_by_key(|p| (p.addr, p.port));
+        Ok(snap)
+    }
+}

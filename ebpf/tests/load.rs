@@ -1,0 +1,67 @@
+//! The programs in a real kernel: as root they load, attach and count this
+//! process's syscalls on a registered file, and only on that file; without
+//! privileges loading fails as `not_permitted`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use vigil_ebpf::{Reason, SysOp, Tracer};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn counts_syscalls_on_registered_files_only() {
+    let tgid = std::process::id();
+    let tracer = match Tracer::load(tgid) {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(!is_root(), "root must be able to load the programs: {e}");
+            assert_eq!(e.reason, Reason::NotPermitted, "{e}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("vigil-ebpf-load-{tgid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let open = |name: &str| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let traced = open("traced");
+    let other = open("other");
+    tracer
+        .set_files(&BTreeMap::from([(traced.as_raw_fd() as u32, 7)]))
+        .unwrap();
+    tracer.set_devices(&BTreeSet::new()).unwrap();
+    let buf = vec![1u8; 4096];
+    for i in 0..50u64 {
+        traced.write_at(&buf, i * 4096).unwrap();
+        other.write_at(&buf, i * 4096).unwrap();
+    }
+    traced.sync_data().unwrap();
+    other.sync_data().unwrap();
+    let mut back = vec![0u8; 4096];
+    traced.read_at(&mut back, 0).unwrap();
+    let snap = tracer.read().unwrap();
+    let count = |op| {
+        snap.syscalls
+            .iter()
+            .filter(|s| s.disk == 7 && s.op == op)
+            .map(|s| s.hist.count)
+            .sum::<u64>()
+    };
+    assert_eq!(count(SysOp::Write), 50, "{snap:?}");
+    assert_eq!(count(SysOp::Fsync), 1, "{snap:?}");
+    assert_eq!(count(SysOp::Read), 1, "{snap:?}");
+    assert!(snap.syscalls.iter().all(|s| s.disk == 7), "{snap:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

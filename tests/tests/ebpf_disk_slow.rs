@@ -1,0 +1,176 @@
+//! DISK_SLOW from kernel-measured latency. One agent, its disk an ext4 on a
+//! loop device, a 1-replica volume written continuously (4 KiB writes and
+//! flushes through NBD). First unthrottled: the kernel's window shows the
+//! writes and DISK_SLOW stays away. Then the agent is moved into a blkio
+//! cgroup (v1) that throttles its writes to the loop device to 5 IOPS:
+//! each O_DIRECT pwrite/fdatasync waits ~200 ms, the engine's own timing
+//! agrees, and `vigil doctor` reports DISK_SLOW naming the disk and device.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::Agent;
+use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::{check, doctor};
+use vigil_tests::faults::LoopExt4;
+
+const BLKIO: &str = "/sys/fs/cgroup/blkio";
+
+/// A blkio cgroup holding the agent; moves it back to the root on drop.
+struct Throttle {
+    dir: PathBuf,
+    pid: u32,
+}
+
+impl Throttle {
+    fn new(pid: u32) -> Throttle {
+        assert!(
+            Path::new(BLKIO).join("cgroup.procs").exists(),
+            "the blkio cgroup (v1) is not mounted at {BLKIO}"
+        );
+        let dir = Path::new(BLKIO).join(format!("vigil-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        Throttle { dir, pid }
+    }
+
+    fn write_iops(&self, device: &str, iops: u32) {
+        let out = Command::new("stat")
+            .args(["-L", "-c", "%t:%T", device])
+            .output()
+            .unwrap();
+        let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (ma, mi) = hex.split_once(':').unwrap();
+        let (ma, mi) = (
+            u32::from_str_radix(ma, 16).unwrap(),
+            u32::from_str_radix(mi, 16).unwrap(),
+        );
+        std::fs::write(
+            self.dir.join("blkio.throttle.write_iops_device"),
+            format!("{ma}:{mi} {iops}"),
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Path::new(BLKIO).join("cgroup.procs"), self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Writes 4 KiB blocks and flushes through NBD until stopped.
+fn writer(endpoint: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut args = vec!["-f".to_string(), "raw".to_string()];
+            for i in 0..8u64 {
+                let off = ((round * 8 + i) % 4096) * 4096;
+                args.push("-c".into());
+                args.push(format!("write -P {} {off} 4k", (round % 250) + 1));
+            }
+            args.push("-c".into());
+            args.push("flush".into());
+            args.push(endpoint.clone());
+            let _ = Command::new("qemu-io").args(&args).output();
+            round += 1;
+        }
+    })
+}
+
+fn kernel_window(a: &Agent) -> Value {
+    let n = a.json(&["node", "get", "n1"]);
+    n["kernel_io"].clone()
+}
+
+#[test]
+fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(euid == 0, "needs root (eBPF, cgroups, loop devices)");
+    let root = tempfile::tempdir().unwrap();
+    let fs = LoopExt4::create(root.path(), "ext4", 128);
+    let disk_dir = fs.path.join("vigil");
+    let mut a = Agent::start_with(
+        root.path(),
+        "n1",
+        "tok",
+        &["--disk", disk_dir.to_str().unwrap(), "--ebpf", "required"],
+    );
+    a.wait_live();
+    a.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "1",
+    ]);
+    let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
+    assert!(ok, "attach: {err}");
+    let endpoint = out.trim().to_string();
+    let disk = a.json(&["volume", "get", "v"])["replicas"][0]["disk"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let throttle = Throttle::new(a.pid());
+
+    // --- unthrottled: the window shows writes, no DISK_SLOW -----------------
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(endpoint.clone(), Arc::clone(&stop));
+    let mut window = Value::Null;
+    wait_until(
+        "a kernel window with writes",
+        Duration::from_secs(40),
+        || {
+            window = kernel_window(&a);
+            window["disks"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|d| d["disk"] == disk.as_str() && d["writes"].as_u64() >= Some(10))
+            })
+        },
+    );
+    eprintln!("unthrottled window: {window}");
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let (_, report) = doctor(&a);
+        assert!(
+            check(&report, "DISK_SLOW").is_none(),
+            "DISK_SLOW without a throttle: {report}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // --- throttled to 5 write IOPS: DISK_SLOW ---------------------------------
+    throttle.write_iops(fs.device(), 5);
+    let mut report = Value::Null;
+    wait_until("DISK_SLOW", Duration::from_secs(60), || {
+        report = doctor(&a).1;
+        check(&report, "DISK_SLOW").is_some()
+    });
+    stop.store(true, Ordering::Relaxed);
+    let item = &check(&report, "DISK_SLOW").unwrap()["items"][0];
+    assert_eq!(item["object"], format!("disk/{disk}"), "{report}");
+    let msg = item["message"].as_str().unwrap();
+    let dev = fs.device().trim_start_matches("/dev/");
+    assert!(msg.contains(dev), "names the device {dev}: {msg}");
+    assert!(
+        msg.contains("the engine's writes"),
+        "user-space timing next to it: {msg}"
+    );
+    eprintln!("DISK_SLOW: {msg}");
+    let (_, human, _) = a.cli_code(&["doctor"]);
+    assert!(human.contains("DISK_SLOW"), "{human}");
+    drop(throttle);
+    w.join().unwrap();
+    a.stop();
+}
