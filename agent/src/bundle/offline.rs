@@ -51,15 +51,8 @@ pub fn origin(b: &Bundle) -> String {
 
 /// `vigil bundle inspect FILE [--volume V]`.
 pub fn inspect(file: &Path, volume: Option<&str>, output: Output) -> ExitCode {
-    let (bundle, report) = match report(file) {
+    let (bundle, view, report) = match report(file) {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let view: View = match bundle.json(cluster::VIEW) {
-        Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
