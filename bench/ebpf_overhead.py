@@ -1,26 +1,38 @@
 #!/usr/bin/env python3
 """What eBPF I/O tracing costs: fio through a 1-replica volume on an agent
-with eBPF on (`--ebpf required`) and one with it off (`--ebpf off`), in one
-run, on the same disk, alternating rounds so drift on a shared machine hits
-both alike; only the agent being measured runs (the other is stopped). Prints IOPS per workload and the ratio on/off; the target is a
-cost under 5 % (ratio >= 0.95).
+with eBPF on (`--ebpf required`) and on one with it off (`--ebpf off`), in
+one run, on the same disk.
 
-Usage: bench/ebpf_overhead.py [--size 256MiB] [--runtime 10] [--rounds 3] [--dir DIR]
-Needs: root (to load eBPF), a release build (cargo build --release), fio, qemu-io.
+The machine is shared and noisy, so the comparison is made in pairs: each
+round runs the two agents back to back (alternating which goes first) for a
+short fio job, only the agent being measured running (the other is
+stopped: an agent with eBPF traces scheduler and TCP events of the whole
+machine, so it would also slow the other agent's runs). The figure per
+workload is the median of the rounds' on/off IOPS ratios, with their spread;
+the headline is the geometric mean over workloads. The target is a cost
+under 5 % (ratio >= 0.95).
+
+It also reports CPU time of the whole machine per I/O (on/off), and, in a
+separate profiling pass with `kernel.bpf_stats_enabled=1` (which itself adds
+a little to every program run, so it is not part of the ratios), each
+program's runs and nanoseconds per I/O.
+
+Usage: bench/ebpf_overhead.py [--size 256MiB] [--runtime 5] [--rounds 6] [--dir DIR]
+Needs: root (to load eBPF), a release build (cargo build --release), fio, qemu-io, bpftool.
 """
 import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VIGIL = os.environ.get("VIGIL_BIN", os.path.join(ROOT, "target", "release", "vigil"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, VIGIL, cpu_busy_seconds, fill, fio, free_port, wait_port  # noqa: E402
 
 WORKLOADS = [
     ("randread-4k-qd32", "randread", "4k", 32),
@@ -28,31 +40,14 @@ WORKLOADS = [
     ("randwrite-4k-qd1", "randwrite", "4k", 1),
 ]
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening after {timeout}s")
+# The programs of the object (ebpf/src/tracer.rs ATTACHMENTS); bpftool
+# shows names cut at 15 characters.
+PROGRAMS = ["sys_enter", "sys_exit", "block_rq_issue", "block_rq_complete", "tcp_retransmit",
+            "tcp_probe", "sched_wakeup", "sched_wakeup_new", "sched_switch"]
 
 
 class Agent:
-    """One agent, started and stopped between rounds so that only the agent
-    being measured runs: the sched and block programs of an agent with eBPF
-    fire on every context switch and request of the machine, so they would
-    also slow the other agent's runs if both ran at once."""
+    """One agent, started and stopped around each measurement."""
 
     def __init__(self, root, name, ebpf):
         self.port = free_port()
@@ -61,6 +56,7 @@ class Agent:
         self.logpath = os.path.join(root, f"{name}.log")
         os.makedirs(self.dir, exist_ok=True)
         self.proc = None
+        self.uri = None
 
     def start(self):
         env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn")
@@ -68,6 +64,8 @@ class Agent:
                                       f"127.0.0.1:{self.port}", "--data-dir", self.dir, "--ebpf", self.ebpf],
                                      stdout=subprocess.DEVNULL, stderr=open(self.logpath, "a"), env=env)
         wait_port(self.port)
+        if self.uri:
+            self.wait_serving()
 
     def stop(self):
         if self.proc:
@@ -80,100 +78,146 @@ class Agent:
             self.proc = None
 
     def cli(self, *args):
-        out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{self.port}", "-o", "json", *args],
+        out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{self.port}", *args],
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"vigil {args}: {out.stderr}")
-        return json.loads(out.stdout)
+        return out.stdout
 
-    def wait_serving(self, uri, timeout=60):
+    def create_volume(self, size_bytes):
+        self.cli("settings", "set", "storage-minimal-available-percentage", "1")
+        self.cli("volume", "create", "v", "--size", str(size_bytes), "--replicas", "1")
+        self.uri = self.cli("volume", "attach", "v").strip()
+        fill(self.uri, size_bytes)
+
+    def wait_serving(self, timeout=60):
         """After a restart the agent starts the attached volume's engine again."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if subprocess.run(["qemu-io", "-f", "raw", "-r", "-c", "read 0 4k", uri],
+            if subprocess.run(["qemu-io", "-f", "raw", "-r", "-c", "read 0 4k", self.uri],
                               capture_output=True).returncode == 0:
                 return
-            time.sleep(0.5)
-        raise RuntimeError(f"{uri} not served {timeout}s after the restart")
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.uri} not served {timeout}s after the restart")
 
     def metric(self, name):
-        import urllib.request
         page = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics").read().decode()
-        total = 0.0
-        for line in page.splitlines():
-            if line.startswith(name):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(name))
 
 
-def fio(uri, rw, bs, qd, size, runtime):
-    args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-            f"--iodepth={qd}", f"--size={size}", "--time_based", f"--runtime={runtime}",
-            "--ramp_time=2", "--output-format=json", "--randrepeat=0", "--norandommap"]
-    out = subprocess.run(args, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"fio failed: {out.stderr}")
-    j = json.loads(out.stdout[out.stdout.find("{"):])["jobs"][0]
-    side = j["read"] if rw in ("read", "randread") else j["write"]
-    return side["iops"]
+def measure(ag, rw, bs, qd, size, runtime):
+    """One fio run on a freshly started agent: IOPS and machine CPU µs per I/O."""
+    ag.start()
+    try:
+        cpu0 = cpu_busy_seconds()
+        r = fio(ag.uri, rw, bs, qd, size, runtime, ramp=1)
+        cpu = cpu_busy_seconds() - cpu0
+        # fio's total_ios excludes the ramp; CPU covers ramp + run, so scale.
+        ios = r["iops"] * (runtime + 1)
+        return r["iops"], 1e6 * cpu / ios if ios else 0.0
+    finally:
+        ag.stop()
+
+
+def bpf_stats():
+    """run_cnt and run_time_ns of vigil's programs loaded now, by name."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True)
+    stats = {}
+    for p in json.loads(out.stdout):
+        name = p.get("name", "")
+        if any(prog.startswith(name) for prog in PROGRAMS) and name:
+            full = next(prog for prog in PROGRAMS if prog.startswith(name))
+            c, t = stats.get(full, (0, 0))
+            stats[full] = (c + p.get("run_cnt", 0), t + p.get("run_time_ns", 0))
+    return stats
+
+
+def profile(ag, rw, bs, qd, size, runtime):
+    """Program runs and run time per I/O, with kernel BPF statistics on."""
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        was = f.read().strip()
+    ag.start()
+    try:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write("1")
+        before = bpf_stats()
+        r = fio(ag.uri, rw, bs, qd, size, runtime, ramp=0)
+        after = bpf_stats()
+    finally:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write(was)
+        ag.stop()
+    ios = r["ios"] or 1
+    rows = []
+    for prog in PROGRAMS:
+        c0, t0 = before.get(prog, (0, 0))
+        c1, t1 = after.get(prog, (0, 0))
+        runs, ns = c1 - c0, t1 - t0
+        rows.append((prog, runs / ios, (ns / runs) if runs else 0.0, ns / ios))
+    return r["iops"], rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="256MiB")
-    ap.add_argument("--runtime", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runtime", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="workload names to run")
+    ap.add_argument("--no-profile", action="store_true")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: eBPF needs it")
-    if not shutil.which("fio"):
-        sys.exit("fio missing: apt-get install fio")
+    for tool in ("fio", "qemu-io", "bpftool"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} missing")
     if not os.path.exists(VIGIL):
         sys.exit(f"{VIGIL} missing: cargo build --release")
     size_bytes = int(subprocess.run(["numfmt", "--from=iec-i", a.size.replace("B", "")],
                                     capture_output=True, text=True, check=True).stdout)
+    workloads = [w for w in WORKLOADS if not a.only or w[0] in a.only]
     root = tempfile.mkdtemp(prefix="bench-ebpf-", dir=a.dir or os.path.join(ROOT, "bench"))
     agents = {"on": Agent(root, "on", "required"), "off": Agent(root, "off", "off")}
     try:
-        uris = {}
         for name, ag in agents.items():
             ag.start()
-            ag.cli("settings", "set", "storage-minimal-available-percentage", "1")
-            ag.cli("volume", "create", "v", "--size", str(size_bytes), "--replicas", "1")
-            out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{ag.port}", "volume", "attach", "v"],
-                                 capture_output=True, text=True, check=True)
-            uris[name] = out.stdout.strip()
-            subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uris[name]}", "--rw=write",
-                            "--bs=1M", "--iodepth=8", f"--size={size_bytes}", "--output-format=terse"],
-                           check=True, capture_output=True)
+            ag.create_volume(size_bytes)
             if name == "on" and ag.metric("vigil_ebpf_loaded") != 1:
-                sys.exit("eBPF did not load on the 'on' agent (run as root)")
+                sys.exit("eBPF did not load on the 'on' agent")
             ag.stop()
-        print(f"{'workload':<20} {'on IOPS':>10} {'off IOPS':>10} {'on/off':>7}")
-        ratios = []
-        traced = 0.0
-        for wl, rw, bs, qd in WORKLOADS:
+        print(f"{a.rounds} rounds of {a.runtime} s per agent and workload, on/off alternating\n")
+        print(f"{'workload':<18} {'on IOPS':>9} {'off IOPS':>9} {'on/off':>7} {'min':>6} {'max':>6}"
+              f" {'CPU µs/IO on':>13} {'off':>6}")
+        medians = []
+        for wl, rw, bs, qd in workloads:
             got = {"on": [], "off": []}
+            cpu = {"on": [], "off": []}
             for r in range(a.rounds):
                 order = ("on", "off") if r % 2 == 0 else ("off", "on")
                 for name in order:
-                    ag = agents[name]
-                    ag.start()
-                    ag.wait_serving(uris[name])
-                    got[name].append(fio(uris[name], rw, bs, qd, size_bytes, a.runtime))
-                    if name == "on":
-                        traced += ag.metric("vigil_ebpf_syscall_latency_seconds_count")
-                    ag.stop()
-            i_on, i_off = statistics.median(got["on"]), statistics.median(got["off"])
-            ratio = i_on / i_off if i_off else 0.0
-            ratios.append(ratio)
-            print(f"{wl:<20} {i_on:>10.0f} {i_off:>10.0f} {ratio:>7.3f}   "
-                  f"(on: {' '.join(f'{x:.0f}' for x in got['on'])}; off: {' '.join(f'{x:.0f}' for x in got['off'])})",
-                  flush=True)
-        print(f"replica syscalls traced by the 'on' agent during the runs: {traced:.0f}")
-        g = statistics.geometric_mean(ratios)
-        print(f"geometric mean on/off: {g:.3f} (cost {100 * (1 - g):.1f} %; target < 5 %)")
+                    iops, cpu_per_io = measure(agents[name], rw, bs, qd, size_bytes, a.runtime)
+                    got[name].append(iops)
+                    cpu[name].append(cpu_per_io)
+            ratios = [on / off for on, off in zip(got["on"], got["off"]) if off]
+            med = statistics.median(ratios)
+            medians.append(med)
+            print(f"{wl:<18} {statistics.median(got['on']):>9.0f} {statistics.median(got['off']):>9.0f}"
+                  f" {med:>7.3f} {min(ratios):>6.3f} {max(ratios):>6.3f}"
+                  f" {statistics.median(cpu['on']):>13.1f} {statistics.median(cpu['off']):>6.1f}", flush=True)
+            print(f"{'':<18} pairs on/off: {' '.join(f'{x:.3f}' for x in ratios)}", flush=True)
+        g = statistics.geometric_mean(medians)
+        print(f"\ngeometric mean of the median on/off ratios: {g:.3f} "
+              f"(cost {100 * (1 - g):.1f} %; target < 5 %)")
+        if not a.no_profile:
+            wl, rw, bs, qd = workloads[0]
+            iops, rows = profile(agents["on"], rw, bs, qd, size_bytes, a.runtime)
+            print(f"\nprogram cost, {wl} with kernel.bpf_stats_enabled=1 ({iops:.0f} IOPS):")
+            print(f"{'program':<18} {'runs/IO':>8} {'ns/run':>7} {'ns/IO':>7}")
+            total = 0.0
+            for prog, runs, ns_run, ns_io in rows:
+                total += ns_io
+                print(f"{prog:<18} {runs:>8.2f} {ns_run:>7.0f} {ns_io:>7.0f}")
+            print(f"{'total':<18} {'':>8} {'':>7} {total:>7.0f}")
     finally:
         for ag in agents.values():
             ag.stop()

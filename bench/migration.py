@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nbd_vs_qemu import VIGIL, fill, fio, free_port, wait_port  # noqa: E402
+from benchlib import VIGIL, fill, fio, free_port, wait_port  # noqa: E402
 
 WORKLOADS = [
     ("randread-4k-qd32", "randread", "4k", 32),

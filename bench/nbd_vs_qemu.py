@@ -18,14 +18,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VIGIL = os.environ.get("VIGIL_BIN", os.path.join(ROOT, "target", "release", "vigil"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, VIGIL, fill, fio, free_port, wait_port  # noqa: E402
 
 WORKLOADS = [
     ("randread-4k-qd1", "randread", "4k", 1),
@@ -35,25 +33,6 @@ WORKLOADS = [
     ("seqread-1m-qd8", "read", "1M", 8),
     ("seqwrite-1m-qd8", "write", "1M", 8),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening after {timeout}s")
 
 
 class Agent:
@@ -75,30 +54,6 @@ class Agent:
         if out.returncode != 0:
             raise RuntimeError(f"vigil {args}: {out.stderr}")
         return json.loads(out.stdout)
-
-
-def fio(uri, rw, bs, qd, size, runtime):
-    args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-            f"--iodepth={qd}", f"--size={size}", "--time_based", f"--runtime={runtime}",
-            "--ramp_time=2", "--output-format=json", "--randrepeat=0", "--norandommap"]
-    out = subprocess.run(args, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"fio failed: {out.stderr}")
-    j = json.loads(out.stdout[out.stdout.find("{"):])["jobs"][0]
-    side = j["read"] if rw in ("read", "randread") else j["write"]
-    pct = side["clat_ns"].get("percentile", {})
-    return {
-        "iops": side["iops"],
-        "mbps": side["bw_bytes"] / 1e6,
-        "p50_us": pct.get("50.000000", 0) / 1000,
-        "p99_us": pct.get("99.000000", 0) / 1000,
-    }
-
-
-def fill(uri, size):
-    subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1M",
-                    "--iodepth=8", f"--size={size}", "--output-format=terse"],
-                   check=True, capture_output=True)
 
 
 def main():

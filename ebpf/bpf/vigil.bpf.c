@@ -1,9 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * vigil's eBPF programs: what the kernel sees of the agent's replica I/O.
- * Tracepoints only (kprobes and fentry are not available everywhere vigil
- * runs). Everything is filtered in the kernel to vigil's own work and
- * aggregated into maps the agent reads at scrape: nothing is streamed.
+ *
+ * Every program is a BTF tracepoint (tp_btf): the kernel calls it directly
+ * with the tracepoint's arguments, without formatting a trace record, and
+ * it needs no tracefs. That matters because sched_switch, sched_wakeup,
+ * tcp_probe and the raw syscall tracepoints fire for the whole machine:
+ * each program first rejects what is not vigil's with a compare against a
+ * constant (the agent's tgid is set in .rodata before loading), and only
+ * vigil's own events touch a map. Histograms are per-CPU, so counting
+ * never bounces a cache line between CPUs. Nothing is streamed: the agent
+ * reads the maps at scrape.
+ *
+ * Kernel structures are read through the CO-RE views in kernel.h, with
+ * plain loads where the verifier knows the pointer's type (tracepoint
+ * arguments and what they point to) and bpf_probe_read_kernel otherwise.
  *
  * Build (what tests/run.sh checks against the committed object):
  *   clang-14 -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu \
@@ -12,19 +23,31 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 
+#include "kernel.h"
 #include "vigil.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* ---- maps the agent writes (filters) ---- */
+/* ---- constants the loader sets (frozen .rodata: the verifier sees them) ---- */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct config);
-} config SEC(".maps");
+/* The agent's process id; 0 traces nothing per process. */
+const volatile __u32 agent_tgid = 0;
+
+/* Syscall numbers of this architecture (the loader passes libc's); -1
+ * never matches. */
+const volatile __s64 nr_pread64 = -1;
+const volatile __s64 nr_preadv = -1;
+const volatile __s64 nr_preadv2 = -1;
+const volatile __s64 nr_pwrite64 = -1;
+const volatile __s64 nr_pwritev = -1;
+const volatile __s64 nr_pwritev2 = -1;
+const volatile __s64 nr_fsync = -1;
+const volatile __s64 nr_fdatasync = -1;
+
+/* ---- maps the agent writes (filters) ---- */
 
 /* The agent's open replica files: fd -> disk index. */
 struct {
@@ -55,65 +78,54 @@ struct {
 /* ---- maps the programs write ---- */
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, struct sys_key);
 	__type(value, struct hist);
 } sys_hist SEC(".maps");
 
+/* The traced syscall in flight on each agent thread (key: pid_tgid).
+ * Entries are reused in place (ts = 0 when idle) rather than inserted and
+ * deleted per call; the LRU drops the threads that went away. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct sys_start);
 } sys_inflight SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1280);
 	__type(key, struct blk_key);
 	__type(value, struct hist);
 } blk_hist SEC(".maps");
 
+/* Block requests in flight on traced devices, by request address. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
-	__type(key, struct rq_key);
+	__type(key, __u64);
 	__type(value, struct rq_start);
 } blk_inflight SEC(".maps");
 
-/* Thread ids of the agent, learned when one is switched out. */
+/* When each agent thread became runnable (ts = 0 once it ran; reused in
+ * place; the LRU drops threads that went away). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, __u8);
-} agent_tids SEC(".maps");
-
-/* When an agent thread became runnable (deleted when it runs; a plain
- * hash: cheaper than an LRU on this hot path). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, __u64);
 } runq_start SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct hist);
 } runq_hist SEC(".maps");
 
 /* ---- helpers ---- */
-
-static __always_inline __u32 agent_tgid(void)
-{
-	__u32 zero = 0;
-	struct config *c = bpf_map_lookup_elem(&config, &zero);
-	return c ? c->tgid : 0;
-}
 
 /* Histogram slot of a duration: floor(log2(us)) + 1, 0 below 1 us. */
 static __always_inline __u32 slot_of(__u64 ns)
@@ -134,6 +146,9 @@ static __always_inline __u32 slot_of(__u64 ns)
 	return s;
 }
 
+/* Adds one event. Atomic adds even on per-CPU copies: a program can be
+ * preempted by another one on the same CPU, and an uncontended atomic on
+ * a CPU-local line costs little. */
 static __always_inline void hist_add(struct hist *h, __u64 ns, int error)
 {
 	__u32 s = slot_of(ns);
@@ -146,7 +161,8 @@ static __always_inline void hist_add(struct hist *h, __u64 ns, int error)
 		__sync_fetch_and_add(&h->errors, 1);
 }
 
-/* The histogram under key in map, created empty when missing. */
+/* The histogram under key in map (this CPU's copy for per-CPU maps),
+ * created empty when missing. */
 static __always_inline struct hist *hist_get(void *map, const void *key)
 {
 	struct hist *h = bpf_map_lookup_elem(map, key);
@@ -157,128 +173,110 @@ static __always_inline struct hist *hist_get(void *map, const void *key)
 	return bpf_map_lookup_elem(map, key);
 }
 
-/* ---- syscalls on replica files ---- */
+/* ---- syscalls on replica files (raw syscall tracepoints) ---- */
 
-/* syscalls/sys_enter_*: common header, syscall nr, then the arguments. */
-struct sys_enter_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__u64 args[6];
-};
+/* The family of a traced syscall, or -1. */
+static __always_inline int sys_op(long nr)
+{
+	if (nr == nr_pwrite64 || nr == nr_pwritev || nr == nr_pwritev2)
+		return SYS_OP_WRITE;
+	if (nr == nr_pread64 || nr == nr_preadv || nr == nr_preadv2)
+		return SYS_OP_READ;
+	if (nr == nr_fdatasync || nr == nr_fsync)
+		return SYS_OP_FSYNC;
+	return -1;
+}
 
-struct sys_exit_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__s64 ret;
-};
-
-static __always_inline int sys_enter(struct sys_enter_ctx *ctx, __u32 op)
+/* sys_enter(struct pt_regs *regs, long id) */
+SEC("tp_btf/sys_enter")
+int sys_enter(__u64 *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = agent_tgid();
-	if (tgid == 0 || (id >> 32) != tgid)
+	if ((__u32)(id >> 32) != agent_tgid || agent_tgid == 0)
 		return 0;
-	__u32 fd = (__u32)ctx->args[0];
+	int op = sys_op((long)ctx[1]);
+	if (op < 0)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	__u32 fd = (__u32)regs->di;
 	__u32 *disk = bpf_map_lookup_elem(&fd_disk, &fd);
 	if (!disk)
 		return 0;
-	struct sys_start st = { .ts = bpf_ktime_get_ns(), .disk = *disk, .op = op };
-	bpf_map_update_elem(&sys_inflight, &id, &st, BPF_ANY);
+	__u64 now = bpf_ktime_get_ns();
+	struct sys_start *st = bpf_map_lookup_elem(&sys_inflight, &id);
+	if (st) {
+		st->disk = *disk;
+		st->op = op;
+		st->ts = now;
+		return 0;
+	}
+	struct sys_start fresh = { .ts = now, .disk = *disk, .op = op };
+	bpf_map_update_elem(&sys_inflight, &id, &fresh, BPF_ANY);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_pread64")
-int sys_enter_read(struct sys_enter_ctx *ctx)
-{
-	return sys_enter(ctx, SYS_OP_READ);
-}
-
-SEC("tracepoint/syscalls/sys_enter_pwrite64")
-int sys_enter_write(struct sys_enter_ctx *ctx)
-{
-	return sys_enter(ctx, SYS_OP_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_enter_fdatasync")
-int sys_enter_fsync(struct sys_enter_ctx *ctx)
-{
-	return sys_enter(ctx, SYS_OP_FSYNC);
-}
-
-/* One exit program for every traced syscall: the start says what it was. */
-SEC("tracepoint/syscalls/sys_exit_pread64")
-int sys_exit(struct sys_exit_ctx *ctx)
+/* sys_exit(struct pt_regs *regs, long ret) */
+SEC("tp_btf/sys_exit")
+int sys_exit(__u64 *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
+	if ((__u32)(id >> 32) != agent_tgid || agent_tgid == 0)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	if (sys_op((long)regs->orig_ax) < 0)
+		return 0;
 	struct sys_start *st = bpf_map_lookup_elem(&sys_inflight, &id);
-	if (!st)
+	if (!st || st->ts == 0)
 		return 0;
 	__u64 delta = bpf_ktime_get_ns() - st->ts;
 	struct sys_key key = { .disk = st->disk, .op = st->op };
-	bpf_map_delete_elem(&sys_inflight, &id);
+	st->ts = 0;
 	struct hist *h = hist_get(&sys_hist, &key);
 	if (h)
-		hist_add(h, delta, ctx->ret < 0);
+		hist_add(h, delta, (long)ctx[1] < 0);
 	return 0;
 }
 
 /* ---- block requests on devices holding vigil disks ---- */
 
-struct block_rq_issue_ctx {
-	__u64 common;
-	__u32 dev;
-	__u32 pad;
-	__u64 sector;
-	__u32 nr_sector;
-	__u32 bytes;
-	__u16 ioprio;
-	char rwbs[10];
-};
-
-struct block_rq_complete_ctx {
-	__u64 common;
-	__u32 dev;
-	__u32 pad;
-	__u64 sector;
-	__u32 nr_sector;
-	__s32 error;
-	__u16 ioprio;
-	char rwbs[10];
-};
-
-/* rwbs: an optional 'F' (preflush), then the op: W, R, D (discard),
- * F (flush), N (none), ... */
-static __always_inline __u32 blk_op(const char *rwbs)
+/* REQ_OP_* (include/linux/blk_types.h): the low 8 bits of cmd_flags. */
+static __always_inline __u32 blk_op(unsigned int cmd_flags)
 {
-	char c = rwbs[0];
-	char n = rwbs[1];
-	if (c == 'F' && (n == 'W' || n == 'R' || n == 'D' || n == 'F' || n == 'N'))
-		c = n;
-	switch (c) {
-	case 'R':
+	switch (cmd_flags & 0xff) {
+	case 0: /* REQ_OP_READ */
 		return BLK_OP_READ;
-	case 'W':
+	case 1: /* REQ_OP_WRITE */
+	case 9: /* REQ_OP_WRITE_ZEROES */
 		return BLK_OP_WRITE;
-	case 'F':
+	case 2: /* REQ_OP_FLUSH */
 		return BLK_OP_FLUSH;
-	case 'D':
+	case 3: /* REQ_OP_DISCARD */
+	case 5: /* REQ_OP_SECURE_ERASE */
 		return BLK_OP_DISCARD;
 	default:
 		return BLK_OP_OTHER;
 	}
 }
 
-SEC("tracepoint/block/block_rq_issue")
-int block_rq_issue(struct block_rq_issue_ctx *ctx)
+/* block_rq_issue(struct request *rq) */
+SEC("tp_btf/block_rq_issue")
+int block_rq_issue(__u64 *ctx)
 {
-	__u32 dev = ctx->dev;
+	struct request *rq = (struct request *)ctx[0];
+	struct gendisk *disk = rq->q->disk;
+	if (!disk)
+		return 0;
+	/* The kernel's dev_t: MAJOR << 20 | MINOR. */
+	__u32 dev = ((__u32)disk->major << 20) | ((__u32)disk->first_minor & 0xfffff);
 	struct dev_stats *ds = bpf_map_lookup_elem(&blk_devs, &dev);
 	if (!ds)
 		return 0;
-	struct rq_key key = { .sector = ctx->sector, .dev = dev };
-	struct rq_start st = { .ts = bpf_ktime_get_ns(), .op = blk_op(ctx->rwbs) };
+	__u64 key = (__u64)rq;
+	struct rq_start st = {
+		.ts = bpf_ktime_get_ns(),
+		.op = blk_op(rq->cmd_flags),
+		.dev = dev,
+	};
 	/* A requeued request is issued again: count it once. */
 	if (bpf_map_update_elem(&blk_inflight, &key, &st, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(&ds->issued, 1);
@@ -287,26 +285,27 @@ int block_rq_issue(struct block_rq_issue_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/block/block_rq_complete")
-int block_rq_complete(struct block_rq_complete_ctx *ctx)
+/* block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes) */
+SEC("tp_btf/block_rq_complete")
+int block_rq_complete(__u64 *ctx)
 {
-	__u32 dev = ctx->dev;
-	struct dev_stats *ds = bpf_map_lookup_elem(&blk_devs, &dev);
-	if (!ds)
-		return 0;
-	struct rq_key key = { .sector = ctx->sector, .dev = dev };
+	__u64 key = ctx[0];
 	struct rq_start *st = bpf_map_lookup_elem(&blk_inflight, &key);
 	if (!st)
 		return 0;
+	__u8 error = (__u8)ctx[1];
 	__u64 delta = bpf_ktime_get_ns() - st->ts;
-	struct blk_key hk = { .dev = dev, .op = st->op };
+	struct blk_key hk = { .dev = st->dev, .op = st->op };
 	bpf_map_delete_elem(&blk_inflight, &key);
-	__sync_fetch_and_add(&ds->completed, 1);
-	if (ctx->error)
-		__sync_fetch_and_add(&ds->errors, 1);
+	struct dev_stats *ds = bpf_map_lookup_elem(&blk_devs, &hk.dev);
+	if (ds) {
+		__sync_fetch_and_add(&ds->completed, 1);
+		if (error)
+			__sync_fetch_and_add(&ds->errors, 1);
+	}
 	struct hist *h = hist_get(&blk_hist, &hk);
 	if (h)
-		hist_add(h, delta, ctx->error != 0);
+		hist_add(h, delta, error != 0);
 	return 0;
 }
 
@@ -314,135 +313,104 @@ int block_rq_complete(struct block_rq_complete_ctx *ctx)
 
 #define AF_INET 2
 
-struct tcp_retransmit_ctx {
-	__u64 common;
-	__u64 skbaddr;
-	__u64 skaddr;
-	__s32 state;
-	__u16 sport;
-	__u16 dport;
-	__u16 family;
-	__u8 saddr[4];
-	__u8 daddr[4];
-};
-
-SEC("tracepoint/tcp/tcp_retransmit_skb")
-int tcp_retransmit(struct tcp_retransmit_ctx *ctx)
+/* The peer of an IPv4 socket, as the agent keys it (address as in memory,
+ * port in host order). */
+static __always_inline int peer_of(const struct sock *sk, struct peer_key *key)
 {
-	if (ctx->family != AF_INET)
+	if (sk->__sk_common.skc_family != AF_INET)
+		return -1;
+	key->addr = sk->__sk_common.skc_daddr;
+	key->port = bpf_ntohs(sk->__sk_common.skc_dport);
+	key->pad = 0;
+	return 0;
+}
+
+/* tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int reason) */
+SEC("tp_btf/tcp_retransmit_skb")
+int tcp_retransmit(__u64 *ctx)
+{
+	struct peer_key key;
+	if (peer_of((const struct sock *)ctx[0], &key) < 0)
 		return 0;
-	struct peer_key key = { .port = ctx->dport };
-	__builtin_memcpy(&key.addr, ctx->daddr, 4);
 	struct peer_stats *ps = bpf_map_lookup_elem(&tcp_peers, &key);
 	if (ps)
 		__sync_fetch_and_add(&ps->retransmits, 1);
 	return 0;
 }
 
-struct tcp_probe_ctx {
-	__u64 common;
-	__u8 saddr[28];
-	__u8 daddr[28];
-	__u16 sport;
-	__u16 dport;
-	__u16 family;
-	__u16 pad;
-	__u32 mark;
-	__u16 data_len;
-	__u16 pad2;
-	__u32 snd_nxt;
-	__u32 snd_una;
-	__u32 snd_cwnd;
-	__u32 ssthresh;
-	__u32 snd_wnd;
-	__u32 srtt;
-};
-
-SEC("tracepoint/tcp/tcp_probe")
-int tcp_probe(struct tcp_probe_ctx *ctx)
+/* tcp_probe(struct sock *sk, const struct sk_buff *skb): every segment
+ * received on an established connection of the machine. */
+SEC("tp_btf/tcp_probe")
+int tcp_probe(__u64 *ctx)
 {
-	if (ctx->family != AF_INET)
+	const struct sock *sk = (const struct sock *)ctx[0];
+	struct peer_key key;
+	if (peer_of(sk, &key) < 0)
 		return 0;
-	/* daddr is a struct sockaddr_in: family, port, then the address. */
-	struct peer_key key = { .port = ctx->dport };
-	__builtin_memcpy(&key.addr, &ctx->daddr[4], 4);
 	struct peer_stats *ps = bpf_map_lookup_elem(&tcp_peers, &key);
-	if (ps)
-		hist_add(&ps->rtt, (__u64)ctx->srtt * 1000, 0);
+	if (!ps)
+		return 0;
+	/* srtt_us holds 8 times the smoothed RTT in microseconds. */
+	__u32 srtt = BPF_CORE_READ((const struct tcp_sock *)sk, srtt_us) >> 3;
+	hist_add(&ps->rtt, (__u64)srtt * 1000, 0);
 	return 0;
 }
 
 /* ---- run-queue delay of the agent's threads ---- */
 
-struct sched_wakeup_ctx {
-	__u64 common;
-	char comm[16];
-	__s32 pid;
-	__s32 prio;
-	__s32 target_cpu;
-};
-
-struct sched_switch_ctx {
-	__u64 common;
-	char prev_comm[16];
-	__s32 prev_pid;
-	__s32 prev_prio;
-	__s64 prev_state;
-	char next_comm[16];
-	__s32 next_pid;
-	__s32 next_prio;
-};
-
-static __always_inline int wakeup(struct sched_wakeup_ctx *ctx)
+static __always_inline void runnable(__u32 tid)
 {
-	__u32 tid = ctx->pid;
-	if (!bpf_map_lookup_elem(&agent_tids, &tid))
-		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&runq_start, &tid, &now, BPF_ANY);
+	__u64 *ts = bpf_map_lookup_elem(&runq_start, &tid);
+	if (ts)
+		*ts = now;
+	else
+		bpf_map_update_elem(&runq_start, &tid, &now, BPF_ANY);
+}
+
+static __always_inline int wakeup(struct task_struct *p)
+{
+	if (agent_tgid == 0 || p->tgid != agent_tgid)
+		return 0;
+	runnable(p->pid);
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_wakeup")
-int sched_wakeup(struct sched_wakeup_ctx *ctx)
+/* sched_wakeup(struct task_struct *p) */
+SEC("tp_btf/sched_wakeup")
+int sched_wakeup(__u64 *ctx)
 {
-	return wakeup(ctx);
+	return wakeup((struct task_struct *)ctx[0]);
 }
 
-SEC("tracepoint/sched/sched_wakeup_new")
-int sched_wakeup_new(struct sched_wakeup_ctx *ctx)
+/* sched_wakeup_new(struct task_struct *p) */
+SEC("tp_btf/sched_wakeup_new")
+int sched_wakeup_new(__u64 *ctx)
 {
-	return wakeup(ctx);
+	return wakeup((struct task_struct *)ctx[0]);
 }
 
-SEC("tracepoint/sched/sched_switch")
-int sched_switch(struct sched_switch_ctx *ctx)
+/* sched_switch(bool preempt, struct task_struct *prev,
+ *              struct task_struct *next, unsigned int prev_state) */
+SEC("tp_btf/sched_switch")
+int sched_switch(__u64 *ctx)
 {
-	__u32 tgid = agent_tgid();
-	if (tgid == 0)
+	if (agent_tgid == 0)
 		return 0;
-	/* The tracepoint runs on the outgoing task: prev is current. */
-	if ((bpf_get_current_pid_tgid() >> 32) == tgid) {
-		__u32 prev = ctx->prev_pid;
-		/* Learn the thread once: an LRU update costs far more than a
-		 * lookup, and this runs on every switch of an agent thread. */
-		if (!bpf_map_lookup_elem(&agent_tids, &prev)) {
-			__u8 one = 1;
-			bpf_map_update_elem(&agent_tids, &prev, &one, BPF_ANY);
-		}
-		/* Preempted while runnable (no sleep bits; 0x100 = preempted):
-		 * it waits in the run queue from now on. */
-		if ((ctx->prev_state & 0xff) == 0) {
-			__u64 now = bpf_ktime_get_ns();
-			bpf_map_update_elem(&runq_start, &prev, &now, BPF_ANY);
-		}
-	}
-	__u32 next = ctx->next_pid;
-	__u64 *ts = bpf_map_lookup_elem(&runq_start, &next);
-	if (!ts)
+	struct task_struct *prev = (struct task_struct *)ctx[1];
+	struct task_struct *next = (struct task_struct *)ctx[2];
+	/* Preempted, or switched out still runnable (state 0): it waits in
+	 * the run queue from now on. */
+	if (prev->tgid == agent_tgid && ((__u8)ctx[0] || (__u32)ctx[3] == 0))
+		runnable(prev->pid);
+	if (next->tgid != agent_tgid)
+		return 0;
+	__u32 tid = next->pid;
+	__u64 *ts = bpf_map_lookup_elem(&runq_start, &tid);
+	if (!ts || *ts == 0)
 		return 0;
 	__u64 delta = bpf_ktime_get_ns() - *ts;
-	bpf_map_delete_elem(&runq_start, &next);
+	*ts = 0;
 	__u32 zero = 0;
 	struct hist *h = bpf_map_lookup_elem(&runq_hist, &zero);
 	if (h)

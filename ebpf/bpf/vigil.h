@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Layouts shared by the eBPF programs (vigil.bpf.c) and their reader
- * (src/maps.rs mirrors every struct with #[repr(C)]; a test compares the
+ * (src/layout.rs mirrors every struct with #[repr(C)]; a test compares the
  * sizes against the map definitions in the object).
  */
 #ifndef VIGIL_BPF_H
@@ -33,13 +33,6 @@ struct hist {
 #define BLK_OP_DISCARD 3
 #define BLK_OP_OTHER 4
 
-/* What the agent tells the programs (config map, index 0). */
-struct config {
-	/* The agent's process id (tgid); 0 = trace nothing per-process. */
-	__u32 tgid;
-	__u32 pad;
-};
-
 /* Key of the syscall histograms: a vigil disk (index given by the agent). */
 struct sys_key {
 	__u32 disk;
@@ -59,17 +52,11 @@ struct blk_key {
 	__u32 op;
 };
 
-/* A block request in flight, by device and first sector. */
-struct rq_key {
-	__u64 sector;
-	__u32 dev;
-	__u32 pad;
-};
-
+/* A block request in flight (blk_inflight, keyed by the request's address). */
 struct rq_start {
 	__u64 ts;
 	__u32 op;
-	__u32 pad;
+	__u32 dev;
 };
 
 /* Per-device counters (issued and completed only for tracked requests). */

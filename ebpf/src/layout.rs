@@ -17,13 +17,6 @@ pub struct RawHist {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Config {
-    pub tgid: u32,
-    pub pad: u32,
-}
-
-#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SysKey {
     pub disk: u32,
@@ -47,18 +40,10 @@ pub struct BlkKey {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct RqKey {
-    pub sector: u64,
-    pub dev: u32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
 pub struct RqStart {
     pub ts: u64,
     pub op: u32,
-    pub pad: u32,
+    pub dev: u32,
 }
 
 #[repr(C)]
@@ -94,16 +79,12 @@ mod pod {
     use super::*;
     // SAFETY: `RawHist` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for RawHist {}
-    // SAFETY: `Config` is repr(C) integers only, with no implicit padding.
-    unsafe impl aya::Pod for Config {}
     // SAFETY: `SysKey` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for SysKey {}
     // SAFETY: `SysStart` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for SysStart {}
     // SAFETY: `BlkKey` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for BlkKey {}
-    // SAFETY: `RqKey` is repr(C) integers only, with no implicit padding.
-    unsafe impl aya::Pod for RqKey {}
     // SAFETY: `RqStart` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for RqStart {}
     // SAFETY: `DevStats` is repr(C) integers only, with no implicit padding.

@@ -15,7 +15,6 @@
 pub mod layout;
 pub mod shape;
 mod snapshot;
-mod tracefs;
 mod tracer;
 mod unavailable;
 

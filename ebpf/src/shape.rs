@@ -60,15 +60,13 @@ pub fn shape(object: &[u8]) -> Result<Shape, ShapeError> {
 /// Key and value sizes the reader's Rust structs give each map.
 pub fn expected_sizes() -> BTreeMap<&'static str, (usize, usize)> {
     BTreeMap::from([
-        ("config", (size_of::<u32>(), size_of::<Config>())),
         ("fd_disk", (size_of::<u32>(), size_of::<u32>())),
         ("blk_devs", (size_of::<u32>(), size_of::<DevStats>())),
         ("tcp_peers", (size_of::<PeerKey>(), size_of::<PeerStats>())),
         ("sys_hist", (size_of::<SysKey>(), size_of::<RawHist>())),
         ("sys_inflight", (size_of::<u64>(), size_of::<SysStart>())),
         ("blk_hist", (size_of::<BlkKey>(), size_of::<RawHist>())),
-        ("blk_inflight", (size_of::<RqKey>(), size_of::<RqStart>())),
-        ("agent_tids", (size_of::<u32>(), size_of::<u8>())),
+        ("blk_inflight", (size_of::<u64>(), size_of::<RqStart>())),
         ("runq_start", (size_of::<u32>(), size_of::<u64>())),
         ("runq_hist", (size_of::<u32>(), size_of::<RawHist>())),
     ])

@@ -32,7 +32,7 @@ fn embedded_object_has_every_attached_program() {
     for (prog, _) in ATTACHMENTS {
         assert_eq!(
             s.programs.get(*prog).map(String::as_str),
-            Some("TracePoint"),
+            Some("BtfTracePoint"),
             "program {prog}: {:?}",
             s.programs
         );

@@ -4,64 +4,34 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
 
-use aya::maps::{Array, HashMap, MapData};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
 
+use crate::OBJECT;
 use crate::layout::*;
 use crate::snapshot::*;
 use crate::unavailable::{Reason, Unavailable};
-use crate::{OBJECT, tracefs};
 
 /// `BPF_NOEXIST` (linux/bpf.h): insert only when the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
-/// Program name → the tracepoints (category, name) it is attached to.
-pub const ATTACHMENTS: &[(&str, &[(&str, &str)])] = &[
-    (
-        "sys_enter_read",
-        &[
-            ("syscalls", "sys_enter_pread64"),
-            ("syscalls", "sys_enter_preadv"),
-            ("syscalls", "sys_enter_preadv2"),
-        ],
-    ),
-    (
-        "sys_enter_write",
-        &[
-            ("syscalls", "sys_enter_pwrite64"),
-            ("syscalls", "sys_enter_pwritev"),
-            ("syscalls", "sys_enter_pwritev2"),
-        ],
-    ),
-    (
-        "sys_enter_fsync",
-        &[
-            ("syscalls", "sys_enter_fsync"),
-            ("syscalls", "sys_enter_fdatasync"),
-        ],
-    ),
-    (
-        "sys_exit",
-        &[
-            ("syscalls", "sys_exit_pread64"),
-            ("syscalls", "sys_exit_preadv"),
-            ("syscalls", "sys_exit_preadv2"),
-            ("syscalls", "sys_exit_pwrite64"),
-            ("syscalls", "sys_exit_pwritev"),
-            ("syscalls", "sys_exit_pwritev2"),
-            ("syscalls", "sys_exit_fsync"),
-            ("syscalls", "sys_exit_fdatasync"),
-        ],
-    ),
-    ("block_rq_issue", &[("block", "block_rq_issue")]),
-    ("block_rq_complete", &[("block", "block_rq_complete")]),
-    ("tcp_retransmit", &[("tcp", "tcp_retransmit_skb")]),
-    ("tcp_probe", &[("tcp", "tcp_probe")]),
-    ("sched_wakeup", &[("sched", "sched_wakeup")]),
-    ("sched_wakeup_new", &[("sched", "sched_wakeup_new")]),
-    ("sched_switch", &[("sched", "sched_switch")]),
+/// Program name → the kernel tracepoint it is attached to, as a BTF
+/// tracepoint (tp_btf: no tracefs, no trace record formatted per event).
+pub const ATTACHMENTS: &[(&str, &str)] = &[
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("block_rq_issue", "block_rq_issue"),
+    ("block_rq_complete", "block_rq_complete"),
+    ("tcp_retransmit", "tcp_retransmit_skb"),
+    ("tcp_probe", "tcp_probe"),
+    ("sched_wakeup", "sched_wakeup"),
+    ("sched_wakeup_new", "sched_wakeup_new"),
+    ("sched_switch", "sched_switch"),
 ];
+
+/// Where the running kernel describes its types (CO-RE and tp_btf need it).
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// A map operation failed after loading (the programs keep running).
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +88,39 @@ fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl Tracer {
-    /// Loads the programs, tells them the agent's process id, and attaches
-    /// every tracepoint. Nothing is traced per disk, device or peer until
-    /// the `set_*` calls say what is vigil's.
+    /// Loads the programs with the agent's process id and this
+    /// architecture's syscall numbers as constants, and attaches every
+    /// tracepoint. Nothing is traced per disk, device or peer until the
+    /// `set_*` calls say what is vigil's.
     pub fn load(tgid: u32) -> Result<Tracer, Unavailable> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(|e| {
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            Unavailable::new(
+                Reason::NoBtf,
+                format!(
+                    "the kernel has no readable BTF at {KERNEL_BTF} (build it with \
+                     CONFIG_DEBUG_INFO_BTF=y): {}",
+                    chain(&e)
+                ),
+            )
+        })?;
+        let syscalls: [(&str, i64); 8] = [
+            ("nr_pread64", libc::SYS_pread64),
+            ("nr_preadv", libc::SYS_preadv),
+            ("nr_preadv2", libc::SYS_preadv2),
+            ("nr_pwrite64", libc::SYS_pwrite64),
+            ("nr_pwritev", libc::SYS_pwritev),
+            ("nr_pwritev2", libc::SYS_pwritev2),
+            ("nr_fsync", libc::SYS_fsync),
+            ("nr_fdatasync", libc::SYS_fdatasync),
+        ];
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&btf))
+            .override_global("agent_tgid", &tgid, true);
+        for (name, nr) in &syscalls {
+            loader.override_global(name, nr, true);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
             if denied(&e) {
                 Unavailable::new(
                     Reason::NotPermitted,
@@ -135,19 +133,8 @@ impl Tracer {
                 Unavailable::new(Reason::LoadFailed, chain(&e))
             }
         })?;
-        {
-            let map = ebpf
-                .map_mut("config")
-                .ok_or_else(|| Unavailable::new(Reason::LoadFailed, "no config map"))?;
-            let mut config: Array<&mut MapData, Config> = Array::try_from(map)
-                .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;
-            config
-                .set(0, Config { tgid, pad: 0 }, 0)
-                .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;
-        }
-        tracefs::ensure().map_err(|e| Unavailable::new(Reason::NoTracefs, e))?;
-        for (prog, points) in ATTACHMENTS {
-            let p: &mut TracePoint = ebpf
+        for (prog, point) in ATTACHMENTS {
+            let p: &mut BtfTracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| {
                     Unavailable::new(
@@ -157,7 +144,7 @@ impl Tracer {
                 })?
                 .try_into()
                 .map_err(|e| Unavailable::new(Reason::LoadFailed, chain(&e)))?;
-            p.load().map_err(|e| {
+            p.load(point, &btf).map_err(|e| {
                 let reason = if denied(&e) {
                     Reason::NotPermitted
                 } else {
@@ -165,19 +152,14 @@ impl Tracer {
                 };
                 Unavailable::new(reason, format!("load {prog}: {}", chain(&e)))
             })?;
-            for (category, name) in *points {
-                p.attach(category, name).map_err(|e| {
-                    let reason = if denied(&e) {
-                        Reason::NotPermitted
-                    } else {
-                        Reason::AttachFailed
-                    };
-                    Unavailable::new(
-                        reason,
-                        format!("attach {prog} to {category}/{name}: {}", chain(&e)),
-                    )
-                })?;
-            }
+            p.attach().map_err(|e| {
+                let reason = if denied(&e) {
+                    Reason::NotPermitted
+                } else {
+                    Reason::AttachFailed
+                };
+                Unavailable::new(reason, format!("attach {prog} to {point}: {}", chain(&e)))
+            })?;
         }
         Ok(Tracer {
             ebpf: Mutex::new(ebpf),
@@ -270,24 +252,24 @@ impl Tracer {
         let get = |name: &'static str| ebpf.map(name).ok_or(TracerError::MissingMap(name));
         let mut snap = Snapshot::default();
 
-        let m: HashMap<&MapData, SysKey, RawHist> =
-            HashMap::try_from(get("sys_hist")?).map_err(map_err("sys_hist"))?;
+        let m: PerCpuHashMap<&MapData, SysKey, RawHist> =
+            PerCpuHashMap::try_from(get("sys_hist")?).map_err(map_err("sys_hist"))?;
         for (k, h) in m.iter().filter_map(Result::ok) {
             if let Some(op) = SysOp::from_raw(k.op) {
                 snap.syscalls.push(SyscallSeries {
                     disk: k.disk,
                     op,
-                    hist: Hist::from(&h),
+                    hist: sum(&h),
                 });
             }
         }
-        let m: HashMap<&MapData, BlkKey, RawHist> =
-            HashMap::try_from(get("blk_hist")?).map_err(map_err("blk_hist"))?;
+        let m: PerCpuHashMap<&MapData, BlkKey, RawHist> =
+            PerCpuHashMap::try_from(get("blk_hist")?).map_err(map_err("blk_hist"))?;
         for (k, h) in m.iter().filter_map(Result::ok) {
             snap.block.push(BlockSeries {
                 dev: k.dev,
                 op: BlkOp::from_raw(k.op),
-                hist: Hist::from(&h),
+                hist: sum(&h),
             });
         }
         let m: HashMap<&MapData, u32, DevStats> =
@@ -310,10 +292,10 @@ impl Tracer {
                 retransmits: s.retransmits,
             });
         }
-        let a: Array<&MapData, RawHist> =
-            Array::try_from(get("runq_hist")?).map_err(map_err("runq_hist"))?;
+        let a: PerCpuArray<&MapData, RawHist> =
+            PerCpuArray::try_from(get("runq_hist")?).map_err(map_err("runq_hist"))?;
         if let Ok(h) = a.get(&0, 0) {
-            snap.runqueue = Hist::from(&h);
+            snap.runqueue = sum(&h);
         }
         snap.syscalls.sort_by_key(|s| (s.disk, s.op));
         snap.block.sort_by_key(|s| (s.dev, s.op));
@@ -321,4 +303,13 @@ impl Tracer {
         snap.peers.sort_by_key(|p| (p.addr, p.port));
         Ok(snap)
     }
+}
+
+/// One histogram from the CPUs' copies of it.
+fn sum(per_cpu: &PerCpuValues<RawHist>) -> Hist {
+    let mut total = Hist::default();
+    for h in per_cpu.iter() {
+        total.merge(&Hist::from(h));
+    }
+    total
 }

@@ -10,8 +10,8 @@ pub enum Reason {
     Disabled,
     /// No root and no CAP_BPF + CAP_PERFMON.
     NotPermitted,
-    /// tracefs is not mounted and could not be mounted.
-    NoTracefs,
+    /// The kernel has no BTF description of its types (/sys/kernel/btf/vmlinux).
+    NoBtf,
     /// The kernel refused the object (verifier, BTF, maps).
     LoadFailed,
     /// A tracepoint could not be attached.
@@ -23,7 +23,7 @@ impl Reason {
         match self {
             Reason::Disabled => "disabled",
             Reason::NotPermitted => "not_permitted",
-            Reason::NoTracefs => "no_tracefs",
+            Reason::NoBtf => "no_btf",
             Reason::LoadFailed => "load_failed",
             Reason::AttachFailed => "attach_failed",
         }

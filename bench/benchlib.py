@@ -1,0 +1,64 @@
+"""Helpers the benchmarks share: ports, fio through an NBD URI, filling a
+volume, machine CPU time. Imported by the scripts next to it."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VIGIL = os.environ.get("VIGIL_BIN", os.path.join(ROOT, "target", "release", "vigil"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening after {timeout}s")
+
+
+def fio(uri, rw, bs, qd, size, runtime, ramp=2):
+    """One fio job through the nbd engine: IOPS, MB/s and completion
+    latency percentiles of the side that ran."""
+    args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+            f"--iodepth={qd}", f"--size={size}", "--time_based", f"--runtime={runtime}",
+            f"--ramp_time={ramp}", "--output-format=json", "--randrepeat=0", "--norandommap"]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"fio failed: {out.stderr}")
+    j = json.loads(out.stdout[out.stdout.find("{"):])["jobs"][0]
+    side = j["read"] if rw in ("read", "randread") else j["write"]
+    pct = side["clat_ns"].get("percentile", {})
+    return {
+        "iops": side["iops"],
+        "ios": side["total_ios"],
+        "mbps": side["bw_bytes"] / 1e6,
+        "p50_us": pct.get("50.000000", 0) / 1000,
+        "p99_us": pct.get("99.000000", 0) / 1000,
+    }
+
+
+def fill(uri, size):
+    subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1M",
+                    "--iodepth=8", f"--size={size}", "--output-format=terse"],
+                   check=True, capture_output=True)
+
+
+def cpu_busy_seconds():
+    """CPU time the whole machine spent not idle (all CPUs), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The few kernel structure fields the programs read, declared by hand as
+ * CO-RE views: preserve_access_index makes clang record each access by
+ * name, and the loader (aya) rewrites the offsets against the running
+ * kernel's BTF (/sys/kernel/btf/vmlinux) before loading. Only the fields
+ * named here are read; their order and the missing ones do not matter.
+ * Written for this project (no generated vmlinux.h is committed: it would
+ * pin one kernel's layout and weigh megabytes).
+ */
+#ifndef VIGIL_KERNEL_H
+#define VIGIL_KERNEL_H
+
+#define CORE __attribute__((preserve_access_index))
+
+struct task_struct {
+	int pid;
+	int tgid;
+} CORE;
+
+/* x86-64 register frame: the syscall's first argument is in di, its
+ * number in orig_ax. */
+struct pt_regs {
+	unsigned long di;
+	unsigned long orig_ax;
+} CORE;
+
+struct gendisk {
+	int major;
+	int first_minor;
+} CORE;
+
+struct request_queue {
+	struct gendisk *disk;
+} CORE;
+
+struct request {
+	struct request_queue *q;
+	unsigned int cmd_flags;
+} CORE;
+
+/* The addresses live in anonymous unions in the kernel; the loader finds
+ * a field through anonymous members by its name. */
+struct sock_common {
+	__be32 skc_daddr;
+	__be16 skc_dport;
+	unsigned short skc_family;
+} CORE;
+
+struct sock {
+	struct sock_common __sk_common;
+} CORE;
+
+struct tcp_sock {
+	__u32 srtt_us;
+} CORE;
+
+#endif
