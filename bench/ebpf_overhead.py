@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""What eBPF I/O tracing costs: fio through a 1-replica volume on an agent
-with eBPF on (`--ebpf required`) and on one with it off (`--ebpf off`), in
-one run, on the same disk.
+"""What eBPF I/O tracing costs: fio through a 1-replica volume served by
+one agent, restarted before each run with eBPF on (`--ebpf required`) or
+off (`--ebpf off`): the same process setup, data directory and replica
+file both ways, so the only difference is the programs (two agents with
+a volume each would also compare two files' layouts on disk).
 
 The machine is shared and noisy, so the comparison is made in pairs: each
-round runs the two agents back to back (alternating which goes first) for a
-short fio job, only the agent being measured running (the other is
-stopped: an agent with eBPF traces scheduler and TCP events of the whole
-machine, so it would also slow the other agent's runs). The figure per
+round runs on and off back to back (alternating which goes first) for a
+short fio job. The figure per
 workload is the median of the rounds' on/off IOPS ratios, with their spread;
 the headline is the geometric mean over workloads. The target is a cost
 under 5 % (ratio >= 0.95).
@@ -17,7 +17,7 @@ separate profiling pass with `kernel.bpf_stats_enabled=1` (which itself adds
 a little to every program run, so it is not part of the ratios), each
 program's runs and nanoseconds per I/O.
 
-Usage: bench/ebpf_overhead.py [--size 256MiB] [--runtime 5] [--rounds 6] [--dir DIR]
+Usage: bench/ebpf_overhead.py [--size 256MiB] [--runtime 5] [--rounds 6] [--probes LIST] [--only WL...] [--dir DIR]
 Needs: root (to load eBPF), a release build (cargo build --release), fio, qemu-io, bpftool.
 """
 import argparse
@@ -47,11 +47,12 @@ PROGRAMS = ["sys_enter", "sys_exit", "block_rq_issue", "block_rq_complete", "tcp
 
 
 class Agent:
-    """One agent, started and stopped around each measurement."""
+    """The agent, started (eBPF on or off) and stopped around each measurement."""
 
-    def __init__(self, root, name, ebpf):
+    def __init__(self, root, name, probes=None):
         self.port = free_port()
-        self.name, self.ebpf = name, ebpf
+        self.name, self.probes = name, probes
+        self.ebpf = "off"
         self.dir = os.path.join(root, name)
         self.logpath = os.path.join(root, f"{name}.log")
         os.makedirs(self.dir, exist_ok=True)
@@ -60,6 +61,8 @@ class Agent:
 
     def start(self):
         env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn")
+        if self.probes:
+            env["VIGIL_EBPF_PROBES"] = self.probes
         self.proc = subprocess.Popen([VIGIL, "agent", "--node-name", self.name, "--listen",
                                       f"127.0.0.1:{self.port}", "--data-dir", self.dir, "--ebpf", self.ebpf],
                                      stdout=subprocess.DEVNULL, stderr=open(self.logpath, "a"), env=env)
@@ -105,8 +108,10 @@ class Agent:
         return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(name))
 
 
-def measure(ag, rw, bs, qd, size, runtime):
-    """One fio run on a freshly started agent: IOPS and machine CPU µs per I/O."""
+def measure(ag, mode, rw, bs, qd, size, runtime):
+    """One fio run on the agent freshly started with eBPF `mode` ("on" or
+    "off"): IOPS and machine CPU µs per I/O."""
+    ag.ebpf = "required" if mode == "on" else "off"
     ag.start()
     try:
         cpu0 = cpu_busy_seconds()
@@ -136,6 +141,7 @@ def profile(ag, rw, bs, qd, size, runtime):
     """Program runs and run time per I/O, with kernel BPF statistics on."""
     with open("/proc/sys/kernel/bpf_stats_enabled") as f:
         was = f.read().strip()
+    ag.ebpf = "required"
     ag.start()
     try:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
@@ -165,6 +171,8 @@ def main():
     ap.add_argument("--dir", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="workload names to run")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--probes", default=None,
+                    help="probes when on (--ebpf-probes), default all: syscalls,block,tcp,runqueue")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: eBPF needs it")
@@ -177,15 +185,16 @@ def main():
                                     capture_output=True, text=True, check=True).stdout)
     workloads = [w for w in WORKLOADS if not a.only or w[0] in a.only]
     root = tempfile.mkdtemp(prefix="bench-ebpf-", dir=a.dir or os.path.join(ROOT, "bench"))
-    agents = {"on": Agent(root, "on", "required"), "off": Agent(root, "off", "off")}
+    ag = Agent(root, "bench", a.probes)
     try:
-        for name, ag in agents.items():
-            ag.start()
-            ag.create_volume(size_bytes)
-            if name == "on" and ag.metric("vigil_ebpf_loaded") != 1:
-                sys.exit("eBPF did not load on the 'on' agent")
-            ag.stop()
-        print(f"{a.rounds} rounds of {a.runtime} s per agent and workload, on/off alternating\n")
+        ag.ebpf = "required"
+        ag.start()
+        ag.create_volume(size_bytes)
+        if ag.metric("vigil_ebpf_loaded") != 1:
+            sys.exit("eBPF did not load")
+        ag.stop()
+        print(f"{a.rounds} rounds of {a.runtime} s per agent and workload, on/off alternating; "
+              f"probes: {a.probes or 'all'}\n")
         print(f"{'workload':<18} {'on IOPS':>9} {'off IOPS':>9} {'on/off':>7} {'min':>6} {'max':>6}"
               f" {'CPU µs/IO on':>13} {'off':>6}")
         medians = []
@@ -195,7 +204,7 @@ def main():
             for r in range(a.rounds):
                 order = ("on", "off") if r % 2 == 0 else ("off", "on")
                 for name in order:
-                    iops, cpu_per_io = measure(agents[name], rw, bs, qd, size_bytes, a.runtime)
+                    iops, cpu_per_io = measure(ag, name, rw, bs, qd, size_bytes, a.runtime)
                     got[name].append(iops)
                     cpu[name].append(cpu_per_io)
             ratios = [on / off for on, off in zip(got["on"], got["off"]) if off]
@@ -210,7 +219,7 @@ def main():
               f"(cost {100 * (1 - g):.1f} %; target < 5 %)")
         if not a.no_profile:
             wl, rw, bs, qd = workloads[0]
-            iops, rows = profile(agents["on"], rw, bs, qd, size_bytes, a.runtime)
+            iops, rows = profile(ag, rw, bs, qd, size_bytes, a.runtime)
             print(f"\nprogram cost, {wl} with kernel.bpf_stats_enabled=1 ({iops:.0f} IOPS):")
             print(f"{'program':<18} {'runs/IO':>8} {'ns/run':>7} {'ns/IO':>7}")
             total = 0.0
@@ -219,8 +228,7 @@ def main():
                 print(f"{prog:<18} {runs:>8.2f} {ns_run:>7.0f} {ns_io:>7.0f}")
             print(f"{'total':<18} {'':>8} {'':>7} {total:>7.0f}")
     finally:
-        for ag in agents.values():
-            ag.stop()
+        ag.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

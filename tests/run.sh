@@ -50,12 +50,6 @@ if ! python3 -c 'import grafana_foundation_sdk, yaml' 2>/dev/null \
   python3 -m pip install -q "${sdk_pin}" pyyaml
 fi
 
-# eBPF tracepoints attach through tracefs, which a fresh machine may not
-# have mounted (the agent mounts it itself as root; the tests need it too).
-if [ ! -d /sys/kernel/tracing/events ] && [ "$(id -u)" -eq 0 ]; then
-  mount -t tracefs tracefs /sys/kernel/tracing || true
-fi
-
 # The etcd store is a cargo feature (etcd-client needs protoc); the tests
 # exercise both stores, so everything is built with it.
 FEATURES=(--features vigil/etcd)

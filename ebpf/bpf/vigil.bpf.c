@@ -8,7 +8,9 @@
  * tcp_probe and the raw syscall tracepoints fire for the whole machine:
  * each program first rejects what is not vigil's with a compare against a
  * constant (the agent's tgid is set in .rodata before loading), and only
- * vigil's own events touch a map. Histograms are per-CPU, so counting
+ * vigil's own events touch a map. Per-thread state (a syscall or a wait
+ * in progress) lives in task storage rather than in hashes keyed by
+ * thread id. Histograms are per-CPU, so counting
  * never bounces a cache line between CPUs. Nothing is streamed: the agent
  * reads the maps at scrape.
  *
@@ -84,13 +86,13 @@ struct {
 	__type(value, struct hist);
 } sys_hist SEC(".maps");
 
-/* The traced syscall in flight on each agent thread (key: pid_tgid).
- * Entries are reused in place (ts = 0 when idle) rather than inserted and
- * deleted per call; the LRU drops the threads that went away. */
+/* The traced syscall in flight on an agent thread, in the thread's own
+ * task storage (ts = 0 when none): no hash on the path, and it goes away
+ * with the thread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sys_start);
 } sys_inflight SEC(".maps");
 
@@ -109,12 +111,12 @@ struct {
 	__type(value, struct rq_start);
 } blk_inflight SEC(".maps");
 
-/* When each agent thread became runnable (ts = 0 once it ran; reused in
- * place; the LRU drops threads that went away). */
+/* When an agent thread became runnable, in its task storage (0 once it
+ * ran). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u64);
 } runq_start SEC(".maps");
 
@@ -202,16 +204,13 @@ int sys_enter(__u64 *ctx)
 	__u32 *disk = bpf_map_lookup_elem(&fd_disk, &fd);
 	if (!disk)
 		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	struct sys_start *st = bpf_map_lookup_elem(&sys_inflight, &id);
-	if (st) {
-		st->disk = *disk;
-		st->op = op;
-		st->ts = now;
+	struct sys_start *st = bpf_task_storage_get(&sys_inflight, bpf_get_current_task_btf(), 0,
+						    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st)
 		return 0;
-	}
-	struct sys_start fresh = { .ts = now, .disk = *disk, .op = op };
-	bpf_map_update_elem(&sys_inflight, &id, &fresh, BPF_ANY);
+	st->disk = *disk;
+	st->op = op;
+	st->ts = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -225,7 +224,7 @@ int sys_exit(__u64 *ctx)
 	struct pt_regs *regs = (struct pt_regs *)ctx[0];
 	if (sys_op((long)regs->orig_ax) < 0)
 		return 0;
-	struct sys_start *st = bpf_map_lookup_elem(&sys_inflight, &id);
+	struct sys_start *st = bpf_task_storage_get(&sys_inflight, bpf_get_current_task_btf(), 0, 0);
 	if (!st || st->ts == 0)
 		return 0;
 	__u64 delta = bpf_ktime_get_ns() - st->ts;
@@ -358,21 +357,18 @@ int tcp_probe(__u64 *ctx)
 
 /* ---- run-queue delay of the agent's threads ---- */
 
-static __always_inline void runnable(__u32 tid)
+static __always_inline void runnable(struct task_struct *t)
 {
-	__u64 now = bpf_ktime_get_ns();
-	__u64 *ts = bpf_map_lookup_elem(&runq_start, &tid);
+	__u64 *ts = bpf_task_storage_get(&runq_start, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (ts)
-		*ts = now;
-	else
-		bpf_map_update_elem(&runq_start, &tid, &now, BPF_ANY);
+		*ts = bpf_ktime_get_ns();
 }
 
 static __always_inline int wakeup(struct task_struct *p)
 {
 	if (agent_tgid == 0 || p->tgid != agent_tgid)
 		return 0;
-	runnable(p->pid);
+	runnable(p);
 	return 0;
 }
 
@@ -402,11 +398,10 @@ int sched_switch(__u64 *ctx)
 	/* Preempted, or switched out still runnable (state 0): it waits in
 	 * the run queue from now on. */
 	if (prev->tgid == agent_tgid && ((__u8)ctx[0] || (__u32)ctx[3] == 0))
-		runnable(prev->pid);
+		runnable(prev);
 	if (next->tgid != agent_tgid)
 		return 0;
-	__u32 tid = next->pid;
-	__u64 *ts = bpf_map_lookup_elem(&runq_start, &tid);
+	__u64 *ts = bpf_task_storage_get(&runq_start, next, 0, 0);
 	if (!ts || *ts == 0)
 		return 0;
 	__u64 delta = bpf_ktime_get_ns() - *ts;

@@ -64,10 +64,10 @@ pub fn expected_sizes() -> BTreeMap<&'static str, (usize, usize)> {
         ("blk_devs", (size_of::<u32>(), size_of::<DevStats>())),
         ("tcp_peers", (size_of::<PeerKey>(), size_of::<PeerStats>())),
         ("sys_hist", (size_of::<SysKey>(), size_of::<RawHist>())),
-        ("sys_inflight", (size_of::<u64>(), size_of::<SysStart>())),
+        ("sys_inflight", (size_of::<i32>(), size_of::<SysStart>())),
         ("blk_hist", (size_of::<BlkKey>(), size_of::<RawHist>())),
         ("blk_inflight", (size_of::<u64>(), size_of::<RqStart>())),
-        ("runq_start", (size_of::<u32>(), size_of::<u64>())),
+        ("runq_start", (size_of::<i32>(), size_of::<u64>())),
         ("runq_hist", (size_of::<u32>(), size_of::<RawHist>())),
     ])
 }

@@ -29,7 +29,7 @@ fn embedded_object_has_the_maps_the_reader_expects() {
 #[test]
 fn embedded_object_has_every_attached_program() {
     let s = shape(OBJECT).expect("parse the embedded object");
-    for (prog, _) in ATTACHMENTS {
+    for (prog, _, _) in ATTACHMENTS {
         assert_eq!(
             s.programs.get(*prog).map(String::as_str),
             Some("BtfTracePoint"),

@@ -16,18 +16,47 @@ use crate::unavailable::{Reason, Unavailable};
 /// `BPF_NOEXIST` (linux/bpf.h): insert only when the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
+/// A group of programs that can be switched on or off as a whole
+/// (`vigil agent --ebpf-probes`): the machine-wide ones (syscalls, run
+/// queue) cost the most, so an operator can keep only what they need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Probe {
+    /// Latency and errors of the agent's syscalls on replica files.
+    Syscalls,
+    /// Block requests on the devices holding vigil disks.
+    Block,
+    /// Retransmits and RTT of the connections to replica servers.
+    Tcp,
+    /// Run-queue delay of the agent's threads.
+    RunQueue,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 4] = [Probe::Syscalls, Probe::Block, Probe::Tcp, Probe::RunQueue];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Probe::Syscalls => "syscalls",
+            Probe::Block => "block",
+            Probe::Tcp => "tcp",
+            Probe::RunQueue => "runqueue",
+        }
+    }
+}
+
 /// Program name → the kernel tracepoint it is attached to, as a BTF
-/// tracepoint (tp_btf: no tracefs, no trace record formatted per event).
-pub const ATTACHMENTS: &[(&str, &str)] = &[
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
-    ("block_rq_issue", "block_rq_issue"),
-    ("block_rq_complete", "block_rq_complete"),
-    ("tcp_retransmit", "tcp_retransmit_skb"),
-    ("tcp_probe", "tcp_probe"),
-    ("sched_wakeup", "sched_wakeup"),
-    ("sched_wakeup_new", "sched_wakeup_new"),
-    ("sched_switch", "sched_switch"),
+/// tracepoint (tp_btf: no tracefs, no trace record formatted per event),
+/// and the probe it belongs to.
+pub const ATTACHMENTS: &[(&str, &str, Probe)] = &[
+    ("sys_enter", "sys_enter", Probe::Syscalls),
+    ("sys_exit", "sys_exit", Probe::Syscalls),
+    ("block_rq_issue", "block_rq_issue", Probe::Block),
+    ("block_rq_complete", "block_rq_complete", Probe::Block),
+    ("tcp_retransmit", "tcp_retransmit_skb", Probe::Tcp),
+    ("tcp_probe", "tcp_probe", Probe::Tcp),
+    ("sched_wakeup", "sched_wakeup", Probe::RunQueue),
+    ("sched_wakeup_new", "sched_wakeup_new", Probe::RunQueue),
+    ("sched_switch", "sched_switch", Probe::RunQueue),
 ];
 
 /// Where the running kernel describes its types (CO-RE and tp_btf need it).
@@ -53,6 +82,7 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TracerError {
 /// The loaded and attached programs. Dropping it detaches them.
 pub struct Tracer {
     ebpf: Mutex<Ebpf>,
+    probes: BTreeSet<Probe>,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -91,8 +121,9 @@ impl Tracer {
     /// Loads the programs with the agent's process id and this
     /// architecture's syscall numbers as constants, and attaches every
     /// tracepoint. Nothing is traced per disk, device or peer until the
-    /// `set_*` calls say what is vigil's.
-    pub fn load(tgid: u32) -> Result<Tracer, Unavailable> {
+    /// `set_*` calls say what is vigil's. Only the programs of `probes`
+    /// are loaded and attached.
+    pub fn load(tgid: u32, probes: &BTreeSet<Probe>) -> Result<Tracer, Unavailable> {
         let btf = Btf::from_sys_fs().map_err(|e| {
             Unavailable::new(
                 Reason::NoBtf,
@@ -114,8 +145,11 @@ impl Tracer {
             ("nr_fdatasync", libc::SYS_fdatasync),
         ];
         let mut loader = EbpfLoader::new();
+        // Task storage (per-thread state) has no user-space API in aya; the
+        // programs alone use it, so the loader may create it anyway.
         loader
             .btf(Some(&btf))
+            .allow_unsupported_maps()
             .override_global("agent_tgid", &tgid, true);
         for (name, nr) in &syscalls {
             loader.override_global(name, nr, true);
@@ -133,7 +167,10 @@ impl Tracer {
                 Unavailable::new(Reason::LoadFailed, chain(&e))
             }
         })?;
-        for (prog, point) in ATTACHMENTS {
+        for (prog, point, probe) in ATTACHMENTS {
+            if !probes.contains(probe) {
+                continue;
+            }
             let p: &mut BtfTracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| {
@@ -163,7 +200,13 @@ impl Tracer {
         }
         Ok(Tracer {
             ebpf: Mutex::new(ebpf),
+            probes: probes.clone(),
         })
+    }
+
+    /// The probes loaded and attached.
+    pub fn probes(&self) -> &BTreeSet<Probe> {
+        &self.probes
     }
 
     fn lock(&self) -> MutexGuard<'_, Ebpf> {

@@ -17,7 +17,7 @@ fn is_root() -> bool {
 #[test]
 fn counts_syscalls_on_registered_files_only() {
     let tgid = std::process::id();
-    let tracer = match Tracer::load(tgid) {
+    let tracer = match Tracer::load(tgid, &BTreeSet::from(vigil_ebpf::Probe::ALL)) {
         Ok(t) => t,
         Err(e) => {
             assert!(!is_root(), "root must be able to load the programs: {e}");

@@ -248,3 +248,44 @@ impl Drop for LoopExt4 {
             .status();
     }
 }
+
+/// A cgroup (v1) of one controller holding one process, for throttling it
+/// (blkio for a slow disk, cpu for a starved agent). Moves the process
+/// back to the controller's root cgroup and removes itself on drop.
+pub struct CgroupV1 {
+    root: PathBuf,
+    dir: PathBuf,
+    pid: u32,
+}
+
+impl CgroupV1 {
+    /// Creates `/sys/fs/cgroup/<controller>/vigil-test-<test pid>-<pid>`
+    /// and moves `pid` (every thread) into it. Needs root and the v1
+    /// controller mounted there.
+    pub fn new(controller: &str, pid: u32) -> CgroupV1 {
+        let root = Path::new("/sys/fs/cgroup").join(controller);
+        assert!(
+            root.join("cgroup.procs").exists(),
+            "the {controller} cgroup (v1) is not mounted at {}",
+            root.display()
+        );
+        let dir = root.join(format!("vigil-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let g = CgroupV1 { root, dir, pid };
+        g.set("cgroup.procs", &pid.to_string());
+        g
+    }
+
+    /// Writes `value` into the cgroup's control file `file`.
+    pub fn set(&self, file: &str, value: &str) {
+        std::fs::write(self.dir.join(file), value)
+            .unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", self.dir.join(file).display()));
+    }
+}
+
+impl Drop for CgroupV1 {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

@@ -75,3 +75,64 @@ pub fn qemu_equal(file: &Path, uri: &str) -> bool {
     }
     ok
 }
+
+/// Writes 4 KiB blocks and flushes through NBD with qemu-io, in a loop on
+/// a thread, until stopped (or dropped): load for tests that need an
+/// engine busy writing while something else happens.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Writer {
+    /// Starts writing to `endpoint` (an `nbd://` URI); each round is eight
+    /// writes and a flush in one qemu-io run. Failed rounds are ignored:
+    /// the tests using it inject faults on purpose.
+    pub fn start(endpoint: &str) -> Writer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let endpoint = endpoint.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let mut args = vec!["-f".to_string(), "raw".to_string()];
+                for i in 0..8u64 {
+                    let off = ((round * 8 + i) % 4096) * 4096;
+                    args.push("-c".into());
+                    args.push(format!("write -P {} {off} 4k", (round % 250) + 1));
+                }
+                args.push("-c".into());
+                args.push("flush".into());
+                args.push(endpoint.clone());
+                let _ = Command::new("qemu-io").args(&args).output();
+                round += 1;
+            }
+            round
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops after the round in progress; returns the rounds run.
+    pub fn stop(mut self) -> u64 {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> u64 {
+        self.stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

@@ -8,82 +8,32 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::Agent;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::faults::LoopExt4;
+use vigil_tests::faults::{CgroupV1, LoopExt4};
+use vigil_tests::tools::Writer;
 
-const BLKIO: &str = "/sys/fs/cgroup/blkio";
-
-/// A blkio cgroup holding the agent; moves it back to the root on drop.
-struct Throttle {
-    dir: PathBuf,
-    pid: u32,
-}
-
-impl Throttle {
-    fn new(pid: u32) -> Throttle {
-        assert!(
-            Path::new(BLKIO).join("cgroup.procs").exists(),
-            "the blkio cgroup (v1) is not mounted at {BLKIO}"
-        );
-        let dir = Path::new(BLKIO).join(format!("vigil-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
-        Throttle { dir, pid }
-    }
-
-    fn write_iops(&self, device: &str, iops: u32) {
-        let out = Command::new("stat")
-            .args(["-L", "-c", "%t:%T", device])
-            .output()
-            .unwrap();
-        let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let (ma, mi) = hex.split_once(':').unwrap();
-        let (ma, mi) = (
-            u32::from_str_radix(ma, 16).unwrap(),
-            u32::from_str_radix(mi, 16).unwrap(),
-        );
-        std::fs::write(
-            self.dir.join("blkio.throttle.write_iops_device"),
-            format!("{ma}:{mi} {iops}"),
-        )
+/// Limits `cgroup`'s writes to `device` to `iops` per second.
+fn write_iops(cgroup: &CgroupV1, device: &str, iops: u32) {
+    let out = Command::new("stat")
+        .args(["-L", "-c", "%t:%T", device])
+        .output()
         .unwrap();
-    }
-}
-
-impl Drop for Throttle {
-    fn drop(&mut self) {
-        let _ = std::fs::write(Path::new(BLKIO).join("cgroup.procs"), self.pid.to_string());
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-/// Writes 4 KiB blocks and flushes through NBD until stopped.
-fn writer(endpoint: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut round = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let mut args = vec!["-f".to_string(), "raw".to_string()];
-            for i in 0..8u64 {
-                let off = ((round * 8 + i) % 4096) * 4096;
-                args.push("-c".into());
-                args.push(format!("write -P {} {off} 4k", (round % 250) + 1));
-            }
-            args.push("-c".into());
-            args.push("flush".into());
-            args.push(endpoint.clone());
-            let _ = Command::new("qemu-io").args(&args).output();
-            round += 1;
-        }
-    })
+    let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (ma, mi) = hex.split_once(':').unwrap();
+    let (ma, mi) = (
+        u32::from_str_radix(ma, 16).unwrap(),
+        u32::from_str_radix(mi, 16).unwrap(),
+    );
+    cgroup.set(
+        "blkio.throttle.write_iops_device",
+        &format!("{ma}:{mi} {iops}"),
+    );
 }
 
 fn kernel_window(a: &Agent) -> Value {
@@ -122,11 +72,10 @@ fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
         .as_str()
         .unwrap()
         .to_string();
-    let throttle = Throttle::new(a.pid());
+    let throttle = CgroupV1::new("blkio", a.pid());
 
     // --- unthrottled: the window shows writes, no DISK_SLOW -----------------
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(endpoint.clone(), Arc::clone(&stop));
+    let w = Writer::start(&endpoint);
     let mut window = Value::Null;
     wait_until(
         "a kernel window with writes",
@@ -151,13 +100,12 @@ fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
     }
 
     // --- throttled to 5 write IOPS: DISK_SLOW ---------------------------------
-    throttle.write_iops(fs.device(), 5);
+    write_iops(&throttle, fs.device(), 5);
     let mut report = Value::Null;
     wait_until("DISK_SLOW", Duration::from_secs(60), || {
         report = doctor(&a).1;
         check(&report, "DISK_SLOW").is_some()
     });
-    stop.store(true, Ordering::Relaxed);
     let item = &check(&report, "DISK_SLOW").unwrap()["items"][0];
     assert_eq!(item["object"], format!("disk/{disk}"), "{report}");
     let msg = item["message"].as_str().unwrap();
@@ -171,6 +119,6 @@ fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
     let (_, human, _) = a.cli_code(&["doctor"]);
     assert!(human.contains("DISK_SLOW"), "{human}");
     drop(throttle);
-    w.join().unwrap();
+    w.stop();
     a.stop();
 }

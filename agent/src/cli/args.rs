@@ -323,6 +323,16 @@ pub struct AgentArgs {
     /// the kernel allow, `required` refuses to start without it.
     #[arg(long, value_enum, default_value_t = crate::ebpf::Mode::Auto, env = "VIGIL_EBPF")]
     pub ebpf: crate::ebpf::Mode,
+    /// Which eBPF probes to attach, comma-separated (docs/ebpf.md has what
+    /// each costs): syscalls, block, tcp, runqueue.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "syscalls,block,tcp,runqueue",
+        env = "VIGIL_EBPF_PROBES"
+    )]
+    pub ebpf_probes: Vec<crate::ebpf::ProbeArg>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -57,7 +57,12 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
         );
         return out;
     }
-    let _ = writeln!(out, "  {name} (last {} s):", k.window_secs);
+    let probes = if k.probes.is_empty() {
+        String::new()
+    } else {
+        format!("; probes {}", k.probes.join(","))
+    };
+    let _ = writeln!(out, "  {name} (last {} s{probes}):", k.window_secs);
     for d in &k.disks {
         let dev = d
             .device

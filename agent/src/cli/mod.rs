@@ -243,7 +243,7 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         ping_interval: std::time::Duration::from_millis(a.ping_interval_ms.max(50)),
         ping_timeout: std::time::Duration::from_millis(a.ping_timeout_ms.max(50)),
     };
-    if let Err(e) = crate::ebpf::start(a.ebpf) {
+    if let Err(e) = crate::ebpf::start(a.ebpf, &a.ebpf_probes) {
         tracing::error!(reason = e.reason.as_str(), error = %e, "agent failed to start: --ebpf required");
         eprintln!("error: --ebpf required: {e}");
         telemetry.shutdown().await;

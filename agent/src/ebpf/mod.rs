@@ -19,10 +19,11 @@ mod render;
 mod summary;
 mod targets;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use vigil_ebpf::{Reason, Tracer, Unavailable};
+use vigil_ebpf::{Probe, Reason, Tracer, Unavailable};
 
 use crate::daemon::Agent;
 
@@ -37,6 +38,26 @@ pub enum Mode {
     Auto,
     /// Refuse to start without them.
     Required,
+}
+
+/// `--ebpf-probes`: one of [`Probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeArg {
+    Syscalls,
+    Block,
+    Tcp,
+    Runqueue,
+}
+
+impl From<ProbeArg> for Probe {
+    fn from(p: ProbeArg) -> Probe {
+        match p {
+            ProbeArg::Syscalls => Probe::Syscalls,
+            ProbeArg::Block => Probe::Block,
+            ProbeArg::Tcp => Probe::Tcp,
+            ProbeArg::Runqueue => Probe::RunQueue,
+        }
+    }
 }
 
 /// Whether tracing runs, and if not, why.
@@ -66,12 +87,13 @@ pub fn unavailable() -> Option<&'static Unavailable> {
 /// Loads and attaches the programs as `mode` says. Only `required` turns a
 /// failure into an error; `auto` logs the reason and carries on with
 /// user-space timing alone.
-pub fn start(mode: Mode) -> Result<(), Unavailable> {
+pub fn start(mode: Mode, probes: &[ProbeArg]) -> Result<(), Unavailable> {
+    let probes: BTreeSet<Probe> = probes.iter().map(|p| Probe::from(*p)).collect();
     let state = match mode {
         Mode::Off => Tracing::Unavailable(Unavailable::new(Reason::Disabled, "--ebpf off")),
-        Mode::Auto | Mode::Required => match Tracer::load(std::process::id()) {
+        Mode::Auto | Mode::Required => match Tracer::load(std::process::id(), &probes) {
             Ok(t) => {
-                tracing::info!("eBPF tracing loaded: syscalls, block requests, tcp, run queue");
+                tracing::info!(probes = %probe_list(t.probes()), "eBPF tracing loaded");
                 Tracing::Loaded(t)
             }
             Err(e) if mode == Mode::Required => return Err(e),
@@ -87,6 +109,14 @@ pub fn start(mode: Mode) -> Result<(), Unavailable> {
     };
     let _ = STATE.set(state);
     Ok(())
+}
+
+/// Probe names, comma-separated (`syscalls,block`), or `none`.
+pub fn probe_list(probes: &BTreeSet<Probe>) -> String {
+    if probes.is_empty() {
+        return "none".to_string();
+    }
+    probes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
 }
 
 /// Keeps the kernel's filters current and writes the node's kernel I/O

@@ -4,12 +4,12 @@
 //! into buckets (powers of two of microseconds): we copy its buckets
 //! instead of replaying samples.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use vigil_ebpf::{BlkOp, Hist, Snapshot, SysOp};
+use vigil_ebpf::{BlkOp, Hist, Probe, Snapshot, SysOp};
 
-use super::targets::names;
+use super::targets::{Names, names};
 use crate::metrics::catalogue::{FAMILIES, Kind, Source};
 use crate::metrics::names::*;
 
@@ -22,7 +22,7 @@ pub fn render(node: &str) -> String {
         Some(t) => match t.read() {
             Ok(snap) => {
                 page.gauge(EBPF_LOADED, vec![("node", node)], 1.0);
-                kernel(&mut page, node, &snap);
+                kernel(&mut page, node, &snap, t.probes());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "eBPF: read maps");
@@ -44,9 +44,26 @@ pub fn render(node: &str) -> String {
     page.finish()
 }
 
-fn kernel(page: &mut Page, node: &str, snap: &Snapshot) {
+/// The families of the probes that run (a probe switched off has no
+/// series rather than zeros that would read as "nothing happened").
+fn kernel(page: &mut Page, node: &str, snap: &Snapshot, probes: &BTreeSet<Probe>) {
     let names = names();
-    // Syscalls: every disk × op, so error counters exist before the first error.
+    if probes.contains(&Probe::Syscalls) {
+        syscalls(page, node, snap, &names);
+    }
+    if probes.contains(&Probe::Block) {
+        block(page, node, snap, &names);
+    }
+    if probes.contains(&Probe::Tcp) {
+        tcp(page, node, snap, &names);
+    }
+    if probes.contains(&Probe::RunQueue) {
+        page.histogram(EBPF_RUNQUEUE_DELAY, vec![("node", node)], &snap.runqueue);
+    }
+}
+
+fn syscalls(page: &mut Page, node: &str, snap: &Snapshot, names: &Names) {
+    // Every disk × op, so error counters exist before the first error.
     let mut sys: BTreeMap<(u32, SysOp), &Hist> = BTreeMap::new();
     for s in &snap.syscalls {
         sys.insert((s.disk, s.op), &s.hist);
@@ -60,6 +77,9 @@ fn kernel(page: &mut Page, node: &str, snap: &Snapshot) {
             page.counter(EBPF_SYSCALL_ERRORS, labels, h.errors);
         }
     }
+}
+
+fn block(page: &mut Page, node: &str, snap: &Snapshot, names: &Names) {
     for b in &snap.block {
         let Some(dev) = names.devices.get(&b.dev) else {
             continue;
@@ -83,6 +103,9 @@ fn kernel(page: &mut Page, node: &str, snap: &Snapshot) {
         page.counter(EBPF_BLOCK_ERRORS, labels.clone(), d.errors);
         page.gauge(EBPF_BLOCK_INFLIGHT, labels, d.inflight() as f64);
     }
+}
+
+fn tcp(page: &mut Page, node: &str, snap: &Snapshot, names: &Names) {
     for p in &snap.peers {
         let Some(peer) = names.peers.get(&(p.addr, p.port)) else {
             continue;
@@ -91,7 +114,6 @@ fn kernel(page: &mut Page, node: &str, snap: &Snapshot) {
         page.counter(EBPF_TCP_RETRANSMITS, labels.clone(), p.retransmits);
         page.histogram(EBPF_TCP_RTT, labels, &p.rtt);
     }
-    page.histogram(EBPF_RUNQUEUE_DELAY, vec![("node", node)], &snap.runqueue);
 }
 
 /// Series grouped by family, written with the catalogue's HELP and TYPE.

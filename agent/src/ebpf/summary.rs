@@ -100,7 +100,8 @@ impl Summarizer {
         if self.history.len() < 2 {
             return;
         }
-        let summary = summarize(agent, old, new);
+        let mut summary = summarize(agent, old, new);
+        summary.probes = tracer.probes().iter().map(|p| p.as_str().to_string()).collect();
         let active = summary
             .disks
             .iter()
@@ -250,6 +251,7 @@ fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
         peers,
         runqueue_waits: runq.count,
         runqueue_p99_seconds: runq.quantile_upper_seconds(0.99).unwrap_or(0.0),
+        probes: Vec::new(),
         unavailable: None,
     }
 }

@@ -397,7 +397,7 @@ pub const FAMILIES: &[Family] = &[
         EBPF_UNAVAILABLE,
         Gauge,
         &["node", "reason"],
-        "1 when eBPF tracing is not running, with why: disabled, not_permitted, no_tracefs, load_failed, attach_failed.",
+        "1 when eBPF tracing is not running, with why: disabled, not_permitted, no_btf, load_failed, attach_failed.",
         Kernel,
     ),
     f(

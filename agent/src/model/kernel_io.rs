@@ -21,6 +21,10 @@ pub struct KernelIo {
     /// Upper bound of the 99th percentile run-queue wait, seconds.
     #[serde(default)]
     pub runqueue_p99_seconds: f64,
+    /// The probes attached (`syscalls`, `block`, `tcp`, `runqueue`): a
+    /// figure of a probe not listed was not measured, not zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<String>,
     /// Set (and nothing else) when the node's agent runs without eBPF:
     /// `reason: detail`, e.g. `not_permitted: loading eBPF programs needs …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,7 @@ replica files per disk, block-device latency, TCP retransmits and RTT on
 replica links, run-queue delay of the agent's threads.
 
 Series names and labels follow the eBPF metric contract (docs/metrics.md).
-Without eBPF (no privileges, no tracefs...) the agent reports
+Without eBPF (no privileges, no kernel BTF...) the agent reports
 `vigil_ebpf_unavailable{reason}` and none of the data series: every data
 panel then says so instead of showing an empty graph."""
 
@@ -34,8 +34,8 @@ def build() -> Board:
                     "{{node}}: eBPF unavailable: {{reason}}", instant=True)],
              w=24, h=4, text_mode=cm.BigValueTextMode.NAME,
              no_value="eBPF unavailable: the agents report no eBPF status (agent without eBPF support)",
-             desc="Loading needs root or CAP_BPF+CAP_PERFMON and tracefs; reason is disabled, not_permitted, "
-                  "no_tracefs, load_failed or attach_failed."))
+             desc="Loading needs root or CAP_BPF+CAP_PERFMON and kernel BTF; reason is disabled, not_permitted, "
+                  "no_btf, load_failed or attach_failed."))
 
     b.row("Syscalls on replica files")
     sys_b = f"vigil_ebpf_syscall_latency_seconds_bucket{{{N}}}"
