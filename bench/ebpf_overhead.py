@@ -43,7 +43,7 @@ WORKLOADS = [
 # The programs of the object (ebpf/src/tracer.rs ATTACHMENTS); bpftool
 # shows names cut at 15 characters.
 PROGRAMS = ["sys_enter", "sys_exit", "block_rq_issue", "block_rq_complete", "tcp_retransmit",
-            "tcp_probe", "sched_wakeup", "sched_wakeup_new", "sched_switch"]
+            "tcp_probe", "sched_switch"]
 
 
 class Agent:

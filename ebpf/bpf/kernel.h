@@ -13,9 +13,18 @@
 
 #define CORE __attribute__((preserve_access_index))
 
+/* The scheduler's own accounting of a task's waits (CONFIG_SCHED_INFO):
+ * run_delay is the total time it spent runnable but not running, pcount
+ * the number of times it got a CPU. */
+struct sched_info {
+	unsigned long pcount;
+	unsigned long long run_delay;
+} CORE;
+
 struct task_struct {
 	int pid;
 	int tgid;
+	struct sched_info sched_info;
 } CORE;
 
 /* x86-64 register frame: the syscall's first argument is in di, its

@@ -4,8 +4,8 @@
  *
  * Every program is a BTF tracepoint (tp_btf): the kernel calls it directly
  * with the tracepoint's arguments, without formatting a trace record, and
- * it needs no tracefs. That matters because sched_switch, sched_wakeup,
- * tcp_probe and the raw syscall tracepoints fire for the whole machine:
+ * it needs no tracefs. That matters because sched_switch, tcp_probe and
+ * the raw syscall tracepoints fire for the whole machine:
  * each program first rejects what is not vigil's with a compare against a
  * constant (the agent's tgid is set in .rodata before loading), and only
  * vigil's own events touch a map. Per-thread state (a syscall or a wait
@@ -111,14 +111,14 @@ struct {
 	__type(value, struct rq_start);
 } blk_inflight SEC(".maps");
 
-/* When an agent thread became runnable, in its task storage (0 once it
- * ran). */
+/* The scheduler's wait figures of an agent thread when it last gave up a
+ * CPU, in its task storage. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u64);
-} runq_start SEC(".maps");
+	__type(value, struct runq_seen);
+} runq_seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -148,10 +148,30 @@ static __always_inline __u32 slot_of(__u64 ns)
 	return s;
 }
 
-/* Adds one event. Atomic adds even on per-CPU copies: a program can be
- * preempted by another one on the same CPU, and an uncontended atomic on
- * a CPU-local line costs little. */
+/* Adds n events that took ns in all to a per-CPU histogram (this CPU's
+ * copy). Plain adds: tracepoint programs run with preemption off, and
+ * each per-CPU histogram map is written by one program only, which never
+ * nests with itself (the kernel skips a nested run), so nothing else
+ * writes this copy meanwhile. */
+static __always_inline void hist_add_n(struct hist *h, __u64 ns, __u64 n, int error)
+{
+	__u32 s = slot_of(n > 1 ? ns / n : ns);
+	if (s >= HIST_SLOTS)
+		return;
+	h->slots[s] += n;
+	h->count += n;
+	h->sum_ns += ns;
+	if (error)
+		h->errors += 1;
+}
+
 static __always_inline void hist_add(struct hist *h, __u64 ns, int error)
+{
+	hist_add_n(h, ns, 1, error);
+}
+
+/* The same for a histogram shared between CPUs (in a plain hash). */
+static __always_inline void hist_add_shared(struct hist *h, __u64 ns)
 {
 	__u32 s = slot_of(ns);
 	if (s >= HIST_SLOTS)
@@ -159,8 +179,6 @@ static __always_inline void hist_add(struct hist *h, __u64 ns, int error)
 	__sync_fetch_and_add(&h->slots[s], 1);
 	__sync_fetch_and_add(&h->count, 1);
 	__sync_fetch_and_add(&h->sum_ns, ns);
-	if (error)
-		__sync_fetch_and_add(&h->errors, 1);
 }
 
 /* The histogram under key in map (this CPU's copy for per-CPU maps),
@@ -351,64 +369,43 @@ int tcp_probe(__u64 *ctx)
 		return 0;
 	/* srtt_us holds 8 times the smoothed RTT in microseconds. */
 	__u32 srtt = BPF_CORE_READ((const struct tcp_sock *)sk, srtt_us) >> 3;
-	hist_add(&ps->rtt, (__u64)srtt * 1000, 0);
+	hist_add_shared(&ps->rtt, (__u64)srtt * 1000);
 	return 0;
 }
 
 /* ---- run-queue delay of the agent's threads ---- */
 
-static __always_inline void runnable(struct task_struct *t)
-{
-	__u64 *ts = bpf_task_storage_get(&runq_start, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (ts)
-		*ts = bpf_ktime_get_ns();
-}
-
-static __always_inline int wakeup(struct task_struct *p)
-{
-	if (agent_tgid == 0 || p->tgid != agent_tgid)
-		return 0;
-	runnable(p);
-	return 0;
-}
-
-/* sched_wakeup(struct task_struct *p) */
-SEC("tp_btf/sched_wakeup")
-int sched_wakeup(__u64 *ctx)
-{
-	return wakeup((struct task_struct *)ctx[0]);
-}
-
-/* sched_wakeup_new(struct task_struct *p) */
-SEC("tp_btf/sched_wakeup_new")
-int sched_wakeup_new(__u64 *ctx)
-{
-	return wakeup((struct task_struct *)ctx[0]);
-}
+/*
+ * The scheduler already measures every task's waits (sched_info: total
+ * run_delay and pcount, the number of times it got a CPU), so no wakeup
+ * needs tracing and no clock is read here: when an agent thread gives up
+ * a CPU, the growth of its run_delay since it last did is the wait that
+ * preceded the time slice now ending (pcount grows by one per slice; by
+ * more, the waits are counted at their mean). Other tasks' switches cost
+ * one compare.
+ */
 
 /* sched_switch(bool preempt, struct task_struct *prev,
  *              struct task_struct *next, unsigned int prev_state) */
 SEC("tp_btf/sched_switch")
 int sched_switch(__u64 *ctx)
 {
-	if (agent_tgid == 0)
-		return 0;
 	struct task_struct *prev = (struct task_struct *)ctx[1];
-	struct task_struct *next = (struct task_struct *)ctx[2];
-	/* Preempted, or switched out still runnable (state 0): it waits in
-	 * the run queue from now on. */
-	if (prev->tgid == agent_tgid && ((__u8)ctx[0] || (__u32)ctx[3] == 0))
-		runnable(prev);
-	if (next->tgid != agent_tgid)
+	if (agent_tgid == 0 || prev->tgid != agent_tgid)
 		return 0;
-	__u64 *ts = bpf_task_storage_get(&runq_start, next, 0, 0);
-	if (!ts || *ts == 0)
+	__u64 delay = prev->sched_info.run_delay;
+	__u64 slices = prev->sched_info.pcount;
+	struct runq_seen *seen = bpf_task_storage_get(&runq_seen, prev, 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!seen)
 		return 0;
-	__u64 delta = bpf_ktime_get_ns() - *ts;
-	*ts = 0;
-	__u32 zero = 0;
-	struct hist *h = bpf_map_lookup_elem(&runq_hist, &zero);
-	if (h)
-		hist_add(h, delta, 0);
+	if (seen->slices != 0 && slices > seen->slices && delay >= seen->run_delay) {
+		__u32 zero = 0;
+		struct hist *h = bpf_map_lookup_elem(&runq_hist, &zero);
+		if (h)
+			hist_add_n(h, delay - seen->run_delay, slices - seen->slices, 0);
+	}
+	seen->run_delay = delay;
+	seen->slices = slices;
 	return 0;
 }

@@ -59,6 +59,13 @@ struct rq_start {
 	__u32 dev;
 };
 
+/* An agent thread's scheduler wait figures when it last gave up a CPU
+ * (runq_seen, task storage). */
+struct runq_seen {
+	__u64 run_delay;
+	__u64 slices;
+};
+
 /* Per-device counters (issued and completed only for tracked requests). */
 struct dev_stats {
 	__u64 issued;

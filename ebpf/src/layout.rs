@@ -48,6 +48,13 @@ pub struct RqStart {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
+pub struct RunqSeen {
+    pub run_delay: u64,
+    pub slices: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DevStats {
     pub issued: u64,
     pub completed: u64,
@@ -87,6 +94,8 @@ mod pod {
     unsafe impl aya::Pod for BlkKey {}
     // SAFETY: `RqStart` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for RqStart {}
+    // SAFETY: `RunqSeen` is repr(C) integers only, with no implicit padding.
+    unsafe impl aya::Pod for RunqSeen {}
     // SAFETY: `DevStats` is repr(C) integers only, with no implicit padding.
     unsafe impl aya::Pod for DevStats {}
     // SAFETY: `PeerKey` is repr(C) integers only, with no implicit padding.

@@ -57,6 +57,18 @@ impl Hist {
         d
     }
 
+    /// Events at least `seconds` long, counting whole slots whose lower
+    /// bound (2^(s-1) µs) reaches it: a lower estimate.
+    pub fn at_least_seconds(&self, seconds: f64) -> u64 {
+        let us = seconds * 1e6;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| *s >= 1 && (1u64 << (s - 1)) as f64 >= us)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// The smallest slot bound below which at least `q` of the events fall
     /// (an upper estimate of the quantile), in seconds; `None` when empty.
     pub fn quantile_upper_seconds(&self, q: f64) -> Option<f64> {

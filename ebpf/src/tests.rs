@@ -54,4 +54,8 @@ fn histogram_bounds_are_powers_of_two_microseconds() {
     h.slots[12] = 1;
     assert_eq!(h.quantile_upper_seconds(0.5), Some(8e-6));
     assert_eq!(h.quantile_upper_seconds(1.0), Some(4096e-6));
+    // Slot 12 holds 2048..4096 µs: at least 2 ms, not at least 3 ms.
+    assert_eq!(h.at_least_seconds(0.002), 1);
+    assert_eq!(h.at_least_seconds(0.003), 0);
+    assert_eq!(h.at_least_seconds(0.0), 10);
 }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::BtfTracePoint;
+use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::OBJECT;
@@ -54,8 +55,6 @@ pub const ATTACHMENTS: &[(&str, &str, Probe)] = &[
     ("block_rq_complete", "block_rq_complete", Probe::Block),
     ("tcp_retransmit", "tcp_retransmit_skb", Probe::Tcp),
     ("tcp_probe", "tcp_probe", Probe::Tcp),
-    ("sched_wakeup", "sched_wakeup", Probe::RunQueue),
-    ("sched_wakeup_new", "sched_wakeup_new", Probe::RunQueue),
     ("sched_switch", "sched_switch", Probe::RunQueue),
 ];
 
@@ -67,11 +66,19 @@ const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub enum TracerError {
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
     #[error("eBPF map {map}: {source}")]
     Map {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("eBPF program {prog}: {source}")]
+    Program {
+        prog: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
     },
 }
 
@@ -83,6 +90,9 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TracerError {
 pub struct Tracer {
     ebpf: Mutex<Ebpf>,
     probes: BTreeSet<Probe>,
+    /// The syscall programs' links while attached (see [`Tracer::attach_syscalls`]).
+    /// Locked after `ebpf` when both are needed.
+    syscall_links: Mutex<Vec<(&'static str, BtfTracePointLinkId)>>,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -167,6 +177,7 @@ impl Tracer {
                 Unavailable::new(Reason::LoadFailed, chain(&e))
             }
         })?;
+        let mut syscall_links = Vec::new();
         for (prog, point, probe) in ATTACHMENTS {
             if !probes.contains(probe) {
                 continue;
@@ -189,7 +200,7 @@ impl Tracer {
                 };
                 Unavailable::new(reason, format!("load {prog}: {}", chain(&e)))
             })?;
-            p.attach().map_err(|e| {
+            let link = p.attach().map_err(|e| {
                 let reason = if denied(&e) {
                     Reason::NotPermitted
                 } else {
@@ -197,11 +208,68 @@ impl Tracer {
                 };
                 Unavailable::new(reason, format!("attach {prog} to {point}: {}", chain(&e)))
             })?;
+            if *probe == Probe::Syscalls {
+                syscall_links.push((*prog, link));
+            }
         }
         Ok(Tracer {
             ebpf: Mutex::new(ebpf),
             probes: probes.clone(),
+            syscall_links: Mutex::new(syscall_links),
         })
+    }
+
+    /// Whether the syscall programs are attached now.
+    pub fn syscalls_attached(&self) -> bool {
+        !self
+            .syscall_links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Attaches or detaches the syscall programs (a no-op when they are
+    /// already so, or when the probe was not chosen). Any syscall
+    /// tracepoint in use makes every syscall of every task on the machine
+    /// take the kernel's slow path, which costs far more than the
+    /// programs themselves, so the agent attaches them only part of the
+    /// time (see `agent/src/ebpf`).
+    pub fn attach_syscalls(&self, on: bool) -> Result<(), TracerError> {
+        if !self.probes.contains(&Probe::Syscalls) {
+            return Ok(());
+        }
+        let mut ebpf = self.lock();
+        let mut links = self.syscall_links.lock().unwrap_or_else(|p| p.into_inner());
+        if on != links.is_empty() {
+            return Ok(());
+        }
+        if on {
+            for (prog, _, probe) in ATTACHMENTS {
+                if *probe != Probe::Syscalls {
+                    continue;
+                }
+                let p: &mut BtfTracePoint = ebpf
+                    .program_mut(prog)
+                    .ok_or(TracerError::MissingProgram(prog))?
+                    .try_into()
+                    .map_err(|source| TracerError::Program { prog, source })?;
+                let link = p
+                    .attach()
+                    .map_err(|source| TracerError::Program { prog, source })?;
+                links.push((*prog, link));
+            }
+        } else {
+            for (prog, link) in links.drain(..) {
+                let p: &mut BtfTracePoint = ebpf
+                    .program_mut(prog)
+                    .ok_or(TracerError::MissingProgram(prog))?
+                    .try_into()
+                    .map_err(|source| TracerError::Program { prog, source })?;
+                p.detach(link)
+                    .map_err(|source| TracerError::Program { prog, source })?;
+            }
+        }
+        Ok(())
     }
 
     /// The probes loaded and attached.

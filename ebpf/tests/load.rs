@@ -63,5 +63,29 @@ fn counts_syscalls_on_registered_files_only() {
     assert_eq!(count(SysOp::Fsync), 1, "{snap:?}");
     assert_eq!(count(SysOp::Read), 1, "{snap:?}");
     assert!(snap.syscalls.iter().all(|s| s.disk == 7), "{snap:?}");
+
+    // Detached, the syscall programs count nothing; attached again, they do.
+    assert!(tracer.syscalls_attached());
+    tracer.attach_syscalls(false).unwrap();
+    assert!(!tracer.syscalls_attached());
+    for i in 0..10u64 {
+        traced.write_at(&buf, i * 4096).unwrap();
+    }
+    let writes = |t: &Tracer| {
+        t.read()
+            .unwrap()
+            .syscalls
+            .iter()
+            .filter(|s| s.disk == 7 && s.op == SysOp::Write)
+            .map(|s| s.hist.count)
+            .sum::<u64>()
+    };
+    assert_eq!(writes(&tracer), 50, "nothing counted while detached");
+    tracer.attach_syscalls(true).unwrap();
+    tracer.attach_syscalls(true).unwrap(); // idempotent
+    for i in 0..10u64 {
+        traced.write_at(&buf, i * 4096).unwrap();
+    }
+    assert_eq!(writes(&tracer), 60, "counted again once attached");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -278,8 +278,9 @@ impl CgroupV1 {
 
     /// Writes `value` into the cgroup's control file `file`.
     pub fn set(&self, file: &str, value: &str) {
-        std::fs::write(self.dir.join(file), value)
-            .unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", self.dir.join(file).display()));
+        std::fs::write(self.dir.join(file), value).unwrap_or_else(|e| {
+            panic!("write {value:?} to {}: {e}", self.dir.join(file).display())
+        });
     }
 }
 

@@ -122,8 +122,7 @@ impl Writer {
     }
 
     fn halt(&mut self) -> u64 {
-        self.stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread
             .take()
             .map(|t| t.join().unwrap_or(0))

@@ -55,7 +55,16 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
         root.path(),
         "n1",
         "tok",
-        &["--disk", disk_dir.to_str().unwrap(), "--ebpf", "required"],
+        // The syscall probe is sampled by default; this test counts every
+        // call, so it keeps the probe attached.
+        &[
+            "--disk",
+            disk_dir.to_str().unwrap(),
+            "--ebpf",
+            "required",
+            "--ebpf-syscall-duty",
+            "100",
+        ],
     );
     a.wait_live();
     a.json(&[

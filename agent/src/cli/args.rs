@@ -39,7 +39,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent (volume engine, replica server, controllers).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Replicas on the agent.
     #[command(subcommand)]
     Replica(ReplicaCmd),
@@ -333,6 +333,12 @@ pub struct AgentArgs {
         env = "VIGIL_EBPF_PROBES"
     )]
     pub ebpf_probes: Vec<crate::ebpf::ProbeArg>,
+    /// Percent of the time (in 10 s cycles) the syscall probe is attached;
+    /// 100 keeps it attached. Syscall tracepoints slow every syscall on the
+    /// machine, so it is sampled; it also stays attached for 60 s after
+    /// the engine sees a replica write path slow or failing (docs/ebpf.md).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100), env = "VIGIL_EBPF_SYSCALL_DUTY")]
+    pub ebpf_syscall_duty: u8,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

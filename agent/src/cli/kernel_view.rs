@@ -59,6 +59,13 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
     }
     let probes = if k.probes.is_empty() {
         String::new()
+    } else if k.probes.iter().any(|p| p == "syscalls") {
+        format!(
+            "; probes {}; syscalls traced {} of {} s",
+            k.probes.join(","),
+            k.syscall_traced_secs.min(k.window_secs),
+            k.window_secs
+        )
     } else {
         format!("; probes {}", k.probes.join(","))
     };
@@ -135,9 +142,11 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
     if k.runqueue_waits > 0 {
         let _ = writeln!(
             out,
-            "    agent threads: {} run-queue waits, 99th percentile under {}",
+            "    agent threads: {} run-queue waits, 99th percentile under {}, {} of {} or more",
             k.runqueue_waits,
-            ms(k.runqueue_p99_seconds)
+            ms(k.runqueue_p99_seconds),
+            k.runqueue_long_waits,
+            ms(crate::health::kernel_io::STARVED_LONG_WAIT_SECONDS)
         );
     }
     out

@@ -24,7 +24,7 @@ use http::{ApiClient, CallError};
 /// Runs one invocation.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Agent(a) => run_agent(a).await,
+        Command::Agent(a) => run_agent(*a).await,
         Command::Doctor { bundle: None } => doctor::doctor(&cli.endpoint, cli.output).await,
         Command::Doctor { bundle: Some(file) } => match crate::bundle::offline::report(&file) {
             Ok((bundle, view, report)) => {
@@ -243,7 +243,7 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         ping_interval: std::time::Duration::from_millis(a.ping_interval_ms.max(50)),
         ping_timeout: std::time::Duration::from_millis(a.ping_timeout_ms.max(50)),
     };
-    if let Err(e) = crate::ebpf::start(a.ebpf, &a.ebpf_probes) {
+    if let Err(e) = crate::ebpf::start(a.ebpf, &a.ebpf_probes, a.ebpf_syscall_duty) {
         tracing::error!(reason = e.reason.as_str(), error = %e, "agent failed to start: --ebpf required");
         eprintln!("error: --ebpf required: {e}");
         telemetry.shutdown().await;

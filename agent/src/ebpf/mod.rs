@@ -16,6 +16,7 @@
 //! process-global, set once before the daemon starts.
 
 mod render;
+mod sampling;
 mod summary;
 mod targets;
 
@@ -67,6 +68,8 @@ pub enum Tracing {
 }
 
 static STATE: OnceLock<Tracing> = OnceLock::new();
+/// `--ebpf-syscall-duty`.
+static SYSCALL_DUTY: OnceLock<u8> = OnceLock::new();
 
 /// The tracer, when loaded.
 pub fn tracer() -> Option<&'static Tracer> {
@@ -87,7 +90,8 @@ pub fn unavailable() -> Option<&'static Unavailable> {
 /// Loads and attaches the programs as `mode` says. Only `required` turns a
 /// failure into an error; `auto` logs the reason and carries on with
 /// user-space timing alone.
-pub fn start(mode: Mode, probes: &[ProbeArg]) -> Result<(), Unavailable> {
+pub fn start(mode: Mode, probes: &[ProbeArg], syscall_duty: u8) -> Result<(), Unavailable> {
+    let _ = SYSCALL_DUTY.set(syscall_duty);
     let probes: BTreeSet<Probe> = probes.iter().map(|p| Probe::from(*p)).collect();
     let state = match mode {
         Mode::Off => Tracing::Unavailable(Unavailable::new(Reason::Disabled, "--ebpf off")),
@@ -116,7 +120,11 @@ pub fn probe_list(probes: &BTreeSet<Probe>) -> String {
     if probes.is_empty() {
         return "none".to_string();
     }
-    probes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+    probes
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Keeps the kernel's filters current and writes the node's kernel I/O
@@ -128,6 +136,7 @@ pub async fn run(agent: Arc<Agent>) {
     };
     let mut targets = targets::Targets::new(&agent);
     let mut summary = summary::Summarizer::default();
+    let mut sampler = sampling::Sampler::new(SYSCALL_DUTY.get().copied().unwrap_or(100));
     let mut tick: u64 = 0;
     loop {
         // Peers change rarely and cost a store read: every 5 s. Replica
@@ -136,8 +145,11 @@ pub async fn run(agent: Arc<Agent>) {
             targets.refresh_peers(&agent, tracer).await;
         }
         targets.refresh_files(&agent, tracer);
+        sampler.step(tracer, tick);
         if tick.is_multiple_of(5) {
-            summary.step(&agent, tracer, &targets).await;
+            summary
+                .step(&agent, tracer, &targets, sampler.attached_secs())
+                .await;
         }
         tick += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;

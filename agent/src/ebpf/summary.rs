@@ -18,12 +18,14 @@ use crate::model::kernel_io::{DiskKernelIo, KernelIo, PeerKernelIo};
 const KEEP: usize = 3;
 
 /// `(sum seconds, count)` of the engines' write legs per replica name.
-type Legs = BTreeMap<String, (f64, u64)>;
+pub(super) type Legs = BTreeMap<String, (f64, u64)>;
 
 struct Sample {
     at: u64,
     snap: Snapshot,
     legs: Legs,
+    /// Seconds the syscall probe had been attached, since the start.
+    syscall_secs: u64,
 }
 
 #[derive(Default)]
@@ -35,7 +37,11 @@ pub struct Summarizer {
 /// `vigil_replica_write_latency_seconds_{sum,count}` per replica, from
 /// this process's recorded metrics.
 fn engine_legs() -> Legs {
-    let text = crate::metrics::recorded_text();
+    engine_legs_in(&crate::metrics::recorded_text())
+}
+
+/// The same, from a rendered metrics page.
+pub(super) fn engine_legs_in(text: &str) -> Legs {
     let name = vigil_engine::engine::metrics::REPLICA_WRITE_LATENCY_SECONDS;
     let mut legs = Legs::new();
     for line in text.lines() {
@@ -78,7 +84,15 @@ fn mean(h: &Hist) -> f64 {
 }
 
 impl Summarizer {
-    pub async fn step(&mut self, agent: &Agent, tracer: &Tracer, _targets: &Targets) {
+    /// `syscall_secs`: seconds the syscall probe has been attached since
+    /// the start ([`super::sampling::Sampler::attached_secs`]).
+    pub async fn step(
+        &mut self,
+        agent: &Agent,
+        tracer: &Tracer,
+        _targets: &Targets,
+        syscall_secs: u64,
+    ) {
         let snap = match tracer.read() {
             Ok(s) => s,
             Err(e) => {
@@ -90,6 +104,7 @@ impl Summarizer {
             at: crate::health::view::now_secs(),
             snap,
             legs: engine_legs(),
+            syscall_secs,
         });
         while self.history.len() > KEEP {
             self.history.pop_front();
@@ -101,7 +116,11 @@ impl Summarizer {
             return;
         }
         let mut summary = summarize(agent, old, new);
-        summary.probes = tracer.probes().iter().map(|p| p.as_str().to_string()).collect();
+        summary.probes = tracer
+            .probes()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect();
         let active = summary
             .disks
             .iter()
@@ -250,8 +269,11 @@ fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
         disks,
         peers,
         runqueue_waits: runq.count,
+        runqueue_long_waits: runq
+            .at_least_seconds(crate::health::kernel_io::STARVED_LONG_WAIT_SECONDS),
         runqueue_p99_seconds: runq.quantile_upper_seconds(0.99).unwrap_or(0.0),
         probes: Vec::new(),
+        syscall_traced_secs: new.syscall_secs.saturating_sub(old.syscall_secs),
         unavailable: None,
     }
 }

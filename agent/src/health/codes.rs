@@ -219,7 +219,7 @@ const CODES: &[CodeInfo] = &[
         code: AGENT_CPU_STARVED,
         severity: Severity::Warning,
         summary: "The agent's threads wait long for a CPU",
-        cause: "The 99th percentile time the agent's threads spent runnable but not running exceeded 250 ms over ~10 s (eBPF, sched_wakeup/sched_switch): the node's CPUs are saturated by other work, the agent's cgroup CPU quota is too low, or its priority is too low. I/O, pings and lease renewals are delayed; replicas may be marked ERR by timeouts and the node may look down.",
+        cause: "The agent's threads spent 250 ms or more at a time runnable but not running (at least 3 such waits, or a 99th percentile above 250 ms, over ~10 s; eBPF on sched_switch with the scheduler's own wait accounting): the node's CPUs are saturated by other work, the agent's cgroup CPU quota is too low, or its priority is too low. I/O, pings and lease renewals are delayed; replicas may be marked ERR by timeouts and the node may look down.",
         fix: "`top`, `pidstat -u 1` on the node; check the agent's cgroup quota (`systemctl show vigil -p CPUQuota`) and nice level; give the agent a CPU reservation (systemd `CPUWeight=`) or move other work off the node.",
     },
 ];

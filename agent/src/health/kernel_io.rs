@@ -21,8 +21,13 @@ pub const DISK_SLOW_AGREEMENT: f64 = 0.5;
 pub const RETRANSMITS_MIN: u64 = 10;
 /// AGENT_CPU_STARVED: 99th percentile run-queue wait above this…
 pub const STARVED_P99_SECONDS: f64 = 0.25;
-/// …over at least this many waits.
+/// …over at least this many waits…
 pub const STARVED_MIN_WAITS: u64 = 50;
+/// …or at least [`STARVED_LONG_WAITS`] waits this long (a busy agent has
+/// thousands of short waits per second, so a CPU quota that stalls it for
+/// most of every second moves the 99th percentile little).
+pub const STARVED_LONG_WAIT_SECONDS: f64 = 0.25;
+pub const STARVED_LONG_WAITS: u64 = 3;
 
 fn ms(s: f64) -> String {
     format!("{:.1} ms", s * 1e3)
@@ -126,16 +131,30 @@ impl Eval<'_> {
     }
 
     fn cpu_kernel(&mut self, node: &str, k: &KernelIo) {
-        if k.runqueue_waits >= STARVED_MIN_WAITS && k.runqueue_p99_seconds > STARVED_P99_SECONDS {
+        let p99 =
+            k.runqueue_waits >= STARVED_MIN_WAITS && k.runqueue_p99_seconds > STARVED_P99_SECONDS;
+        let long = k.runqueue_long_waits >= STARVED_LONG_WAITS;
+        if p99 || long {
             self.add(
                 AGENT_CPU_STARVED,
                 format!("node/{node}"),
-                format!(
-                    "the agent's threads on {node} waited up to {} (99th percentile) for a CPU over the last {} s ({} waits)",
-                    ms(k.runqueue_p99_seconds),
-                    k.window_secs,
-                    k.runqueue_waits
-                ),
+                if long {
+                    format!(
+                        "the agent's threads on {node} were kept off a CPU for {} or more {} times over the last {} s ({} waits; 99th percentile under {})",
+                        ms(STARVED_LONG_WAIT_SECONDS),
+                        k.runqueue_long_waits,
+                        k.window_secs,
+                        k.runqueue_waits,
+                        ms(k.runqueue_p99_seconds)
+                    )
+                } else {
+                    format!(
+                        "the agent's threads on {node} waited up to {} (99th percentile) for a CPU over the last {} s ({} waits)",
+                        ms(k.runqueue_p99_seconds),
+                        k.window_secs,
+                        k.runqueue_waits
+                    )
+                },
                 Vec::new(),
             );
         }

@@ -109,7 +109,7 @@ fn errors_retransmits_and_starvation_each_have_their_check() {
     }];
     k.runqueue_waits = 400;
     k.runqueue_p99_seconds = 0.524;
-    let got = codes(&view(k));
+    let got = codes(&view(k.clone()));
     for want in [DISK_IO_ERRORS, REPLICA_LINK_RETRANSMITS, AGENT_CPU_STARVED] {
         assert!(
             got.contains(&want.to_string()),
@@ -126,4 +126,17 @@ fn an_unavailable_note_raises_nothing() {
         ..KernelIo::default()
     };
     assert!(codes(&view(k)).is_empty());
+}
+
+#[test]
+fn a_few_long_waits_among_many_short_ones_are_starvation() {
+    // A CPU quota: thousands of short waits, and the agent held off the
+    // CPU for most of a second a few times; the 99th percentile is small.
+    let mut k = window(vec![]);
+    k.runqueue_waits = 60_000;
+    k.runqueue_p99_seconds = 0.000_256;
+    k.runqueue_long_waits = 2;
+    assert!(!codes(&view(k.clone())).contains(&AGENT_CPU_STARVED.to_string()));
+    k.runqueue_long_waits = 3;
+    assert!(codes(&view(k)).contains(&AGENT_CPU_STARVED.to_string()));
 }

@@ -10,7 +10,7 @@
 pub mod codes;
 mod evaluate;
 mod eviction;
-mod kernel_io;
+pub mod kernel_io;
 mod migrations;
 mod replicas;
 pub mod report;

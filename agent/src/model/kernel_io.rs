@@ -18,6 +18,9 @@ pub struct KernelIo {
     /// Run-queue waits of the agent's threads in the window.
     #[serde(default)]
     pub runqueue_waits: u64,
+    /// Run-queue waits of at least `health::kernel_io::STARVED_LONG_WAIT_SECONDS`.
+    #[serde(default)]
+    pub runqueue_long_waits: u64,
     /// Upper bound of the 99th percentile run-queue wait, seconds.
     #[serde(default)]
     pub runqueue_p99_seconds: f64,
@@ -25,6 +28,10 @@ pub struct KernelIo {
     /// figure of a probe not listed was not measured, not zero.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<String>,
+    /// Seconds of the window the syscall probe was attached: it is sampled
+    /// (`--ebpf-syscall-duty`), so the syscall counts cover only those.
+    #[serde(default)]
+    pub syscall_traced_secs: u64,
     /// Set (and nothing else) when the node's agent runs without eBPF:
     /// `reason: detail`, e.g. `not_permitted: loading eBPF programs needs …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
