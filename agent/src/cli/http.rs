@@ -68,6 +68,33 @@ impl ApiClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, CallError> {
+        let (status, body) = self.exchange(method, path, body).await?;
+        serde_json::from_slice(&body).map_err(|_| CallError::Unexpected {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Calls `method path` with an optional JSON body and returns the
+    /// answer's bytes as they are (for answers that are not JSON, such as
+    /// the support bundle's archive); an error answer is decoded as usual.
+    pub async fn call_bytes<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Bytes, CallError> {
+        Ok(self.exchange(method, path, body).await?.1)
+    }
+
+    /// Sends the request and reads the whole answer: the status and body of
+    /// a success, or the API's error (or the unexpected answer) as an error.
+    async fn exchange<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(hyper::StatusCode, Bytes), CallError> {
         let uri: hyper::Uri = format!("{}{path}", self.endpoint)
             .parse()
             .map_err(|_| CallError::Endpoint(self.endpoint.clone()))?;
@@ -105,70 +132,7 @@ impl ApiClient {
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|_| CallError::Unexpected {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
-        match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => Err(CallError::Api {
-                code: e.code,
-                message: e.message,
-                details: e.details,
-            }),
-            Err(_) => Err(CallError::Unexpected {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            }),
-        }
-    }
-}
-
-impl ApiClient {
-    /// Calls `method path` with an optional JSON body and returns the
-    /// answer's bytes as they are (for answers that are not JSON, such as
-    /// the support bundle's archive); an error answer is decoded as usual.
-    pub async fn call_bytes<B: Serialize>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<Bytes, CallError> {
-        let uri: hyper::Uri = format!("{}{path}", self.endpoint)
-            .parse()
-            .map_err(|_| CallError::Endpoint(self.endpoint.clone()))?;
-        let bytes = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
-            None => Bytes::new(),
-        };
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = &self.token {
-            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = builder
-            .body(Full::new(bytes))
-            .map_err(|_| CallError::Endpoint(self.endpoint.clone()))?;
-        let unreachable = |message: String| CallError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            message,
-        };
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(body);
+            return Ok((status, body));
         }
         match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(e) => Err(CallError::Api {
