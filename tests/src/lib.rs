@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod doctor;
+pub mod ebpf;
 pub mod etcd;
 pub mod faults;
 pub mod otlp;

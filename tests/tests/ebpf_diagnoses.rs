@@ -14,6 +14,14 @@
 //!   `vigil_ebpf_syscall_errors_total` grows for that disk and `vigil
 //!   doctor` reports DISK_IO_ERRORS naming it. Before the fault it does
 //!   not.
+//! * REPLICA_LINK_RETRANSMITS: two agents on a real etcd, all inside a
+//!   network namespace of the test's own (only its loopback), a 2-replica
+//!   volume attached on n1 and written continuously. An nftables rule then
+//!   drops 10 % of the packets to n2's replica server: the engine's TCP
+//!   connection retransmits, the tcp probe counts it for peer n2, and
+//!   `vigil doctor` reports REPLICA_LINK_RETRANSMITS for `link/n1->n2`.
+//!   Before the loss it does not. IGNORED for now: it fails (see the
+//!   attribute), which points at a defect in the tcp probe.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -21,49 +29,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::Agent;
+use vigil_tests::Etcd;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
+use vigil_tests::ebpf::{TracedVolume, is_root};
 use vigil_tests::faults::{CgroupV1, EioFs};
-use vigil_tests::tools::Writer;
+use vigil_tests::tools::{Writer, run};
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert!(euid == 0, "needs root (eBPF, cgroups, FUSE)");
-}
-
-/// An agent on `disk` with eBPF required (and `extra` arguments) and a
-/// 1-replica volume `v`
-/// attached: (agent, NBD endpoint, the replica's disk UUID).
-fn agent_with_volume(
-    root: &std::path::Path,
-    disk: &str,
-    extra: &[&str],
-) -> (Agent, String, String) {
-    let mut args = vec!["--disk", disk, "--ebpf", "required"];
-    args.extend_from_slice(extra);
-    let a = Agent::start_with(root, "n1", "tok", &args);
-    a.wait_live();
-    a.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "1",
-    ]);
-    let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
-    assert!(ok, "attach: {err}");
-    let disk = a.json(&["volume", "get", "v"])["replicas"][0]["disk"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (a, out.trim().to_string(), disk)
-}
-
-fn kernel_window(a: &Agent) -> Value {
-    a.json(&["node", "get", "n1"])["kernel_io"].clone()
+    assert!(is_root(), "needs root (eBPF, cgroups, FUSE)");
 }
 
 /// Asserts `code` stays away for `secs` seconds of doctor runs.
@@ -84,8 +58,8 @@ fn a_cpu_starved_agent_raises_agent_cpu_starved() {
     require_root();
     let root = tempfile::tempdir().unwrap();
     let disk_dir = root.path().join("disk");
-    let (mut a, endpoint, _) = agent_with_volume(root.path(), disk_dir.to_str().unwrap(), &[]);
-    let w = Writer::start(&endpoint);
+    let v = TracedVolume::start(root.path(), &disk_dir, "32MiB", &[]);
+    let w = Writer::start(&v.endpoint);
 
     // --- unthrottled: run-queue waits are measured, no AGENT_CPU_STARVED ----
     let mut window = Value::Null;
@@ -93,13 +67,14 @@ fn a_cpu_starved_agent_raises_agent_cpu_starved() {
         "a kernel window with run-queue waits",
         Duration::from_secs(40),
         || {
-            window = kernel_window(&a);
+            window = v.window();
             window["runqueue_waits"].as_u64() > Some(0)
         },
     );
     eprintln!("unthrottled window: {window}");
     let probes = window["probes"].as_array().unwrap();
     assert!(probes.iter().any(|p| p == "runqueue"), "{window}");
+    let mut a = v.agent;
     stays_away(&a, "AGENT_CPU_STARVED", 10);
 
     // --- 30 ms of CPU per second: AGENT_CPU_STARVED -------------------------
@@ -111,7 +86,7 @@ fn a_cpu_starved_agent_raises_agent_cpu_starved() {
         report = doctor(&a).1;
         check(&report, "AGENT_CPU_STARVED").is_some()
     });
-    let window = kernel_window(&a);
+    let window = a.json(&["node", "get", "n1"])["kernel_io"].clone();
     eprintln!("throttled window: {window}");
     drop(cpu);
     w.stop();
@@ -154,26 +129,17 @@ fn a_disk_returning_eio_raises_disk_io_errors() {
     // Every call traced: the engine stops writing to a replica after its
     // first error, which a sampled probe could miss (the block probe sees
     // nothing here: a FUSE disk has no block device).
-    let (mut a, endpoint, disk) = agent_with_volume(
+    let v = TracedVolume::start(
         root.path(),
-        fs.path.to_str().unwrap(),
+        &fs.path,
+        "32MiB",
         &["--ebpf-syscall-duty", "100"],
     );
 
     // --- healthy disk: writes are traced, no errors, no DISK_IO_ERRORS ------
-    let w = Writer::start(&endpoint);
-    let mut window = Value::Null;
-    wait_until(
-        "a kernel window with writes on the disk",
-        Duration::from_secs(40),
-        || {
-            window = kernel_window(&a);
-            window["disks"].as_array().is_some_and(|d| {
-                d.iter()
-                    .any(|d| d["disk"] == disk.as_str() && d["writes"].as_u64() >= Some(10))
-            })
-        },
-    );
+    let w = Writer::start(&v.endpoint);
+    let window = v.wait_window_with_writes(10);
+    let (mut a, disk) = (v.agent, v.disk);
     eprintln!("healthy window: {window}");
     assert_eq!(syscall_errors(&a, &disk), 0.0);
     stays_away(&a, "DISK_IO_ERRORS", 6);
@@ -207,4 +173,144 @@ fn a_disk_returning_eio_raises_disk_io_errors() {
     let (_, human, _) = a.cli_code(&["doctor"]);
     assert!(human.contains("DISK_IO_ERRORS"), "{human}");
     a.stop();
+}
+
+/// Moves this test thread — and every process and thread it starts from
+/// now on — into a new network namespace with only its loopback up, so
+/// the packet loss the test adds touches nothing else on the machine.
+fn private_network() {
+    // SAFETY: unshare has no memory-safety preconditions; it changes the
+    // namespaces of the calling thread only.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    run("ip", &["link", "set", "lo", "up"]);
+}
+
+/// Drops `percent` % of the TCP packets sent to `port` (nftables, in the
+/// test's own network namespace).
+fn lose_packets_to(port: u16, percent: u32) {
+    run("nft", &["add", "table", "inet", "vigiltest"]);
+    run(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "vigiltest",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ],
+    );
+    let rule = format!("tcp dport {port} numgen random mod 100 < {percent} drop");
+    let mut args = vec!["add", "rule", "inet", "vigiltest", "out"];
+    args.extend(rule.split(' '));
+    run("nft", &args);
+}
+
+/// The first string under a key named `key` anywhere in `v`.
+fn find_str(v: &Value, key: &str) -> Option<String> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .and_then(|x| x.as_str().map(str::to_string))
+            .or_else(|| m.values().find_map(|x| find_str(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_str(x, key)),
+        _ => None,
+    }
+}
+
+/// `vigil_ebpf_tcp_retransmits_total` for `peer` on `a`.
+fn retransmits(a: &Agent, peer: &str) -> f64 {
+    let page = a.get("/metrics").unwrap();
+    page.lines()
+        .filter(|l| {
+            l.starts_with("vigil_ebpf_tcp_retransmits_total{")
+                && l.contains(&format!("peer_node=\"{peer}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+#[ignore = "fails (2026-11-22): n1's kernel window lists peer n2 with 0 retransmits and no RTT samples \
+            while writes flow, even after packet loss; the tcp probe's peer matching is suspect. \
+            Needs nftables (apt-get install nftables). Run with --run-ignored to work on it."]
+fn a_lossy_replica_link_raises_replica_link_retransmits() {
+    require_root();
+    private_network();
+    let root = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(root.path());
+    let store = etcd.store_url();
+    let mut n1 = Agent::start_with(
+        root.path(),
+        "n1",
+        "tok",
+        &["--store", &store, "--ebpf", "required"],
+    );
+    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
+    n1.wait_live();
+    n2.wait_live();
+    n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "32MiB",
+        "--replicas",
+        "2",
+    ]);
+    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
+    assert!(ok, "attach: {err}");
+    let endpoint = out.trim().to_string();
+    let n2_node = n2.json(&["node", "get", "n2"]);
+    let address = find_str(&n2_node, "replica_address")
+        .unwrap_or_else(|| panic!("no replica_address in {n2_node}"));
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+
+    // --- a clean link: n2 is traced as a peer, no retransmit check ----------
+    let w = Writer::start(&endpoint);
+    let mut window = Value::Null;
+    wait_until(
+        "n1's kernel window lists peer n2",
+        Duration::from_secs(40),
+        || {
+            window = n1.json(&["node", "get", "n1"])["kernel_io"].clone();
+            window["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["node"] == "n2"))
+        },
+    );
+    eprintln!("clean window: {window}");
+    stays_away(&n1, "REPLICA_LINK_RETRANSMITS", 6);
+
+    // --- 10 % of the packets to n2's replica server dropped ------------------
+    lose_packets_to(port, 10);
+    wait_until(
+        "vigil_ebpf_tcp_retransmits_total{peer_node=n2} grows",
+        Duration::from_secs(60),
+        || retransmits(&n1, "n2") > 0.0,
+    );
+    let mut report = Value::Null;
+    wait_until("REPLICA_LINK_RETRANSMITS", Duration::from_secs(90), || {
+        report = doctor(&n1).1;
+        check(&report, "REPLICA_LINK_RETRANSMITS").is_some()
+    });
+    w.stop();
+    let c = check(&report, "REPLICA_LINK_RETRANSMITS").unwrap();
+    let item = &c["items"][0];
+    assert_eq!(item["object"], "link/n1->n2", "{report}");
+    let msg = item["message"].as_str().unwrap();
+    eprintln!(
+        "REPLICA_LINK_RETRANSMITS: {msg} ({} retransmits counted)",
+        retransmits(&n1, "n2")
+    );
+    let (_, human, _) = n1.cli_code(&["doctor"]);
+    assert!(human.contains("REPLICA_LINK_RETRANSMITS"), "{human}");
+    n1.stop();
+    n2.stop();
 }

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::Agent;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
+use vigil_tests::ebpf::{TracedVolume, is_root};
 use vigil_tests::faults::{CgroupV1, LoopExt4};
 use vigil_tests::tools::Writer;
 
@@ -36,58 +36,18 @@ fn write_iops(cgroup: &CgroupV1, device: &str, iops: u32) {
     );
 }
 
-fn kernel_window(a: &Agent) -> Value {
-    let n = a.json(&["node", "get", "n1"]);
-    n["kernel_io"].clone()
-}
-
 #[test]
 fn a_throttled_disk_raises_disk_slow_and_an_unthrottled_one_does_not() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert!(euid == 0, "needs root (eBPF, cgroups, loop devices)");
+    assert!(is_root(), "needs root (eBPF, cgroups, loop devices)");
     let root = tempfile::tempdir().unwrap();
     let fs = LoopExt4::create(root.path(), "ext4", 128);
-    let disk_dir = fs.path.join("vigil");
-    let mut a = Agent::start_with(
-        root.path(),
-        "n1",
-        "tok",
-        &["--disk", disk_dir.to_str().unwrap(), "--ebpf", "required"],
-    );
-    a.wait_live();
-    a.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "1",
-    ]);
-    let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let disk = a.json(&["volume", "get", "v"])["replicas"][0]["disk"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let throttle = CgroupV1::new("blkio", a.pid());
+    let v = TracedVolume::start(root.path(), &fs.path.join("vigil"), "32MiB", &[]);
+    let throttle = CgroupV1::new("blkio", v.agent.pid());
 
     // --- unthrottled: the window shows writes, no DISK_SLOW -----------------
-    let w = Writer::start(&endpoint);
-    let mut window = Value::Null;
-    wait_until(
-        "a kernel window with writes",
-        Duration::from_secs(40),
-        || {
-            window = kernel_window(&a);
-            window["disks"].as_array().is_some_and(|d| {
-                d.iter()
-                    .any(|d| d["disk"] == disk.as_str() && d["writes"].as_u64() >= Some(10))
-            })
-        },
-    );
+    let w = Writer::start(&v.endpoint);
+    let window = v.wait_window_with_writes(10);
+    let (mut a, disk) = (v.agent, v.disk);
     eprintln!("unthrottled window: {window}");
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {

@@ -10,14 +10,10 @@
 
 use std::process::Command;
 
+use vigil_tests::ebpf::{TracedVolume, is_root};
 use vigil_tests::faults::LoopExt4;
 use vigil_tests::prom::{promtool_check, sample};
-use vigil_tests::{Agent, tools};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use vigil_tests::tools;
 
 fn dev_name(dev: &str) -> String {
     dev.trim_start_matches("/dev/").to_string()
@@ -50,39 +46,15 @@ fn kernel_counts_grow_for_vigils_files_and_device_only() {
     let root = tempfile::tempdir().unwrap();
     let vigil_fs = LoopExt4::create(root.path(), "vigil-ext4", 192);
     let other_fs = LoopExt4::create(root.path(), "other-ext4", 96);
-    let disk_dir = vigil_fs.path.join("vigil");
-    let a = Agent::start_with(
+    // The syscall probe is sampled by default; this test counts every
+    // call, so it keeps the probe attached.
+    let v = TracedVolume::start(
         root.path(),
-        "n1",
-        "tok",
-        // The syscall probe is sampled by default; this test counts every
-        // call, so it keeps the probe attached.
-        &[
-            "--disk",
-            disk_dir.to_str().unwrap(),
-            "--ebpf",
-            "required",
-            "--ebpf-syscall-duty",
-            "100",
-        ],
-    );
-    a.wait_live();
-    a.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
+        &vigil_fs.path.join("vigil"),
         "64MiB",
-        "--replicas",
-        "1",
-    ]);
-    let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let disk = a.json(&["volume", "get", "v"])["replicas"][0]["disk"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        &["--ebpf-syscall-duty", "100"],
+    );
+    let (a, endpoint, disk) = (v.agent, v.endpoint, v.disk);
     // The agent registers its open replica files with the kernel every
     // second (docs/ebpf.md): give it that second after the replica opened.
     std::thread::sleep(std::time::Duration::from_secs(2));
