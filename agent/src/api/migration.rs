@@ -316,31 +316,21 @@ async fn wait(
     mut done: impl FnMut(&Volume) -> Option<Result<(), ()>>,
 ) -> Reply {
     let deadline = tokio::time::Instant::now() + WAIT;
+    // The migration as last seen: its start bounds which events are its
+    // own, and its message says why it rolled back if no event does.
+    let mut last: Option<Migration> = None;
     loop {
         let v = must_get(agent, name).await?;
         match done(&v.object) {
             Some(Ok(())) => return Ok((StatusCode::OK, to_json(&view(agent, &v.object).await?))),
             Some(Err(())) => {
-                let why = agent
-                    .cluster
-                    .list::<Event>()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .rev()
-                    .find(|e| {
-                        e.object.kind == "volume"
-                            && e.object.object == name
-                            && matches!(
-                                e.object.reason.as_str(),
-                                "MigrationRolledBack" | "MigrationCompleted"
-                            )
-                    })
-                    .map(|e| e.object.message)
-                    .unwrap_or_else(|| "the migration ended the other way".into());
+                let why = ending_reason(agent, name, last.as_ref()).await;
                 return Err(ApiError::conflict("migration_rolled_back", why));
             }
             None => {}
+        }
+        if let Some(m) = &v.object.status.migration {
+            last = Some(m.clone());
         }
         if tokio::time::Instant::now() >= deadline {
             let phase = v
@@ -360,5 +350,52 @@ async fn wait(
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Why a migration ended the other way: its MigrationRolledBack or
+/// MigrationCompleted event. The agent that ends it writes the event just
+/// after the volume, so a caller that saw the volume change may be a moment
+/// ahead of it: the event is looked for during `EVENT_WAIT`, then the
+/// migration's own last message stands in.
+async fn ending_reason(agent: &Agent, name: &str, last: Option<&Migration>) -> String {
+    const EVENT_WAIT: Duration = Duration::from_secs(3);
+    let since = last.map_or(0.0, |m| m.started_at as f64);
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        let found = agent
+            .cluster
+            .list::<Event>()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .find(|e| {
+                e.object.kind == "volume"
+                    && e.object.object == name
+                    && e.object.time >= since
+                    && matches!(
+                        e.object.reason.as_str(),
+                        "MigrationRolledBack" | "MigrationCompleted"
+                    )
+            });
+        if let Some(e) = found {
+            return e.object.message;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match last {
+        Some(m) if !m.message.is_empty() => format!(
+            "the migration of {name} to {} ended the other way ({}): {}",
+            m.target, m.phase, m.message
+        ),
+        Some(m) => format!(
+            "the migration of {name} from {} to {} ended the other way",
+            m.source, m.target
+        ),
+        None => "the migration ended the other way".into(),
     }
 }

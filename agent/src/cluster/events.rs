@@ -4,9 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Cluster;
-use crate::model::{Event, Object, now_unix};
-use crate::store::{Expect, Op};
+use super::{Cluster, put_op, update_op};
+use crate::model::{Event, Object, Versioned, now_unix};
+use crate::store::{Expect, Op, Revision};
 
 /// How many events the cluster keeps.
 pub const KEEP_EVENTS: usize = 2000;
@@ -30,36 +30,59 @@ impl Cluster {
         reason: &str,
         message: impl Into<String>,
     ) {
+        let event = self.new_event(severity, kind, object, reason, message.into());
+        said(&event);
+        if let Err(e) = self.create(&event).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+
+    /// Writes `v` (compare-and-swap on its revision) and the event that
+    /// says why in one transaction: a crash between the two cannot leave
+    /// the change without its event, and whoever sees the change can read
+    /// its event. `Conflict` when `v` changed since it was read (then no
+    /// event is written either).
+    pub async fn update_with_event<T: Object>(
+        &self,
+        v: &Versioned<T>,
+        severity: Severity,
+        kind: &str,
+        object: &str,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> super::Result<Revision> {
+        let event = self.new_event(severity, kind, object, reason, message.into());
+        let rev = self
+            .txn(vec![update_op(v), put_op(&event, Expect::Absent)])
+            .await?;
+        said(&event);
+        Ok(rev)
+    }
+
+    /// An event of this node, stamped now.
+    fn new_event(
+        &self,
+        severity: Severity,
+        kind: &str,
+        object: &str,
+        reason: &str,
+        message: String,
+    ) -> Event {
         let time = now_unix();
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let event = Event {
-            id: format!("{:020}-{}-{seq}", (time * 1e6) as u64, self.node()),
-            time,
-            severity: match severity {
-                Severity::Normal => "normal".into(),
-                Severity::Warning => "warning".into(),
-            },
-            kind: kind.into(),
-            object: object.into(),
-            reason: reason.into(),
-            message: message.into(),
-            node: self.node().to_string(),
-        };
         let sev = match severity {
             Severity::Normal => "normal",
             Severity::Warning => "warning",
         };
-        metrics::counter!(crate::metrics::names::EVENTS_RECORDED, "severity" => sev).increment(1);
-        match severity {
-            Severity::Normal => {
-                tracing::info!(kind, object, reason, message = %event.message, "event")
-            }
-            Severity::Warning => {
-                tracing::warn!(kind, object, reason, message = %event.message, "event")
-            }
-        }
-        if let Err(e) = self.create(&event).await {
-            tracing::warn!(error = %e, reason, "could not record event");
+        Event {
+            id: format!("{:020}-{}-{seq}", (time * 1e6) as u64, self.node()),
+            time,
+            severity: sev.into(),
+            kind: kind.into(),
+            object: object.into(),
+            reason: reason.into(),
+            message,
+            node: self.node().to_string(),
         }
     }
 
@@ -84,5 +107,22 @@ impl Cluster {
                 return;
             }
         }
+    }
+}
+
+/// Logs and counts an event as it is recorded.
+fn said(e: &Event) {
+    let (kind, object, reason, message) = (
+        e.kind.as_str(),
+        e.object.as_str(),
+        e.reason.as_str(),
+        e.message.as_str(),
+    );
+    metrics::counter!(crate::metrics::names::EVENTS_RECORDED, "severity" => e.severity.clone())
+        .increment(1);
+    if e.severity == "warning" {
+        tracing::warn!(kind, object, reason, %message, "event");
+    } else {
+        tracing::info!(kind, object, reason, %message, "event");
     }
 }

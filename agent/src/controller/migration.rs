@@ -326,10 +326,12 @@ async fn clear_rolled_back(
 ) -> cluster::Result<()> {
     let mut next = v.clone();
     next.object.status.migration = None;
-    agent.cluster.update(&next).await?;
+    // With its event in one transaction: a caller waiting on the volume
+    // (api::migration) finds why it rolled back as soon as it sees it did.
     agent
         .cluster
-        .event(
+        .update_with_event(
+            &next,
             Severity::Warning,
             "volume",
             &v.object.name,
@@ -339,7 +341,7 @@ async fn clear_rolled_back(
                 v.object.name, m.target, m.source, m.message
             ),
         )
-        .await;
+        .await?;
     Ok(())
 }
 

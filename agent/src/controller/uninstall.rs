@@ -195,11 +195,19 @@ async fn advance_volume(agent: &Agent, v: &Versioned<crate::model::Volume>) -> c
         }
         VolumeState::Detaching | VolumeState::Deleting => return Ok(()),
     };
-    agent.cluster.update(&next).await?;
+    // One transaction: a driver killed here leaves both or neither, and
+    // the next driver, seeing the new state, has nothing left to say.
     agent
         .cluster
-        .event(Severity::Normal, "volume", &vol.name, reason, message)
-        .await;
+        .update_with_event(
+            &next,
+            Severity::Normal,
+            "volume",
+            &vol.name,
+            reason,
+            message,
+        )
+        .await?;
     Ok(())
 }
 
