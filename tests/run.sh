@@ -26,6 +26,8 @@ command -v clang-14 >/dev/null || need_pkgs+=(clang-14)
 command -v llc-14   >/dev/null || need_pkgs+=(llvm-14)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_pkgs+=(libbpf-dev)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+# Packet loss on a replica link (tests/tests/ebpf_diagnoses.rs).
+command -v nft      >/dev/null || need_pkgs+=(nftables)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

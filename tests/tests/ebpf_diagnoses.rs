@@ -16,12 +16,12 @@
 //!   not.
 //! * REPLICA_LINK_RETRANSMITS: two agents on a real etcd, all inside a
 //!   network namespace of the test's own (only its loopback), a 2-replica
-//!   volume attached on n1 and written continuously. An nftables rule then
-//!   drops 10 % of the packets to n2's replica server: the engine's TCP
-//!   connection retransmits, the tcp probe counts it for peer n2, and
-//!   `vigil doctor` reports REPLICA_LINK_RETRANSMITS for `link/n1->n2`.
-//!   Before the loss it does not. IGNORED for now: it fails (see the
-//!   attribute), which points at a defect in the tcp probe.
+//!   volume attached on n1 and written continuously. On the clean link
+//!   the tcp probe measures n1's RTT to n2 and no check is raised. An
+//!   nftables rule then drops 10 % of the packets arriving at n2's replica
+//!   server: the engine's TCP connection retransmits, the tcp probe counts
+//!   it for peer n2, and `vigil doctor` reports REPLICA_LINK_RETRANSMITS
+//!   for `link/n1->n2`.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -191,8 +191,11 @@ fn private_network() {
     run("ip", &["link", "set", "lo", "up"]);
 }
 
-/// Drops `percent` % of the TCP packets sent to `port` (nftables, in the
-/// test's own network namespace).
+/// Drops `percent` % of the TCP packets sent to `port` as they arrive
+/// (nftables input hook, in the test's own network namespace). Not on
+/// output: a packet dropped there is refused to the sending socket at once
+/// (EPERM), which sends it again as new data, not as a retransmit; dropped
+/// on arrival it is lost on the wire as far as the sender knows.
 fn lose_packets_to(port: u16, percent: u32) {
     run("nft", &["add", "table", "inet", "vigiltest"]);
     run(
@@ -202,12 +205,12 @@ fn lose_packets_to(port: u16, percent: u32) {
             "chain",
             "inet",
             "vigiltest",
-            "out",
-            "{ type filter hook output priority 0 ; }",
+            "in",
+            "{ type filter hook input priority 0 ; }",
         ],
     );
     let rule = format!("tcp dport {port} numgen random mod 100 < {percent} drop");
-    let mut args = vec!["add", "rule", "inet", "vigiltest", "out"];
+    let mut args = vec!["add", "rule", "inet", "vigiltest", "in"];
     args.extend(rule.split(' '));
     run("nft", &args);
 }
@@ -237,9 +240,6 @@ fn retransmits(a: &Agent, peer: &str) -> f64 {
 }
 
 #[test]
-#[ignore = "fails (2026-11-22): n1's kernel window lists peer n2 with 0 retransmits and no RTT samples \
-            while writes flow, even after packet loss; the tcp probe's peer matching is suspect. \
-            Needs nftables (apt-get install nftables). Run with --run-ignored to work on it."]
 fn a_lossy_replica_link_raises_replica_link_retransmits() {
     require_root();
     private_network();
@@ -276,13 +276,15 @@ fn a_lossy_replica_link_raises_replica_link_retransmits() {
     let w = Writer::start(&endpoint);
     let mut window = Value::Null;
     wait_until(
-        "n1's kernel window lists peer n2",
+        "n1's kernel window has RTT samples of its link to n2",
         Duration::from_secs(40),
         || {
             window = n1.json(&["node", "get", "n1"])["kernel_io"].clone();
-            window["peers"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|p| p["node"] == "n2"))
+            window["peers"].as_array().is_some_and(|p| {
+                p.iter().any(|p| {
+                    p["node"] == "n2" && p["rtt_mean_seconds"].as_f64().is_some_and(|r| r > 0.0)
+                })
+            })
         },
     );
     eprintln!("clean window: {window}");
