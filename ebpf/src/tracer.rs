@@ -323,8 +323,15 @@ impl Tracer {
         Ok(())
     }
 
-    /// The replica servers this agent connects to (IPv4 address, port).
-    pub fn set_peers(&self, peers: &BTreeSet<(Ipv4Addr, u16)>) -> Result<(), TracerError> {
+    /// The remote ends of the replica connections to trace (IPv4 address,
+    /// port): replica servers this agent connects to, and clients of its
+    /// own replica server. Returns the last figures of the ends no longer
+    /// traced, so that the caller's totals do not go back when an entry
+    /// goes.
+    pub fn set_peers(
+        &self,
+        peers: &BTreeSet<(Ipv4Addr, u16)>,
+    ) -> Result<Vec<PeerSeries>, TracerError> {
         let mut ebpf = self.lock();
         let map = ebpf
             .map_mut("tcp_peers")
@@ -338,7 +345,16 @@ impl Tracer {
         };
         let want: BTreeSet<PeerKey> = peers.iter().map(key).collect();
         let have: BTreeSet<PeerKey> = m.keys().filter_map(Result::ok).collect();
+        let mut gone = Vec::new();
         for k in have.difference(&want) {
+            if let Ok(s) = m.get(k, 0) {
+                gone.push(PeerSeries {
+                    addr: Ipv4Addr::from(k.addr),
+                    port: k.port,
+                    rtt: Hist::from(&s.rtt),
+                    retransmits: s.retransmits,
+                });
+            }
             m.remove(k).map_err(map_err("tcp_peers"))?;
         }
         let zero = PeerStats {
@@ -354,7 +370,7 @@ impl Tracer {
             m.insert(k, zero, BPF_NOEXIST)
                 .map_err(map_err("tcp_peers"))?;
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// Reads every histogram and counter.

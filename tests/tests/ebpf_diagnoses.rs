@@ -14,14 +14,16 @@
 //!   `vigil_ebpf_syscall_errors_total` grows for that disk and `vigil
 //!   doctor` reports DISK_IO_ERRORS naming it. Before the fault it does
 //!   not.
-//! * REPLICA_LINK_RETRANSMITS: two agents on a real etcd, all inside a
-//!   network namespace of the test's own (only its loopback), a 2-replica
-//!   volume attached on n1 and written continuously. On the clean link
-//!   the tcp probe measures n1's RTT to n2 and no check is raised. An
-//!   nftables rule then drops 10 % of the packets arriving at n2's replica
-//!   server: the engine's TCP connection retransmits, the tcp probe counts
-//!   it for peer n2, and `vigil doctor` reports REPLICA_LINK_RETRANSMITS
-//!   for `link/n1->n2`.
+//! * REPLICA_LINK_RETRANSMITS, both ways: two agents with eBPF on a real
+//!   etcd, all inside a network namespace of the test's own (only its
+//!   loopback), a 2-replica volume attached on n1 and written
+//!   continuously. On the clean link both nodes measure its RTT and no
+//!   check is raised. An nftables rule then drops 10 % of the packets
+//!   arriving at n2's replica server (the engine's writes: n1
+//!   retransmits, `link/n1->n2`) or, in the other test, 10 % of its
+//!   answers arriving at n1 (n2's replica server retransmits,
+//!   `link/n2->n1`); the sender's tcp probe counts it for its peer and
+//!   `vigil doctor` reports REPLICA_LINK_RETRANSMITS for that link.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -191,12 +193,21 @@ fn private_network() {
     run("ip", &["link", "set", "lo", "up"]);
 }
 
-/// Drops `percent` % of the TCP packets sent to `port` as they arrive
+/// Which packets of a replica link the test loses.
+#[derive(Clone, Copy)]
+enum Lose {
+    /// Those sent to the replica server's port: the engine's writes.
+    ToServer,
+    /// Those sent from it: the replica server's answers.
+    FromServer,
+}
+
+/// Drops `percent` % of the TCP packets to or from `port` as they arrive
 /// (nftables input hook, in the test's own network namespace). Not on
 /// output: a packet dropped there is refused to the sending socket at once
 /// (EPERM), which sends it again as new data, not as a retransmit; dropped
 /// on arrival it is lost on the wire as far as the sender knows.
-fn lose_packets_to(port: u16, percent: u32) {
+fn lose_packets(which: Lose, port: u16, percent: u32) {
     run("nft", &["add", "table", "inet", "vigiltest"]);
     run(
         "nft",
@@ -209,7 +220,11 @@ fn lose_packets_to(port: u16, percent: u32) {
             "{ type filter hook input priority 0 ; }",
         ],
     );
-    let rule = format!("tcp dport {port} numgen random mod 100 < {percent} drop");
+    let field = match which {
+        Lose::ToServer => "dport",
+        Lose::FromServer => "sport",
+    };
+    let rule = format!("tcp {field} {port} numgen random mod 100 < {percent} drop");
     let mut args = vec!["add", "rule", "inet", "vigiltest", "in"];
     args.extend(rule.split(' '));
     run("nft", &args);
@@ -239,20 +254,32 @@ fn retransmits(a: &Agent, peer: &str) -> f64 {
         .sum()
 }
 
-#[test]
-fn a_lossy_replica_link_raises_replica_link_retransmits() {
+/// Whether `a`'s kernel window has RTT samples of its replica link to
+/// `peer`.
+fn rtt_measured(a: &Agent, peer: &str) -> bool {
+    let window = a.json(&["node", "get", &a.name])["kernel_io"].clone();
+    window["peers"].as_array().is_some_and(|p| {
+        p.iter()
+            .any(|p| p["node"] == peer && p["rtt_mean_seconds"].as_f64().is_some_and(|r| r > 0.0))
+    })
+}
+
+/// Two agents with eBPF on a real etcd, in a network namespace of the
+/// test's own, and a 2-replica volume attached on n1 written continuously
+/// (its second replica on n2). On the clean link both measure its RTT and
+/// neither raises REPLICA_LINK_RETRANSMITS; then `which` packets of the
+/// link to n2's replica server are lost, and the node sending them — n1
+/// for the writes, n2 for the answers — must count its retransmits for
+/// the other and raise REPLICA_LINK_RETRANSMITS for `link/SENDER->OTHER`.
+fn lossy_link(which: Lose) {
     require_root();
     private_network();
     let root = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(root.path());
     let store = etcd.store_url();
-    let mut n1 = Agent::start_with(
-        root.path(),
-        "n1",
-        "tok",
-        &["--store", &store, "--ebpf", "required"],
-    );
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
+    let args = ["--store", store.as_str(), "--ebpf", "required"];
+    let mut n1 = Agent::start_with(root.path(), "n1", "tok", &args);
+    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
     n1.wait_live();
     n2.wait_live();
     n1.json(&[
@@ -271,48 +298,62 @@ fn a_lossy_replica_link_raises_replica_link_retransmits() {
     let address = find_str(&n2_node, "replica_address")
         .unwrap_or_else(|| panic!("no replica_address in {n2_node}"));
     let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let (sender, other) = match which {
+        Lose::ToServer => (&n1, "n2"),
+        Lose::FromServer => (&n2, "n1"),
+    };
 
-    // --- a clean link: n2 is traced as a peer, no retransmit check ----------
+    // --- a clean link: RTT measured both ways, no retransmit check -------
     let w = Writer::start(&endpoint);
-    let mut window = Value::Null;
     wait_until(
-        "n1's kernel window has RTT samples of its link to n2",
+        "n1's and n2's kernel windows have RTT samples of their link",
         Duration::from_secs(40),
-        || {
-            window = n1.json(&["node", "get", "n1"])["kernel_io"].clone();
-            window["peers"].as_array().is_some_and(|p| {
-                p.iter().any(|p| {
-                    p["node"] == "n2" && p["rtt_mean_seconds"].as_f64().is_some_and(|r| r > 0.0)
-                })
-            })
-        },
+        || rtt_measured(&n1, "n2") && rtt_measured(&n2, "n1"),
     );
-    eprintln!("clean window: {window}");
     stays_away(&n1, "REPLICA_LINK_RETRANSMITS", 6);
 
-    // --- 10 % of the packets to n2's replica server dropped ------------------
-    lose_packets_to(port, 10);
+    // --- 10 % of the chosen packets lost ----------------------------------
+    lose_packets(which, port, 10);
     wait_until(
-        "vigil_ebpf_tcp_retransmits_total{peer_node=n2} grows",
+        &format!(
+            "vigil_ebpf_tcp_retransmits_total{{peer_node={other}}} grows on {}",
+            sender.name
+        ),
         Duration::from_secs(60),
-        || retransmits(&n1, "n2") > 0.0,
+        || retransmits(sender, other) > 0.0,
     );
+    let link = format!("link/{}->{other}", sender.name);
     let mut report = Value::Null;
-    wait_until("REPLICA_LINK_RETRANSMITS", Duration::from_secs(90), || {
-        report = doctor(&n1).1;
-        check(&report, "REPLICA_LINK_RETRANSMITS").is_some()
-    });
+    wait_until(
+        &format!("REPLICA_LINK_RETRANSMITS for {link}"),
+        Duration::from_secs(90),
+        || {
+            report = doctor(&n1).1;
+            check(&report, "REPLICA_LINK_RETRANSMITS")
+                .is_some_and(|c| c["items"].to_string().contains(&link))
+        },
+    );
     w.stop();
     let c = check(&report, "REPLICA_LINK_RETRANSMITS").unwrap();
-    let item = &c["items"][0];
-    assert_eq!(item["object"], "link/n1->n2", "{report}");
+    let items = c["items"].as_array().unwrap();
+    let item = items.iter().find(|i| i["object"] == link.as_str()).unwrap();
     let msg = item["message"].as_str().unwrap();
     eprintln!(
         "REPLICA_LINK_RETRANSMITS: {msg} ({} retransmits counted)",
-        retransmits(&n1, "n2")
+        retransmits(sender, other)
     );
     let (_, human, _) = n1.cli_code(&["doctor"]);
     assert!(human.contains("REPLICA_LINK_RETRANSMITS"), "{human}");
     n1.stop();
     n2.stop();
+}
+
+#[test]
+fn losing_an_engines_writes_raises_replica_link_retransmits_on_its_node() {
+    lossy_link(Lose::ToServer);
+}
+
+#[test]
+fn losing_a_replica_servers_answers_raises_replica_link_retransmits_on_its_node() {
+    lossy_link(Lose::FromServer);
 }

@@ -84,6 +84,8 @@ pub struct Agent {
     pub handovers: Arc<frontend::Handovers>,
     /// Advertised `host:port` of the replica server.
     pub replica_address: String,
+    /// The replica server's open connections (for the eBPF peer filter).
+    pub replica_connections: vigil_engine::protocol::ServedConnections,
     /// Advertised `host:port` of the NBD server.
     pub nbd_address: String,
     /// Path of the NBD unix socket.
@@ -222,6 +224,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         managed_engines: NameSet::default(),
         maintenance: Default::default(),
         replica_address: SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
+        replica_connections: Default::default(),
         nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
         nbd_socket: nbd_socket.clone(),
         token: token.clone(),
@@ -234,7 +237,10 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let replica_server = tokio::spawn(protocol::serve(
         replica_listener,
         replicas.clone() as Arc<dyn protocol::ReplicaSource>,
-        protocol::ServerConfig { token },
+        protocol::ServerConfig {
+            token,
+            connections: agent.replica_connections.clone(),
+        },
     ));
     let frontend = Arc::new(frontend::Frontend {
         engines: Arc::clone(&engines),

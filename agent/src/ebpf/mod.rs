@@ -15,6 +15,7 @@
 //! The process has one tracer (the programs filter on our tgid), so it is
 //! process-global, set once before the daemon starts.
 
+mod peers;
 mod render;
 mod sampling;
 mod summary;

@@ -106,13 +106,10 @@ fn block(page: &mut Page, node: &str, snap: &Snapshot, names: &Names) {
 }
 
 fn tcp(page: &mut Page, node: &str, snap: &Snapshot, names: &Names) {
-    for p in &snap.peers {
-        let Some(peer) = names.peers.get(&(p.addr, p.port)) else {
-            continue;
-        };
+    for (peer, t) in super::peers::totals(snap, names) {
         let labels = vec![("node", node), ("peer_node", peer.as_str())];
-        page.counter(EBPF_TCP_RETRANSMITS, labels.clone(), p.retransmits);
-        page.histogram(EBPF_TCP_RTT, labels, &p.rtt);
+        page.counter(EBPF_TCP_RETRANSMITS, labels.clone(), t.retransmits);
+        page.histogram(EBPF_TCP_RTT, labels, &t.rtt);
     }
 }
 

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use vigil_ebpf::{Hist, Snapshot, SysOp, Tracer};
 
+use super::peers::PeerTotals;
 use super::targets::{Targets, names};
 use crate::daemon::Agent;
 use crate::model::Node;
@@ -23,6 +24,8 @@ pub(super) type Legs = BTreeMap<String, (f64, u64)>;
 struct Sample {
     at: u64,
     snap: Snapshot,
+    /// Per peer node, read with the snapshot (`peers::totals`).
+    peers: BTreeMap<String, PeerTotals>,
     legs: Legs,
     /// Seconds the syscall probe had been attached, since the start.
     syscall_secs: u64,
@@ -100,9 +103,11 @@ impl Summarizer {
                 return;
             }
         };
+        let peers = super::peers::totals(&snap, &names());
         self.history.push_back(Sample {
             at: crate::health::view::now_secs(),
             snap,
+            peers,
             legs: engine_legs(),
             syscall_secs,
         });
@@ -241,25 +246,15 @@ fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
         });
     }
     let mut peers = Vec::new();
-    for p in &new.snap.peers {
-        let Some(node) = names.peers.get(&(p.addr, p.port)) else {
-            continue;
-        };
-        let before = old
-            .snap
-            .peers
-            .iter()
-            .find(|o| o.addr == p.addr && o.port == p.port);
-        let rtt = match before {
-            Some(o) => p.rtt.since(&o.rtt),
-            None => p.rtt.clone(),
+    for (node, now) in &new.peers {
+        let w = match old.peers.get(node) {
+            Some(o) => now.since(o),
+            None => now.clone(),
         };
         peers.push(PeerKernelIo {
             node: node.clone(),
-            retransmits: p
-                .retransmits
-                .saturating_sub(before.map(|o| o.retransmits).unwrap_or(0)),
-            rtt_mean_seconds: mean(&rtt),
+            retransmits: w.retransmits,
+            rtt_mean_seconds: mean(&w.rtt),
         });
     }
     let runq = new.snap.runqueue.since(&old.snap.runqueue);

@@ -12,10 +12,11 @@
 //!   whole disk when it is a partition (block tracepoints report the
 //!   disk); a disk on a filesystem with no block device (tmpfs, overlay)
 //!   has no block figures.
-//! * **peers** — every other node's replica server address (IPv4).
+//! * **peers** — the remote ends of replica connections (`peers.rs`):
+//!   other nodes' replica servers and the clients of this one (IPv4).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -23,7 +24,6 @@ use std::sync::{Mutex, MutexGuard};
 use vigil_ebpf::Tracer;
 
 use crate::daemon::Agent;
-use crate::model::Node;
 
 /// A block device: kernel dev_t and name (`loop3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,14 +39,17 @@ pub struct Names {
     pub disks: Vec<(String, PathBuf, Option<Device>)>,
     /// Kernel dev_t → device name.
     pub devices: BTreeMap<u32, String>,
-    /// Replica server address → node name.
+    /// Traced remote end of a replica connection → node name.
     pub peers: BTreeMap<(Ipv4Addr, u16), String>,
+    /// Per node, the last figures of ends no longer traced.
+    pub retired_peers: BTreeMap<String, super::peers::PeerTotals>,
 }
 
 static NAMES: Mutex<Names> = Mutex::new(Names {
     disks: Vec::new(),
     devices: BTreeMap::new(),
     peers: BTreeMap::new(),
+    retired_peers: BTreeMap::new(),
 });
 
 /// The current names (a poisoned lock still holds consistent data: every
@@ -143,25 +146,28 @@ impl Targets {
         }
     }
 
-    /// Registers the other nodes' replica servers.
+    /// Registers the remote ends of replica connections (`peers.rs`).
     pub async fn refresh_peers(&mut self, agent: &Agent, tracer: &Tracer) {
-        let Ok(nodes) = agent.cluster.list::<Node>().await else {
+        let Some(ends) = super::peers::ends(agent).await else {
             return;
         };
-        let me = &agent.config.node_name;
-        let mut peers = BTreeMap::new();
-        for n in nodes.iter().map(|v| &v.object).filter(|n| &n.name != me) {
-            if let Ok(SocketAddr::V4(a)) = n.spec.replica_address.parse::<SocketAddr>() {
-                peers.insert((*a.ip(), a.port()), n.name.clone());
-            }
+        let set: BTreeSet<_> = ends.keys().copied().collect();
+        if set == self.peers {
+            names().peers = ends;
+            return;
         }
-        let set: BTreeSet<_> = peers.keys().copied().collect();
-        if set != self.peers {
-            match tracer.set_peers(&set) {
-                Ok(()) => self.peers = set,
-                Err(e) => tracing::warn!(error = %e, "eBPF: register replica peers"),
+        // The names stay locked across the map change, so a reader sees an
+        // end's figures either in the map or in the retired totals, never
+        // in neither (a counter would go back).
+        let mut n = names();
+        match tracer.set_peers(&set) {
+            Ok(gone) => {
+                self.peers = set;
+                let before = std::mem::take(&mut n.peers);
+                super::peers::retire(&mut n, &gone, &before);
+                n.peers = ends;
             }
+            Err(e) => tracing::warn!(error = %e, "eBPF: register replica peers"),
         }
-        names().peers = peers;
     }
 }

@@ -211,8 +211,8 @@ const CODES: &[CodeInfo] = &[
     CodeInfo {
         code: REPLICA_LINK_RETRANSMITS,
         severity: Severity::Warning,
-        summary: "TCP retransmits on a node's connections to a peer's replica server",
-        cause: "At least 10 TCP segments were retransmitted in ~10 s on connections from a node to another node's replica server (eBPF, tcp_retransmit_skb): packet loss, a congested or flapping link, an overloaded peer. Writes to the peer's replicas slow down and may time out.",
+        summary: "TCP retransmits on the replica connections from a node to a peer",
+        cause: "At least 10 TCP segments were retransmitted in ~10 s by a node to another on their replica connections — its engines writing to the peer's replicas, or its replica server answering the peer's engines — (eBPF, tcp_retransmit_skb): packet loss on the path from the node to the peer, a congested or flapping link, an overloaded peer. Writes between the two slow down and may time out.",
         fix: "Check the path between the two nodes: `mtr PEER`, `ip -s link`, switch port counters; `ss -ti dst PEER` shows retransmits per connection. Look at `vigil_ebpf_tcp_rtt_seconds` for the peer.",
     },
     CodeInfo {

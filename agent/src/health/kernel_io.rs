@@ -119,7 +119,7 @@ impl Eval<'_> {
                 REPLICA_LINK_RETRANSMITS,
                 format!("link/{node}->{}", p.node),
                 format!(
-                    "{} TCP segment(s) retransmitted from {node} to {}'s replica server over the last {} s (smoothed RTT {})",
+                    "{} TCP segment(s) retransmitted from {node} to {} on replica connections over the last {} s (smoothed RTT {})",
                     p.retransmits,
                     p.node,
                     k.window_secs,

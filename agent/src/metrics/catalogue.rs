@@ -439,14 +439,14 @@ pub const FAMILIES: &[Family] = &[
         EBPF_TCP_RETRANSMITS,
         Counter,
         &["node", "peer_node"],
-        "TCP segments retransmitted on this node's connections to the peer's replica server.",
+        "TCP segments this node retransmitted to the peer on replica connections (its engines' connections to the peer's replica server, and the peer's engines' connections to this node's).",
         Kernel,
     ),
     f(
         EBPF_TCP_RTT,
         Histogram,
         &["node", "peer_node"],
-        "Smoothed TCP round-trip time samples on connections to the peer's replica server.",
+        "Smoothed TCP round-trip time samples on replica connections with the peer, one per segment received.",
         Kernel,
     ),
     f(

@@ -7,12 +7,14 @@
 //! * [`handshake`]: HELLO / CHALLENGE / AUTH / RESULT.
 //! * [`server`]: accept loop and per-connection request pipeline.
 //! * [`client`]: one pipelined connection with request-id dispatch.
+//! * [`served`]: the connections a server holds open, for observers.
 //! * [`trace_context`]: hooks through which requests carry a trace context.
 
 mod client;
 mod frame;
 mod handshake;
 mod message;
+mod served;
 mod server;
 mod token;
 pub mod trace_context;
@@ -34,6 +36,7 @@ use crate::replica::{Checksum, ErrorKind, Extent, LayerInfo, Replica, ReplicaInf
 
 pub use frame::{MAX_DATA_LEN, MAX_FRAME_PAYLOAD};
 use message::{Request, Response};
+pub use served::{ServedConnection, ServedConnections};
 
 /// The shared secret every agent of a cluster holds.
 #[derive(Clone)]
@@ -106,6 +109,8 @@ pub trait ReplicaSource: Send + Sync + 'static {
 pub struct ServerConfig {
     /// Peers must prove they hold this token.
     pub token: ClusterToken,
+    /// Filled with the connections open at any time.
+    pub connections: ServedConnections,
 }
 
 /// Serves replicas on `listener` until the task is dropped (which closes
@@ -120,6 +125,7 @@ pub async fn serve(
         Arc::new(server::SourceAdapter(source)),
         config.token,
         server::HANDSHAKE_TIMEOUT,
+        config.connections,
     )
     .await
 }

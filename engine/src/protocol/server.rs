@@ -25,6 +25,7 @@ use super::frame::{
 };
 use super::handshake::{self, ServerHandshakeError};
 use super::message::{Opcode, Request, Response};
+use super::served::ServedConnections;
 use super::{ClusterToken, ReplicaSource, trace_context};
 
 /// How long a peer has to complete the handshake.
@@ -168,6 +169,7 @@ pub(crate) async fn serve_ops(
     source: Arc<dyn OpsSource>,
     token: ClusterToken,
     handshake_timeout: Duration,
+    served: ServedConnections,
 ) -> io::Result<()> {
     let mut conns = JoinSet::new();
     loop {
@@ -180,6 +182,7 @@ pub(crate) async fn serve_ops(
                         source.clone(),
                         token.clone(),
                         handshake_timeout,
+                        served.clone(),
                     ));
                 }
                 Err(e) if accept_error_is_fatal(&e) => {
@@ -203,6 +206,7 @@ async fn connection(
     source: Arc<dyn OpsSource>,
     token: ClusterToken,
     handshake_timeout: Duration,
+    served: ServedConnections,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "replica server: set TCP_NODELAY failed");
@@ -242,6 +246,7 @@ async fn connection(
         }
     };
     tracing::debug!(%peer, replica = %name, version, "replica server: connection open");
+    let _listed = served.open(peer, &name);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<OutFrame>();
     let conn = Conn {

@@ -50,7 +50,13 @@ async fn start(source: Arc<dyn OpsSource>) -> Server {
 async fn start_with(source: Arc<dyn OpsSource>, handshake_timeout: Duration) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(serve_ops(listener, source, token(), handshake_timeout));
+    let task = tokio::spawn(serve_ops(
+        listener,
+        source,
+        token(),
+        handshake_timeout,
+        Default::default(),
+    ));
     Server { addr, task }
 }
 
@@ -103,6 +109,39 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn served_connections_list_each_authenticated_client_while_it_is_open() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = super::super::ServedConnections::default();
+    let source = FakeSource::with("r1", Arc::new(FakeReplica::new()));
+    let server = Server {
+        addr,
+        task: tokio::spawn(serve_ops(listener, source, token(), T, served.clone())),
+    };
+    // Refused before the handshake completes: never listed.
+    let bad = TcpStream::connect(server.addr).await.unwrap();
+    let (rd, mut wr) = TcpStream::connect(server.addr).await.unwrap().into_split();
+    let client_addr = wr.local_addr().unwrap();
+    let mut rd = BufReader::new(rd);
+    handshake::client(&mut rd, &mut wr, &token(), "r1", PROTOCOL_VERSION)
+        .await
+        .unwrap();
+    wait_until("the client is listed", || !served.list().is_empty()).await;
+    assert_eq!(
+        served.list(),
+        vec![super::super::ServedConnection {
+            peer: client_addr,
+            replica: "r1".into()
+        }]
+    );
+    drop((rd, wr, bad));
+    wait_until("the closed client is no longer listed", || {
+        served.list().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
