@@ -19,7 +19,7 @@ mod tracer;
 mod unavailable;
 
 pub use snapshot::*;
-pub use tracer::{ATTACHMENTS, Probe, Tracer, TracerError};
+pub use tracer::{ATTACHMENTS, PeerUpdate, Probe, Tracer, TracerError};
 pub use unavailable::{Reason, Unavailable};
 
 /// The compiled programs (built from `bpf/vigil.bpf.c`, see the top of it).

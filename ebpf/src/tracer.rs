@@ -86,6 +86,16 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> TracerError {
     move |source| TracerError::Map { map, source }
 }
 
+/// What [`Tracer::set_peers`] did beyond the plain change.
+#[derive(Debug, Default)]
+pub struct PeerUpdate {
+    /// The last figures of the ends removed.
+    pub gone: Vec<PeerSeries>,
+    /// Ends that could not be added (the map is full), and why.
+    pub not_traced: usize,
+    pub last_error: Option<String>,
+}
+
 /// The loaded and attached programs. Dropping it detaches them.
 pub struct Tracer {
     ebpf: Mutex<Ebpf>,
@@ -327,11 +337,9 @@ impl Tracer {
     /// port): replica servers this agent connects to, and clients of its
     /// own replica server. Returns the last figures of the ends no longer
     /// traced, so that the caller's totals do not go back when an entry
-    /// goes.
-    pub fn set_peers(
-        &self,
-        peers: &BTreeSet<(Ipv4Addr, u16)>,
-    ) -> Result<Vec<PeerSeries>, TracerError> {
+    /// goes, and the ends the map had no room for (they are tried again
+    /// at the next change).
+    pub fn set_peers(&self, peers: &BTreeSet<(Ipv4Addr, u16)>) -> Result<PeerUpdate, TracerError> {
         let mut ebpf = self.lock();
         let map = ebpf
             .map_mut("tcp_peers")
@@ -345,17 +353,19 @@ impl Tracer {
         };
         let want: BTreeSet<PeerKey> = peers.iter().map(key).collect();
         let have: BTreeSet<PeerKey> = m.keys().filter_map(Result::ok).collect();
-        let mut gone = Vec::new();
+        let mut update = PeerUpdate::default();
         for k in have.difference(&want) {
-            if let Ok(s) = m.get(k, 0) {
-                gone.push(PeerSeries {
+            // Read before the removal: the figures after it are lost.
+            let last = m.get(k, 0).ok();
+            match m.remove(k) {
+                Ok(()) => update.gone.extend(last.map(|s| PeerSeries {
                     addr: Ipv4Addr::from(k.addr),
                     port: k.port,
                     rtt: Hist::from(&s.rtt),
                     retransmits: s.retransmits,
-                });
+                })),
+                Err(e) => update.last_error = Some(e.to_string()),
             }
-            m.remove(k).map_err(map_err("tcp_peers"))?;
         }
         let zero = PeerStats {
             rtt: RawHist {
@@ -367,10 +377,12 @@ impl Tracer {
             retransmits: 0,
         };
         for k in want.difference(&have) {
-            m.insert(k, zero, BPF_NOEXIST)
-                .map_err(map_err("tcp_peers"))?;
+            if let Err(e) = m.insert(k, zero, BPF_NOEXIST) {
+                update.not_traced += 1;
+                update.last_error = Some(e.to_string());
+            }
         }
-        Ok(gone)
+        Ok(update)
     }
 
     /// Reads every histogram and counter.

@@ -161,10 +161,17 @@ impl Targets {
         // in neither (a counter would go back).
         let mut n = names();
         match tracer.set_peers(&set) {
-            Ok(gone) => {
+            Ok(update) => {
+                if update.not_traced > 0 {
+                    tracing::warn!(
+                        ends = update.not_traced,
+                        error = update.last_error.as_deref().unwrap_or(""),
+                        "eBPF: replica connections not traced (tcp_peers map full); tried again when they change"
+                    );
+                }
                 self.peers = set;
                 let before = std::mem::take(&mut n.peers);
-                super::peers::retire(&mut n, &gone, &before);
+                super::peers::retire(&mut n, &update.gone, &before);
                 n.peers = ends;
             }
             Err(e) => tracing::warn!(error = %e, "eBPF: register replica peers"),
