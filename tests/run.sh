@@ -44,10 +44,12 @@ fi
 
 # The dashboards are generated and validated with Grafana's foundation SDK
 # (pinned in dashboards/requirements.txt); the alert-test coverage check
-# reads the rule files with PyYAML.
+# reads the rule files with PyYAML. (The version is compared after pip has
+# printed everything: `pip show | grep -q` under pipefail fails whenever grep
+# stops reading early.)
 sdk_pin="$(grep -v '^#' dashboards/requirements.txt | head -1)"
 if ! python3 -c 'import grafana_foundation_sdk, yaml' 2>/dev/null \
-   || ! python3 -m pip show grafana-foundation-sdk 2>/dev/null | grep -qx "Version: ${sdk_pin#*==}"; then
+   || [ "$(python3 -m pip show grafana-foundation-sdk 2>/dev/null | sed -n 's/^Version: //p')" != "${sdk_pin#*==}" ]; then
   echo "== installing: ${sdk_pin} pyyaml (PyPI)"
   python3 -m pip install -q "${sdk_pin}" pyyaml
 fi
