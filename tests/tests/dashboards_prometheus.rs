@@ -190,12 +190,25 @@ fn prometheus_config(root: &Path, agents: &[&Agent]) -> PathBuf {
     path
 }
 
-/// fio on a volume until killed: mixed 4 KiB reads and writes with
-/// flushes, rate-limited so the shared machine keeps up.
-fn fio_load(uri: &str, name: &str) -> Child {
-    Command::new("fio")
+/// fio on a volume, stopped when dropped (at the end of the test or when
+/// it fails): mixed 4 KiB reads and writes with flushes, rate-limited so
+/// the shared machine keeps up. `--thread` keeps the job in the process
+/// that is killed: a forked job process outlives a killed parent, and with
+/// its NBD server gone it spins on a CPU long after the test.
+struct FioLoad(Child);
+
+impl Drop for FioLoad {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fio_load(uri: &str, name: &str) -> FioLoad {
+    let child = Command::new("fio")
         .args([
             &format!("--name={name}"),
+            "--thread",
             "--ioengine=nbd",
             &format!("--uri={uri}"),
             "--rw=randrw",
@@ -210,7 +223,8 @@ fn fio_load(uri: &str, name: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start fio (apt-get install fio)")
+        .expect("start fio (apt-get install fio)");
+    FioLoad(child)
 }
 
 /// Alerts now firing named `name` whose labels include every `(k, v)`.
@@ -293,7 +307,7 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         "qemu-io",
         &["-f", "raw", "-c", "write -P 0x5a 0 160M", &uri1],
     );
-    let mut load = [fio_load(&uri1, "v1"), fio_load(&uri2, "v2")];
+    let load = [fio_load(&uri1, "v1"), fio_load(&uri2, "v2")];
 
     let config = prometheus_config(root.path(), &[&n1, &n2, &n3]);
     let prom = Prometheus::start(root.path(), &config);
@@ -540,9 +554,6 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         prom.log_text()
     );
 
-    for c in load.iter_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(load);
     eprintln!("test took {:.1} s", started.elapsed().as_secs_f64());
 }
