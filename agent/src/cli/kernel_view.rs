@@ -133,7 +133,7 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
     for p in &k.peers {
         let _ = writeln!(
             out,
-            "    link to {}: {} retransmits, smoothed RTT {}",
+            "    link to {}: {} segments retransmitted by this node, smoothed RTT {}",
             p.node,
             p.retransmits,
             ms(p.rtt_mean_seconds)

@@ -51,10 +51,24 @@ impl Cluster {
         reason: &str,
         message: impl Into<String>,
     ) -> super::Result<Revision> {
+        self.txn_with_event(vec![update_op(v)], severity, kind, object, reason, message)
+            .await
+    }
+
+    /// Applies `ops` and records the event that says why, atomically (see
+    /// [`Cluster::update_with_event`]).
+    pub async fn txn_with_event(
+        &self,
+        mut ops: Vec<Op>,
+        severity: Severity,
+        kind: &str,
+        object: &str,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> super::Result<Revision> {
         let event = self.new_event(severity, kind, object, reason, message.into());
-        let rev = self
-            .txn(vec![update_op(v), put_op(&event, Expect::Absent)])
-            .await?;
+        ops.push(put_op(&event, Expect::Absent));
+        let rev = self.txn(ops).await?;
         said(&event);
         Ok(rev)
     }

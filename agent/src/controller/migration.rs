@@ -607,11 +607,12 @@ async fn switch(
             format!("nbd+unix:///{name}?socket={}", agent.nbd_socket.display());
         ops.push(update_op(&ne));
     }
-    agent.cluster.txn(ops).await?;
-    agent.handovers.remove(name);
+    // The move and its event in one transaction (a waiting caller reads
+    // the event as soon as it sees the move).
     agent
         .cluster
-        .event(
+        .txn_with_event(
+            ops,
             Severity::Normal,
             "volume",
             name,
@@ -622,6 +623,7 @@ async fn switch(
                 snap.now.saturating_sub(m.started_at)
             ),
         )
-        .await;
+        .await?;
+    agent.handovers.remove(name);
     Ok(())
 }
