@@ -248,11 +248,21 @@ async fn source_step(
             Ok(())
         }
         MigrationPhase::RollingBack => {
-            if m.target_stopped || !target_up {
-                clear_rolled_back(agent, v, m).await
-            } else {
-                Ok(())
+            if !m.target_stopped && target_up {
+                return Ok(());
             }
+            // Serve again before saying so: a caller told "rolled back"
+            // finds the source's engine running. (The volumes controller
+            // holds off while the migration is recorded, and would start
+            // it only a round after the clear.) If it cannot start now,
+            // the volumes controller retries and reports why.
+            if m.source_stopped
+                && agent.engines.get(&vol.name).is_none()
+                && let Err(why) = super::volumes::start_engine(agent, snap, vol).await
+            {
+                tracing::warn!(volume = %vol.name, %why, "rollback: restart the source's engine");
+            }
+            clear_rolled_back(agent, v, m).await
         }
     }
 }
