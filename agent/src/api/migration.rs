@@ -354,38 +354,29 @@ async fn wait(
 }
 
 /// Why a migration ended the other way: its MigrationRolledBack or
-/// MigrationCompleted event. The agent that ends it writes the event just
-/// after the volume, so a caller that saw the volume change may be a moment
-/// ahead of it: the event is looked for during `EVENT_WAIT`, then the
-/// migration's own last message stands in.
+/// MigrationCompleted event, written in the same transaction as the volume
+/// change the caller saw; the migration's own last message if it has none
+/// (events are pruned).
 async fn ending_reason(agent: &Agent, name: &str, last: Option<&Migration>) -> String {
-    const EVENT_WAIT: Duration = Duration::from_secs(3);
     let since = last.map_or(0.0, |m| m.started_at as f64);
-    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
-    loop {
-        let found = agent
-            .cluster
-            .list::<Event>()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .rev()
-            .find(|e| {
-                e.object.kind == "volume"
-                    && e.object.object == name
-                    && e.object.time >= since
-                    && matches!(
-                        e.object.reason.as_str(),
-                        "MigrationRolledBack" | "MigrationCompleted"
-                    )
-            });
-        if let Some(e) = found {
-            return e.object.message;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let found = agent
+        .cluster
+        .list::<Event>()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find(|e| {
+            e.object.kind == "volume"
+                && e.object.object == name
+                && e.object.time >= since
+                && matches!(
+                    e.object.reason.as_str(),
+                    "MigrationRolledBack" | "MigrationCompleted"
+                )
+        });
+    if let Some(e) = found {
+        return e.object.message;
     }
     match last {
         Some(m) if !m.message.is_empty() => format!(

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Cluster, put_op, update_op};
-use crate::model::{Event, Object, Versioned, now_unix};
+use super::{Cluster, put_op};
+use crate::model::{Event, Object, now_unix};
 use crate::store::{Expect, Op, Revision};
 
 /// How many events the cluster keeps.
@@ -37,26 +37,11 @@ impl Cluster {
         }
     }
 
-    /// Writes `v` (compare-and-swap on its revision) and the event that
-    /// says why in one transaction: a crash between the two cannot leave
-    /// the change without its event, and whoever sees the change can read
-    /// its event. `Conflict` when `v` changed since it was read (then no
-    /// event is written either).
-    pub async fn update_with_event<T: Object>(
-        &self,
-        v: &Versioned<T>,
-        severity: Severity,
-        kind: &str,
-        object: &str,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> super::Result<Revision> {
-        self.txn_with_event(vec![update_op(v)], severity, kind, object, reason, message)
-            .await
-    }
-
-    /// Applies `ops` and records the event that says why, atomically (see
-    /// [`Cluster::update_with_event`]).
+    /// Applies `ops` (compare-and-swaps of a state change) and records the
+    /// event that says why in the same transaction: a crash between the
+    /// two cannot leave the change without its event, and whoever sees the
+    /// change can read its event. `Conflict` when an expectation fails
+    /// (then no event is written either).
     pub async fn txn_with_event(
         &self,
         mut ops: Vec<Op>,

@@ -340,8 +340,8 @@ async fn clear_rolled_back(
     // (api::migration) finds why it rolled back as soon as it sees it did.
     agent
         .cluster
-        .update_with_event(
-            &next,
+        .txn_with_event(
+            vec![update_op(&next)],
             Severity::Warning,
             "volume",
             &v.object.name,

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::{Snapshot, rendezvous};
 use crate::cluster::events::Severity;
 use crate::cluster::placement::is_managed_name;
-use crate::cluster::{self, delete_op};
+use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
 use crate::model::uninstall::{RECORD, Uninstall, UninstallPhase};
 use crate::model::{Object, Replica, Versioned, VolumeState, key_of, now_unix};
@@ -199,8 +199,8 @@ async fn advance_volume(agent: &Agent, v: &Versioned<crate::model::Volume>) -> c
     // the next driver, seeing the new state, has nothing left to say.
     agent
         .cluster
-        .update_with_event(
-            &next,
+        .txn_with_event(
+            vec![update_op(&next)],
             Severity::Normal,
             "volume",
             &vol.name,
