@@ -61,6 +61,7 @@ impl From<ReplicaError> for ApiError {
             ErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
             ErrorKind::Corrupt => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt"),
             ErrorKind::Io => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
+            ErrorKind::StaleEpoch => (StatusCode::CONFLICT, "stale_epoch"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -74,6 +75,7 @@ impl From<EngineError> for ApiError {
             EngineError::SizeMismatch { .. } => (StatusCode::BAD_REQUEST, "size_mismatch"),
             EngineError::DuplicateReplica(_) => (StatusCode::CONFLICT, "duplicate_replica"),
             EngineError::Busy { .. } => (StatusCode::CONFLICT, "busy"),
+            EngineError::StaleEpoch { .. } => (StatusCode::CONFLICT, "stale_epoch"),
             EngineError::NoUsableReplica { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_usable_replica")
             }

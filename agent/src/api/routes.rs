@@ -135,7 +135,7 @@ pub async fn route(
             let e = engine(agent, n)?;
             let req: AddReplica = parse(body)?;
             let addr = address(&req.url)?;
-            let backend = agent.open_backend(&addr).await.map_err(|f| {
+            let backend = agent.open_backend(&addr, e.epoch()).await.map_err(|f| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "replica_unreachable",
@@ -333,14 +333,17 @@ async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
     for url in &req.replicas {
         addrs.push(address(url)?);
     }
+    // A low-level engine takes its epoch like a volume's (same key space:
+    // an engine is named after its volume), so it fences any older engine.
+    let epoch = agent.cluster.next_epoch(&n).await?;
     let mut specs = Vec::new();
     for a in addrs {
         specs.push(ReplicaSpec {
             address: a.to_string(),
-            backend: agent.open_backend(&a).await,
+            backend: agent.open_backend(&a, epoch).await,
         });
     }
-    let engine = Engine::start(&n, size, specs, agent.config.engine.clone()).await?;
+    let engine = Engine::start(&n, size, epoch, specs, agent.config.engine.clone()).await?;
     if !agent.engines.insert(Arc::clone(&engine)) {
         engine.shutdown();
         return Err(ApiError::conflict(

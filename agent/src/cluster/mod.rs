@@ -3,6 +3,7 @@
 //! node liveness and events. Every controller and API handler goes through
 //! here; nothing else encodes keys.
 
+pub mod epoch;
 pub mod events;
 pub mod placement;
 pub mod uninstall;

@@ -509,7 +509,7 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
             .parse()
             .map_err(|e| format!("replica {} has a bad address: {e}", r.object.name))?;
         let was_rw = r.object.status.mode.is_empty() || r.object.status.mode == "RW";
-        if let Err(f) = agent.open_backend(&address).await
+        if let Err(f) = agent.reach_replica(&address).await
             && was_rw
         {
             return Err(format!(

@@ -136,7 +136,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
             return;
         }
     };
-    let backend = match agent.open_backend(&address).await {
+    let backend = match agent.open_backend(&address, engine.epoch()).await {
         Ok(b) => b,
         Err(fault) => {
             tracing::debug!(reason = %fault.reason, error = %fault.last_error, "replica not reachable yet");

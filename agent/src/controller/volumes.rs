@@ -397,6 +397,14 @@ pub(super) async fn open_engine(
         r.object.status.integrity.is_none() && !r.object.status.address.is_empty()
     };
     let any_sound = snap.replicas_of(&vol.name).any(sound);
+    // The epoch first: every replica this engine opens is claimed for it,
+    // and from then on refuses any older engine of the volume (one that
+    // was frozen or cut off and still thinks it serves).
+    let epoch = agent
+        .cluster
+        .next_epoch(&vol.name)
+        .await
+        .map_err(|e| format!("take the volume's next engine epoch: {e}"))?;
     for r in snap.replicas_of(&vol.name) {
         let addr_text = &r.object.status.address;
         if addr_text.is_empty() || (any_sound && !sound(r)) {
@@ -409,7 +417,7 @@ pub(super) async fn open_engine(
                 continue;
             }
         };
-        let backend = agent.open_backend(&address).await;
+        let backend = agent.open_backend(&address, epoch).await;
         if was_rw(&r.object) {
             match &backend {
                 Ok(_) => rw_answered = true,
@@ -449,6 +457,7 @@ pub(super) async fn open_engine(
     vigil_engine::engine::Engine::start(
         &vol.name,
         vol.spec.size,
+        epoch,
         specs,
         agent.config.engine.clone(),
     )

@@ -124,22 +124,34 @@ impl NameSet {
 }
 
 impl Agent {
-    /// Opens a replica address for an engine: in-process when the replica is
-    /// on this agent, else over the replica protocol.
-    pub async fn open_backend(&self, address: &ReplicaAddress) -> Result<Backend, Fault> {
+    /// Opens a replica address for the engine of `epoch`: in-process when
+    /// the replica is on this agent, else over the replica protocol (whose
+    /// handshake claims the replica for `epoch`; the engine claims a local
+    /// one before it serves).
+    pub async fn open_backend(
+        &self,
+        address: &ReplicaAddress,
+        epoch: u64,
+    ) -> Result<Backend, Fault> {
         if address.server == self.replica_address {
             return match self.replicas.get(&address.name) {
-                Some(r) => Ok(Backend::Local(r)),
+                Some(r) => Ok(Backend::local(r, epoch)),
                 None => Err(Fault::now(
                     FaultReason::Refused,
                     format!("no replica {:?} on this node", address.name),
                 )),
             };
         }
-        ReplicaClient::connect(address, &self.token, Duration::from_secs(5))
+        ReplicaClient::connect_claiming(address, &self.token, Duration::from_secs(5), epoch)
             .await
             .map(Backend::Remote)
             .map_err(|e| Fault::now(FaultReason::of_client_error(&e), e.to_string()))
+    }
+
+    /// Whether a replica answers (a connection for no engine, epoch 0: it
+    /// claims nothing and can neither read nor write a claimed replica).
+    pub async fn reach_replica(&self, address: &ReplicaAddress) -> Result<(), Fault> {
+        self.open_backend(address, 0).await.map(drop)
     }
 
     /// Flushes every replica and engine; called on SIGTERM.

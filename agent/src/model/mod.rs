@@ -6,6 +6,7 @@
 
 pub mod disk;
 pub mod engine;
+pub mod epoch;
 pub mod event;
 pub mod eviction;
 pub mod kernel_io;

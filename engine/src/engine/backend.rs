@@ -33,9 +33,19 @@ type Result<T> = std::result::Result<T, BackendError>;
 pub enum Backend {
     /// A replica on this agent, called directly (blocking calls moved to the
     /// blocking pool).
-    Local(Arc<Replica>),
-    /// A replica on another agent, over the replica protocol.
+    Local(LocalReplica),
+    /// A replica on another agent, over the replica protocol (claimed for
+    /// the connection's epoch in its handshake).
     Remote(ReplicaClient),
+}
+
+/// An in-process replica and the epoch of the engine using it: every call
+/// is admitted under that epoch ([`Replica::admit`]), as the replica
+/// server admits a remote engine's requests.
+#[derive(Clone)]
+pub struct LocalReplica {
+    replica: Arc<Replica>,
+    epoch: u64,
 }
 
 fn local_err(e: ReplicaError) -> BackendError {
@@ -59,16 +69,21 @@ fn join_err(e: tokio::task::JoinError) -> BackendError {
     }
 }
 
-/// Runs a blocking replica call on the blocking pool.
+/// Runs a blocking replica call on the blocking pool, admitted under the
+/// engine's epoch (refused once a newer engine claimed the replica).
 async fn blocking<T: Send + 'static>(
-    replica: &Arc<Replica>,
+    replica: &LocalReplica,
     f: impl FnOnce(&Replica) -> std::result::Result<T, ReplicaError> + Send + 'static,
 ) -> Result<T> {
-    let r = Arc::clone(replica);
-    tokio::task::spawn_blocking(move || f(&r))
-        .await
-        .map_err(join_err)?
-        .map_err(local_err)
+    let r = Arc::clone(&replica.replica);
+    let epoch = replica.epoch;
+    tokio::task::spawn_blocking(move || {
+        let _admitted = r.admit(epoch)?;
+        f(&r)
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(local_err)
 }
 
 /// Like [`blocking`], for a chain or rebuild operation: within a traced
@@ -76,29 +91,68 @@ async fn blocking<T: Send + 'static>(
 /// the server's (`replica.<op>`), so local and remote replicas trace alike.
 async fn blocking_traced<T: Send + 'static>(
     op: &'static str,
-    replica: &Arc<Replica>,
+    replica: &LocalReplica,
     f: impl FnOnce(&Replica) -> std::result::Result<T, ReplicaError> + Send + 'static,
 ) -> Result<T> {
     if tracing::Span::current().is_none() {
         return blocking(replica, f).await;
     }
     let name = replica
+        .replica
         .dir()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let span = tracing::info_span!("replica.local", otel.name = op, replica = %name);
-    let r = Arc::clone(replica);
-    tokio::task::spawn_blocking(move || span.in_scope(|| f(&r)))
-        .await
-        .map_err(join_err)?
-        .map_err(local_err)
+    let r = Arc::clone(&replica.replica);
+    let epoch = replica.epoch;
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            let _admitted = r.admit(epoch)?;
+            f(&r)
+        })
+    })
+    .await
+    .map_err(join_err)?
+    .map_err(local_err)
 }
 
 impl Backend {
+    /// An in-process replica for the engine of `epoch`. Nothing is claimed
+    /// yet: [`Backend::claim`] does that (the engine, before it serves).
+    pub fn local(replica: Arc<Replica>, epoch: u64) -> Backend {
+        Backend::Local(LocalReplica { replica, epoch })
+    }
+
     /// True for an in-process replica.
     pub fn is_local(&self) -> bool {
         matches!(self, Backend::Local(_))
+    }
+
+    /// The epoch of the engine this backend serves.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Backend::Local(l) => l.epoch,
+            Backend::Remote(c) => c.epoch(),
+        }
+    }
+
+    /// Claims the replica for this backend's epoch ([`Replica::claim`]):
+    /// persisted before it returns, and from then on every older engine's
+    /// request is refused. A remote replica was claimed in the connection's
+    /// handshake; a ping confirms the claim still holds.
+    pub async fn claim(&self) -> Result<()> {
+        match self {
+            Backend::Local(l) => {
+                let r = Arc::clone(&l.replica);
+                let epoch = l.epoch;
+                tokio::task::spawn_blocking(move || r.claim(epoch))
+                    .await
+                    .map_err(join_err)?
+                    .map_err(local_err)
+            }
+            Backend::Remote(c) => c.ping().await.map_err(remote_err),
+        }
     }
 
     /// Checks the replica is alive: a protocol round trip, or nothing for a

@@ -37,10 +37,14 @@ impl Engine {
     /// once [`Engine::fence`] returned nothing more reaches a replica.
     pub(super) fn check_fence(&self) -> Result<(), DeviceError> {
         if self.is_fenced() {
-            return Err(DeviceError::Io(format!(
-                "engine of volume {} is fenced: another engine took the volume over",
-                self.name
-            )));
+            let why = match self.fenced_by_newer() {
+                Some(f) => format!("volume {}: {f}", self.name),
+                None => format!(
+                    "engine of volume {} is fenced: another engine took the volume over",
+                    self.name
+                ),
+            };
+            return Err(DeviceError::Io(why));
         }
         Ok(())
     }
@@ -111,6 +115,9 @@ impl Engine {
                 ),
             }
         }
+        // A replica refused us for a newer engine's epoch: whatever the
+        // others did, this engine no longer owns the volume.
+        self.check_fence()?;
         if rw_ok == 0 {
             return Err(DeviceError::Io(self.why_unavailable()));
         }
@@ -155,6 +162,7 @@ impl Engine {
                     }
                     Ok(Err(e)) => {
                         self.fail(slot, e.reason, format!("read: {}", e.message));
+                        self.check_fence()?;
                         continue 'replicas;
                     }
                     Err(_) => {

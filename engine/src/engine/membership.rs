@@ -61,7 +61,7 @@ mod tests {
         .unwrap();
         ReplicaSpec {
             address: format!("tcp://127.0.0.1:1/{name}"),
-            backend: Ok(Backend::Local(Arc::new(r))),
+            backend: Ok(Backend::local(Arc::new(r), 1)),
         }
     }
 
@@ -69,7 +69,7 @@ mod tests {
     async fn failed_replicas_go_and_the_last_rw_one_stays() {
         let tmp = tempfile::tempdir().unwrap();
         let specs = vec![spec(&tmp, "a"), spec(&tmp, "b")];
-        let engine = Engine::start("v", 64 * BLOCK_SIZE, specs, EngineConfig::default())
+        let engine = Engine::start("v", 64 * BLOCK_SIZE, 1, specs, EngineConfig::default())
             .await
             .unwrap();
         let (a, b) = ("tcp://127.0.0.1:1/a", "tcp://127.0.0.1:1/b");

@@ -22,6 +22,8 @@ mod rebuild;
 mod snapshot;
 mod status;
 #[cfg(test)]
+mod tests_fencing;
+#[cfg(test)]
 mod tests_metrics;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -35,7 +37,7 @@ use tokio::task::JoinHandle;
 pub use backend::{Backend, BackendError};
 pub use metrics::IoOp;
 pub use mode::{Fault, FaultReason, Mode};
-pub use status::{EngineStatus, RebuildProgress, ReplicaStatus, Robustness};
+pub use status::{EngineStatus, FencedByNewer, RebuildProgress, ReplicaStatus, Robustness};
 
 use crate::name::{NameError, check_name};
 use crate::size::{SizeError, check_volume_size};
@@ -101,6 +103,14 @@ pub enum EngineError {
     /// The replica is already part of this engine.
     #[error("replica {0} is already in the engine (remove it or wait until it is ERR)")]
     DuplicateReplica(String),
+    /// A replica was claimed by a newer engine (a higher epoch): this one
+    /// must not serve the volume.
+    #[error("volume {volume}: engine epoch {epoch} is stale: {detail}")]
+    StaleEpoch {
+        volume: String,
+        epoch: u64,
+        detail: String,
+    },
     /// Another control operation (e.g. a rebuild) is running.
     #[error("volume {volume} is busy: {what}")]
     Busy { volume: String, what: String },
@@ -186,6 +196,9 @@ pub struct ReplicaSpec {
 pub struct Engine {
     name: String,
     size: u64,
+    /// The epoch this engine claimed its replicas with (from the cluster
+    /// store, one per engine start).
+    epoch: u64,
     config: EngineConfig,
     /// The replica set. Replaced wholesale (copy-on-write) on membership
     /// changes so the data path clones one `Arc` per request.
@@ -197,6 +210,9 @@ pub struct Engine {
     /// Set once by [`Engine::fence`]: from then on every request fails and
     /// nothing more reaches the replicas (another engine may own them).
     fenced: AtomicBool,
+    /// Why the engine fenced itself, when a replica refused it because a
+    /// newer engine claimed it (an [`Engine::fence`] leaves it `None`).
+    fenced_by_newer: Mutex<Option<FencedByNewer>>,
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// Frontend metric handles, registered at start.
     metrics: metrics::VolumeMetrics,
@@ -216,12 +232,17 @@ pub struct StartRevision {
 }
 
 impl Engine {
-    /// Starts an engine over `replicas`. Every openable replica whose size
-    /// matches starts RW and gets its generation bumped; one that cannot be
-    /// opened starts ERR with its fault. Fails when no replica is usable.
+    /// Starts an engine of `epoch` over `replicas`. Each backend must serve
+    /// that epoch; the engine **claims** every replica it reaches before it
+    /// serves (persisted on the replica; older engines are refused from
+    /// then on). Every claimed replica whose size matches starts RW and gets
+    /// its generation bumped; one that cannot be opened starts ERR with its
+    /// fault. Fails when no replica is usable, and when any replica was
+    /// claimed by a newer epoch already (a newer engine owns the volume).
     pub async fn start(
         name: &str,
         size: u64,
+        epoch: u64,
         replicas: Vec<ReplicaSpec>,
         config: EngineConfig,
     ) -> Result<Arc<Engine>, EngineError> {
@@ -234,8 +255,22 @@ impl Engine {
                 return Err(EngineError::DuplicateReplica(spec.address));
             }
             let (slot, revision) = match spec.backend {
+                Ok(backend) if backend.epoch() != epoch => (
+                    errored(
+                        spec.address,
+                        Fault::now(
+                            FaultReason::Invalid,
+                            format!(
+                                "opened for epoch {}, the engine's is {epoch}",
+                                backend.epoch()
+                            ),
+                        ),
+                    ),
+                    None,
+                ),
                 Ok(backend) => {
                     let opened = tokio::time::timeout(config.io_timeout, async {
+                        backend.claim().await?;
                         let info = backend.info().await?;
                         if info.size == size {
                             backend.bump_generation().await?;
@@ -256,6 +291,13 @@ impl Engine {
                             Slot::new(spec.address, Some(backend), Mode::ReadWrite),
                             Some(info.revision),
                         ),
+                        Ok(Err(e)) if e.reason == FaultReason::Fenced => {
+                            return Err(EngineError::StaleEpoch {
+                                volume: name.to_string(),
+                                epoch,
+                                detail: format!("replica {}: {}", spec.address, e.message),
+                            });
+                        }
                         Ok(Err(e)) => {
                             (errored(spec.address, Fault::now(e.reason, e.message)), None)
                         }
@@ -302,11 +344,13 @@ impl Engine {
         let engine = Arc::new(Engine {
             name: name.to_string(),
             size,
+            epoch,
             config,
             slots: RwLock::new(Arc::new(slots)),
             gate: tokio::sync::RwLock::new(()),
             rebuilding: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            fenced_by_newer: Mutex::new(None),
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),
             start_revisions,
@@ -329,7 +373,7 @@ impl Engine {
         if let Ok(mut m) = engine.monitor.lock() {
             *m = Some(handle);
         }
-        tracing::info!(volume = name, size, "engine started");
+        tracing::info!(volume = name, size, epoch, "engine started");
         Ok(engine)
     }
 
@@ -341,6 +385,16 @@ impl Engine {
     /// Volume size in bytes.
     pub fn volume_size(&self) -> u64 {
         self.size
+    }
+
+    /// The epoch this engine claimed its replicas with.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Why the engine fenced itself, if a newer engine's claim refused it.
+    pub fn fenced_by_newer(&self) -> Option<FencedByNewer> {
+        self.fenced_by_newer.lock().ok().and_then(|f| f.clone())
     }
 
     /// Each replica's persisted revision as read at start, in the order
@@ -397,9 +451,43 @@ impl Engine {
         *guard = Arc::new(next);
     }
 
-    /// Marks a replica ERR with `reason` (once: the first fault is kept).
+    /// Marks a replica ERR with `reason` (once: the first fault is kept) —
+    /// except when the replica refused this engine because a newer engine
+    /// claimed it: that is not the replica's fault, and the whole engine is
+    /// fenced instead ([`Engine::fence_for_newer`]).
     fn fail(&self, slot: &Slot, reason: FaultReason, error: impl Into<String>) {
+        if reason == FaultReason::Fenced {
+            self.fence_for_newer(&slot.address, error.into());
+            return;
+        }
         self.mark_err(slot, reason, error);
+    }
+
+    /// A replica refused this engine: a newer engine claimed it, so this
+    /// one no longer owns the volume. From now on every request fails
+    /// (EIO) and nothing more is sent to any replica; the first refusal is
+    /// recorded for the status, the control plane and the logs.
+    fn fence_for_newer(&self, replica: &str, message: String) {
+        let first = !self.fenced.swap(true, Ordering::AcqRel);
+        if let Ok(mut f) = self.fenced_by_newer.lock()
+            && f.is_none()
+        {
+            *f = Some(FencedByNewer {
+                replica: replica.to_string(),
+                message: message.clone(),
+                at_unix: Fault::now(FaultReason::Fenced, "").at_unix,
+            });
+        }
+        if first {
+            metrics::record_fault(&self.name, replica, FaultReason::Fenced);
+            tracing::error!(
+                volume = %self.name,
+                epoch = self.epoch,
+                replica = %replica,
+                error = %message,
+                "engine fenced: a newer engine claimed the volume's replicas; failing every request"
+            );
+        }
     }
 
     /// Marks the replica at `address` ERR with `reason`, as if its I/O had

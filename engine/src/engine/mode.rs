@@ -92,6 +92,10 @@ pub enum FaultReason {
     /// At engine start its persisted revision was behind the others': it
     /// missed writes (it was ERR, or crashed before a flush) and needs a rebuild.
     Stale,
+    /// A newer engine claimed the replica (a higher epoch): this engine no
+    /// longer owns the volume. Not the replica's fault: the engine fences
+    /// itself and fails every request.
+    Fenced,
 }
 
 impl FaultReason {
@@ -108,6 +112,7 @@ impl FaultReason {
             FaultReason::Invalid => "invalid",
             FaultReason::RebuildFailed => "rebuild_failed",
             FaultReason::Stale => "stale",
+            FaultReason::Fenced => "fenced",
         }
     }
 
@@ -132,6 +137,7 @@ impl FaultReason {
             ErrorKind::Io => FaultReason::IoError,
             ErrorKind::NoSpace => FaultReason::NoSpace,
             ErrorKind::Corrupt => FaultReason::ChecksumMismatch,
+            ErrorKind::StaleEpoch => FaultReason::Fenced,
             ErrorKind::InvalidArgument | ErrorKind::NotFound | ErrorKind::AlreadyExists => {
                 FaultReason::Invalid
             }

@@ -88,6 +88,31 @@ impl Engine {
             });
         }
         let flag = RebuildFlag(Arc::clone(self));
+        if backend.epoch() != self.epoch {
+            return Err(self.unusable(
+                &address,
+                &format!(
+                    "opened for epoch {}, the engine's is {}",
+                    backend.epoch(),
+                    self.epoch
+                ),
+            ));
+        }
+        // Claim the new replica before anything is written to it: an older
+        // engine's requests to it are refused from here on.
+        match tokio::time::timeout(self.config.io_timeout, backend.claim()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.reason == FaultReason::Fenced => {
+                self.fence_for_newer(&address, e.message.clone());
+                return Err(EngineError::StaleEpoch {
+                    volume: self.name.clone(),
+                    epoch: self.epoch,
+                    detail: format!("replica {address}: {}", e.message),
+                });
+            }
+            Ok(Err(e)) => return Err(self.unusable(&address, &e.to_string())),
+            Err(_) => return Err(self.unusable(&address, "no answer in time")),
+        }
         let info = match tokio::time::timeout(self.config.io_timeout, backend.info()).await {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => return Err(self.unusable(&address, &e.to_string())),

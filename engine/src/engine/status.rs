@@ -53,6 +53,27 @@ pub struct ReplicaStatus {
     pub rebuild: Option<RebuildProgress>,
 }
 
+/// How an engine learnt that a newer one took its volume over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencedByNewer {
+    /// The replica that refused this engine.
+    pub replica: String,
+    /// What it said (names the newer epoch).
+    pub message: String,
+    /// When, seconds since the Unix epoch.
+    pub at_unix: u64,
+}
+
+impl std::fmt::Display for FencedByNewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "engine fenced: replica {} refused it ({}); a newer engine owns the volume",
+            self.replica, self.message
+        )
+    }
+}
+
 /// The whole engine in `engine show`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineStatus {
@@ -62,8 +83,18 @@ pub struct EngineStatus {
     pub size: u64,
     /// Healthy, degraded or faulted.
     pub robustness: Robustness,
-    /// When faulted, why — naming every replica and its reason.
+    /// When faulted or fenced, why — naming every replica and its reason,
+    /// or the newer engine that took the volume over.
     pub unavailable_reason: Option<String>,
+    /// This engine's epoch: taken from the cluster store at its start; each
+    /// replica refuses every engine older than the newest that claimed it.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Set when a replica refused this engine because a newer engine
+    /// claimed it: the engine no longer owns the volume and fails every
+    /// request. Faulted from then on.
+    #[serde(default)]
+    pub fenced_by_newer: Option<FencedByNewer>,
     /// Each replica.
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -92,7 +123,8 @@ impl Engine {
             .iter()
             .filter(|r| r.mode == Mode::ReadWrite)
             .count();
-        let robustness = if rw == 0 {
+        let fenced_by_newer = self.fenced_by_newer();
+        let robustness = if rw == 0 || fenced_by_newer.is_some() {
             Robustness::Faulted
         } else if rw == replicas.len() {
             Robustness::Healthy
@@ -103,7 +135,12 @@ impl Engine {
             name: self.name.clone(),
             size: self.size,
             robustness,
-            unavailable_reason: (rw == 0).then(|| self.why_unavailable()),
+            unavailable_reason: match &fenced_by_newer {
+                Some(f) => Some(f.to_string()),
+                None => (rw == 0).then(|| self.why_unavailable()),
+            },
+            epoch: self.epoch,
+            fenced_by_newer,
             replicas,
         }
     }

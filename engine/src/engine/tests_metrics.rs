@@ -79,7 +79,7 @@ fn replica(tmp: &tempfile::TempDir, name: &str) -> Backend {
         &ReplicaOptions { direct_io: false },
     )
     .expect("create replica");
-    Backend::Local(Arc::new(r))
+    Backend::local(Arc::new(r), 1)
 }
 
 async fn start(tmp: &tempfile::TempDir) -> Arc<Engine> {
@@ -93,7 +93,7 @@ async fn start(tmp: &tempfile::TempDir) -> Arc<Engine> {
             backend: Ok(replica(tmp, "r2")),
         },
     ];
-    Engine::start(VOLUME, 64 * BLOCK_SIZE, specs, EngineConfig::default())
+    Engine::start(VOLUME, 64 * BLOCK_SIZE, 1, specs, EngineConfig::default())
         .await
         .expect("start engine")
 }
@@ -263,7 +263,7 @@ fn a_replica_err_at_start_is_counted_once_the_engine_runs() {
                 backend: Err(super::Fault::now(FaultReason::Unreachable, "refused")),
             },
         ];
-        let engine = Engine::start(VOLUME, 64 * BLOCK_SIZE, specs, EngineConfig::default())
+        let engine = Engine::start(VOLUME, 64 * BLOCK_SIZE, 1, specs, EngineConfig::default())
             .await
             .expect("start engine");
         engine.shutdown();

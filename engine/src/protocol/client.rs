@@ -95,6 +95,9 @@ pub(crate) struct ClientInner {
     addr: String,
     /// The protocol version agreed in the handshake.
     version: u8,
+    /// The epoch of the engine this connection serves (claimed in the
+    /// handshake from version 3).
+    epoch: u64,
     tx: mpsc::UnboundedSender<OutFrame>,
     shared: std::sync::Arc<Shared>,
     task: AbortHandle,
@@ -113,6 +116,10 @@ fn handshake_error(addr: &str, e: ClientHandshakeError) -> ClientError {
             addr: addr.to_string(),
             message,
         },
+        ClientHandshakeError::StaleEpoch(message) => ClientError::Remote {
+            kind: crate::replica::ErrorKind::StaleEpoch,
+            message,
+        },
         ClientHandshakeError::Protocol(m) => ClientError::Protocol(m),
         ClientHandshakeError::Io(message) => ClientError::Connect {
             addr: addr.to_string(),
@@ -123,15 +130,19 @@ fn handshake_error(addr: &str, e: ClientHandshakeError) -> ClientError {
 
 /// Connects with the newest protocol version the server speaks: this
 /// build's, else (an older server refused it) [`MIN_PROTOCOL_VERSION`].
+///
+/// An older server cannot be told the engine's `epoch` and so cannot fence
+/// an older engine: that is logged as a warning (a cluster mid-upgrade).
 pub(crate) async fn connect_negotiated(
     addr: &ReplicaAddress,
     token: &ClusterToken,
     timeout: Duration,
+    epoch: u64,
 ) -> Result<ClientInner, ClientError> {
-    match connect_version(addr, token, timeout, PROTOCOL_VERSION).await {
+    match connect_version(addr, token, timeout, PROTOCOL_VERSION, epoch).await {
         Err((_, true)) if PROTOCOL_VERSION > MIN_PROTOCOL_VERSION => {
-            tracing::debug!(%addr, "replica server speaks an older protocol; reconnecting with version {MIN_PROTOCOL_VERSION}");
-            connect(addr, token, timeout, MIN_PROTOCOL_VERSION).await
+            tracing::warn!(%addr, epoch, "replica server speaks an older protocol without engine epochs; reconnecting with version {MIN_PROTOCOL_VERSION} (it cannot refuse an older engine)");
+            connect(addr, token, timeout, MIN_PROTOCOL_VERSION, 0).await
         }
         r => r.map_err(|(e, _)| e),
     }
@@ -144,8 +155,9 @@ pub(crate) async fn connect(
     token: &ClusterToken,
     timeout: Duration,
     version: u8,
+    epoch: u64,
 ) -> Result<ClientInner, ClientError> {
-    connect_version(addr, token, timeout, version)
+    connect_version(addr, token, timeout, version, epoch)
         .await
         .map_err(|(e, _)| e)
 }
@@ -156,6 +168,7 @@ async fn connect_version(
     token: &ClusterToken,
     timeout: Duration,
     version: u8,
+    epoch: u64,
 ) -> Result<ClientInner, (ClientError, bool)> {
     let shown = addr.to_string();
     let connect_err = |message: String| {
@@ -177,7 +190,7 @@ async fn connect_version(
         let (rd, wr) = stream.into_split();
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         let mut wr = wr;
-        handshake::client(&mut rd, &mut wr, token, &addr.name, version)
+        handshake::client(&mut rd, &mut wr, token, &addr.name, version, epoch)
             .await
             .map_err(|e| {
                 let old = matches!(e, ClientHandshakeError::UnsupportedVersion(_));
@@ -215,6 +228,7 @@ async fn connect_version(
     Ok(ClientInner {
         addr: shown,
         version,
+        epoch,
         tx,
         shared,
         task: task.abort_handle(),
@@ -265,6 +279,11 @@ impl ClientInner {
     #[cfg(test)]
     pub(crate) fn pending_count(&self) -> usize {
         self.shared.lock().pending.len()
+    }
+
+    /// The epoch of the engine this connection serves.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The protocol version this connection speaks.

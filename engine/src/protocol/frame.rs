@@ -25,8 +25,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// First four bytes of every frame.
 pub(crate) const MAGIC: [u8; 4] = *b"VGRP";
 /// The newest protocol version this build speaks. Version 2 adds the
-/// optional trace context on requests ([`FLAG_TRACE`]).
-pub(crate) const PROTOCOL_VERSION: u8 = 2;
+/// optional trace context on requests ([`FLAG_TRACE`]); version 3 the
+/// engine's epoch in the handshake (AUTH), which the server claims the
+/// replica with before it accepts the connection.
+pub(crate) const PROTOCOL_VERSION: u8 = 3;
 /// The oldest protocol version this build still accepts from peers.
 pub(crate) const MIN_PROTOCOL_VERSION: u8 = 1;
 /// Size of the fixed frame header.

@@ -9,11 +9,23 @@
 //! server -> CHALLENGE  header.version = agreed version, payload = 32-byte random nonce
 //!        or RESULT     (unsupported version, malformed hello)
 //! client -> AUTH       payload = HMAC-SHA256(token, nonce || replica name), 32 bytes
+//!                      version 3: HMAC-SHA256(token, nonce || replica name || epoch u64 LE) || epoch u64 LE, 40 bytes
 //! server -> RESULT     payload = status u8 || UTF-8 message
 //! ```
 //!
 //! RESULT status: 0 ok, 1 bad token, 2 unsupported version, 3 unknown
-//! replica, 4 malformed handshake. The replica name is only checked after
+//! replica, 4 malformed handshake, 5 stale epoch (a newer engine claimed
+//! the replica), 6 claim failed (persisting the epoch failed).
+//!
+//! From version 3 the client names the **epoch** of the engine it serves,
+//! covered by the MAC; the server claims the replica with it (persisted
+//! before RESULT ok) and refuses an epoch older than the replica's with
+//! status 5. Epoch 0 is no engine (a reachability probe): it claims
+//! nothing, and its requests are refused once any engine claimed the
+//! replica — as are those of versions 1 and 2, which carry no epoch and
+//! count as 0.
+//!
+//! The replica name is only checked after
 //! the peer has proven it holds the token, so unauthenticated peers cannot
 //! probe which replicas a server has.
 //!
@@ -51,6 +63,8 @@ pub(crate) enum Status {
     UnsupportedVersion = 2,
     UnknownReplica = 3,
     Malformed = 4,
+    StaleEpoch = 5,
+    ClaimFailed = 6,
 }
 
 impl Status {
@@ -61,6 +75,8 @@ impl Status {
             2 => Status::UnsupportedVersion,
             3 => Status::UnknownReplica,
             4 => Status::Malformed,
+            5 => Status::StaleEpoch,
+            6 => Status::ClaimFailed,
             _ => return None,
         })
     }
@@ -71,16 +87,24 @@ impl Status {
             Status::UnsupportedVersion => "unsupported protocol version",
             Status::UnknownReplica => "unknown replica",
             Status::Malformed => "malformed handshake",
+            Status::StaleEpoch => "stale engine epoch",
+            Status::ClaimFailed => "claiming the replica failed",
         }
     }
 }
 
-fn mac(token: &ClusterToken, nonce: &[u8], name: &str) -> Hmac<Sha256> {
+/// The first version whose AUTH carries the engine's epoch.
+pub(crate) const EPOCH_VERSION: u8 = 3;
+
+fn mac(token: &ClusterToken, nonce: &[u8], name: &str, epoch: Option<u64>) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; the error case cannot happen.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(token.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     m.update(nonce);
     m.update(name.as_bytes());
+    if let Some(epoch) = epoch {
+        m.update(&epoch.to_le_bytes());
+    }
     m
 }
 
@@ -135,14 +159,52 @@ impl From<std::io::Error> for ServerHandshakeError {
     }
 }
 
-/// Runs the server side; on success returns the replica name, what `lookup`
-/// found for it and the protocol version the connection speaks.
+/// A peer that proved it holds the token, for a replica this server has;
+/// the server still owes it the final RESULT ([`accept`] or [`refuse_claim`]).
+pub(crate) struct Authenticated<T> {
+    pub name: String,
+    pub found: T,
+    pub version: u8,
+    /// The engine's epoch (0 for versions before [`EPOCH_VERSION`]).
+    pub epoch: u64,
+}
+
+/// Sends RESULT ok: the connection is accepted.
+pub(crate) async fn accept<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: u8,
+) -> Result<(), ServerHandshakeError> {
+    send(wr, version, OP_RESULT, result_payload(Status::Ok, "")).await?;
+    Ok(())
+}
+
+/// Refuses an authenticated peer whose claim failed: its epoch is older
+/// than the replica's ([`Status::StaleEpoch`]) or persisting it failed
+/// ([`Status::ClaimFailed`]).
+pub(crate) async fn refuse_claim<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: u8,
+    status: Status,
+    message: &str,
+) -> ServerHandshakeError {
+    // Best effort: the peer may be gone already.
+    let _ = send(wr, version, OP_RESULT, result_payload(status, message)).await;
+    ServerHandshakeError::Refused {
+        status,
+        reason: message.to_string(),
+    }
+}
+
+/// Runs the server side up to the final RESULT; on success returns the
+/// replica name, what `lookup` found for it, the protocol version the
+/// connection speaks and the client's epoch. The caller claims the replica
+/// and then calls [`accept`] or [`refuse_claim`].
 pub(crate) async fn server<R, W, T>(
     rd: &mut R,
     wr: &mut W,
     token: &ClusterToken,
     lookup: impl FnOnce(&str) -> Option<T>,
-) -> Result<(String, T, u8), ServerHandshakeError>
+) -> Result<Authenticated<T>, ServerHandshakeError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -189,18 +251,25 @@ where
     send(wr, version, OP_CHALLENGE, Bytes::copy_from_slice(&nonce)).await?;
 
     let auth = read_frame(rd, HANDSHAKE_MAX_PAYLOAD).await?;
-    if auth.header.opcode != OP_AUTH || auth.header.flags != 0 || auth.payload.len() != MAC_LEN {
+    let auth_len = if version >= EPOCH_VERSION {
+        MAC_LEN + 8
+    } else {
+        MAC_LEN
+    };
+    if auth.header.opcode != OP_AUTH || auth.header.flags != 0 || auth.payload.len() != auth_len {
         let why = format!(
-            "expected AUTH with a {MAC_LEN}-byte MAC, got opcode {:#04x} with {} bytes",
+            "expected AUTH of {auth_len} bytes, got opcode {:#04x} with {} bytes",
             auth.header.opcode,
             auth.payload.len()
         );
         return refuse(wr, Status::Malformed, why.clone(), &why).await;
     }
-    if mac(token, &nonce, &name)
-        .verify_slice(&auth.payload)
-        .is_err()
-    {
+    let (tag, epoch) = auth.payload.split_at(MAC_LEN);
+    let epoch = match <[u8; 8]>::try_from(epoch) {
+        Ok(b) => Some(u64::from_le_bytes(b)),
+        Err(_) => None,
+    };
+    if mac(token, &nonce, &name, epoch).verify_slice(tag).is_err() {
         return refuse(
             wr,
             Status::BadToken,
@@ -213,8 +282,12 @@ where
         let why = format!("no replica named {name:?} here");
         return refuse(wr, Status::UnknownReplica, why.clone(), &why).await;
     };
-    send(wr, version, OP_RESULT, result_payload(Status::Ok, "")).await?;
-    Ok((name, found, version))
+    Ok(Authenticated {
+        name,
+        found,
+        version,
+        epoch: epoch.unwrap_or(0),
+    })
 }
 
 /// Why the client's handshake failed.
@@ -224,6 +297,8 @@ pub(crate) enum ClientHandshakeError {
     Refused(String),
     /// The server does not speak the version the client announced.
     UnsupportedVersion(String),
+    /// A newer engine claimed the replica (status 5).
+    StaleEpoch(String),
     /// The server sent something unexpected.
     Protocol(String),
     /// Reading or writing failed.
@@ -240,6 +315,10 @@ fn parse_result(payload: &[u8]) -> Result<(), ClientHandshakeError> {
         Some(Status::UnsupportedVersion) => Err(ClientHandshakeError::UnsupportedVersion(format!(
             "{}: {message}",
             Status::UnsupportedVersion.describe()
+        ))),
+        Some(Status::StaleEpoch) => Err(ClientHandshakeError::StaleEpoch(format!(
+            "{}: {message}",
+            Status::StaleEpoch.describe()
         ))),
         Some(s) if message.is_empty() => Err(ClientHandshakeError::Refused(s.describe().into())),
         Some(s) => Err(ClientHandshakeError::Refused(format!(
@@ -260,13 +339,15 @@ fn client_frame_error(e: FrameError) -> ClientHandshakeError {
     }
 }
 
-/// Runs the client side, announcing protocol `version`.
+/// Runs the client side, announcing protocol `version` and, from version
+/// 3, the engine's `epoch`.
 pub(crate) async fn client<R, W>(
     rd: &mut R,
     wr: &mut W,
     token: &ClusterToken,
     name: &str,
     version: u8,
+    epoch: u64,
 ) -> Result<(), ClientHandshakeError>
 where
     R: AsyncRead + Unpin,
@@ -299,8 +380,14 @@ where
             )));
         }
     }
-    let tag = mac(token, &f.payload, name).finalize().into_bytes();
-    send(wr, version, OP_AUTH, Bytes::copy_from_slice(&tag))
+    let epoch = (version >= EPOCH_VERSION).then_some(epoch);
+    let tag = mac(token, &f.payload, name, epoch).finalize().into_bytes();
+    let mut auth = BytesMut::with_capacity(MAC_LEN + 8);
+    auth.put_slice(&tag);
+    if let Some(epoch) = epoch {
+        auth.put_slice(&epoch.to_le_bytes());
+    }
+    send(wr, version, OP_AUTH, auth.freeze())
         .await
         .map_err(io)?;
     let f = read_frame(rd, HANDSHAKE_MAX_PAYLOAD)

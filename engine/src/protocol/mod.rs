@@ -178,16 +178,35 @@ fn data_len_check(len: usize) -> Result<(), ClientError> {
 }
 
 impl ReplicaClient {
-    /// Connects and authenticates within `timeout`.
+    /// Connects and authenticates within `timeout`, for no engine (epoch
+    /// 0): refused once any engine claimed the replica. Engines use
+    /// [`ReplicaClient::connect_claiming`].
     pub async fn connect(
         addr: &ReplicaAddress,
         token: &ClusterToken,
         timeout: Duration,
     ) -> Result<ReplicaClient, ClientError> {
-        let inner = client::connect_negotiated(addr, token, timeout).await?;
+        Self::connect_claiming(addr, token, timeout, 0).await
+    }
+    /// Connects and authenticates within `timeout` for the engine of
+    /// `epoch`, which claims the replica: the server persists the epoch
+    /// before it accepts, and refuses every request of an older engine from
+    /// then on. An engine older than the replica's epoch is refused with
+    /// [`ClientError::Remote`] of kind [`ErrorKind::StaleEpoch`].
+    pub async fn connect_claiming(
+        addr: &ReplicaAddress,
+        token: &ClusterToken,
+        timeout: Duration,
+        epoch: u64,
+    ) -> Result<ReplicaClient, ClientError> {
+        let inner = client::connect_negotiated(addr, token, timeout, epoch).await?;
         Ok(ReplicaClient {
             inner: Arc::new(inner),
         })
+    }
+    /// The epoch of the engine this connection serves.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch()
     }
     /// True once the connection has failed.
     pub fn is_closed(&self) -> bool {

@@ -16,7 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::replica::{
-    Checksum, ErrorKind, Extent, LayerInfo, Replica, ReplicaError, ReplicaInfo, VerifyReport,
+    Admission, Checksum, ErrorKind, Extent, LayerInfo, Replica, ReplicaError, ReplicaInfo,
+    VerifyReport,
 };
 
 use super::frame::{
@@ -54,6 +55,12 @@ type OpResult<T> = Result<T, ReplicaError>;
 /// What the server needs from a replica; implemented by [`Replica`] and, in
 /// tests, by an in-memory fake. Every method is blocking.
 pub(crate) trait ReplicaOps: Send + Sync + 'static {
+    /// Claims the replica for the engine of `epoch` ([`Replica::claim`]).
+    fn claim(&self, epoch: u64) -> OpResult<()>;
+    /// Admits one request of `epoch` ([`Replica::admit`]).
+    fn admit(&self, epoch: u64) -> OpResult<Admission<'_>>;
+    /// The highest epoch that claimed the replica.
+    fn epoch(&self) -> u64;
     fn read(&self, offset: u64, buf: &mut [u8]) -> OpResult<()>;
     fn write(&self, offset: u64, data: &[u8]) -> OpResult<()>;
     fn trim(&self, offset: u64, len: u64) -> OpResult<()>;
@@ -80,6 +87,15 @@ pub(crate) trait ReplicaOps: Send + Sync + 'static {
 }
 
 impl ReplicaOps for Replica {
+    fn claim(&self, epoch: u64) -> OpResult<()> {
+        Replica::claim(self, epoch)
+    }
+    fn admit(&self, epoch: u64) -> OpResult<Admission<'_>> {
+        Replica::admit(self, epoch)
+    }
+    fn epoch(&self) -> u64 {
+        Replica::epoch(self)
+    }
     fn read(&self, offset: u64, buf: &mut [u8]) -> OpResult<()> {
         Replica::read(self, offset, buf)
     }
@@ -221,8 +237,13 @@ async fn connection(
         handshake::server(&mut rd, &mut wr, &token, lookup),
     )
     .await;
-    let (name, ops, version) = match hs {
-        Ok(Ok(accepted)) => accepted,
+    let handshake::Authenticated {
+        name,
+        found: ops,
+        version,
+        epoch,
+    } = match hs {
+        Ok(Ok(authenticated)) => authenticated,
         Ok(Err(ServerHandshakeError::Frame(FrameError::Eof))) => {
             tracing::debug!(%peer, "replica server: peer closed before the handshake");
             return;
@@ -245,7 +266,33 @@ async fn connection(
             return;
         }
     };
-    tracing::debug!(%peer, replica = %name, version, "replica server: connection open");
+    // The engine's claim: persisted before the connection is accepted, and
+    // once it returns no request of an older engine is in flight here.
+    let claimed = {
+        let ops = ops.clone();
+        tokio::task::spawn_blocking(move || ops.claim(epoch)).await
+    };
+    let refused = match claimed {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) if e.kind() == ErrorKind::StaleEpoch => {
+            Some((handshake::Status::StaleEpoch, e.to_string()))
+        }
+        Ok(Err(e)) => Some((handshake::Status::ClaimFailed, e.to_string())),
+        Err(e) => Some((
+            handshake::Status::ClaimFailed,
+            format!("claim task failed: {e}"),
+        )),
+    };
+    if let Some((status, message)) = refused {
+        let e = handshake::refuse_claim(&mut wr, version, status, &message).await;
+        tracing::warn!(%peer, replica = %name, epoch, reason = %e, "replica server: refused an engine's claim");
+        return;
+    }
+    if let Err(e) = handshake::accept(&mut wr, version).await {
+        tracing::debug!(%peer, replica = %name, error = %e, "replica server: peer gone before the handshake ended");
+        return;
+    }
+    tracing::debug!(%peer, replica = %name, version, epoch, "replica server: connection open");
     let _listed = served.open(peer, &name);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<OutFrame>();
@@ -253,6 +300,7 @@ async fn connection(
         peer,
         name: &name,
         version,
+        epoch,
     };
     let reader = read_requests(&mut rd, conn, ops, source.as_ref(), tx);
     let writer = write_loop(wr, &mut rx);
@@ -266,12 +314,14 @@ async fn connection(
     tracing::debug!(%peer, replica = %name, %reason, "replica server: connection closed");
 }
 
-/// One accepted connection: who, for which replica, in which version.
+/// One accepted connection: who, for which replica, in which version, for
+/// the engine of which epoch.
 #[derive(Clone, Copy)]
 struct Conn<'a> {
     peer: SocketAddr,
     name: &'a str,
     version: u8,
+    epoch: u64,
 }
 
 /// The span a request runs in: one for every request that carries a trace
@@ -306,6 +356,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         peer,
         name,
         version,
+        epoch,
     } = conn;
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / BUDGET_UNIT));
     let pings = Arc::new(Semaphore::new(PINGS_IN_FLIGHT));
@@ -343,7 +394,19 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             let Ok(permit) = pings.clone().acquire_owned().await else {
                 return "semaphore closed".into();
             };
-            if let Some(f) = response_frame(version, Opcode::Ping, h.id, &Response::Done) {
+            // A fenced engine's pings are refused too, so it learns it lost
+            // the volume while idle (a lock read, no disk involved).
+            let claimed = ops.epoch();
+            let resp = if claimed > epoch {
+                let e = ReplicaError::StaleEpoch { epoch, claimed };
+                Response::Error {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                }
+            } else {
+                Response::Done
+            };
+            if let Some(f) = response_frame(version, Opcode::Ping, h.id, &resp) {
                 let _ = tx.send(f.with_permit(permit));
             }
             continue;
@@ -394,7 +457,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
             let _entered = span.as_ref().map(|s| s.enter());
-            let resp = catch_unwind(AssertUnwindSafe(|| execute(ops.as_ref(), req)))
+            let resp = catch_unwind(AssertUnwindSafe(|| execute(ops.as_ref(), epoch, req)))
                 .unwrap_or_else(|_| Response::Error {
                     kind: ErrorKind::Io,
                     message: format!("internal error: replica panicked handling {op:?}"),
@@ -445,8 +508,19 @@ fn too_long(len: u32) -> ReplicaError {
     ))
 }
 
-/// Runs one request against a replica (blocking).
-pub(crate) fn execute(ops: &dyn ReplicaOps, req: Request) -> Response {
+/// Runs one request of the engine of `epoch` against a replica (blocking):
+/// refused when a newer engine claimed the replica, and a claim waits for
+/// it while it runs.
+pub(crate) fn execute(ops: &dyn ReplicaOps, epoch: u64, req: Request) -> Response {
+    let _admitted = match ops.admit(epoch) {
+        Ok(a) => a,
+        Err(e) => {
+            return Response::Error {
+                kind: e.kind(),
+                message: e.to_string(),
+            };
+        }
+    };
     let done = |r: OpResult<()>| r.map(|()| Response::Done);
     let result = match req {
         Request::Ping => Ok(Response::Done),

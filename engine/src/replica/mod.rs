@@ -18,8 +18,8 @@ mod file;
 mod fsutil;
 mod meta;
 mod rebuild;
-mod revision;
 mod snapshot;
+mod state;
 mod types;
 mod verify;
 
@@ -52,15 +52,18 @@ use file::LayerFile;
 use fsutil::{io_err, lock, rlock, sync_dir, sync_parent, wlock};
 use meta::{LayerMeta, ReplicaMeta};
 use rebuild::Staged;
-use revision::RevisionFile;
+use state::StateFile;
 
 /// An open replica.
 ///
 /// Locking: `chain` is read-locked by reads, writes, trims and flushes,
 /// which therefore run concurrently; the head's extent index has its own
 /// lock. Snapshot, remove, revert, install and expand take the chain write
-/// lock. `meta` (replica.json) and the revision file have leaf locks of
-/// their own.
+/// lock. `meta` (replica.json) and the state file have leaf locks of
+/// their own. `fence` comes before all of them: an engine's request holds
+/// it shared (see [`Replica::admit`]) for its whole run, a claim by a newer
+/// engine exclusively, so no older engine's request is in flight once a
+/// claim returns.
 pub struct Replica {
     dir: PathBuf,
     /// Volume size in bytes. Atomic so that `expand(&self)` can grow it;
@@ -70,7 +73,10 @@ pub struct Replica {
     chain: RwLock<Chain>,
     meta: Mutex<ReplicaMeta>,
     revision: AtomicU64,
-    revfile: RevisionFile,
+    revfile: StateFile,
+    /// The highest engine epoch that claimed the replica (persisted in the
+    /// state file before it changes here).
+    fence: RwLock<u64>,
     staged: Mutex<HashMap<String, Arc<Staged>>>,
     /// Operations that failed with a disk error since open; see
     /// [`Replica::io_errors`].
@@ -122,7 +128,7 @@ impl Replica {
             checksum: None,
         };
         hm.store(dir)?;
-        let revfile = RevisionFile::create(&dir.join(meta::REVISION_FILE))?;
+        let revfile = StateFile::create(&dir.join(meta::REVISION_FILE))?;
         let rmeta = ReplicaMeta {
             format_version: meta::FORMAT_VERSION,
             size,
@@ -142,7 +148,7 @@ impl Replica {
                 layers: vec![layer],
             },
             revfile,
-            0,
+            state::Record::default(),
         ))
     }
 
@@ -152,15 +158,17 @@ impl Replica {
         let rmeta = ReplicaMeta::load(dir)?;
         let direct = opts.direct_io && file::probe_direct(dir)?;
         let mut chain = Chain::load(dir, &rmeta, direct)?;
-        let (revfile, rev) = RevisionFile::open(&dir.join(meta::REVISION_FILE))?;
+        let (revfile, record) = StateFile::open(&dir.join(meta::REVISION_FILE))?;
         chain.clean_leftovers(dir)?;
         // replica.json is the commit point of an expansion: a head smaller
         // than the volume means one was interrupted after it, so finish it.
         if expand::grow_head(dir, chain.head_mut(), rmeta.size)? {
             tracing::info!(dir = %dir.display(), size = rmeta.size, "completed an interrupted expansion");
         }
-        tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), rev, "opened replica");
-        Ok(Replica::assemble(dir, rmeta, direct, chain, revfile, rev))
+        tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), revision = record.revision, epoch = record.epoch, "opened replica");
+        Ok(Replica::assemble(
+            dir, rmeta, direct, chain, revfile, record,
+        ))
     }
 
     fn assemble(
@@ -168,8 +176,8 @@ impl Replica {
         rmeta: ReplicaMeta,
         direct_io: bool,
         chain: Chain,
-        revfile: RevisionFile,
-        revision: u64,
+        revfile: StateFile,
+        record: state::Record,
     ) -> Replica {
         Replica {
             dir: dir.to_path_buf(),
@@ -177,8 +185,9 @@ impl Replica {
             direct_io,
             chain: RwLock::new(chain),
             meta: Mutex::new(rmeta),
-            revision: AtomicU64::new(revision),
+            revision: AtomicU64::new(record.revision),
             revfile,
+            fence: RwLock::new(record.epoch),
             staged: Mutex::new(HashMap::new()),
             io_errors: AtomicU64::new(0),
         }
@@ -193,6 +202,59 @@ impl Replica {
     /// bad before an engine notices.
     pub fn io_errors(&self) -> u64 {
         self.io_errors.load(Ordering::Relaxed)
+    }
+
+    /// Claims the replica for the engine of `epoch`: from now on every
+    /// request of a lower epoch is refused ([`ReplicaError::StaleEpoch`]).
+    /// The new epoch is persisted (fdatasync) before it takes effect, and
+    /// the claim waits for the requests admitted under an older epoch to
+    /// finish, so once it returns no older engine's request is in flight
+    /// or can start, even after a crash. Claiming with the current epoch
+    /// again is a no-op (epochs come from the cluster store, one per engine
+    /// start, so an equal epoch is the same engine); a lower one is refused.
+    /// Epoch 0 is no engine: it claims nothing (a reachability probe, or a
+    /// peer of a protocol version without epochs), and its requests are
+    /// admitted only while no engine has claimed the replica.
+    pub fn claim(&self, epoch: u64) -> Result<()> {
+        if epoch == 0 {
+            return Ok(());
+        }
+        self.counted(|| {
+            let mut fence = wlock(&self.fence);
+            if epoch < *fence {
+                return Err(ReplicaError::StaleEpoch {
+                    epoch,
+                    claimed: *fence,
+                });
+            }
+            if epoch > *fence {
+                self.revfile.persist_epoch(epoch)?;
+                tracing::info!(dir = %self.dir.display(), epoch, previous = *fence, "replica claimed by a newer engine");
+                *fence = epoch;
+            }
+            Ok(())
+        })
+    }
+
+    /// Admits one request of the engine of `epoch`: refused with
+    /// [`ReplicaError::StaleEpoch`] when a newer engine claimed the replica.
+    /// Hold the returned guard while the request runs (a claim waits for it).
+    pub fn admit(&self, epoch: u64) -> Result<Admission<'_>> {
+        let fence = rlock(&self.fence);
+        if *fence > epoch {
+            return Err(ReplicaError::StaleEpoch {
+                epoch,
+                claimed: *fence,
+            });
+        }
+        Ok(Admission {
+            _fence: Some(fence),
+        })
+    }
+
+    /// The highest epoch that claimed the replica (0: none yet).
+    pub fn epoch(&self) -> u64 {
+        *rlock(&self.fence)
     }
 
     /// Runs `op`, counting it in `io_errors` if it fails with a disk error.
@@ -297,7 +359,7 @@ impl Replica {
             // count was bumped, so the fdatasync below covers it.
             let rev = self.revision.load(Ordering::SeqCst);
             rlock(&self.chain).head().file.sync_data()?;
-            self.revfile.persist(rev)
+            self.revfile.persist_revision(rev)
         })
     }
     /// Adopts revision `rev` and persists it (after syncing the head): a
@@ -307,7 +369,7 @@ impl Replica {
         self.counted(|| {
             rlock(&self.chain).head().file.sync_data()?;
             self.revision.store(rev, Ordering::SeqCst);
-            self.revfile.force(rev)
+            self.revfile.force_revision(rev)
         })
     }
 
@@ -358,7 +420,8 @@ impl Replica {
         let chain = rlock(&self.chain);
         ReplicaInfo {
             size: self.size(),
-            revision: self.revfile.persisted(),
+            revision: self.revfile.current().revision,
+            epoch: self.epoch(),
             generation: lock(&self.meta).generation,
             chain: chain.layers.iter().map(Layer::info).collect(),
             direct_io: self.direct_io && chain.layers.iter().all(|l| l.file.direct()),
@@ -437,6 +500,20 @@ impl Replica {
     /// kept and re-parented onto the last one. Atomic and crash-safe.
     pub fn install_chain(&self, layers: &[LayerInfo]) -> Result<()> {
         self.counted(|| self.install_chain_impl(layers))
+    }
+}
+
+/// A request admitted under its engine's epoch ([`Replica::admit`]); a
+/// newer engine's claim waits until it is dropped.
+pub struct Admission<'a> {
+    _fence: Option<std::sync::RwLockReadGuard<'a, u64>>,
+}
+
+impl Admission<'static> {
+    /// An admission that holds nothing back (test replicas without fencing).
+    #[cfg(test)]
+    pub(crate) fn unfenced() -> Admission<'static> {
+        Admission { _fence: None }
     }
 }
 

@@ -49,7 +49,8 @@ impl Replica {
         let next_head = meta::head_name(chain.next_head_counter());
         let head = chain.head();
         head.file.sync_data()?;
-        self.revfile.persist(self.revision.load(Ordering::SeqCst))?;
+        self.revfile
+            .persist_revision(self.revision.load(Ordering::SeqCst))?;
         let extents = super::fsutil::rlock(&head.extents).clone();
         let sum = checksum::compute(&head.file, &extents)?;
         let old_meta = lock(&head.meta).clone();

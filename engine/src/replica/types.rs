@@ -58,6 +58,9 @@ pub struct ReplicaInfo {
     /// Count of writes made durable by the last flush; the replica with the
     /// highest revision holds the newest data after a crash.
     pub revision: u64,
+    /// The highest engine epoch that claimed the replica (0: none yet).
+    #[serde(default)]
+    pub epoch: u64,
     /// Bumped each time an engine opens the replica for writing.
     pub generation: u64,
     /// The chain, bottom to head.
@@ -126,6 +129,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// Metadata or data on disk is inconsistent.
     Corrupt,
+    /// A newer engine claimed the replica: the requesting engine is fenced.
+    StaleEpoch,
 }
 
 /// Errors from the replica store.
@@ -159,6 +164,15 @@ pub enum ReplicaError {
         /// What is inconsistent.
         detail: String,
     },
+    /// The request's engine epoch is older than the one that claimed the
+    /// replica: another engine owns the volume now.
+    #[error("stale engine epoch {epoch}: the replica was claimed by epoch {claimed}")]
+    StaleEpoch {
+        /// The requesting engine's epoch.
+        epoch: u64,
+        /// The highest epoch that claimed the replica.
+        claimed: u64,
+    },
 }
 
 impl ReplicaError {
@@ -173,6 +187,7 @@ impl ReplicaError {
             ReplicaError::NotFound(_) => ErrorKind::NotFound,
             ReplicaError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             ReplicaError::Corrupt { .. } => ErrorKind::Corrupt,
+            ReplicaError::StaleEpoch { .. } => ErrorKind::StaleEpoch,
         }
     }
 }

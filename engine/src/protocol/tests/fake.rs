@@ -88,6 +88,15 @@ fn layer(name: &str) -> LayerInfo {
 }
 
 impl ReplicaOps for FakeReplica {
+    fn claim(&self, _epoch: u64) -> Result<(), ReplicaError> {
+        Ok(())
+    }
+    fn admit(&self, _epoch: u64) -> Result<crate::replica::Admission<'_>, ReplicaError> {
+        Ok(crate::replica::Admission::unfenced())
+    }
+    fn epoch(&self) -> u64 {
+        0
+    }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReplicaError> {
         self.enter(offset);
         let r = self.range(offset, buf.len() as u64)?;
@@ -140,6 +149,7 @@ impl ReplicaOps for FakeReplica {
         ReplicaInfo {
             size: FAKE_SIZE,
             revision: 3,
+            epoch: 0,
             generation: self.generation.load(Ordering::SeqCst),
             chain: vec![
                 layer("s1"),

@@ -95,7 +95,7 @@ pub(super) async fn assert_closed_by_peer(rd: &mut BufReader<OwnedReadHalf>) {
 async fn raw_session(server: &Server, name: &str) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
     let (rd, mut wr) = TcpStream::connect(server.addr).await.unwrap().into_split();
     let mut rd = BufReader::new(rd);
-    handshake::client(&mut rd, &mut wr, &token(), name, PROTOCOL_VERSION)
+    handshake::client(&mut rd, &mut wr, &token(), name, PROTOCOL_VERSION, 0)
         .await
         .unwrap();
     (rd, wr)
@@ -126,7 +126,7 @@ async fn served_connections_list_each_authenticated_client_while_it_is_open() {
     let (rd, mut wr) = TcpStream::connect(server.addr).await.unwrap().into_split();
     let client_addr = wr.local_addr().unwrap();
     let mut rd = BufReader::new(rd);
-    handshake::client(&mut rd, &mut wr, &token(), "r1", PROTOCOL_VERSION)
+    handshake::client(&mut rd, &mut wr, &token(), "r1", PROTOCOL_VERSION, 0)
         .await
         .unwrap();
     wait_until("the client is listed", || !served.list().is_empty()).await;
@@ -307,10 +307,16 @@ async fn unknown_replica_is_not_revealed_without_the_token() {
 #[tokio::test]
 async fn wrong_version_is_refused() {
     let (server, _fake, _) = fake_server().await;
-    let err = client::connect(&address(&server, "r1"), &token(), T, PROTOCOL_VERSION + 1)
-        .await
-        .err()
-        .unwrap();
+    let err = client::connect(
+        &address(&server, "r1"),
+        &token(),
+        T,
+        PROTOCOL_VERSION + 1,
+        0,
+    )
+    .await
+    .err()
+    .unwrap();
     match err {
         ClientError::Refused { message, .. } => assert!(message.contains("version"), "{message}"),
         other => panic!("expected Refused, got {other:?}"),

@@ -160,6 +160,7 @@ fn arb_error_kind() -> impl Strategy<Value = ErrorKind> {
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
         ErrorKind::Corrupt,
+        ErrorKind::StaleEpoch,
     ])
 }
 
@@ -170,11 +171,13 @@ fn arb_info() -> impl Strategy<Value = ReplicaInfo> {
         any::<u64>(),
         arb_layers(),
         any::<bool>(),
+        any::<u64>(),
     )
         .prop_map(
-            |(size, revision, generation, chain, direct_io)| ReplicaInfo {
+            |(size, revision, generation, chain, direct_io, epoch)| ReplicaInfo {
                 size,
                 revision,
+                epoch,
                 generation,
                 chain,
                 direct_io,

@@ -76,15 +76,21 @@ fn malformed_contexts_are_typed_errors() {
 #[tokio::test]
 async fn version_1_client_is_served() {
     let (server, _fake, _) = fake_server().await;
-    let c = client::connect(&address(&server, "r1"), &token(), T, MIN_PROTOCOL_VERSION)
-        .await
-        .unwrap();
+    let c = client::connect(
+        &address(&server, "r1"),
+        &token(),
+        T,
+        MIN_PROTOCOL_VERSION,
+        0,
+    )
+    .await
+    .unwrap();
     assert_eq!(c.version(), 1);
     c.call(Request::Ping).await.unwrap();
     c.call(Request::Info).await.unwrap();
     assert!(!c.is_closed());
 
-    let c = client::connect_negotiated(&address(&server, "r1"), &token(), T)
+    let c = client::connect_negotiated(&address(&server, "r1"), &token(), T, 0)
         .await
         .unwrap();
     assert_eq!(c.version(), PROTOCOL_VERSION);
@@ -95,7 +101,7 @@ async fn trace_flag_on_a_version_1_connection_is_a_violation() {
     let (server, _fake, _) = fake_server().await;
     let (rd, mut wr) = TcpStream::connect(server.addr).await.unwrap().into_split();
     let mut rd = BufReader::new(rd);
-    handshake::client(&mut rd, &mut wr, &token(), "r1", 1)
+    handshake::client(&mut rd, &mut wr, &token(), "r1", 1, 0)
         .await
         .unwrap();
     let prefix = with_trace_context(CTX, &Bytes::new()).unwrap();
@@ -112,7 +118,7 @@ async fn traced_requests_are_answered_and_malformed_contexts_close() {
     let (server, _fake, _) = fake_server().await;
     let (rd, mut wr) = TcpStream::connect(server.addr).await.unwrap().into_split();
     let mut rd = BufReader::new(rd);
-    handshake::client(&mut rd, &mut wr, &token(), "r1", 2)
+    handshake::client(&mut rd, &mut wr, &token(), "r1", 2, 0)
         .await
         .unwrap();
     let prefix = with_trace_context(CTX, &Bytes::new()).unwrap();
