@@ -23,6 +23,8 @@ mod snapshot;
 mod status;
 #[cfg(test)]
 mod tests_metrics;
+#[cfg(test)]
+mod tests_rebuild;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
