@@ -25,6 +25,8 @@ mod status;
 mod tests_fencing;
 #[cfg(test)]
 mod tests_metrics;
+#[cfg(test)]
+mod tests_rebuild;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};

@@ -14,6 +14,12 @@
 //!
 //! Any failure marks the target ERR (`rebuild_failed`) and leaves the
 //! volume as it was. Snapshot operations are refused while a rebuild runs.
+//! A fenced engine's rebuild stops at its next step (before the next layer,
+//! chunk, install or flush), so it writes nothing more to the target.
+//!
+//! Trims and zeroes reaching the target in step 2 land in its head as holes
+//! (nothing lies below yet); the target's install (step 3) writes real
+//! zeros there where the installed chain has data (`replica/rebuild.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -250,6 +256,29 @@ impl Engine {
         }
     }
 
+    /// Between two steps of the copy (staging a layer, copying a chunk,
+    /// installing, flushing): whether the copy may go on. A fenced engine
+    /// stops here: another engine may own the volume's replicas now, and
+    /// this one must not write to any of them, the target included, so the
+    /// copy ends at the step after the fence (a step already running when
+    /// the fence lands finishes: a chunk into a staged file, which nothing
+    /// reads until an install, or the install itself, which the switch to
+    /// RW then refuses to follow). Tests can hold the copy here.
+    async fn next_step(&self, slot: &Slot) -> Result<(), String> {
+        #[cfg(test)]
+        hold::step(&self.name).await;
+        if self.is_fenced() {
+            return Err(
+                "the engine is fenced (another engine took the volume over); rebuild stopped"
+                    .into(),
+            );
+        }
+        if slot.mode() == Mode::Error {
+            return Err("target failed during rebuild".into());
+        }
+        Ok(())
+    }
+
     /// Step 2 and 3: copies what differs, installs the chain.
     async fn copy_chain(
         &self,
@@ -307,6 +336,7 @@ impl Engine {
         tracing::info!(volume = %self.name, replica = %slot.address, source = %source_slot.address,
             bytes_total = total, layers_skipped = skipped, layers_copied = plan.len(), "rebuild started");
         for (info, extents) in &plan {
+            self.next_step(slot).await?;
             target
                 .stage_layer(info)
                 .await
@@ -314,9 +344,7 @@ impl Engine {
             for ext in extents {
                 let mut pos = ext.offset;
                 while pos < ext.offset + ext.len {
-                    if slot.mode() == Mode::Error {
-                        return Err("target failed during rebuild".into());
-                    }
+                    self.next_step(slot).await?;
                     let n = (ext.offset + ext.len - pos).min(MAX_REPLICA_IO);
                     let data = source
                         .read_layer(&info.name, pos, n as u32)
@@ -331,11 +359,77 @@ impl Engine {
                 }
             }
         }
+        self.next_step(slot).await?;
         target
             .install_chain(&installed)
             .await
             .map_err(|e| fmt("install chain", e))?;
+        self.next_step(slot).await?;
         target.flush().await.map_err(|e| fmt("flush target", e))?;
         Ok(())
+    }
+}
+
+/// Test-only: holds a volume's rebuild copy between its steps, so a test can
+/// act (send zeroes, fence the engine) at a known point of the copy without
+/// relying on timing. Keyed by volume name; tests use distinct names.
+#[cfg(test)]
+pub(super) mod hold {
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+    use tokio::sync::{Semaphore, watch};
+
+    /// The hold on one volume's copy.
+    pub(in crate::engine) struct Hold {
+        /// One permit per step allowed to proceed.
+        permits: Semaphore,
+        /// Steps reached so far (including the one waiting).
+        reached: watch::Sender<usize>,
+    }
+
+    static HOLDS: Mutex<Vec<(String, Arc<Hold>)>> = Mutex::new(Vec::new());
+
+    fn holds() -> MutexGuard<'static, Vec<(String, Arc<Hold>)>> {
+        HOLDS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds every step of `volume`'s copy until [`Hold::allow`] lets it go.
+    pub(in crate::engine) fn install(volume: &str) -> Arc<Hold> {
+        let h = Arc::new(Hold {
+            permits: Semaphore::new(0),
+            reached: watch::channel(0).0,
+        });
+        let mut all = holds();
+        all.retain(|(v, _)| v != volume);
+        all.push((volume.to_string(), Arc::clone(&h)));
+        h
+    }
+
+    impl Hold {
+        /// Lets `n` more steps proceed.
+        pub(in crate::engine) fn allow(&self, n: usize) {
+            self.permits.add_permits(n);
+        }
+
+        /// Waits until the copy has reached its `n`th step (1-based).
+        pub(in crate::engine) async fn reached(&self, n: usize) {
+            let mut rx = self.reached.subscribe();
+            let _ = rx.wait_for(|&r| r >= n).await;
+        }
+    }
+
+    /// Called at each step of the copy.
+    pub(super) async fn step(volume: &str) {
+        let found = holds()
+            .iter()
+            .find(|(v, _)| v == volume)
+            .map(|(_, h)| Arc::clone(h));
+        let Some(h) = found else {
+            return;
+        };
+        h.reached.send_modify(|r| *r += 1);
+        if let Ok(p) = h.permits.acquire().await {
+            p.forget();
+        }
     }
 }

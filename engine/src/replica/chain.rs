@@ -27,6 +27,14 @@ pub(super) struct Layer {
     pub extents: RwLock<ExtentSet>,
     /// Persisted metadata; also serialises writes of this layer's meta file.
     pub meta: Mutex<LayerMeta>,
+    /// Ranges the guest zeroed (trim, write-zeroes) while this layer was the
+    /// head and no layer below held data, so they were left as holes. An
+    /// install may later put data below them (a rebuild target gets its
+    /// chain after its head took writes); it writes real zeros there first
+    /// (`rebuild.rs`). In memory only: a replica reopened in the middle of
+    /// a rebuild is rebuilt again on a new head, and the ranges still
+    /// needed by a finished install were written as zeros before it.
+    pub zeroed: Mutex<ExtentSet>,
 }
 
 impl Layer {
@@ -38,6 +46,7 @@ impl Layer {
             file,
             extents: RwLock::new(extents),
             meta: Mutex::new(meta),
+            zeroed: Mutex::new(ExtentSet::new()),
         }
     }
 

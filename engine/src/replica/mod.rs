@@ -319,7 +319,8 @@ impl Replica {
 
     /// Makes `[offset, offset + len)` read as zeros: holes in the head where
     /// no lower layer has data, real zeros where one does (so the index
-    /// never falls through to old data).
+    /// never falls through to old data). The holes are remembered in the
+    /// head's `zeroed` set: an install can put data below them later.
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
         let end = self.check_io(offset, len)?;
         if len == 0 {
@@ -334,6 +335,7 @@ impl Replica {
                 wlock(&head.extents).insert(s, e);
                 continue;
             }
+            lock(&head.zeroed).insert(s, e);
             // Punch and unindex in one critical section so a racing write
             // ends up either entirely before or entirely after the trim.
             let mut ext = wlock(&head.extents);

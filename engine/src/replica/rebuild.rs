@@ -194,6 +194,8 @@ impl Replica {
                 }
             }
         }
+        // Before any commit, so every chain a crash can leave reads zeros there.
+        self.fill_zeroed_holes(&chain, layers, &plan)?;
         let new_parent = |i: usize| i.checked_sub(1).map(|p| layers[p].name.clone());
 
         // Phase 1, only if a layer of the current chain must change in place.
@@ -296,6 +298,67 @@ impl Replica {
             tracing::warn!(error = %e, "could not sync the directory after installing a chain");
         }
         tracing::debug!(removed = doomed.len() / 2, "chain installed");
+        Ok(())
+    }
+
+    /// Writes real zeros into the head over the holes the guest zeroed
+    /// (`Layer::zeroed`) wherever a layer of the chain about to be installed
+    /// holds data: without them that data would show through the holes
+    /// once it lies below the head. A rebuild target is the case: its head
+    /// takes the guest's trims and zeroes (as holes, nothing lies below
+    /// yet) before the source's chain arrives.
+    ///
+    /// Runs before the install's first commit and syncs the head: zeros
+    /// where the guest asked for zeros read the same over the old chain,
+    /// so a crash in the middle changes nothing a reader sees, and once a
+    /// commit puts the new layers below, the zeros are durable.
+    fn fill_zeroed_holes(
+        &self,
+        chain: &Chain,
+        layers: &[LayerInfo],
+        plan: &[Source],
+    ) -> Result<()> {
+        let head = chain.head();
+        let zeroed = lock(&head.zeroed).clone();
+        let mut below = ExtentSet::new();
+        for (l, src) in layers.iter().zip(plan) {
+            let kept;
+            let ext = match src {
+                Source::Staged(_, _, ext) => ext,
+                Source::Kept => match chain.find(&l.name) {
+                    Some(i) => {
+                        kept = rlock(&chain.layers[i].extents);
+                        &*kept
+                    }
+                    None => continue,
+                },
+            };
+            for (s, e) in zeroed.iter() {
+                for (a, b) in ext.overlaps(s, e) {
+                    below.insert(a, b);
+                }
+            }
+        }
+        // Where the head holds data (zeros or a later write) it wins already.
+        let todo = below.difference(&rlock(&head.extents));
+        if todo.bytes() == 0 {
+            return Ok(());
+        }
+        for (s, e) in todo.iter() {
+            fault::crash_point().map_err(io_err("write zeros into the head", &head.path))?;
+            head.file.write_zeros(s, e - s)?;
+            wlock(&head.extents).insert(s, e);
+        }
+        head.file.sync_data()?;
+        // Data in the head now; a later trim that punches it re-adds it.
+        let mut z = lock(&head.zeroed);
+        for (s, e) in todo.iter() {
+            z.remove(s, e);
+        }
+        tracing::debug!(
+            bytes = todo.bytes(),
+            "zeroed holes filled before the install"
+        );
         Ok(())
     }
 

@@ -205,6 +205,12 @@ fn install_setup(tmp: &tempfile::TempDir, src: &Replica) -> Replica {
     dst.write(20 * BLOCK_SIZE, &pattern(44, 4)).unwrap();
     snap(&dst, "x");
     dst.write(30 * BLOCK_SIZE, &pattern(200, 1)).unwrap();
+    // Zeroes the head got while being rebuilt: over the target's own data
+    // (real zeros) and where only the source has data (a hole until the
+    // install writes zeros there).
+    dst.write_zeroes(4 * BLOCK_SIZE, 2 * BLOCK_SIZE).unwrap();
+    dst.trim(12 * BLOCK_SIZE, BLOCK_SIZE).unwrap();
+    dst.trim(16 * BLOCK_SIZE, 2 * BLOCK_SIZE).unwrap();
     for l in src
         .info()
         .chain
@@ -234,6 +240,9 @@ fn install_chain_survives_a_crash_anywhere() {
         .collect();
     let head_block = |mut c: Vec<u8>| {
         c[30 * BS..31 * BS].copy_from_slice(&pattern(200, 1));
+        c[4 * BS..6 * BS].fill(0);
+        c[12 * BS..13 * BS].fill(0);
+        c[16 * BS..18 * BS].fill(0);
         c
     };
     let new = head_block(read_all(&src));
