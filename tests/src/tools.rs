@@ -135,3 +135,46 @@ impl Drop for Writer {
         self.halt();
     }
 }
+
+/// A qemu-io session kept open on `uri`, fed commands over time: one NBD
+/// connection whose requests may be queued while its server is frozen.
+pub struct QemuIoSession {
+    child: std::process::Child,
+}
+
+impl QemuIoSession {
+    /// Starts `qemu-io -f raw URI` reading commands from a pipe.
+    pub fn open(uri: &str) -> QemuIoSession {
+        let child = Command::new("qemu-io")
+            .args(["-f", "raw", uri])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run qemu-io: {e} (install qemu-utils)"));
+        QemuIoSession { child }
+    }
+
+    /// Sends one command, then gives it 700 ms to run before the test's
+    /// next step.
+    pub fn send(&mut self, cmd: &str) {
+        use std::io::Write;
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let sent = writeln!(stdin, "{cmd}").and_then(|()| stdin.flush());
+            assert!(sent.is_ok(), "qemu-io exited before {cmd:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+
+    /// Closes its input and returns everything it printed.
+    pub fn finish(mut self) -> String {
+        drop(self.child.stdin.take());
+        let out = match self.child.wait_with_output() {
+            Ok(out) => out,
+            Err(e) => panic!("qemu-io: {e}"),
+        };
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        text
+    }
+}

@@ -31,9 +31,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -217,38 +216,6 @@ fn migrate(a: &Agent, args: &[&str]) -> (i32, String) {
     (code, if code == 0 { out } else { err })
 }
 
-/// A qemu-io session kept open on `uri`, fed commands over time.
-struct Session {
-    child: std::process::Child,
-}
-
-impl Session {
-    fn open(uri: &str) -> Session {
-        let child = Command::new("qemu-io")
-            .args(["-f", "raw", uri])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Session { child }
-    }
-    fn send(&mut self, cmd: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
-        // let it run before the next step of the test
-        std::thread::sleep(Duration::from_millis(700));
-    }
-    fn finish(mut self) -> String {
-        drop(self.child.stdin.take());
-        let out = self.child.wait_with_output().unwrap();
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        text
-    }
-}
-
 #[test]
 fn confirm_moves_the_engine_and_keeps_target_clients() {
     let c = cluster("", "", &[]);
@@ -309,9 +276,9 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     assert!(!ok && err.contains("--rollback"), "{err}");
 
     // clients on both sides, connected before the confirm
-    let mut on_target = Session::open(&target_endpoint);
+    let mut on_target = tools::QemuIoSession::open(&target_endpoint);
     on_target.send("write -P 0x72 65536 65536");
-    let mut on_source = Session::open(&source_endpoint);
+    let mut on_source = tools::QemuIoSession::open(&source_endpoint);
     on_source.send("read -P 0x71 0 65536");
 
     let t = Instant::now();

@@ -157,6 +157,26 @@ async fn finish_detaching(
 /// on instead of writing to replicas another engine may own next.
 pub async fn stop_engine(agent: &Agent, name: &str) {
     if let Some(e) = agent.engines.remove(name) {
+        if let Some(f) = e.fenced_by_newer() {
+            // A replica refused it for a newer engine's epoch: say which
+            // engine lost the volume, to which, and what its clients saw.
+            agent
+                .cluster
+                .event(
+                    Severity::Warning,
+                    "volume",
+                    name,
+                    "EngineFenced",
+                    format!(
+                        "the engine of {name} on {} (epoch {}) was fenced: replica {} refused it ({}); a newer engine owns the volume, and the fenced engine's clients got I/O errors from then on",
+                        agent.config.node_name,
+                        e.epoch(),
+                        f.replica,
+                        f.message
+                    ),
+                )
+                .await;
+        }
         if let Err(err) = e.fence().await {
             tracing::warn!(volume = %name, error = %err, "flush before stopping the engine failed");
         }
@@ -202,6 +222,15 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             }
         },
     };
+    if engine.fenced_by_newer().is_some() {
+        // A newer engine claimed the replicas although the volume is still
+        // attached here (a start that raced this one, or a low-level engine
+        // of the same name): this one can serve nothing more. Stop it; the
+        // next round starts a new engine, with a newer epoch, if the volume
+        // is still attached here then.
+        stop_engine(agent, &vol.name).await;
+        return Ok(());
+    }
     let migrating = vol.status.migration.is_some();
     if !migrating && super::salvage::restart_if_all_failed(agent, snap, vol, &engine).await {
         return Ok(());

@@ -312,6 +312,14 @@ impl Engine {
                         ),
                     }
                 }
+                Err(fault) if fault.reason == FaultReason::Fenced => {
+                    // refused in the handshake: a newer engine claimed it
+                    return Err(EngineError::StaleEpoch {
+                        volume: name.to_string(),
+                        epoch,
+                        detail: format!("replica {}: {}", spec.address, fault.last_error),
+                    });
+                }
                 Err(fault) => (errored(spec.address, fault), None),
             };
             slots.push(Arc::new(slot));

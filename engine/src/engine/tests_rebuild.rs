@@ -49,11 +49,12 @@ fn address(name: &str) -> String {
 async fn engine_over(volume: &str, source: &Arc<Replica>) -> Arc<Engine> {
     let spec = ReplicaSpec {
         address: address("source"),
-        backend: Ok(Backend::Local(Arc::clone(source))),
+        backend: Ok(Backend::local(Arc::clone(source), 1)),
     };
     Engine::start(
         volume,
         BLOCKS * BLOCK_SIZE,
+        1,
         vec![spec],
         EngineConfig::default(),
     )
@@ -94,7 +95,7 @@ async fn zeroes_sent_during_a_rebuild_read_as_zeros_on_the_rebuilt_replica() {
     let target = replica(&tmp, "target");
     let held = hold::install(volume);
     engine
-        .add_replica(address("target"), Backend::Local(Arc::clone(&target)))
+        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
         .await
         .unwrap();
     // The copy waits before its first step; the target is WO, its head new.
@@ -153,7 +154,7 @@ async fn a_fenced_engine_stops_its_rebuild_at_the_next_step() {
     let target = replica(&tmp, "target");
     let held = hold::install(volume);
     engine
-        .add_replica(address("target"), Backend::Local(Arc::clone(&target)))
+        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
         .await
         .unwrap();
     // Stage s1 and copy its first extent; the copy then waits before the

@@ -1,0 +1,163 @@
+//! A frozen engine wakes up after its volume moved: its queued write must
+//! not land (issue 17, sequence 1 — "two writers").
+//!
+//! Two agents on a real etcd, a 2-replica volume attached on n1 with
+//! `volume-attachment-recovery-policy=immediate`. A qemu-io session keeps
+//! one NBD connection to n1. n1's agent is frozen (SIGSTOP) and, while it
+//! is, the session sends a write: it waits in n1's socket. Once n1's lease
+//! is gone the volume is attached on n2, whose engine takes a newer epoch
+//! and claims n2's replica, and a different pattern is written and flushed
+//! through n2. Then n1 is thawed (SIGCONT): its engine processes the queued
+//! write at once, before its controllers read the store.
+//!
+//! Before engine epochs, n2's replica accepted that write from n1's engine
+//! and the session reported it written: the newer engine's acknowledged
+//! data was overwritten by the older one. Now the replica refuses it (stale
+//! epoch), n1's engine fences itself, the session gets an error, n2's data
+//! is intact, and the `EngineFenced` event names both epochs.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
+use std::time::{Duration, Instant};
+
+use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::{check, doctor};
+use vigil_tests::{Agent, Etcd, tools};
+
+const OLD: u8 = 0xaa;
+const QUEUED: u8 = 0xcc;
+const NEW: u8 = 0xbb;
+
+fn reads_as(uri: &str, byte: u8, len: &str) -> (bool, String) {
+    tools::try_run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            &format!("read -P {byte:#x} 0 {len}"),
+            uri,
+        ],
+    )
+}
+
+#[test]
+fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
+    let root = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(root.path());
+    let store = etcd.store_url();
+    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
+    let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
+    n1.wait_live();
+    n2.wait_live();
+    for (name, value) in [
+        ("volume-attachment-recovery-policy", "immediate"),
+        ("node-down-timeout", "30"),
+    ] {
+        let (ok, _, err) = n2.cli(&["settings", "set", name, value]);
+        assert!(ok, "settings set {name} {value}: {err}");
+    }
+    let v = n2.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "2",
+    ]);
+    assert_eq!(v["state"], "detached", "{v}");
+    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
+    assert!(ok, "attach on n1: {err}");
+    let on_n1 = out.trim().to_string();
+    tools::run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            &format!("write -P {OLD:#x} 0 64k"),
+            "-c",
+            "flush",
+            &on_n1,
+        ],
+    );
+    wait_until("both replicas RW", Duration::from_secs(30), || {
+        doctor(&n2).0 == 0
+    });
+
+    // One connection to n1's engine, open before the freeze.
+    let mut session = tools::QemuIoSession::open(&on_n1);
+    session.send(&format!("read -P {OLD:#x} 0 64k"));
+
+    n1.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    // Queued in n1's socket while its agent is frozen.
+    session.send(&format!("write -P {QUEUED:#x} 0 64k"));
+
+    wait_until("NODE_DOWN for n1", Duration::from_secs(40), || {
+        check(&doctor(&n2).1, "NODE_DOWN").is_some()
+    });
+    let (ok, out, err) = n2.cli(&["volume", "attach", "v", "--node", "n2"]);
+    assert!(ok, "attach on n2 while n1 is frozen: {err}");
+    let on_n2 = out.trim().to_string();
+    eprintln!(
+        "attached on n2 {:.1} s after the freeze",
+        frozen.elapsed().as_secs_f64()
+    );
+    tools::run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            &format!("write -P {NEW:#x} 0 64k"),
+            "-c",
+            "flush",
+            &on_n2,
+        ],
+    );
+
+    // n1 wakes: its engine handles the queued write before anything else.
+    n1.signal(libc::SIGCONT);
+    let thawed = Instant::now();
+    session.send("flush");
+    let printed = session.finish();
+    eprintln!(
+        "qemu-io on n1 after the thaw ({:.1} s):\n{printed}",
+        thawed.elapsed().as_secs_f64()
+    );
+    assert!(
+        printed.contains("write failed"),
+        "the frozen engine's queued write must fail, not be acknowledged:\n{printed}"
+    );
+    assert!(
+        !printed.contains("wrote 65536/65536 bytes"),
+        "the queued write was acknowledged:\n{printed}"
+    );
+
+    // The newer engine's data is intact, now and once n1 is back for good.
+    let (same, out) = reads_as(&on_n2, NEW, "64k");
+    assert!(same, "n2's acknowledged data was overwritten:\n{out}");
+    wait_until(
+        "EngineFenced recorded by n1",
+        Duration::from_secs(30),
+        || n2.event("volume/v", "EngineFenced").is_some(),
+    );
+    let event = n2.event("volume/v", "EngineFenced").unwrap();
+    let message = event["message"].as_str().unwrap_or_default().to_string();
+    eprintln!("event: {message}");
+    assert!(
+        message.contains("on n1") && message.contains("claimed by epoch"),
+        "{event}"
+    );
+    wait_until("n1 runs no engine for v", Duration::from_secs(30), || {
+        n1.get("/v1/engines/v").is_none()
+    });
+    wait_until("v healthy on n2", Duration::from_secs(60), || {
+        doctor(&n2).0 == 0
+    });
+    let (same, out) = reads_as(&on_n2, NEW, "64k");
+    assert!(same, "after n1's replica was rebuilt:\n{out}");
+    drop(etcd);
+}
