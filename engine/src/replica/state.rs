@@ -13,9 +13,10 @@
 //! *down* (a rebuilt replica adopting its source's lower revision) survives
 //! a reopen — choosing by the highest revision would bring the old one back.
 //!
-//! Files written before the epoch existed hold two 16-byte slots (revision
-//! + CRC, highest revision wins); open converts them once, crash-safely
-//! (temp file, fsync, rename, fsync directory), with epoch 0.
+//! Files written before the epoch existed hold two 16-byte slots (the
+//! revision and its CRC; the highest revision wins); open converts them
+//! once, crash-safely (temp file, fsync, rename, fsync directory), with
+//! epoch 0.
 
 use std::fs::{File, OpenOptions};
 use std::io;
