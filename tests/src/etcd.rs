@@ -90,6 +90,17 @@ impl Etcd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// SIGSTOP / SIGCONT: a store that stops answering without closing
+    /// its connections (a frozen or partitioned etcd).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = self.child.as_ref() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
     /// Kills etcd (`kill -9`).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -67,6 +67,11 @@ impl MaintenanceEngines {
     fn remove(&self, name: &str) -> Option<Arc<Engine>> {
         self.lock().remove(name)
     }
+    /// Every maintenance engine running here.
+    pub fn all(&self) -> Vec<Arc<Engine>> {
+        self.lock().values().cloned().collect()
+    }
+
     fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }

@@ -20,6 +20,7 @@ pub mod drain;
 mod engine_report;
 mod eviction;
 mod integrity;
+pub mod lease_fence;
 pub mod maintenance;
 pub mod migration;
 mod nodes;
@@ -173,6 +174,9 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
         return Ok(());
     }
     let snap = Snapshot::read(agent).await?;
+    agent
+        .lease_clock
+        .set_on_loss(snap.settings.engine_on_lease_loss());
     nodes::mark_down(agent, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;

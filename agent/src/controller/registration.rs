@@ -393,10 +393,14 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
     let c = &agent.cluster;
     let mut lease = Some(first);
     loop {
+        // The store counts the TTL from when it gets the request: later
+        // than this, so `sent + LEASE_TTL` never outlives the lease.
+        let sent = std::time::Instant::now();
         let step = match lease {
             None => match c.store().grant_lease(LEASE_TTL).await {
                 Ok(id) => match c.set_live(id).await {
                     Ok(()) => {
+                        agent.lease_clock.renewed(sent);
                         lease = Some(id);
                         tracing::info!(lease = format!("{id:x}"), "node is live");
                         Ok(())
@@ -406,7 +410,10 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
                 Err(e) => Err(ClusterError::from(e)),
             },
             Some(id) => match c.store().keep_alive(id).await {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    agent.lease_clock.renewed(sent);
+                    Ok(())
+                }
                 Err(StoreError::LeaseExpired(_)) => {
                     tracing::warn!("liveness lease expired; re-registering");
                     lease = None;
@@ -428,8 +435,10 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
 
 /// Takes the liveness lease and writes the liveness record.
 pub async fn go_live(agent: &Agent) -> cluster::Result<LeaseId> {
+    let sent = std::time::Instant::now();
     let id = agent.cluster.store().grant_lease(LEASE_TTL).await?;
     agent.cluster.set_live(id).await?;
+    agent.lease_clock.renewed(sent);
     tracing::info!(lease = format!("{id:x}"), "node is live");
     Ok(id)
 }

@@ -99,6 +99,9 @@ pub struct Agent {
     pub managed_engines: NameSet,
     /// Maintenance engines of detached volumes (never in `engines`).
     pub maintenance: crate::controller::maintenance::MaintenanceEngines,
+    /// When the node's lease was last renewed: engines are suspended when
+    /// it cannot be renewed in time (`controller::lease_fence`).
+    pub lease_clock: crate::controller::lease_fence::LeaseClock,
 }
 
 /// A set of names shared between tasks.
@@ -235,6 +238,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         cluster,
         managed_engines: NameSet::default(),
         maintenance: Default::default(),
+        lease_clock: Default::default(),
         replica_address: SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
         replica_connections: Default::default(),
         nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
@@ -276,6 +280,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         Arc::clone(&agent),
         lease,
     ));
+    let lease_fence = tokio::spawn(crate::controller::lease_fence::run(Arc::clone(&agent)));
     let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
     let metrics_upkeep = tokio::spawn(crate::metrics::upkeep());
     let kernel_tracing = tokio::spawn(crate::ebpf::run(Arc::clone(&agent)));
@@ -299,6 +304,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     wait_for_signal().await;
     tracing::info!("shutting down: flushing replicas");
     controllers.abort();
+    lease_fence.abort();
     metrics_upkeep.abort();
     kernel_tracing.abort();
     liveness.abort();

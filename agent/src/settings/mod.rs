@@ -167,6 +167,12 @@ pub const DEFINITIONS: &[Definition] = &[
         doc: "Seconds an uninstall may go without progress (nothing deleted, no phase change) before the UNINSTALL_STUCK health check reports it.",
     },
     Definition {
+        name: "engine-on-lease-loss",
+        kind: Kind::Choice(&["suspend", "io-error"]),
+        default: "suspend",
+        doc: "What an engine's clients see while its node cannot renew its liveness lease (its I/O to replicas stops 3 s before the lease could expire, so no other node can take the volume over while it still writes): suspend (requests are held until the lease is renewed and no newer engine exists — a VM sees a pause, as with a lost path) or io-error (requests fail at once). Read while the store answers and kept for when it does not.",
+    },
+    Definition {
         name: "node-drain-policy",
         kind: Kind::Choice(&crate::controller::drain::DrainPolicy::ALL),
         default: "block-if-contains-last-replica",
@@ -381,6 +387,12 @@ impl Settings {
     }
     pub fn migration_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::try_from(self.int("migration-timeout")).unwrap_or(60))
+    }
+    pub fn engine_on_lease_loss(&self) -> vigil_engine::engine::OnSuspend {
+        match self.raw("engine-on-lease-loss") {
+            Some("io-error") => vigil_engine::engine::OnSuspend::IoError,
+            _ => vigil_engine::engine::OnSuspend::Suspend,
+        }
     }
     pub fn drain_policy(&self) -> crate::controller::drain::DrainPolicy {
         crate::controller::drain::DrainPolicy::parse(

@@ -211,7 +211,7 @@ impl Engine {
         let first_full = offset.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
         let last_full = end - end % BLOCK_SIZE;
         if last_full > first_full {
-            let _gate = self.gate.read().await;
+            let _gate = self.io_gate().await?;
             let kind = if trim { IoOp::Trim } else { IoOp::WriteZeroes };
             let n = last_full - first_full;
             self.fan_out(kind, |b| async move {
@@ -242,7 +242,7 @@ impl Engine {
     /// unaligned writes sharing a block cannot lose each other's bytes.
     async fn write_unaligned(&self, offset: u64, data: Bytes) -> Result<(), DeviceError> {
         let (start, wlen) = widen(offset, data.len() as u64);
-        let _gate = self.gate.write().await;
+        let _gate = self.io_gate_exclusive().await?;
         let old = self.read_aligned(start, wlen).await?;
         let mut buf = BytesMut::from(&old[..]);
         let at = (offset - start) as usize;
@@ -259,7 +259,7 @@ impl Engine {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let _gate = self.gate.read().await;
+        let _gate = self.io_gate().await?;
         if aligned(offset, len) {
             return self.read_aligned(offset, len).await;
         }
@@ -276,20 +276,20 @@ impl Engine {
             return Ok(());
         }
         if aligned(offset, len) {
-            let _gate = self.gate.read().await;
+            let _gate = self.io_gate().await?;
             self.write_aligned(offset, data).await?;
         } else {
             self.write_unaligned(offset, data).await?;
         }
         if fua {
-            let _gate = self.gate.read().await;
+            let _gate = self.io_gate().await?;
             self.flush_all().await?;
         }
         Ok(())
     }
 
     async fn serve_flush(&self) -> Result<(), DeviceError> {
-        let _gate = self.gate.read().await;
+        let _gate = self.io_gate().await?;
         self.flush_all().await
     }
 
@@ -315,7 +315,7 @@ impl Engine {
         }
         self.zero_range(offset, len, false).await?;
         if fua {
-            let _gate = self.gate.read().await;
+            let _gate = self.io_gate().await?;
             self.flush_all().await?;
         }
         Ok(())

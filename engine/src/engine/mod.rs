@@ -21,12 +21,15 @@ mod monitor;
 mod rebuild;
 mod snapshot;
 mod status;
+mod suspend;
 #[cfg(test)]
 mod tests_fencing;
 #[cfg(test)]
 mod tests_metrics;
 #[cfg(test)]
 mod tests_rebuild;
+#[cfg(test)]
+mod tests_suspend;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -40,6 +43,7 @@ pub use backend::{Backend, BackendError};
 pub use metrics::IoOp;
 pub use mode::{Fault, FaultReason, Mode};
 pub use status::{EngineStatus, FencedByNewer, RebuildProgress, ReplicaStatus, Robustness};
+pub use suspend::{OnSuspend, Suspended};
 
 use crate::name::{NameError, check_name};
 use crate::size::{SizeError, check_volume_size};
@@ -215,6 +219,9 @@ pub struct Engine {
     /// Why the engine fenced itself, when a replica refused it because a
     /// newer engine claimed it (an [`Engine::fence`] leaves it `None`).
     fenced_by_newer: Mutex<Option<FencedByNewer>>,
+    /// Set while replica I/O is suspended (see `suspend.rs`); requests held
+    /// by a suspension wait on it.
+    suspension: tokio::sync::watch::Sender<Option<Suspended>>,
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// Frontend metric handles, registered at start.
     metrics: metrics::VolumeMetrics,
@@ -361,6 +368,7 @@ impl Engine {
             rebuilding: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             fenced_by_newer: Mutex::new(None),
+            suspension: tokio::sync::watch::channel(None).0,
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),
             start_revisions,
@@ -425,6 +433,7 @@ impl Engine {
         let flushed = self.flush_all().await;
         self.fenced
             .store(true, std::sync::atomic::Ordering::Release);
+        self.wake_held();
         tracing::info!(volume = %self.name, "engine fenced: no more I/O reaches its replicas");
         flushed
     }
@@ -479,6 +488,7 @@ impl Engine {
     /// recorded for the status, the control plane and the logs.
     fn fence_for_newer(&self, replica: &str, message: String) {
         let first = !self.fenced.swap(true, Ordering::AcqRel);
+        self.wake_held();
         if let Ok(mut f) = self.fenced_by_newer.lock()
             && f.is_none()
         {

@@ -135,6 +135,7 @@ impl Engine {
         // Step 1: freeze a common point and join as WO.
         let (slot, source, chain) = {
             let _gate = self.gate.write().await;
+            self.refuse_if_suspended()?;
             if self.is_fenced() {
                 return Err(EngineError::Busy {
                     volume: self.name.clone(),
@@ -217,6 +218,9 @@ impl Engine {
         if self.is_fenced() {
             return Err("the engine is fenced (another engine took the volume over)".into());
         }
+        if let Some(s) = self.suspended() {
+            return Err(format!("the engine is suspended: {}", s.reason));
+        }
         source
             .flush()
             .await
@@ -272,6 +276,14 @@ impl Engine {
                 "the engine is fenced (another engine took the volume over); rebuild stopped"
                     .into(),
             );
+        }
+        // A suspended engine does no replica I/O at all: the rebuild fails
+        // and is started again once the engine resumes.
+        if let Some(s) = self.suspended() {
+            return Err(format!(
+                "the engine is suspended ({}); rebuild stopped",
+                s.reason
+            ));
         }
         if slot.mode() == Mode::Error {
             return Err("target failed during rebuild".into());

@@ -103,6 +103,7 @@ impl Engine {
         check_name(name)?;
         self.refuse_if_rebuilding()?;
         let _gate = self.gate.write().await;
+        self.refuse_if_suspended()?;
         self.on_every_rw("snapshot", |b| {
             let labels = labels.clone();
             async move { b.snapshot(name, true, labels).await }
@@ -141,6 +142,7 @@ impl Engine {
         check_name(name)?;
         self.refuse_if_rebuilding()?;
         let _gate = self.gate.write().await;
+        self.refuse_if_suspended()?;
         self.on_every_rw("remove snapshot", |b| async move {
             b.remove_snapshot(name).await
         })
@@ -153,6 +155,7 @@ impl Engine {
         check_name(name)?;
         self.refuse_if_rebuilding()?;
         let _gate = self.gate.write().await;
+        self.refuse_if_suspended()?;
         self.on_every_rw("revert", |b| async move { b.revert(name).await })
             .await
     }

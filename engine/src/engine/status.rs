@@ -95,6 +95,10 @@ pub struct EngineStatus {
     /// request. Faulted from then on.
     #[serde(default)]
     pub fenced_by_newer: Option<FencedByNewer>,
+    /// Set while replica I/O is suspended (the agent could not renew its
+    /// node lease): why, since when, and what clients see meanwhile.
+    #[serde(default)]
+    pub suspended: Option<super::Suspended>,
     /// Each replica.
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -141,6 +145,7 @@ impl Engine {
             },
             epoch: self.epoch,
             fenced_by_newer,
+            suspended: self.suspended(),
             replicas,
         }
     }

@@ -1,0 +1,184 @@
+//! Self-fencing on lease loss (DRBD's `on-no-quorum`): an agent that cannot
+//! renew its node's liveness lease stops its engines' replica I/O before
+//! the lease can expire, so that by the time another node sees it down and
+//! takes a volume over, the old engine writes nothing.
+//!
+//! The clock: [`LeaseClock`] keeps the monotonic instant at which the last
+//! *successful* renewal (or grant) was sent. The store counts the TTL from
+//! when it received that request, which is later, so the lease lives at
+//! least until `sent + LEASE_TTL` on any clock that runs at the same rate.
+//! At `sent + LEASE_TTL - SELF_FENCE_MARGIN` every engine here is
+//! suspended (`engine-on-lease-loss`: held requests or EIO). No wall clock
+//! of two nodes is compared anywhere.
+//!
+//! Resuming: once a renewal succeeds again, each suspended engine resumes
+//! only if the store's epoch for its volume is still the engine's own (no
+//! newer engine started meanwhile); one with a newer epoch is fenced for
+//! good (its clients get EIO, and the replicas would refuse it anyway).
+//! A frozen agent (SIGSTOP) cannot suspend anything while frozen; what it
+//! sends on waking is refused by every replica a newer engine claimed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vigil_engine::engine::{Engine, OnSuspend};
+
+use super::registration::LEASE_TTL;
+use crate::cluster::events::Severity;
+use crate::daemon::Agent;
+use crate::model::epoch::EngineEpoch;
+
+/// How long before the lease could expire the engines are suspended.
+pub const SELF_FENCE_MARGIN: Duration = Duration::from_secs(3);
+/// How often the lease's age is checked.
+const TICK: Duration = Duration::from_millis(200);
+
+/// When this node last renewed its lease, and what its engines do when it
+/// cannot (a copy of the setting, read while the store still answered).
+pub struct LeaseClock {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    renewed_sent: Instant,
+    on_loss: OnSuspend,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        LeaseClock {
+            inner: Mutex::new(Inner {
+                renewed_sent: Instant::now(),
+                on_loss: OnSuspend::Suspend,
+            }),
+        }
+    }
+}
+
+impl LeaseClock {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A renewal (or grant) sent at `sent` succeeded.
+    pub fn renewed(&self, sent: Instant) {
+        let mut g = self.lock();
+        if sent > g.renewed_sent {
+            g.renewed_sent = sent;
+        }
+    }
+
+    /// Keeps the `engine-on-lease-loss` setting at hand for when the store
+    /// does not answer.
+    pub fn set_on_loss(&self, on_loss: OnSuspend) {
+        self.lock().on_loss = on_loss;
+    }
+
+    /// Time since the last successful renewal was sent.
+    fn age(&self) -> Duration {
+        self.lock().renewed_sent.elapsed()
+    }
+
+    fn on_loss(&self) -> OnSuspend {
+        self.lock().on_loss
+    }
+}
+
+/// Every engine of this agent: the volumes' and the maintenance engines.
+fn engines(agent: &Agent) -> Vec<Arc<Engine>> {
+    let mut all = agent.engines.all();
+    all.extend(agent.maintenance.all());
+    all
+}
+
+/// Watches the lease's age until the task is aborted.
+pub async fn run(agent: Arc<Agent>) {
+    let limit = LEASE_TTL.saturating_sub(SELF_FENCE_MARGIN);
+    // set while this task holds engines suspended: since when
+    let mut suspended_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(TICK).await;
+        let age = agent.lease_clock.age();
+        if age > limit {
+            let on_loss = agent.lease_clock.on_loss();
+            let reason = format!(
+                "node {} could not renew its liveness lease for {:.1} s (TTL {} s): another node may take its volumes over",
+                agent.config.node_name,
+                age.as_secs_f64(),
+                LEASE_TTL.as_secs()
+            );
+            for e in engines(&agent) {
+                if e.suspended().is_none() && !e.is_fenced() {
+                    e.suspend(on_loss, reason.clone()).await;
+                }
+            }
+            if suspended_since.is_none() {
+                tracing::error!(node = %agent.config.node_name, age_s = age.as_secs_f64(), on_loss = on_loss.as_str(), "liveness lease not renewed: every engine here is suspended");
+                suspended_since = Some(Instant::now());
+            }
+        } else if let Some(since) = suspended_since
+            && resume_owned(&agent, since.elapsed()).await
+        {
+            suspended_since = None;
+        }
+    }
+}
+
+/// Resumes each suspended engine whose volume has no newer epoch, fences
+/// those that have one; false when the store could not say (try again).
+async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
+    let mut decided = true;
+    for e in engines(agent) {
+        if e.suspended().is_none() {
+            continue;
+        }
+        let name = e.name().to_string();
+        let latest = match agent.cluster.get::<EngineEpoch>(&name).await {
+            Ok(latest) => latest.map(|v| v.object),
+            Err(err) => {
+                tracing::warn!(volume = %name, error = %err, "lease renewed, but the volume's epoch cannot be read; the engine stays suspended");
+                decided = false;
+                continue;
+            }
+        };
+        let (severity, reason, message) = match latest {
+            Some(l) if l.epoch == e.epoch() => {
+                e.resume();
+                (
+                    Severity::Normal,
+                    "EngineResumed",
+                    format!(
+                        "the engine of {name} on {} (epoch {}) resumed after {:.1} s suspended: the node's liveness lease could not be renewed in time, and no newer engine started meanwhile",
+                        agent.config.node_name,
+                        e.epoch(),
+                        suspended_for.as_secs_f64()
+                    ),
+                )
+            }
+            Some(l) => {
+                let _ = e.fence().await;
+                (
+                    Severity::Warning,
+                    "EngineFenced",
+                    format!(
+                        "the engine of {name} on {} (epoch {}) stays fenced: while the node's liveness lease could not be renewed, an engine of epoch {} started on {}; its clients get I/O errors",
+                        agent.config.node_name,
+                        e.epoch(),
+                        l.epoch,
+                        l.node
+                    ),
+                )
+            }
+            // no epoch record: the volume is gone; the controllers stop it
+            None => continue,
+        };
+        agent
+            .cluster
+            .event(severity, "volume", &name, reason, message)
+            .await;
+    }
+    decided
+}

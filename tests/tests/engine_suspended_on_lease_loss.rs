@@ -1,0 +1,121 @@
+//! Self-fencing on lease loss (issue 17, item 2): an agent that cannot
+//! renew its node lease stops its engines' replica I/O before the lease
+//! can expire, and resumes once the lease is back and no newer engine
+//! exists.
+//!
+//! One agent on a real etcd, a volume attached and written. etcd is frozen
+//! (SIGSTOP: connections stay open, nothing answers), so the agent cannot
+//! renew its lease. With `engine-on-lease-loss=io-error` a write on an open
+//! NBD connection fails once the lease is nearly a TTL old; after etcd is
+//! thawed writes succeed again (`EngineResumed`). With the default,
+//! `suspend`, a write sent during the freeze is held — its client waits —
+//! and completes after the thaw. Before self-fencing, both writes were
+//! acknowledged while the node was, for the rest of the cluster, down.
+
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil_tests::agent::wait_until;
+use vigil_tests::{Agent, Etcd, tools};
+
+/// Longer than the lease TTL (10 s) minus the self-fence margin (3 s),
+/// with room for the renewal period (2.5 s) and the 200 ms tick.
+const PAST_THE_MARGIN: Duration = Duration::from_secs(9);
+
+fn qemu_io(uri: &str, cmds: &[String]) -> Command {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    c.arg(uri);
+    c
+}
+
+#[test]
+fn a_node_that_cannot_renew_its_lease_stops_writing_and_resumes_after() {
+    let root = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(root.path());
+    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &etcd.store_url()]);
+    n1.wait_live();
+    n1.set("engine-on-lease-loss", "io-error");
+    let v = n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "16MiB",
+        "--replicas",
+        "1",
+    ]);
+    assert_eq!(v["state"], "detached", "{v}");
+    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
+    assert!(ok, "attach: {err}");
+    let uri = out.trim().to_string();
+    tools::run("qemu-io", &["-f", "raw", "-c", "write -P 0x11 0 64k", &uri]);
+    // a controller round has cached the setting by now (every 2 s)
+    std::thread::sleep(Duration::from_secs(3));
+
+    // io-error: an open connection's write fails once the lease is old.
+    let mut session = tools::QemuIoSession::open(&uri);
+    session.send("read -P 0x11 0 64k");
+    etcd.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    std::thread::sleep(PAST_THE_MARGIN);
+    session.send("write -P 0x22 0 64k");
+    etcd.signal(libc::SIGCONT);
+    let thawed = Instant::now();
+    let printed = session.finish();
+    eprintln!("qemu-io during the freeze:\n{printed}");
+    assert!(
+        printed.contains("write failed"),
+        "a write {:.1} s into the lease loss was acknowledged:\n{printed}",
+        PAST_THE_MARGIN.as_secs_f64()
+    );
+    wait_until("writes succeed again", Duration::from_secs(40), || {
+        tools::try_run("qemu-io", &["-f", "raw", "-c", "write -P 0x33 0 64k", &uri]).0
+    });
+    eprintln!(
+        "writes resumed {:.1} s after the thaw ({:.1} s after the freeze)",
+        thawed.elapsed().as_secs_f64(),
+        frozen.elapsed().as_secs_f64()
+    );
+    let resumed = n1
+        .event("volume/v", "EngineResumed")
+        .expect("EngineResumed event");
+    eprintln!("event: {}", resumed["message"]);
+    assert!(tools::try_run("qemu-io", &["-f", "raw", "-c", "read -P 0x33 0 64k", &uri]).0);
+
+    // suspend (the default): a write during the freeze is held, then done.
+    n1.set("engine-on-lease-loss", "suspend");
+    std::thread::sleep(Duration::from_secs(3));
+    etcd.signal(libc::SIGSTOP);
+    std::thread::sleep(PAST_THE_MARGIN);
+    let mut held = qemu_io(&uri, &["write -P 0x44 0 64k".into(), "flush".into()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let still_held = held.try_wait().unwrap().is_none();
+    etcd.signal(libc::SIGCONT);
+    assert!(
+        still_held,
+        "the write was not held while the lease was lost"
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while held.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the held write never completed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = held.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("wrote 65536/65536"),
+        "the held write did not complete after the lease came back: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tools::try_run("qemu-io", &["-f", "raw", "-c", "read -P 0x44 0 64k", &uri]).0);
+}
