@@ -6,6 +6,7 @@ mod health;
 mod migration;
 mod nodes;
 mod routes;
+mod salvage;
 mod settings;
 pub mod support_bundle;
 pub mod types;

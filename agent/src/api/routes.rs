@@ -68,6 +68,9 @@ pub async fn route(
         (&Method::POST, ["v1", "volumes", n, "migrate", "rollback"]) => {
             migration::rollback(agent, n).await
         }
+        (&Method::POST, ["v1", "volumes", n, "salvage"]) => {
+            super::salvage::salvage(agent, n, parse(body)?).await
+        }
         (&Method::POST, ["v1", "volumes", n, "expand"]) => {
             volumes::expand(agent, n, parse(body)?).await
         }

@@ -145,6 +145,15 @@ pub struct ExpandVolume {
     pub size: String,
 }
 
+/// `POST /v1/volumes/V/salvage`: make `replica` the volume's only in-sync
+/// member, giving up what only the members held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SalvageVolume {
+    pub replica: String,
+    #[serde(default)]
+    pub accept_data_loss: bool,
+}
+
 /// A volume as `vigil volume get` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VolumeView {

@@ -197,6 +197,18 @@ pub enum VolumeCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Start a volume that cannot start from a replica outside its in-sync
+    /// set (every member is gone for good), giving up what only the
+    /// members held.
+    Salvage {
+        name: String,
+        /// The replica to start from (see `vigil volume get`).
+        #[arg(long)]
+        replica: String,
+        /// Required: say that writes only the members held are given up.
+        #[arg(long)]
+        accept_data_loss: bool,
+    },
     /// Grow a detached volume.
     Expand {
         name: String,

@@ -116,6 +116,22 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
             }
             (v, deleted)
         }
+        VolumeCmd::Salvage {
+            name,
+            replica,
+            accept_data_loss,
+        } => (
+            api.call(
+                Method::POST,
+                &format!("/v1/volumes/{name}/salvage"),
+                Some(&SalvageVolume {
+                    replica,
+                    accept_data_loss,
+                }),
+            )
+            .await?,
+            volume_show,
+        ),
         VolumeCmd::Expand { name, size } => (
             api.call(
                 Method::POST,

@@ -5,6 +5,7 @@
 
 pub mod epoch;
 pub mod events;
+pub mod insync;
 pub mod placement;
 pub mod uninstall;
 

@@ -203,9 +203,11 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         None => match start_engine(agent, snap, vol).await {
             Ok(e) => e,
             Err(message) => {
-                if vol.status.message != message {
+                // Not served: faulted, whatever the last engine reported.
+                if vol.status.message != message || vol.status.robustness != Robustness::Faulted {
                     let mut next = v.clone();
                     next.object.status.message = message.clone();
+                    next.object.status.robustness = Robustness::Faulted;
                     agent.cluster.update(&next).await?;
                     agent
                         .cluster
@@ -434,9 +436,42 @@ pub(super) async fn open_engine(
         .next_epoch(&vol.name)
         .await
         .map_err(|e| format!("take the volume's next engine epoch: {e}"))?;
+    // The in-sync set, when one was recorded, is the only source: its
+    // members hold every acknowledged write, the others may not.
+    let in_sync = agent
+        .cluster
+        .in_sync(&vol.name)
+        .await
+        .map_err(|e| format!("read the volume's in-sync set: {e}"))?;
+    let mut member_answered = false;
+    let mut members_away = Vec::new();
+    let mut others_up = Vec::new();
     for r in snap.replicas_of(&vol.name) {
         let addr_text = &r.object.status.address;
+        if let Some(set) = &in_sync
+            && !set.members.contains(&r.object.name)
+        {
+            // Not opened at all: it starts ERR and is rebuilt from a member.
+            if !addr_text.is_empty() {
+                others_up.push(r.object.name.clone());
+                specs.push(ReplicaSpec {
+                    address: addr_text.clone(),
+                    backend: Err(vigil_engine::engine::Fault::now(
+                        FaultReason::Stale,
+                        format!(
+                            "not in the volume's in-sync set (generation {}: {}): it may lack acknowledged writes; rebuilt from a member",
+                            set.generation,
+                            set.members.join(", ")
+                        ),
+                    )),
+                });
+            }
+            continue;
+        }
         if addr_text.is_empty() || (any_sound && !sound(r)) {
+            if in_sync.is_some() {
+                members_away.push(r);
+            }
             continue;
         }
         let address: ReplicaAddress = match addr_text.parse() {
@@ -447,6 +482,12 @@ pub(super) async fn open_engine(
             }
         };
         let backend = agent.open_backend(&address, epoch).await;
+        if in_sync.is_some() {
+            match &backend {
+                Ok(_) => member_answered = true,
+                Err(_) => members_away.push(r),
+            }
+        }
         if was_rw(&r.object) {
             match &backend {
                 Ok(_) => rw_answered = true,
@@ -468,7 +509,35 @@ pub(super) async fn open_engine(
             backend,
         });
     }
-    if !rw_answered && let Some(r) = awaited {
+    if let Some(set) = &in_sync
+        && !member_answered
+    {
+        let away: Vec<String> = members_away
+            .iter()
+            .map(|r| format!("{} on node {}", r.object.name, r.object.spec.node))
+            .collect();
+        let first = members_away
+            .first()
+            .map(|r| format!("replica {} on node {}", r.object.name, r.object.spec.node))
+            .unwrap_or_else(|| format!("replica {}", set.members.join(", ")));
+        let fix = match others_up.first() {
+            Some(other) => format!(
+                "if it is gone for good, accept losing what only it holds: `vigil volume salvage {} --replica {other} --accept-data-loss`",
+                vol.name
+            ),
+            None => "no other replica of the volume is running either".to_string(),
+        };
+        return Err(format!(
+            "waiting for {first}: the volume's in-sync set (generation {}) is {}, and no member answers ({}); the other replicas may lack acknowledged writes, so the volume does not start from them; {fix}",
+            set.generation,
+            set.members.join(", "),
+            away.join("; "),
+        ));
+    }
+    if in_sync.is_none()
+        && !rw_answered
+        && let Some(r) = awaited
+    {
         let node = &r.object.spec.node;
         return Err(format!(
             "waiting for replica {} on node {node} (down {} s of node-down-timeout {} s): it was RW in the last engine and no replica answering now was, so it may hold newer data",
@@ -483,7 +552,7 @@ pub(super) async fn open_engine(
             vol.name
         ));
     }
-    vigil_engine::engine::Engine::start(
+    let engine = vigil_engine::engine::Engine::start(
         &vol.name,
         vol.spec.size,
         epoch,
@@ -491,5 +560,14 @@ pub(super) async fn open_engine(
         agent.config.engine.clone(),
     )
     .await
-    .map_err(|e| format!("start engine: {e}"))
+    .map_err(|e| format!("start engine: {e}"))?;
+    // The members that did not come up RW are out from now on: recorded
+    // before the engine serves, and every later change before the engine
+    // acknowledges anything more.
+    if let Err(e) = super::in_sync::record_now(&agent.cluster, &vol.name, &engine).await {
+        engine.shutdown();
+        return Err(e);
+    }
+    super::in_sync::keep_recorded(agent.cluster.clone(), vol.name.clone(), &engine);
+    Ok(engine)
 }

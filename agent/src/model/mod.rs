@@ -9,6 +9,7 @@ pub mod engine;
 pub mod epoch;
 pub mod event;
 pub mod eviction;
+pub mod insync;
 pub mod kernel_io;
 pub mod maintenance;
 pub mod migration;

@@ -121,7 +121,9 @@ impl Engine {
         if rw_ok == 0 {
             return Err(DeviceError::Io(self.why_unavailable()));
         }
-        Ok(())
+        // A replica that left RW no longer holds what we acknowledge: the
+        // control plane must know before the client does.
+        self.wait_membership_recorded().await
     }
 
     /// Reads an aligned range from one RW replica, local first, failing over.

@@ -13,6 +13,7 @@
 //! * `snapshot`  — snapshot, remove, revert across replicas.
 
 pub mod backend;
+mod insync;
 mod io;
 mod membership;
 pub mod metrics;
@@ -222,6 +223,8 @@ pub struct Engine {
     /// Set while replica I/O is suspended (see `suspend.rs`); requests held
     /// by a suspension wait on it.
     suspension: tokio::sync::watch::Sender<Option<Suspended>>,
+    /// RW-set changes the control plane must record (see `insync.rs`).
+    membership: insync::Membership,
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// Frontend metric handles, registered at start.
     metrics: metrics::VolumeMetrics,
@@ -369,6 +372,7 @@ impl Engine {
             fenced: AtomicBool::new(false),
             fenced_by_newer: Mutex::new(None),
             suspension: tokio::sync::watch::channel(None).0,
+            membership: insync::Membership::default(),
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),
             start_revisions,
@@ -429,11 +433,13 @@ impl Engine {
     /// get EIO from then on; nothing they send reaches a replica. Returns
     /// the flush's error (the fence is set either way).
     pub async fn fence(&self) -> Result<(), crate::device::DeviceError> {
+        self.membership.abandon();
         let _gate = self.gate.write().await;
         let flushed = self.flush_all().await;
         self.fenced
             .store(true, std::sync::atomic::Ordering::Release);
         self.wake_held();
+        self.membership.wake();
         tracing::info!(volume = %self.name, "engine fenced: no more I/O reaches its replicas");
         flushed
     }
@@ -489,6 +495,7 @@ impl Engine {
     fn fence_for_newer(&self, replica: &str, message: String) {
         let first = !self.fenced.swap(true, Ordering::AcqRel);
         self.wake_held();
+        self.membership.wake();
         if let Ok(mut f) = self.fenced_by_newer.lock()
             && f.is_none()
         {
@@ -533,6 +540,9 @@ impl Engine {
         let prev = slot.mode.swap(Mode::Error.to_u8(), Ordering::AcqRel);
         if Mode::from_u8(prev) == Mode::Error {
             return false;
+        }
+        if Mode::from_u8(prev) == Mode::ReadWrite {
+            self.membership.shrank();
         }
         slot.err_signal.send_replace(true);
         metrics::record_fault(&self.name, &slot.address, reason);

@@ -241,7 +241,7 @@ impl Engine {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
-            .map(|_| ())
+            .map(|_| self.membership.grew())
             .map_err(|_| "target left WO during the rebuild".to_string())
     }
 

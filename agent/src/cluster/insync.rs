@@ -1,0 +1,56 @@
+//! Reading and writing a volume's in-sync set (compare-and-swap).
+
+use super::{Cluster, Result, put_op, update_op};
+use crate::model::insync::InSync;
+use crate::store::Expect;
+
+impl Cluster {
+    /// The volume's in-sync set, if one was recorded.
+    pub async fn in_sync(&self, volume: &str) -> Result<Option<InSync>> {
+        Ok(self.get::<InSync>(volume).await?.map(|v| v.object))
+    }
+
+    /// Records `members` as the volume's in-sync set (sorted; a change
+    /// bumps the generation, the same set is a no-op). An empty set is
+    /// never recorded. Returns the set as stored.
+    pub async fn record_in_sync(
+        &self,
+        volume: &str,
+        members: &[String],
+        reason: &str,
+    ) -> Result<Option<InSync>> {
+        let mut members = members.to_vec();
+        members.sort();
+        members.dedup();
+        self.retry(|| async {
+            let current = self.get::<InSync>(volume).await?;
+            if members.is_empty() {
+                return Ok(current.map(|v| v.object));
+            }
+            if current
+                .as_ref()
+                .is_some_and(|v| v.object.members == members)
+            {
+                return Ok(current.map(|v| v.object));
+            }
+            let next = InSync {
+                volume: volume.to_string(),
+                generation: current.as_ref().map_or(0, |v| v.object.generation) + 1,
+                members: members.clone(),
+                reason: reason.to_string(),
+                updated_unix: crate::model::now_unix() as u64,
+            };
+            let op = match &current {
+                Some(v) => {
+                    let mut w = v.clone();
+                    w.object = next.clone();
+                    update_op(&w)
+                }
+                None => put_op(&next, Expect::Absent),
+            };
+            self.txn(vec![op]).await?;
+            Ok(Some(next))
+        })
+        .await
+    }
+}
