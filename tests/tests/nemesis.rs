@@ -43,9 +43,10 @@
 //! its chain): each replica must be byte-for-byte equal to the last image
 //! read through the endpoint, which passed the checker.
 //!
-//! `VIGIL_NEMESIS_ROUNDS` (default 4) sets the rounds; `bench/nemesis.py`
-//! runs many. The report (rounds, nemeses, writes, violations) is printed,
-//! and a line `nemesis summary: {json}`; any violation fails the test.
+//! `VIGIL_NEMESIS_ROUNDS` (default 6) sets the rounds; `bench/nemesis.py`
+//! runs many. The report (rounds, nemeses, writes, violations) is printed
+//! after every round and at the end as a line `nemesis summary: {json}`;
+//! any violation fails the test.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -211,7 +212,6 @@ impl Run {
             Plan {
                 history: Arc::clone(&self.history),
                 seed: self.seed,
-                round: self.round,
                 size: SIZE,
                 dir: self.root.path().join("payloads"),
             },
@@ -366,6 +366,17 @@ impl Run {
         );
     }
 
+    /// Adds violations not seen before (a rule about the history, e.g. an
+    /// acknowledged write to a frozen engine, is found by every check).
+    fn record(&mut self, found: Vec<String>) {
+        for v in found {
+            if !self.violations.contains(&v) {
+                eprintln!("  VIOLATION {v}");
+                self.violations.push(v);
+            }
+        }
+    }
+
     /// Pauses the writer, reads v through its endpoint and checks it.
     fn check_through_endpoint(&mut self, what: &str) {
         let writer = self.writer.as_ref().unwrap();
@@ -377,11 +388,8 @@ impl Run {
             .indeterminate
             .max(history.indeterminate_read_back(self.seed, &image));
         drop(history);
-        for v in &found {
-            eprintln!("  VIOLATION {v}");
-        }
-        self.violations.extend(found);
         writer.resume();
+        self.record(found);
     }
 
     /// Stops the writer, detaches v, stops every agent and compares each
@@ -397,10 +405,7 @@ impl Run {
                 .lock()
                 .unwrap()
                 .check(self.seed, &last, "final read through the endpoint");
-        for v in &found {
-            eprintln!("  VIOLATION {v}");
-        }
-        self.violations.extend(found);
+        self.record(found);
         let (ok, _, err) = self.live(None).cli(&["volume", "detach", "v"]);
         assert!(ok, "detach v: {err}");
         wait_until("v detached", Duration::from_secs(30), || {
@@ -441,10 +446,7 @@ impl Run {
             found.push(format!(
                 "replica {name} differs from the volume read through its endpoint in {differ} blocks of 4 KiB"
             ));
-            for v in &found {
-                eprintln!("  VIOLATION {v}");
-            }
-            self.violations.extend(found);
+            self.record(found);
         }
     }
 
@@ -490,7 +492,7 @@ fn wait_stopped(pid: u32) {
 fn acknowledged_writes_survive_kills_freezes_and_moves() {
     let started = Instant::now();
     let seed = env_u64("VIGIL_SEED").unwrap_or_else(rand::random);
-    let rounds = env_u64("VIGIL_NEMESIS_ROUNDS").unwrap_or(4) as u32;
+    let rounds = env_u64("VIGIL_NEMESIS_ROUNDS").unwrap_or(6) as u32;
     eprintln!("seed {seed} (replay with VIGIL_SEED={seed}), {rounds} rounds");
     let mut run = Run::start(seed);
     run.wait_healthy();
@@ -502,6 +504,7 @@ fn acknowledged_writes_survive_kills_freezes_and_moves() {
     }
     for (round, nemesis) in schedule.into_iter().take(rounds as usize).enumerate() {
         run.round = round as u32 + 1;
+        run.history.lock().unwrap().round = run.round;
         eprintln!(
             "round {}/{rounds}: {} ({:.0} s)",
             run.round,
@@ -511,6 +514,11 @@ fn acknowledged_writes_survive_kills_freezes_and_moves() {
         run.apply(nemesis);
         run.wait_healthy();
         run.check_through_endpoint(&format!("after round {} ({})", run.round, nemesis.name()));
+        // The report so far: a long run that stops early still has one.
+        eprintln!(
+            "nemesis summary: {}",
+            run.report(run.round, started.elapsed())
+        );
     }
     run.finish();
     let summary = run.report(rounds, started.elapsed());

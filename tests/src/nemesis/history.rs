@@ -131,6 +131,8 @@ pub struct Write {
 /// Every operation of a run, in the order they were sent.
 #[derive(Debug, Default)]
 pub struct History {
+    /// The round now running, recorded with each write.
+    pub round: u32,
     next_seq: u64,
     writes: BTreeMap<u64, Write>,
     /// Flushes sent, acknowledged, failed.
@@ -150,9 +152,10 @@ pub struct Counts {
 
 impl History {
     /// Records a write about to be sent; returns its sequence number.
-    pub fn begin_write(&mut self, slot: u64, writer: u32, round: u32, target: Target) -> u64 {
+    pub fn begin_write(&mut self, slot: u64, writer: u32, target: Target) -> u64 {
         self.next_seq += 1;
         let seq = self.next_seq;
+        let round = self.round;
         self.writes.insert(
             seq,
             Write {
@@ -352,11 +355,11 @@ mod tests {
     #[test]
     fn a_lost_flushed_write_is_a_violation_an_unflushed_one_is_not() {
         let mut h = History::default();
-        let a = h.begin_write(5, 1, 0, Target::Current);
+        let a = h.begin_write(5, 1, Target::Current);
         h.end_write(a, Outcome::Acked);
         let covered = h.unflushed(1);
         h.end_flush(&covered, true);
-        let b = h.begin_write(5, 1, 0, Target::Current);
+        let b = h.begin_write(5, 1, Target::Current);
         h.end_write(b, Outcome::Acked);
         let mut image = vec![0u8; SIZE];
         assert_eq!(h.check(9, &image, "t").len(), 1, "zeros: a is lost");
@@ -369,7 +372,7 @@ mod tests {
     #[test]
     fn a_write_to_a_frozen_engine_must_fail_and_never_land() {
         let mut h = History::default();
-        let a = h.begin_write(2, 1, 0, Target::Frozen);
+        let a = h.begin_write(2, 1, Target::Frozen);
         h.end_write(a, Outcome::Failed);
         let mut image = vec![0u8; SIZE];
         assert!(h.check(9, &image, "t").is_empty());
@@ -382,9 +385,9 @@ mod tests {
     #[test]
     fn a_failed_write_to_the_current_engine_may_land_but_not_below_a_flush() {
         let mut h = History::default();
-        let a = h.begin_write(2, 1, 0, Target::Current);
+        let a = h.begin_write(2, 1, Target::Current);
         h.end_write(a, Outcome::Failed);
-        let b = h.begin_write(2, 2, 1, Target::Current);
+        let b = h.begin_write(2, 2, Target::Current);
         h.end_write(b, Outcome::Acked);
         let mut image = vec![0u8; SIZE];
         put(&mut image, 9, 2, 1, a);

@@ -141,7 +141,6 @@ pub struct Writer {
 pub struct Plan {
     pub history: Arc<Mutex<History>>,
     pub seed: u64,
-    pub round: u32,
     pub size: u64,
     /// Where the payload files go (qemu-io reads `write -s FILE`).
     pub dir: PathBuf,
@@ -303,11 +302,7 @@ fn run(id: u32, mut session: Session, plan: Plan, state: &(Mutex<State>, Condvar
 
 /// One write: whether it was acknowledged, and the command and its output.
 fn write(session: &mut Session, id: u32, plan: &Plan, target: Target, slot: u64) -> (bool, String) {
-    let seq = plan
-        .history
-        .lock()
-        .unwrap()
-        .begin_write(slot, id, plan.round, target);
+    let seq = plan.history.lock().unwrap().begin_write(slot, id, target);
     let file = payload_file(&plan.dir, seq);
     std::fs::write(&file, history::block(plan.seed, slot, id, seq)).unwrap();
     let off = history::slot_offset(plan.size, slot);
