@@ -19,8 +19,9 @@
 //!   after 1–4 s;
 //! - `freeze-engine`: SIGSTOP of the engine's agent; the next write is sent
 //!   to it frozen (it waits in its socket); once NODE_DOWN shows, the volume
-//!   is attached on another node and written there; then SIGCONT. Every
-//!   write sent to the frozen engine must fail and never be read back;
+//!   is attached on another node and written there; then SIGCONT, and the
+//!   volume is checked at once, before the newer engine's writer goes on.
+//!   Every write sent to the frozen engine must fail and never be read back;
 //! - `kill-engine`: `kill -9` of the engine's agent, attach elsewhere once
 //!   NODE_DOWN shows, write there, restart the killed agent;
 //! - `move`: `vigil volume detach v` with the client still writing (its
@@ -279,6 +280,10 @@ impl Run {
                 );
                 self.writer = Some(self.writer_on(&uri));
                 self.sleep_between(1500, 3000);
+                // The newer engine's writer holds still across the thaw, so
+                // the check below sees whatever the thawed engine did to the
+                // slots the newer one wrote.
+                self.writer.as_ref().unwrap().pause(Duration::from_secs(30));
                 self.agents[e].signal(libc::SIGCONT);
                 wait_until(
                     "the frozen engine's queued write is answered after the thaw",
@@ -296,6 +301,10 @@ impl Run {
                     f - failed
                 );
                 old.stop();
+                self.check_through_endpoint(&format!(
+                    "right after {en} was thawed (round {})",
+                    self.round
+                ));
             }
             Nemesis::KillEngine => {
                 eprintln!("  kill -9 {en} (engine), attach on {tn}, restart {en}");

@@ -142,6 +142,7 @@ pub struct History {
 /// Counts of a history, for the report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
+    /// Writes answered (those in flight are not counted).
     pub acked: u64,
     pub failed: u64,
     pub unknown: u64,
@@ -214,7 +215,8 @@ impl History {
             match w.outcome {
                 Outcome::Acked => c.acked += 1,
                 Outcome::Failed => c.failed += 1,
-                Outcome::Pending | Outcome::Unknown => c.unknown += 1,
+                Outcome::Unknown => c.unknown += 1,
+                Outcome::Pending => {}
             }
             if w.target == Target::Frozen {
                 c.to_frozen += 1;
