@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod ebpf;
 pub mod etcd;
 pub mod faults;
+pub mod nemesis;
 pub mod otlp;
 pub mod prom;
 pub mod prometheus;
