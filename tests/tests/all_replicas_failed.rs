@@ -1,6 +1,7 @@
 //! Every replica of a volume fails (their agents are killed with `kill -9`),
 //! then the agents come back. With `auto-salvage` on (the default) the
-//! newest replica by revision becomes the source, the others are rebuilt
+//! in-sync replicas (the newest by revision among them) become the source,
+//! the others are rebuilt
 //! from it, the volume is healthy again with every byte flushed before the
 //! crash, and a `Salvaged` event names the replica chosen and why.
 //!
@@ -255,7 +256,8 @@ fn every_agent_killed_restarts_from_the_newest_replicas() {
     n2.kill9();
 
     // The replicas' nodes first, the engine's last: its fresh start then
-    // reads every replica's revision.
+    // opens the in-sync replicas (n1's and n2's; n3's left the set when it
+    // failed) and leaves n3's out to be rebuilt.
     n2.start_again();
     n3.start_again();
     let restarted = Instant::now();
@@ -266,8 +268,10 @@ fn every_agent_killed_restarts_from_the_newest_replicas() {
     });
     let salvaged_after = restarted.elapsed();
     assert!(
-        message.contains(&on1) && message.contains(&on2) && message.contains(&format!("{on3} at")),
-        "Salvaged names n1's and n2's replicas as sources and {on3} as behind: {message}"
+        message.contains(&on1)
+            && message.contains(&on2)
+            && message.contains(&format!("{on3} not in the in-sync set")),
+        "Salvaged names n1's and n2's replicas as sources and {on3} as left out (it left the in-sync set when it failed): {message}"
     );
     assert_recovered(&n1, "v", &on3, &uri, &expected);
     eprintln!(

@@ -90,16 +90,23 @@ pub async fn restart_if_all_failed(
 pub async fn report_start(agent: &Agent, snap: &Snapshot, vol: &Volume, engine: &Engine) {
     let after_restart = restarted().remove(&vol.name);
     let seen = engine.start_revisions();
+    let status = engine.status();
+    let left_out = |address: &str| {
+        status.replicas.iter().any(|r| {
+            r.address == address
+                && r.fault
+                    .as_ref()
+                    .is_some_and(|f| f.reason == vigil_engine::engine::FaultReason::Stale)
+        })
+    };
+    // Stale by revision, or not opened at all because it is outside the
+    // in-sync set: either way the start chose its sources.
+    if !seen.iter().any(|s| left_out(&s.address)) && !after_restart {
+        return;
+    }
     let Some(newest) = seen.iter().filter_map(|s| s.revision).max() else {
         return;
     };
-    let stale = seen
-        .iter()
-        .filter(|s| s.revision.is_some_and(|r| r < newest))
-        .count();
-    if stale == 0 && !after_restart {
-        return;
-    }
     let name_of = |address: &str| {
         snap.replicas_of(&vol.name)
             .find(|r| r.object.status.address == address)
@@ -108,14 +115,17 @@ pub async fn report_start(agent: &Agent, snap: &Snapshot, vol: &Volume, engine: 
     };
     let chosen: Vec<String> = seen
         .iter()
-        .filter(|s| s.revision == Some(newest))
+        .filter(|s| s.revision == Some(newest) && !left_out(&s.address))
         .map(|s| name_of(&s.address))
         .collect();
     let others: Vec<String> = seen
         .iter()
-        .filter(|s| s.revision != Some(newest))
+        .filter(|s| s.revision != Some(newest) || left_out(&s.address))
         .map(|s| match s.revision {
             Some(r) => format!("{} at {r}", name_of(&s.address)),
+            None if left_out(&s.address) => {
+                format!("{} not in the in-sync set", name_of(&s.address))
+            }
             None => format!("{} unreachable", name_of(&s.address)),
         })
         .collect();

@@ -102,6 +102,12 @@ async fn finish_deleting(
     if let Some(e) = snap.engines.get(&v.object.name) {
         ops.push(delete_op(e));
     }
+    // Its in-sync set goes with it: a volume created again under the name
+    // has new replicas. (Its epoch counter stays: epochs never go back.)
+    ops.push(Op::delete(
+        crate::model::key_of::<crate::model::insync::InSync>(&v.object.name),
+        Expect::Any,
+    ));
     agent.cluster.txn(ops).await?;
     agent
         .cluster
@@ -442,7 +448,19 @@ pub(super) async fn open_engine(
         .cluster
         .in_sync(&vol.name)
         .await
-        .map_err(|e| format!("read the volume's in-sync set: {e}"))?;
+        .map_err(|e| format!("read the volume's in-sync set: {e}"))?
+        .filter(|set| {
+            // Every member retired (their replica objects deleted, e.g. lost
+            // with a replaced disk while the volume was detached): the set
+            // names nothing that exists, so it cannot say anything.
+            let known = snap
+                .replicas_of(&vol.name)
+                .any(|r| set.members.contains(&r.object.name));
+            if !known {
+                tracing::warn!(volume = %vol.name, members = ?set.members, "no member of the in-sync set exists any more; starting as for a volume without one");
+            }
+            known
+        });
     let mut member_answered = false;
     let mut members_away = Vec::new();
     let mut others_up = Vec::new();

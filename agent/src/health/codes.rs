@@ -171,7 +171,7 @@ const CODES: &[CodeInfo] = &[
         severity: Severity::Error,
         summary: "A volume has no healthy replica, or its engine's node is down",
         cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
-        fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the newest one and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so.",
+        fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the in-sync replicas and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so. If the volume's message says no in-sync replica can be reached and none will come back, `vigil volume salvage V --replica R --accept-data-loss` starts it from R, giving up what only the in-sync replicas held.",
     },
     CodeInfo {
         code: MIGRATION_STUCK,
