@@ -2,9 +2,8 @@
 //! `epochs/<volume>`, so two engine starts anywhere in the cluster never
 //! get the same epoch, and a later start always gets a higher one.
 
-use super::{Cluster, Result, put_op, update_op};
+use super::{Cluster, Result, replace_op};
 use crate::model::epoch::EngineEpoch;
-use crate::store::Expect;
 
 impl Cluster {
     /// Takes the next epoch for an engine of `volume` on this node. Every
@@ -21,15 +20,7 @@ impl Cluster {
                 node: self.node().to_string(),
                 claimed_unix: crate::model::now_unix() as u64,
             };
-            let op = match &current {
-                Some(v) => {
-                    let mut w = v.clone();
-                    w.object = next.clone();
-                    update_op(&w)
-                }
-                None => put_op(&next, Expect::Absent),
-            };
-            self.txn(vec![op]).await?;
+            self.txn(vec![replace_op(current.as_ref(), &next)]).await?;
             Ok(next.epoch)
         })
         .await

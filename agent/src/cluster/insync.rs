@@ -1,8 +1,7 @@
 //! Reading and writing a volume's in-sync set (compare-and-swap).
 
-use super::{Cluster, Result, put_op, update_op};
+use super::{Cluster, Result, replace_op};
 use crate::model::insync::InSync;
-use crate::store::Expect;
 
 impl Cluster {
     /// The volume's in-sync set, if one was recorded.
@@ -40,15 +39,7 @@ impl Cluster {
                 reason: reason.to_string(),
                 updated_unix: crate::model::now_unix() as u64,
             };
-            let op = match &current {
-                Some(v) => {
-                    let mut w = v.clone();
-                    w.object = next.clone();
-                    update_op(&w)
-                }
-                None => put_op(&next, Expect::Absent),
-            };
-            self.txn(vec![op]).await?;
+            self.txn(vec![replace_op(current.as_ref(), &next)]).await?;
             Ok(Some(next))
         })
         .await

@@ -79,6 +79,15 @@ pub fn update_op<T: Object>(v: &Versioned<T>) -> Op {
     put_op(&v.object, Expect::Revision(v.revision))
 }
 
+/// A write of `next` over what a read found: compare-and-swap on the
+/// revision read, or a create when the read found nothing.
+pub fn replace_op<T: Object>(current: Option<&Versioned<T>>, next: &T) -> Op {
+    match current {
+        Some(v) => put_op(next, Expect::Revision(v.revision)),
+        None => put_op(next, Expect::Absent),
+    }
+}
+
 /// A delete of a read object, compare-and-swap on its revision.
 pub fn delete_op<T: Object>(v: &Versioned<T>) -> Op {
     Op::delete(v.object.key(), Expect::Revision(v.revision))
