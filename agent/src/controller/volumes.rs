@@ -239,6 +239,12 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         stop_engine(agent, &vol.name).await;
         return Ok(());
     }
+    engine.set_min_rw(
+        snap.settings
+            .min_replicas_to_write()
+            .min(vol.spec.replicas as usize),
+        snap.settings.engine_on_lease_loss(),
+    );
     let migrating = vol.status.migration.is_some();
     if !migrating && super::salvage::restart_if_all_failed(agent, snap, vol, &engine).await {
         return Ok(());

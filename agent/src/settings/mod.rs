@@ -173,6 +173,12 @@ pub const DEFINITIONS: &[Definition] = &[
         doc: "What an engine's clients see while its node cannot renew its liveness lease (its I/O to replicas stops 3 s before the lease could expire, so no other node can take the volume over while it still writes): suspend (requests are held until the lease is renewed and no newer engine exists — a VM sees a pause, as with a lost path) or io-error (requests fail at once). Read while the store answers and kept for when it does not.",
     },
     Definition {
+        name: "min-replicas-to-write",
+        kind: Kind::Int { min: 1, max: 20 },
+        default: "1",
+        doc: "How many RW replicas must hold a write (or flush) before it is acknowledged (Ceph's min_size; at most the volume's replica count). Below it, new writes are held or fail as engine-on-lease-loss says, and a write that reached too few is not acknowledged; reads go on. 1 keeps a volume writable on its last replica.",
+    },
+    Definition {
         name: "node-drain-policy",
         kind: Kind::Choice(&crate::controller::drain::DrainPolicy::ALL),
         default: "block-if-contains-last-replica",
@@ -387,6 +393,9 @@ impl Settings {
     }
     pub fn migration_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::try_from(self.int("migration-timeout")).unwrap_or(60))
+    }
+    pub fn min_replicas_to_write(&self) -> usize {
+        usize::try_from(self.int("min-replicas-to-write")).unwrap_or(1)
     }
     pub fn engine_on_lease_loss(&self) -> vigil_engine::engine::OnSuspend {
         match self.raw("engine-on-lease-loss") {

@@ -121,6 +121,7 @@ impl Engine {
         if rw_ok == 0 {
             return Err(DeviceError::Io(self.why_unavailable()));
         }
+        self.check_min_rw(rw_ok)?;
         // A replica that left RW no longer holds what we acknowledge: the
         // control plane must know before the client does.
         self.wait_membership_recorded().await
@@ -261,7 +262,7 @@ impl Engine {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let _gate = self.io_gate().await?;
+        let _gate = self.read_gate().await?;
         if aligned(offset, len) {
             return self.read_aligned(offset, len).await;
         }

@@ -17,6 +17,7 @@ mod insync;
 mod io;
 mod membership;
 pub mod metrics;
+mod min_rw;
 pub mod mode;
 mod monitor;
 mod rebuild;
@@ -27,6 +28,8 @@ mod suspend;
 mod tests_fencing;
 #[cfg(test)]
 mod tests_metrics;
+#[cfg(test)]
+mod tests_min_rw;
 #[cfg(test)]
 mod tests_rebuild;
 #[cfg(test)]
@@ -225,6 +228,8 @@ pub struct Engine {
     suspension: tokio::sync::watch::Sender<Option<Suspended>>,
     /// RW-set changes the control plane must record (see `insync.rs`).
     membership: insync::Membership,
+    /// How many RW replicas a write needs (see `min_rw.rs`).
+    min_rw: tokio::sync::watch::Sender<min_rw::MinRw>,
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// Frontend metric handles, registered at start.
     metrics: metrics::VolumeMetrics,
@@ -373,6 +378,7 @@ impl Engine {
             fenced_by_newer: Mutex::new(None),
             suspension: tokio::sync::watch::channel(None).0,
             membership: insync::Membership::default(),
+            min_rw: tokio::sync::watch::channel(min_rw::MinRw::default()).0,
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),
             start_revisions,

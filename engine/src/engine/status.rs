@@ -141,7 +141,8 @@ impl Engine {
             robustness,
             unavailable_reason: match &fenced_by_newer {
                 Some(f) => Some(f.to_string()),
-                None => (rw == 0).then(|| self.why_unavailable()),
+                None if rw == 0 => Some(self.why_unavailable()),
+                None => self.below_min_rw(),
             },
             epoch: self.epoch,
             fenced_by_newer,

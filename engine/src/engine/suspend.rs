@@ -130,11 +130,24 @@ impl Engine {
         }
     }
 
-    /// The I/O gate, shared, once the engine is not suspended: what every
-    /// client request takes before it touches a replica.
+    /// The I/O gate, shared, for a read: once the engine is not suspended.
+    pub(super) async fn read_gate(&self) -> Result<RwLockReadGuard<'_, ()>, DeviceError> {
+        self.shared_gate(false).await
+    }
+
+    /// The I/O gate, shared, for a write, trim, zeroes or flush: once the
+    /// engine is not suspended and enough replicas are RW
+    /// (`min_rw.rs`).
     pub(super) async fn io_gate(&self) -> Result<RwLockReadGuard<'_, ()>, DeviceError> {
+        self.shared_gate(true).await
+    }
+
+    async fn shared_gate(&self, write: bool) -> Result<RwLockReadGuard<'_, ()>, DeviceError> {
         loop {
             self.wait_resumed().await?;
+            if write {
+                self.wait_min_rw().await?;
+            }
             let gate = self.gate.read().await;
             // a suspension that came in between: wait again without the gate
             if self.suspension.borrow().is_none() {
@@ -148,6 +161,7 @@ impl Engine {
     pub(super) async fn io_gate_exclusive(&self) -> Result<RwLockWriteGuard<'_, ()>, DeviceError> {
         loop {
             self.wait_resumed().await?;
+            self.wait_min_rw().await?;
             let gate = self.gate.write().await;
             if self.suspension.borrow().is_none() {
                 return Ok(gate);
