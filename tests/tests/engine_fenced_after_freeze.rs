@@ -14,7 +14,8 @@
 //! and the session reported it written: the newer engine's acknowledged
 //! data was overwritten by the older one. Now the replica refuses it (stale
 //! epoch), n1's engine fences itself, the session gets an error, n2's data
-//! is intact, and the `EngineFenced` event names both epochs.
+//! is intact, and the `EngineFenced` event and the ENGINE_FENCED health
+//! check name both epochs.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -154,6 +155,25 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
     wait_until("n1 runs no engine for v", Duration::from_secs(30), || {
         n1.get("/v1/engines/v").is_none()
     });
+    // The incident is a health check for a while, naming node and epoch.
+    let report = doctor(&n2).1;
+    let fenced = check(&report, "ENGINE_FENCED").expect("ENGINE_FENCED in doctor");
+    assert!(
+        fenced
+            .to_string()
+            .contains("the engine on n1 (epoch 1) was fenced"),
+        "{fenced}"
+    );
+    let (ok, _, err) = n2.cli(&[
+        "health",
+        "mute",
+        "ENGINE_FENCED",
+        "--for",
+        "1h",
+        "--reason",
+        "seen: the test froze n1",
+    ]);
+    assert!(ok, "mute: {err}");
     wait_until("v healthy on n2", Duration::from_secs(60), || {
         doctor(&n2).0 == 0
     });

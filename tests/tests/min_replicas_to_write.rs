@@ -5,7 +5,7 @@
 //! setting at 2 with `engine-on-lease-loss=io-error`. n2 is killed: its
 //! replica drops out, a write through n1 fails (it would have been
 //! acknowledged on one replica before), a read still works, and the
-//! volume's message says why. When n2 is back and its replica rebuilt,
+//! volume's message and VOLUME_WRITES_BLOCKED say why. When n2 is back and its replica rebuilt,
 //! writes are acknowledged again. With the default (1) the same loss
 //! leaves the volume writable, as always.
 
@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use vigil_tests::agent::wait_until;
+use vigil_tests::doctor::{check, doctor};
 use vigil_tests::{Agent, Etcd, tools};
 
 fn write(uri: &str, byte: u8) -> (bool, String) {
@@ -81,6 +82,11 @@ fn writes_need_the_minimum_of_rw_replicas() {
             .as_str()
             .is_some_and(|m| m.contains("min-replicas-to-write is 2"))
     });
+
+    let blocked = check(&doctor(&n1).1, "VOLUME_WRITES_BLOCKED")
+        .expect("VOLUME_WRITES_BLOCKED in doctor")
+        .to_string();
+    assert!(blocked.contains("only 1 RW replica"), "{blocked}");
 
     n2.start_again();
     wait_until("writes acknowledged again", Duration::from_secs(60), || {

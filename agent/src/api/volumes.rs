@@ -219,6 +219,8 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
                     transitions: 0,
                     migration: None,
                     maintenance: None,
+                    fenced: None,
+                    writes_blocked: String::new(),
                 },
             };
             let disk_objects: Vec<Disk> = disks.iter().map(|d| d.object.clone()).collect();

@@ -399,6 +399,8 @@ mod tests {
                 transitions: 0,
                 migration: None,
                 maintenance: None,
+                fenced: None,
+                writes_blocked: String::new(),
             },
         }
     }

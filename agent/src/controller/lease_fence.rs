@@ -160,6 +160,16 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
             }
             Some(l) => {
                 let _ = e.fence().await;
+                super::volumes::record_fenced(
+                    agent,
+                    &name,
+                    e.epoch(),
+                    &format!(
+                        "an engine of epoch {} started on {} while this node could not renew its lease",
+                        l.epoch, l.node
+                    ),
+                )
+                .await;
                 (
                     Severity::Warning,
                     "EngineFenced",

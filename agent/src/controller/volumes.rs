@@ -165,7 +165,9 @@ pub async fn stop_engine(agent: &Agent, name: &str) {
     if let Some(e) = agent.engines.remove(name) {
         if let Some(f) = e.fenced_by_newer() {
             // A replica refused it for a newer engine's epoch: say which
-            // engine lost the volume, to which, and what its clients saw.
+            // engine lost the volume, to which, and what its clients saw
+            // (an event, and ENGINE_FENCED for a while).
+            record_fenced(agent, name, e.epoch(), &f.message).await;
             agent
                 .cluster
                 .event(
@@ -188,6 +190,27 @@ pub async fn stop_engine(agent: &Agent, name: &str) {
         }
         agent.managed_engines.remove(name);
         tracing::info!(volume = %name, "engine stopped");
+    }
+}
+
+/// Records in the volume that this node's engine of `epoch` was fenced by
+/// a newer one (ENGINE_FENCED reads it). Best effort: the event says it too.
+pub(super) async fn record_fenced(agent: &Agent, name: &str, epoch: u64, message: &str) {
+    let fenced = crate::model::volume::FencedEngine {
+        node: agent.config.node_name.clone(),
+        epoch,
+        message: message.to_string(),
+        at_unix: crate::model::now_unix() as u64,
+    };
+    let recorded = agent
+        .cluster
+        .modify::<Volume, _>(name, |v| {
+            v.status.fenced = Some(fenced.clone());
+            Ok(true)
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(volume = %name, error = %e, "cannot record the fenced engine in the volume");
     }
 }
 
@@ -280,6 +303,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     next.object.status.endpoint = endpoint.clone();
     next.object.status.robustness = robustness;
     next.object.status.message = message;
+    next.object.status.writes_blocked = engine.below_min_rw().unwrap_or_default();
     let mut ops = Vec::new();
     if next.object != *vol {
         ops.push(update_op(&next));

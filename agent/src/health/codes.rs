@@ -53,6 +53,8 @@ pub const REBUILD_STUCK: &str = "REBUILD_STUCK";
 pub const VOLUME_DEGRADED: &str = "VOLUME_DEGRADED";
 pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
 pub const MIGRATION_STUCK: &str = "MIGRATION_STUCK";
+pub const ENGINE_FENCED: &str = "ENGINE_FENCED";
+pub const VOLUME_WRITES_BLOCKED: &str = "VOLUME_WRITES_BLOCKED";
 pub const UNINSTALL_STUCK: &str = "UNINSTALL_STUCK";
 pub const EVICTION_BLOCKED: &str = "EVICTION_BLOCKED";
 pub const DISK_SLOW: &str = "DISK_SLOW";
@@ -172,6 +174,20 @@ const CODES: &[CodeInfo] = &[
         summary: "A volume has no healthy replica, or its engine's node is down",
         cause: "Every replica failed or is unreachable, or the node serving the volume is down: I/O to the volume fails.",
         fix: "Fix the root causes listed (a node or disk back usually brings its replicas back); `vigil volume get V`. With auto-salvage true, once every replica answers again the engine restarts over the in-sync replicas and rebuilds the others (event Salvaged); with it false the volume stays faulted: `vigil settings set auto-salvage true` to do so. If the volume's message says no in-sync replica can be reached and none will come back, `vigil volume salvage V --replica R --accept-data-loss` starts it from R, giving up what only the in-sync replicas held.",
+    },
+    CodeInfo {
+        code: ENGINE_FENCED,
+        severity: Severity::Warning,
+        summary: "An engine lost its volume to a newer one and was fenced (in the last 15 minutes)",
+        cause: "A replica refused the engine because a newer engine of the volume claimed it (a higher epoch): the engine's node was frozen, paused or cut off from the store long enough for the volume to be attached elsewhere, or two starts raced. The old engine wrote nothing after the claim; its NBD clients got I/O errors from then on.",
+        fix: "Reconnect the old engine's clients to the volume's current endpoint (`vigil volume get V`); find why the node stalled or lost the store (`vigil events --object volume/V`, the node's log, `vigil doctor` for NODE_DOWN or STORE_UNREACHABLE). The item clears by itself after 15 minutes; `vigil health mute ENGINE_FENCED` hides it sooner.",
+    },
+    CodeInfo {
+        code: VOLUME_WRITES_BLOCKED,
+        severity: Severity::Error,
+        summary: "A volume's writes wait or fail: fewer replicas are RW than min-replicas-to-write requires",
+        cause: "Replicas of the volume failed or are being rebuilt, and fewer RW replicas are left than the min-replicas-to-write setting requires for a write to be acknowledged. Reads go on; writes are held (engine-on-lease-loss=suspend) or fail with EIO (io-error) until a rebuild brings enough replicas back.",
+        fix: "Fix what took the replicas out (the root causes listed under VOLUME_DEGRADED, `vigil volume get V`); rebuilds bring them back by themselves. To trade durability for availability now, lower the minimum: `vigil settings set min-replicas-to-write 1`.",
     },
     CodeInfo {
         code: MIGRATION_STUCK,

@@ -36,6 +36,7 @@ pub fn evaluate(view: &View) -> Report {
     ev.replica_errors();
     ev.rebuilds();
     ev.migrations();
+    ev.fencing();
     ev.volumes();
     ev.uninstall();
     ev.evictions();

@@ -10,6 +10,7 @@
 pub mod codes;
 mod evaluate;
 mod eviction;
+mod fencing;
 pub mod kernel_io;
 mod migrations;
 mod replicas;

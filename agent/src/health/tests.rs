@@ -73,6 +73,8 @@ fn volume(name: &str, replicas: u32, attached: Option<&str>) -> Volume {
             transitions: 0,
             migration: None,
             maintenance: None,
+            fenced: None,
+            writes_blocked: String::new(),
         },
     }
 }
@@ -740,4 +742,48 @@ fn a_blocked_eviction_names_the_volume_and_why() {
     let n2 = v.nodes.iter_mut().find(|n| n.name == "n2").unwrap();
     n2.spec.eviction_requested = false;
     assert!(evaluate(&v).check(EVICTION_BLOCKED).is_none());
+}
+
+#[test]
+fn a_recently_fenced_engine_and_blocked_writes_are_reported() {
+    use crate::model::volume::FencedEngine;
+    let mut v = attached_pair();
+    v.volumes[0].status.fenced = Some(FencedEngine {
+        node: "n3".into(),
+        epoch: 4,
+        message: "stale engine epoch 4: the replica was claimed by epoch 5".into(),
+        at_unix: NOW - 60,
+    });
+    v.volumes[0].status.writes_blocked =
+        "only 1 RW replica(s), and min-replicas-to-write is 2".into();
+    let report = evaluate(&v);
+    let fenced = report
+        .checks
+        .iter()
+        .find(|c| c.code == ENGINE_FENCED)
+        .expect("ENGINE_FENCED");
+    assert!(
+        fenced.items[0].message.contains("on n3 (epoch 4)"),
+        "{fenced:?}"
+    );
+    let blocked = report
+        .checks
+        .iter()
+        .find(|c| c.code == VOLUME_WRITES_BLOCKED)
+        .expect("VOLUME_WRITES_BLOCKED");
+    assert!(
+        blocked.items[0]
+            .message
+            .contains("min-replicas-to-write is 2")
+    );
+    // an old fence is no longer reported
+    v.volumes[0].status.fenced.as_mut().unwrap().at_unix = NOW - 16 * 60;
+    v.volumes[0].status.writes_blocked.clear();
+    let report = evaluate(&v);
+    assert!(
+        !report
+            .checks
+            .iter()
+            .any(|c| c.code == ENGINE_FENCED || c.code == VOLUME_WRITES_BLOCKED)
+    );
 }

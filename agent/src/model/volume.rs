@@ -60,6 +60,27 @@ pub struct VolumeStatus {
     /// (see [`super::maintenance`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<super::maintenance::Maintenance>,
+    /// The last engine of this volume that a newer one fenced (a replica
+    /// refused it for a newer epoch), as its agent recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<FencedEngine>,
+    /// Set while writes wait or fail because fewer replicas are RW than
+    /// `min-replicas-to-write` requires: why, in the engine's words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writes_blocked: String,
+}
+
+/// An engine that lost its volume to a newer one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencedEngine {
+    /// The node it ran on.
+    pub node: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// What the refusing replica said (names the newer epoch).
+    pub message: String,
+    /// When its agent recorded it, seconds since the Unix epoch.
+    pub at_unix: u64,
 }
 
 /// Where the volume's data lives relative to its engine.

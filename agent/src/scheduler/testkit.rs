@@ -88,6 +88,8 @@ pub fn volume(name: &str, size: u64, replicas: u32) -> Volume {
             transitions: 0,
             migration: None,
             maintenance: None,
+            fenced: None,
+            writes_blocked: String::new(),
         },
     }
 }
