@@ -439,8 +439,18 @@ impl Engine {
     /// get EIO from then on; nothing they send reaches a replica. Returns
     /// the flush's error (the fence is set either way).
     pub async fn fence(&self) -> Result<(), crate::device::DeviceError> {
-        self.membership.abandon();
-        let _gate = self.gate.write().await;
+        // Requests in flight finish first. One that waits for the control
+        // plane to record a smaller in-sync set gets the I/O timeout for
+        // it (its data is on the replicas: acknowledged once recorded);
+        // after that it fails unacknowledged, so a stuck store cannot keep
+        // the fence from happening.
+        let _gate = match tokio::time::timeout(self.config.io_timeout, self.gate.write()).await {
+            Ok(gate) => gate,
+            Err(_) => {
+                self.membership.abandon();
+                self.gate.write().await
+            }
+        };
         let flushed = self.flush_all().await;
         self.fenced
             .store(true, std::sync::atomic::Ordering::Release);

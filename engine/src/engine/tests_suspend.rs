@@ -96,3 +96,82 @@ async fn a_fence_fails_held_requests() {
     assert!(held.is_err());
     assert_eq!(first_byte(&r), 0);
 }
+
+/// A write waiting for the in-sync set to be recorded is acknowledged if
+/// the record comes while a fence waits for it; without a record, the
+/// fence gives up after the I/O timeout and the write fails.
+#[tokio::test]
+async fn a_fence_waits_for_a_pending_membership_record_then_gives_up() {
+    use crate::engine::FaultReason;
+    let tmp = tempfile::tempdir().unwrap();
+    // fresh replicas per engine: the second must not start with b stale
+    let replicas = |set: &str| -> Vec<Arc<Replica>> {
+        ["a", "b"]
+            .iter()
+            .map(|n| {
+                Arc::new(
+                    Replica::create(
+                        &tmp.path().join(format!("{set}-{n}")),
+                        SIZE,
+                        &ReplicaOptions::default(),
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect()
+    };
+    let start = |replicas: &[Arc<Replica>], config: EngineConfig| {
+        let specs = ["a", "b"]
+            .iter()
+            .zip(replicas)
+            .map(|(n, r)| ReplicaSpec {
+                address: format!("tcp://127.0.0.1:1/{n}"),
+                backend: Ok(Backend::local(Arc::clone(r), 1)),
+            })
+            .collect();
+        Engine::start("v", SIZE, 1, specs, config)
+    };
+    let config = EngineConfig {
+        io_timeout: Duration::from_millis(600),
+        ..EngineConfig::default()
+    };
+
+    // recorded while the fence waits: acknowledged
+    let first = replicas("first");
+    let e = start(&first, config.clone()).await.unwrap();
+    e.require_recorded_membership();
+    e.fail_replica("tcp://127.0.0.1:1/b", FaultReason::IoError, "test");
+    let writer = {
+        let e = Arc::clone(&e);
+        tokio::spawn(async move { e.write(0, block(5), false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!writer.is_finished(), "the write waits for the record");
+    let fencer = {
+        let e = Arc::clone(&e);
+        tokio::spawn(async move { e.fence().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (shrinks, _) = e.membership();
+    e.membership_recorded(shrinks);
+    writer.await.unwrap().unwrap();
+    let _ = fencer.await.unwrap();
+    assert!(e.is_fenced());
+    assert_eq!(first_byte(&first[0]), 5);
+
+    // never recorded: the fence goes ahead after the I/O timeout
+    let second = replicas("second");
+    let e = start(&second, config).await.unwrap();
+    e.require_recorded_membership();
+    e.fail_replica("tcp://127.0.0.1:1/b", FaultReason::IoError, "test");
+    let writer = {
+        let e = Arc::clone(&e);
+        tokio::spawn(async move { e.write(0, block(6), false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), e.fence())
+        .await
+        .expect("the fence does not wait forever");
+    let result = writer.await.unwrap();
+    assert!(result.is_err(), "not acknowledged without the record");
+}
