@@ -104,17 +104,7 @@ async fn blocking_traced<T: Send + 'static>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let span = tracing::info_span!("replica.local", otel.name = op, replica = %name);
-    let r = Arc::clone(&replica.replica);
-    let epoch = replica.epoch;
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            let _admitted = r.admit(epoch)?;
-            f(&r)
-        })
-    })
-    .await
-    .map_err(join_err)?
-    .map_err(local_err)
+    blocking(replica, move |r| span.in_scope(|| f(r))).await
 }
 
 impl Backend {

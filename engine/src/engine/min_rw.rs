@@ -79,6 +79,8 @@ impl Engine {
         }
         let mut changes = self.membership_changes();
         let mut settings = self.min_rw.subscribe();
+        // a fence wakes the suspension watch
+        let mut fences = self.suspension.subscribe();
         loop {
             self.check_fence()?;
             let m = *settings.borrow_and_update();
@@ -97,8 +99,7 @@ impl Engine {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { std::future::pending::<()>().await },
                 r = settings.changed() => if r.is_err() { std::future::pending::<()>().await },
-                // a fence wakes the suspension watch, not these
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                r = fences.changed() => if r.is_err() { std::future::pending::<()>().await },
             }
         }
     }
