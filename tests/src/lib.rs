@@ -17,4 +17,4 @@ pub mod prometheus;
 pub mod tools;
 
 pub use agent::Agent;
-pub use etcd::Etcd;
+pub use etcd::{Etcd, etcd_cluster};

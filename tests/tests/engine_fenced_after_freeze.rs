@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, etcd_cluster, tools};
 
 const OLD: u8 = 0xaa;
 const QUEUED: u8 = 0xcc;
@@ -45,12 +45,8 @@ fn reads_as(uri: &str, byte: u8, len: &str) -> (bool, String) {
 #[test]
 fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
     let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    n1.wait_live();
-    n2.wait_live();
+    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2"]);
+    let [n1, n2]: [Agent; 2] = agents.try_into().ok().unwrap();
     for (name, value) in [
         ("volume-attachment-recovery-policy", "immediate"),
         ("node-down-timeout", "30"),

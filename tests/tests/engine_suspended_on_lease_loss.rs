@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vigil_tests::agent::wait_until;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, etcd_cluster, tools};
 
 /// Longer than the lease TTL (10 s) minus the self-fence margin (3 s),
 /// with room for the renewal period (2.5 s) and the 200 ms tick.
@@ -37,9 +37,8 @@ fn qemu_io(uri: &str, cmds: &[String]) -> Command {
 #[test]
 fn a_node_that_cannot_renew_its_lease_stops_writing_and_resumes_after() {
     let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &etcd.store_url()]);
-    n1.wait_live();
+    let (etcd, agents) = etcd_cluster(root.path(), &["n1"]);
+    let [n1]: [Agent; 1] = agents.try_into().ok().unwrap();
     n1.set("engine-on-lease-loss", "io-error");
     let v = n1.json(&[
         "volume",

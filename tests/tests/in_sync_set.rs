@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, etcd_cluster, tools};
 
 fn replica_on(a: &Agent, node: &str) -> String {
     a.json(&["volume", "get", "v"])["replicas"]
@@ -41,14 +41,8 @@ fn volume(a: &Agent) -> Value {
 #[test]
 fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
     let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let mut n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let mut n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
+    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2", "n3"]);
+    let [mut n1, mut n2, mut n3]: [Agent; 3] = agents.try_into().ok().unwrap();
     n1.set("node-down-timeout", "5");
     let (ok, _, err) = n1.cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
     assert!(ok, "node update: {err}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, etcd_cluster, tools};
 
 fn write(uri: &str, byte: u8) -> (bool, String) {
     tools::try_run(
@@ -35,12 +35,8 @@ fn write(uri: &str, byte: u8) -> (bool, String) {
 #[test]
 fn writes_need_the_minimum_of_rw_replicas() {
     let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    n1.wait_live();
-    n2.wait_live();
+    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2"]);
+    let [n1, mut n2]: [Agent; 2] = agents.try_into().ok().unwrap();
     n1.set("min-replicas-to-write", "2");
     n1.set("engine-on-lease-loss", "io-error");
     n1.json(&[
