@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The nemesis suite, long: many rounds of tests/tests/nemesis.rs.
 
-The CI run of tests/tests/nemesis.rs applies 6 nemeses (kill a replica's
-agent; freeze the engine's agent past its lease and move the volume; kill
-the engine's agent; detach while writing) and checks the volume after each.
+The CI run of tests/tests/nemesis.rs applies each of its 11 nemeses once
+(kills, long and short freezes, partitions from the store, from the
+replicas and full isolation in network namespaces, detach while writing,
+live migration, eviction) and checks the volume after each.
 This script runs the same test binary with many rounds, once or several
 times with different seeds, and prints each run's report: rounds, nemeses
 applied, writes acknowledged / failed, violations. Exit status 1 if any run
@@ -14,8 +15,9 @@ Usage: bench/nemesis.py [--rounds 200] [--runs 1] [--seed S]
 Needs: a release build with the etcd feature
 (cargo build --release --features vigil/etcd -p vigil --bin vigil; the test
 finds it under $CARGO_TARGET_DIR or target/, or takes $VIGIL_BIN), etcd,
-qemu-io, nbdcopy. One round takes 5-25 s (a freeze waits out the 10 s
-liveness lease): 200 rounds is about an hour.
+qemu-io, nbdcopy, ip and nft (root: the test makes network namespaces).
+One round takes 2-30 s (a takeover waits out the 10 s liveness lease and
+the 15 s node-down-timeout): 200 rounds is about 40 minutes.
 """
 import argparse
 import json

@@ -28,6 +28,8 @@ command -v llc-14   >/dev/null || need_pkgs+=(llvm-14)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 # Packet loss on a replica link (tests/tests/ebpf_diagnoses.rs).
 command -v nft      >/dev/null || need_pkgs+=(nftables)
+# Network namespaces and veth pairs of the nemesis suite (tests/src/netns.rs).
+command -v ip       >/dev/null || need_pkgs+=(iproute2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -51,6 +51,11 @@ pub struct Agent {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     listen_port: u16,
+    /// Address the agent listens on (127.0.0.1 unless it runs in a
+    /// network namespace of the test, see [`crate::netns`]).
+    pub host: String,
+    /// Command the agent runs under, e.g. `ip netns exec NS` (empty: none).
+    wrap: Vec<String>,
     token: String,
     /// Extra `vigil agent` arguments (kept across restarts).
     pub extra_args: Vec<String>,
@@ -114,7 +119,38 @@ impl Agent {
         Agent::start_unready_env(root, name, token, extra_args, &[])
     }
 
+    /// Starts an agent listening on `host` under the command `wrap` (e.g.
+    /// `["ip", "netns", "exec", NS]` to run it in a network namespace the
+    /// test made; the caller must be able to reach `host`).
+    pub fn start_in(
+        root: &Path,
+        name: &str,
+        token: &str,
+        extra_args: &[&str],
+        host: &str,
+        wrap: &[&str],
+    ) -> Agent {
+        let mut a = Agent::new(root, name, token, extra_args, &[]);
+        a.host = host.to_string();
+        a.endpoint = format!("http://{host}:{}", a.listen_port);
+        a.wrap = wrap.iter().map(|s| s.to_string()).collect();
+        a.spawn();
+        a
+    }
+
     fn start_unready_env(
+        root: &Path,
+        name: &str,
+        token: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut a = Agent::new(root, name, token, extra_args, env);
+        a.spawn_only();
+        a
+    }
+
+    fn new(
         root: &Path,
         name: &str,
         token: &str,
@@ -124,12 +160,14 @@ impl Agent {
         let data_dir = root.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
-        let mut a = Agent {
+        Agent {
             name: name.to_string(),
             endpoint: format!("http://127.0.0.1:{port}"),
             log: root.join(format!("{name}.log")),
             data_dir,
             listen_port: port,
+            host: "127.0.0.1".to_string(),
+            wrap: Vec::new(),
             token: token.to_string(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             env: env
@@ -137,9 +175,7 @@ impl Agent {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             child: None,
-        };
-        a.spawn_only();
-        a
+        }
     }
 
     /// The agent's process id (panics when it is not running).
@@ -165,9 +201,17 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(vigil_bin())
+        let mut cmd = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(vigil_bin());
+                c
+            }
+            None => Command::new(vigil_bin()),
+        };
+        let child = cmd
             .args(["agent", "--node-name", &self.name, "--listen"])
-            .arg(format!("127.0.0.1:{}", self.listen_port))
+            .arg(format!("{}:{}", self.host, self.listen_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -199,7 +243,7 @@ impl Agent {
                     self.log_text()
                 );
             }
-            if http_get(self.listen_port, "/healthz").is_some() {
+            if http_get_at(&self.host, self.listen_port, "/healthz").is_some() {
                 self.ignore_host_disk_fill();
                 return;
             }
@@ -270,14 +314,20 @@ impl Agent {
         );
     }
 
+    /// The CLI against this agent. Beyond loopback, mutating calls need the
+    /// cluster token (as an operator's shell would have it).
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(vigil_bin());
+        c.arg("--endpoint").arg(&self.endpoint).args(args);
+        if !self.host.starts_with("127.") {
+            c.env("VIGIL_CLUSTER_TOKEN", &self.token);
+        }
+        c
+    }
+
     /// Runs the CLI against this agent; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(vigil_bin())
-            .arg("--endpoint")
-            .arg(&self.endpoint)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.cli_command(args).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -288,12 +338,7 @@ impl Agent {
     /// Runs the CLI; returns (exit code, stdout, stderr) — for commands
     /// whose exit code means something (`vigil doctor`).
     pub fn cli_code(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(vigil_bin())
-            .arg("--endpoint")
-            .arg(&self.endpoint)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.cli_command(args).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -303,7 +348,7 @@ impl Agent {
 
     /// `GET path` on this agent's API listener; the body on a 200.
     pub fn get(&self, path: &str) -> Option<String> {
-        http_get(self.listen_port, path)
+        http_get_at(&self.host, self.listen_port, path)
     }
 
     /// Runs the CLI with `-o json`, asserts success, parses stdout.
@@ -379,7 +424,12 @@ impl Drop for Agent {
 
 /// A minimal HTTP GET on loopback; the body on a 200.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// A minimal HTTP GET on `host:port`; the body on a 200.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
         s,

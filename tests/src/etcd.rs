@@ -9,6 +9,9 @@ use crate::agent::free_port;
 /// A running single-member etcd; killed on drop.
 pub struct Etcd {
     pub client_port: u16,
+    /// Address it listens on (127.0.0.1 unless the test placed it on a
+    /// network namespace's interface).
+    pub host: String,
     peer_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
@@ -23,8 +26,15 @@ impl Etcd {
 
     /// Starts etcd listening for clients on `client_port`.
     pub fn start_on(root: &Path, client_port: u16) -> Etcd {
+        Etcd::start_at(root, "127.0.0.1", client_port)
+    }
+
+    /// Starts etcd listening on `host` (an address of the caller's network
+    /// namespace) for clients on `client_port`.
+    pub fn start_at(root: &Path, host: &str, client_port: u16) -> Etcd {
         let mut e = Etcd {
             client_port,
+            host: host.to_string(),
             peer_port: free_port(),
             data_dir: root.join(format!("etcd-{client_port}")),
             log: root.join(format!("etcd-{client_port}.log")),
@@ -34,15 +44,15 @@ impl Etcd {
         e
     }
 
-    /// `--store` value for agents: `etcd://127.0.0.1:PORT`.
+    /// `--store` value for agents: `etcd://HOST:PORT`.
     pub fn store_url(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        format!("etcd://{}:{}", self.host, self.client_port)
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).unwrap();
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("http://{}:{}", self.host, self.client_port);
+        let peer = format!("http://{}:{}", self.host, self.peer_port);
         let child = Command::new("etcd")
             .arg("--name=default")
             .arg(format!("--data-dir={}", self.data_dir.display()))
@@ -83,7 +93,10 @@ impl Etcd {
     pub fn ctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=http://127.0.0.1:{}", self.client_port))
+            .arg(format!(
+                "--endpoints=http://{}:{}",
+                self.host, self.client_port
+            ))
             .args(args)
             .output()
             .unwrap();

@@ -11,6 +11,7 @@ pub mod ebpf;
 pub mod etcd;
 pub mod faults;
 pub mod nemesis;
+pub mod netns;
 pub mod otlp;
 pub mod prom;
 pub mod prometheus;

@@ -1,8 +1,12 @@
 //! The nemesis suite (issue 17, Jepsen-style): a writer keeps writing
-//! while agents are killed, frozen and the volume is moved, and a checker
-//! holds every read-back against the history of what clients were told.
+//! while agents are killed, frozen, cut off from each other and the store,
+//! and the volume is moved, migrated and evicted; a checker holds every
+//! read-back against the history of what clients were told.
 //!
-//! **Cluster.** A real etcd, three agents n1..n3 on 127.0.0.1,
+//! **Cluster.** Four agents n1..n4, each in a network namespace the test
+//! makes (`vigil_tests::netns`: veth pairs on a private bridge, addresses
+//! 10.77.0.11-14; nothing leaves the namespaces), a real etcd and the
+//! test's clients in a fifth (10.77.0.1).
 //! `volume-attachment-recovery-policy=immediate`, `node-down-timeout` 15 s
 //! (the liveness lease is 10 s), one 16 MiB volume `v` with 3 replicas.
 //!
@@ -13,30 +17,48 @@
 //! unknown) and every flush's is in the history; a successful flush makes
 //! the writes that connection had acknowledged before it *durable*.
 //!
-//! **Nemeses**, one per round; each block of four rounds is a permutation
-//! of all four, drawn from the seed (printed; `VIGIL_SEED` replays):
-//! - `kill-replica`: `kill -9` of an agent holding only a replica, restart
-//!   after 1–4 s;
-//! - `freeze-engine`: SIGSTOP of the engine's agent; the next write is sent
-//!   to it frozen (it waits in its socket); once NODE_DOWN shows, the volume
-//!   is attached on another node and written there; then SIGCONT, and the
-//!   volume is checked at once, before the newer engine's writer goes on.
-//!   Every write sent to the frozen engine must fail and never be read back;
-//! - `kill-engine`: `kill -9` of the engine's agent, attach elsewhere once
-//!   NODE_DOWN shows, write there, restart the killed agent;
+//! **Nemeses**, one per round; each block of rounds is a permutation of
+//! all of them, drawn from the seed (printed; `VIGIL_SEED` replays). *e* is
+//! the engine's node, *t* another node, *r* a node holding a replica:
+//! - `kill-replica`: `kill -9` of r (not e), restart after 1-4 s;
+//! - `freeze-engine`: SIGSTOP of e; the next write is sent to it frozen;
+//!   once NODE_DOWN shows, v is attached on t and written there; SIGCONT,
+//!   and v is checked at once, before the newer writer goes on. Every write
+//!   sent to the frozen engine must fail and never be read back;
+//! - `short-freeze`: SIGSTOP of e for 1-4 s (less than the lease): the
+//!   engine keeps the volume and the writer goes on;
+//! - `kill-engine`: `kill -9` of e, attach on t once NODE_DOWN shows,
+//!   write there, restart e;
 //! - `move`: `vigil volume detach v` with the client still writing (its
 //!   failed writes were refused by the fenced engine and must never be read
-//!   back), then attach on another node.
+//!   back), then attach on t;
+//! - `partition-store`: e cut from etcd only (it still reaches its client
+//!   and replicas): its engine suspends before its lease can expire; once
+//!   NODE_DOWN shows, v is attached on t and written there; then the cut
+//!   heals, and every write sent to e after the takeover must fail;
+//! - `partition-replicas`: e cut from every other node (not from etcd or
+//!   its client) for 3-8 s: its engine drops the replicas it cannot reach
+//!   and goes on with what it has; they are rebuilt after the heal;
+//! - `isolate-engine`: e cut from everything (etcd, its client, the other
+//!   nodes); v is attached on t and written there; after the heal every
+//!   write sent to e during the cut must fail;
+//! - `isolate-replica`: r (not e) cut from everything for 2-6 s;
+//! - `migrate`: live migration of v to t (`vigil volume migrate`), a second
+//!   writer on the target while it forwards, then `--confirm` (two rounds
+//!   in three) or `--rollback`; every write sent to the side that lost must
+//!   fail and never be read back;
+//! - `evict`: `vigil node evict r` while writing, until the eviction
+//!   completes (its replica rebuilt on the spare node), then `--cancel`.
 //!
 //! After each round, once the volume is attached, healthy and every node
 //! ready, the writer pauses and the whole volume is read through its
 //! endpoint (nbdcopy) and checked (`History::check`): each slot holds
 //! zeros or exactly one write's block of that slot; no slot is older than
-//! its durable write; no write sent to a frozen engine, and no failed write
-//! sent to a detaching one, is read back; no write to a frozen engine was
-//! acknowledged; bytes outside the slots are zeros. A failed write to the
-//! current engine (e.g. in flight when it was killed) may be read back:
-//! a failed write leaves its blocks undefined.
+//! its durable write; no write sent to a frozen, cut-off or fenced engine
+//! is read back; no such write was acknowledged; bytes outside the slots
+//! are zeros. A failed write to the current engine (e.g. in flight when it
+//! was killed) may be read back: a failed write leaves its blocks
+//! undefined.
 //!
 //! **At the end**, the volume is detached (its engine flushes), every agent
 //! is stopped and each of the volume's replica directories is read whole
@@ -44,10 +66,11 @@
 //! its chain): each replica must be byte-for-byte equal to the last image
 //! read through the endpoint, which passed the checker.
 //!
-//! `VIGIL_NEMESIS_ROUNDS` (default 6) sets the rounds; `bench/nemesis.py`
-//! runs many. The report (rounds, nemeses, writes, violations) is printed
-//! after every round and at the end as a line `nemesis summary: {json}`;
-//! any violation fails the test.
+//! `VIGIL_NEMESIS_ROUNDS` (default 11: each nemesis once) sets the rounds;
+//! `bench/nemesis.py` runs many. The report (rounds, nemeses, writes,
+//! violations) is printed after every round and at the end as a line
+//! `nemesis summary: {json}`; any violation fails the test. On a failure
+//! the agents' and etcd's logs are copied to /tmp/vigil-nemesis-logs.
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -57,39 +80,62 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use vigil_tests::agent::wait_until;
+use vigil_tests::agent::{free_port, wait_until};
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::nemesis::{self, History, Plan, Target, Writer};
+use vigil_tests::netns::{Lab, Peer};
 use vigil_tests::{Agent, Etcd};
 
 const SIZE: u64 = 16 << 20;
-const NODES: usize = 3;
+const NODES: usize = 4;
+const REPLICAS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Nemesis {
     KillReplica,
     FreezeEngine,
+    ShortFreeze,
     KillEngine,
     Move,
+    PartitionStore,
+    PartitionReplicas,
+    IsolateEngine,
+    IsolateReplica,
+    Migrate,
+    Evict,
 }
 
 impl Nemesis {
-    const ALL: [Nemesis; 4] = [
+    const ALL: [Nemesis; 11] = [
         Nemesis::KillReplica,
         Nemesis::FreezeEngine,
+        Nemesis::ShortFreeze,
         Nemesis::KillEngine,
         Nemesis::Move,
+        Nemesis::PartitionStore,
+        Nemesis::PartitionReplicas,
+        Nemesis::IsolateEngine,
+        Nemesis::IsolateReplica,
+        Nemesis::Migrate,
+        Nemesis::Evict,
     ];
 
     fn name(self) -> &'static str {
         match self {
             Nemesis::KillReplica => "kill-replica",
             Nemesis::FreezeEngine => "freeze-engine",
+            Nemesis::ShortFreeze => "short-freeze",
             Nemesis::KillEngine => "kill-engine",
             Nemesis::Move => "move",
+            Nemesis::PartitionStore => "partition-store",
+            Nemesis::PartitionReplicas => "partition-replicas",
+            Nemesis::IsolateEngine => "isolate-engine",
+            Nemesis::IsolateReplica => "isolate-replica",
+            Nemesis::Migrate => "migrate",
+            Nemesis::Evict => "evict",
         }
     }
 }
@@ -102,13 +148,16 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
-/// Three agents, etcd and the run's state. Fields drop in order: the
-/// writer, the agents, then etcd, then the directory.
+/// The agents, etcd, the namespaces and the run's state. Fields drop in
+/// order: the writer, the agents, etcd, the directory (its logs copied
+/// first on a failure), then the namespaces.
 struct Run {
     writer: Option<Writer>,
     agents: Vec<Agent>,
     down: [bool; NODES],
-    _etcd: Etcd,
+    /// Nodes cut off by a partition now (their API may not answer).
+    cut: [bool; NODES],
+    etcd: Etcd,
     history: Arc<Mutex<History>>,
     rng: StdRng,
     seed: u64,
@@ -117,16 +166,31 @@ struct Run {
     applied: BTreeMap<&'static str, u32>,
     violations: Vec<String>,
     indeterminate: u64,
-    root: tempfile::TempDir,
+    root: LogsOnPanic,
+    lab: Lab,
 }
 
 impl Run {
     fn start(seed: u64) -> Run {
-        let root = tempfile::tempdir().unwrap();
-        let etcd = Etcd::start(root.path());
+        let lab = Lab::create(NODES);
+        // Before any thread or process: they inherit the namespace.
+        lab.enter_ctl();
+        let root = LogsOnPanic(tempfile::tempdir().unwrap());
+        let etcd = Etcd::start_at(root.0.path(), &lab.ctl_ip(), free_port());
         let store = etcd.store_url();
-        let agents: Vec<Agent> = (1..=NODES)
-            .map(|i| Agent::start_with(root.path(), &format!("n{i}"), "tok", &["--store", &store]))
+        let agents: Vec<Agent> = (0..NODES)
+            .map(|i| {
+                let wrap = lab.wrap(i);
+                let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+                Agent::start_in(
+                    root.0.path(),
+                    &format!("n{}", i + 1),
+                    "tok",
+                    &["--store", &store],
+                    &lab.node_ip(i),
+                    &wrap,
+                )
+            })
             .collect();
         for a in &agents {
             a.wait_live();
@@ -140,15 +204,16 @@ impl Run {
             "--size",
             "16MiB",
             "--replicas",
-            "3",
+            &REPLICAS.to_string(),
         ]);
         assert_eq!(v["state"], "detached", "{v}");
-        std::fs::create_dir_all(root.path().join("payloads")).unwrap();
+        std::fs::create_dir_all(root.0.path().join("payloads")).unwrap();
         let mut run = Run {
             writer: None,
             agents,
             down: [false; NODES],
-            _etcd: etcd,
+            cut: [false; NODES],
+            etcd,
             history: Arc::new(Mutex::new(History::default())),
             rng: StdRng::seed_from_u64(seed),
             seed,
@@ -158,30 +223,77 @@ impl Run {
             violations: Vec::new(),
             indeterminate: 0,
             root,
+            lab,
         };
         let first = run.rng.random_range(0..NODES);
-        let uri = run.attach(first);
+        let uri = run.attach(first, None);
         run.writer = Some(run.writer_on(&uri));
         run
     }
 
-    /// A running agent other than `except`.
+    fn path(&self) -> &std::path::Path {
+        self.root.0.path()
+    }
+
+    /// A running agent other than `except` that is not cut off.
     fn live(&self, except: Option<usize>) -> &Agent {
         (0..NODES)
-            .find(|&i| !self.down[i] && Some(i) != except)
+            .find(|&i| !self.down[i] && !self.cut[i] && Some(i) != except)
             .map(|i| &self.agents[i])
             .expect("a running agent")
     }
 
+    /// `vigil -o json ARGS` answered by any running agent that is not
+    /// cut off: an agent whose partition just healed may take a while to
+    /// reach the store again (its connections time out first).
+    fn query(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut errors = Vec::new();
+        loop {
+            for i in (0..NODES).filter(|&i| !self.down[i] && !self.cut[i]) {
+                let (ok, out, err) = self.agents[i].cli(&full);
+                if ok {
+                    return serde_json::from_str(&out)
+                        .unwrap_or_else(|e| panic!("vigil {args:?}: bad JSON ({e}): {out}"));
+                }
+                errors.push(format!("{}: {}", self.agents[i].name, err.trim()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agent answered vigil {args:?} for 60 s: {}",
+                errors.join("; ")
+            );
+            errors.clear();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn volume(&self) -> Value {
-        self.live(None).json(&["volume", "get", "v"])
+        self.query(&["volume", "get", "v"])
+    }
+
+    fn node_index(name: &str) -> usize {
+        name[1..].parse::<usize>().unwrap() - 1
     }
 
     /// Index of the node whose engine serves v.
     fn engine_node(&self) -> usize {
         let v = self.volume();
         let node = v["attached_node"].as_str().unwrap_or_else(|| panic!("{v}"));
-        node[1..].parse::<usize>().unwrap() - 1
+        Run::node_index(node)
+    }
+
+    /// Nodes holding a replica of v.
+    fn replica_nodes(&self) -> Vec<usize> {
+        let v = self.volume();
+        v["replicas"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|r| Run::node_index(r["node"].as_str().unwrap()))
+            .collect()
     }
 
     /// Another node than `n`, at random.
@@ -189,8 +301,24 @@ impl Run {
         (n + self.rng.random_range(1..NODES)) % NODES
     }
 
+    /// A node holding a replica of v other than `n`, at random.
+    fn replica_node_except(&mut self, n: usize) -> usize {
+        let mut nodes: Vec<usize> = self
+            .replica_nodes()
+            .into_iter()
+            .filter(|&r| r != n)
+            .collect();
+        nodes.sort_unstable();
+        *nodes
+            .choose(&mut self.rng)
+            .expect("a replica on another node")
+    }
+
     /// Attaches v on node `to` (asking that node); returns the endpoint.
-    fn attach(&self, to: usize) -> String {
+    /// When the attachment-recovery controller was faster and attached v
+    /// on a node other than `gone` (the node v is leaving), that
+    /// attachment is taken.
+    fn attach(&self, to: usize, gone: Option<usize>) -> String {
         let a = &self.agents[to];
         let mut last = String::new();
         let deadline = Instant::now() + Duration::from_secs(45);
@@ -200,6 +328,19 @@ impl Run {
                 return out.trim().to_string();
             }
             last = err;
+            if let Some(g) = gone {
+                let v = a.json(&["volume", "get", "v"]);
+                let elsewhere = v["attached_node"]
+                    .as_str()
+                    .is_some_and(|n| Run::node_index(n) != g);
+                if v["state"] == "attached"
+                    && elsewhere
+                    && let Some(uri) = v["endpoint"].as_str()
+                {
+                    eprintln!("  recovery attached v on {} first", v["attached_node"]);
+                    return uri.to_string();
+                }
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
         panic!("attach v on {} refused for 45 s: {last}", a.name);
@@ -214,7 +355,7 @@ impl Run {
                 history: Arc::clone(&self.history),
                 seed: self.seed,
                 size: SIZE,
-                dir: self.root.path().join("payloads"),
+                dir: self.path().join("payloads"),
             },
         )
     }
@@ -234,6 +375,28 @@ impl Run {
         self.down[n] = false;
     }
 
+    /// Cuts node `n` from `peers`.
+    fn cut_off(&mut self, n: usize, peers: &[Peer]) {
+        self.lab.cut(n, peers);
+        self.cut[n] = true;
+    }
+
+    fn heal(&mut self, n: usize) {
+        self.lab.heal(n);
+        self.cut[n] = false;
+    }
+
+    /// Every other node, and etcd and the test's clients: full isolation.
+    fn everyone_but(&self, n: usize) -> Vec<Peer> {
+        let mut peers = vec![Peer::Host(self.lab.ctl_ip())];
+        peers.extend(
+            (0..NODES)
+                .filter(|&i| i != n)
+                .map(|i| Peer::Host(self.lab.node_ip(i))),
+        );
+        peers
+    }
+
     /// Waits until `doctor` on `asker` reports NODE_DOWN for node `n`.
     fn wait_node_down(&self, n: usize, asker: usize) {
         let object = format!("node/{}", self.agents[n].name);
@@ -250,61 +413,113 @@ impl Run {
         );
     }
 
+    /// Makes e unreachable with `lose` (a freeze, a full isolation) so
+    /// that nothing sent after it can reach e before the takeover: the
+    /// old writer is held between two writes across it, and every write
+    /// after it goes to an engine that lost the volume (`Target::Frozen`).
+    fn lose_engine(&mut self, e: usize, lose: impl FnOnce(&mut Run)) {
+        let old = self.writer.as_ref().unwrap();
+        old.pause(Duration::from_secs(30));
+        lose(self);
+        let old = self.writer.as_ref().unwrap();
+        old.retarget(Target::Frozen);
+        old.resume();
+        self.down[e] = true;
+    }
+
+    /// The takeover after e became unreachable: once others see e down,
+    /// every write the old writer sends is to an engine that lost the
+    /// volume (`Target::Frozen`; set earlier by [`Run::lose_engine`] when
+    /// nothing could reach e since); v is attached on t and written there;
+    /// then `wake` (thaw, heal) runs, the newer writer holding still,
+    /// until the old writer's pending write is answered; then v is checked
+    /// at once.
+    fn take_over(&mut self, e: usize, t: usize, started: Instant, wake: impl FnOnce(&mut Run)) {
+        let (en, tn) = (self.agents[e].name.clone(), self.agents[t].name.clone());
+        let old = self.writer.take().unwrap();
+        let (acked, failed) = old.outcomes();
+        self.wait_node_down(e, t);
+        // From here on, anything sent to e was sent after the volume was
+        // given up as lost there: it must fail. (Not paused first: its
+        // write in progress may be held by a suspended engine.)
+        old.retarget(Target::Frozen);
+        let uri = self.attach(t, Some(e));
+        eprintln!(
+            "  attached on {tn} {:.1} s after {en} was lost",
+            started.elapsed().as_secs_f64()
+        );
+        self.writer = Some(self.writer_on(&uri));
+        self.sleep_between(1500, 3000);
+        // The newer engine's writer holds still across the wake-up, so the
+        // check below sees whatever the old engine did to the slots the
+        // newer one wrote.
+        self.writer.as_ref().unwrap().pause(Duration::from_secs(30));
+        wake(self);
+        let (a0, f0) = old.outcomes();
+        wait_until(
+            "the old engine's pending write is answered after the wake-up",
+            Duration::from_secs(120),
+            || {
+                let (a, f) = old.outcomes();
+                a + f > a0 + f0
+            },
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let (a, f) = old.outcomes();
+        eprintln!(
+            "  writes to the old engine: {} acknowledged, {} failed ({} and {} of them after the wake-up)",
+            a - acked,
+            f - failed,
+            a - a0,
+            f - f0
+        );
+        eprintln!("  the old writer's last operation: {}", old.last());
+        old.stop();
+        self.check_through_endpoint(&format!(
+            "right after {en} came back (round {})",
+            self.round
+        ));
+    }
+
     fn apply(&mut self, nemesis: Nemesis) {
         let e = self.engine_node();
         let t = self.other(e);
         let (en, tn) = (self.agents[e].name.clone(), self.agents[t].name.clone());
         match nemesis {
             Nemesis::KillReplica => {
-                eprintln!("  kill -9 {tn} (replica only; engine on {en}), restart it");
+                let r = self.replica_node_except(e);
+                let rn = self.agents[r].name.clone();
+                eprintln!("  kill -9 {rn} (a replica; engine on {en}), restart it");
                 self.sleep_between(500, 2000);
-                self.kill(t);
+                self.kill(r);
                 self.sleep_between(1000, 4000);
-                self.restart(t);
+                self.restart(r);
             }
             Nemesis::FreezeEngine => {
                 eprintln!("  SIGSTOP {en} (engine), attach on {tn}, write there, SIGCONT {en}");
-                let old = self.writer.take().unwrap();
-                old.pause(Duration::from_secs(30));
                 let frozen = Instant::now();
+                self.lose_engine(e, |run| {
+                    run.agents[e].signal(libc::SIGSTOP);
+                    wait_stopped(run.agents[e].pid());
+                });
+                self.take_over(e, t, frozen, |run| {
+                    run.agents[e].signal(libc::SIGCONT);
+                    run.down[e] = false;
+                });
+            }
+            Nemesis::ShortFreeze => {
+                eprintln!("  SIGSTOP {en} (engine) for less than its lease, SIGCONT");
+                self.sleep_between(500, 2000);
                 self.agents[e].signal(libc::SIGSTOP);
                 wait_stopped(self.agents[e].pid());
-                let (acked, failed) = old.outcomes();
-                old.retarget(Target::Frozen);
-                old.resume();
-                self.wait_node_down(e, t);
-                let uri = self.attach(t);
-                eprintln!(
-                    "  attached on {tn} {:.1} s after the freeze",
-                    frozen.elapsed().as_secs_f64()
-                );
-                self.writer = Some(self.writer_on(&uri));
-                self.sleep_between(1500, 3000);
-                // The newer engine's writer holds still across the thaw, so
-                // the check below sees whatever the thawed engine did to the
-                // slots the newer one wrote.
-                self.writer.as_ref().unwrap().pause(Duration::from_secs(30));
+                self.sleep_between(1000, 4000);
                 self.agents[e].signal(libc::SIGCONT);
-                wait_until(
-                    "the frozen engine's queued write is answered after the thaw",
-                    Duration::from_secs(60),
-                    || {
-                        let (a, f) = old.outcomes();
-                        a + f > acked + failed
-                    },
+                self.sleep_between(1000, 2000);
+                assert_eq!(
+                    self.engine_node(),
+                    e,
+                    "a freeze shorter than the lease moved the volume"
                 );
-                std::thread::sleep(Duration::from_secs(1));
-                let (a, f) = old.outcomes();
-                eprintln!(
-                    "  writes to the thawed engine: {} acknowledged, {} failed",
-                    a - acked,
-                    f - failed
-                );
-                old.stop();
-                self.check_through_endpoint(&format!(
-                    "right after {en} was thawed (round {})",
-                    self.round
-                ));
             }
             Nemesis::KillEngine => {
                 eprintln!("  kill -9 {en} (engine), attach on {tn}, restart {en}");
@@ -315,7 +530,7 @@ impl Run {
                 old.wait_failure(failed, Duration::from_secs(30));
                 old.stop();
                 self.wait_node_down(e, t);
-                let uri = self.attach(t);
+                let uri = self.attach(t, Some(e));
                 self.writer = Some(self.writer_on(&uri));
                 self.sleep_between(1000, 3000);
                 self.restart(e);
@@ -333,13 +548,121 @@ impl Run {
                 });
                 old.wait_failure(failed, Duration::from_secs(30));
                 old.stop();
-                let uri = self.attach(t);
+                let uri = self.attach(t, None);
                 self.writer = Some(self.writer_on(&uri));
+            }
+            Nemesis::PartitionStore => {
+                eprintln!("  cut {en} (engine) from etcd, attach on {tn}, heal");
+                self.sleep_between(500, 2000);
+                let peers = [Peer::Port(self.lab.ctl_ip(), self.etcd.client_port)];
+                let since = Instant::now();
+                self.cut_off(e, &peers);
+                self.take_over(e, t, since, |run| run.heal(e));
+            }
+            Nemesis::PartitionReplicas => {
+                eprintln!("  cut {en} (engine) from the other nodes, heal after 3-8 s");
+                self.sleep_between(500, 2000);
+                let peers: Vec<Peer> = (0..NODES)
+                    .filter(|&i| i != e)
+                    .map(|i| Peer::Host(self.lab.node_ip(i)))
+                    .collect();
+                self.lab.cut(e, &peers);
+                self.sleep_between(3000, 8000);
+                self.lab.heal(e);
+            }
+            Nemesis::IsolateEngine => {
+                eprintln!("  isolate {en} (engine), attach on {tn}, heal");
+                self.sleep_between(500, 2000);
+                let peers = self.everyone_but(e);
+                let since = Instant::now();
+                self.lose_engine(e, |run| run.cut_off(e, &peers));
+                self.take_over(e, t, since, |run| {
+                    run.heal(e);
+                    run.down[e] = false;
+                });
+            }
+            Nemesis::IsolateReplica => {
+                let r = self.replica_node_except(e);
+                let rn = self.agents[r].name.clone();
+                eprintln!("  isolate {rn} (a replica; engine on {en}) for 2-6 s");
+                self.sleep_between(500, 2000);
+                let peers = self.everyone_but(r);
+                self.cut_off(r, &peers);
+                self.sleep_between(2000, 6000);
+                self.heal(r);
+            }
+            Nemesis::Migrate => self.migrate(e, t),
+            Nemesis::Evict => {
+                let r = *self.replica_nodes().choose(&mut self.rng).unwrap();
+                let rn = self.agents[r].name.clone();
+                eprintln!("  evict {rn} (a replica; engine on {en}) while writing, then cancel");
+                self.sleep_between(500, 2000);
+                let asker = &self.agents[t];
+                let (ok, _, err) = asker.cli(&["node", "evict", &rn]);
+                assert!(ok, "evict {rn}: {err}");
+                wait_until(
+                    &format!("eviction of {rn} completed"),
+                    Duration::from_secs(120),
+                    || self.query(&["node", "get", &rn])["eviction"]["phase"] == "completed",
+                );
+                let (ok, _, err) = asker.cli(&["node", "evict", &rn, "--cancel"]);
+                assert!(ok, "cancel the eviction of {rn}: {err}");
+                assert!(
+                    !self.replica_nodes().contains(&r),
+                    "{rn} still holds a replica after its eviction completed"
+                );
             }
         }
         *self.applied.entry(nemesis.name()).or_default() += 1;
     }
 
+    /// Live migration from e to t with a writer on each side; confirmed
+    /// two times in three, else rolled back.
+    fn migrate(&mut self, e: usize, t: usize) {
+        let (en, tn) = (self.agents[e].name.clone(), self.agents[t].name.clone());
+        let confirm = self.rng.random_range(0..3) < 2;
+        eprintln!(
+            "  migrate v {en} -> {tn}, write on both, {}",
+            if confirm { "confirm" } else { "roll back" }
+        );
+        self.sleep_between(500, 2000);
+        // One writer at a time while both engines could take a write:
+        // the checker orders writes by when they were sent.
+        let source = self.writer.take().unwrap();
+        source.pause(Duration::from_secs(30));
+        let (ok, out, err) =
+            self.agents[e].cli(&["-o", "json", "volume", "migrate", "v", "--to", &tn]);
+        assert!(ok, "migrate v --to {tn}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let uri = v["migration"]["target_endpoint"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no target endpoint: {v}"))
+            .to_string();
+        let target = self.writer_on(&uri);
+        self.sleep_between(1000, 3000);
+        let step = if confirm { "--confirm" } else { "--rollback" };
+        // The target's writer goes on across the switch.
+        let (ok, _, err) = self.agents[t].cli(&["volume", "migrate", "v", step]);
+        assert!(ok, "migrate v {step}: {err}");
+        let (keep, lose) = if confirm {
+            (target, source)
+        } else {
+            target.pause(Duration::from_secs(30));
+            (source, target)
+        };
+        // The side that lost: every write from now on must fail.
+        lose.pause(Duration::from_secs(30));
+        lose.retarget(Target::Frozen);
+        let failed = lose.outcomes().1;
+        lose.resume();
+        lose.wait_failure(failed, Duration::from_secs(30));
+        lose.stop();
+        keep.resume();
+        self.writer = Some(keep);
+        wait_until("the migration is gone", Duration::from_secs(60), || {
+            self.volume()["migration"].is_null()
+        });
+    }
     /// Waits until every node is ready and v is attached, healthy, with
     /// three RW replicas.
     fn wait_healthy(&self) {
@@ -349,13 +672,13 @@ impl Run {
             let nodes_ready = self
                 .agents
                 .iter()
-                .all(|a| self.live(None).json(&["node", "get", &a.name])["ready"] == true);
+                .all(|a| self.query(&["node", "get", &a.name])["ready"] == true);
             let last = self.volume();
             let replicas = last["replicas"].as_array().cloned().unwrap_or_default();
             if nodes_ready
                 && last["state"] == "attached"
                 && last["robustness"] == "healthy"
-                && replicas.len() == NODES
+                && replicas.len() == REPLICAS
                 && replicas.iter().all(|r| r["mode"] == "RW")
             {
                 break;
@@ -390,7 +713,7 @@ impl Run {
     fn check_through_endpoint(&mut self, what: &str) {
         let writer = self.writer.as_ref().unwrap();
         writer.pause(Duration::from_secs(60));
-        let image = nemesis::read_through(&writer.uri, &self.root.path().join("image"));
+        let image = nemesis::read_through(&writer.uri, &self.path().join("image"));
         let history = self.history.lock().unwrap();
         let found = history.check(self.seed, &image, what);
         self.indeterminate = self
@@ -408,7 +731,7 @@ impl Run {
         writer.pause(Duration::from_secs(60));
         let uri = writer.uri.clone();
         writer.stop();
-        let last = nemesis::read_through(&uri, &self.root.path().join("image"));
+        let last = nemesis::read_through(&uri, &self.path().join("image"));
         let found =
             self.history
                 .lock()
@@ -432,7 +755,7 @@ impl Run {
                 (format!("{name} on {}", r["node"].as_str().unwrap()), dir)
             })
             .collect();
-        assert_eq!(replicas.len(), NODES, "{replicas:?}");
+        assert_eq!(replicas.len(), REPLICAS, "{replicas:?}");
         for a in &mut self.agents {
             a.stop();
         }
@@ -483,6 +806,29 @@ impl Run {
     }
 }
 
+/// The test's directory; on a failure its logs (agents, etcd) are copied
+/// to /tmp/vigil-nemesis-logs before it is removed.
+struct LogsOnPanic(tempfile::TempDir);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let to = std::path::Path::new("/tmp/vigil-nemesis-logs");
+        let _ = std::fs::create_dir_all(to);
+        for e in std::fs::read_dir(self.0.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
+        }
+    }
+}
+
 /// Waits until every thread of `pid` is stopped (state T).
 fn wait_stopped(pid: u32) {
     wait_until(
@@ -498,10 +844,10 @@ fn wait_stopped(pid: u32) {
 }
 
 #[test]
-fn acknowledged_writes_survive_kills_freezes_and_moves() {
+fn acknowledged_writes_survive_kills_freezes_partitions_and_moves() {
     let started = Instant::now();
     let seed = env_u64("VIGIL_SEED").unwrap_or_else(rand::random);
-    let rounds = env_u64("VIGIL_NEMESIS_ROUNDS").unwrap_or(6) as u32;
+    let rounds = env_u64("VIGIL_NEMESIS_ROUNDS").unwrap_or(Nemesis::ALL.len() as u64) as u32;
     eprintln!("seed {seed} (replay with VIGIL_SEED={seed}), {rounds} rounds");
     let mut run = Run::start(seed);
     run.wait_healthy();

@@ -204,6 +204,11 @@ impl Writer {
         self.with(|s| (s.acked, s.failed))
     }
 
+    /// The last operation's command and output.
+    pub fn last(&self) -> String {
+        self.with(|s| s.last.clone())
+    }
+
     /// Waits until more than `after` operations failed or went unanswered
     /// (panics after `timeout`).
     pub fn wait_failure(&self, after: u64, timeout: Duration) {
