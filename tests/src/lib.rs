@@ -10,6 +10,8 @@ pub mod doctor;
 pub mod ebpf;
 pub mod etcd;
 pub mod faults;
+pub mod fsvolume;
+pub mod keep_logs;
 pub mod nemesis;
 pub mod netns;
 pub mod otlp;

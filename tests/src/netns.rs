@@ -231,3 +231,32 @@ impl Drop for Lab {
         }
     }
 }
+
+/// A lab of `nodes` agents (n1, n2, ... at [`Lab::node_ip`], cluster token
+/// `tok`) on a real etcd in `ctl`, the calling thread moved into `ctl`
+/// first. Drop the agents and etcd before the lab.
+pub fn lab_cluster(root: &std::path::Path, nodes: usize) -> (Lab, crate::Etcd, Vec<crate::Agent>) {
+    let lab = Lab::create(nodes);
+    // Before any thread or process: they inherit the namespace.
+    lab.enter_ctl();
+    let etcd = crate::Etcd::start_at(root, &lab.ctl_ip(), crate::agent::free_port());
+    let store = etcd.store_url();
+    let agents: Vec<crate::Agent> = (0..nodes)
+        .map(|i| {
+            let wrap = lab.wrap(i);
+            let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+            crate::Agent::start_in(
+                root,
+                &format!("n{}", i + 1),
+                "tok",
+                &["--store", &store],
+                &lab.node_ip(i),
+                &wrap,
+            )
+        })
+        .collect();
+    for a in &agents {
+        a.wait_live();
+    }
+    (lab, etcd, agents)
+}

@@ -83,10 +83,11 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use vigil_tests::agent::{free_port, wait_until};
+use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
+use vigil_tests::keep_logs::LogsOnPanic;
 use vigil_tests::nemesis::{self, History, Plan, Target, Writer};
-use vigil_tests::netns::{Lab, Peer};
+use vigil_tests::netns::{Lab, Peer, lab_cluster};
 use vigil_tests::{Agent, Etcd};
 
 const SIZE: u64 = 16 << 20;
@@ -172,29 +173,8 @@ struct Run {
 
 impl Run {
     fn start(seed: u64) -> Run {
-        let lab = Lab::create(NODES);
-        // Before any thread or process: they inherit the namespace.
-        lab.enter_ctl();
-        let root = LogsOnPanic(tempfile::tempdir().unwrap());
-        let etcd = Etcd::start_at(root.0.path(), &lab.ctl_ip(), free_port());
-        let store = etcd.store_url();
-        let agents: Vec<Agent> = (0..NODES)
-            .map(|i| {
-                let wrap = lab.wrap(i);
-                let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
-                Agent::start_in(
-                    root.0.path(),
-                    &format!("n{}", i + 1),
-                    "tok",
-                    &["--store", &store],
-                    &lab.node_ip(i),
-                    &wrap,
-                )
-            })
-            .collect();
-        for a in &agents {
-            a.wait_live();
-        }
+        let root = LogsOnPanic::new("vigil-nemesis-logs");
+        let (lab, etcd, agents) = lab_cluster(root.path(), NODES);
         agents[0].set("volume-attachment-recovery-policy", "immediate");
         agents[0].set("node-down-timeout", "15");
         let v = agents[0].json(&[
@@ -207,7 +187,7 @@ impl Run {
             &REPLICAS.to_string(),
         ]);
         assert_eq!(v["state"], "detached", "{v}");
-        std::fs::create_dir_all(root.0.path().join("payloads")).unwrap();
+        std::fs::create_dir_all(root.path().join("payloads")).unwrap();
         let mut run = Run {
             writer: None,
             agents,
@@ -232,7 +212,7 @@ impl Run {
     }
 
     fn path(&self) -> &std::path::Path {
-        self.root.0.path()
+        self.root.path()
     }
 
     /// A running agent other than `except` that is not cut off.
@@ -803,29 +783,6 @@ impl Run {
             self.violations.len(),
             elapsed.as_secs_f64()
         )
-    }
-}
-
-/// The test's directory; on a failure its logs (agents, etcd) are copied
-/// to /tmp/vigil-nemesis-logs before it is removed.
-struct LogsOnPanic(tempfile::TempDir);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let to = std::path::Path::new("/tmp/vigil-nemesis-logs");
-        let _ = std::fs::create_dir_all(to);
-        for e in std::fs::read_dir(self.0.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.path().extension().is_some_and(|x| x == "log") {
-                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
-            }
-        }
     }
 }
 

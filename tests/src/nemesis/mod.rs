@@ -1,8 +1,11 @@
-//! Shared parts of the nemesis suite (`tests/tests/nemesis.rs`): the
+//! Shared parts of the nemesis suites (`tests/tests/nemesis.rs`, and
+//! `tests/tests/filesystem_nemesis.rs` with its file and SQLite writers in
+//! `fswriter`): the
 //! history and its checker, the writer, and the two ways the suite reads a
 //! volume back — through its NBD endpoint, and each replica's files with
 //! the engine's own replica reader.
 
+pub mod fswriter;
 pub mod history;
 pub mod writer;
 
