@@ -108,9 +108,11 @@ fn while_suspended(n1: &Agent) {
 
 /// After the thaw: the gauge is back to 0 and the check is gone.
 fn after_resume(n1: &Agent) {
-    wait_until("the suspended gauge back to 0", Duration::from_secs(40), || {
-        sample(&scrape(n1), SUSPENDED) == Some(0.0)
-    });
+    wait_until(
+        "the suspended gauge back to 0",
+        Duration::from_secs(40),
+        || sample(&scrape(n1), SUSPENDED) == Some(0.0),
+    );
     let mut report = Value::Null;
     wait_until("ENGINE_SUSPENDED cleared", Duration::from_secs(40), || {
         report = doctor(n1).1;

@@ -122,7 +122,15 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
     assert!(ok, "{err}");
 
-    n1.json(&["volume", "create", "v", "--size", "64MiB", "--replicas", "2"]);
+    n1.json(&[
+        "volume",
+        "create",
+        "v",
+        "--size",
+        "64MiB",
+        "--replicas",
+        "2",
+    ]);
     let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
     assert!(ok, "attach: {err}");
     let uri = out.trim().to_string();
@@ -174,7 +182,10 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
         target["mode"], "WO",
         "the rebuild ended before the zeroes were sent, so this proves nothing (throttle too weak?): {target}"
     );
-    eprintln!("rebuild still running after the zeroes: {}", target["rebuild"]);
+    eprintln!(
+        "rebuild still running after the zeroes: {}",
+        target["rebuild"]
+    );
 
     let mut want = std::fs::read(&data).unwrap();
     for (off, len) in ZEROES.iter().chain(DISCARDS.iter()) {
@@ -182,9 +193,11 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     }
     want[off..off + len].fill(pattern);
 
-    wait_until("n3's replica rebuilt (RW)", Duration::from_secs(180), || {
-        rebuilding(&n1).is_some_and(|r| r["mode"] == "RW")
-    });
+    wait_until(
+        "n3's replica rebuilt (RW)",
+        Duration::from_secs(180),
+        || rebuilding(&n1).is_some_and(|r| r["mode"] == "RW"),
+    );
     drop(throttle);
     let expected = root.path().join("expected");
     std::fs::write(&expected, &want).unwrap();

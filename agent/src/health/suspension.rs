@@ -77,7 +77,12 @@ mod tests {
         let item = &check.items[0];
         assert_eq!(item.object, "volume/v1");
         assert_eq!(item.caused_by, [ItemRef::new(STORE_UNREACHABLE, "node/n1")]);
-        for want in ["epoch 7", "(12 s)", "held until it resumes", "renew its liveness lease"] {
+        for want in [
+            "epoch 7",
+            "(12 s)",
+            "held until it resumes",
+            "renew its liveness lease",
+        ] {
             assert!(item.message.contains(want), "{want:?} in {}", item.message);
         }
         // the store is the root; the suspension is its consequence
@@ -97,6 +102,9 @@ mod tests {
         suspended(&mut view, "v1", 990);
         let report = evaluate(&view);
         let check = report.check(ENGINE_SUSPENDED).expect("ENGINE_SUSPENDED");
-        assert!(check.root && check.items[0].caused_by.is_empty(), "{report:#?}");
+        assert!(
+            check.root && check.items[0].caused_by.is_empty(),
+            "{report:#?}"
+        );
     }
 }
