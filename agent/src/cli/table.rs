@@ -193,6 +193,7 @@ pub fn engine_show(v: &Value) -> String {
     if let Some(why) = v["unavailable_reason"].as_str() {
         out.push_str(&format!("Unavailable: {why}\n"));
     }
+    out.push_str(&suspended_line(&v["suspended"]));
     out.push('\n');
     let rows = v["replicas"]
         .as_array()
@@ -248,10 +249,50 @@ pub fn engine_show(v: &Value) -> String {
     out
 }
 
+/// `Suspended:  since TIME (N s), clients' requests held: REASON`, or
+/// nothing when the engine is not suspended.
+fn suspended_line(sus: &Value) -> String {
+    let Some(since) = sus["since_unix"].as_u64() else {
+        return String::new();
+    };
+    let clients = match sus["on_suspend"].as_str() {
+        Some("io-error") => "clients' requests fail with EIO",
+        _ => "clients' requests are held",
+    };
+    format!(
+        "Suspended:  since {} ({} s), {clients}: {}\n",
+        crate::telemetry::logs::rfc3339(since, 0),
+        crate::health::view::now_secs().saturating_sub(since),
+        s(&sus["reason"])
+    )
+}
+
 pub fn snapshot_created(v: &Value) -> String {
     format!("{}\n", s(&v["name"]))
 }
 
 pub fn snapshot_list(v: &Value) -> String {
     columns(&CHAIN_HEADER, chain_rows(&v["chain"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn engine_show_says_since_when_an_engine_is_suspended() {
+        let mut v = json!({"name": "v", "size": 4096, "robustness": "healthy", "replicas": []});
+        assert!(!super::engine_show(&v).contains("Suspended"));
+        v["suspended"] = json!({
+            "on_suspend": "suspend",
+            "reason": "node n1 could not renew its liveness lease",
+            "since_unix": 1_000_000_000u64,
+        });
+        let out = super::engine_show(&v);
+        assert!(
+            out.contains("Suspended:  since 2001-09-09T01:46:40")
+                && out.contains("clients' requests are held: node n1 could not renew"),
+            "{out}"
+        );
+    }
 }

@@ -88,7 +88,7 @@ impl LeaseClock {
 }
 
 /// Every engine of this agent: the volumes' and the maintenance engines.
-fn engines(agent: &Agent) -> Vec<Arc<Engine>> {
+pub(crate) fn engines(agent: &Agent) -> Vec<Arc<Engine>> {
     let mut all = agent.engines.all();
     all.extend(agent.maintenance.all());
     all
@@ -147,6 +147,7 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
         let (severity, reason, message) = match latest {
             Some(l) if l.epoch == e.epoch() => {
                 e.resume();
+                crate::metrics::suspension_ended(&name, "resumed");
                 (
                     Severity::Normal,
                     "EngineResumed",
@@ -160,6 +161,7 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
             }
             Some(l) => {
                 let _ = e.fence().await;
+                crate::metrics::suspension_ended(&name, "fenced");
                 super::volumes::record_fenced(
                     agent,
                     &name,

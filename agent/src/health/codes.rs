@@ -55,6 +55,7 @@ pub const VOLUME_FAULTED: &str = "VOLUME_FAULTED";
 pub const MIGRATION_STUCK: &str = "MIGRATION_STUCK";
 pub const ENGINE_FENCED: &str = "ENGINE_FENCED";
 pub const VOLUME_WRITES_BLOCKED: &str = "VOLUME_WRITES_BLOCKED";
+pub const ENGINE_SUSPENDED: &str = "ENGINE_SUSPENDED";
 pub const UNINSTALL_STUCK: &str = "UNINSTALL_STUCK";
 pub const EVICTION_BLOCKED: &str = "EVICTION_BLOCKED";
 pub const DISK_SLOW: &str = "DISK_SLOW";
@@ -188,6 +189,13 @@ const CODES: &[CodeInfo] = &[
         summary: "A volume's writes wait or fail: fewer replicas are RW than min-replicas-to-write requires",
         cause: "Replicas of the volume failed or are being rebuilt, and fewer RW replicas are left than the min-replicas-to-write setting requires for a write to be acknowledged. Reads go on; writes are held (engine-on-lease-loss=suspend) or fail with EIO (io-error) until a rebuild brings enough replicas back.",
         fix: "Fix what took the replicas out (the root causes listed under VOLUME_DEGRADED, `vigil volume get V`); rebuilds bring them back by themselves. To trade durability for availability now, lower the minimum: `vigil settings set min-replicas-to-write 1`.",
+    },
+    CodeInfo {
+        code: ENGINE_SUSPENDED,
+        severity: Severity::Error,
+        summary: "An engine on this node is suspended: the node cannot renew its liveness lease, so no client I/O reaches the replicas",
+        cause: "The agent could not renew its node's liveness lease for nearly a TTL: the store (etcd) is down or unreachable from this node (network, firewall, a store that lost quorum). Another node may take the volume over once the lease expires, so the engine stopped replica I/O first (self-fencing): its clients' requests are held (engine-on-lease-loss=suspend) or fail with EIO (io-error). Only the suspended node's own agent can report this: it cannot write to the store.",
+        fix: "Restore this node's path to the store: `etcdctl --endpoints=URL endpoint health` from this node, `journalctl -u etcd`, the agent's --store flag and log (`journalctl -u vigil`). Once a renewal succeeds the engine resumes by itself if no newer engine took the volume over (event EngineResumed), else it stays fenced (ENGINE_FENCED): reconnect its clients to the volume's current endpoint (`vigil volume get V`). `vigil engine show V` on this node shows since when.",
     },
     CodeInfo {
         code: MIGRATION_STUCK,

@@ -26,6 +26,7 @@ pub fn evaluate(view: &View) -> Report {
             Vec::new(),
         );
     }
+    ev.suspensions();
     ev.nodes();
     ev.disks();
     ev.kernel_io();

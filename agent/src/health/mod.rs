@@ -15,6 +15,7 @@ pub mod kernel_io;
 mod migrations;
 mod replicas;
 pub mod report;
+mod suspension;
 mod uninstall;
 pub mod view;
 mod volumes;

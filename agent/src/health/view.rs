@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vigil_engine::engine::Suspended;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
@@ -46,6 +47,21 @@ pub struct View {
     /// The `uninstall-stuck-timeout` setting, seconds.
     #[serde(default = "default_uninstall_stuck_secs")]
     pub uninstall_stuck_secs: u64,
+    /// The observer's own engines that are suspended, read from the engines
+    /// themselves and not from the store: a node that lost its lease
+    /// cannot write to the store, so only it can tell (ENGINE_SUSPENDED).
+    #[serde(default)]
+    pub suspended_engines: Vec<SuspendedEngine>,
+}
+
+/// One engine of the observer that is suspended (`Engine::suspended`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspendedEngine {
+    pub volume: String,
+    /// The engine's epoch.
+    pub epoch: u64,
+    /// Why, when and what its clients see.
+    pub suspended: Suspended,
 }
 
 fn default_uninstall_stuck_secs() -> u64 {
@@ -65,7 +81,7 @@ impl View {
     pub async fn read(agent: &Agent) -> View {
         let observer = agent.config.node_name.clone();
         let read = tokio::time::timeout(READ_TIMEOUT, read_all(&agent.cluster, observer.clone()));
-        match read.await {
+        let mut view = match read.await {
             Ok(Ok(view)) => view,
             Ok(Err(e)) => View::unreachable(observer, format!("read the cluster store: {e}")),
             Err(_) => View::unreachable(
@@ -75,7 +91,10 @@ impl View {
                     READ_TIMEOUT.as_secs()
                 ),
             ),
-        }
+        };
+        // After the read: an engine suspended while it waited is reported.
+        view.suspended_engines = suspended_engines(agent);
+        view
     }
 
     /// A view that only says the store could not be read.
@@ -91,6 +110,22 @@ impl View {
             ..View::default()
         }
     }
+}
+
+/// This agent's suspended engines (volumes' and maintenance engines).
+fn suspended_engines(agent: &Agent) -> Vec<SuspendedEngine> {
+    let mut out: Vec<SuspendedEngine> = crate::controller::lease_fence::engines(agent)
+        .iter()
+        .filter_map(|e| {
+            Some(SuspendedEngine {
+                volume: e.name().to_string(),
+                epoch: e.epoch(),
+                suspended: e.suspended()?,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.volume.cmp(&b.volume));
+    out
 }
 
 async fn list<T: Object>(c: &Cluster) -> Result<Vec<T>, ClusterError> {
@@ -114,5 +149,6 @@ async fn read_all(c: &Cluster, observer: String) -> Result<View, ClusterError> {
         migration_timeout_secs: settings.migration_timeout().as_secs(),
         uninstall: c.uninstall_record().await?.map(|r| r.object),
         uninstall_stuck_secs: settings.uninstall_stuck_timeout().as_secs(),
+        suspended_engines: Vec::new(),
     })
 }

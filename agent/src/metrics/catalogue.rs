@@ -298,6 +298,21 @@ pub const FAMILIES: &[Family] = &[
         "Latency of frontend requests in the engine, from receipt to answer, by op.",
         Recorded,
     ),
+    // engines (reported by the agent running them)
+    f(
+        ENGINE_SUSPENDED,
+        Gauge,
+        &["volume"],
+        "1 while the volume's engine on this node is suspended (the node could not renew its liveness lease, so no client I/O reaches the replicas), else 0; reported by the engine's own agent even when the store is unreachable.",
+        Scraped,
+    ),
+    f(
+        ENGINE_SUSPENSIONS,
+        Counter,
+        &["volume", "outcome"],
+        "Suspensions of the volume's engine on this node that ended, by outcome: resumed (the lease came back and no newer engine existed) or fenced (a newer engine had taken the volume over).",
+        Recorded,
+    ),
     // replicas
     f(
         REPLICA_STATE,

@@ -7,7 +7,8 @@
 //!   volume's reporter — the node it is attached to while that node is
 //!   live, else the live node chosen by rendezvous hashing (the same rule
 //!   as controller ownership), so a volume on a dead node is still seen;
-//! * replica modes and rebuild progress: the agent running the engine;
+//! * replica modes, rebuild progress and engine suspension: the agent
+//!   running the engine;
 //! * disks, replica sizes and disk I/O errors: the disk's own agent.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,6 +129,7 @@ fn replica_sizes(agent: &Agent, view: &health::View, page: &Scrape) {
 /// label is the replica's node (as in `vigil_replica_state`), found through
 /// its object; empty while the store cannot be read.
 fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
+    suspensions(agent, page);
     for engine in agent.engines.all() {
         let status = engine.status();
         for r in &status.replicas {
@@ -157,6 +159,23 @@ fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
                 page.gauge(REPLICA_REBUILD_SIZE, labels, rb.bytes_total as f64);
             }
         }
+    }
+}
+
+/// `vigil_engine_suspended`: from the engines themselves, so it is right
+/// while the store is unreachable (the usual reason for a suspension). A
+/// volume with both a volume and a maintenance engine here has one series.
+fn suspensions(agent: &Agent, page: &Scrape) {
+    let mut suspended: BTreeMap<String, bool> = BTreeMap::new();
+    for e in crate::controller::lease_fence::engines(agent) {
+        *suspended.entry(e.name().to_string()).or_default() |= e.suspended().is_some();
+    }
+    for (volume, on) in suspended {
+        page.gauge(
+            ENGINE_SUSPENDED,
+            vec![("volume", volume)],
+            if on { 1.0 } else { 0.0 },
+        );
     }
 }
 

@@ -108,5 +108,12 @@ pub fn remediation(action: &'static str) {
     metrics::counter!(names::REMEDIATIONS, "action" => action).increment(1);
 }
 
+/// Counts one ended suspension of `volume`'s engine
+/// (`vigil_engine_suspensions_total`): `resumed` or `fenced`.
+pub fn suspension_ended(volume: &str, outcome: &'static str) {
+    metrics::counter!(names::ENGINE_SUSPENSIONS, "volume" => volume.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,9 @@ pub const VOLUME_ACTUAL_SIZE: &str = "vigil_volume_actual_size_bytes";
 pub const VOLUME_REPLICAS_DESIRED: &str = "vigil_volume_replicas_desired";
 pub const VOLUME_REPLICAS_HEALTHY: &str = "vigil_volume_replicas_healthy";
 
+pub const ENGINE_SUSPENDED: &str = "vigil_engine_suspended";
+pub const ENGINE_SUSPENSIONS: &str = "vigil_engine_suspensions_total";
+
 pub const REPLICA_STATE: &str = "vigil_replica_state";
 pub const REPLICA_MODE: &str = "vigil_replica_mode";
 pub const REPLICA_ACTUAL_SIZE: &str = "vigil_replica_actual_size_bytes";
