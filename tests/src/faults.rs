@@ -1,6 +1,7 @@
 //! Real disk faults for tests: a FUSE passthrough that returns EIO on
-//! demand (`tests/faults/eio_fs.py`) and a small loop-mounted ext4 that
-//! fills up. Both are torn down on drop, also when the test fails: declare
+//! demand (`tests/faults/eio_fs.py`), a FUSE filesystem that loses what
+//! was not synced on a power cut (`tests/faults/powercut_fs.py`) and a
+//! small loop-mounted ext4 that fills up. Both are torn down on drop, also when the test fails: declare
 //! them after the temp dir and before the agents, so agents (holding files
 //! open) die first and the temp dir goes last.
 
@@ -56,6 +57,56 @@ fn fault_tool(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Starts the FUSE tool `tests/faults/<script>` with `base/backing`
+/// mounted at `base/mnt` and its control files in `base/control`; waits
+/// until it is mounted (panics after 15 s with the tool's output).
+fn mount_fuse(script: &str, base: &Path) -> (PathBuf, PathBuf, PathBuf, Child) {
+    let (backing, path, control) = (base.join("backing"), base.join("mnt"), base.join("control"));
+    for d in [&backing, &path, &control] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let log = base.join(format!("{script}.log"));
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(fault_tool(script))
+        .args([&backing, &path, &control])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("start tests/faults/{script}: {e} (apt-get install fuse3 python3-fusepy)")
+        });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !is_mounted(&path) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{script} exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{script} did not mount in 15 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (path, backing, control, child)
+}
+
+/// Unmounts a FUSE tool's mount and ends its process.
+fn end_fuse(path: &Path, child: Option<Child>) {
+    unmount(path, true);
+    if let Some(mut c) = child {
+        // fusermount ends the process; kill it if the unmount was lazy
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// A FUSE passthrough mounted at `path` over `backing`; EIO on demand.
 pub struct EioFs {
     /// The mount point: give it to an agent as `--disk`.
@@ -70,44 +121,13 @@ impl EioFs {
     /// Mounts a new passthrough under `root/<name>` and waits until it is
     /// mounted (panics after 15 s with the tool's output).
     pub fn mount(root: &Path, name: &str) -> EioFs {
-        let base = root.join(name);
-        let (backing, path, control) =
-            (base.join("backing"), base.join("mnt"), base.join("control"));
-        for d in [&backing, &path, &control] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let log = base.join("eio_fs.log");
-        let child = Command::new("/usr/bin/python3")
-            .arg(fault_tool("eio_fs.py"))
-            .args([&backing, &path, &control])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start tests/faults/eio_fs.py (apt-get install fuse3 python3-fusepy)");
-        let mut fs = EioFs {
+        let (path, backing, control, child) = mount_fuse("eio_fs.py", &root.join(name));
+        EioFs {
             path,
             backing,
             control,
             child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !is_mounted(&fs.path) {
-            if let Some(c) = fs.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!(
-                    "eio_fs.py exited ({status}): {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "eio_fs.py did not mount in 15 s: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        fs
     }
 
     fn set(&self, flag: &str, on: bool) {
@@ -134,16 +154,57 @@ impl Drop for EioFs {
     fn drop(&mut self) {
         self.set("fail-writes", false);
         self.set("fail-reads", false);
-        unmount(&self.path, true);
-        if let Some(mut c) = self.child.take() {
-            // fusermount ends the process; kill it if the unmount was lazy
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        end_fuse(&self.path, self.child.take());
+    }
+}
+
+/// A FUSE filesystem (`tests/faults/powercut_fs.py`) that keeps every
+/// unsynced write and name change in memory and drops them on a power
+/// cut: fsync of a file makes its data durable, fsync of a directory its
+/// creates, renames and unlinks.
+pub struct PowerCutFs {
+    /// The mount point: give it to an agent as `--disk`.
+    pub path: PathBuf,
+    /// Where the synced files are.
+    pub backing: PathBuf,
+    control: PathBuf,
+    child: Option<Child>,
+}
+
+impl PowerCutFs {
+    /// Mounts a new one under `root/<name>`.
+    pub fn mount(root: &Path, name: &str) -> PowerCutFs {
+        let (path, backing, control, child) = mount_fuse("powercut_fs.py", &root.join(name));
+        PowerCutFs {
+            path,
+            backing,
+            control,
+            child: Some(child),
         }
+    }
+
+    /// The power goes: everything not synced is lost. Kill the processes
+    /// using the mount first. Returns when the filesystem has dropped it.
+    pub fn cut(&self) {
+        let flag = self.control.join("cut");
+        std::fs::write(&flag, b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while flag.exists() {
+            assert!(Instant::now() < deadline, "powercut_fs.py did not cut in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The tool's counters after the last cut (JSON: cuts, bytes_dropped,
+    /// names_undone, fsyncs, fsyncdirs).
+    pub fn stats(&self) -> String {
+        std::fs::read_to_string(self.control.join("stats")).unwrap_or_default()
+    }
+}
+
+impl Drop for PowerCutFs {
+    fn drop(&mut self) {
+        end_fuse(&self.path, self.child.take());
     }
 }
 

@@ -295,7 +295,7 @@ pub struct SqlWriter {
 impl SqlWriter {
     /// Starts committing to `db`, batches numbered from `first`.
     pub fn start(db: &Path, first: u64) -> SqlWriter {
-        let mut child = Command::new("python3")
+        let mut child = Command::new("/usr/bin/python3")
             .args(["-c", SQL_SCRIPT])
             .arg(db)
             .arg(first.to_string())
@@ -354,7 +354,7 @@ for (b, n) in db.execute("select batch, count(*) from t group by batch having co
 /// there, at most one more, none partial. Returns the violations and the
 /// number of batches it holds.
 pub fn check_sql(db: &Path, committed: u64) -> (Vec<String>, u64) {
-    let out = Command::new("python3")
+    let out = Command::new("/usr/bin/python3")
         .args(["-c", SQL_CHECK])
         .arg(db)
         .arg(SQL_BATCH.to_string())
