@@ -37,7 +37,12 @@ impl Engine {
         generation: u64,
         members: &[String],
     ) -> Result<(), EngineError> {
-        self.generation.fetch_max(generation, Ordering::AcqRel);
+        let known = self.generation.fetch_max(generation, Ordering::AcqRel);
+        if generation < known {
+            // A newer generation was joined already (a recorder and a chain
+            // operation raced): sending this one would lower the members'.
+            return Ok(());
+        }
         let slots = self.slots();
         let joining = slots
             .iter()
