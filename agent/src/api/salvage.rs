@@ -33,9 +33,22 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
             ApiError::not_found("replica", &format!("{} (of volume {name})", req.replica))
         })?;
     let set = c.in_sync(name).await.map_err(ApiError::from)?;
+    // Which generations the replicas joined: a set numbered below one of
+    // them (a store restored from a backup) keeps the volume from starting
+    // even with a member, and the new set must be numbered above them all.
+    // Asking takes an epoch, as an engine start does (it claims what it
+    // reaches; the engine that starts next takes a newer one).
+    let epoch = c.next_epoch(name).await.map_err(ApiError::from)?;
+    let mut highest = 0;
+    for r in c.list::<Replica>().await.map_err(ApiError::from)? {
+        if r.object.spec.volume == name && !r.object.status.address.is_empty() {
+            let g = probe_generation(agent, &r.object.status.address, epoch).await;
+            highest = highest.max(g.unwrap_or(0));
+        }
+    }
     if set
         .as_ref()
-        .is_some_and(|s| s.members.contains(&req.replica))
+        .is_some_and(|s| s.members.contains(&req.replica) && s.generation >= highest)
     {
         return Ok((StatusCode::OK, to_json(&view(agent, &v.object).await?)));
     }
@@ -43,7 +56,7 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
         return Err(ApiError::bad_request(
             "accept_data_loss_required",
             format!(
-                "replica {} is not in the in-sync set of {name}{}: starting from it gives up every write only the members hold; repeat with --accept-data-loss to do that",
+                "replica {} is not in the in-sync set of {name}{} (or the set is older than a generation a replica joined, {highest}): starting from it gives up every write only the members (or those newer replicas) hold; repeat with --accept-data-loss to do that",
                 req.replica,
                 set.as_ref()
                     .map(|s| format!(" ({})", s.members.join(", ")))
@@ -79,19 +92,6 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
         "operator accepted data loss: salvaged from {}, giving up {given_up}",
         req.replica
     );
-    // The new set is numbered above every generation a replica reports: a
-    // replica may have joined one the store does not know (a store
-    // restored from a backup), and the volume would still refuse to start.
-    // Asking takes an epoch, as an engine start does (it claims what it
-    // reaches; the engine that starts next takes a newer one).
-    let epoch = c.next_epoch(name).await.map_err(ApiError::from)?;
-    let mut highest = 0;
-    for r in c.list::<Replica>().await.map_err(ApiError::from)? {
-        if r.object.spec.volume == name && !r.object.status.address.is_empty() {
-            let g = probe_generation(agent, &r.object.status.address, epoch).await;
-            highest = highest.max(g.unwrap_or(0));
-        }
-    }
     let recorded = c
         .record_in_sync_above(name, std::slice::from_ref(&req.replica), highest + 1, &reason)
         .await
