@@ -93,7 +93,12 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
         req.replica
     );
     let recorded = c
-        .record_in_sync_above(name, std::slice::from_ref(&req.replica), highest + 1, &reason)
+        .record_in_sync_above(
+            name,
+            std::slice::from_ref(&req.replica),
+            highest + 1,
+            &reason,
+        )
         .await
         .map_err(ApiError::from)?;
     let generation = recorded.generation;

@@ -88,8 +88,7 @@ impl Cluster {
             let current = self.get::<InSync>(volume).await?;
             let next = InSync {
                 volume: volume.to_string(),
-                generation: (current.as_ref().map_or(0, |v| v.object.generation) + 1)
-                    .max(at_least),
+                generation: (current.as_ref().map_or(0, |v| v.object.generation) + 1).max(at_least),
                 members: members.clone(),
                 reason: reason.to_string(),
                 updated_unix: crate::model::now_unix() as u64,

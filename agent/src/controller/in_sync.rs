@@ -38,12 +38,21 @@ pub async fn record_now(cluster: &Cluster, volume: &str, engine: &Engine) -> Res
     if let Some(set) = set {
         let members: Vec<String> = rw
             .into_iter()
-            .filter(|a| rw_names(std::slice::from_ref(a)).iter().any(|n| set.members.contains(n)))
+            .filter(|a| {
+                rw_names(std::slice::from_ref(a))
+                    .iter()
+                    .any(|n| set.members.contains(n))
+            })
             .collect();
         engine
             .join_generation(set.generation, &members)
             .await
-            .map_err(|e| format!("persist in-sync generation {} on the members: {e}", set.generation))?;
+            .map_err(|e| {
+                format!(
+                    "persist in-sync generation {} on the members: {e}",
+                    set.generation
+                )
+            })?;
     }
     Ok(())
 }
@@ -58,7 +67,11 @@ pub async fn before_chain_operation(
     engine: &Engine,
     what: &str,
 ) -> Result<Option<u64>, String> {
-    let reason = format!("{what} by the engine of epoch {} on {}", engine.epoch(), cluster.node());
+    let reason = format!(
+        "{what} by the engine of epoch {} on {}",
+        engine.epoch(),
+        cluster.node()
+    );
     cluster
         .bump_in_sync_generation(volume, &reason)
         .await
@@ -70,10 +83,7 @@ pub async fn before_chain_operation(
 /// (every one that took it) persists the generation. A replica that missed
 /// the operation is ERR and out of the set; one that crashed in between
 /// keeps the previous, lower generation, which no check reads as newer.
-pub async fn after_chain_operation(
-    engine: &Engine,
-    generation: Option<u64>,
-) -> Result<(), String> {
+pub async fn after_chain_operation(engine: &Engine, generation: Option<u64>) -> Result<(), String> {
     let Some(generation) = generation else {
         return Ok(());
     };
@@ -126,7 +136,10 @@ pub async fn probe_generation(agent: &Agent, address: &str, epoch: u64) -> Optio
         let backend = agent.open_backend(&address, epoch).await.ok()?;
         backend.info().await.ok().map(|i| i.in_sync_generation)
     };
-    tokio::time::timeout(Duration::from_secs(5), probe).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Refuses an engine start when a replica (`name`, node, generation)
@@ -134,7 +147,11 @@ pub async fn probe_generation(agent: &Agent, address: &str, epoch: u64) -> Optio
 /// that replica — restored from a backup, or it lost a change — and
 /// starting would serve (and rebuild over) older data than the replica
 /// holds. The message names them and the way out.
-pub fn refuse_newer(volume: &str, set: &InSync, newer: &[(String, String, u64)]) -> Result<(), String> {
+pub fn refuse_newer(
+    volume: &str,
+    set: &InSync,
+    newer: &[(String, String, u64)],
+) -> Result<(), String> {
     let Some((first, _, _)) = newer.first() else {
         return Ok(());
     };

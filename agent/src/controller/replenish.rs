@@ -165,7 +165,13 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
             if first_refusal(replica, engine.generation()) {
                 agent
                     .cluster
-                    .event(Severity::Warning, "replica", replica, "RebuildRefused", e.to_string())
+                    .event(
+                        Severity::Warning,
+                        "replica",
+                        replica,
+                        "RebuildRefused",
+                        e.to_string(),
+                    )
                     .await;
             }
         }
@@ -177,7 +183,9 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
 /// `generation` is reported for the first time by this agent.
 fn first_refusal(replica: &str, generation: u64) -> bool {
     static REPORTED: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
-    let mut reported = REPORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = (replica.to_string(), generation);
     if reported.contains(&key) {
         return false;
