@@ -76,6 +76,7 @@ impl From<EngineError> for ApiError {
             EngineError::DuplicateReplica(_) => (StatusCode::CONFLICT, "duplicate_replica"),
             EngineError::Busy { .. } => (StatusCode::CONFLICT, "busy"),
             EngineError::StaleEpoch { .. } => (StatusCode::CONFLICT, "stale_epoch"),
+            EngineError::NewerGeneration { .. } => (StatusCode::CONFLICT, "newer_generation"),
             EngineError::NoUsableReplica { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_usable_replica")
             }

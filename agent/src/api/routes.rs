@@ -168,15 +168,23 @@ pub async fn route(
                         .unwrap_or(0)
                 ),
             };
+            let generation = chain_generation(agent, &e, "snapshot").await?;
             let layer = e.snapshot(&snap, Default::default()).await?;
+            chain_joined(&e, generation).await?;
             Ok((StatusCode::CREATED, to_json(&layer)))
         }
         (&Method::DELETE, ["v1", "engines", n, "snapshots", s]) => {
-            engine(agent, n)?.remove_snapshot(name(s)?).await?;
+            let e = engine(agent, n)?;
+            let generation = chain_generation(agent, &e, "snapshot removal").await?;
+            e.remove_snapshot(name(s)?).await?;
+            chain_joined(&e, generation).await?;
             ok(&serde_json::json!({"removed": s}))
         }
         (&Method::POST, ["v1", "engines", n, "snapshots", s, "revert"]) => {
-            engine(agent, n)?.revert(name(s)?).await?;
+            let e = engine(agent, n)?;
+            let generation = chain_generation(agent, &e, "revert").await?;
+            e.revert(name(s)?).await?;
+            chain_joined(&e, generation).await?;
             ok(&serde_json::json!({"reverted_to": s}))
         }
         _ => Err(ApiError::new(
@@ -355,4 +363,30 @@ async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
         ));
     }
     Ok((StatusCode::CREATED, to_json(&engine_view(agent, &engine))))
+}
+
+/// Bumps the volume's in-sync generation before a chain operation on its
+/// engine (store first; `controller::in_sync`). Engines that serve no
+/// volume of the cluster (`vigil engine create`) have no set: `None`.
+async fn chain_generation(
+    agent: &Agent,
+    e: &vigil_engine::engine::Engine,
+    what: &str,
+) -> Result<Option<u64>, ApiError> {
+    if !agent.managed_engines.contains(e.name()) {
+        return Ok(None);
+    }
+    crate::controller::in_sync::before_chain_operation(&agent.cluster, e.name(), e, what)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "in_sync_generation", m))
+}
+
+/// The replicas that took the chain operation persist its generation.
+async fn chain_joined(
+    e: &vigil_engine::engine::Engine,
+    generation: Option<u64>,
+) -> Result<(), ApiError> {
+    crate::controller::in_sync::after_chain_operation(e, generation)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "in_sync_generation", m))
 }

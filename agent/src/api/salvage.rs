@@ -5,13 +5,17 @@
 //! the volume starts from it and the others are rebuilt from it; the loss
 //! is recorded as a `DataLossAccepted` event naming what was given up.
 
+use std::time::Duration;
+
 use hyper::StatusCode;
+use vigil_engine::address::ReplicaAddress;
 
 use super::error::ApiError;
 use super::to_json;
 use super::types::SalvageVolume;
 use super::volumes::{Reply, must_get, view, volume_name};
 use crate::cluster::events::Severity;
+use crate::controller::in_sync::probe_generation;
 use crate::daemon::Agent;
 use crate::model::Replica;
 use crate::model::volume::Robustness;
@@ -29,9 +33,22 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
             ApiError::not_found("replica", &format!("{} (of volume {name})", req.replica))
         })?;
     let set = c.in_sync(name).await.map_err(ApiError::from)?;
+    // Which generations the replicas joined: a set numbered below one of
+    // them (a store restored from a backup) keeps the volume from starting
+    // even with a member, and the new set must be numbered above them all.
+    // Asking takes an epoch, as an engine start does (it claims what it
+    // reaches; the engine that starts next takes a newer one).
+    let epoch = c.next_epoch(name).await.map_err(ApiError::from)?;
+    let mut highest = 0;
+    for r in c.list::<Replica>().await.map_err(ApiError::from)? {
+        if r.object.spec.volume == name && !r.object.status.address.is_empty() {
+            let g = probe_generation(agent, &r.object.status.address, epoch).await;
+            highest = highest.max(g.unwrap_or(0));
+        }
+    }
     if set
         .as_ref()
-        .is_some_and(|s| s.members.contains(&req.replica))
+        .is_some_and(|s| s.members.contains(&req.replica) && s.generation >= highest)
     {
         return Ok((StatusCode::OK, to_json(&view(agent, &v.object).await?)));
     }
@@ -39,7 +56,7 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
         return Err(ApiError::bad_request(
             "accept_data_loss_required",
             format!(
-                "replica {} is not in the in-sync set of {name}{}: starting from it gives up every write only the members hold; repeat with --accept-data-loss to do that",
+                "replica {} is not in the in-sync set of {name}{} (or the set is older than a generation a replica joined, {highest}): starting from it gives up every write only the members (or those newer replicas) hold; repeat with --accept-data-loss to do that",
                 req.replica,
                 set.as_ref()
                     .map(|s| format!(" ({})", s.members.join(", ")))
@@ -76,10 +93,20 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
         req.replica
     );
     let recorded = c
-        .record_in_sync(name, std::slice::from_ref(&req.replica), &reason)
+        .record_in_sync_above(
+            name,
+            std::slice::from_ref(&req.replica),
+            highest + 1,
+            &reason,
+        )
         .await
         .map_err(ApiError::from)?;
-    let generation = recorded.map(|s| s.generation).unwrap_or_default();
+    let generation = recorded.generation;
+    // Store first, then the salvaged replica persists it (its engine's
+    // start does so again before serving, should this not get through).
+    if let Err(e) = join(agent, &replica.object.status.address, epoch, generation).await {
+        tracing::warn!(volume = name, replica = %req.replica, error = %e, "the salvaged replica did not persist the new in-sync generation yet; the engine's start does");
+    }
     c.event(
         Severity::Warning,
         "volume",
@@ -92,4 +119,18 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
     )
     .await;
     Ok((StatusCode::OK, to_json(&view(agent, &v.object).await?)))
+}
+
+/// Has the replica at `address` persist `generation` over a backend of
+/// `epoch`.
+async fn join(agent: &Agent, address: &str, epoch: u64, generation: u64) -> Result<(), String> {
+    let address: ReplicaAddress = address.parse().map_err(|e| format!("{e}"))?;
+    let backend = agent
+        .open_backend(&address, epoch)
+        .await
+        .map_err(|f| f.last_error)?;
+    tokio::time::timeout(Duration::from_secs(5), backend.join_generation(generation))
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|e| e.to_string())
 }

@@ -678,6 +678,15 @@ pub async fn expand(agent: &Agent, name: &str, req: ExpandVolume) -> Reply {
             Ok(Ok(nv.object))
         })
         .await??;
+    // A chain operation: the in-sync generation moves on (store first; the
+    // members persist it when the next engine records its set, before it
+    // serves — the volume is detached, no engine runs now).
+    if let Err(e) = c
+        .bump_in_sync_generation(name, &format!("expanded to {}", human(size)))
+        .await
+    {
+        tracing::warn!(volume = name, error = %e, "in-sync generation not bumped for the expansion");
+    }
     c.event(
         Severity::Normal,
         "volume",

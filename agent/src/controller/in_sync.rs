@@ -12,6 +12,8 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::Engine;
 
 use crate::cluster::Cluster;
+use crate::daemon::Agent;
+use crate::model::insync::InSync;
 
 /// Replica names of the engine's RW replicas (the name is the address's).
 fn rw_names(addresses: &[String]) -> Vec<String> {
@@ -21,16 +23,75 @@ fn rw_names(addresses: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Records the engine's RW set now (at start, before it serves).
+/// Records the engine's RW set now (at start, before it serves), then has
+/// every member persist the recorded generation — store first, replicas
+/// second, so a replica never holds a generation the store lacks (see
+/// ARCHITECTURE.md, "The in-sync generation").
 pub async fn record_now(cluster: &Cluster, volume: &str, engine: &Engine) -> Result<(), String> {
     let (shrinks, rw) = engine.membership();
     let reason = format!("engine of epoch {} on {}", engine.epoch(), cluster.node());
-    cluster
+    let set = cluster
         .record_in_sync(volume, &rw_names(&rw), &reason)
         .await
         .map_err(|e| format!("record the in-sync set: {e}"))?;
     engine.membership_recorded(shrinks);
+    if let Some(set) = set {
+        let members: Vec<String> = rw
+            .into_iter()
+            .filter(|a| {
+                rw_names(std::slice::from_ref(a))
+                    .iter()
+                    .any(|n| set.members.contains(n))
+            })
+            .collect();
+        engine
+            .join_generation(set.generation, &members)
+            .await
+            .map_err(|e| {
+                format!(
+                    "persist in-sync generation {} on the members: {e}",
+                    set.generation
+                )
+            })?;
+    }
     Ok(())
+}
+
+/// Step 1 of a chain operation (snapshot, snapshot removal, revert) on a
+/// volume's engine: bump the store's in-sync generation. Returns it for
+/// [`after_chain_operation`]; `None` for an engine without a recorded set
+/// (a low-level `vigil engine create`).
+pub async fn before_chain_operation(
+    cluster: &Cluster,
+    volume: &str,
+    engine: &Engine,
+    what: &str,
+) -> Result<Option<u64>, String> {
+    let reason = format!(
+        "{what} by the engine of epoch {} on {}",
+        engine.epoch(),
+        cluster.node()
+    );
+    cluster
+        .bump_in_sync_generation(volume, &reason)
+        .await
+        .map(|set| set.map(|s| s.generation))
+        .map_err(|e| format!("bump the in-sync generation before {what}: {e}"))
+}
+
+/// Step 2, once the operation succeeded on the replicas: each RW replica
+/// (every one that took it) persists the generation. A replica that missed
+/// the operation is ERR and out of the set; one that crashed in between
+/// keeps the previous, lower generation, which no check reads as newer.
+pub async fn after_chain_operation(engine: &Engine, generation: Option<u64>) -> Result<(), String> {
+    let Some(generation) = generation else {
+        return Ok(());
+    };
+    let (_, rw) = engine.membership();
+    engine
+        .join_generation(generation, &rw)
+        .await
+        .map_err(|e| format!("persist in-sync generation {generation}: {e}"))
 }
 
 /// Makes the engine wait for recorded membership and records every change
@@ -63,4 +124,45 @@ pub fn keep_recorded(cluster: Cluster, volume: String, engine: &Arc<Engine>) {
             }
         }
     });
+}
+
+/// The in-sync generation the replica at `address` last joined, asked over
+/// a backend of the starting engine's `epoch` (a remote one is claimed by
+/// that, as the engine would; nothing else changes). `None` when it does
+/// not answer in time or the address is bad.
+pub async fn probe_generation(agent: &Agent, address: &str, epoch: u64) -> Option<u64> {
+    let address: ReplicaAddress = address.parse().ok()?;
+    let probe = async {
+        let backend = agent.open_backend(&address, epoch).await.ok()?;
+        backend.info().await.ok().map(|i| i.in_sync_generation)
+    };
+    tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Refuses an engine start when a replica (`name`, node, generation)
+/// joined a generation newer than the store's set: the store is older than
+/// that replica — restored from a backup, or it lost a change — and
+/// starting would serve (and rebuild over) older data than the replica
+/// holds. The message names them and the way out.
+pub fn refuse_newer(
+    volume: &str,
+    set: &InSync,
+    newer: &[(String, String, u64)],
+) -> Result<(), String> {
+    let Some((first, _, _)) = newer.first() else {
+        return Ok(());
+    };
+    let named: Vec<String> = newer
+        .iter()
+        .map(|(r, node, g)| format!("{r} on node {node} joined generation {g}"))
+        .collect();
+    Err(format!(
+        "not starting: the volume's in-sync set in the cluster store (generation {}: {}) is older than its replicas ({}); the store may have been restored from a backup or lost a change, and starting would serve older data than those replicas hold; if the store is right and those replicas are to be given up: `vigil volume salvage {volume} --replica {first} --accept-data-loss` makes {first} the only member above that generation",
+        set.generation,
+        set.members.join(", "),
+        named.join("; "),
+    ))
 }

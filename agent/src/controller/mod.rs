@@ -19,7 +19,7 @@ mod disk_condition;
 pub mod drain;
 mod engine_report;
 mod eviction;
-mod in_sync;
+pub mod in_sync;
 mod integrity;
 pub mod lease_fence;
 pub mod maintenance;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 use vigil_engine::address::ReplicaAddress;
-use vigil_engine::engine::{Engine, EngineStatus, FaultReason, Mode};
+use vigil_engine::engine::{Engine, EngineError, EngineStatus, FaultReason, Mode};
 
 use super::Snapshot;
 use crate::cluster::events::Severity;
@@ -158,6 +158,42 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
                 )
                 .await;
         }
+        Err(e @ EngineError::NewerGeneration { .. }) => {
+            // The replica is left untouched; say so once per replica and
+            // generation (this runs on every reconcile).
+            tracing::warn!(error = %e, "not rebuilding over a replica of a newer in-sync generation");
+            if first_refusal(replica, engine.generation()) {
+                agent
+                    .cluster
+                    .event(
+                        Severity::Warning,
+                        "replica",
+                        replica,
+                        "RebuildRefused",
+                        e.to_string(),
+                    )
+                    .await;
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "cannot add the replica back"),
     }
+}
+
+/// Whether a refused rebuild of `replica` under engine generation
+/// `generation` is reported for the first time by this agent.
+fn first_refusal(replica: &str, generation: u64) -> bool {
+    static REPORTED: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let key = (replica.to_string(), generation);
+    if reported.contains(&key) {
+        return false;
+    }
+    // bounded: a handful of refusals is the most a cluster ever has
+    if reported.len() >= 256 {
+        reported.clear();
+    }
+    reported.push(key);
+    true
 }

@@ -494,13 +494,22 @@ pub(super) async fn open_engine(
     let mut member_answered = false;
     let mut members_away = Vec::new();
     let mut others_up = Vec::new();
+    // Replicas that joined a generation newer than the store's set.
+    let mut newer: Vec<(String, String, u64)> = Vec::new();
     for r in snap.replicas_of(&vol.name) {
         let addr_text = &r.object.status.address;
         if let Some(set) = &in_sync
             && !set.members.contains(&r.object.name)
         {
-            // Not opened at all: it starts ERR and is rebuilt from a member.
+            // Not served from: it starts ERR and is rebuilt from a member.
+            // But asked first which generation it joined: one newer than
+            // the set's means the store is older than that replica.
             if !addr_text.is_empty() {
+                if let Some(g) = super::in_sync::probe_generation(agent, addr_text, epoch).await
+                    && g > set.generation
+                {
+                    newer.push((r.object.name.clone(), r.object.spec.node.clone(), g));
+                }
                 others_up.push(r.object.name.clone());
                 specs.push(ReplicaSpec {
                     address: addr_text.clone(),
@@ -557,6 +566,9 @@ pub(super) async fn open_engine(
             backend,
         });
     }
+    if let Some(set) = &in_sync {
+        super::in_sync::refuse_newer(&vol.name, set, &newer)?;
+    }
     if let Some(set) = &in_sync
         && !member_answered
     {
@@ -609,6 +621,25 @@ pub(super) async fn open_engine(
     )
     .await
     .map_err(|e| format!("start engine: {e}"))?;
+    if let Some(set) = &in_sync {
+        // Members report their generation at start: above the set's, the
+        // store lost a change too.
+        let newer: Vec<(String, String, u64)> = engine
+            .start_revisions()
+            .iter()
+            .filter_map(|s| {
+                let g = s.in_sync_generation.filter(|g| *g > set.generation)?;
+                let r = snap
+                    .replicas_of(&vol.name)
+                    .find(|r| r.object.status.address == s.address)?;
+                Some((r.object.name.clone(), r.object.spec.node.clone(), g))
+            })
+            .collect();
+        if let Err(e) = super::in_sync::refuse_newer(&vol.name, set, &newer) {
+            engine.shutdown();
+            return Err(e);
+        }
+    }
     // The members that did not come up RW are out from now on: recorded
     // before the engine serves, and every later change before the engine
     // acknowledges anything more.

@@ -353,6 +353,20 @@ impl Backend {
         }
     }
 
+    /// Persists the in-sync `generation` the replica joins
+    /// ([`Replica::join_generation`]), admitted under the engine's epoch.
+    pub async fn join_generation(&self, generation: u64) -> Result<()> {
+        match self {
+            Backend::Local(r) => {
+                blocking_traced("replica.join_generation", r, move |r| {
+                    r.join_generation(generation)
+                })
+                .await
+            }
+            Backend::Remote(c) => c.join_generation(generation).await.map_err(remote_err),
+        }
+    }
+
     /// Installs a received chain.
     pub async fn install_chain(&self, layers: &[LayerInfo]) -> Result<()> {
         match self {

@@ -13,6 +13,7 @@
 //! * `snapshot`  — snapshot, remove, revert across replicas.
 
 pub mod backend;
+mod generation;
 mod insync;
 mod io;
 mod membership;
@@ -26,6 +27,8 @@ mod status;
 mod suspend;
 #[cfg(test)]
 mod tests_fencing;
+#[cfg(test)]
+mod tests_generation;
 #[cfg(test)]
 mod tests_metrics;
 #[cfg(test)]
@@ -120,6 +123,19 @@ pub enum EngineError {
         volume: String,
         epoch: u64,
         detail: String,
+    },
+    /// A rebuild was asked onto a replica that persisted a newer in-sync
+    /// generation than this engine knows: it joined a set recorded after
+    /// the one this engine started from, so it may hold newer data than
+    /// every source here. It is left untouched.
+    #[error(
+        "volume {volume}: not rebuilding over replica {address}: it joined in-sync generation {replica_generation}, newer than this engine's {engine_generation} (the cluster store may be older than the replica, e.g. restored from a backup); it may hold newer data than every replica serving"
+    )]
+    NewerGeneration {
+        volume: String,
+        address: String,
+        replica_generation: u64,
+        engine_generation: u64,
     },
     /// Another control operation (e.g. a rebuild) is running.
     #[error("volume {volume} is busy: {what}")]
@@ -228,6 +244,8 @@ pub struct Engine {
     suspension: tokio::sync::watch::Sender<Option<Suspended>>,
     /// RW-set changes the control plane must record (see `insync.rs`).
     membership: insync::Membership,
+    /// The newest in-sync generation known (see `generation.rs`).
+    generation: AtomicU64,
     /// How many RW replicas a write needs (see `min_rw.rs`).
     min_rw: tokio::sync::watch::Sender<min_rw::MinRw>,
     monitor: Mutex<Option<JoinHandle<()>>>,
@@ -246,6 +264,9 @@ pub struct StartRevision {
     pub address: String,
     /// `None` when the replica could not be opened at start.
     pub revision: Option<u64>,
+    /// The in-sync generation the replica had joined (`None`: not opened).
+    #[serde(default)]
+    pub in_sync_generation: Option<u64>,
 }
 
 impl Engine {
@@ -306,7 +327,7 @@ impl Engine {
                         }
                         Ok(Ok(info)) => (
                             Slot::new(spec.address, Some(backend), Mode::ReadWrite),
-                            Some(info.revision),
+                            Some((info.revision, info.in_sync_generation)),
                         ),
                         Ok(Err(e)) if e.reason == FaultReason::Fenced => {
                             return Err(EngineError::StaleEpoch {
@@ -343,9 +364,9 @@ impl Engine {
         // Replicas in sync carry equal revisions (every write counts once on
         // each; a rebuilt replica adopts its source's). One behind the newest
         // missed writes: serving reads from it would return old data.
-        let newest = revisions.iter().flatten().copied().max().unwrap_or(0);
+        let newest = revisions.iter().flatten().map(|r| r.0).max().unwrap_or(0);
         for (slot, revision) in slots.iter().zip(&revisions) {
-            if let Some(r) = revision.filter(|r| *r < newest) {
+            if let Some(r) = revision.map(|r| r.0).filter(|r| *r < newest) {
                 slot.mode.store(Mode::Error.to_u8(), Ordering::Release);
                 if let Ok(mut f) = slot.fault.lock() {
                     *f = Some(Fault::now(
@@ -363,9 +384,13 @@ impl Engine {
             .zip(&revisions)
             .map(|(slot, revision)| StartRevision {
                 address: slot.address.clone(),
-                revision: *revision,
+                revision: revision.map(|r| r.0),
+                in_sync_generation: revision.map(|r| r.1),
             })
             .collect();
+        // The engine starts knowing the newest generation its replicas
+        // joined; the control plane tells it the store's right after.
+        let generation = revisions.iter().flatten().map(|r| r.1).max().unwrap_or(0);
         let engine = Arc::new(Engine {
             name: name.to_string(),
             size,
@@ -378,6 +403,7 @@ impl Engine {
             fenced_by_newer: Mutex::new(None),
             suspension: tokio::sync::watch::channel(None).0,
             membership: insync::Membership::default(),
+            generation: AtomicU64::new(generation),
             min_rw: tokio::sync::watch::channel(min_rw::MinRw::default()).0,
             monitor: Mutex::new(None),
             metrics: metrics::VolumeMetrics::register(name),

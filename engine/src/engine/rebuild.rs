@@ -104,6 +104,14 @@ impl Engine {
                 ),
             ));
         }
+        // Before anything touches the target (even the claim of a local
+        // one): a replica of a newer in-sync generation is never rebuilt
+        // over. (A remote one was claimed in its connection's handshake;
+        // a claim changes no data.) If it does not answer, the steps below
+        // fail on it anyway.
+        if let Ok(Ok(info)) = tokio::time::timeout(self.config.io_timeout, backend.info()).await {
+            self.refuse_newer_generation(&address, info.in_sync_generation)?;
+        }
         // Claim the new replica before anything is written to it: an older
         // engine's requests to it are refused from here on.
         match tokio::time::timeout(self.config.io_timeout, backend.claim()).await {

@@ -18,7 +18,7 @@ use super::frame::{
     FLAG_TRACE, Frame, FrameError, MAX_FRAME_PAYLOAD, MIN_PROTOCOL_VERSION, OutFrame,
     PROTOCOL_VERSION, read_frame, write_loop,
 };
-use super::handshake::{self, ClientHandshakeError};
+use super::handshake::{self, ClientHandshakeError, EPOCH_VERSION};
 use super::message::{Request, Response, with_trace_context};
 use super::trace_context;
 use super::{ClientError, ClusterToken};
@@ -129,18 +129,28 @@ fn handshake_error(addr: &str, e: ClientHandshakeError) -> ClientError {
 }
 
 /// Connects with the newest protocol version the server speaks: this
-/// build's, else (an older server refused it) [`MIN_PROTOCOL_VERSION`].
+/// build's, else (an older server refused it) [`EPOCH_VERSION`], else
+/// [`MIN_PROTOCOL_VERSION`].
 ///
-/// An older server cannot be told the engine's `epoch` and so cannot fence
-/// an older engine: that is logged as a warning (a cluster mid-upgrade).
+/// A version 3 server keeps no in-sync generation (joining one is skipped,
+/// and it reports 0). A server older than that cannot be told the engine's
+/// `epoch` and so cannot fence an older engine: that is logged as a
+/// warning (a cluster mid-upgrade).
 pub(crate) async fn connect_negotiated(
     addr: &ReplicaAddress,
     token: &ClusterToken,
     timeout: Duration,
     epoch: u64,
 ) -> Result<ClientInner, ClientError> {
-    match connect_version(addr, token, timeout, PROTOCOL_VERSION, epoch).await {
-        Err((_, true)) if PROTOCOL_VERSION > MIN_PROTOCOL_VERSION => {
+    let newest = match connect_version(addr, token, timeout, PROTOCOL_VERSION, epoch).await {
+        Err((_, true)) if PROTOCOL_VERSION > EPOCH_VERSION => {
+            tracing::info!(%addr, epoch, "replica server speaks an older protocol; reconnecting with version {EPOCH_VERSION} (it keeps no in-sync generation)");
+            connect_version(addr, token, timeout, EPOCH_VERSION, epoch).await
+        }
+        r => r,
+    };
+    match newest {
+        Err((_, true)) if EPOCH_VERSION > MIN_PROTOCOL_VERSION => {
             tracing::warn!(%addr, epoch, "replica server speaks an older protocol without engine epochs; reconnecting with version {MIN_PROTOCOL_VERSION} (it cannot refuse an older engine)");
             connect(addr, token, timeout, MIN_PROTOCOL_VERSION, 0).await
         }
@@ -287,7 +297,6 @@ impl ClientInner {
     }
 
     /// The protocol version this connection speaks.
-    #[cfg(test)]
     pub(crate) fn version(&self) -> u8 {
         self.version
     }

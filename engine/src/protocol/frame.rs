@@ -28,7 +28,7 @@ pub(crate) const MAGIC: [u8; 4] = *b"VGRP";
 /// optional trace context on requests ([`FLAG_TRACE`]); version 3 the
 /// engine's epoch in the handshake (AUTH), which the server claims the
 /// replica with before it accepts the connection.
-pub(crate) const PROTOCOL_VERSION: u8 = 3;
+pub(crate) const PROTOCOL_VERSION: u8 = 4;
 /// The oldest protocol version this build still accepts from peers.
 pub(crate) const MIN_PROTOCOL_VERSION: u8 = 1;
 /// Size of the fixed frame header.

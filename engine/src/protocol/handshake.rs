@@ -96,6 +96,10 @@ impl Status {
 /// The first version whose AUTH carries the engine's epoch.
 pub(crate) const EPOCH_VERSION: u8 = 3;
 
+/// The first version with `JoinGeneration` (the in-sync generation a
+/// replica persists); the handshake is unchanged from version 3.
+pub(crate) const GENERATION_VERSION: u8 = 4;
+
 fn mac(token: &ClusterToken, nonce: &[u8], name: &str, epoch: Option<u64>) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; the error case cannot happen.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(token.as_bytes())

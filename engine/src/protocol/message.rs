@@ -39,10 +39,12 @@ pub(crate) enum Opcode {
     WriteStaged = 0x1a,
     InstallChain = 0x1b,
     SetRevision = 0x1c,
+    /// Version 4: persist the in-sync generation the replica joins.
+    JoinGeneration = 0x1d,
 }
 
 impl Opcode {
-    pub(crate) const ALL: [Opcode; 19] = [
+    pub(crate) const ALL: [Opcode; 20] = [
         Opcode::Ping,
         Opcode::Read,
         Opcode::Write,
@@ -62,6 +64,7 @@ impl Opcode {
         Opcode::WriteStaged,
         Opcode::InstallChain,
         Opcode::SetRevision,
+        Opcode::JoinGeneration,
     ];
 
     pub(crate) fn from_u8(b: u8) -> Option<Opcode> {
@@ -90,6 +93,7 @@ impl Opcode {
             Opcode::WriteStaged => "replica.write_staged",
             Opcode::InstallChain => "replica.install_chain",
             Opcode::SetRevision => "replica.set_revision",
+            Opcode::JoinGeneration => "replica.join_generation",
         }
     }
 
@@ -106,6 +110,7 @@ impl Opcode {
                 | Opcode::StageLayer
                 | Opcode::InstallChain
                 | Opcode::SetRevision
+                | Opcode::JoinGeneration
         )
     }
 }
@@ -198,6 +203,9 @@ pub(crate) enum Request {
     },
     SetRevision {
         revision: u64,
+    },
+    JoinGeneration {
+        generation: u64,
     },
 }
 
@@ -356,6 +364,7 @@ impl Request {
             Request::WriteStaged { .. } => Opcode::WriteStaged,
             Request::InstallChain { .. } => Opcode::InstallChain,
             Request::SetRevision { .. } => Opcode::SetRevision,
+            Request::JoinGeneration { .. } => Opcode::JoinGeneration,
         }
     }
 
@@ -377,8 +386,8 @@ impl Request {
                 b.put_u64(*offset);
                 data.clone()
             }
-            Request::SetRevision { revision } => {
-                b.put_u64(*revision);
+            Request::SetRevision { revision: n } | Request::JoinGeneration { generation: n } => {
+                b.put_u64(*n);
                 Bytes::new()
             }
             Request::Trim { offset, len } | Request::WriteZeroes { offset, len } => {
@@ -467,6 +476,9 @@ impl Request {
                 data: c.rest(),
             },
             Opcode::SetRevision => Request::SetRevision { revision: c.u64()? },
+            Opcode::JoinGeneration => Request::JoinGeneration {
+                generation: c.u64()?,
+            },
             Opcode::Trim => Request::Trim {
                 offset: c.u64()?,
                 len: c.u64()?,
@@ -546,7 +558,8 @@ impl Response {
                 | Opcode::StageLayer
                 | Opcode::WriteStaged
                 | Opcode::InstallChain
-                | Opcode::SetRevision,
+                | Opcode::SetRevision
+                | Opcode::JoinGeneration,
                 Response::Done,
             ) => Bytes::new(),
             (Opcode::Read | Opcode::ReadLayer, Response::Data(d)) => d.clone(),
@@ -593,7 +606,8 @@ impl Response {
             | Opcode::StageLayer
             | Opcode::WriteStaged
             | Opcode::InstallChain
-            | Opcode::SetRevision => empty(&payload)?,
+            | Opcode::SetRevision
+            | Opcode::JoinGeneration => empty(&payload)?,
             Opcode::Read | Opcode::ReadLayer => {
                 if payload.len() > MAX_DATA_LEN {
                     return Err(MessageError::Malformed {

@@ -354,4 +354,19 @@ impl ReplicaClient {
     pub async fn set_revision(&self, revision: u64) -> Result<(), ClientError> {
         self.done(Request::SetRevision { revision }).await
     }
+    /// Makes the replica persist the in-sync `generation` it joins (see
+    /// `Replica::join_generation`). A server older than protocol version 4
+    /// keeps no generation: nothing is sent, it keeps reporting 0 (which no
+    /// check reads as newer than anything), and the call succeeds.
+    pub async fn join_generation(&self, generation: u64) -> Result<(), ClientError> {
+        if self.inner.version() < handshake::GENERATION_VERSION {
+            tracing::debug!(
+                generation,
+                version = self.inner.version(),
+                "replica server predates in-sync generations; not sent"
+            );
+            return Ok(());
+        }
+        self.done(Request::JoinGeneration { generation }).await
+    }
 }

@@ -84,6 +84,8 @@ pub(crate) trait ReplicaOps: Send + Sync + 'static {
     fn write_staged(&self, layer: &str, offset: u64, data: &[u8]) -> OpResult<()>;
     fn install_chain(&self, layers: &[LayerInfo]) -> OpResult<()>;
     fn set_revision(&self, revision: u64) -> OpResult<()>;
+    /// Persists the in-sync generation ([`Replica::join_generation`]).
+    fn join_generation(&self, generation: u64) -> OpResult<()>;
 }
 
 impl ReplicaOps for Replica {
@@ -154,6 +156,9 @@ impl ReplicaOps for Replica {
     }
     fn set_revision(&self, revision: u64) -> OpResult<()> {
         Replica::set_revision(self, revision)
+    }
+    fn join_generation(&self, generation: u64) -> OpResult<()> {
+        Replica::join_generation(self, generation)
     }
 }
 
@@ -568,6 +573,7 @@ pub(crate) fn execute(ops: &dyn ReplicaOps, epoch: u64, req: Request) -> Respons
         } => done(ops.write_staged(&layer, offset, &data)),
         Request::InstallChain { layers } => done(ops.install_chain(&layers)),
         Request::SetRevision { revision } => done(ops.set_revision(revision)),
+        Request::JoinGeneration { generation } => done(ops.join_generation(generation)),
     };
     result.unwrap_or_else(|e| Response::Error {
         kind: e.kind(),

@@ -165,7 +165,7 @@ impl Replica {
         if expand::grow_head(dir, chain.head_mut(), rmeta.size)? {
             tracing::info!(dir = %dir.display(), size = rmeta.size, "completed an interrupted expansion");
         }
-        tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), revision = record.revision, epoch = record.epoch, "opened replica");
+        tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), revision = record.revision, epoch = record.epoch, in_sync_generation = record.generation, "opened replica");
         Ok(Replica::assemble(
             dir, rmeta, direct, chain, revfile, record,
         ))
@@ -255,6 +255,29 @@ impl Replica {
     /// The highest epoch that claimed the replica (0: none yet).
     pub fn epoch(&self) -> u64 {
         *rlock(&self.fence)
+    }
+
+    /// Persists `generation` (fdatasync) as the in-sync generation this
+    /// replica last joined: the control plane recorded it as a member of
+    /// that generation's set, or ran a chain operation on it as one. Set
+    /// exactly, lower or higher (the newest record wins on reopen). Like
+    /// every mutation, call it under an [`Admission`] of the engine's epoch
+    /// (the replica server and the engine's local backend do), so a fenced
+    /// engine cannot move it.
+    pub fn join_generation(&self, generation: u64) -> Result<()> {
+        self.counted(|| {
+            let previous = self.revfile.current().generation;
+            self.revfile.persist_generation(generation)?;
+            if previous != generation {
+                tracing::debug!(dir = %self.dir.display(), generation, previous, "replica joined an in-sync generation");
+            }
+            Ok(())
+        })
+    }
+
+    /// The in-sync generation this replica last joined (0: none yet).
+    pub fn in_sync_generation(&self) -> u64 {
+        self.revfile.current().generation
     }
 
     /// Runs `op`, counting it in `io_errors` if it fails with a disk error.
@@ -425,6 +448,7 @@ impl Replica {
             revision: self.revfile.current().revision,
             epoch: self.epoch(),
             generation: lock(&self.meta).generation,
+            in_sync_generation: self.in_sync_generation(),
             chain: chain.layers.iter().map(Layer::info).collect(),
             direct_io: self.direct_io && chain.layers.iter().all(|l| l.file.direct()),
         }

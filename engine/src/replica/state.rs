@@ -1,22 +1,27 @@
-//! The persisted replica state record: the revision (writes made durable)
-//! and the **epoch** (the highest engine epoch that claimed the replica).
+//! The persisted replica state record: the revision (writes made durable),
+//! the **epoch** (the highest engine epoch that claimed the replica) and
+//! the **in-sync generation** the replica last joined.
 //!
-//! Two 40-byte slots, written alternately with pwrite + fdatasync:
+//! Two 48-byte slots, written alternately with pwrite + fdatasync:
 //!
 //! ```text
-//! magic "vgstate1" (8) | seq u64 LE | epoch u64 LE | revision u64 LE | CRC-64/NVME of the first 32 bytes
+//! magic "vgstate2" (8) | seq u64 LE | epoch u64 LE | revision u64 LE | generation u64 LE | CRC-64/NVME of the first 40 bytes
 //! ```
 //!
 //! Every write goes to the slot not holding the newest record and carries
 //! `seq + 1`; open takes the valid slot with the highest `seq`. So a torn
 //! write can only damage the slot being written, and a value that goes
-//! *down* (a rebuilt replica adopting its source's lower revision) survives
-//! a reopen — choosing by the highest revision would bring the old one back.
+//! *down* (a rebuilt replica adopting its source's lower revision, a
+//! generation set lower by a salvage) survives a reopen — choosing by the
+//! highest value would bring the old one back.
 //!
-//! Files written before the epoch existed hold two 16-byte slots (the
-//! revision and its CRC; the highest revision wins); open converts them
-//! once, crash-safely (temp file, fsync, rename, fsync directory), with
-//! epoch 0.
+//! Older files are converted once on open, crash-safely (temp file, fsync,
+//! rename, fsync directory) — until the rename the old file is intact and
+//! opens as before:
+//! * version 1 (`vgstate1`): two 40-byte slots without the generation;
+//!   the newest valid slot is kept, with generation 0;
+//! * before epochs: two 16-byte slots (the revision and its CRC; the
+//!   highest revision wins), with epoch 0 and generation 0.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -26,8 +31,12 @@ use std::sync::Mutex;
 
 use super::fsutil::{Result, corrupt, io_err, lock, write_atomic};
 
-const MAGIC: &[u8; 8] = b"vgstate1";
-const SLOT: usize = 40;
+const MAGIC: &[u8; 8] = b"vgstate2";
+const SLOT: usize = 48;
+/// Offset of the CRC in a slot (it covers everything before it).
+const CRC_AT: usize = SLOT - 8;
+const V1_MAGIC: &[u8; 8] = b"vgstate1";
+const V1_SLOT: usize = 40;
 const LEGACY_SLOT: usize = 16;
 
 /// One record: what the replica persisted.
@@ -39,6 +48,10 @@ pub(super) struct Record {
     pub epoch: u64,
     /// Count of writes made durable.
     pub revision: u64,
+    /// The in-sync generation the replica last joined (0: none yet): the
+    /// control plane's generation when it recorded the replica as a member
+    /// (or ran a chain operation on it as one).
+    pub generation: u64,
 }
 
 fn crc(bytes: &[u8]) -> u64 {
@@ -53,8 +66,9 @@ fn encode(r: &Record) -> [u8; SLOT] {
     b[8..16].copy_from_slice(&r.seq.to_le_bytes());
     b[16..24].copy_from_slice(&r.epoch.to_le_bytes());
     b[24..32].copy_from_slice(&r.revision.to_le_bytes());
-    let sum = crc(&b[..32]);
-    b[32..].copy_from_slice(&sum.to_le_bytes());
+    b[32..40].copy_from_slice(&r.generation.to_le_bytes());
+    let sum = crc(&b[..CRC_AT]);
+    b[CRC_AT..].copy_from_slice(&sum.to_le_bytes());
     b
 }
 
@@ -63,14 +77,38 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 fn decode(b: &[u8]) -> Option<Record> {
-    if b.len() < SLOT || &b[..8] != MAGIC || crc(&b[..32]) != u64_at(b, 32)? {
+    if b.len() < SLOT || &b[..8] != MAGIC || crc(&b[..CRC_AT]) != u64_at(b, CRC_AT)? {
         return None;
     }
     Some(Record {
         seq: u64_at(b, 8)?,
         epoch: u64_at(b, 16)?,
         revision: u64_at(b, 24)?,
+        generation: u64_at(b, 32)?,
     })
+}
+
+/// A slot of version 1 (`vgstate1`: no generation; CRC of the first 32 bytes).
+fn decode_v1(b: &[u8]) -> Option<Record> {
+    if b.len() < V1_SLOT || &b[..8] != V1_MAGIC || crc(&b[..32]) != u64_at(b, 32)? {
+        return None;
+    }
+    Some(Record {
+        seq: u64_at(b, 8)?,
+        epoch: u64_at(b, 16)?,
+        revision: u64_at(b, 24)?,
+        generation: 0,
+    })
+}
+
+/// The newest of two decoded slots (highest `seq`) and its index.
+fn newest(a: Option<Record>, b: Option<Record>) -> Option<(Record, u64)> {
+    match (a, b) {
+        (Some(x), Some(y)) if y.seq > x.seq => Some((y, 1)),
+        (Some(x), _) => Some((x, 0)),
+        (None, Some(y)) => Some((y, 1)),
+        (None, None) => None,
+    }
 }
 
 /// A slot of the format before epochs: revision LE u64 + CRC of it.
@@ -141,22 +179,30 @@ impl StateFile {
                 (None, None) => return Err(corrupt(path, "no valid revision record")),
             };
             let record = Record {
-                seq: 0,
-                epoch: 0,
                 revision: rev,
+                ..Record::default()
             };
             write_atomic(path, &both_slots(&record))?;
-            tracing::info!(path = %path.display(), revision = rev, "converted the revision file to the state record with epochs");
+            tracing::info!(path = %path.display(), revision = rev, "converted the revision file to the state record with epochs and generations");
             (record, 1)
+        } else if buf.len() == 2 * V1_SLOT {
+            let Some((v1, _)) = newest(
+                buf.get(..V1_SLOT).and_then(decode_v1),
+                buf.get(V1_SLOT..).and_then(decode_v1),
+            ) else {
+                return Err(corrupt(path, "no valid replica state record (version 1)"));
+            };
+            // Both slots hold the record converted, so either can be the
+            // next one overwritten.
+            write_atomic(path, &both_slots(&v1))?;
+            tracing::info!(path = %path.display(), revision = v1.revision, epoch = v1.epoch, "converted the replica state record to version 2 (with the in-sync generation)");
+            (v1, 1)
         } else {
-            let a = buf.get(..SLOT).and_then(decode);
-            let b = buf.get(SLOT..2 * SLOT).and_then(decode);
-            match (a, b) {
-                (Some(x), Some(y)) if y.seq > x.seq => (y, 1),
-                (Some(x), _) => (x, 0),
-                (None, Some(y)) => (y, 1),
-                (None, None) => return Err(corrupt(path, "no valid replica state record")),
-            }
+            newest(
+                buf.get(..SLOT).and_then(decode),
+                buf.get(SLOT..2 * SLOT).and_then(decode),
+            )
+            .ok_or_else(|| corrupt(path, "no valid replica state record"))?
         };
         let file = OpenOptions::new()
             .read(true)
@@ -217,6 +263,21 @@ impl StateFile {
         Self::write(&mut st, &self.path, next)
     }
 
+    /// Persists `generation` as the in-sync generation the replica last
+    /// joined, lower or higher than the one it holds: the newest record
+    /// wins on reopen, so a lowered value stays lowered.
+    pub(super) fn persist_generation(&self, generation: u64) -> Result<()> {
+        let mut st = lock(&self.inner);
+        if st.current.generation == generation {
+            return Ok(());
+        }
+        let next = Record {
+            generation,
+            ..st.current
+        };
+        Self::write(&mut st, &self.path, next)
+    }
+
     fn write(st: &mut Inner, path: &Path, mut next: Record) -> Result<()> {
         next.seq = st.current.seq.wrapping_add(1);
         let off = st.next_slot * SLOT as u64;
@@ -233,84 +294,5 @@ impl StateFile {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn survives_a_torn_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("revision");
-        let sf = StateFile::create(&path).unwrap();
-        sf.persist_revision(5).unwrap();
-        sf.persist_revision(9).unwrap();
-        sf.persist_revision(7).unwrap(); // never backwards
-        drop(sf);
-        let (sf, rec) = StateFile::open(&path).unwrap();
-        assert_eq!(rec.revision, 9);
-        assert_eq!(sf.current().revision, 9);
-        drop(sf);
-        // Damage the newest slot (the second write went to slot 1): the
-        // other one still holds a valid, older record.
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&[0xff; 4], SLOT as u64 + 20).unwrap();
-        let (_, rec) = StateFile::open(&path).unwrap();
-        assert_eq!(rec.revision, 5);
-        f.write_all_at(&[0xff; 4], 20).unwrap();
-        assert!(matches!(
-            StateFile::open(&path),
-            Err(crate::replica::ReplicaError::Corrupt { .. })
-        ));
-    }
-
-    #[test]
-    fn a_lowered_revision_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("revision");
-        let sf = StateFile::create(&path).unwrap();
-        sf.persist_revision(100).unwrap();
-        sf.force_revision(40).unwrap();
-        drop(sf);
-        let (_, rec) = StateFile::open(&path).unwrap();
-        assert_eq!(
-            rec.revision, 40,
-            "the newest record wins, not the highest revision"
-        );
-    }
-
-    #[test]
-    fn the_epoch_persists_with_the_revision() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("revision");
-        let sf = StateFile::create(&path).unwrap();
-        sf.persist_revision(3).unwrap();
-        sf.persist_epoch(7).unwrap();
-        sf.persist_revision(4).unwrap();
-        drop(sf);
-        let (_, rec) = StateFile::open(&path).unwrap();
-        assert_eq!((rec.epoch, rec.revision), (7, 4));
-    }
-
-    #[test]
-    fn a_file_from_before_epochs_is_converted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("revision");
-        let legacy = |rev: u64| {
-            let mut s = [0u8; 16];
-            s[..8].copy_from_slice(&rev.to_le_bytes());
-            let sum = crc(&s[..8]);
-            s[8..].copy_from_slice(&sum.to_le_bytes());
-            s
-        };
-        let mut old = Vec::new();
-        old.extend_from_slice(&legacy(12));
-        old.extend_from_slice(&legacy(11));
-        std::fs::write(&path, &old).unwrap();
-        let (sf, rec) = StateFile::open(&path).unwrap();
-        assert_eq!((rec.epoch, rec.revision), (0, 12));
-        sf.persist_epoch(2).unwrap();
-        drop(sf);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * SLOT as u64);
-        let (_, rec) = StateFile::open(&path).unwrap();
-        assert_eq!((rec.epoch, rec.revision), (2, 12));
-    }
-}
+#[path = "tests_state.rs"]
+mod tests;

@@ -63,6 +63,13 @@ pub struct ReplicaInfo {
     pub epoch: u64,
     /// Bumped each time an engine opens the replica for writing.
     pub generation: u64,
+    /// The in-sync generation the replica last joined (persisted; 0: none
+    /// yet, or a replica server older than protocol version 4). Never
+    /// higher than the cluster store's generation for the volume unless
+    /// the store lost a change (restored from a backup): see
+    /// [`Replica::join_generation`](super::Replica::join_generation).
+    #[serde(default)]
+    pub in_sync_generation: u64,
     /// The chain, bottom to head.
     pub chain: Vec<LayerInfo>,
     /// Whether layer files use O_DIRECT (false after a fallback).

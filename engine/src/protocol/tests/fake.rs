@@ -15,6 +15,7 @@ pub(super) const FAKE_SIZE: u64 = 1 << 20;
 pub(super) struct FakeReplica {
     data: Mutex<Vec<u8>>,
     generation: AtomicU64,
+    in_sync_generation: AtomicU64,
     /// Requests wait here while the gate is closed.
     gate: Mutex<bool>,
     gate_cv: Condvar,
@@ -29,6 +30,7 @@ impl FakeReplica {
         FakeReplica {
             data: Mutex::new(vec![0; FAKE_SIZE as usize]),
             generation: AtomicU64::new(0),
+            in_sync_generation: AtomicU64::new(0),
             gate: Mutex::new(true),
             gate_cv: Condvar::new(),
             entered: AtomicUsize::new(0),
@@ -151,6 +153,7 @@ impl ReplicaOps for FakeReplica {
             revision: 3,
             epoch: 0,
             generation: self.generation.load(Ordering::SeqCst),
+            in_sync_generation: self.in_sync_generation.load(Ordering::SeqCst),
             chain: vec![
                 layer("s1"),
                 LayerInfo {
@@ -193,6 +196,10 @@ impl ReplicaOps for FakeReplica {
         Ok(())
     }
     fn set_revision(&self, _revision: u64) -> Result<(), ReplicaError> {
+        Ok(())
+    }
+    fn join_generation(&self, generation: u64) -> Result<(), ReplicaError> {
+        self.in_sync_generation.store(generation, Ordering::SeqCst);
         Ok(())
     }
     fn install_chain(&self, layers: &[LayerInfo]) -> Result<(), ReplicaError> {

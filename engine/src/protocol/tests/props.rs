@@ -145,6 +145,7 @@ pub(super) fn arb_request() -> impl Strategy<Value = Request> {
         }),
         arb_layers().prop_map(|layers| Request::InstallChain { layers }),
         any::<u64>().prop_map(|revision| Request::SetRevision { revision }),
+        any::<u64>().prop_map(|generation| Request::JoinGeneration { generation }),
     ]
 }
 
@@ -171,16 +172,19 @@ fn arb_info() -> impl Strategy<Value = ReplicaInfo> {
         any::<u64>(),
         arb_layers(),
         any::<bool>(),
-        any::<u64>(),
+        (any::<u64>(), any::<u64>()),
     )
         .prop_map(
-            |(size, revision, generation, chain, direct_io, epoch)| ReplicaInfo {
-                size,
-                revision,
-                epoch,
-                generation,
-                chain,
-                direct_io,
+            |(size, revision, generation, chain, direct_io, (epoch, in_sync_generation))| {
+                ReplicaInfo {
+                    size,
+                    revision,
+                    epoch,
+                    generation,
+                    in_sync_generation,
+                    chain,
+                    direct_io,
+                }
             },
         )
 }
@@ -220,6 +224,7 @@ fn arb_response() -> impl Strategy<Value = (Opcode, Response)> {
         Opcode::WriteStaged,
         Opcode::InstallChain,
         Opcode::SetRevision,
+        Opcode::JoinGeneration,
     ];
     prop_oneof![
         prop::sample::select(done_ops).prop_map(|op| (op, Response::Done)),

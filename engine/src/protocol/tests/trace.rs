@@ -146,15 +146,15 @@ async fn traced_requests_are_answered_and_malformed_contexts_close() {
     assert_closed_by_peer(&mut rd).await;
 }
 
-/// A version 1 server refuses a version 2 HELLO; the client reconnects
-/// announcing version 1.
+/// A version 1 server refuses a newer HELLO; the client reconnects
+/// announcing version 3 (epochs, no in-sync generation), then version 1.
 #[tokio::test]
 async fn client_falls_back_to_version_1() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let old_server = tokio::spawn(async move {
         let mut versions = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (s, _) = listener.accept().await.unwrap();
             let (rd, mut wr) = s.into_split();
             let mut rd = BufReader::new(rd);
@@ -179,7 +179,7 @@ async fn client_falls_back_to_version_1() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("version"), "{err}");
-    assert_eq!(old_server.await.unwrap(), vec![PROTOCOL_VERSION, 1]);
+    assert_eq!(old_server.await.unwrap(), vec![PROTOCOL_VERSION, 3, 1]);
 }
 
 static ATTACHED: Mutex<Vec<String>> = Mutex::new(Vec::new());
