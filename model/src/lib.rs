@@ -97,8 +97,7 @@ impl Protocol {
                         out.push(Action::StartRacing { engine: n });
                     }
                 }
-                if e.run == Run::Running && e.write.is_none() && s.next_write < self.limits.writes
-                {
+                if e.run == Run::Running && e.write.is_none() && s.next_write < self.limits.writes {
                     out.push(Action::Write { engine: n });
                 }
                 if let Some(w) = e.write {
@@ -144,14 +143,20 @@ impl Protocol {
                                 replica: r as u8,
                             });
                         }
-                        if e.slots[r] == Mode::Error && e.rebuild.is_none() && s.reaches(i, r) {
+                        // A rebuild starts and ends with the I/O gate held
+                        // exclusively: never with a write in flight.
+                        if e.slots[r] == Mode::Error
+                            && e.rebuild.is_none()
+                            && e.write.is_none()
+                            && s.reaches(i, r)
+                        {
                             out.push(Action::RebuildStart {
                                 engine: n,
                                 target: r as u8,
                             });
                         }
                     }
-                    if e.rebuild.is_some() {
+                    if e.rebuild.is_some() && e.write.is_none() {
                         out.push(Action::RebuildFinish { engine: n });
                     }
                 }
@@ -189,9 +194,9 @@ impl Protocol {
             // Lost, once nobody waits for it (a message lost while
             // awaited is a timeout that never arrives late).
             let awaited = s.engines[m.engine as usize].serial == m.serial
-                && s.engines[m.engine as usize]
-                    .write
-                    .is_some_and(|w| w.id == m.write && !w.settled && !w.failed.has(m.replica as usize));
+                && s.engines[m.engine as usize].write.is_some_and(|w| {
+                    w.id == m.write && !w.settled && !w.failed.has(m.replica as usize)
+                });
             if !awaited {
                 out.push(Action::Drop { msg: idx as u8 });
             }
@@ -205,8 +210,8 @@ impl Protocol {
             });
             // The operator salvages only a volume that does not serve: no
             // engine alive on a node whose lease the store still holds.
-            let serving = (0..ENGINES)
-                .any(|i| s.engines[i].alive() && s.nodes[i].lease != Lease::Expired);
+            let serving =
+                (0..ENGINES).any(|i| s.engines[i].alive() && s.nodes[i].lease != Lease::Expired);
             if !serving && !s.store.members.has(r) && s.reaches(ENGINES, r) {
                 out.push(Action::Salvage { replica: r as u8 });
             }
@@ -231,8 +236,7 @@ impl Model for Protocol {
     }
 
     fn within_boundary(&self, state: &State) -> bool {
-        state.store.takes <= self.limits.epochs
-            && state.store.generation <= self.limits.generations
+        state.store.takes <= self.limits.epochs && state.store.generation <= self.limits.generations
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
@@ -240,13 +244,21 @@ impl Model for Protocol {
     }
 }
 
-/// The depth the suite explores; `VIGIL_MODEL_DEPTH` overrides it.
-pub const DEFAULT_DEPTH: usize = 14;
+/// Steps the suite explores from the initial state: every state reachable
+/// in at most this many actions is checked. `VIGIL_MODEL_DEPTH` overrides
+/// it (memory grows about tenfold per two steps: 12 needs a few GiB).
+pub const DEFAULT_STEPS: usize = 10;
 
-/// The depth to explore: `VIGIL_MODEL_DEPTH` or [`DEFAULT_DEPTH`].
-pub fn depth_from_env() -> usize {
+/// The steps to explore: `VIGIL_MODEL_DEPTH` or [`DEFAULT_STEPS`].
+pub fn steps_from_env() -> usize {
     std::env::var("VIGIL_MODEL_DEPTH")
         .ok()
         .and_then(|d| d.parse().ok())
-        .unwrap_or(DEFAULT_DEPTH)
+        .unwrap_or(DEFAULT_STEPS)
+}
+
+/// stateright's `target_max_depth` for `steps`: it counts the initial
+/// state as depth 1 and does not check states at the target depth itself.
+pub fn checker_depth(steps: usize) -> usize {
+    steps + 2
 }

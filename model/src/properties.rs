@@ -61,13 +61,17 @@ pub fn all() -> Vec<Property<Protocol>> {
         Property::always(ONE_WRITER, |_, s: &State| !s.ghost.stale_write_accepted),
         Property::always(SERVES_FROM_SET, |_, s: &State| !s.ghost.served_outside_set),
         Property::always(ACKED_ON_MEMBERS, |_, s: &State| acked_on_members(s)),
-        Property::always(REBUILD_NEWER_WINS, |_, s: &State| !s.ghost.rebuild_over_newer),
+        Property::always(REBUILD_NEWER_WINS, |_, s: &State| {
+            !s.ghost.rebuild_over_newer
+        }),
         Property::sometimes(SOME_ACK, |_, s: &State| !s.acked.is_empty()),
         Property::sometimes(SOME_TAKEOVER, |_, s: &State| s.ghost.takeover),
         Property::sometimes(SOME_REBUILD, |_, s: &State| s.ghost.rebuilt),
         Property::sometimes(SOME_FENCE, |_, s: &State| s.ghost.fenced_by_refusal),
         Property::sometimes(SOME_SALVAGE, |_, s: &State| s.ghost.salvaged),
-        Property::sometimes(KNOWN_RISK_STALE_READ, |_, s: &State| s.ghost.superseded_read),
+        Property::sometimes(KNOWN_RISK_STALE_READ, |_, s: &State| {
+            s.ghost.superseded_read
+        }),
     ]
 }
 
@@ -81,4 +85,9 @@ pub fn acked_on_members(s: &State) -> bool {
 }
 
 /// The names of the `always` properties.
-pub const INVARIANTS: [&str; 4] = [ONE_WRITER, SERVES_FROM_SET, ACKED_ON_MEMBERS, REBUILD_NEWER_WINS];
+pub const INVARIANTS: [&str; 4] = [
+    ONE_WRITER,
+    SERVES_FROM_SET,
+    ACKED_ON_MEMBERS,
+    REBUILD_NEWER_WINS,
+];

@@ -41,6 +41,11 @@ impl Set {
         Set(self.0 | other.0)
     }
 
+    /// Intersection.
+    pub fn intersect(self, other: Set) -> Set {
+        Set(self.0 & other.0)
+    }
+
     /// Difference: what `self` has and `other` lacks.
     pub fn minus(self, other: Set) -> Set {
         Set(self.0 & !other.0)

@@ -2,9 +2,11 @@
 //! mirrors the real function named on its `Action` variant; the comments
 //! say where the model abstracts.
 
-use crate::action::Action;
-use crate::state::{ENGINES, Engine, Lease, Message, Mode, REPLICAS, Rebuild, Run, Set, State, Write};
 use crate::Protocol;
+use crate::action::Action;
+use crate::state::{
+    ENGINES, Engine, Lease, Message, Mode, REPLICAS, Rebuild, Run, Set, State, Write,
+};
 
 impl Protocol {
     /// The state after `action`, or `None` when it is not enabled.
@@ -136,7 +138,11 @@ impl Protocol {
             s.ghost.served_outside_set = true;
         }
         // The generation it starts with: the newest its replicas report.
-        e.generation = rw.iter().map(|r| s.replicas[r].generation).max().unwrap_or(0);
+        e.generation = rw
+            .iter()
+            .map(|r| s.replicas[r].generation)
+            .max()
+            .unwrap_or(0);
         s.engines[i] = e;
         // `record_now` before the engine serves.
         self.record_members(s, i);
@@ -162,7 +168,7 @@ impl Protocol {
                 fail_slot(e, r);
             }
             // Only RW replicas count towards the acknowledgement.
-            w.ok = w.ok.minus(w.failed).minus(Set::all(REPLICAS).minus(e.in_mode(Mode::ReadWrite)));
+            w.ok = w.ok.minus(w.failed).intersect(e.in_mode(Mode::ReadWrite));
             w.settled = true;
             if w.ok.is_empty() {
                 // No RW replica took it: an I/O error, nothing acknowledged.
@@ -418,7 +424,16 @@ fn rebuild_finish(s: &mut State, i: usize) -> Option<()> {
         s.ghost.fenced_by_refusal = true;
         return Some(());
     }
-    if s.replicas[t].generation > s.replicas[src].generation {
+    // Older over newer: the target joined a generation the engine (whose
+    // data the source holds) never knew, or it holds an acknowledged write
+    // the source lacks — the install would destroy it.
+    if s.replicas[t].generation > e.generation
+        || !s
+            .owed()
+            .intersect(s.replicas[t].writes)
+            .minus(s.replicas[src].writes)
+            .is_empty()
+    {
         s.ghost.rebuild_over_newer = true;
     }
     if e.serial < s.replicas[t].claimed_serial {
