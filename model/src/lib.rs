@@ -47,6 +47,10 @@ pub struct Fixes {
     /// still holds its engine's epoch (one compare in the same
     /// transaction); a superseded engine is fenced instead.
     pub record_checks_epoch: bool,
+    /// A record that finds no RW replica left (the set is never recorded
+    /// empty, so nothing is written) does not release the writes waiting
+    /// for the shrink: they fail instead of being acknowledged.
+    pub empty_record_releases_nothing: bool,
 }
 
 /// Bounds on the counters, so the state space is finite.

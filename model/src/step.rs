@@ -215,6 +215,13 @@ impl Protocol {
             s.store.members = rw;
             s.store.generation += 1;
         }
+        if rw.is_empty() && self.fixes.empty_record_releases_nothing {
+            // Nothing recorded: a write waiting for the shrink fails.
+            let e = &mut s.engines[i];
+            if e.write.is_some_and(|w| w.settled) {
+                e.write = None;
+            }
+        }
         let generation = s.store.generation;
         let e = &mut s.engines[i];
         e.unrecorded_shrink = false;

@@ -17,6 +17,7 @@ fn fixed() -> Protocol {
     Protocol {
         fixes: Fixes {
             record_checks_epoch: true,
+            empty_record_releases_nothing: true,
         },
         ..Protocol::default()
     }
@@ -91,6 +92,39 @@ fn finding_superseded_recorder_overwrites_the_in_sync_set() {
     };
     let checker = explore(p, 10, &[SERVES_FROM_SET, ACKED_ON_MEMBERS]);
     expect_counterexample(&checker, SERVES_FROM_SET);
+}
+
+#[test]
+fn finding_a_write_waiting_for_a_shrink_is_acknowledged_after_its_last_replica_failed() {
+    // The code as it is: a write taken only by replica 0 waits for a
+    // shrink to be recorded; replica 0 fails too; `record_now` finds no RW
+    // replica, `record_in_sync` records nothing (never an empty set), and
+    // `membership_recorded` releases the write, which is acknowledged —
+    // while the recorded set still names a replica that lacks it.
+    let p = Protocol {
+        fixes: Fixes {
+            record_checks_epoch: true,
+            ..Fixes::default()
+        },
+        limits: Limits {
+            epochs: 1,
+            writes: 1,
+            ..Limits::default()
+        },
+        ..Protocol::default()
+    };
+    let checker = explore(p, 11, &[ACKED_ON_MEMBERS]);
+    expect_counterexample(&checker, ACKED_ON_MEMBERS);
+    // With the second fix the same space is clean.
+    let checker = explore(
+        Protocol {
+            limits: p.limits,
+            ..fixed()
+        },
+        11,
+        &[],
+    );
+    assert!(checker.discovery(ACKED_ON_MEMBERS).is_none());
 }
 
 #[test]
