@@ -40,7 +40,11 @@ pub struct Bugs {
     pub rebuild_ignores_generation: bool,
 }
 
-/// Changes the model suggests for the real code (off: the code as it is).
+/// The two changes this model found the real code needed, both now in it
+/// (`Cluster::record_in_sync` compares the epoch; `Engine::
+/// wait_membership_recorded` fails a write with no RW replica left and
+/// `in_sync::record_now` releases nothing on an empty set). Off: the code
+/// before them — the suite keeps showing that the checker finds both.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fixes {
     /// The in-sync recorder writes the set only while `epochs/<volume>`

@@ -128,6 +128,7 @@ impl From<crate::cluster::ClusterError> for ApiError {
                 ApiError::conflict("invalid_transition", e.to_string())
             }
             ClusterError::NotFound { kind, name } => ApiError::not_found(kind, name),
+            ClusterError::Superseded { .. } => ApiError::conflict("superseded", e.to_string()),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Reading and writing a volume's in-sync set (compare-and-swap).
 
-use super::{Cluster, Result, replace_op};
+use super::{Cluster, ClusterError, Result, replace_op};
+use crate::model::epoch::EngineEpoch;
 use crate::model::insync::InSync;
+use crate::model::{Object, key_of};
+use crate::store::{Expect, Op};
 
 impl Cluster {
     /// The volume's in-sync set, if one was recorded.
@@ -11,17 +14,36 @@ impl Cluster {
 
     /// Records `members` as the volume's in-sync set (sorted; a change
     /// bumps the generation, the same set is a no-op). An empty set is
-    /// never recorded. Returns the set as stored.
+    /// never recorded. Returns the set as stored. Only while `epoch` is the
+    /// volume's newest engine epoch: otherwise [`ClusterError::Superseded`]
+    /// and nothing is written.
     pub async fn record_in_sync(
         &self,
         volume: &str,
         members: &[String],
         reason: &str,
+        epoch: u64,
     ) -> Result<Option<InSync>> {
         let mut members = members.to_vec();
         members.sort();
         members.dedup();
         self.retry(|| async {
+            // Only the volume's newest engine keeps its set. A superseded
+            // one (suspended on lease loss while a newer engine started,
+            // its recorder still running) would otherwise overwrite the
+            // newer engine's set with its own view of the replicas — a set
+            // naming replicas that lack what the newer engine acknowledged
+            // (found by the model checker, `model/`: "superseded
+            // recorder"). The epoch is compared in the same transaction.
+            let owner = self.get::<EngineEpoch>(volume).await?;
+            let newest = owner.as_ref().map_or(0, |v| v.object.epoch);
+            if newest != epoch {
+                return Err(ClusterError::Superseded {
+                    volume: volume.to_string(),
+                    epoch,
+                    newest,
+                });
+            }
             let current = self.get::<InSync>(volume).await?;
             if members.is_empty() {
                 return Ok(current.map(|v| v.object));
@@ -39,7 +61,18 @@ impl Cluster {
                 reason: reason.to_string(),
                 updated_unix: crate::model::now_unix() as u64,
             };
-            self.txn(vec![replace_op(current.as_ref(), &next)]).await?;
+            let still_owner = match owner.as_ref() {
+                Some(v) => Op::Check {
+                    key: v.object.key(),
+                    expect: Expect::Revision(v.revision),
+                },
+                None => Op::Check {
+                    key: key_of::<EngineEpoch>(volume),
+                    expect: Expect::Absent,
+                },
+            };
+            self.txn(vec![replace_op(current.as_ref(), &next), still_owner])
+                .await?;
             Ok(Some(next))
         })
         .await
@@ -97,5 +130,60 @@ impl Cluster {
             Ok(next)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The model checker's "superseded recorder": an engine that lost the
+    /// volume to a newer epoch (suspended while a newer engine started)
+    /// must not overwrite the newer engine's set.
+    #[tokio::test]
+    async fn only_the_newest_engine_epoch_records_the_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap());
+        let old_node = Cluster::new(Arc::clone(&store) as crate::store::SharedStore, "n1");
+        let new_node = Cluster::new(store, "n2");
+        let old = old_node.next_epoch("v").await.unwrap();
+        let set = old_node
+            .record_in_sync("v", &names(&["r1", "r2", "r3"]), "old", old)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(set.generation, 1);
+        // A newer engine starts and records its own view.
+        let new = new_node.next_epoch("v").await.unwrap();
+        assert!(new > old);
+        new_node
+            .record_in_sync("v", &names(&["r2", "r3"]), "new", new)
+            .await
+            .unwrap();
+        // The old engine's recorder wakes up with its stale view: refused,
+        // nothing written.
+        let err = old_node
+            .record_in_sync("v", &names(&["r1", "r3"]), "old again", old)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClusterError::Superseded { epoch, newest, .. } if epoch == old && newest == new),
+            "{err}"
+        );
+        let now = new_node.in_sync("v").await.unwrap().unwrap();
+        assert_eq!(now.members, names(&["r2", "r3"]));
+        assert_eq!(now.generation, 2);
+        // An engine whose epoch was never taken records nothing either.
+        assert!(matches!(
+            new_node.record_in_sync("w", &names(&["r1"]), "none", 3).await,
+            Err(ClusterError::Superseded { newest: 0, .. })
+        ));
     }
 }

@@ -35,6 +35,11 @@ pub enum ClusterError {
     MigrationPhase(#[from] crate::model::migration::PhaseError),
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
+    /// An engine's write on behalf of a volume whose newest engine epoch
+    /// is no longer its own (a newer engine started; this one has not
+    /// learnt it yet). Nothing was written.
+    #[error("volume {volume}: engine epoch {epoch} is superseded by epoch {newest}; not recorded")]
+    Superseded { volume: String, epoch: u64, newest: u64 },
 }
 
 impl ClusterError {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::Engine;
 
-use crate::cluster::Cluster;
+use crate::cluster::events::Severity;
+use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
 use crate::model::insync::InSync;
 
@@ -30,10 +31,40 @@ fn rw_names(addresses: &[String]) -> Vec<String> {
 pub async fn record_now(cluster: &Cluster, volume: &str, engine: &Engine) -> Result<(), String> {
     let (shrinks, rw) = engine.membership();
     let reason = format!("engine of epoch {} on {}", engine.epoch(), cluster.node());
-    let set = cluster
-        .record_in_sync(volume, &rw_names(&rw), &reason)
+    let set = match cluster
+        .record_in_sync(volume, &rw_names(&rw), &reason, engine.epoch())
         .await
-        .map_err(|e| format!("record the in-sync set: {e}"))?;
+    {
+        Ok(set) => set,
+        Err(e @ ClusterError::Superseded { .. }) => {
+            // A newer engine owns the volume: this one must not serve on.
+            // Requests waiting for this record fail once the fence gives
+            // up on them (it can never be written).
+            let _ = engine.fence().await;
+            cluster
+                .event(
+                    Severity::Warning,
+                    "volume",
+                    volume,
+                    "EngineFenced",
+                    format!(
+                        "the engine of {volume} on {} (epoch {}) was fenced: {e}",
+                        cluster.node(),
+                        engine.epoch()
+                    ),
+                )
+                .await;
+            return Err(format!("record the in-sync set: {e}"));
+        }
+        Err(e) => return Err(format!("record the in-sync set: {e}")),
+    };
+    // No RW replica left: nothing was recorded, and a write waiting for
+    // this record may have reached only replicas that are gone since. It
+    // must not be acknowledged (the model checker's "empty record"
+    // finding); the engine fails it (`wait_membership_recorded`).
+    if rw.is_empty() {
+        return Ok(());
+    }
     engine.membership_recorded(shrinks);
     if let Some(set) = set {
         let members: Vec<String> = rw

@@ -54,6 +54,8 @@ impl Membership {
     pub(super) fn shrank(&self) {
         self.shrinks.fetch_add(1, Ordering::AcqRel);
         self.changes.send_modify(|n| *n += 1);
+        // Waiting requests look again: the last RW replica may be gone.
+        self.wake();
     }
 
     /// A replica turned RW.
@@ -125,6 +127,16 @@ impl Engine {
             self.check_fence()?;
             if *rx.borrow_and_update() >= needed {
                 return Ok(());
+            }
+            // Every replica the request reached may have failed since; with
+            // none RW, no record can name a replica that holds it, so it is
+            // never acknowledged (the recorder records nothing for an empty
+            // set and does not release it either).
+            if !self.slots().iter().any(|s| s.mode() == Mode::ReadWrite) {
+                return Err(DeviceError::Io(format!(
+                    "volume {}: no replica is RW any more; not acknowledged",
+                    self.name
+                )));
             }
             if self.membership.abandoned.load(Ordering::Acquire) {
                 return Err(DeviceError::Io(format!(
