@@ -9,7 +9,7 @@ and keeps, until it is synced, everything a program changes:
 - file data and sizes: writes and truncations live in memory, per inode,
   and reach BACKING only on fsync/fdatasync of that file (or at once for a
   file opened O_SYNC/O_DSYNC);
-- names: create, mkdir, unlink, rmdir and rename are applied to BACKING
+- names: create, mkdir, link, unlink, rmdir and rename are applied to BACKING
   (so the mount shows them) and logged; a name change is durable only once
   every directory it touched was fsynced.
 
@@ -87,8 +87,19 @@ class PowerCutFs(Operations):
     def _logged(self, undo, dirs, what, trash=()):
         self.log.append([undo, set(dirs), what, list(trash)])
 
-    def _ino(self, real):
-        return os.lstat(real).st_ino
+    def _forget(self, t):
+        """Deletes a trash entry for good, with its unsynced data (its
+        inode number may be reused by the next file created)."""
+        try:
+            st = os.lstat(t)
+        except OSError:
+            return
+        if os.path.isdir(t):
+            shutil.rmtree(t, ignore_errors=True)
+            return
+        if st.st_nlink <= 1:
+            self.dirty.pop(st.st_ino, None)
+        os.unlink(t)
 
     def _dirty_for(self, ino, fd):
         d = self.dirty.get(ino)
@@ -137,12 +148,15 @@ class PowerCutFs(Operations):
         for d in self.dirty.values():
             self.stats["bytes_dropped"] += len(d.blocks) * BLOCK
         self.dirty.clear()
-        for undo, _dirs, _what, _trash in reversed(self.log):
+        undone = []
+        for undo, _dirs, what, _trash in reversed(self.log):
             try:
                 undo()
-            except OSError:
-                pass
+            except OSError as e:
+                what += " (undo failed: %s)" % e
+            undone.append(what)
             self.stats["names_undone"] += 1
+        self.stats["last_undone"] = undone
         self.log.clear()
         shutil.rmtree(os.path.join(self.backing, TRASH), ignore_errors=True)
         os.makedirs(os.path.join(self.backing, TRASH), exist_ok=True)
@@ -229,7 +243,12 @@ class PowerCutFs(Operations):
                          [replaced] if replaced else [])
 
     def link(self, target, name):
-        raise FuseOSError(errno.EOPNOTSUPP)
+        # fusepy: make `target` a new name of the existing file `name`.
+        with self.lock:
+            new = self._p(target)
+            os.link(self._p(name), new)
+            self._logged(lambda: os.unlink(new), [self._parent(target)],
+                         "link %s %s" % (name, target))
 
     def symlink(self, name, target):
         raise FuseOSError(errno.EOPNOTSUPP)
@@ -288,7 +307,11 @@ class PowerCutFs(Operations):
             real = self._p(path)
             existed = os.path.lexists(real)
             fd = os.open(real, os.O_RDWR | os.O_CREAT, mode)
-            self._opened(fd, 0)
+            ino = self._opened(fd, 0)
+            if not existed:
+                # A new inode may reuse the number of one deleted for good
+                # (its trash entry removed): nothing unsynced is its own.
+                self.dirty.pop(ino, None)
             if existed:
                 self.truncate(path, 0, fd)
             else:
@@ -363,8 +386,7 @@ class PowerCutFs(Operations):
                     keep.append(entry)
                 else:
                     for t in entry[3]:
-                        shutil.rmtree(t, ignore_errors=True) if os.path.isdir(t) \
-                            else (os.path.lexists(t) and os.unlink(t))
+                        self._forget(t)
             self.log = keep
         return 0
 

@@ -10,10 +10,10 @@
 //! missing fsync passes it; here it does not.
 //!
 //! **Rounds** (seed printed, `VIGIL_SEED` replays; `VIGIL_POWER_CUT_ROUNDS`,
-//! default 8): the nemesis suite's writer (`vigil_tests::nemesis`) writes
+//! default 12): the nemesis suite's writer (`vigil_tests::nemesis`) writes
 //! unique 4 KiB blocks to 64 slots of a 1-replica 16 MiB volume and
-//! flushes every 8 writes; each round starts one chain operation at random
-//! — none, `snapshot create`, `snapshot delete` of the oldest snapshot (a
+//! flushes every 8 writes; each block of four rounds starts every chain operation once, in a
+//! seeded order — none, `snapshot create`, `snapshot delete` of the oldest snapshot (a
 //! merge), or an expansion by 4 MiB (detach, expand, attach) — and cuts
 //! the power 0-400 ms after it started: the agent is killed (`kill -9`),
 //! the filesystem drops what was not synced, the agent starts again. Then
@@ -34,10 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use vigil_tests::Agent;
-use vigil_tests::agent::wait_until;
 use vigil_tests::faults::PowerCutFs;
 use vigil_tests::keep_logs::LogsOnPanic;
 use vigil_tests::nemesis::{self, History, Plan, Writer};
@@ -106,7 +106,7 @@ fn flushed_writes_and_chains_survive_power_cuts() {
     let rounds: u32 = std::env::var("VIGIL_POWER_CUT_ROUNDS")
         .ok()
         .map(|s| s.trim().parse().expect("VIGIL_POWER_CUT_ROUNDS is a number"))
-        .unwrap_or(8);
+        .unwrap_or(12);
     eprintln!("seed {seed} (replay with VIGIL_SEED={seed}), {rounds} rounds");
     let mut rng = StdRng::seed_from_u64(seed);
     let root = LogsOnPanic::new("vigil-power-cut-logs");
@@ -133,14 +133,19 @@ fn flushed_writes_and_chains_survive_power_cuts() {
     let mut size = SIZE;
     let mut violations: Vec<String> = Vec::new();
     let mut applied: std::collections::BTreeMap<&str, u32> = Default::default();
+    let mut order = [Op::None; 4];
     for round in 1..=rounds {
         history.lock().unwrap().round = round;
-        let op = match rng.random_range(0..4) {
-            0 => Op::None,
-            1 => Op::Snapshot,
-            2 if !snapshots.is_empty() => Op::Merge,
-            2 => Op::Snapshot,
-            _ => Op::Expand,
+        // Each block of four rounds applies every operation once, in an
+        // order drawn from the seed (a merge needs a snapshot: without
+        // one, it snapshots instead).
+        if round % 4 == 1 {
+            order = [Op::None, Op::Snapshot, Op::Merge, Op::Expand];
+            order.shuffle(&mut rng);
+        }
+        let op = match order[(round as usize - 1) % 4] {
+            Op::Merge if snapshots.is_empty() => Op::Snapshot,
+            op => op,
         };
         eprintln!(
             "round {round}/{rounds}: {} then a power cut ({:.0} s)",
