@@ -21,11 +21,6 @@ mod imp {
     pub(in crate::replica) fn refuse_direct() -> bool {
         false
     }
-
-    #[inline(always)]
-    pub(in crate::replica) fn no_holes() -> bool {
-        false
-    }
 }
 
 #[cfg(test)]
@@ -36,7 +31,6 @@ mod imp {
     thread_local! {
         static COUNTDOWN: Cell<Option<u32>> = const { Cell::new(None) };
         static REFUSE_DIRECT: Cell<bool> = const { Cell::new(false) };
-        static NO_HOLES: Cell<bool> = const { Cell::new(false) };
     }
 
     /// A crash point: fails once the armed countdown reaches zero.
@@ -74,15 +68,5 @@ mod imp {
     /// Pretend (or stop pretending) that O_DIRECT is refused.
     pub(in crate::replica) fn set_refuse_direct(on: bool) {
         REFUSE_DIRECT.with(|c| c.set(on));
-    }
-
-    /// Whether tests asked to pretend the filesystem reports no holes.
-    pub(in crate::replica) fn no_holes() -> bool {
-        NO_HOLES.with(Cell::get)
-    }
-
-    /// Pretend (or stop pretending) that SEEK_HOLE finds no hole.
-    pub(in crate::replica) fn set_no_holes(on: bool) {
-        NO_HOLES.with(|c| c.set(on));
     }
 }

@@ -275,37 +275,6 @@ impl LayerFile {
     }
 }
 
-/// Whether the filesystem under `dir` reports holes: a sparse scratch file
-/// with one written block must show a hole after it (`SEEK_HOLE`). Where
-/// it does not (a FUSE filesystem on libfuse 2, NFSv3), [`LayerFile::
-/// scan_extents`] counts every layer file as wholly written, so on reopen a
-/// snapshot's child would hide the snapshot's data behind its own zeros:
-/// the replica refuses chains of more than one layer there (see
-/// `Replica::snapshot`, `Replica::open`).
-pub(super) fn probe_holes(dir: &Path) -> Result<bool> {
-    let path = dir.join(".hole-probe.tmp");
-    let result = (|| -> io::Result<bool> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        let len = 16 * BLOCK_SIZE;
-        file.set_len(len)?;
-        file.write_all_at(&[1u8; BLOCK_SIZE as usize], 0)?;
-        // SAFETY: lseek on an fd `file` keeps open; it touches no memory.
-        let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
-        Ok(hole >= 0 && (hole as u64) < len)
-    })();
-    remove_file_if_exists(&path)?;
-    let holes = result.map_err(io_err("probe holes in", dir))? && !fault::no_holes();
-    if !holes {
-        tracing::warn!(dir = %dir.display(), "filesystem does not report holes (SEEK_HOLE); snapshots are refused on it");
-    }
-    Ok(holes)
-}
-
 /// Whether O_DIRECT works in `dir`: creates a scratch file, writes and
 /// reads one aligned block with O_DIRECT. Logs a warning when it does not.
 pub(super) fn probe_direct(dir: &Path) -> Result<bool> {

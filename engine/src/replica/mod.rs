@@ -70,10 +70,6 @@ pub struct Replica {
     /// it only changes under the chain write lock.
     size: AtomicU64,
     direct_io: bool,
-    /// Whether the disk's filesystem reports holes ([`file::probe_holes`]):
-    /// without, a chain of more than one layer would not read back right
-    /// after a reopen, so snapshots are refused.
-    holes: bool,
     chain: RwLock<Chain>,
     meta: Mutex<ReplicaMeta>,
     revision: AtomicU64,
@@ -116,7 +112,6 @@ impl Replica {
             Err(e) => return Err(io_err("list replica directory", dir)(e)),
         }
         let direct = opts.direct_io && file::probe_direct(dir)?;
-        let holes = file::probe_holes(dir)?;
         // Head first, then the revision file, replica.json last: until it
         // exists the directory is not a replica (open says NotFound).
         let head = meta::head_name(1);
@@ -148,7 +143,7 @@ impl Replica {
         Ok(Replica::assemble(
             dir,
             rmeta,
-            (direct, holes),
+            direct,
             Chain {
                 layers: vec![layer],
             },
@@ -163,14 +158,6 @@ impl Replica {
         let rmeta = ReplicaMeta::load(dir)?;
         let direct = opts.direct_io && file::probe_direct(dir)?;
         let mut chain = Chain::load(dir, &rmeta, direct)?;
-        let holes = file::probe_holes(dir)?;
-        if !holes && chain.layers.len() > 1 {
-            return Err(ReplicaError::InvalidArgument(format!(
-                "replica {} has {} layers on a filesystem that does not report holes (SEEK_HOLE): each layer would read as wholly written and hide the data of the layers below; move the disk to a filesystem that does (ext4, XFS)",
-                dir.display(),
-                chain.layers.len()
-            )));
-        }
         let (revfile, record) = StateFile::open(&dir.join(meta::REVISION_FILE))?;
         chain.clean_leftovers(dir)?;
         // replica.json is the commit point of an expansion: a head smaller
@@ -180,19 +167,14 @@ impl Replica {
         }
         tracing::debug!(dir = %dir.display(), layers = chain.layers.len(), revision = record.revision, epoch = record.epoch, in_sync_generation = record.generation, "opened replica");
         Ok(Replica::assemble(
-            dir,
-            rmeta,
-            (direct, holes),
-            chain,
-            revfile,
-            record,
+            dir, rmeta, direct, chain, revfile, record,
         ))
     }
 
     fn assemble(
         dir: &Path,
         rmeta: ReplicaMeta,
-        (direct_io, holes): (bool, bool),
+        direct_io: bool,
         chain: Chain,
         revfile: StateFile,
         record: state::Record,
@@ -201,7 +183,6 @@ impl Replica {
             dir: dir.to_path_buf(),
             size: AtomicU64::new(rmeta.size),
             direct_io,
-            holes,
             chain: RwLock::new(chain),
             meta: Mutex::new(rmeta),
             revision: AtomicU64::new(record.revision),

@@ -137,15 +137,6 @@ impl Replica {
     pub(super) fn install_chain_impl(&self, layers: &[LayerInfo]) -> Result<()> {
         let _span = tracing::debug_span!("install_chain", layers = layers.len()).entered();
         let dir = self.dir.as_path();
-        // The installed layers sit under the head: on a filesystem that
-        // does not report holes the head would hide them after a reopen.
-        if !self.holes && !layers.is_empty() {
-            return Err(ReplicaError::InvalidArgument(format!(
-                "cannot install {} snapshot layers at {}: its filesystem does not report holes (SEEK_HOLE); move the disk to a filesystem that does (ext4, XFS)",
-                layers.len(),
-                dir.display()
-            )));
-        }
         let mut chain = wlock(&self.chain);
         let mut staged = lock(&self.staged);
 

@@ -366,33 +366,3 @@ fn open_cleans_leftovers() {
         ]
     );
 }
-
-/// On a filesystem that does not report holes, every layer file reads as
-/// wholly written when a replica is opened, so a head over a snapshot would
-/// hide the snapshot's data behind its zeros (found by the power-cut test,
-/// whose FUSE disk has no SEEK_HOLE). Snapshots and multi-layer opens are
-/// refused there with a clear error instead; a one-layer replica works.
-#[test]
-fn a_disk_without_holes_refuses_snapshots_instead_of_hiding_data() {
-    let tmp = work_tmp();
-    // A chain made where holes work ...
-    let r = new_replica(&tmp, 16);
-    r.write(0, &pattern(4, 4)).unwrap();
-    snap(&r, "s1");
-    let dir = r.dir().to_path_buf();
-    drop(r);
-    fault::set_no_holes(true);
-    // ... is refused, not served with its data hidden, where they do not.
-    let err = Replica::open(&dir, &opts()).map(|_| ()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
-    assert!(err.to_string().contains("SEEK_HOLE"), "{err}");
-    // A new replica there works with one layer, refuses a snapshot and
-    // keeps serving its data.
-    let r = Replica::create(&tmp.path().join("flat"), 16 * BLOCK_SIZE, &opts()).unwrap();
-    r.write(0, &pattern(7, 2)).unwrap();
-    let err = r.snapshot("s1", true, BTreeMap::new()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
-    assert_eq!(read_blocks(&r, 0, 2), pattern(7, 2));
-    assert_eq!(r.info().chain.len(), 1);
-    fault::set_no_holes(false);
-}
