@@ -190,7 +190,10 @@ impl PowerCutFs {
         std::fs::write(&flag, b"").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while flag.exists() {
-            assert!(Instant::now() < deadline, "powercut_fs.py did not cut in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "powercut_fs.py did not cut in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -29,16 +29,17 @@
 //!   engine keeps the volume and the writer goes on;
 //! - `kill-engine`: `kill -9` of e, attach on t once NODE_DOWN shows,
 //!   write there, restart e;
-//! - `move`: `vigil volume detach v` with the client still writing (its
-//!   failed writes were refused by the fenced engine and must never be read
-//!   back), then attach on t;
+//! - `move`: `vigil volume detach v` with the client still writing, then
+//!   attach on t (a failed write to the detaching engine is undefined, as
+//!   any failed write; see `Target::Detaching`);
 //! - `partition-store`: e cut from etcd only (it still reaches its client
 //!   and replicas): its engine suspends before its lease can expire; once
 //!   NODE_DOWN shows, v is attached on t and written there; then the cut
 //!   heals, and every write sent to e after the takeover must fail;
 //! - `partition-replicas`: e cut from every other node (not from etcd or
-//!   its client) for 3-8 s: its engine drops the replicas it cannot reach
-//!   and goes on with what it has; they are rebuilt after the heal;
+//!   its client) for 3-8 s — but one replica node, when e holds none —:
+//!   its engine drops the replicas it cannot reach and goes on with what it
+//!   has; they are rebuilt after the heal;
 //! - `isolate-engine`: e cut from everything (etcd, its client, the other
 //!   nodes); v is attached on t and written there; after the heal every
 //!   write sent to e during the cut must fail;
@@ -540,11 +541,25 @@ impl Run {
                 self.take_over(e, t, since, |run| run.heal(e));
             }
             Nemesis::PartitionReplicas => {
-                eprintln!("  cut {en} (engine) from the other nodes, heal after 3-8 s");
+                // When e holds no replica itself, one replica node stays
+                // reachable: losing every replica restarts the engine
+                // (salvage), and its clients' connections with it — a
+                // full loss that isolate-engine covers with a takeover.
+                let replicas = self.replica_nodes();
+                let mut cut: Vec<usize> = (0..NODES).filter(|&i| i != e).collect();
+                if !replicas.contains(&e) {
+                    let spared = *replicas.choose(&mut self.rng).expect("a replica");
+                    cut.retain(|&i| i != spared);
+                }
+                let names: Vec<String> = cut.iter().map(|&i| self.agents[i].name.clone()).collect();
+                eprintln!(
+                    "  cut {en} (engine) from {}, heal after 3-8 s",
+                    names.join(", ")
+                );
                 self.sleep_between(500, 2000);
-                let peers: Vec<Peer> = (0..NODES)
-                    .filter(|&i| i != e)
-                    .map(|i| Peer::Host(self.lab.node_ip(i)))
+                let peers: Vec<Peer> = cut
+                    .iter()
+                    .map(|&i| Peer::Host(self.lab.node_ip(i)))
                     .collect();
                 self.lab.cut(e, &peers);
                 self.sleep_between(3000, 8000);

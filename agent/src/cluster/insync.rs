@@ -182,7 +182,9 @@ mod tests {
         assert_eq!(now.generation, 2);
         // An engine whose epoch was never taken records nothing either.
         assert!(matches!(
-            new_node.record_in_sync("w", &names(&["r1"]), "none", 3).await,
+            new_node
+                .record_in_sync("w", &names(&["r1"]), "none", 3)
+                .await,
             Err(ClusterError::Superseded { newest: 0, .. })
         ));
     }

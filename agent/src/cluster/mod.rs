@@ -39,7 +39,11 @@ pub enum ClusterError {
     /// is no longer its own (a newer engine started; this one has not
     /// learnt it yet). Nothing was written.
     #[error("volume {volume}: engine epoch {epoch} is superseded by epoch {newest}; not recorded")]
-    Superseded { volume: String, epoch: u64, newest: u64 },
+    Superseded {
+        volume: String,
+        epoch: u64,
+        newest: u64,
+    },
 }
 
 impl ClusterError {

@@ -188,7 +188,9 @@ async fn a_write_waiting_for_the_record_fails_when_no_replica_is_rw_any_more() {
     let replicas: Vec<Arc<Replica>> = ["a", "b"]
         .iter()
         .map(|n| {
-            Arc::new(Replica::create(&tmp.path().join(n), SIZE, &ReplicaOptions::default()).unwrap())
+            Arc::new(
+                Replica::create(&tmp.path().join(n), SIZE, &ReplicaOptions::default()).unwrap(),
+            )
         })
         .collect();
     let specs = ["a", "b"]
