@@ -151,7 +151,7 @@ fn flushed_writes_and_chains_survive_power_cuts() {
     for round in 1..=rounds {
         history.lock().unwrap().round = round;
         // Rounds alternate, starting with one drawn from the seed.
-        let op = if (round + first) % 2 == 0 {
+        let op = if (round + first).is_multiple_of(2) {
             Op::None
         } else {
             Op::Expand
