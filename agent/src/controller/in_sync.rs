@@ -58,13 +58,8 @@ pub async fn record_now(cluster: &Cluster, volume: &str, engine: &Engine) -> Res
         }
         Err(e) => return Err(format!("record the in-sync set: {e}")),
     };
-    // No RW replica left: nothing was recorded, and a write waiting for
-    // this record may have reached only replicas that are gone since. It
-    // must not be acknowledged (the model checker's "empty record"
-    // finding); the engine fails it (`wait_membership_recorded`).
-    if rw.is_empty() {
-        return Ok(());
-    }
+    // With no RW replica left nothing was recorded; the engine fails any
+    // write still waiting (`wait_membership_recorded`), whatever this says.
     engine.membership_recorded(shrinks);
     if let Some(set) = set {
         let members: Vec<String> = rw

@@ -125,18 +125,18 @@ impl Engine {
         let mut rx = self.membership.recorded.subscribe();
         loop {
             self.check_fence()?;
-            if *rx.borrow_and_update() >= needed {
-                return Ok(());
-            }
             // Every replica the request reached may have failed since; with
             // none RW, no record can name a replica that holds it, so it is
-            // never acknowledged (the recorder records nothing for an empty
-            // set and does not release it either).
+            // never acknowledged — checked before the record, since a
+            // record of an empty RW set writes nothing yet would release it.
             if !self.slots().iter().any(|s| s.mode() == Mode::ReadWrite) {
                 return Err(DeviceError::Io(format!(
                     "volume {}: no replica is RW any more; not acknowledged",
                     self.name
                 )));
+            }
+            if *rx.borrow_and_update() >= needed {
+                return Ok(());
             }
             if self.membership.abandoned.load(Ordering::Acquire) {
                 return Err(DeviceError::Io(format!(
