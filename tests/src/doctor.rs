@@ -21,3 +21,16 @@ pub fn check<'a>(report: &'a Value, code: &str) -> Option<&'a Value> {
         .iter()
         .find(|c| c["code"] == code)
 }
+
+/// Waits until `doctor` asked of `asker` reports NODE_DOWN for the node
+/// `node` (panics after `timeout`).
+pub fn wait_node_down(asker: &Agent, node: &str, timeout: std::time::Duration) {
+    let object = format!("node/{node}");
+    crate::agent::wait_until(&format!("NODE_DOWN for {object}"), timeout, || {
+        check(&doctor(asker).1, "NODE_DOWN").is_some_and(|c| {
+            c["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|i| i["object"] == object))
+        })
+    });
+}

@@ -85,7 +85,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
-use vigil_tests::doctor::{check, doctor};
+use vigil_tests::doctor::{doctor, wait_node_down};
 use vigil_tests::keep_logs::LogsOnPanic;
 use vigil_tests::nemesis::{self, History, Plan, Target, Writer};
 use vigil_tests::netns::{Lab, Peer, lab_cluster};
@@ -380,17 +380,10 @@ impl Run {
 
     /// Waits until `doctor` on `asker` reports NODE_DOWN for node `n`.
     fn wait_node_down(&self, n: usize, asker: usize) {
-        let object = format!("node/{}", self.agents[n].name);
-        wait_until(
-            &format!("NODE_DOWN for {object}"),
+        wait_node_down(
+            &self.agents[asker],
+            &self.agents[n].name,
             Duration::from_secs(40),
-            || {
-                check(&doctor(&self.agents[asker]).1, "NODE_DOWN").is_some_and(|c| {
-                    c["items"]
-                        .as_array()
-                        .is_some_and(|items| items.iter().any(|i| i["object"] == object))
-                })
-            },
         );
     }
 
