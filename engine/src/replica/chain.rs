@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use super::alloc::Allocation;
 use super::extent::ExtentSet;
 use super::file::LayerFile;
 use super::fsutil::{Result, corrupt, io_err, lock, remove_leftovers, rlock, sync_dir};
@@ -89,6 +90,9 @@ impl Layer {
 pub(super) struct Chain {
     /// Layers bottom to top; never empty, the last is the head.
     pub layers: Vec<Layer>,
+    /// Where the layers' allocation is kept (the filesystem's holes, or
+    /// maps in the layer metadata).
+    pub allocation: Allocation,
 }
 
 impl Chain {
@@ -162,8 +166,14 @@ impl Chain {
 
     /// Loads the chain named by `rmeta`: follows parent links from the head
     /// to the bottom, validating each layer, then opens the files and
-    /// builds the extent index.
-    pub(super) fn load(dir: &Path, rmeta: &ReplicaMeta, direct: bool) -> Result<Chain> {
+    /// builds the extent index (from the files' holes or the layers' maps,
+    /// as `allocation` says).
+    pub(super) fn load(
+        dir: &Path,
+        rmeta: &ReplicaMeta,
+        direct: bool,
+        allocation: Allocation,
+    ) -> Result<Chain> {
         let mut metas: Vec<LayerMeta> = Vec::new();
         let mut seen = HashSet::new();
         let mut next = Some(rmeta.head.clone());
@@ -215,10 +225,10 @@ impl Chain {
         for m in metas {
             let path = meta::layer_path(dir, &m.name);
             let file = LayerFile::open(&path, direct)?;
-            let extents = file.scan_extents(m.size)?;
+            let extents = allocation.on_disk(&file, &m)?;
             layers.push(Layer::new(dir, m, file, extents));
         }
-        Ok(Chain { layers })
+        Ok(Chain { layers, allocation })
     }
 
     /// Deletes files of ours that the chain does not reference: temp files,

@@ -3,8 +3,9 @@
 //! unreferenced files) passes a crash point; tests arm a countdown so that
 //! the Nth point fails, which stops the operation there like a crash
 //! would, then reopen the directory. Also lets tests pretend the
-//! filesystem refuses O_DIRECT. Thread-local, so parallel tests are
-//! independent. In normal builds every check is a constant no-op.
+//! filesystem refuses O_DIRECT or does not report holes. Thread-local,
+//! so parallel tests are independent. In normal builds every check is a
+//! constant no-op.
 
 pub(super) use imp::*;
 
@@ -21,6 +22,11 @@ mod imp {
     pub(in crate::replica) fn refuse_direct() -> bool {
         false
     }
+
+    #[inline(always)]
+    pub(in crate::replica) fn hide_holes() -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -31,6 +37,7 @@ mod imp {
     thread_local! {
         static COUNTDOWN: Cell<Option<u32>> = const { Cell::new(None) };
         static REFUSE_DIRECT: Cell<bool> = const { Cell::new(false) };
+        static HIDE_HOLES: Cell<bool> = const { Cell::new(false) };
     }
 
     /// A crash point: fails once the armed countdown reaches zero.
@@ -68,5 +75,17 @@ mod imp {
     /// Pretend (or stop pretending) that O_DIRECT is refused.
     pub(in crate::replica) fn set_refuse_direct(on: bool) {
         REFUSE_DIRECT.with(|c| c.set(on));
+    }
+
+    /// Whether tests asked to pretend the filesystem does not report holes
+    /// (`SEEK_DATA` answers "data" everywhere, as FUSE without an lseek
+    /// handler and NFSv3 do).
+    pub(in crate::replica) fn hide_holes() -> bool {
+        HIDE_HOLES.with(Cell::get)
+    }
+
+    /// Pretend (or stop pretending) that the filesystem hides holes.
+    pub(in crate::replica) fn set_hide_holes(on: bool) {
+        HIDE_HOLES.with(|c| c.set(on));
     }
 }

@@ -142,7 +142,8 @@ impl ReplicaMeta {
     }
 }
 
-/// `<layer>.img.meta`: everything about a layer but its allocation.
+/// `<layer>.img.meta`: everything about a layer but its data, and on a
+/// filesystem that does not report holes its allocation too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct LayerMeta {
     /// Layer name (a snapshot's name or `volume-head-NNN`).
@@ -163,6 +164,13 @@ pub(super) struct LayerMeta {
     /// Checksum of a read-only layer, once computed.
     #[serde(default)]
     pub checksum: Option<Checksum>,
+    /// The layer's allocated ranges `[start, end)` in bytes, kept only on a
+    /// filesystem that cannot report holes (`file::probe_holes`), where the
+    /// data file alone would read as fully written and hide the layers
+    /// below. Absent elsewhere: `SEEK_DATA` is the truth there. See
+    /// `alloc.rs` for when it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<Vec<[u64; 2]>>,
 }
 
 impl LayerMeta {
@@ -202,6 +210,9 @@ impl LayerMeta {
                 ),
             ));
         }
+        if let Some(ranges) = &m.allocated {
+            check_allocated(ranges, m.size).map_err(|d| corrupt(&path, d))?;
+        }
         Ok(m)
     }
 
@@ -224,6 +235,26 @@ impl LayerMeta {
             allocated_bytes,
         }
     }
+}
+
+/// An allocation map must be what `ExtentSet` would store: block-aligned,
+/// non-empty, sorted, non-touching ranges within the layer.
+fn check_allocated(ranges: &[[u64; 2]], size: u64) -> std::result::Result<(), String> {
+    let mut prev_end = None;
+    for &[s, e] in ranges {
+        if s >= e || e > size || !s.is_multiple_of(BLOCK_SIZE) || !e.is_multiple_of(BLOCK_SIZE) {
+            return Err(format!(
+                "allocated range [{s}, {e}) is not a block-aligned range within the layer size {size}"
+            ));
+        }
+        if prev_end.is_some_and(|p| s <= p) {
+            return Err(format!(
+                "allocated range [{s}, {e}) overlaps or touches the one before it"
+            ));
+        }
+        prev_end = Some(e);
+    }
+    Ok(())
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

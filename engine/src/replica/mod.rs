@@ -9,6 +9,7 @@
 //! to call from many threads at once.
 
 mod aligned;
+mod alloc;
 mod chain;
 mod checksum;
 mod expand;
@@ -34,6 +35,8 @@ mod tests_expand;
 #[cfg(test)]
 mod tests_health;
 #[cfg(test)]
+mod tests_holes;
+#[cfg(test)]
 mod tests_model;
 #[cfg(test)]
 mod tests_rebuild;
@@ -47,6 +50,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use types::*;
 
 use crate::size::{BLOCK_SIZE, check_volume_size};
+use alloc::Allocation;
 use chain::{Chain, Layer};
 use file::LayerFile;
 use fsutil::{io_err, lock, rlock, sync_dir, sync_parent, wlock};
@@ -71,6 +75,9 @@ pub struct Replica {
     size: AtomicU64,
     direct_io: bool,
     chain: RwLock<Chain>,
+    /// Serialises flushes that persist the head's allocation map
+    /// ([`Allocation::Maps`]), so an older map never replaces a newer one.
+    head_map: Mutex<()>,
     meta: Mutex<ReplicaMeta>,
     revision: AtomicU64,
     revfile: StateFile,
@@ -112,6 +119,7 @@ impl Replica {
             Err(e) => return Err(io_err("list replica directory", dir)(e)),
         }
         let direct = opts.direct_io && file::probe_direct(dir)?;
+        let allocation = Allocation::probe(dir)?;
         // Head first, then the revision file, replica.json last: until it
         // exists the directory is not a replica (open says NotFound).
         let head = meta::head_name(1);
@@ -126,6 +134,7 @@ impl Replica {
             labels: BTreeMap::new(),
             read_only: false,
             checksum: None,
+            allocated: allocation.map_of(&extent::ExtentSet::new()),
         };
         hm.store(dir)?;
         let revfile = StateFile::create(&dir.join(meta::REVISION_FILE))?;
@@ -146,6 +155,7 @@ impl Replica {
             direct,
             Chain {
                 layers: vec![layer],
+                allocation,
             },
             revfile,
             state::Record::default(),
@@ -153,11 +163,18 @@ impl Replica {
     }
 
     /// Opens an existing replica, rebuilding the extent index from the
-    /// layer files' allocation (SEEK_DATA/SEEK_HOLE).
+    /// layer files' allocation (SEEK_DATA/SEEK_HOLE), or from the layers'
+    /// allocation maps on a filesystem that does not report holes.
     pub fn open(dir: &Path, opts: &ReplicaOptions) -> Result<Replica> {
         let rmeta = ReplicaMeta::load(dir)?;
         let direct = opts.direct_io && file::probe_direct(dir)?;
-        let mut chain = Chain::load(dir, &rmeta, direct)?;
+        let allocation = Allocation::probe(dir)?;
+        let mut chain = Chain::load(dir, &rmeta, direct, allocation)?;
+        if allocation == Allocation::Holes {
+            // A map the head kept on an earlier mount would go stale here
+            // (flushes no longer update it): drop it before any write.
+            alloc::drop_head_map(dir, chain.head_mut())?;
+        }
         let (revfile, record) = StateFile::open(&dir.join(meta::REVISION_FILE))?;
         chain.clean_leftovers(dir)?;
         // replica.json is the commit point of an expansion: a head smaller
@@ -184,6 +201,7 @@ impl Replica {
             size: AtomicU64::new(rmeta.size),
             direct_io,
             chain: RwLock::new(chain),
+            head_map: Mutex::new(()),
             meta: Mutex::new(rmeta),
             revision: AtomicU64::new(record.revision),
             revfile,
@@ -383,7 +401,7 @@ impl Replica {
             // Every operation counted in `rev` finished its pwrite before the
             // count was bumped, so the fdatasync below covers it.
             let rev = self.revision.load(Ordering::SeqCst);
-            rlock(&self.chain).head().file.sync_data()?;
+            self.sync_head(&rlock(&self.chain))?;
             self.revfile.persist_revision(rev)
         })
     }
@@ -392,10 +410,32 @@ impl Replica {
     /// replicas in sync carry equal revisions and a stale one stands out.
     pub fn set_revision(&self, rev: u64) -> Result<()> {
         self.counted(|| {
-            rlock(&self.chain).head().file.sync_data()?;
+            self.sync_head(&rlock(&self.chain))?;
             self.revision.store(rev, Ordering::SeqCst);
             self.revfile.force_revision(rev)
         })
+    }
+
+    /// Makes the head's completed writes durable (fdatasync) and, where the
+    /// filesystem does not report holes, then persists the head's
+    /// allocation map as it was before the sync (see `alloc.rs`).
+    fn sync_head(&self, chain: &Chain) -> Result<()> {
+        let head = chain.head();
+        if chain.allocation == Allocation::Holes {
+            return head.file.sync_data();
+        }
+        let _one_at_a_time = lock(&self.head_map);
+        let map = alloc::encode(&rlock(&head.extents));
+        head.file.sync_data()?;
+        let mut meta = lock(&head.meta);
+        if meta.allocated.as_ref() == Some(&map) {
+            return Ok(());
+        }
+        let mut new = meta.clone();
+        new.allocated = Some(map);
+        new.store(&self.dir)?;
+        *meta = new;
+        Ok(())
     }
 
     /// Bumps and persists the generation; returns the new value.

@@ -7,12 +7,13 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::alloc::Allocation;
 use super::chain::{Chain, Layer};
 use super::extent::ExtentSet;
 use super::file::LayerFile;
 use super::fsutil::{
-    Result, corrupt, get_mut_m, io_err, lock, remove_file_if_exists, remove_leftovers, rlock,
-    sync_dir, wlock,
+    Result, corrupt, get_mut, get_mut_m, io_err, lock, remove_file_if_exists, remove_leftovers,
+    rlock, sync_dir, wlock,
 };
 use super::meta::{self, LayerMeta, check_snapshot_name};
 use super::{Checksum, LayerInfo, Replica, ReplicaError, check_range, checksum, fault};
@@ -240,6 +241,7 @@ impl Replica {
                         labels: l.labels.clone(),
                         read_only: true,
                         checksum: Some(sum),
+                        allocated: chain.allocation.map_of(&ext),
                     };
                     m.store(dir)?;
                     let file = LayerFile::open(&path, self.direct_io)?;
@@ -362,14 +364,26 @@ impl Replica {
         Ok(())
     }
 
-    /// Rewrites the head's meta with a new parent (a commit point).
+    /// Rewrites the head's meta with a new parent (a commit point). Where
+    /// the head keeps an allocation map, the map is brought up to date in
+    /// the same write, after syncing the head (so it names only data on
+    /// disk, the zeros `fill_zeroed_holes` wrote among them).
     fn set_head_parent(&self, chain: &mut Chain, parent: Option<String>) -> Result<()> {
+        let allocation = chain.allocation;
         let Some(head) = chain.layers.last_mut() else {
             unreachable!("the chain always has a head");
+        };
+        let map = match allocation {
+            Allocation::Holes => None,
+            Allocation::Maps => {
+                head.file.sync_data()?;
+                allocation.map_of(get_mut(&mut head.extents))
+            }
         };
         let meta = get_mut_m(&mut head.meta);
         let mut m = meta.clone();
         m.parent = parent;
+        m.allocated = map;
         m.store(&self.dir)?;
         *meta = m;
         Ok(())

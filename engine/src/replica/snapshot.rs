@@ -71,9 +71,10 @@ impl Replica {
             labels,
             read_only: true,
             checksum: Some(sum),
+            allocated: chain.allocation.map_of(&extents),
         };
         snap_meta.store(dir)?;
-        let new_head = self.create_head(&next_head, Some(name.to_string()))?;
+        let new_head = self.create_head(&chain, &next_head, Some(name.to_string()))?;
         sync_dir(dir)?;
         self.commit_head(&next_head)?;
 
@@ -96,7 +97,7 @@ impl Replica {
     }
 
     /// Creates an empty sparse head file and its meta (not yet committed).
-    fn create_head(&self, name: &str, parent: Option<String>) -> Result<Layer> {
+    fn create_head(&self, chain: &Chain, name: &str, parent: Option<String>) -> Result<Layer> {
         let dir = self.dir.as_path();
         let path = meta::layer_path(dir, name);
         remove_file_if_exists(&meta::meta_path(dir, name))?;
@@ -110,6 +111,7 @@ impl Replica {
             labels: BTreeMap::new(),
             read_only: false,
             checksum: None,
+            allocated: chain.allocation.map_of(&ExtentSet::new()),
         };
         m.store(dir)?;
         Ok(Layer::new(dir, m, file, ExtentSet::new()))
@@ -130,6 +132,7 @@ impl Replica {
         let dir = self.dir.as_path();
         let mut chain = wlock(&self.chain);
         let idx = snapshot_index(&chain, name, "only snapshots can be removed")?;
+        let allocation = chain.allocation;
         let (lower, upper) = chain.layers.split_at_mut(idx + 1);
         let victim = &mut lower[idx];
         let child = &mut upper[0];
@@ -158,10 +161,13 @@ impl Replica {
             }
         }
         child.file.sync_data()?;
+        let ext = get_mut(&mut child.extents).clone();
         if child_meta.read_only {
-            let ext = get_mut(&mut child.extents).clone();
             child_meta.checksum = Some(checksum::compute(&child.file, &ext)?);
         }
+        // The child's map gains the copied ranges (and, for the head, its
+        // writes so far: all synced just now) in the same commit.
+        child_meta.allocated = allocation.map_of(&ext);
         child_meta.parent = parent;
         child_meta.store(dir)?;
         *get_mut_m(&mut child.meta) = child_meta;
@@ -186,7 +192,7 @@ impl Replica {
         let mut chain = wlock(&self.chain);
         let idx = snapshot_index(&chain, name, "revert needs a snapshot")?;
         let next_head = meta::head_name(chain.next_head_counter());
-        let new_head = self.create_head(&next_head, Some(name.to_string()))?;
+        let new_head = self.create_head(&chain, &next_head, Some(name.to_string()))?;
         sync_dir(dir)?;
         self.commit_head(&next_head)?;
 

@@ -76,6 +76,28 @@ fn base(tmp: &tempfile::TempDir) -> Replica {
     r
 }
 
+/// `base`, flushed: on a filesystem without holes only flushed writes are
+/// in the head's allocation map, so a reopen shows exactly these.
+fn base_flushed(tmp: &tempfile::TempDir) -> Replica {
+    let r = base(tmp);
+    r.flush().unwrap();
+    r
+}
+
+/// Runs `f` pretending the filesystem does not report holes (replicas
+/// keep allocation maps), for every replica created or reopened in it.
+fn without_holes(f: impl FnOnce()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            fault::set_hide_holes(false);
+        }
+    }
+    let _reset = Reset;
+    fault::set_hide_holes(true);
+    f();
+}
+
 fn base_content() -> Vec<u8> {
     let tmp = work_tmp();
     read_all(&base(&tmp))
@@ -83,9 +105,18 @@ fn base_content() -> Vec<u8> {
 
 #[test]
 fn snapshot_survives_a_crash_anywhere() {
+    snapshot_sweep(base);
+}
+
+#[test]
+fn snapshot_survives_a_crash_anywhere_without_holes() {
+    without_holes(|| snapshot_sweep(base_flushed));
+}
+
+fn snapshot_sweep(setup: fn(&tempfile::TempDir) -> Replica) {
     let want = base_content();
     let points = sweep(
-        base,
+        setup,
         |r| r.snapshot("s3", true, BTreeMap::new()).map(|_| ()),
         |n, a| {
             assert!(a.content == want, "crash point {n}: content changed");
@@ -107,10 +138,19 @@ fn snapshot_survives_a_crash_anywhere() {
 
 #[test]
 fn remove_snapshot_survives_a_crash_anywhere() {
+    remove_snapshot_sweep(base);
+}
+
+#[test]
+fn remove_snapshot_survives_a_crash_anywhere_without_holes() {
+    without_holes(|| remove_snapshot_sweep(base_flushed));
+}
+
+fn remove_snapshot_sweep(setup: fn(&tempfile::TempDir) -> Replica) {
     let want = base_content();
     for victim in ["s1", "s2"] {
         let points = sweep(
-            base,
+            setup,
             |r| r.remove_snapshot(victim),
             |n, a| {
                 assert!(a.content == want, "crash point {n}: content changed");
@@ -128,14 +168,23 @@ fn remove_snapshot_survives_a_crash_anywhere() {
 
 #[test]
 fn revert_survives_a_crash_anywhere() {
+    revert_sweep(base);
+}
+
+#[test]
+fn revert_survives_a_crash_anywhere_without_holes() {
+    without_holes(|| revert_sweep(base_flushed));
+}
+
+fn revert_sweep(setup: fn(&tempfile::TempDir) -> Replica) {
     let want = base_content();
     let tmp = work_tmp();
-    let r = base(&tmp);
+    let r = setup(&tmp);
     r.revert("s1").unwrap();
     let reverted = read_all(&r);
     drop(r);
     sweep(
-        base,
+        setup,
         |r| r.revert("s1"),
         |n, a| {
             let done = a.names == ["s1", "volume-head-004"];
@@ -158,11 +207,20 @@ fn revert_survives_a_crash_anywhere() {
 
 #[test]
 fn expand_survives_a_crash_anywhere() {
+    expand_sweep(base);
+}
+
+#[test]
+fn expand_survives_a_crash_anywhere_without_holes() {
+    without_holes(|| expand_sweep(base_flushed));
+}
+
+fn expand_sweep(setup: fn(&tempfile::TempDir) -> Replica) {
     let want = base_content();
     let new_size = 48 * BLOCK_SIZE;
     let seen = std::cell::Cell::new([0u32; 2]);
     let points = sweep(
-        base,
+        setup,
         |r| r.expand(new_size),
         |n, a| {
             let size = a.replica.size();
@@ -211,6 +269,8 @@ fn install_setup(tmp: &tempfile::TempDir, src: &Replica) -> Replica {
     dst.write_zeroes(4 * BLOCK_SIZE, 2 * BLOCK_SIZE).unwrap();
     dst.trim(12 * BLOCK_SIZE, BLOCK_SIZE).unwrap();
     dst.trim(16 * BLOCK_SIZE, 2 * BLOCK_SIZE).unwrap();
+    // Flushed, so a reopen without holes (maps) shows it all too.
+    dst.flush().unwrap();
     for l in src
         .info()
         .chain
@@ -229,6 +289,15 @@ fn install_setup(tmp: &tempfile::TempDir, src: &Replica) -> Replica {
 
 #[test]
 fn install_chain_survives_a_crash_anywhere() {
+    install_chain_sweep();
+}
+
+#[test]
+fn install_chain_survives_a_crash_anywhere_without_holes() {
+    without_holes(install_chain_sweep);
+}
+
+fn install_chain_sweep() {
     let src_tmp = work_tmp();
     let src = base(&src_tmp);
     snap(&src, "s3");

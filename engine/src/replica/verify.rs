@@ -10,6 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::alloc::Allocation;
 use super::chain::{Chain, Layer};
 use super::fsutil::{Result, lock};
 use super::meta::LayerMeta;
@@ -34,7 +35,7 @@ pub(super) fn verify(dir: &Path, chain: &Chain) -> Result<VerifyReport> {
         if let Some(mem) = check_layer_files(dir, chain, i, &mut problems)
             && mem.read_only
         {
-            check_checksum(dir, layer, &mem, &mut problems)?;
+            check_checksum(dir, chain.allocation, layer, &mem, &mut problems)?;
         }
     }
     Ok(VerifyReport {
@@ -129,9 +130,9 @@ fn check_layer_files(
 }
 
 /// Recomputes the checksum of read-only layer `layer` from the data on
-/// disk (its allocation scanned afresh, the stored checksum ignored), so
-/// bytes changed under the replica since the snapshot are noticed. The
-/// caller holds the chain read lock. Returns the checksum and the file.
+/// disk (its allocation scanned afresh or read from its map, the stored
+/// checksum ignored), so bytes changed under the replica since the
+/// snapshot are noticed. The caller holds the chain read lock. Returns the checksum and the file.
 pub(super) fn fresh_checksum(chain: &Chain, name: &str) -> Result<(super::Checksum, PathBuf)> {
     let i = chain
         .find(name)
@@ -143,7 +144,7 @@ pub(super) fn fresh_checksum(chain: &Chain, name: &str) -> Result<(super::Checks
             "layer {name:?} is the writable head; only snapshots have checksums"
         )));
     }
-    let ext = layer.file.scan_extents(mem.size)?;
+    let ext = chain.allocation.on_disk(&layer.file, &mem)?;
     Ok((checksum::compute(&layer.file, &ext)?, layer.path.clone()))
 }
 
@@ -165,6 +166,7 @@ pub(super) fn refuse_if_damaged(dir: &Path, chain: &Chain) -> Result<()> {
 /// one (storing it if there is none yet).
 fn check_checksum(
     dir: &Path,
+    allocation: Allocation,
     layer: &Layer,
     mem: &LayerMeta,
     problems: &mut Vec<ChainProblem>,
@@ -172,10 +174,10 @@ fn check_checksum(
     let name = layer.name.as_str();
     let path = layer.path.clone();
     // Recompute from the allocation on disk, not from the index, so that
-    // data appearing in a hole is noticed too.
-    let actual = match layer
-        .file
-        .scan_extents(mem.size)
+    // data appearing in a hole is noticed too (where the filesystem reports
+    // holes; elsewhere the stored map is the allocation).
+    let actual = match allocation
+        .on_disk(&layer.file, mem)
         .and_then(|ext| checksum::compute(&layer.file, &ext))
     {
         Ok(c) => c,
