@@ -10,6 +10,8 @@ command -v qemu-img >/dev/null || need_pkgs+=(qemu-utils)
 command -v qemu-io  >/dev/null || need_pkgs+=(qemu-utils)
 command -v nbdinfo  >/dev/null || need_pkgs+=(libnbd-bin)
 command -v nbdcopy  >/dev/null || need_pkgs+=(libnbd-bin)
+# The nemesis writer's NBD session (tests/nbd_session.py): libnbd for Python.
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need_pkgs+=(python3-libnbd)
 command -v fio      >/dev/null || need_pkgs+=(fio)
 command -v etcd     >/dev/null || need_pkgs+=(etcd-server)
 command -v etcdctl  >/dev/null || need_pkgs+=(etcd-client)

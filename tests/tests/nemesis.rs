@@ -10,7 +10,9 @@
 //! `volume-attachment-recovery-policy=immediate`, `node-down-timeout` 15 s
 //! (the liveness lease is 10 s), one 16 MiB volume `v` with 3 replicas.
 //!
-//! **Writer.** One long qemu-io session per attachment writes unique 4 KiB
+//! **Writer.** One long NBD session per attachment (libnbd,
+//! `tests/nbd_session.py`: writes without FUA, flushes only when asked)
+//! writes unique 4 KiB
 //! blocks (slot, writer, sequence number, seed, filler, hash; see
 //! `vigil_tests::nemesis::history`) to 64 slots spread over the volume,
 //! flushing every 8 writes. Every write's outcome (acknowledged, failed,

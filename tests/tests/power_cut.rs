@@ -1,7 +1,7 @@
 //! Power loss, not just `kill -9` (issue 18, item 2): an agent whose disk
 //! loses everything it did not fsync, cut in the middle of writes,
-//! flushes and expansions, comes back with every flushed write and a chain
-//! that opens.
+//! flushes, snapshots, merges, reverts and expansions, comes back with
+//! every flushed write and a chain that opens.
 //!
 //! The disk is `tests/faults/powercut_fs.py` (`vigil_tests::faults::
 //! PowerCutFs`): file data reaches it only on fsync of the file, creates,
@@ -10,11 +10,20 @@
 //! missing fsync passes it; here it does not.
 //!
 //! **Rounds** (seed printed, `VIGIL_SEED` replays; `VIGIL_POWER_CUT_ROUNDS`,
-//! default 12): the nemesis suite's writer (`vigil_tests::nemesis`) writes
+//! default 15): the nemesis suite's writer (`vigil_tests::nemesis`) writes
 //! unique 4 KiB blocks to 64 slots of a 1-replica 16 MiB volume and
-//! flushes every 8 writes; rounds alternate between writes only and an
-//! expansion by 4 MiB (detach, expand, attach), and the power is cut
-//! 0-400 ms into the round's operation: the agent is killed (`kill -9`),
+//! flushes every 8 writes; rounds cycle (from a seeded start) through
+//! - writes only;
+//! - a snapshot taken while the writer runs;
+//! - a merge: the oldest snapshot deleted (merged into its child, the head
+//!   when it is the only one) while the writer runs;
+//! - a revert to a snapshot taken just before, with the writer stopped
+//!   (so the content stays the same and the history still holds, while
+//!   the revert's new head, commit and deletions are cut);
+//! - an expansion by 4 MiB (detach, expand, attach);
+//!
+//! and the power is cut 0-400 ms into the round's operation: the agent is
+//! killed (`kill -9`),
 //! the filesystem drops what was not synced, the agent starts again. Then
 //! the volume must be served again (attached as before, or attached again
 //! after an expansion that was cut), its size the old or the new one, its
@@ -23,15 +32,15 @@
 //! (or a later one), nothing else appears, and the bytes past the first
 //! 16 MiB are zeros.
 //!
-//! **Not here: snapshots, merges, reverts.** This FUSE disk (libfuse 2)
-//! cannot report holes (no `SEEK_HOLE`), and on such a filesystem a
-//! reopened replica counts every layer file as wholly written, so a
-//! snapshot's new head hides the snapshot's data: the first runs of this
-//! test read every flushed write back as zeros after a snapshot and a
-//! cut. That is a real limitation of the replica format on filesystems
-//! without hole reporting (NFSv3, FUSE on libfuse 2), recorded on issue
-//! 18, not fixed yet; chain operations under power cuts need a power-cut
-//! disk that reports holes (libfuse 3 with lseek).
+//! This FUSE disk (libfuse 2) cannot report holes (no `SEEK_HOLE`), like
+//! NFSv3: the replicas on it keep allocation maps (`engine/src/replica/
+//! alloc.rs`). Before them, a reopened head counted as wholly written and
+//! hid its snapshots, and this test read every flushed write back as
+//! zeros after a snapshot and a cut.
+//!
+//! **Not here: rebuild installs** (a one-node volume has no second
+//! replica to rebuild from); the replica store's crash sweeps cut
+//! `install_chain` at every durable step, with and without holes.
 //!
 //! The agent's own store (redb, in its data directory) is on the host's
 //! disk: the cut is the replica disk's. Summary line:
@@ -56,16 +65,42 @@ const SIZE: u64 = 16 << 20;
 #[derive(Debug, Clone, Copy)]
 enum Op {
     None,
+    Snapshot,
+    Merge,
+    Revert,
     Expand,
 }
 
 impl Op {
+    const ALL: [Op; 5] = [Op::None, Op::Snapshot, Op::Merge, Op::Revert, Op::Expand];
+
     fn name(self) -> &'static str {
         match self {
             Op::None => "writes-only",
+            Op::Snapshot => "snapshot",
+            Op::Merge => "merge",
+            Op::Revert => "revert",
             Op::Expand => "expand",
         }
     }
+}
+
+/// The volume's snapshots, oldest first.
+fn snapshots(a: &Agent) -> Vec<String> {
+    let list = a.json(&["volume", "snapshot", "list", "v"]);
+    list["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["read_only"] == true)
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Takes snapshot `name` of v now (the round's preparation, not cut).
+fn snapshot_now(a: &Agent, name: &str) {
+    let (ok, _, err) = a.cli(&["volume", "snapshot", "create", "v", name]);
+    assert!(ok, "snapshot {name}: {err}");
 }
 
 fn volume(a: &Agent) -> Value {
@@ -114,7 +149,7 @@ fn flushed_writes_and_chains_survive_power_cuts() {
                 .parse()
                 .expect("VIGIL_POWER_CUT_ROUNDS is a number")
         })
-        .unwrap_or(12);
+        .unwrap_or(15);
     eprintln!("seed {seed} (replay with VIGIL_SEED={seed}), {rounds} rounds");
     let mut rng = StdRng::seed_from_u64(seed);
     let root = LogsOnPanic::new("vigil-power-cut-logs");
@@ -147,15 +182,11 @@ fn flushed_writes_and_chains_survive_power_cuts() {
     let mut size = SIZE;
     let mut violations: Vec<String> = Vec::new();
     let mut applied: std::collections::BTreeMap<&str, u32> = Default::default();
-    let first: u32 = rng.random_range(0..2);
+    let first: usize = rng.random_range(0..Op::ALL.len());
     for round in 1..=rounds {
         history.lock().unwrap().round = round;
-        // Rounds alternate, starting with one drawn from the seed.
-        let op = if (round + first).is_multiple_of(2) {
-            Op::None
-        } else {
-            Op::Expand
-        };
+        // Rounds cycle through the operations, from one drawn from the seed.
+        let op = Op::ALL[(first + round as usize) % Op::ALL.len()];
         eprintln!(
             "round {round}/{rounds}: {} then a power cut ({:.0} s)",
             op.name(),
@@ -175,8 +206,57 @@ fn flushed_writes_and_chains_survive_power_cuts() {
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             )
         };
+        let mut merged = None;
         let task = match op {
             Op::None => None,
+            Op::Snapshot => {
+                let name = format!("p{round}");
+                Some(std::thread::spawn(move || {
+                    cli(vec![
+                        "volume".into(),
+                        "snapshot".into(),
+                        "create".into(),
+                        "v".into(),
+                        name,
+                    ])
+                }))
+            }
+            Op::Merge => {
+                let mut snaps = snapshots(&a);
+                if snaps.is_empty() {
+                    // Something to merge: a snapshot the writer then writes over.
+                    snapshot_now(&a, &format!("m{round}"));
+                    std::thread::sleep(Duration::from_millis(300));
+                    snaps = snapshots(&a);
+                }
+                let victim = snaps[0].clone();
+                merged = Some(victim.clone());
+                Some(std::thread::spawn(move || {
+                    cli(vec![
+                        "volume".into(),
+                        "snapshot".into(),
+                        "delete".into(),
+                        "v".into(),
+                        victim,
+                    ])
+                }))
+            }
+            Op::Revert => {
+                // No write between the snapshot and the revert: the content
+                // the history expects is the snapshot's.
+                writer.take().unwrap().stop();
+                let name = format!("r{round}");
+                snapshot_now(&a, &name);
+                Some(std::thread::spawn(move || {
+                    cli(vec![
+                        "volume".into(),
+                        "snapshot".into(),
+                        "revert".into(),
+                        "v".into(),
+                        name,
+                    ])
+                }))
+            }
             Op::Expand => {
                 // Expansion needs the volume detached: the writer stops.
                 writer.take().unwrap().stop();
@@ -225,9 +305,25 @@ fn flushed_writes_and_chains_survive_power_cuts() {
             ));
         }
         size = now;
-        // The snapshot list is readable (the chain opened).
-        let list = a.json(&["snapshot", "list", "v"]);
-        assert!(list["chain"].is_array(), "snapshot list: {list}");
+        // The snapshot list is readable (the chain opened), and a
+        // snapshot the cut let complete is there.
+        let snaps = snapshots(&a);
+        if matches!(op, Op::Snapshot)
+            && outcome.as_ref().is_some_and(|(ok, _)| *ok)
+            && !snaps.contains(&format!("p{round}"))
+        {
+            violations.push(format!(
+                "round {round}: snapshot p{round} completed before the cut but is gone: {snaps:?}"
+            ));
+        }
+        if let Some(victim) = &merged
+            && outcome.as_ref().is_some_and(|(ok, _)| *ok)
+            && snaps.contains(victim)
+        {
+            violations.push(format!(
+                "round {round}: snapshot {victim} was merged before the cut but is back: {snaps:?}"
+            ));
+        }
         let image = nemesis::read_through(&uri, &root.path().join("image"));
         if image.len() as u64 != size {
             violations.push(format!(

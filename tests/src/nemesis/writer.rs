@@ -1,7 +1,13 @@
-//! The nemesis suite's client: one long qemu-io session per attachment,
-//! driven by a thread that writes unique blocks to random slots and
-//! flushes every few writes, recording each operation and its outcome in
-//! the shared [`History`].
+//! The nemesis suite's client: one long NBD session per attachment
+//! (`tests/nbd_session.py`, libnbd: plain writes, a flush only when asked,
+//! every failure reported), driven by a thread that writes unique blocks
+//! to random slots and flushes every few writes, recording each operation
+//! and its outcome in the shared [`History`].
+//!
+//! Not qemu-io: its interactive `flush` prints nothing when it fails, so a
+//! flush that never reached the server counted as acknowledged (and the
+//! writes it covered as durable), and its default write-through mode
+//! flushes every write, so nothing was ever unflushed at a fault.
 
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
@@ -21,29 +27,31 @@ const FLUSH_EVERY: u64 = 8;
 /// than any freeze the suite applies).
 const OP_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// One qemu-io process on an NBD URI, fed one command at a time: qemu-io
-/// reads its next command only when the last one finished, and then prints
-/// its prompt ([`PROMPT`], without a newline) — the end of the command's
-/// output (a successful flush prints nothing else).
+/// One `nbd_session.py` process on an NBD URI, fed one command at a time:
+/// it reads its next command only when the last one finished, and then
+/// prints its prompt ([`PROMPT`], without a newline) — the end of the
+/// command's answer.
 struct Session {
     child: Child,
     stdin: ChildStdin,
     output: Receiver<String>,
 }
 
-const PROMPT: &str = "qemu-io> ";
+const PROMPT: &str = "nbd> ";
 
 impl Session {
     fn open(uri: &str) -> Result<Session, String> {
-        let mut child = Command::new("qemu-io")
-            .args(["-f", "raw", uri])
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("nbd_session.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(uri)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot run qemu-io: {e} (install qemu-utils)"))?;
-        let stdin = child.stdin.take().ok_or("qemu-io stdin")?;
-        let mut stdout = child.stdout.take().ok_or("qemu-io stdout")?;
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let stdin = child.stdin.take().ok_or("nbd session stdin")?;
+        let mut stdout = child.stdout.take().ok_or("nbd session stdout")?;
         let (tx, output) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -64,16 +72,18 @@ impl Session {
         };
         let opened = s.answer().and_then(|_| s.run("length"));
         match opened {
-            Some(out) if out.contains("MiB") => Ok(s),
+            Some(out) if out.starts_with("length ") => Ok(s),
             other => {
                 s.kill();
-                Err(format!("qemu-io could not open {uri}: {other:?}"))
+                Err(format!(
+                    "could not open {uri}: {other:?} (needs Debian's python3-libnbd)"
+                ))
             }
         }
     }
 
-    /// Runs `cmd`; its output, or None when qemu-io gave no answer in time
-    /// (then it is killed) or exited.
+    /// Runs `cmd`; its output, or None when the session gave no answer in
+    /// time (then it is killed) or exited.
     fn run(&mut self, cmd: &str) -> Option<String> {
         if writeln!(self.stdin, "{cmd}").is_err() || self.stdin.flush().is_err() {
             return None;
@@ -81,7 +91,7 @@ impl Session {
         self.answer()
     }
 
-    /// Everything qemu-io prints up to its next prompt.
+    /// Everything the session prints up to its next prompt.
     fn answer(&mut self) -> Option<String> {
         let deadline = Instant::now() + OP_TIMEOUT;
         let mut out = String::new();
@@ -127,7 +137,7 @@ struct State {
     last: String,
 }
 
-/// A thread writing through one qemu-io session until stopped.
+/// A thread writing through one NBD session until stopped.
 pub struct Writer {
     /// Writer number, in the blocks it writes.
     pub id: u32,
@@ -142,12 +152,12 @@ pub struct Plan {
     pub history: Arc<Mutex<History>>,
     pub seed: u64,
     pub size: u64,
-    /// Where the payload files go (qemu-io reads `write -s FILE`).
+    /// Where the payload files go (the session reads `write FILE OFFSET`).
     pub dir: PathBuf,
 }
 
 impl Writer {
-    /// Opens a session on `uri` and starts writing. Panics if qemu-io
+    /// Opens a session on `uri` and starts writing. Panics if the session
     /// cannot open it.
     pub fn start(id: u32, uri: &str, plan: Plan) -> Writer {
         let session = Session::open(uri).unwrap_or_else(|e| panic!("writer {id}: {e}"));
@@ -311,12 +321,12 @@ fn write(session: &mut Session, id: u32, plan: &Plan, target: Target, slot: u64)
     let file = payload_file(&plan.dir, seq);
     std::fs::write(&file, history::block(plan.seed, slot, id, seq)).unwrap();
     let off = history::slot_offset(plan.size, slot);
-    let cmd = format!("write -s {} {off} 4k", file.display());
+    let cmd = format!("write {} {off}", file.display());
     let out = session.run(&cmd);
     let _ = std::fs::remove_file(&file);
     let outcome = match &out {
-        Some(o) if o.contains("wrote 4096/4096 bytes") => Outcome::Acked,
-        Some(o) if o.contains("write failed") => Outcome::Failed,
+        Some(o) if o.starts_with("wrote 4096 bytes") => Outcome::Acked,
+        Some(o) if o.starts_with("write failed") => Outcome::Failed,
         _ => Outcome::Unknown,
     };
     plan.history.lock().unwrap().end_write(seq, outcome);
@@ -331,7 +341,9 @@ fn write(session: &mut Session, id: u32, plan: &Plan, target: Target, slot: u64)
 fn flush(session: &mut Session, id: u32, plan: &Plan) -> (bool, String) {
     let covered = plan.history.lock().unwrap().unflushed(id);
     let out = session.run("flush");
-    let ok = out.as_ref().is_some_and(|o| !o.contains("flush failed"));
+    // Only an explicit success counts: a flush without an answer may or
+    // may not have happened, and covers nothing.
+    let ok = out.as_ref().is_some_and(|o| o.trim_end() == "flushed");
     plan.history.lock().unwrap().end_flush(&covered, ok);
     (ok, format!("flush: {out:?}"))
 }
