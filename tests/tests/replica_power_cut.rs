@@ -63,14 +63,11 @@ struct Model {
 /// What one round's announcements left in flight or completed.
 #[derive(Default)]
 struct Round {
-    snapshot_begun: Option<String>,
-    snapshots_done: Vec<String>,
     merged: Vec<String>,
     merge_begun: Option<String>,
     size_begun: Option<u64>,
     epoch_begun: Option<u64>,
     generation_begun: Option<u64>,
-    install_begun: bool,
     installed: Option<Vec<[String; 2]>>,
     /// The last announcement, for the summary: which operation was cut.
     last_kind: String,
@@ -106,14 +103,12 @@ impl Model {
                 self.allowed[slot].insert(seq);
             }
             "F" => self.settle(),
-            "SB" => r.snapshot_begun = Some(arg),
+            "SB" => {}
             "S" => {
                 // A snapshot syncs the head first: everything before it is
                 // durable, and the snapshot holds exactly that.
                 self.settle();
-                self.views.insert(arg.clone(), self.last.clone());
-                r.snapshot_begun = None;
-                r.snapshots_done.push(arg);
+                self.views.insert(arg, self.last.clone());
             }
             "MB" => r.merge_begun = Some(arg),
             "M" => {
@@ -146,12 +141,8 @@ impl Model {
                 self.generation = num();
                 r.generation_begun = None;
             }
-            "IB" => {
-                r.install_begun = true;
-                r.installed = None;
-            }
+            "IB" => r.installed = None,
             "I" => {
-                r.install_begun = false;
                 r.installed = Some(serde_json::from_str(line[2..].trim()).unwrap());
             }
             _ => panic!("replica_ops said {line:?}"),
@@ -322,8 +313,12 @@ fn replica_store_survives_power_cuts() {
             }
             views.insert(l.name.clone(), view);
         }
-        for s in &r.snapshots_done {
-            if !r.merged.contains(s) && !names.contains(s) {
+        // Every snapshot known to exist (taken this round or found after
+        // the last cut, not merged since) is still there, unless its merge
+        // was in flight (it may have committed before the cut).
+        for s in model.views.keys() {
+            let merging = r.merge_begun.as_ref() == Some(s);
+            if !merging && !names.contains(s) {
                 errs.push(format!("snapshot {s} was taken but is gone: {names:?}"));
             }
         }
