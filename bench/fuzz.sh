@@ -79,11 +79,13 @@ for t in "${targets[@]}"; do
   crashes=$(find "$out/default/crashes" -type f -name 'id:*' | wc -l)
   echo "== $t: minimizing the queue (afl-cmin)"
   # The shell afl-cmin: the Python one finds no coverage in these
-  # persistent-mode binaries.
-  nice -n "$nice_n" "$afl_bin/afl-cmin.bash" -i "$out/default/queue" -o "$work/$t.cmin" -- "$bin/$t" \
+  # persistent-mode binaries. Edges only (-e), not hit counts: the JSON
+  # parser's loops would otherwise keep thousands of files.
+  nice -n "$nice_n" "$afl_bin/afl-cmin.bash" -e -i "$out/default/queue" -o "$work/$t.cmin" -- "$bin/$t" \
     >"$work/$t.cmin.log" 2>&1 || true
   cmin_files=$(find "$work/$t.cmin" -type f 2>/dev/null | wc -l)
-  cmin_kb=$(du -sk "$work/$t.cmin" 2>/dev/null | cut -f1)
+  cmin_bytes=$(du -sb "$work/$t.cmin" 2>/dev/null | cut -f1)
+  cmin_kb=$(( ${cmin_bytes:-0} / 1024 ))
   if [ "${FUZZ_UPDATE_CORPUS:-0}" = 1 ] && [ "$cmin_files" -gt 0 ]; then
     rm -rf "fuzz/corpus/$t"
     mkdir -p "fuzz/corpus/$t"
@@ -104,7 +106,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "== summary (corpus: AFL queue entries; cmin: minimized files/size)"
+echo "== summary (corpus: AFL queue entries; cmin: minimized files/bytes)"
 printf '%-20s %10s %14s %8s %7s %9s %10s\n' target seconds executions exec/s crashes "corpus" "cmin"
 printf '%s\n' "${results[@]}"
 if [ "$failed" -ne 0 ]; then
