@@ -13,10 +13,15 @@
 //! * [`device`]   — the block-device interface between frontend and engine.
 //! * [`handover`] — a live migration target's export: forwards to the
 //!   source's engine, then switches to its own without dropping clients.
+//! * `fuzzing` (feature `fuzzing`) — the bodies of the fuzz targets in
+//!   `fuzz/`, replayed over the committed corpus by an ordinary test.
 
 pub mod address;
 pub mod device;
 pub mod engine;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handover;
 pub mod name;
 pub mod nbd;

@@ -11,9 +11,10 @@
 //! * [`trace_context`]: hooks through which requests carry a trace context.
 
 mod client;
-mod frame;
-mod handshake;
-mod message;
+// Visible to the crate for the fuzz targets (`crate::fuzzing`).
+pub(crate) mod frame;
+pub(crate) mod handshake;
+pub(crate) mod message;
 mod served;
 mod server;
 mod token;
