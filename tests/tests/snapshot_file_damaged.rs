@@ -150,7 +150,11 @@ impl Cluster {
         let file = d.file.display().to_string();
         let object = format!("replica/{}", d.replica);
 
-        // Detection: the health check names the replica and the file.
+        // Detection: the health check names the replica, the file and the
+        // kind of damage. (Before every replica has reported its checksums
+        // after the interval was set, the two that have — one of them the
+        // damaged one — can disagree with no majority; the check names the
+        // file then too, correctly, until the third report decides.)
         let mut report = Value::Null;
         wait_until(
             &format!("{} shows the {} file", d.code, d.kind),
@@ -159,7 +163,8 @@ impl Cluster {
                 report = doctor(n1).1;
                 check(&report, d.code).is_some_and(|c| {
                     c["items"].as_array().unwrap().iter().any(|i| {
-                        i["object"] == object && i["message"].as_str().unwrap().contains(&file)
+                        let message = i["message"].as_str().unwrap();
+                        i["object"] == object && message.contains(&file) && message.contains(d.kind)
                     })
                 })
             },
