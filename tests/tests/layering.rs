@@ -9,6 +9,8 @@
 //! does an edge that is gone but still listed (delete its line: the table
 //! only ever shrinks). `main.rs` wires everything and is not checked.
 
+#![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
