@@ -1,5 +1,6 @@
 """Helpers the benchmarks share: ports, fio through an NBD URI, filling a
-volume, machine CPU time. Imported by the scripts next to it."""
+volume, machine CPU time, running one long test of tests/ and catching its
+summary line. Imported by the scripts next to it."""
 import json
 import os
 import socket
@@ -62,3 +63,24 @@ def cpu_busy_seconds():
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def run_test(binary, env_vars, prefix):
+    """Runs the integration test binary `binary` of vigil-tests with
+    `env_vars` added to the environment, echoing its output, and returns
+    (exit code, the JSON of its last line starting with `prefix` or None,
+    seconds). cargo test, not nextest: the workspace's nextest profile stops
+    a test after 5-10 minutes."""
+    env = dict(os.environ, **env_vars)
+    cmd = ["cargo", "test", "--release", "-p", "vigil-tests", "--test", binary, "--",
+           "--nocapture"]
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    summary = None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if line.startswith(prefix):
+            summary = json.loads(line[len(prefix):])
+    code = proc.wait()
+    return code, summary, time.time() - started

@@ -35,11 +35,11 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import run_test  # noqa: E402
 
 # name: (test binary, rounds variable, summary prefix)
 SUITES = {
@@ -56,23 +56,7 @@ COUNTED = {"nemesis", "power-cut", "filesystem"}
 
 def run_batch(suite, rounds, seed):
     binary, var, prefix = SUITES[suite]
-    env = dict(os.environ, VIGIL_SEED=str(seed))
-    env[var] = str(rounds)
-    # cargo test, not nextest: the workspace's nextest profile stops a test
-    # after 5-10 minutes.
-    cmd = ["cargo", "test", "--release", "-p", "vigil-tests", "--test", binary, "--",
-           "--nocapture"]
-    started = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    summary = None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        if line.startswith(prefix):
-            summary = json.loads(line[len(prefix):])
-    code = proc.wait()
-    return code, summary, time.time() - started
+    return run_test(binary, {var: str(rounds), "VIGIL_SEED": str(seed)}, prefix)
 
 
 def kinds(suite, s):

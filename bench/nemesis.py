@@ -20,34 +20,19 @@ One round takes 2-30 s (a takeover waits out the 10 s liveness lease and
 the 15 s node-down-timeout): 200 rounds is about 40 minutes.
 """
 import argparse
-import json
 import os
 import random
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import run_test  # noqa: E402
+
 PREFIX = "nemesis summary: "
 
 
 def run_once(rounds, seed):
-    env = dict(os.environ, VIGIL_NEMESIS_ROUNDS=str(rounds), VIGIL_SEED=str(seed))
-    # cargo test, not nextest: the workspace's nextest profile stops a test
-    # after 5 minutes.
-    cmd = ["cargo", "test", "--release", "-p", "vigil-tests", "--test", "nemesis", "--",
-           "--nocapture"]
-    started = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    summary = None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        if line.startswith(PREFIX):
-            summary = json.loads(line[len(PREFIX):])
-    code = proc.wait()
-    return code, summary, time.time() - started
+    return run_test("nemesis", {"VIGIL_NEMESIS_ROUNDS": str(rounds), "VIGIL_SEED": str(seed)},
+                    PREFIX)
 
 
 def main():
