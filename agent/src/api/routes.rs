@@ -160,13 +160,7 @@ pub async fn route(
             let req: CreateSnapshot = parse(body)?;
             let snap = match req.name {
                 Some(s) => s,
-                None => format!(
-                    "snap-{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis())
-                        .unwrap_or(0)
-                ),
+                None => format!("snap-{}", crate::model::time::now_unix_millis()),
             };
             let generation = chain_generation(agent, &e, "snapshot").await?;
             let layer = e.snapshot(&snap, Default::default()).await?;

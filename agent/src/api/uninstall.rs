@@ -21,7 +21,7 @@ type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
 /// Unix seconds as RFC 3339 for messages.
 pub fn when(secs: f64) -> String {
-    crate::telemetry::logs::rfc3339(secs as u64, 0)
+    crate::model::time::rfc3339(secs as u64, 0)
 }
 
 fn running(u: &Uninstall) -> String {

@@ -131,7 +131,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
                     (!live.contains(&n.name) && n.name != *me).then(|| match n.status.down_since {
                         Some(t) => format!(
                             "its liveness lease is gone (node down since {})",
-                            crate::telemetry::logs::rfc3339(t, 0)
+                            crate::model::time::rfc3339(t, 0)
                         ),
                         None => "its liveness lease is gone (node down)".to_string(),
                     });

@@ -109,7 +109,7 @@ fn logs(req: &Request) -> String {
     let lines = crate::telemetry::logs::recent(crate::telemetry::logs::MAX_LINES);
     let cutoff = req.cutoff_unix(crate::model::now_unix()).map(|t| {
         let t = t.max(0.0);
-        crate::telemetry::logs::rfc3339(t as u64, ((t.fract()) * 1000.0) as u32)
+        crate::model::time::rfc3339(t as u64, ((t.fract()) * 1000.0) as u32)
     });
     let mut out = String::new();
     for l in lines {

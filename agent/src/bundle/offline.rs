@@ -36,7 +36,7 @@ pub fn origin(b: &Bundle) -> String {
     format!(
         "from bundle {} made {} by {} (vigil {}); nodes answered: {}/{}{}",
         b.path,
-        crate::cli::doctor::utc(m.created_unix as u64),
+        crate::model::time::utc_seconds(m.created_unix as u64),
         m.coordinator,
         m.vigil_version,
         m.nodes.len() - failed.len(),
@@ -133,7 +133,7 @@ pub fn timeline(bundle: &Bundle, events: &[Event], volume: &str) -> Vec<Entry> {
         .map(|e| {
             let ms = (e.time * 1000.0).max(0.0) as u64;
             Entry {
-                time: crate::telemetry::logs::rfc3339(ms / 1000, (ms % 1000) as u32),
+                time: crate::model::time::rfc3339(ms / 1000, (ms % 1000) as u32),
                 source: "event",
                 node: e.node.clone(),
                 what: format!(
@@ -260,7 +260,7 @@ fn render_timeline(
     }
     out.push_str(&format!(
         "\nState when the bundle was made ({}):\n",
-        crate::cli::doctor::utc(view.now_unix)
+        crate::model::time::utc_seconds(view.now_unix)
     ));
     match view.volumes.iter().find(|v| v.name == volume) {
         Some(v) => out.push_str(&format!(

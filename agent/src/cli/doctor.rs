@@ -115,9 +115,9 @@ fn list(v: &Value) -> String {
                 c.code.clone(),
                 if c.root { "root" } else { "-" }.to_string(),
                 c.items.len().to_string(),
-                c.muted
-                    .as_ref()
-                    .map_or("-".into(), |m| format!("until {}", utc(m.until_unix))),
+                c.muted.as_ref().map_or("-".into(), |m| {
+                    format!("until {}", crate::model::time::utc_seconds(m.until_unix))
+                }),
                 c.summary.clone(),
             ]
         })
@@ -132,7 +132,9 @@ fn muted(v: &Value) -> String {
     format!(
         "{} muted until {}: {}\n",
         s(&v["code"]),
-        v["until_unix"].as_u64().map_or("-".into(), utc),
+        v["until_unix"]
+            .as_u64()
+            .map_or("-".into(), crate::model::time::utc_seconds),
         s(&v["reason"])
     )
 }
@@ -185,7 +187,7 @@ pub fn render(report: &Report) -> String {
             out.push_str(&format!(
                 "{} (muted until {} by {}: {}; not failing now)\n",
                 m.code,
-                utc(m.until_unix),
+                crate::model::time::utc_seconds(m.until_unix),
                 m.created_by,
                 m.reason
             ));
@@ -195,7 +197,7 @@ pub fn render(report: &Report) -> String {
         let m = c.muted.as_ref().map_or_else(String::new, |m| {
             format!(
                 " until {} by {}: {}",
-                utc(m.until_unix),
+                crate::model::time::utc_seconds(m.until_unix),
                 m.created_by,
                 m.reason
             )
@@ -246,12 +248,6 @@ fn consequence_line(report: &Report, code: &str, item: &Item, depth: usize) -> S
     )
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc(unix: u64) -> String {
-    let full = super::events::utc(unix as f64);
-    format!("{} UTC", full.get(..19).unwrap_or(&full))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,13 +262,6 @@ mod tests {
         for bad in ["", "h", "1w", "-1h", "0s", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
     }
 
     fn item(object: &str, caused_by: &[(&str, &str)]) -> Item {

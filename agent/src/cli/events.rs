@@ -100,7 +100,7 @@ fn text(v: &Value) -> String {
 
 fn cells(e: &Value) -> Vec<String> {
     vec![
-        utc(e["time"].as_f64().unwrap_or(0.0)),
+        crate::model::time::utc_millis(e["time"].as_f64().unwrap_or(0.0)),
         text(&e["severity"]),
         format!("{}/{}", text(&e["kind"]), text(&e["object"])),
         text(&e["reason"]),
@@ -124,21 +124,4 @@ fn table(v: &Value) -> String {
         .map(|a| a.iter().map(cells).collect())
         .unwrap_or_default();
     columns(&HEADER, rows)
-}
-
-/// `YYYY-MM-DD HH:MM:SS.mmm` for a Unix time (UTC).
-pub fn utc(unix: f64) -> String {
-    let ms = (unix * 1000.0).max(0.0) as u64;
-    let stamp = crate::telemetry::logs::rfc3339(ms / 1000, (ms % 1000) as u32);
-    stamp.replace('T', " ").trim_end_matches('Z').to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0.0), "1970-01-01 00:00:00.000");
-        assert_eq!(super::utc(951_782_400.5), "2000-02-29 00:00:00.500");
-        assert_eq!(super::utc(1_795_320_689.0), "2026-11-22 04:11:29.000");
-    }
 }

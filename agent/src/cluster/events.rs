@@ -8,6 +8,10 @@ use super::{Cluster, put_op};
 use crate::model::{Event, Object, now_unix};
 use crate::store::{Expect, Op, Revision};
 
+/// Counter of events written, label `severity` (listed in the metrics
+/// catalogue with its HELP).
+pub const EVENTS_RECORDED: &str = "vigil_events_recorded_total";
+
 /// How many events the cluster keeps.
 pub const KEEP_EVENTS: usize = 2000;
 
@@ -117,8 +121,7 @@ fn said(e: &Event) {
         e.reason.as_str(),
         e.message.as_str(),
     );
-    metrics::counter!(crate::metrics::names::EVENTS_RECORDED, "severity" => e.severity.clone())
-        .increment(1);
+    metrics::counter!(EVENTS_RECORDED, "severity" => e.severity.clone()).increment(1);
     if e.severity == "warning" {
         tracing::warn!(kind, object, reason, %message, "event");
     } else {

@@ -205,7 +205,7 @@ impl<'a> Eval<'a> {
     /// DISK_FAILING: the disk's agent saw I/O errors on it recently.
     fn disk_failing(&mut self, d: &Disk, object: &str, at: &str) {
         let Some(t) = &d.status.failing else { return };
-        let when = |s: u64| crate::telemetry::logs::rfc3339(s, 0);
+        let when = |s: u64| crate::model::time::rfc3339(s, 0);
         self.add(
             DISK_FAILING,
             object.to_string(),
@@ -244,7 +244,7 @@ impl<'a> Eval<'a> {
                 object,
                 format!(
                     "{usage}; writes failed with no space left since {} ({} error(s), newest: {})",
-                    crate::telemetry::logs::rfc3339(t.since_unix, 0),
+                    crate::model::time::rfc3339(t.since_unix, 0),
                     t.errors,
                     t.message
                 ),

@@ -8,8 +8,7 @@ pub const PROCESS_THREADS: &str = "vigil_process_threads";
 pub const PROCESS_OPEN_FDS: &str = "vigil_process_open_fds";
 pub const PROCESS_START_TIME: &str = "vigil_process_start_time_seconds";
 
-pub const STORE_REQUEST_DURATION: &str = "vigil_store_request_duration_seconds";
-pub const STORE_REQUEST_ERRORS: &str = "vigil_store_request_errors_total";
+pub use crate::store::instrumented::names::{STORE_REQUEST_DURATION, STORE_REQUEST_ERRORS};
 pub const STORE_UP: &str = "vigil_store_up";
 
 pub const CLUSTER_NODES_EXPECTED: &str = "vigil_cluster_nodes_expected";
@@ -47,7 +46,7 @@ pub const HEALTH_CHECK_OBJECTS: &str = "vigil_health_check_objects";
 pub const HEALTH_CHECK_MUTED: &str = "vigil_health_check_muted";
 
 pub const REMEDIATIONS: &str = "vigil_remediations_total";
-pub const EVENTS_RECORDED: &str = "vigil_events_recorded_total";
+pub use crate::cluster::events::EVENTS_RECORDED;
 pub const SCRAPE_DURATION: &str = "vigil_scrape_duration_seconds";
 
 pub const EBPF_LOADED: &str = "vigil_ebpf_loaded";

@@ -1,18 +1,13 @@
 //! The agent process itself, from /proc/self (Linux only, like vigil).
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 static STARTED_UNIX: OnceLock<f64> = OnceLock::new();
 
 /// Remembers when the process started (called when metrics are installed,
 /// early in `vigil agent`).
 pub fn mark_start() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let _ = STARTED_UNIX.set(now);
+    let _ = STARTED_UNIX.set(crate::model::time::now_unix());
 }
 
 pub fn start_time() -> Option<f64> {

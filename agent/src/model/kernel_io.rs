@@ -1,5 +1,5 @@
 //! What the kernel saw of a node's I/O over the last window, as the node's
-//! agent measured it with eBPF (`crate::ebpf`). Kept in the node's status
+//! agent measured it with eBPF (the `vigil-ebpf` crate). Kept in the node's status
 //! so every agent's health checks — and a support bundle's — read it.
 
 use serde::{Deserialize, Serialize};

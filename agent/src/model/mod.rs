@@ -17,6 +17,7 @@ pub mod mute;
 pub mod node;
 pub mod replica;
 pub mod state;
+pub mod time;
 pub mod uninstall;
 pub mod volume;
 
@@ -59,10 +60,4 @@ pub struct Versioned<T> {
     pub revision: i64,
 }
 
-/// Seconds since the Unix epoch, for `created_at` and friends.
-pub fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use time::now_unix;

@@ -1,6 +1,6 @@
 //! The uninstall record: one per cluster (`uninstall/cluster`). Its
 //! creation *is* the decision to uninstall (see
-//! [`crate::cluster::uninstall`]: one transaction that also checks the
+//! the cluster layer's uninstall transaction: one transaction that also checks the
 //! `deleting-confirmation-flag` setting at the revision read as true), and
 //! every agent's controllers work from it (`controller::uninstall`) until
 //! its phase is [`UninstallPhase::Done`].

@@ -335,7 +335,7 @@ fn missing_tags(kind: &str, want: &[String], have: &[String]) -> Option<String> 
 /// with since when and the newest error; `None` when it is neither. Its
 /// agent clears the condition once the disk works again.
 fn disk_trouble(disk: &Disk) -> Option<String> {
-    let when = |t: u64| crate::telemetry::logs::rfc3339(t, 0);
+    let when = |t: u64| crate::model::time::rfc3339(t, 0);
     if let Some(t) = &disk.status.failing {
         return Some(format!(
             "returns I/O errors since {} ({} error(s), last: {})",

@@ -2,7 +2,7 @@
 //! validation. Values live in the store under `settings/<name>` (only those
 //! an operator set); everything else is the default. Readers that make
 //! safety-critical decisions load them with a linearizable read
-//! ([`crate::cluster::Cluster::settings`]), never from a cache.
+//! (the cluster layer's `Cluster::settings`), never from a cache.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::volume::DataLocality;
+
+mod drain_policy;
+pub use drain_policy::DrainPolicy;
 
 /// The type and range of a setting's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +183,7 @@ pub const DEFINITIONS: &[Definition] = &[
     },
     Definition {
         name: "node-drain-policy",
-        kind: Kind::Choice(&crate::controller::drain::DrainPolicy::ALL),
+        kind: Kind::Choice(&DrainPolicy::ALL),
         default: "block-if-contains-last-replica",
         doc: "What keeps `vigil node drain-check`/`drain` from letting a node go down: block-if-contains-last-replica (a volume whose last healthy replica is on the node blocks, attached or not), allow-if-replica-is-stopped (only if the volume is attached, so its replica runs for an engine; a detached volume's replicas are stopped and may go down) or always-allow (nothing blocks). Under the first two a migration involving the node also blocks; a volume attached there is listed as a note, not a blocker.",
     },
@@ -403,8 +406,8 @@ impl Settings {
             _ => vigil_engine::engine::OnSuspend::Suspend,
         }
     }
-    pub fn drain_policy(&self) -> crate::controller::drain::DrainPolicy {
-        crate::controller::drain::DrainPolicy::parse(
+    pub fn drain_policy(&self) -> DrainPolicy {
+        DrainPolicy::parse(
             self.raw("node-drain-policy")
                 .unwrap_or("block-if-contains-last-replica"),
         )

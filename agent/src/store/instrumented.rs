@@ -9,7 +9,15 @@ use std::time::{Duration, Instant};
 use metrics::Histogram;
 
 use super::{Kv, LeaseId, Listing, Op, Revision, SharedStore, Store, StoreError, WatchStream};
-use crate::metrics::names;
+
+/// The families this wrapper records (the metrics catalogue lists them with
+/// their HELP and labels).
+pub mod names {
+    /// Histogram, label `op`.
+    pub const STORE_REQUEST_DURATION: &str = "vigil_store_request_duration_seconds";
+    /// Counter, labels `op` and `kind`.
+    pub const STORE_REQUEST_ERRORS: &str = "vigil_store_request_errors_total";
+}
 
 /// The store operations, as the `op` label names them.
 const OPS: [&str; 7] = [
