@@ -10,14 +10,8 @@ mod ebpf;
 mod failpoints;
 mod health;
 mod metrics;
-#[allow(dead_code, unused_imports)]
-mod model;
 #[allow(dead_code)]
 mod scheduler;
-#[allow(dead_code)]
-mod settings;
-#[allow(dead_code)]
-mod store;
 mod telemetry;
 
 use std::process::ExitCode;

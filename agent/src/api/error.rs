@@ -104,7 +104,7 @@ impl From<crate::daemon::replicas::CreateError> for ApiError {
 impl From<crate::cluster::ClusterError> for ApiError {
     fn from(e: crate::cluster::ClusterError) -> ApiError {
         use crate::cluster::ClusterError;
-        use crate::store::StoreError;
+        use vigil_store::StoreError;
         match &e {
             ClusterError::Store(StoreError::Conflict { .. }) => ApiError::conflict(
                 "conflict",

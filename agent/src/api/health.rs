@@ -9,8 +9,9 @@ use crate::cluster::events::Severity;
 use crate::cluster::put_op;
 use crate::daemon::Agent;
 use crate::health::{self, MAX_MUTE_SECONDS, MuteRequest, codes};
-use crate::model::{Mute, Object};
-use crate::store::Expect;
+use vigil_model::EventReason;
+use vigil_model::{Mute, Object};
+use vigil_store::Expect;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
@@ -91,7 +92,7 @@ pub async fn mute(agent: &Agent, req: MuteRequest) -> Reply {
         Severity::Normal,
         "health",
         &mute.code,
-        "HealthCheckMuted",
+        EventReason::HealthCheckMuted,
         format!(
             "{} muted for {} s (until {}): {}",
             mute.code, req.for_seconds, mute.until_unix, mute.reason
@@ -123,7 +124,7 @@ pub async fn unmute(agent: &Agent, code: &str) -> Reply {
         Severity::Normal,
         "health",
         info.code,
-        "HealthCheckUnmuted",
+        EventReason::HealthCheckUnmuted,
         format!("{} unmuted (was muted: {})", info.code, mute.reason),
     )
     .await;

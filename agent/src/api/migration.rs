@@ -9,13 +9,14 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use super::types::MigrateVolume;
 use super::volumes::{Reply, must_get, view, volume_name};
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::migration::{Migration, MigrationPhase};
-use crate::model::volume::DataLocality;
-use crate::model::{Event, Node, Replica, Volume, VolumeState, now_unix};
+use vigil_model::EventReason;
+use vigil_model::migration::{Migration, MigrationPhase};
+use vigil_model::volume::DataLocality;
+use vigil_model::wire::MigrateVolume;
+use vigil_model::{Event, Node, Replica, Volume, VolumeState, now_unix};
 
 /// How long a call waits for the phase it asked for.
 const WAIT: Duration = Duration::from_secs(90);
@@ -125,7 +126,7 @@ pub async fn start(agent: &Agent, name: &str, req: MigrateVolume) -> Reply {
             Severity::Normal,
             "volume",
             name,
-            "MigrationStarted",
+            EventReason::MigrationStarted,
             format!(
                 "migration of {name} from {} to {} requested; {} brings up a second export forwarding to the engine on {}",
                 m.source, m.target, m.target, m.source
@@ -202,7 +203,7 @@ pub async fn confirm(agent: &Agent, name: &str) -> Reply {
                 Severity::Normal,
                 "volume",
                 name,
-                "MigrationConfirming",
+                EventReason::MigrationConfirming,
                 format!("migration of {name} to {target} confirmed; the target pauses, the source flushes and is fenced, the target takes over"),
             )
             .await;
@@ -257,7 +258,7 @@ pub async fn rollback(agent: &Agent, name: &str) -> Reply {
                 Severity::Normal,
                 "volume",
                 name,
-                "MigrationRollingBack",
+                EventReason::MigrationRollingBack,
                 format!(
                     "migration of {name} to {} rolls back: asked by the operator",
                     m.target

@@ -9,7 +9,6 @@ mod routes;
 mod salvage;
 mod settings;
 pub mod support_bundle;
-pub mod types;
 mod uninstall;
 mod volumes;
 
@@ -29,7 +28,7 @@ use tracing::Instrument;
 
 use crate::daemon::Agent;
 use error::ApiError;
-use types::ErrorBody;
+use vigil_model::wire::ErrorBody;
 
 /// Largest request body accepted (requests are small JSON documents).
 const MAX_BODY: usize = 1 << 20;
@@ -167,7 +166,7 @@ pub async fn forward(
     if node == agent.config.node_name {
         return Box::pin(routes::route(agent, method, path, "", body)).await;
     }
-    let n = agent.cluster.must_get::<crate::model::Node>(node).await?;
+    let n = agent.cluster.must_get::<vigil_model::Node>(node).await?;
     let client = crate::cli::http::ApiClient::new(&n.object.spec.api_address)
         .with_token(Some(agent.token.expose().to_string()))
         .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());

@@ -5,11 +5,12 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use super::types::{ClusterNodeView, DiskView, UpdateNode};
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::disk::DiskState;
-use crate::model::{Disk, Node, Versioned};
+use vigil_model::EventReason;
+use vigil_model::disk::DiskState;
+use vigil_model::wire::{ClusterNodeView, DiskView, UpdateNode};
+use vigil_model::{Disk, Node, Versioned};
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
@@ -106,14 +107,14 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
     {
         let (reason, msg) = if e {
             (
-                "EvictionRequested",
+                EventReason::EvictionRequested,
                 format!(
                     "eviction of node {name} requested: nothing new is scheduled there and its replicas are moved elsewhere"
                 ),
             )
         } else {
             (
-                "EvictionCancelRequested",
+                EventReason::EvictionCancelRequested,
                 format!("eviction of node {name} cancelled by request: nothing more is moved"),
             )
         };

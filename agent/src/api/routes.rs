@@ -13,9 +13,9 @@ use vigil_engine::size::parse_volume_size;
 use super::error::ApiError;
 use super::health;
 use super::to_json;
-use super::types::*;
 use super::{migration, nodes, settings, support_bundle, uninstall, volumes};
 use crate::daemon::Agent;
+use vigil_model::wire::*;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
@@ -160,7 +160,7 @@ pub async fn route(
             let req: CreateSnapshot = parse(body)?;
             let snap = match req.name {
                 Some(s) => s,
-                None => format!("snap-{}", crate::model::time::now_unix_millis()),
+                None => format!("snap-{}", vigil_model::time::now_unix_millis()),
             };
             let generation = chain_generation(agent, &e, "snapshot").await?;
             let layer = e.snapshot(&snap, Default::default()).await?;

@@ -12,13 +12,14 @@ use vigil_engine::address::ReplicaAddress;
 
 use super::error::ApiError;
 use super::to_json;
-use super::types::SalvageVolume;
 use super::volumes::{Reply, must_get, view, volume_name};
 use crate::cluster::events::Severity;
 use crate::controller::in_sync::probe_generation;
 use crate::daemon::Agent;
-use crate::model::Replica;
-use crate::model::volume::Robustness;
+use vigil_model::EventReason;
+use vigil_model::Replica;
+use vigil_model::volume::Robustness;
+use vigil_model::wire::SalvageVolume;
 
 pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
     volume_name(name)?;
@@ -111,7 +112,7 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
         Severity::Warning,
         "volume",
         name,
-        "DataLossAccepted",
+        EventReason::DataLossAccepted,
         format!(
             "volume {name} salvaged from replica {} on {} (in-sync generation {generation}) by the operator's --accept-data-loss: writes only the former members ({given_up}) held are given up; the other replicas are rebuilt from it",
             req.replica, replica.object.spec.node

@@ -4,12 +4,13 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use super::types::{SetSetting, SettingView};
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::Event;
-use crate::settings::{self, StoredSetting};
-use crate::store::Expect;
+use vigil_model::Event;
+use vigil_model::EventReason;
+use vigil_model::settings::{self, StoredSetting};
+use vigil_model::wire::{SetSetting, SettingView};
+use vigil_store::Expect;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
@@ -87,7 +88,7 @@ pub async fn set(agent: &Agent, name: &str, req: SetSetting) -> Reply {
             Severity::Normal,
             "setting",
             name,
-            "SettingChanged",
+            EventReason::SettingChanged,
             format!("{name}: {old} -> {value}"),
         )
         .await;

@@ -10,18 +10,19 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use super::types::UninstallReply;
 use crate::cluster::events::Severity;
 use crate::cluster::uninstall::{Claim, FLAG};
 use crate::controller::uninstall::note;
 use crate::daemon::Agent;
-use crate::model::uninstall::Uninstall;
+use vigil_model::EventReason;
+use vigil_model::uninstall::Uninstall;
+use vigil_model::wire::UninstallReply;
 
 type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
 /// Unix seconds as RFC 3339 for messages.
 pub fn when(secs: f64) -> String {
-    crate::model::time::rfc3339(secs as u64, 0)
+    vigil_model::time::rfc3339(secs as u64, 0)
 }
 
 fn running(u: &Uninstall) -> String {
@@ -52,7 +53,7 @@ pub async fn start(agent: &Agent) -> Reply {
                 Severity::Warning,
                 "uninstall",
                 &r.object.name,
-                "UninstallStarted",
+                EventReason::UninstallStarted,
                 format!(
                     "uninstall claimed by {me} ({FLAG} true at revision {}): every volume, replica, engine and the cluster state will be deleted",
                     r.object.flag_revision
@@ -76,7 +77,7 @@ pub async fn start(agent: &Agent) -> Reply {
                 Severity::Normal,
                 "uninstall",
                 &u.name,
-                "UninstallAlreadyRunning",
+                EventReason::UninstallAlreadyRunning,
                 format!("uninstall asked of {me}: {message}"),
             )
             .await;
@@ -115,8 +116,8 @@ pub async fn start(agent: &Agent) -> Reply {
             c.event(
                 Severity::Warning,
                 "uninstall",
-                crate::model::uninstall::RECORD,
-                "UninstallRefused",
+                vigil_model::uninstall::RECORD,
+                EventReason::UninstallRefused,
                 format!("uninstall asked of {me} refused: {FLAG} {value}"),
             )
             .await;

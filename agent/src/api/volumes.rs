@@ -13,16 +13,17 @@ use vigil_engine::size::{human, parse_volume_size};
 
 use super::error::ApiError;
 use super::to_json;
-use super::types::*;
 use crate::cluster::events::Severity;
 use crate::cluster::{ClusterError, placement, put_op, update_op};
 use crate::controller::recovery;
 use crate::daemon::Agent;
-use crate::model::disk::Disk;
-use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
-use crate::model::{Node, Replica, Versioned, Volume, VolumeState, now_unix};
 use crate::scheduler::{self, Candidate};
-use crate::store::Expect;
+use vigil_model::EventReason;
+use vigil_model::disk::Disk;
+use vigil_model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
+use vigil_model::wire::*;
+use vigil_model::{Node, Replica, Versioned, Volume, VolumeState, now_unix};
+use vigil_store::Expect;
 
 pub type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
@@ -93,9 +94,9 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
                     // an engine's view: the attached one's, or a
                     // maintenance engine's while one runs
                     mode: if attached || v.status.maintenance.is_some() {
-                        r.status.mode.clone()
+                        r.status.mode
                     } else {
-                        String::new()
+                        vigil_model::replica::ReplicaMode::Unreported
                     },
                     address: r.status.address.clone(),
                     message: r.status.message.clone(),
@@ -280,14 +281,20 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
     if !out.notes.is_empty() {
         msg.push_str(&format!("; {}", out.notes.join("; ")));
     }
-    c.event(Severity::Normal, "volume", &name, "Scheduled", msg)
-        .await;
+    c.event(
+        Severity::Normal,
+        "volume",
+        &name,
+        EventReason::Scheduled,
+        msg,
+    )
+    .await;
     if new_replicas.len() < count as usize {
         c.event(
             Severity::Warning,
             "volume",
             &name,
-            "SchedulingFailed",
+            EventReason::SchedulingFailed,
             format!(
                 "{} of {count} replicas placed: {}",
                 new_replicas.len(),
@@ -310,7 +317,7 @@ pub async fn delete(agent: &Agent, name: &str) -> Reply {
                 Ok(true)
             }
             _ => Err(ClusterError::Transition(
-                crate::model::state::TransitionError {
+                vigil_model::state::TransitionError {
                     what: "volume",
                     from: v.status.state.to_string(),
                     to: VolumeState::Deleting.to_string(),
@@ -331,7 +338,7 @@ pub async fn delete(agent: &Agent, name: &str) -> Reply {
             Severity::Normal,
             "volume",
             name,
-            "Deleting",
+            EventReason::Deleting,
             format!("volume {name} is being deleted"),
         )
         .await;
@@ -475,7 +482,7 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
             Severity::Warning,
             "volume",
             name,
-            "MovedFromDownNode",
+            EventReason::MovedFromDownNode,
             format!(
                 "volume {name} moved from {from}, down for {}, to {node} by volume-attachment-recovery-policy {}; {from} stops any engine for it when it returns",
                 down.map(|d| format!("{} s", d.as_secs()))
@@ -489,7 +496,7 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
             Severity::Normal,
             "volume",
             name,
-            "Attaching",
+            EventReason::Attaching,
             format!("attach of {name} to {node} requested"),
         )
         .await;
@@ -575,7 +582,7 @@ pub async fn detach(agent: &Agent, name: &str) -> Reply {
             Severity::Normal,
             "volume",
             name,
-            "Detaching",
+            EventReason::Detaching,
             format!("detach of {name} requested"),
         )
         .await;
@@ -691,7 +698,7 @@ pub async fn expand(agent: &Agent, name: &str, req: ExpandVolume) -> Reply {
         Severity::Normal,
         "volume",
         name,
-        "Expanded",
+        EventReason::Expanded,
         format!("volume {name} expanded to {}", human(size)),
     )
     .await;

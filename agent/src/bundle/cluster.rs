@@ -9,7 +9,7 @@ use super::Request;
 use super::redact::{self, Redactor};
 use crate::daemon::Agent;
 use crate::health::{self, View};
-use crate::model::{Event, Object};
+use vigil_model::{Event, Object};
 
 /// Paths of the cluster part (under `cluster/`).
 pub const STORE: &str = "cluster/store.jsonl";
@@ -22,7 +22,7 @@ pub const MUTES: &str = "cluster/mutes.json";
 /// Reads the cluster part; `red` learns the secrets found (a setting
 /// marked secret). A store that cannot be read is said in each file.
 pub async fn collect(agent: &Agent, req: &Request, red: &mut Redactor) -> Vec<(String, Value)> {
-    let now = crate::model::now_unix();
+    let now = vigil_model::now_unix();
     let view = View::read(agent).await;
     // Evaluated from the view as read, before redaction; the offline
     // doctor evaluates the redacted view and must (and does) agree:
@@ -115,7 +115,9 @@ async fn store_dump(agent: &Agent, red: &mut Redactor) -> Value {
         }
         let mut value = serde_json::from_slice::<Value>(&kv.value)
             .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&kv.value).into_owned()));
-        if let Some(name) = kv.key.strip_prefix(crate::settings::StoredSetting::PREFIX)
+        if let Some(name) = kv
+            .key
+            .strip_prefix(vigil_model::settings::StoredSetting::PREFIX)
             && redact::is_secret_name(name)
         {
             if let Some(v) = value.get("value").and_then(Value::as_str) {

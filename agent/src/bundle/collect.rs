@@ -18,7 +18,7 @@ use super::archive::{self, Manifest, NodeOutcome};
 use super::node::{self, NodePart};
 use super::{DEFAULT_NODE_TIMEOUT_SECS, Request, cluster};
 use crate::daemon::Agent;
-use crate::model::Node;
+use vigil_model::Node;
 
 /// Why no bundle could be made.
 #[derive(Debug, Error)]
@@ -42,7 +42,7 @@ struct Target {
 /// Makes a bundle: the archive's bytes and its manifest.
 pub async fn make(agent: &Arc<Agent>, req: Request) -> Result<(Vec<u8>, Manifest), CollectError> {
     let started = Instant::now();
-    let created_unix = crate::model::now_unix();
+    let created_unix = vigil_model::now_unix();
     let timeout = Duration::from_secs(
         req.node_timeout_secs
             .unwrap_or(DEFAULT_NODE_TIMEOUT_SECS)
@@ -131,7 +131,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
                     (!live.contains(&n.name) && n.name != *me).then(|| match n.status.down_since {
                         Some(t) => format!(
                             "its liveness lease is gone (node down since {})",
-                            crate::model::time::rfc3339(t, 0)
+                            vigil_model::time::rfc3339(t, 0)
                         ),
                         None => "its liveness lease is gone (node down)".to_string(),
                     });
@@ -198,7 +198,7 @@ async fn ask(
     if t.skip.is_some() {
         return (outcome, None);
     }
-    let sent_unix = crate::model::now_unix();
+    let sent_unix = vigil_model::now_unix();
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, async {
         if t.name == agent.config.node_name {

@@ -92,7 +92,7 @@ pub async fn collect(agent: &Arc<Agent>, req: &Request) -> NodePart {
     NodePart {
         node: agent.config.node_name.clone(),
         vigil_version: super::VERSION.to_string(),
-        unix_time: crate::model::now_unix(),
+        unix_time: vigil_model::now_unix(),
         files,
     }
 }
@@ -107,9 +107,9 @@ fn file(path: &str, v: &Value) -> PartFile {
 /// The log ring's lines (JSON each) newer than the request's window.
 fn logs(req: &Request) -> String {
     let lines = crate::telemetry::logs::recent(crate::telemetry::logs::MAX_LINES);
-    let cutoff = req.cutoff_unix(crate::model::now_unix()).map(|t| {
+    let cutoff = req.cutoff_unix(vigil_model::now_unix()).map(|t| {
         let t = t.max(0.0);
-        crate::model::time::rfc3339(t as u64, ((t.fract()) * 1000.0) as u32)
+        vigil_model::time::rfc3339(t as u64, ((t.fract()) * 1000.0) as u32)
     });
     let mut out = String::new();
     for l in lines {
@@ -297,8 +297,8 @@ fn agent_facts(agent: &Agent, red: &mut Redactor) -> Value {
         .map(|(k, v)| (k.clone(), Value::from(red.pair(k, v))))
         .collect();
     let store = match &c.store {
-        crate::store::StoreUrl::Embedded => "embedded".to_string(),
-        crate::store::StoreUrl::Etcd(e) => e.join(","),
+        vigil_store::StoreUrl::Embedded => "embedded".to_string(),
+        vigil_store::StoreUrl::Etcd(e) => e.join(","),
     };
     json!({
         "node": c.node_name,
@@ -420,7 +420,7 @@ fn system_facts() -> Value {
         "loadavg": read("/proc/loadavg"),
         "uptime": read("/proc/uptime"),
         "process": process,
-        "unix_time": crate::model::now_unix(),
+        "unix_time": vigil_model::now_unix(),
     })
 }
 

@@ -13,7 +13,8 @@ use super::archive::{Bundle, BundleError};
 use super::cluster;
 use crate::cli::args::Output;
 use crate::health::{Report, View, evaluate};
-use crate::model::Event;
+use vigil_model::Event;
+use vigil_model::replica::ReplicaMode;
 
 /// Reads a bundle and evaluates its health view: the report the live
 /// doctor would have printed when the bundle was made.
@@ -36,7 +37,7 @@ pub fn origin(b: &Bundle) -> String {
     format!(
         "from bundle {} made {} by {} (vigil {}); nodes answered: {}/{}{}",
         b.path,
-        crate::model::time::utc_seconds(m.created_unix as u64),
+        vigil_model::time::utc_seconds(m.created_unix as u64),
         m.coordinator,
         m.vigil_version,
         m.nodes.len() - failed.len(),
@@ -133,7 +134,7 @@ pub fn timeline(bundle: &Bundle, events: &[Event], volume: &str) -> Vec<Entry> {
         .map(|e| {
             let ms = (e.time * 1000.0).max(0.0) as u64;
             Entry {
-                time: crate::model::time::rfc3339(ms / 1000, (ms % 1000) as u32),
+                time: vigil_model::time::rfc3339(ms / 1000, (ms % 1000) as u32),
                 source: "event",
                 node: e.node.clone(),
                 what: format!(
@@ -199,7 +200,7 @@ fn about_volume(line: &Value, volume: &str) -> bool {
 /// The volume and its replicas as the bundle's view has them.
 fn state(view: &View, volume: &str) -> Value {
     let v = view.volumes.iter().find(|v| v.name == volume);
-    let replicas: Vec<&crate::model::Replica> = view
+    let replicas: Vec<&vigil_model::Replica> = view
         .replicas
         .iter()
         .filter(|r| r.spec.volume == volume)
@@ -260,7 +261,7 @@ fn render_timeline(
     }
     out.push_str(&format!(
         "\nState when the bundle was made ({}):\n",
-        crate::model::time::utc_seconds(view.now_unix)
+        vigil_model::time::utc_seconds(view.now_unix)
     ));
     match view.volumes.iter().find(|v| v.name == volume) {
         Some(v) => out.push_str(&format!(
@@ -289,10 +290,10 @@ fn render_timeline(
             r.name,
             r.spec.node,
             r.status.state,
-            if r.status.mode.is_empty() {
+            if r.status.mode == ReplicaMode::Unreported {
                 "-"
             } else {
-                &r.status.mode
+                r.status.mode.as_str()
             },
             r.status
                 .fault

@@ -323,7 +323,7 @@ pub struct AgentArgs {
     pub labels: Vec<(String, String)>,
     /// Cluster store: `embedded` (a database in the data dir) or etcd://host:port[,host:port...].
     #[arg(long, env = "VIGIL_STORE", default_value = "embedded")]
-    pub store: crate::store::StoreUrl,
+    pub store: vigil_store::StoreUrl,
     /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
     /// http://collector:4318 (`/v1/traces` is appended unless present).
     /// Without it, the standard OTEL_EXPORTER_OTLP_ENDPOINT is used; with

@@ -11,7 +11,7 @@ use super::Render;
 use super::args::{DiskCmd, NodeCmd, SettingsCmd, SnapshotCmd, VolumeCmd};
 use super::http::{ApiClient, CallError};
 use super::table::{columns, s, size};
-use crate::api::types::*;
+use vigil_model::wire::*;
 
 const SETTLE: Duration = Duration::from_secs(120);
 

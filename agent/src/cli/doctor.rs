@@ -116,7 +116,7 @@ fn list(v: &Value) -> String {
                 if c.root { "root" } else { "-" }.to_string(),
                 c.items.len().to_string(),
                 c.muted.as_ref().map_or("-".into(), |m| {
-                    format!("until {}", crate::model::time::utc_seconds(m.until_unix))
+                    format!("until {}", vigil_model::time::utc_seconds(m.until_unix))
                 }),
                 c.summary.clone(),
             ]
@@ -134,7 +134,7 @@ fn muted(v: &Value) -> String {
         s(&v["code"]),
         v["until_unix"]
             .as_u64()
-            .map_or("-".into(), crate::model::time::utc_seconds),
+            .map_or("-".into(), vigil_model::time::utc_seconds),
         s(&v["reason"])
     )
 }
@@ -187,7 +187,7 @@ pub fn render(report: &Report) -> String {
             out.push_str(&format!(
                 "{} (muted until {} by {}: {}; not failing now)\n",
                 m.code,
-                crate::model::time::utc_seconds(m.until_unix),
+                vigil_model::time::utc_seconds(m.until_unix),
                 m.created_by,
                 m.reason
             ));
@@ -197,7 +197,7 @@ pub fn render(report: &Report) -> String {
         let m = c.muted.as_ref().map_or_else(String::new, |m| {
             format!(
                 " until {} by {}: {}",
-                crate::model::time::utc_seconds(m.until_unix),
+                vigil_model::time::utc_seconds(m.until_unix),
                 m.created_by,
                 m.reason
             )

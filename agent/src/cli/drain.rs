@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::args::Output;
 use super::http::{ApiClient, CallError};
 use super::table::{columns, s};
-use crate::api::types::UpdateNode;
+use vigil_model::wire::UpdateNode;
 
 /// How often `drain` asks again.
 const POLL: Duration = Duration::from_secs(2);

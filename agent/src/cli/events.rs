@@ -38,7 +38,7 @@ impl Filter {
             q.push_str(&format!("&object={name}"));
         }
         if let Some(d) = self.since {
-            let since = crate::model::now_unix() - d.as_secs_f64();
+            let since = vigil_model::now_unix() - d.as_secs_f64();
             q.push_str(&format!("&since={since:.6}"));
         }
         if let Some(a) = after {
@@ -100,7 +100,7 @@ fn text(v: &Value) -> String {
 
 fn cells(e: &Value) -> Vec<String> {
     vec![
-        crate::model::time::utc_millis(e["time"].as_f64().unwrap_or(0.0)),
+        vigil_model::time::utc_millis(e["time"].as_f64().unwrap_or(0.0)),
         text(&e["severity"]),
         format!("{}/{}", text(&e["kind"]), text(&e["object"])),
         text(&e["reason"]),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use crate::api::types::ErrorBody;
+use vigil_model::wire::ErrorBody;
 
 /// Why a CLI call failed.
 #[derive(Debug, Error)]

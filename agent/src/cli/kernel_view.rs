@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::kernel_io::KernelIo;
+use vigil_model::kernel_io::KernelIo;
 
 fn ms(s: f64) -> String {
     format!("{:.1} ms", s * 1e3)

@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use hyper::Method;
 use serde_json::Value;
 
-use crate::api::types::*;
 use args::{AgentArgs, Cli, Command, EngineCmd, Output, ReplicaCmd, SnapshotCmd};
 use http::{ApiClient, CallError};
+use vigil_model::wire::*;
 
 /// Runs one invocation.
 pub async fn run(cli: Cli) -> ExitCode {

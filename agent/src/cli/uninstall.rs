@@ -14,7 +14,7 @@ use hyper::Method;
 
 use super::args::{Output, UninstallArgs, UninstallCmd};
 use super::http::ApiClient;
-use crate::api::types::UninstallReply;
+use vigil_model::wire::UninstallReply;
 
 /// How often the waiting CLI asks for the record.
 const POLL: Duration = Duration::from_millis(500);

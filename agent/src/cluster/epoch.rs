@@ -3,7 +3,7 @@
 //! get the same epoch, and a later start always gets a higher one.
 
 use super::{Cluster, Result, replace_op};
-use crate::model::epoch::EngineEpoch;
+use vigil_model::epoch::EngineEpoch;
 
 impl Cluster {
     /// Takes the next epoch for an engine of `volume` on this node. Every
@@ -18,7 +18,7 @@ impl Cluster {
                 // arithmetic panic-free.
                 epoch: last.saturating_add(1),
                 node: self.node().to_string(),
-                claimed_unix: crate::model::now_unix() as u64,
+                claimed_unix: vigil_model::now_unix() as u64,
             };
             self.txn(vec![replace_op(current.as_ref(), &next)]).await?;
             Ok(next.epoch)

@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Cluster, put_op};
-use crate::model::{Event, Object, now_unix};
-use crate::store::{Expect, Op, Revision};
+use vigil_model::{Event, EventReason, Object, now_unix};
+use vigil_store::{Expect, Op, Revision};
 
 /// Counter of events written, label `severity` (listed in the metrics
 /// catalogue with its HELP).
@@ -31,13 +31,13 @@ impl Cluster {
         severity: Severity,
         kind: &str,
         object: &str,
-        reason: &str,
+        reason: EventReason,
         message: impl Into<String>,
     ) {
         let event = self.new_event(severity, kind, object, reason, message.into());
         said(&event);
         if let Err(e) = self.create(&event).await {
-            tracing::warn!(error = %e, reason, "could not record event");
+            tracing::warn!(error = %e, reason = reason.as_str(), "could not record event");
         }
     }
 
@@ -52,7 +52,7 @@ impl Cluster {
         severity: Severity,
         kind: &str,
         object: &str,
-        reason: &str,
+        reason: EventReason,
         message: impl Into<String>,
     ) -> super::Result<Revision> {
         let event = self.new_event(severity, kind, object, reason, message.into());
@@ -68,7 +68,7 @@ impl Cluster {
         severity: Severity,
         kind: &str,
         object: &str,
-        reason: &str,
+        reason: EventReason,
         message: String,
     ) -> Event {
         let time = now_unix();
@@ -83,7 +83,7 @@ impl Cluster {
             severity: sev.into(),
             kind: kind.into(),
             object: object.into(),
-            reason: reason.into(),
+            reason: reason.as_str().to_string(),
             message,
             node: self.node().to_string(),
         }

@@ -1,10 +1,10 @@
 //! Reading and writing a volume's in-sync set (compare-and-swap).
 
 use super::{Cluster, ClusterError, Result, replace_op};
-use crate::model::epoch::EngineEpoch;
-use crate::model::insync::InSync;
-use crate::model::{Object, key_of};
-use crate::store::{Expect, Op};
+use vigil_model::epoch::EngineEpoch;
+use vigil_model::insync::InSync;
+use vigil_model::{Object, key_of};
+use vigil_store::{Expect, Op};
 
 impl Cluster {
     /// The volume's in-sync set, if one was recorded.
@@ -59,7 +59,7 @@ impl Cluster {
                 generation: current.as_ref().map_or(0, |v| v.object.generation) + 1,
                 members: members.clone(),
                 reason: reason.to_string(),
-                updated_unix: crate::model::now_unix() as u64,
+                updated_unix: vigil_model::now_unix() as u64,
             };
             let still_owner = match owner.as_ref() {
                 Some(v) => Op::Check {
@@ -94,7 +94,7 @@ impl Cluster {
             let next = InSync {
                 generation: current.object.generation + 1,
                 reason: reason.to_string(),
-                updated_unix: crate::model::now_unix() as u64,
+                updated_unix: vigil_model::now_unix() as u64,
                 ..current.object.clone()
             };
             self.txn(vec![replace_op(Some(&current), &next)]).await?;
@@ -124,7 +124,7 @@ impl Cluster {
                 generation: (current.as_ref().map_or(0, |v| v.object.generation) + 1).max(at_least),
                 members: members.clone(),
                 reason: reason.to_string(),
-                updated_unix: crate::model::now_unix() as u64,
+                updated_unix: vigil_model::now_unix() as u64,
             };
             self.txn(vec![replace_op(current.as_ref(), &next)]).await?;
             Ok(next)
@@ -138,7 +138,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::embedded::EmbeddedStore;
+    use vigil_store::embedded::EmbeddedStore;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -151,7 +151,7 @@ mod tests {
     async fn only_the_newest_engine_epoch_records_the_set() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).unwrap());
-        let old_node = Cluster::new(Arc::clone(&store) as crate::store::SharedStore, "n1");
+        let old_node = Cluster::new(Arc::clone(&store) as vigil_store::SharedStore, "n1");
         let new_node = Cluster::new(store, "n2");
         let old = old_node.next_epoch("v").await.unwrap();
         let set = old_node

@@ -1,4 +1,4 @@
-//! Typed access to the store: objects of the [`crate::model`] read and
+//! Typed access to the store: objects of the [`vigil_model`] read and
 //! written as JSON with compare-and-swap on their revision, plus settings,
 //! node liveness and events. Every controller and API handler goes through
 //! here; nothing else encodes keys.
@@ -14,11 +14,11 @@ use std::future::Future;
 
 use thiserror::Error;
 
-use crate::model::node::{LIVENESS_PREFIX, liveness_key};
-use crate::model::state::TransitionError;
-use crate::model::{Object, Versioned, key_of};
-use crate::settings::{Settings, StoredSetting};
-use crate::store::{Expect, LeaseId, Op, Revision, SharedStore, StoreError};
+use vigil_model::node::{LIVENESS_PREFIX, liveness_key};
+use vigil_model::settings::{Settings, StoredSetting};
+use vigil_model::state::TransitionError;
+use vigil_model::{Object, Versioned, key_of};
+use vigil_store::{Expect, LeaseId, Op, Revision, SharedStore, StoreError};
 
 /// Why a cluster operation failed.
 #[derive(Debug, Clone, Error)]
@@ -32,7 +32,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error(transparent)]
-    MigrationPhase(#[from] crate::model::migration::PhaseError),
+    MigrationPhase(#[from] vigil_model::migration::PhaseError),
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
     /// An engine's write on behalf of a volume whose newest engine epoch
@@ -238,7 +238,7 @@ impl Cluster {
         self.store
             .txn(vec![Op::Put {
                 key: liveness_key(&self.node),
-                value: crate::model::now_unix().to_string().into_bytes(),
+                value: vigil_model::now_unix().to_string().into_bytes(),
                 expect: Expect::Any,
                 lease: Some(lease),
             }])

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 
 use super::{put_op, update_op};
-use crate::model::disk::Disk;
-use crate::model::replica::ReplicaSpec;
-use crate::model::{Replica, Versioned, Volume};
 use crate::scheduler::Placement;
-use crate::store::{Expect, Op};
+use vigil_model::disk::Disk;
+use vigil_model::replica::ReplicaSpec;
+use vigil_model::{Replica, Versioned, Volume};
+use vigil_store::{Expect, Op};
 
 /// A new replica's name: `<volume>-r-<8 hex>` (also its directory name).
 pub fn replica_name(volume: &str) -> String {

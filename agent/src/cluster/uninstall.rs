@@ -15,10 +15,10 @@
 //! asked for.
 
 use super::{Cluster, ClusterError, Result, put_op};
-use crate::model::uninstall::{RECORD, Uninstall};
-use crate::model::{Object, Versioned, key_of, now_unix};
-use crate::settings::StoredSetting;
-use crate::store::{Expect, Op, StoreError};
+use vigil_model::settings::StoredSetting;
+use vigil_model::uninstall::{RECORD, Uninstall};
+use vigil_model::{Object, Versioned, key_of, now_unix};
+use vigil_store::{Expect, Op, StoreError};
 
 /// The setting that must be true for an uninstall to be claimed.
 pub const FLAG: &str = "deleting-confirmation-flag";
@@ -110,9 +110,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::uninstall::UninstallPhase;
-    use crate::store::SharedStore;
-    use crate::store::embedded::EmbeddedStore;
+    use vigil_model::uninstall::UninstallPhase;
+    use vigil_store::SharedStore;
+    use vigil_store::embedded::EmbeddedStore;
 
     fn store(dir: &tempfile::TempDir) -> SharedStore {
         Arc::new(EmbeddedStore::open(&dir.path().join("store.redb")).expect("open store"))

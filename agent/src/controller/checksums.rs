@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use super::{Snapshot, owner_of};
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::replica::{IntegrityKind, IntegrityProblem, LayerChecksums, LayerSum};
-use crate::model::{InstanceState, Replica, Volume, VolumeState};
+use vigil_model::EventReason;
+use vigil_model::replica::ReplicaMode;
+use vigil_model::replica::{IntegrityKind, IntegrityProblem, LayerChecksums, LayerSum};
+use vigil_model::{InstanceState, Replica, Volume, VolumeState};
 
 /// How the message of a problem found by comparison starts: the file check
 /// cannot see it, so it does not clear it (only a reset does).
@@ -43,8 +45,8 @@ pub fn participates(r: &Replica, vol: &Volume) -> bool {
         && st.integrity.is_none()
         && (st.reset_unix == 0 || st.verified_unix >= st.reset_unix)
         && match vol.status.state {
-            VolumeState::Attached => st.mode == "RW",
-            VolumeState::Detached => st.mode == "RW" || st.mode.is_empty(),
+            VolumeState::Attached => st.mode == ReplicaMode::ReadWrite,
+            VolumeState::Detached => st.mode.is_rw_or_unreported(),
             _ => false,
         }
 }
@@ -190,7 +192,7 @@ fn start_next(agent: &Arc<Agent>, snap: &Snapshot, interval: u64) {
             }
         };
         let report = LayerChecksums {
-            computed_unix: crate::model::now_unix() as u64,
+            computed_unix: vigil_model::now_unix() as u64,
             layers,
         };
         tracing::debug!(replica = %name, layers = report.layers.len(), "layer checksums computed");
@@ -284,7 +286,7 @@ async fn mark(
         kind: IntegrityKind::Corrupt,
         file: sum.file.clone(),
         message: message.clone(),
-        found_unix: crate::model::now_unix() as u64,
+        found_unix: vigil_model::now_unix() as u64,
     };
     let seen = r.status.layer_checksums.clone();
     let res = agent
@@ -313,7 +315,7 @@ async fn mark(
             Severity::Warning,
             "replica",
             &r.name,
-            "LayerChecksumMismatch",
+            EventReason::LayerChecksumMismatch,
             format!(
                 "replica {} of {} on {}: {} is corrupt: {message}",
                 r.name, vol.name, r.spec.node, sum.file
@@ -360,7 +362,7 @@ async fn no_majority(agent: &Agent, vol: &Volume, d: &Disagreement<'_>) {
             Severity::Warning,
             "volume",
             &vol.name,
-            "LayerChecksumMismatch",
+            EventReason::LayerChecksumMismatch,
             format!(
                 "volume {}: layer {} differs between replicas with no majority, none picked: {who}",
                 vol.name, d.layer
@@ -374,8 +376,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::model::replica::ReplicaSpec;
-    use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
+    use vigil_model::replica::ReplicaSpec;
+    use vigil_model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
 
     fn volume() -> Volume {
         Volume {
@@ -417,7 +419,7 @@ mod tests {
             },
         );
         r.status.state = InstanceState::Running;
-        r.status.mode = "RW".into();
+        r.status.mode = ReplicaMode::ReadWrite;
         r.status.layer_checksums = Some(LayerChecksums {
             computed_unix: 1,
             layers: layers
@@ -474,7 +476,7 @@ mod tests {
     #[test]
     fn only_sound_rw_replicas_with_the_same_layers_are_compared() {
         let mut err = reporting("c", &[("s1", "BAD")]);
-        err.status.mode = "ERR".into();
+        err.status.mode = ReplicaMode::Error;
         let mut damaged = reporting("d", &[("s1", "BAD")]);
         damaged.status.integrity = Some(IntegrityProblem {
             kind: IntegrityKind::Missing,

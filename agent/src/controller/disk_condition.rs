@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::disk::{DiskStatus, DiskTrouble};
+use vigil_model::disk::{DiskStatus, DiskTrouble};
 
 /// Seconds without a new error before a condition clears.
 pub const RECOVERY_SECS: u64 = 60;

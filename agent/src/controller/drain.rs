@@ -24,8 +24,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Snapshot;
-use crate::model::{InstanceState, Replica, Volume, VolumeState};
-use crate::settings::DrainPolicy;
+use vigil_model::settings::DrainPolicy;
+use vigil_model::{InstanceState, Replica, Volume, VolumeState};
 
 /// One volume that keeps the node from draining.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ fn healthy(snap: &Snapshot, r: &Replica) -> bool {
         && !st.lost
         && st.integrity.is_none()
         && snap.ready.contains(&r.spec.node)
-        && (st.mode.is_empty() || st.mode == "RW")
+        && st.mode.is_rw_or_unreported()
 }
 
 #[cfg(test)]
@@ -139,12 +139,13 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::model::migration::{Migration, MigrationPhase};
-    use crate::model::replica::ReplicaSpec;
-    use crate::model::{Versioned, VolumeState};
     use crate::scheduler::testkit;
+    use vigil_model::migration::{Migration, MigrationPhase};
+    use vigil_model::replica::ReplicaMode;
+    use vigil_model::replica::ReplicaSpec;
+    use vigil_model::{Versioned, VolumeState};
 
-    fn running(volume: &str, name: &str, node: &str, mode: &str) -> Versioned<Replica> {
+    fn running(volume: &str, name: &str, node: &str, mode: ReplicaMode) -> Versioned<Replica> {
         let mut r = Replica::new(
             name.to_string(),
             ReplicaSpec {
@@ -156,7 +157,7 @@ mod tests {
         );
         r.status.state = InstanceState::Running;
         r.status.address = format!("tcp://127.0.0.1:1/{name}");
-        r.status.mode = mode.into();
+        r.status.mode = mode;
         Versioned {
             object: r,
             revision: 1,
@@ -190,7 +191,7 @@ mod tests {
                 .collect::<BTreeSet<_>>(),
             nodes: BTreeMap::new(),
             disks: BTreeMap::new(),
-            settings: crate::settings::Settings::default(),
+            settings: vigil_model::settings::Settings::default(),
             now: 1_000,
         }
     }
@@ -222,16 +223,16 @@ mod tests {
                 mig,
             ],
             vec![
-                running("v-last", "v-last-a", "n1", "RW"),
-                running("v-last", "v-last-b", "n2", "ERR"),
-                running("v-att", "v-att-a", "n1", "RW"),
-                running("v-att", "v-att-b", "n2", "WO"),
-                running("v-eng", "v-eng-a", "n1", "RW"),
-                running("v-eng", "v-eng-b", "n3", "RW"),
-                running("v-ok", "v-ok-a", "n1", "RW"),
-                running("v-ok", "v-ok-b", "n2", ""),
-                running("v-mig", "v-mig-a", "n2", "RW"),
-                running("v-mig", "v-mig-b", "n3", "RW"),
+                running("v-last", "v-last-a", "n1", ReplicaMode::ReadWrite),
+                running("v-last", "v-last-b", "n2", ReplicaMode::Error),
+                running("v-att", "v-att-a", "n1", ReplicaMode::ReadWrite),
+                running("v-att", "v-att-b", "n2", ReplicaMode::WriteOnly),
+                running("v-eng", "v-eng-a", "n1", ReplicaMode::ReadWrite),
+                running("v-eng", "v-eng-b", "n3", ReplicaMode::ReadWrite),
+                running("v-ok", "v-ok-a", "n1", ReplicaMode::ReadWrite),
+                running("v-ok", "v-ok-b", "n2", ReplicaMode::Unreported),
+                running("v-mig", "v-mig-a", "n2", ReplicaMode::ReadWrite),
+                running("v-mig", "v-mig-b", "n3", ReplicaMode::ReadWrite),
             ],
         )
     }

@@ -5,14 +5,15 @@
 
 use vigil_engine::engine::{EngineStatus, Mode, ReplicaStatus as SlotStatus};
 
-use crate::model::replica::{ReplicaFault, ReplicaRebuild};
-use crate::model::{Replica, Versioned};
+use vigil_model::EventReason;
+use vigil_model::replica::{ReplicaFault, ReplicaMode, ReplicaRebuild};
+use vigil_model::{Replica, Versioned};
 
 /// A replica whose status changed, and what to tell the operator about it.
 pub struct Change {
     pub replica: Versioned<Replica>,
     /// `(warning, reason, message)` for an event, when the mode changed.
-    pub event: Option<(bool, &'static str, String)>,
+    pub event: Option<(bool, EventReason, String)>,
 }
 
 /// The replica objects of the volume whose engine status is `status`, with
@@ -28,9 +29,7 @@ pub fn changes<'a>(
         let slot = slot_of(&r.object, status);
         let mut next = r.clone();
         let st = &mut next.object.status;
-        st.mode = slot
-            .map(|s| s.mode.as_str().to_string())
-            .unwrap_or_default();
+        st.mode = slot.map(|s| s.mode.into()).unwrap_or_default();
         st.fault = slot
             .filter(|s| s.mode == Mode::Error)
             .and_then(|s| s.fault.as_ref())
@@ -81,27 +80,36 @@ fn slot_of<'s>(r: &Replica, status: &'s EngineStatus) -> Option<&'s SlotStatus> 
         .find(|s| s.address == r.status.address)
 }
 
-fn mode_event(before: &Replica, after: &Replica) -> Option<(bool, &'static str, String)> {
-    let (old, new) = (before.status.mode.as_str(), after.status.mode.as_str());
+fn mode_event(before: &Replica, after: &Replica) -> Option<(bool, EventReason, String)> {
+    let (old, new) = (before.status.mode, after.status.mode);
     if old == new {
         return None;
     }
     let who = format!("replica {} on node {}", after.name, after.spec.node);
     match new {
-        "ERR" => {
+        ReplicaMode::Error => {
             let why = after.status.fault.as_ref().map_or_else(
                 || "no reason recorded".to_string(),
                 |f| format!("{}: {}", f.reason, f.message),
             );
-            Some((true, "ReplicaFaulted", format!("{who} marked ERR ({why})")))
+            Some((
+                true,
+                EventReason::ReplicaFaulted,
+                format!("{who} marked ERR ({why})"),
+            ))
         }
         // ERR → RW happens when a rebuild finished between two rounds; a
         // new replica may even go straight from no mode to RW.
-        "RW" if old == "WO"
-            || old == "ERR"
-            || (old.is_empty() && after.status.rebuild.is_some()) =>
+        ReplicaMode::ReadWrite
+            if old == ReplicaMode::WriteOnly
+                || old == ReplicaMode::Error
+                || (old == ReplicaMode::Unreported && after.status.rebuild.is_some()) =>
         {
-            Some((false, "ReplicaRebuilt", format!("{who} rebuilt, now RW")))
+            Some((
+                false,
+                EventReason::ReplicaRebuilt,
+                format!("{who} rebuilt, now RW"),
+            ))
         }
         _ => None,
     }

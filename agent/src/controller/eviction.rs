@@ -25,14 +25,14 @@
 
 use std::sync::Arc;
 
-use vigil_engine::engine::Mode;
-
 use super::replace::{Standing, schedule, standing};
 use super::{Snapshot, rendezvous};
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
-use crate::model::{InstanceState, Node, Replica, Versioned, Volume, VolumeState};
+use vigil_model::EventReason;
+use vigil_model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
+use vigil_model::replica::ReplicaMode;
+use vigil_model::{InstanceState, Node, Replica, Versioned, Volume, VolumeState};
 
 /// The progress of evicting `node` as `snap` shows it; `prev` carries the
 /// start time and the count of replicas moved so far.
@@ -97,7 +97,7 @@ fn volume_progress(snap: &Snapshot, vol: &Volume, on_node: Vec<String>) -> Volum
         .count();
     let replacements: Vec<String> = healthy
         .iter()
-        .filter(|r| r.object.status.mode != Mode::ReadWrite.as_str())
+        .filter(|r| r.object.status.mode != ReplicaMode::ReadWrite)
         .map(|r| r.object.name.clone())
         .collect();
     let desired = vol.spec.replicas as usize;
@@ -129,7 +129,7 @@ fn volume_progress(snap: &Snapshot, vol: &Volume, on_node: Vec<String>) -> Volum
         matches!(s, Standing::Healthy | Standing::Moving(_))
             && r.object.status.state == InstanceState::Running
             && snap.ready.contains(&r.object.spec.node)
-            && r.object.status.mode != Mode::Error.as_str()
+            && r.object.status.mode != ReplicaMode::Error
     });
     if !source {
         return entry(
@@ -201,7 +201,13 @@ async fn node(agent: &Agent, snap: &Snapshot, n: &Versioned<Node>) -> crate::clu
         };
         agent
             .cluster
-            .event(Severity::Normal, "node", name, "EvictionCancelled", msg)
+            .event(
+                Severity::Normal,
+                "node",
+                name,
+                EventReason::EvictionCancelled,
+                msg,
+            )
             .await;
         return Ok(());
     }
@@ -218,7 +224,7 @@ async fn node(agent: &Agent, snap: &Snapshot, n: &Versioned<Node>) -> crate::clu
                 Severity::Normal,
                 "node",
                 name,
-                "EvictionStarted",
+                EventReason::EvictionStarted,
                 format!(
                     "eviction of node {name} started: {} replica(s) of {} volume(s) to move; each is rebuilt elsewhere before it is retired",
                     now.replicas_left,
@@ -238,7 +244,7 @@ async fn node(agent: &Agent, snap: &Snapshot, n: &Versioned<Node>) -> crate::clu
                 Severity::Warning,
                 "node",
                 name,
-                "EvictionBlocked",
+                EventReason::EvictionBlocked,
                 format!(
                     "eviction of node {name} is blocked for volume {}: {}",
                     b.volume, b.reason
@@ -255,7 +261,7 @@ async fn node(agent: &Agent, snap: &Snapshot, n: &Versioned<Node>) -> crate::clu
                 Severity::Normal,
                 "node",
                 name,
-                "EvictionCompleted",
+                EventReason::EvictionCompleted,
                 format!(
                     "eviction of node {name} completed: {} replica(s) moved; no replica is left on it",
                     now.replicas_moved
@@ -301,7 +307,7 @@ pub async fn replica_moved(
             Severity::Normal,
             "node",
             &r.object.spec.node,
-            "ReplicaEvicted",
+            EventReason::ReplicaEvicted,
             format!(
                 "replica {} of {} moved off node {}: replaced by {}",
                 r.object.name,
@@ -348,7 +354,7 @@ mod tests {
                 let mut r = testkit::replica("vol", n, &format!("d-{n}"), 1 << 30);
                 r.status.state = InstanceState::Running;
                 r.status.address = format!("tcp://127.0.0.1:1/{}", r.name);
-                r.status.mode = "RW".into();
+                r.status.mode = ReplicaMode::ReadWrite;
                 v(r)
             })
             .collect();

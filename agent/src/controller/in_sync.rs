@@ -14,7 +14,8 @@ use vigil_engine::engine::Engine;
 use crate::cluster::events::Severity;
 use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
-use crate::model::insync::InSync;
+use vigil_model::EventReason;
+use vigil_model::insync::InSync;
 
 /// Replica names of the engine's RW replicas (the name is the address's).
 fn rw_names(addresses: &[String]) -> Vec<String> {
@@ -46,7 +47,7 @@ pub async fn record_now(cluster: &Cluster, volume: &str, engine: &Engine) -> Res
                     Severity::Warning,
                     "volume",
                     volume,
-                    "EngineFenced",
+                    EventReason::EngineFenced,
                     format!(
                         "the engine of {volume} on {} (epoch {}) was fenced: {e}",
                         cluster.node(),

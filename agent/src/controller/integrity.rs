@@ -18,8 +18,9 @@ use vigil_engine::replica::{ChainProblem, VerifyReport};
 use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::replica::{IntegrityKind, IntegrityProblem};
-use crate::model::{Replica, Versioned};
+use vigil_model::EventReason;
+use vigil_model::replica::{IntegrityKind, IntegrityProblem};
+use vigil_model::{Replica, Versioned};
 
 /// Rounds between two checks (a round is at most `RESYNC`, 2 s).
 pub const EVERY_ROUNDS: u64 = 5;
@@ -56,7 +57,7 @@ async fn report_damaged_at_open(agent: &Arc<Agent>, snap: &Snapshot) {
             kind: d.kind,
             file: d.file.display().to_string(),
             message: d.message.clone(),
-            found_unix: crate::model::now_unix() as u64,
+            found_unix: vigil_model::now_unix() as u64,
         };
         let size = r.object.status.actual_size_bytes;
         if let Err(e) = record(agent, r, Some(problem), size).await
@@ -101,7 +102,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
                 continue;
             }
         };
-        let now = crate::model::now_unix() as u64;
+        let now = vigil_model::now_unix() as u64;
         let problem = match report {
             // Whole files do not clear what only the data showed.
             Ok(rep) if rep.problems.is_empty() => r
@@ -173,7 +174,7 @@ async fn record(
                     Severity::Warning,
                     "replica",
                     name,
-                    "ReplicaFilesDamaged",
+                    EventReason::ReplicaFilesDamaged,
                     format!(
                         "replica {name}: {} is {} ({})",
                         p.file,
@@ -190,7 +191,7 @@ async fn record(
                     Severity::Normal,
                     "replica",
                     name,
-                    "ReplicaFilesWhole",
+                    EventReason::ReplicaFilesWhole,
                     format!("replica {name}: every layer file is present and sized again"),
                 )
                 .await;

@@ -26,7 +26,8 @@ use vigil_engine::engine::{Engine, OnSuspend};
 use super::registration::LEASE_TTL;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::epoch::EngineEpoch;
+use vigil_model::EventReason;
+use vigil_model::epoch::EngineEpoch;
 
 /// How long before the lease could expire the engines are suspended.
 pub const SELF_FENCE_MARGIN: Duration = Duration::from_secs(3);
@@ -150,7 +151,7 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
                 crate::metrics::suspension_ended(&name, "resumed");
                 (
                     Severity::Normal,
-                    "EngineResumed",
+                    EventReason::EngineResumed,
                     format!(
                         "the engine of {name} on {} (epoch {}) resumed after {:.1} s suspended: the node's liveness lease could not be renewed in time, and no newer engine started meanwhile",
                         agent.config.node_name,
@@ -174,7 +175,7 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
                 .await;
                 (
                     Severity::Warning,
-                    "EngineFenced",
+                    EventReason::EngineFenced,
                     format!(
                         "the engine of {name} on {} (epoch {}) stays fenced: while the node's liveness lease could not be renewed, an engine of epoch {} started on {}; its clients get I/O errors",
                         agent.config.node_name,

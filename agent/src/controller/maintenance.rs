@@ -43,8 +43,10 @@ use super::{Snapshot, engine_report, owner_of, replenish};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, update_op};
 use crate::daemon::Agent;
-use crate::model::maintenance::Maintenance;
-use crate::model::{Versioned, Volume, VolumeState};
+use vigil_model::EventReason;
+use vigil_model::maintenance::Maintenance;
+use vigil_model::replica::ReplicaMode;
+use vigil_model::{Versioned, Volume, VolumeState};
 
 /// The maintenance engines running on this agent, by volume name. Never in
 /// the NBD catalog (`Agent::engines`).
@@ -106,12 +108,12 @@ pub fn needed(snap: &Snapshot, vol: &Volume) -> Option<String> {
         .collect();
     let in_sync = others
         .iter()
-        .filter(|(r, _)| r.object.status.mode == Mode::ReadWrite.as_str())
+        .filter(|(r, _)| r.object.status.mode == ReplicaMode::ReadWrite)
         .count();
     if let Some((r, _)) = moving
         && (others
             .iter()
-            .any(|(r, _)| r.object.status.mode != Mode::ReadWrite.as_str())
+            .any(|(r, _)| r.object.status.mode != ReplicaMode::ReadWrite)
             || in_sync >= vol.spec.replicas as usize)
     {
         return Some(format!(
@@ -203,7 +205,7 @@ async fn claim(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             Severity::Normal,
             "volume",
             &v.object.name,
-            "MaintenanceStarted",
+            EventReason::MaintenanceStarted,
             format!(
                 "maintenance engine for detached volume {} on {}: {reason}; the volume stays detached",
                 v.object.name, agent.config.node_name
@@ -243,7 +245,7 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
                 Severity::Normal,
                 "volume",
                 &vol.name,
-                "MaintenanceStopped",
+                EventReason::MaintenanceStopped,
                 format!(
                     "maintenance engine for {} on {} stopped: {why}",
                     vol.name, agent.config.node_name
@@ -269,7 +271,7 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
     // what an attached engine's agent does every round: report the modes
     // and bring back replicas not in the engine (the replacement)
     let status = report(agent, snap, vol, &engine).await?;
-    let now = crate::model::now_unix() as u64;
+    let now = vigil_model::now_unix() as u64;
     replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
     Ok(())
 }
@@ -283,7 +285,7 @@ async fn report(
     engine: &Arc<Engine>,
 ) -> cluster::Result<vigil_engine::engine::EngineStatus> {
     let status = engine.status();
-    let now = crate::model::now_unix() as u64;
+    let now = vigil_model::now_unix() as u64;
     let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
     if !changes.is_empty() {
         let ops = changes.iter().map(|c| update_op(&c.replica)).collect();
@@ -311,7 +313,7 @@ async fn clear_dead(
             Severity::Warning,
             "volume",
             &v.object.name,
-            "MaintenanceAbandoned",
+            EventReason::MaintenanceAbandoned,
             format!(
                 "maintenance engine record of {} on {} cleared: node {} is down (a dead agent runs no engine)",
                 v.object.name, m.node, m.node

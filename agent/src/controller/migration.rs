@@ -32,8 +32,10 @@ use super::{Snapshot, volumes};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, update_op};
 use crate::daemon::Agent;
-use crate::model::migration::{Migration, MigrationPhase};
-use crate::model::{InstanceState, Versioned, Volume, VolumeState};
+use vigil_model::EventReason;
+use vigil_model::migration::{Migration, MigrationPhase};
+use vigil_model::replica::ReplicaMode;
+use vigil_model::{InstanceState, Versioned, Volume, VolumeState};
 
 /// Connecting the forward to the source's NBD server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +117,7 @@ fn migration_of(v: &Versioned<Volume>) -> Option<&Migration> {
 async fn update(
     agent: &Agent,
     v: &Versioned<Volume>,
-    change: impl FnOnce(&mut Migration) -> Result<(), crate::model::migration::PhaseError>,
+    change: impl FnOnce(&mut Migration) -> Result<(), vigil_model::migration::PhaseError>,
 ) -> cluster::Result<()> {
     let mut next = v.clone();
     let Some(m) = next.object.status.migration.as_mut() else {
@@ -155,7 +157,7 @@ async fn roll_back(
             Severity::Warning,
             "volume",
             &v.object.name,
-            "MigrationRollingBack",
+            EventReason::MigrationRollingBack,
             format!(
                 "migration of {} from {} to {} rolls back (was {from}): {why}",
                 v.object.name, m.source, m.target
@@ -317,7 +319,7 @@ async fn fence_source(
             Severity::Normal,
             "volume",
             name,
-            "MigrationSourceFenced",
+            EventReason::MigrationSourceFenced,
             format!(
                 "engine of {name} on {} flushed and fenced; the target takes over",
                 agent.config.node_name
@@ -345,7 +347,7 @@ async fn clear_rolled_back(
             Severity::Warning,
             "volume",
             &v.object.name,
-            "MigrationRolledBack",
+            EventReason::MigrationRolledBack,
             format!(
                 "migration of {} to {} rolled back; {} stays its only engine: {}",
                 v.object.name, m.target, m.source, m.message
@@ -394,7 +396,7 @@ async fn target_step(
                     Severity::Normal,
                     "volume",
                     name,
-                    "MigrationTargetReady",
+                    EventReason::MigrationTargetReady,
                     format!(
                         "{} serves {name} at {endpoint}, forwarding to the engine on {}; confirm with `vigil volume migrate {name} --confirm` or undo with --rollback",
                         m.target, m.source
@@ -508,7 +510,8 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
         let address: ReplicaAddress = text
             .parse()
             .map_err(|e| format!("replica {} has a bad address: {e}", r.object.name))?;
-        let was_rw = r.object.status.mode.is_empty() || r.object.status.mode == "RW";
+        let was_rw = r.object.status.mode == ReplicaMode::Unreported
+            || r.object.status.mode == ReplicaMode::ReadWrite;
         if let Err(f) = agent.reach_replica(&address).await
             && was_rw
         {
@@ -626,7 +629,7 @@ async fn switch(
             Severity::Normal,
             "volume",
             name,
-            "MigrationCompleted",
+            EventReason::MigrationCompleted,
             format!(
                 "volume {name} moved from {} to {me} (took {} s); {me} runs its only engine at {endpoint}",
                 m.source,

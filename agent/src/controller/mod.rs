@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use crate::cluster::Result;
 use crate::daemon::Agent;
-use crate::model::{Disk, Engine, Node, Replica, Versioned, Volume};
+use vigil_model::{Disk, Engine, Node, Replica, Versioned, Volume};
 
 /// Longest time between two rounds.
 pub const RESYNC: Duration = Duration::from_secs(2);
@@ -59,7 +59,7 @@ pub struct Snapshot {
     /// Every registered disk, by UUID.
     pub disks: BTreeMap<String, Versioned<Disk>>,
     /// The settings, read with the rest.
-    pub settings: crate::settings::Settings,
+    pub settings: vigil_model::settings::Settings,
     /// Wall-clock time of the read (Unix seconds).
     pub now: u64,
 }
@@ -95,7 +95,7 @@ impl Snapshot {
                 .map(|d| (d.object.uuid.clone(), d))
                 .collect(),
             settings: c.settings().await?,
-            now: crate::model::now_unix() as u64,
+            now: vigil_model::now_unix() as u64,
         })
     }
 

@@ -7,6 +7,7 @@
 use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_model::EventReason;
 
 pub async fn mark_down(agent: &Agent, snap: &Snapshot) {
     for (name, n) in &snap.nodes {
@@ -28,7 +29,7 @@ pub async fn mark_down(agent: &Agent, snap: &Snapshot) {
                         Severity::Warning,
                         "node",
                         name,
-                        "NodeDown",
+                        EventReason::NodeDown,
                         format!(
                             "node {name} stopped renewing its liveness lease; its replicas are replaced after node-down-timeout ({} s) and replica-replenishment-wait-interval ({} s)",
                             snap.settings.node_down_timeout().as_secs(),

@@ -21,8 +21,9 @@ use crate::cluster::delete_op;
 use crate::cluster::events::Severity;
 use crate::cluster::placement::is_managed_name;
 use crate::daemon::Agent;
-use crate::model::Replica;
-use crate::model::disk::DiskState;
+use vigil_model::EventReason;
+use vigil_model::Replica;
+use vigil_model::disk::DiskState;
 
 /// Rounds between two checks.
 pub const EVERY_ROUNDS: u64 = 5;
@@ -78,7 +79,7 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
                         Severity::Normal,
                         "replica",
                         &name,
-                        "ReplicaDiscarded",
+                        EventReason::ReplicaDiscarded,
                         format!(
                             "replica directory {name} on {} has no replica object (retired while the node was away); discarded",
                             agent.config.node_name
@@ -116,7 +117,7 @@ async fn disks(agent: &Agent, snap: &Snapshot) {
                         Severity::Normal,
                         "disk",
                         &disk.uuid,
-                        "DiskForgotten",
+                        EventReason::DiskForgotten,
                         format!(
                             "replaced disk {} (was at {}) forgotten: no replica refers to it any more",
                             disk.uuid, disk.spec.path

@@ -31,9 +31,10 @@ use super::{Snapshot, rendezvous};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
-use crate::model::volume::Robustness;
-use crate::model::{Engine, Node, Versioned, Volume, VolumeState};
-use crate::settings::Settings;
+use vigil_model::EventReason;
+use vigil_model::settings::Settings;
+use vigil_model::volume::Robustness;
+use vigil_model::{Engine, Node, Versioned, Volume, VolumeState};
 
 /// `volume-attachment-recovery-policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +226,7 @@ pub async fn detach_from_down_node(
             };
             let down = down_for(
                 c.get::<Node>(&node).await?.map(|n| n.object).as_ref(),
-                crate::model::now_unix() as u64,
+                vigil_model::now_unix() as u64,
             );
             let mut next = v.clone();
             next.object.set_state(VolumeState::Detached)?;
@@ -263,7 +264,7 @@ pub async fn detach_from_down_node(
         Severity::Warning,
         "volume",
         name,
-        "DetachedFromDownNode",
+        EventReason::DetachedFromDownNode,
         format!(
             "volume {name} detached from {node}, down for {}, {why}; {node} stops any engine for it when it returns",
             secs(*down)
@@ -276,7 +277,7 @@ pub async fn detach_from_down_node(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::StoredSetting;
+    use vigil_model::settings::StoredSetting;
 
     fn settings(policy: &str, timeout: &str) -> Settings {
         Settings::from_stored([

@@ -15,10 +15,11 @@ use super::disk_condition::{self, Evidence, Fault, Probe};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, ClusterError};
 use crate::daemon::Agent;
-use crate::model::disk::{DiskSpec, DiskState, DiskStatus, DiskTrouble};
-use crate::model::node::{NodeSpec, NodeStatus};
-use crate::model::{Disk, Node, now_unix};
-use crate::store::{LeaseId, StoreError};
+use vigil_model::EventReason;
+use vigil_model::disk::{DiskSpec, DiskState, DiskStatus, DiskTrouble};
+use vigil_model::node::{NodeSpec, NodeStatus};
+use vigil_model::{Disk, Node, now_unix};
+use vigil_store::{LeaseId, StoreError};
 
 /// How long the node stays ready without a keep-alive.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -124,7 +125,7 @@ pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
                 Severity::Normal,
                 "disk",
                 &d.uuid,
-                "DiskRegistered",
+                EventReason::DiskRegistered,
                 format!("new disk {} at {} on {me}", d.uuid, d.path.display()),
             )
             .await;
@@ -147,12 +148,12 @@ pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
                     "disk at {} now has UUID {} (was {}): wiped, reformatted or swapped",
                     disk.spec.path, new.uuid, disk.uuid
                 ),
-                "DiskReplaced",
+                EventReason::DiskReplaced,
             ),
             None => (
                 DiskState::Missing,
                 format!("disk {} is no longer given to this node", disk.spec.path),
-                "DiskMissing",
+                EventReason::DiskMissing,
             ),
         };
         if disk.status.state == state {
@@ -184,7 +185,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn refresh_disks(agent: &Agent) {
     let c = &agent.cluster;
     let (Ok(replicas), Ok(known)) = (
-        c.list::<crate::model::Replica>().await,
+        c.list::<vigil_model::Replica>().await,
         c.list::<Disk>().await,
     ) else {
         return;
@@ -300,7 +301,7 @@ async fn condition_events(
     match (&was_failing, &disk.status.failing) {
         (None, Some(t)) => events.push((
             Severity::Warning,
-            "DiskFailing",
+            EventReason::DiskFailing,
             format!(
                 "{at} returns I/O errors ({}); no new replicas are placed on it until it works again",
                 t.message
@@ -308,7 +309,7 @@ async fn condition_events(
         )),
         (Some(_), None) => events.push((
             Severity::Normal,
-            "DiskRecovered",
+            EventReason::DiskRecovered,
             format!(
                 "{at} works again (no I/O error for {} s); it takes new replicas",
                 disk_condition::RECOVERY_SECS
@@ -319,7 +320,7 @@ async fn condition_events(
     match (&was_full, &disk.status.no_space) {
         (None, Some(t)) => events.push((
             Severity::Warning,
-            "DiskNoSpace",
+            EventReason::DiskNoSpace,
             format!(
                 "writes to {at} fail with no space left ({}); no new replicas are placed on it until space is freed",
                 t.message
@@ -327,16 +328,16 @@ async fn condition_events(
         )),
         (Some(_), None) => events.push((
             Severity::Normal,
-            "DiskSpaceRecovered",
+            EventReason::DiskSpaceRecovered,
             format!("{at} accepts writes again; it takes new replicas"),
         )),
         _ => {}
     }
     for (severity, reason, message) in events {
         if severity == Severity::Warning {
-            tracing::warn!(disk = %disk.uuid, reason, "{message}");
+            tracing::warn!(disk = %disk.uuid, reason = reason.as_str(), "{message}");
         } else {
-            tracing::info!(disk = %disk.uuid, reason, "{message}");
+            tracing::info!(disk = %disk.uuid, reason = reason.as_str(), "{message}");
         }
         agent
             .cluster
@@ -445,7 +446,7 @@ pub async fn go_live(agent: &Agent) -> cluster::Result<LeaseId> {
 
 /// Revokes the lease on shutdown so the node shows down at once.
 pub async fn go_offline(agent: &Agent) {
-    let key = crate::model::node::liveness_key(&agent.config.node_name);
+    let key = vigil_model::node::liveness_key(&agent.config.node_name);
     if let Ok(Some(kv)) = agent.cluster.store().get(&key).await
         && let Some(lease) = kv.lease
     {

@@ -31,8 +31,10 @@ use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
 use crate::daemon::replicas::problem_kind;
-use crate::model::replica::IntegrityProblem;
-use crate::model::{InstanceState, Replica, Versioned, Volume, VolumeState};
+use vigil_model::EventReason;
+use vigil_model::replica::IntegrityProblem;
+use vigil_model::replica::ReplicaMode;
+use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 
 /// Takes out of service a replica whose files were found damaged (a
 /// missing or truncated layer, or a checksum that differs from the other
@@ -83,7 +85,7 @@ pub async fn fail_damaged(
                     Severity::Warning,
                     "replica",
                     &r.object.name,
-                    "DamagedReplicaFailed",
+                    EventReason::DamagedReplicaFailed,
                     format!(
                         "replica {} of {} taken out of service: {message}",
                         r.object.name, vol.name
@@ -100,7 +102,7 @@ pub const RESET_AFTER: u64 = 10;
 /// True while the engine reads or writes `r` (RW or WO): its files must
 /// not be touched then.
 fn in_service(r: &Replica) -> bool {
-    r.status.mode == Mode::ReadWrite.as_str() || r.status.mode == Mode::WriteOnly.as_str()
+    r.status.mode == ReplicaMode::ReadWrite || r.status.mode == ReplicaMode::WriteOnly
 }
 
 /// True when `r` holds the volume's data as far as the control plane
@@ -111,10 +113,10 @@ fn holds_data(r: &Replica, vol: &Volume) -> bool {
     let st = &r.status;
     let sound = st.state == InstanceState::Running && st.integrity.is_none();
     match vol.status.state {
-        VolumeState::Attached => sound && st.mode == Mode::ReadWrite.as_str(),
+        VolumeState::Attached => sound && st.mode == ReplicaMode::ReadWrite,
         _ => {
             sound
-                && (st.mode.is_empty() || st.mode == Mode::ReadWrite.as_str())
+                && st.mode.is_rw_or_unreported()
                 && (st.reset_unix == 0 || st.verified_unix >= st.reset_unix)
         }
     }
@@ -190,7 +192,7 @@ async fn reset(agent: &Arc<Agent>, r: &Versioned<Replica>, problem: &IntegrityPr
             return;
         }
     }
-    let now = crate::model::now_unix() as u64;
+    let now = vigil_model::now_unix() as u64;
     // The directory is new whatever happens to this write: a conflict
     // leaves the problem recorded and the next round resets the (empty)
     // replica again, which is harmless.
@@ -211,7 +213,7 @@ async fn reset(agent: &Arc<Agent>, r: &Versioned<Replica>, problem: &IntegrityPr
             Severity::Warning,
             "replica",
             &name,
-            "ReplicaReset",
+            EventReason::ReplicaReset,
             format!(
                 "replica {name} of {} on {} reset (emptied) to be rebuilt in full from a healthy replica: {} was {} ({})",
                 r.object.spec.volume,
@@ -237,7 +239,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
             .is_some_and(|t| t >= st.reset_unix);
         if st.reset_unix == 0
             || st.verified_unix >= st.reset_unix
-            || st.mode != Mode::ReadWrite.as_str()
+            || st.mode != ReplicaMode::ReadWrite
             || !rebuilt
             || st.integrity.is_some()
         {
@@ -258,7 +260,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
                 continue;
             }
         };
-        let now = crate::model::now_unix() as u64;
+        let now = vigil_model::now_unix() as u64;
         let mut next = r.clone();
         next.object.status.verified_unix = now.max(st.reset_unix);
         let problem = report.problems.first().map(|p| IntegrityProblem {
@@ -284,7 +286,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
                         Severity::Normal,
                         "replica",
                         name,
-                        "ReplicaVerified",
+                        EventReason::ReplicaVerified,
                         format!(
                             "replica {name} rebuilt and verified: {} layers, every read-only layer's data matches its checksum",
                             report.layers_checked
@@ -300,7 +302,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
                         Severity::Warning,
                         "replica",
                         name,
-                        "ReplicaVerifyFailed",
+                        EventReason::ReplicaVerifyFailed,
                         format!(
                             "replica {name} rebuilt but its chain fails verification: {} is {} ({})",
                             p.file,

@@ -47,9 +47,10 @@ use super::{Snapshot, owner_of};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, delete_op, placement, update_op};
 use crate::daemon::Agent;
-use crate::model::volume::DataLocality;
-use crate::model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 use crate::scheduler::{self, Candidate};
+use vigil_model::EventReason;
+use vigil_model::volume::DataLocality;
+use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 
 /// What one replica is to its volume now (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,7 +361,7 @@ async fn mark_failed(agent: &Agent, snap: &Snapshot, replicas: &[(&Versioned<Rep
                         Severity::Warning,
                         "replica",
                         &r.object.name,
-                        "ReplicaFailed",
+                        EventReason::ReplicaFailed,
                         format!(
                             "replica {} of {} failed: {why}; it is replaced after replica-replenishment-wait-interval ({} s)",
                             r.object.name,
@@ -474,7 +475,7 @@ async fn add(
                     Severity::Warning,
                     "volume",
                     &vol.name,
-                    "ReplenishFailed",
+                    EventReason::ReplenishFailed,
                     message,
                 )
                 .await;
@@ -503,7 +504,7 @@ async fn add(
                 Severity::Normal,
                 "replica",
                 &r.name,
-                "ReplicaScheduled",
+                EventReason::ReplicaScheduled,
                 format!(
                     "new replica {} of {} on {} (disk {}): {why}",
                     r.name, vol.name, r.spec.node, r.spec.disk
@@ -556,7 +557,7 @@ async fn retire(
             Severity::Normal,
             "replica",
             &r.object.name,
-            "ReplicaRetired",
+            EventReason::ReplicaRetired,
             format!(
                 "replica {} of {} on {} removed from the volume: {why}",
                 r.object.name, vol.name, r.object.spec.node

@@ -17,8 +17,10 @@ use vigil_engine::engine::{Engine, EngineError, EngineStatus, FaultReason, Mode}
 use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::replica::ReplicaStatus;
-use crate::model::{InstanceState, Volume};
+use vigil_model::EventReason;
+use vigil_model::replica::ReplicaMode;
+use vigil_model::replica::ReplicaStatus;
+use vigil_model::{InstanceState, Volume};
 
 /// How long a replica stays ERR (since `at_unix`) before it is tried
 /// again: short for faults that a restart or a reconnect fixes, long for
@@ -100,7 +102,7 @@ fn rebuilds_into(agent: &Agent, snap: &Snapshot, node: &str) -> usize {
         .iter()
         .filter(|r| {
             r.object.spec.node == node
-                && r.object.status.mode == "WO"
+                && r.object.status.mode == ReplicaMode::WriteOnly
                 && r.object
                     .status
                     .rebuild
@@ -153,7 +155,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
                     Severity::Normal,
                     "replica",
                     replica,
-                    "RebuildStarted",
+                    EventReason::RebuildStarted,
                     format!("replica {replica} of {volume} is back; rebuilding it from a healthy replica"),
                 )
                 .await;
@@ -169,7 +171,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
                         Severity::Warning,
                         "replica",
                         replica,
-                        "RebuildRefused",
+                        EventReason::RebuildRefused,
                         e.to_string(),
                     )
                     .await;

@@ -9,9 +9,10 @@ use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
 use crate::daemon::replicas::CreateError;
-use crate::model::disk::DiskState;
-use crate::model::replica::ReplicaSpec;
-use crate::model::{InstanceState, Replica, Versioned, Volume, VolumeState};
+use vigil_model::EventReason;
+use vigil_model::disk::DiskState;
+use vigil_model::replica::ReplicaSpec;
+use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 
 pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     let me = agent.config.node_name.as_str();
@@ -66,7 +67,7 @@ async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::R
             Severity::Normal,
             "replica",
             &name,
-            "ReplicaDeleted",
+            EventReason::ReplicaDeleted,
             format!("replica {name} of volume {} deleted", r.object.spec.volume),
         )
         .await;
@@ -134,7 +135,7 @@ async fn ensure(
                 Severity::Warning,
                 "replica",
                 &r.object.name,
-                "ReplicaFailed",
+                EventReason::ReplicaFailed,
                 message,
             )
             .await;

@@ -27,7 +27,8 @@ use vigil_engine::engine::{Engine, Mode};
 use super::Snapshot;
 use crate::cluster::events::Severity;
 use crate::daemon::Agent;
-use crate::model::{InstanceState, Volume};
+use vigil_model::EventReason;
+use vigil_model::{InstanceState, Volume};
 
 /// Volumes whose engine this agent stopped for salvage and has not started
 /// again yet. In memory: the same agent stops and restarts the engine (it
@@ -133,7 +134,13 @@ pub async fn report_start(agent: &Agent, snap: &Snapshot, vol: &Volume, engine: 
     tracing::warn!(volume = %vol.name, %message, "salvaged");
     agent
         .cluster
-        .event(Severity::Warning, "volume", &vol.name, "Salvaged", message)
+        .event(
+            Severity::Warning,
+            "volume",
+            &vol.name,
+            EventReason::Salvaged,
+            message,
+        )
         .await;
 }
 

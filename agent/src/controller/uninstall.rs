@@ -33,9 +33,10 @@ use crate::cluster::events::Severity;
 use crate::cluster::placement::is_managed_name;
 use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
-use crate::model::uninstall::{RECORD, Uninstall, UninstallPhase};
-use crate::model::{Object, Replica, Versioned, VolumeState, key_of, now_unix};
-use crate::store::{Expect, Op};
+use vigil_model::EventReason;
+use vigil_model::uninstall::{RECORD, Uninstall, UninstallPhase};
+use vigil_model::{Object, Replica, Versioned, VolumeState, key_of, now_unix};
+use vigil_store::{Expect, Op};
 
 /// Keys the cleaning keeps: the agents' liveness (they are still running)
 /// and the record itself.
@@ -170,14 +171,14 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot, record: &Versioned<U
 
 /// The next step of one volume towards deletion, through its own state
 /// machine (never a shortcut around it).
-async fn advance_volume(agent: &Agent, v: &Versioned<crate::model::Volume>) -> cluster::Result<()> {
+async fn advance_volume(agent: &Agent, v: &Versioned<vigil_model::Volume>) -> cluster::Result<()> {
     let vol = &v.object;
     let mut next = v.clone();
     let (reason, message) = match vol.status.state {
         VolumeState::Creating | VolumeState::Detached => {
             next.object.set_state(VolumeState::Deleting)?;
             (
-                "Deleting",
+                EventReason::Deleting,
                 format!("volume {} is being deleted by the uninstall", vol.name),
             )
         }
@@ -186,7 +187,7 @@ async fn advance_volume(agent: &Agent, v: &Versioned<crate::model::Volume>) -> c
             next.object.spec.node = None;
             let node = vol.status.attached_node.as_deref().unwrap_or("?");
             (
-                "Detaching",
+                EventReason::Detaching,
                 format!(
                     "volume {} is detached from {node} by the uninstall (its engine is flushed and stopped)",
                     vol.name
@@ -233,7 +234,7 @@ async fn abandon_replicas_of_gone_nodes(agent: &Agent, snap: &Snapshot) {
                         Severity::Warning,
                         "replica",
                         &r.object.name,
-                        "ReplicaAbandoned",
+                        EventReason::ReplicaAbandoned,
                         format!(
                             "replica {} of volume {} deleted by the uninstall while its node {node} is down (past node-down-timeout); its directory is discarded when {node} returns",
                             r.object.name, r.object.spec.volume

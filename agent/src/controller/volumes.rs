@@ -15,9 +15,10 @@ use super::{Snapshot, engine_report, owner_of, replenish};
 use crate::cluster::events::Severity;
 use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
-use crate::model::volume::Robustness;
-use crate::model::{Engine, InstanceState, Versioned, Volume, VolumeState};
-use crate::store::{Expect, Op};
+use vigil_model::EventReason;
+use vigil_model::volume::Robustness;
+use vigil_model::{Engine, InstanceState, Versioned, Volume, VolumeState};
+use vigil_store::{Expect, Op};
 
 pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     let me = agent.config.node_name.as_str();
@@ -79,7 +80,7 @@ async fn finish_creating(
             Severity::Normal,
             "volume",
             &v.object.name,
-            "Created",
+            EventReason::Created,
             format!(
                 "volume {} created with {} replica(s)",
                 v.object.name,
@@ -105,7 +106,7 @@ async fn finish_deleting(
     // Its in-sync set goes with it: a volume created again under the name
     // has new replicas. (Its epoch counter stays: epochs never go back.)
     ops.push(Op::delete(
-        crate::model::key_of::<crate::model::insync::InSync>(&v.object.name),
+        vigil_model::key_of::<vigil_model::insync::InSync>(&v.object.name),
         Expect::Any,
     ));
     agent.cluster.txn(ops).await?;
@@ -115,7 +116,7 @@ async fn finish_deleting(
             Severity::Normal,
             "volume",
             &v.object.name,
-            "Deleted",
+            EventReason::Deleted,
             format!("volume {} deleted", v.object.name),
         )
         .await;
@@ -151,7 +152,7 @@ async fn finish_detaching(
             Severity::Normal,
             "volume",
             name,
-            "Detached",
+            EventReason::Detached,
             format!("volume {name} detached from {}", agent.config.node_name),
         )
         .await;
@@ -174,7 +175,7 @@ pub async fn stop_engine(agent: &Agent, name: &str) {
                     Severity::Warning,
                     "volume",
                     name,
-                    "EngineFenced",
+                    EventReason::EngineFenced,
                     format!(
                         "the engine of {name} on {} (epoch {}) was fenced: replica {} refused it ({}); a newer engine owns the volume, and the fenced engine's clients got I/O errors from then on",
                         agent.config.node_name,
@@ -196,11 +197,11 @@ pub async fn stop_engine(agent: &Agent, name: &str) {
 /// Records in the volume that this node's engine of `epoch` was fenced by
 /// a newer one (ENGINE_FENCED reads it). Best effort: the event says it too.
 pub(super) async fn record_fenced(agent: &Agent, name: &str, epoch: u64, message: &str) {
-    let fenced = crate::model::volume::FencedEngine {
+    let fenced = vigil_model::volume::FencedEngine {
         node: agent.config.node_name.clone(),
         epoch,
         message: message.to_string(),
-        at_unix: crate::model::now_unix() as u64,
+        at_unix: vigil_model::now_unix() as u64,
     };
     let recorded = agent
         .cluster
@@ -244,7 +245,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
                             Severity::Warning,
                             "volume",
                             &vol.name,
-                            "AttachFailed",
+                            EventReason::AttachFailed,
                             message,
                         )
                         .await;
@@ -343,7 +344,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         }
     }
     // replica modes, faults and rebuilds as this engine sees them
-    let now = crate::model::now_unix() as u64;
+    let now = vigil_model::now_unix() as u64;
     let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
     ops.extend(changes.iter().map(|c| update_op(&c.replica)));
     // Membership stays as it is while a migration runs: the target checked
@@ -376,7 +377,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
                 Severity::Normal,
                 "volume",
                 &vol.name,
-                "Attached",
+                EventReason::Attached,
                 format!("volume {} attached on {me}: {endpoint}", vol.name),
             )
             .await;
@@ -392,7 +393,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
                 sev,
                 "volume",
                 &vol.name,
-                "RobustnessChanged",
+                EventReason::RobustnessChanged,
                 format!(
                     "volume {} is {} ({rw} of {} replicas RW)",
                     vol.name,
@@ -406,7 +407,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
 }
 
 fn ne_key(volume: &str) -> String {
-    crate::model::key_of::<Engine>(volume)
+    vigil_model::key_of::<Engine>(volume)
 }
 
 /// Starts the volume's engine here and puts it in the NBD catalog — not
@@ -452,15 +453,13 @@ pub(super) async fn open_engine(
     snap: &Snapshot,
     vol: &Volume,
 ) -> Result<Arc<vigil_engine::engine::Engine>, String> {
-    let was_rw = |r: &crate::model::Replica| {
-        !r.status.lost && (r.status.mode.is_empty() || r.status.mode == Mode::ReadWrite.as_str())
-    };
+    let was_rw = |r: &vigil_model::Replica| !r.status.lost && r.status.mode.is_rw_or_unreported();
     let mut specs = Vec::new();
     let mut rw_answered = false;
     let mut awaited = None;
     // A replica whose own agent found its files damaged is left out while
     // a sound one can serve: the engine must not pick it as a source.
-    let sound = |r: &Versioned<crate::model::Replica>| {
+    let sound = |r: &Versioned<vigil_model::Replica>| {
         r.object.status.integrity.is_none() && !r.object.status.address.is_empty()
     };
     let any_sound = snap.replicas_of(&vol.name).any(sound);

@@ -90,7 +90,7 @@ impl LocalDisk {
                 let id = DiskIdentity {
                     uuid: uuid::Uuid::new_v4().to_string(),
                     node: node.to_string(),
-                    created_at: crate::model::now_unix(),
+                    created_at: vigil_model::now_unix(),
                 };
                 let bytes = serde_json::to_vec_pretty(&id).unwrap_or_default();
                 write_durably(&id_path, &bytes).map_err(io("write identity file"))?;

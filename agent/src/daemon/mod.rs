@@ -39,7 +39,7 @@ pub struct AgentConfig {
     /// Node labels (`--label k=v`).
     pub labels: std::collections::BTreeMap<String, String>,
     /// Where the cluster state lives (`--store`).
-    pub store: crate::store::StoreUrl,
+    pub store: vigil_store::StoreUrl,
 }
 
 /// Why the agent could not start.
@@ -56,7 +56,7 @@ pub enum StartError {
     #[error(transparent)]
     Disk(#[from] disks::DiskError),
     #[error("open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] vigil_store::StoreError),
     #[error("register this node: {0}")]
     Register(#[from] crate::cluster::ClusterError),
     #[error("open replicas under {path}: {source}")]
@@ -208,7 +208,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let mut ports = ports::PortBook::load(&data_dir);
     // The store first: until it answers, the API port stays closed, so
     // clients get "connection refused" at once instead of a hung request.
-    let store = crate::store::instrumented::Instrumented::wrap(
+    let store = vigil_store::instrumented::Instrumented::wrap(
         store_open::open(&config.store, &data_dir).await?,
     );
     let cluster = crate::cluster::Cluster::new(store, &config.node_name);

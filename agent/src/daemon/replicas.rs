@@ -16,7 +16,7 @@ use vigil_engine::protocol::ReplicaSource;
 use vigil_engine::replica::{Replica, ReplicaError, ReplicaOptions};
 
 use super::disks::LocalDisk;
-use crate::model::replica::IntegrityKind;
+use vigil_model::replica::IntegrityKind;
 
 /// An open replica and the disk it is on.
 #[derive(Clone)]

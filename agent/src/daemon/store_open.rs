@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::store::embedded::EmbeddedStore;
-use crate::store::{SharedStore, StoreError, StoreUrl};
+use vigil_store::embedded::EmbeddedStore;
+use vigil_store::{SharedStore, StoreError, StoreUrl};
 
 /// Key prefix of vigil's state in a shared etcd.
 #[cfg(feature = "etcd")]
@@ -49,9 +49,9 @@ pub async fn open(url: &StoreUrl, data_dir: &Path) -> Result<SharedStore, StoreE
 
 #[cfg(feature = "etcd")]
 async fn connect_and_probe(endpoints: &[String]) -> Result<SharedStore, StoreError> {
-    let store = crate::store::etcd::EtcdStore::connect(endpoints, ETCD_PREFIX).await?;
+    let store = vigil_store::etcd::EtcdStore::connect(endpoints, ETCD_PREFIX).await?;
     // a connect can succeed lazily; one linearizable read proves the
     // cluster answers and has a quorum
-    crate::store::Store::get(&store, "probe").await?;
+    vigil_store::Store::get(&store, "probe").await?;
     Ok(Arc::new(store))
 }

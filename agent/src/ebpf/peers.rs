@@ -24,7 +24,7 @@ use vigil_ebpf::{Hist, PeerSeries, Snapshot};
 
 use super::targets::Names;
 use crate::daemon::Agent;
-use crate::model::{Engine, Node, Replica};
+use vigil_model::{Engine, Node, Replica};
 
 /// What this node sent to one peer node over its replica connections.
 #[derive(Debug, Clone, Default)]

@@ -12,8 +12,8 @@ use vigil_ebpf::{Hist, Snapshot, SysOp, Tracer};
 use super::peers::PeerTotals;
 use super::targets::{Targets, names};
 use crate::daemon::Agent;
-use crate::model::Node;
-use crate::model::kernel_io::{DiskKernelIo, KernelIo, PeerKernelIo};
+use vigil_model::Node;
+use vigil_model::kernel_io::{DiskKernelIo, KernelIo, PeerKernelIo};
 
 /// Reads kept: the window is from the oldest to the newest (≈ 10 s).
 const KEEP: usize = 3;

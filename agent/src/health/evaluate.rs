@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use super::codes::{self, *};
 use super::report::{Check, Item, ItemRef, Report, Status};
 use super::view::View;
-use crate::model::disk::DiskState;
-use crate::model::volume::Robustness;
-use crate::model::{Disk, Replica, Volume, VolumeState};
+use vigil_model::disk::DiskState;
+use vigil_model::replica::ReplicaMode;
+use vigil_model::volume::Robustness;
+use vigil_model::{Disk, Replica, Volume, VolumeState};
 
 /// Evaluates every check on `view`.
 pub fn evaluate(view: &View) -> Report {
@@ -205,7 +206,7 @@ impl<'a> Eval<'a> {
     /// DISK_FAILING: the disk's agent saw I/O errors on it recently.
     fn disk_failing(&mut self, d: &Disk, object: &str, at: &str) {
         let Some(t) = &d.status.failing else { return };
-        let when = |s: u64| crate::model::time::rfc3339(s, 0);
+        let when = |s: u64| vigil_model::time::rfc3339(s, 0);
         self.add(
             DISK_FAILING,
             object.to_string(),
@@ -244,7 +245,7 @@ impl<'a> Eval<'a> {
                 object,
                 format!(
                     "{usage}; writes failed with no space left since {} ({} error(s), newest: {})",
-                    crate::model::time::rfc3339(t.since_unix, 0),
+                    vigil_model::time::rfc3339(t.since_unix, 0),
                     t.errors,
                     t.message
                 ),
@@ -373,13 +374,13 @@ pub(super) fn robustness(ev: &Eval<'_>, v: &Volume) -> Robustness {
         if engine == Robustness::Unknown
             || !ev
                 .replicas_of(&v.name)
-                .any(|r| r.status.mode == "RW" && r.status.integrity.is_some())
+                .any(|r| r.status.mode == ReplicaMode::ReadWrite && r.status.integrity.is_some())
         {
             return engine;
         }
         let whole = ev
             .replicas_of(&v.name)
-            .filter(|r| r.status.mode == "RW" && r.status.integrity.is_none())
+            .filter(|r| r.status.mode == ReplicaMode::ReadWrite && r.status.integrity.is_none())
             .count();
         return worse(engine, of_count(whole));
     }
@@ -402,7 +403,7 @@ fn worse(a: Robustness, b: Robustness) -> Robustness {
 /// Without a current engine, a replica counts when its instance runs on a
 /// live node, on a disk that is there, with whole files.
 pub(super) fn usable_replica(ev: &Eval<'_>, r: &Replica) -> bool {
-    r.status.state == crate::model::InstanceState::Running
+    r.status.state == vigil_model::InstanceState::Running
         && ev.is_live(&r.spec.node)
         && ev
             .disk(&r.spec.disk)

@@ -4,7 +4,7 @@
 
 use super::codes::*;
 use super::evaluate::Eval;
-use crate::model::eviction::VolumeEvictionState;
+use vigil_model::eviction::VolumeEvictionState;
 
 impl Eval<'_> {
     /// One item per evicted node with a blocked volume, naming each such

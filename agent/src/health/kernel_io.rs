@@ -6,7 +6,7 @@
 
 use super::codes::*;
 use super::evaluate::Eval;
-use crate::model::kernel_io::KernelIo;
+use vigil_model::kernel_io::KernelIo;
 
 /// A summary older than this says nothing about now.
 pub const STALE_SECS: u64 = 60;

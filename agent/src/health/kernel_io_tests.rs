@@ -3,9 +3,9 @@
 
 use super::codes::*;
 use super::{View, evaluate};
-use crate::model::Node;
-use crate::model::kernel_io::{DiskKernelIo, KernelIo, PeerKernelIo};
-use crate::model::node::{NodeSpec, NodeStatus};
+use vigil_model::Node;
+use vigil_model::kernel_io::{DiskKernelIo, KernelIo, PeerKernelIo};
+use vigil_model::node::{NodeSpec, NodeStatus};
 
 const NOW: u64 = 1_000_000;
 

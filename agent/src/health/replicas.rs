@@ -3,8 +3,9 @@
 use super::codes::*;
 use super::evaluate::{Eval, engine_current};
 use super::report::ItemRef;
-use crate::model::replica::IntegrityKind;
-use crate::model::{InstanceState, Replica, Volume, VolumeState};
+use vigil_model::replica::IntegrityKind;
+use vigil_model::replica::ReplicaMode;
+use vigil_model::{InstanceState, Replica, Volume, VolumeState};
 
 /// Fault reasons that mean "the engine could not talk to the replica".
 pub const NETWORK_REASONS: &[&str] = &["unreachable", "connection_lost", "timeout", "refused"];
@@ -35,7 +36,7 @@ impl<'a> Eval<'a> {
 
     /// Whether the engine marked `r` ERR, as far as the current engine says.
     fn is_err(&self, r: &Replica, v: &Volume) -> bool {
-        engine_current(self, v) && r.status.mode == "ERR"
+        engine_current(self, v) && r.status.mode == ReplicaMode::Error
     }
 
     /// SNAPSHOT_FILE_MISSING / SNAPSHOT_FILE_CORRUPT: the replica's agent

@@ -33,7 +33,7 @@ impl Eval<'_> {
                     "volume {}: the engine on {observer} (epoch {}) is suspended since {} ({} s): {}; {clients} (engine-on-lease-loss={})",
                     e.volume,
                     e.epoch,
-                    crate::model::time::rfc3339(s.since_unix, 0),
+                    vigil_model::time::rfc3339(s.since_unix, 0),
                     self.view.now_unix.saturating_sub(s.since_unix),
                     s.reason,
                     s.on_suspend.as_str()

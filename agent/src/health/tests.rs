@@ -4,13 +4,14 @@
 use super::codes::*;
 use super::report::{ItemRef, Report, Status};
 use super::{View, evaluate};
-use crate::model::disk::{DiskSpec, DiskState, DiskStatus};
-use crate::model::node::{NodeSpec, NodeStatus};
-use crate::model::replica::{
+use vigil_model::disk::{DiskSpec, DiskState, DiskStatus};
+use vigil_model::node::{NodeSpec, NodeStatus};
+use vigil_model::replica::ReplicaMode;
+use vigil_model::replica::{
     IntegrityKind, IntegrityProblem, ReplicaFault, ReplicaRebuild, ReplicaSpec,
 };
-use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
-use crate::model::{Disk, InstanceState, Mute, Node, Replica, Volume, VolumeState};
+use vigil_model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
+use vigil_model::{Disk, InstanceState, Mute, Node, Replica, Volume, VolumeState};
 
 const NOW: u64 = 1_000_000;
 const GIB: u64 = 1 << 30;
@@ -79,7 +80,7 @@ fn volume(name: &str, replicas: u32, attached: Option<&str>) -> Volume {
     }
 }
 
-fn replica(name: &str, volume: &str, node: &str, mode: &str) -> Replica {
+fn replica(name: &str, volume: &str, node: &str, mode: ReplicaMode) -> Replica {
     let mut r = Replica::new(
         name.into(),
         ReplicaSpec {
@@ -91,7 +92,7 @@ fn replica(name: &str, volume: &str, node: &str, mode: &str) -> Replica {
     );
     r.status.state = InstanceState::Running;
     r.status.address = format!("tcp://{node}:9501/{name}");
-    r.status.mode = mode.into();
+    r.status.mode = mode;
     r
 }
 
@@ -123,15 +124,17 @@ fn cluster() -> View {
 fn attached_pair() -> View {
     let mut v = cluster();
     v.volumes.push(volume("v1", 2, Some("n1")));
-    v.replicas.push(replica("r1", "v1", "n1", "RW"));
-    v.replicas.push(replica("r2", "v1", "n2", "RW"));
+    v.replicas
+        .push(replica("r1", "v1", "n1", ReplicaMode::ReadWrite));
+    v.replicas
+        .push(replica("r2", "v1", "n2", ReplicaMode::ReadWrite));
     v
 }
 
 /// r2 taken out by its engine with `reason`; v1 degraded.
 fn r2_err(v: &mut View, reason: &str, message: &str) {
     let r2 = v.replicas.iter_mut().find(|r| r.name == "r2").unwrap();
-    r2.status.mode = "ERR".into();
+    r2.status.mode = ReplicaMode::Error;
     r2.status.fault = fault(reason, message);
     v.volumes[0].status.robustness = Robustness::Degraded;
 }
@@ -333,8 +336,10 @@ fn no_space_is_caused_by_a_full_disk() {
 fn a_missing_disk_explains_its_replicas_of_a_detached_volume() {
     let mut v = cluster();
     v.volumes.push(volume("v1", 2, None));
-    v.replicas.push(replica("r1", "v1", "n1", ""));
-    v.replicas.push(replica("r2", "v1", "n2", ""));
+    v.replicas
+        .push(replica("r1", "v1", "n1", ReplicaMode::Unreported));
+    v.replicas
+        .push(replica("r2", "v1", "n2", ReplicaMode::Unreported));
     v.disks[1].status.state = DiskState::Missing;
     v.disks[1].status.message = "vigil-disk.json not found".into();
     let report = evaluate(&v);
@@ -369,8 +374,10 @@ fn a_replaced_disk_names_old_and_new_uuid_and_the_path() {
 fn a_stopped_replica_degrades_its_detached_volume() {
     let mut v = cluster();
     v.volumes.push(volume("v1", 2, None));
-    v.replicas.push(replica("r1", "v1", "n1", ""));
-    v.replicas.push(replica("r2", "v1", "n2", ""));
+    v.replicas
+        .push(replica("r1", "v1", "n1", ReplicaMode::Unreported));
+    v.replicas
+        .push(replica("r2", "v1", "n2", ReplicaMode::Unreported));
     v.replicas[1].status.state = InstanceState::Stopped;
     let report = evaluate(&v);
     assert_eq!(roots(&report), [REPLICA_STOPPED]);
@@ -384,7 +391,8 @@ fn a_stopped_replica_degrades_its_detached_volume() {
 fn a_replica_failed_on_its_node_is_a_root_replica_error() {
     let mut v = cluster();
     v.volumes.push(volume("v1", 1, None));
-    v.replicas.push(replica("r1", "v1", "n1", ""));
+    v.replicas
+        .push(replica("r1", "v1", "n1", ReplicaMode::Unreported));
     v.replicas[0].status.state = InstanceState::Error;
     v.replicas[0].status.message = "create replica: permission denied".into();
     let report = evaluate(&v);
@@ -429,7 +437,7 @@ fn missing_replicas_are_unschedulable_and_degrade_the_volume() {
 fn a_rebuild_without_progress_is_stuck() {
     let mut v = attached_pair();
     v.volumes[0].status.robustness = Robustness::Degraded;
-    v.replicas[1].status.mode = "WO".into();
+    v.replicas[1].status.mode = ReplicaMode::WriteOnly;
     let rebuild = |progressed: u64| ReplicaRebuild {
         source: "tcp://n1:9501/r1".into(),
         bytes_done: GIB / 4,
@@ -481,7 +489,7 @@ fn a_volume_with_no_rw_replica_is_faulted() {
     let mut v = attached_pair();
     r2_err(&mut v, "io_error", "EIO");
     let r1 = &mut v.replicas[0];
-    r1.status.mode = "ERR".into();
+    r1.status.mode = ReplicaMode::Error;
     r1.status.fault = fault("io_error", "EIO");
     v.volumes[0].status.robustness = Robustness::Faulted;
     let report = evaluate(&v);
@@ -584,8 +592,8 @@ fn a_deleting_volume_is_not_judged() {
     assert!(evaluate(&v).checks.is_empty());
 }
 
-fn trouble(message: &str) -> Option<crate::model::disk::DiskTrouble> {
-    Some(crate::model::disk::DiskTrouble {
+fn trouble(message: &str) -> Option<vigil_model::disk::DiskTrouble> {
+    Some(vigil_model::disk::DiskTrouble {
         since_unix: 1_767_225_600,
         last_unix: 1_767_225_610,
         errors: 7,
@@ -664,13 +672,14 @@ fn a_failed_rebuild_on_a_failing_disk_is_the_disk_s_doing() {
 /// UNINSTALL_STUCK caused by NODE_DOWN of that node; never once Done.
 #[test]
 fn an_uninstall_without_progress_is_stuck_because_of_the_down_node() {
-    use crate::model::uninstall::{Uninstall, UninstallPhase};
+    use vigil_model::uninstall::{Uninstall, UninstallPhase};
     let mut v = cluster();
     v.live.remove("n3");
     let mut vol = volume("v1", 1, None);
     vol.status.state = VolumeState::Deleting;
     v.volumes.push(vol);
-    v.replicas.push(replica("r3", "v1", "n3", ""));
+    v.replicas
+        .push(replica("r3", "v1", "n3", ReplicaMode::Unreported));
     let mut u = Uninstall::claimed("n1", (NOW - 60) as f64, 5);
     u.message = "1 volume(s), 1 replica(s), 0 engine(s) left".into();
     v.uninstall = Some(u.clone());
@@ -701,7 +710,7 @@ fn an_uninstall_without_progress_is_stuck_because_of_the_down_node() {
 /// clears it.
 #[test]
 fn a_blocked_eviction_names_the_volume_and_why() {
-    use crate::model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
+    use vigil_model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
     let mut v = attached_pair();
     let blocked = |reason: &str| Eviction {
         phase: EvictionPhase::Blocked,
@@ -746,7 +755,7 @@ fn a_blocked_eviction_names_the_volume_and_why() {
 
 #[test]
 fn a_recently_fenced_engine_and_blocked_writes_are_reported() {
-    use crate::model::volume::FencedEngine;
+    use vigil_model::volume::FencedEngine;
     let mut v = attached_pair();
     v.volumes[0].status.fenced = Some(FencedEngine {
         node: "n3".into(),

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::codes::UNINSTALL_STUCK;
 use super::evaluate::Eval;
-use crate::model::VolumeState;
+use vigil_model::VolumeState;
 
 impl Eval<'_> {
     pub(super) fn uninstall(&mut self) {

@@ -10,8 +10,8 @@ use vigil_engine::engine::Suspended;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
-use crate::model::uninstall::Uninstall;
-use crate::model::{Disk, Engine, Mute, Node, Object, Replica, Volume};
+use vigil_model::uninstall::Uninstall;
+use vigil_model::{Disk, Engine, Mute, Node, Object, Replica, Volume};
 
 /// How long [`View::read`] waits for the store before reporting it
 /// unreachable.
@@ -65,14 +65,14 @@ pub struct SuspendedEngine {
 }
 
 fn default_uninstall_stuck_secs() -> u64 {
-    crate::settings::Settings::default()
+    vigil_model::settings::Settings::default()
         .uninstall_stuck_timeout()
         .as_secs()
 }
 
 /// Seconds since the Unix epoch, whole.
 pub fn now_secs() -> u64 {
-    crate::model::now_unix() as u64
+    vigil_model::now_unix() as u64
 }
 
 impl View {
@@ -103,7 +103,7 @@ impl View {
             observer,
             now_unix: now_secs(),
             store_error: Some(error),
-            rebuild_stuck_secs: crate::settings::Settings::default()
+            rebuild_stuck_secs: vigil_model::settings::Settings::default()
                 .rebuild_stuck_timeout()
                 .as_secs(),
             uninstall_stuck_secs: default_uninstall_stuck_secs(),

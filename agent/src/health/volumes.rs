@@ -3,8 +3,9 @@
 
 use super::codes::*;
 use super::evaluate::{Eval, engine_current, robustness, usable_replica};
-use crate::model::volume::Robustness;
-use crate::model::{Replica, VolumeState};
+use vigil_model::replica::ReplicaMode;
+use vigil_model::volume::Robustness;
+use vigil_model::{Replica, VolumeState};
 
 impl Eval<'_> {
     /// A volume served by an engine on a down node is FAULTED (caused by
@@ -62,7 +63,7 @@ impl Eval<'_> {
                 .copied()
                 .filter(|r| {
                     if current {
-                        r.status.mode != "RW" || r.status.integrity.is_some()
+                        r.status.mode != ReplicaMode::ReadWrite || r.status.integrity.is_some()
                     } else {
                         !usable_replica(self, r)
                     }
@@ -112,10 +113,10 @@ impl Eval<'_> {
     fn why_not_counted(&self, r: &Replica, current: bool) -> String {
         let mut words = Vec::new();
         if current {
-            words.push(if r.status.mode.is_empty() {
+            words.push(if r.status.mode == ReplicaMode::Unreported {
                 "not in the engine".to_string()
             } else {
-                r.status.mode.clone()
+                r.status.mode.to_string()
             });
             if r.status.integrity.is_some() {
                 words.push("files damaged".into());

@@ -21,7 +21,8 @@ use super::scrape::Scrape;
 use crate::controller::rendezvous;
 use crate::daemon::Agent;
 use crate::health;
-use crate::model::{Replica, Volume};
+use vigil_model::replica::ReplicaMode;
+use vigil_model::{Replica, Volume};
 
 pub async fn collect(agent: &Agent, page: &Scrape) {
     let me = agent.config.node_name.as_str();
@@ -284,9 +285,9 @@ fn volume(v: &Volume, replicas: &[&Replica], page: &Scrape) {
         .iter()
         .filter(|r| {
             if attached {
-                r.status.mode == "RW"
+                r.status.mode == ReplicaMode::ReadWrite
             } else {
-                r.status.state == crate::model::InstanceState::Running
+                r.status.state == vigil_model::InstanceState::Running
             }
         })
         .count();

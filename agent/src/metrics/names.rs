@@ -8,7 +8,7 @@ pub const PROCESS_THREADS: &str = "vigil_process_threads";
 pub const PROCESS_OPEN_FDS: &str = "vigil_process_open_fds";
 pub const PROCESS_START_TIME: &str = "vigil_process_start_time_seconds";
 
-pub use crate::store::instrumented::names::{STORE_REQUEST_DURATION, STORE_REQUEST_ERRORS};
+pub use vigil_store::instrumented::names::{STORE_REQUEST_DURATION, STORE_REQUEST_ERRORS};
 pub const STORE_UP: &str = "vigil_store_up";
 
 pub const CLUSTER_NODES_EXPECTED: &str = "vigil_cluster_nodes_expected";

@@ -7,7 +7,7 @@ static STARTED_UNIX: OnceLock<f64> = OnceLock::new();
 /// Remembers when the process started (called when metrics are installed,
 /// early in `vigil agent`).
 pub fn mark_start() {
-    let _ = STARTED_UNIX.set(crate::model::time::now_unix());
+    let _ = STARTED_UNIX.set(vigil_model::time::now_unix());
 }
 
 pub fn start_time() -> Option<f64> {

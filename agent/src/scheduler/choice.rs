@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use super::room::{Limits, check_room, disk_label};
 use super::{Candidate, View};
-use crate::model::disk::DiskState;
-use crate::model::{Disk, Volume};
+use vigil_model::disk::DiskState;
+use vigil_model::{Disk, Volume};
 
 /// A failure domain for zone anti-affinity. A node without a `zone` label is
 /// its own zone: we know nothing about what it shares with other nodes, and
@@ -335,7 +335,7 @@ fn missing_tags(kind: &str, want: &[String], have: &[String]) -> Option<String> 
 /// with since when and the newest error; `None` when it is neither. Its
 /// agent clears the condition once the disk works again.
 fn disk_trouble(disk: &Disk) -> Option<String> {
-    let when = |t: u64| crate::model::time::rfc3339(t, 0);
+    let when = |t: u64| vigil_model::time::rfc3339(t, 0);
     if let Some(t) = &disk.status.failing {
         return Some(format!(
             "returns I/O errors since {} ({} error(s), last: {})",

@@ -36,9 +36,9 @@ mod tests;
 use choice::{Choice, Scope, Working, Zone};
 use room::disk_label;
 
-use crate::model::volume::DataLocality;
-use crate::model::{Disk, Node, Replica, Volume};
-use crate::settings::Settings;
+use vigil_model::settings::Settings;
+use vigil_model::volume::DataLocality;
+use vigil_model::{Disk, Node, Replica, Volume};
 
 /// A registered node and whether its agent holds its liveness lease.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,9 +9,9 @@ use proptest::prelude::*;
 
 use super::testkit::{Cluster, GIB, disk, node, replica, volume};
 use super::{Outcome, Placement};
-use crate::model::disk::{DiskState, DiskTrouble};
-use crate::model::volume::DataLocality;
-use crate::model::{Disk, Volume};
+use vigil_model::disk::{DiskState, DiskTrouble};
+use vigil_model::volume::DataLocality;
+use vigil_model::{Disk, Volume};
 
 /// One generated node: (ready, allow scheduling, evicting, zone 0..=3 with 3
 /// meaning none, has the ssd tag, its disks).

@@ -4,8 +4,8 @@
 
 use vigil_engine::size::human;
 
-use crate::model::Disk;
-use crate::settings::Settings;
+use vigil_model::Disk;
+use vigil_model::settings::Settings;
 
 /// The capacity limits every disk is held to, read once per call from the
 /// settings so a call sees one consistent set.

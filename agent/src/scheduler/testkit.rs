@@ -1,12 +1,12 @@
 //! Builders for scheduler tests: a small cluster described in a few lines.
 
 use super::{Candidate, Outcome, Request, View, place};
-use crate::model::disk::{DiskSpec, DiskState, DiskStatus};
-use crate::model::node::NodeSpec;
-use crate::model::replica::ReplicaSpec;
-use crate::model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
-use crate::model::{Disk, Node, Replica, Volume, VolumeState};
-use crate::settings::{Settings, StoredSetting};
+use vigil_model::disk::{DiskSpec, DiskState, DiskStatus};
+use vigil_model::node::NodeSpec;
+use vigil_model::replica::ReplicaSpec;
+use vigil_model::settings::{Settings, StoredSetting};
+use vigil_model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};
+use vigil_model::{Disk, Node, Replica, Volume, VolumeState};
 
 pub const GIB: u64 = 1 << 30;
 

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::testkit::{Cluster, GIB, disk, node, pairs, replica, volume};
-use crate::model::disk::DiskState;
-use crate::model::volume::DataLocality;
+use vigil_model::disk::DiskState;
+use vigil_model::volume::DataLocality;
 
 /// n1..n3 in zones a, b, c with one 100 GiB disk each (d1..d3).
 fn three_zones() -> Cluster {
@@ -471,8 +471,8 @@ fn an_empty_cluster_still_explains_itself() {
     assert!(!out.reasons.is_empty());
 }
 
-fn trouble(since: u64) -> crate::model::disk::DiskTrouble {
-    crate::model::disk::DiskTrouble {
+fn trouble(since: u64) -> vigil_model::disk::DiskTrouble {
+    vigil_model::disk::DiskTrouble {
         since_unix: since,
         last_unix: since + 5,
         errors: 4,

@@ -115,10 +115,7 @@ where
         }
         let meta = event.metadata();
         let mut line = Map::new();
-        line.insert(
-            "time".into(),
-            Value::from(crate::model::time::rfc3339_now()),
-        );
+        line.insert("time".into(), Value::from(vigil_model::time::rfc3339_now()));
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("target".into(), Value::from(meta.target()));
         line.insert("node".into(), Value::from(self.node.as_str()));

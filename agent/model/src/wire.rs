@@ -185,10 +185,10 @@ pub struct VolumeView {
     pub transitions: u64,
     /// A live migration in progress: target, phase, since when, why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migration: Option<crate::model::migration::Migration>,
+    pub migration: Option<crate::migration::Migration>,
     /// A maintenance engine rebuilding replicas of this detached volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance: Option<crate::model::maintenance::Maintenance>,
+    pub maintenance: Option<crate::maintenance::Maintenance>,
     pub replicas: Vec<VolumeReplicaView>,
 }
 
@@ -204,18 +204,18 @@ pub struct VolumeReplicaView {
     /// Instance state: `starting`, `running`, `stopping`, `stopped`, `error`.
     pub state: String,
     /// Engine mode while attached: `RW`, `WO`, `ERR` (empty when detached).
-    pub mode: String,
+    pub mode: crate::replica::ReplicaMode,
     pub address: String,
     pub message: String,
     /// Why the engine took it out of service (while ERR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<crate::model::replica::ReplicaFault>,
+    pub fault: Option<crate::replica::ReplicaFault>,
     /// The current or last rebuild into it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rebuild: Option<crate::model::replica::ReplicaRebuild>,
+    pub rebuild: Option<crate::replica::ReplicaRebuild>,
     /// What its agent found wrong with its files, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity: Option<crate::model::replica::IntegrityProblem>,
+    pub integrity: Option<crate::replica::IntegrityProblem>,
     /// Bytes its layer files allocate.
     #[serde(default)]
     pub actual_size_bytes: u64,
@@ -236,10 +236,10 @@ pub struct ClusterNodeView {
     pub eviction_requested: bool,
     /// The eviction's progress while one is requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction: Option<crate::model::eviction::Eviction>,
+    pub eviction: Option<crate::eviction::Eviction>,
     /// The kernel's view of the node's I/O (eBPF), when its agent traces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_io: Option<crate::model::kernel_io::KernelIo>,
+    pub kernel_io: Option<crate::kernel_io::KernelIo>,
     pub version: String,
     pub store: String,
     pub disks: Vec<DiskView>,
@@ -306,5 +306,5 @@ pub struct UninstallReply {
     /// One line for humans.
     pub message: String,
     /// The record, when there is one.
-    pub uninstall: Option<crate::model::uninstall::Uninstall>,
+    pub uninstall: Option<crate::uninstall::Uninstall>,
 }

@@ -33,7 +33,7 @@ pub struct ReplicaStatus {
     pub message: String,
     /// Mode in the engine (`RW`, `WO`, `ERR`) while the volume is attached.
     #[serde(default)]
-    pub mode: String,
+    pub mode: ReplicaMode,
     /// Why the engine took it out of service (written by the engine's agent
     /// while the replica is ERR there; cleared once it is RW again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,7 +164,7 @@ impl Replica {
                 state: InstanceState::Starting,
                 address: String::new(),
                 message: String::new(),
-                mode: String::new(),
+                mode: ReplicaMode::Unreported,
                 fault: None,
                 rebuild: None,
                 integrity: None,
@@ -183,5 +183,59 @@ impl Object for Replica {
     const KIND: &'static str = "replica";
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// A replica's mode in its volume's engine, as the engine's agent last
+/// reported it. Stored and shown as the engine shows it (`RW`, `WO`,
+/// `ERR`), and as `""` before any engine reported one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ReplicaMode {
+    /// No engine has reported a mode (never attached, or not yet).
+    #[default]
+    #[serde(rename = "")]
+    Unreported,
+    /// In sync: serves reads and takes writes.
+    #[serde(rename = "RW")]
+    ReadWrite,
+    /// Takes writes while a rebuild fills in older data.
+    #[serde(rename = "WO")]
+    WriteOnly,
+    /// Out of service in the engine (its `fault` says why).
+    #[serde(rename = "ERR")]
+    Error,
+}
+
+impl ReplicaMode {
+    /// `RW`, `WO`, `ERR` or `""`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaMode::Unreported => "",
+            ReplicaMode::ReadWrite => "RW",
+            ReplicaMode::WriteOnly => "WO",
+            ReplicaMode::Error => "ERR",
+        }
+    }
+
+    /// RW, or never in an engine yet: the replica holds the whole data as
+    /// far as anyone knows (what "healthy" counts for a detached volume).
+    pub fn is_rw_or_unreported(self) -> bool {
+        matches!(self, ReplicaMode::ReadWrite | ReplicaMode::Unreported)
+    }
+}
+
+impl From<vigil_engine::engine::Mode> for ReplicaMode {
+    fn from(m: vigil_engine::engine::Mode) -> Self {
+        match m {
+            vigil_engine::engine::Mode::ReadWrite => ReplicaMode::ReadWrite,
+            vigil_engine::engine::Mode::WriteOnly => ReplicaMode::WriteOnly,
+            vigil_engine::engine::Mode::Error => ReplicaMode::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicaMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

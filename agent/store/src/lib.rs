@@ -21,7 +21,7 @@
 //!   after the given revision, or [`StoreError::Compacted`] when that history
 //!   is gone.
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
 pub mod embedded;
 #[cfg(feature = "etcd")]

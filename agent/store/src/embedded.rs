@@ -906,7 +906,7 @@ impl Store for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance;
+    use crate::conformance;
 
     fn fresh() -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::volume::DataLocality;
+use crate::volume::DataLocality;
 
 mod drain_policy;
 pub use drain_policy::DrainPolicy;
@@ -269,7 +269,7 @@ pub struct StoredSetting {
     pub value: String,
 }
 
-impl crate::model::Object for StoredSetting {
+impl crate::Object for StoredSetting {
     const PREFIX: &'static str = "settings/";
     const KIND: &'static str = "setting";
     fn name(&self) -> &str {

@@ -16,14 +16,16 @@ pub mod migration;
 pub mod mute;
 pub mod node;
 pub mod replica;
+pub mod settings;
 pub mod state;
 pub mod time;
 pub mod uninstall;
 pub mod volume;
+pub mod wire;
 
 pub use disk::Disk;
 pub use engine::Engine;
-pub use event::Event;
+pub use event::{Event, EventReason};
 pub use mute::Mute;
 pub use node::Node;
 pub use replica::Replica;

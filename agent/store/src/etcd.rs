@@ -438,7 +438,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::store::conformance;
+    use crate::conformance;
 
     /// A throwaway single-member etcd on free loopback ports, killed on drop.
     struct Etcd {
