@@ -36,7 +36,10 @@ const CRATES: &[(&str, &[&str])] = &[
     // the store trait and its two implementations: keys and bytes only
     ("vigil-store", &[]),
     // the binary: wires every layer
-    ("vigil", &["vigil-engine", "vigil-ebpf", "vigil-model", "vigil-store"]),
+    (
+        "vigil",
+        &["vigil-engine", "vigil-ebpf", "vigil-model", "vigil-store"],
+    ),
     // integration tests drive the binary as a process; they may read its
     // types and use the engine's pieces directly
     ("vigil-tests", &["vigil-engine", "vigil-model"]),
