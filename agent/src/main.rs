@@ -3,15 +3,12 @@
 mod api;
 mod bundle;
 mod cli;
-mod cluster;
 mod controller;
 mod daemon;
 mod ebpf;
 mod failpoints;
 mod health;
 mod metrics;
-#[allow(dead_code)]
-mod scheduler;
 mod telemetry;
 
 use std::process::ExitCode;

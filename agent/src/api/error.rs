@@ -101,9 +101,9 @@ impl From<crate::daemon::replicas::CreateError> for ApiError {
     }
 }
 
-impl From<crate::cluster::ClusterError> for ApiError {
-    fn from(e: crate::cluster::ClusterError) -> ApiError {
-        use crate::cluster::ClusterError;
+impl From<vigil_control::cluster::ClusterError> for ApiError {
+    fn from(e: vigil_control::cluster::ClusterError) -> ApiError {
+        use vigil_control::cluster::ClusterError;
         use vigil_store::StoreError;
         match &e {
             ClusterError::Store(StoreError::Conflict { .. }) => ApiError::conflict(

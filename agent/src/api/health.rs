@@ -5,10 +5,10 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use crate::cluster::events::Severity;
-use crate::cluster::put_op;
 use crate::daemon::Agent;
 use crate::health::{self, MAX_MUTE_SECONDS, MuteRequest, codes};
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::put_op;
 use vigil_model::EventReason;
 use vigil_model::{Mute, Object};
 use vigil_store::Expect;

@@ -5,8 +5,8 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::disk::DiskState;
 use vigil_model::wire::{ClusterNodeView, DiskView, UpdateNode};

@@ -4,8 +4,8 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::Event;
 use vigil_model::EventReason;
 use vigil_model::settings::{self, StoredSetting};
@@ -71,7 +71,7 @@ pub async fn set(agent: &Agent, name: &str, req: SetSetting) -> Reply {
                         name: name.into(),
                         value: value.clone(),
                     };
-                    c.txn(vec![crate::cluster::put_op(&s, Expect::Absent)])
+                    c.txn(vec![vigil_control::cluster::put_op(&s, Expect::Absent)])
                         .await?;
                     Ok(None)
                 }

@@ -10,10 +10,10 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use crate::cluster::events::Severity;
-use crate::cluster::uninstall::{Claim, FLAG};
 use crate::controller::uninstall::note;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::uninstall::{Claim, FLAG};
 use vigil_model::EventReason;
 use vigil_model::uninstall::Uninstall;
 use vigil_model::wire::UninstallReply;

@@ -13,11 +13,11 @@ use vigil_engine::size::{human, parse_volume_size};
 
 use super::error::ApiError;
 use super::to_json;
-use crate::cluster::events::Severity;
-use crate::cluster::{ClusterError, placement, put_op, update_op};
 use crate::controller::recovery;
 use crate::daemon::Agent;
-use crate::scheduler::{self, Candidate};
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{ClusterError, placement, put_op, update_op};
+use vigil_control::scheduler::{self, Candidate};
 use vigil_model::EventReason;
 use vigil_model::disk::Disk;
 use vigil_model::volume::{DataLocality, Robustness, VolumeSpec, VolumeStatus};

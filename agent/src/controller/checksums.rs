@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Snapshot, owner_of};
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::replica::{IntegrityKind, IntegrityProblem, LayerChecksums, LayerSum};

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use super::replace::{Standing, schedule, standing};
 use super::{Snapshot, rendezvous};
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
 use vigil_model::replica::ReplicaMode;
@@ -183,7 +183,11 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     }
 }
 
-async fn node(agent: &Agent, snap: &Snapshot, n: &Versioned<Node>) -> crate::cluster::Result<()> {
+async fn node(
+    agent: &Agent,
+    snap: &Snapshot,
+    n: &Versioned<Node>,
+) -> vigil_control::cluster::Result<()> {
     let name = &n.object.name;
     let prev = n.object.status.eviction.as_ref();
     let mut next = n.clone();
@@ -324,7 +328,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::scheduler::testkit;
+    use vigil_control::scheduler::testkit;
 
     fn v<T>(object: T) -> Versioned<T> {
         Versioned {

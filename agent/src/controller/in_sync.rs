@@ -11,9 +11,9 @@ use std::time::Duration;
 use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::Engine;
 
-use crate::cluster::events::Severity;
-use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{Cluster, ClusterError};
 use vigil_model::EventReason;
 use vigil_model::insync::InSync;
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use vigil_engine::replica::{ChainProblem, VerifyReport};
 
 use super::Snapshot;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::replica::{IntegrityKind, IntegrityProblem};
 use vigil_model::{Replica, Versioned};
@@ -142,7 +142,7 @@ async fn record(
     r: &Versioned<Replica>,
     problem: Option<IntegrityProblem>,
     allocated: u64,
-) -> crate::cluster::Result<()> {
+) -> vigil_control::cluster::Result<()> {
     let st = &r.object.status;
     // The same problem found again keeps its first sighting time.
     let same = match (&st.integrity, &problem) {

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use vigil_engine::engine::{Engine, OnSuspend};
 
 use super::registration::LEASE_TTL;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::epoch::EngineEpoch;
 

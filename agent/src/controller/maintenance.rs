@@ -40,9 +40,9 @@ use vigil_engine::engine::{Engine, FaultReason, Mode};
 
 use super::replace::{Standing, standing};
 use super::{Snapshot, engine_report, owner_of, replenish};
-use crate::cluster::events::Severity;
-use crate::cluster::{self, update_op};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{self, update_op};
 use vigil_model::EventReason;
 use vigil_model::maintenance::Maintenance;
 use vigil_model::replica::ReplicaMode;

@@ -29,9 +29,9 @@ use vigil_engine::handover::HandoverDevice;
 use vigil_engine::nbd::client::NbdClient;
 
 use super::{Snapshot, volumes};
-use crate::cluster::events::Severity;
-use crate::cluster::{self, update_op};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{self, update_op};
 use vigil_model::EventReason;
 use vigil_model::migration::{Migration, MigrationPhase};
 use vigil_model::replica::ReplicaMode;

@@ -41,8 +41,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::Result;
 use crate::daemon::Agent;
+use vigil_control::cluster::Result;
 use vigil_model::{Disk, Engine, Node, Replica, Versioned, Volume};
 
 /// Longest time between two rounds.

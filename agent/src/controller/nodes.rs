@@ -5,8 +5,8 @@
 //! same down time against `node-down-timeout` ([`super::Snapshot::node_gone`]).
 
 use super::Snapshot;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 
 pub async fn mark_down(agent: &Agent, snap: &Snapshot) {

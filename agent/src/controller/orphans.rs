@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use vigil_engine::address::ReplicaAddress;
 
 use super::Snapshot;
-use crate::cluster::delete_op;
-use crate::cluster::events::Severity;
-use crate::cluster::placement::is_managed_name;
 use crate::daemon::Agent;
+use vigil_control::cluster::delete_op;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::placement::is_managed_name;
 use vigil_model::EventReason;
 use vigil_model::Replica;
 use vigil_model::disk::DiskState;

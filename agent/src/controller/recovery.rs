@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Snapshot, rendezvous};
-use crate::cluster::events::Severity;
-use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{self, delete_op, update_op};
 use vigil_model::EventReason;
 use vigil_model::settings::Settings;
 use vigil_model::volume::Robustness;

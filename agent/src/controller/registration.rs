@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::disk_condition::{self, Evidence, Fault, Probe};
-use crate::cluster::events::Severity;
-use crate::cluster::{self, ClusterError};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{self, ClusterError};
 use vigil_model::EventReason;
 use vigil_model::disk::{DiskSpec, DiskState, DiskStatus, DiskTrouble};
 use vigil_model::node::{NodeSpec, NodeStatus};

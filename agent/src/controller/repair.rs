@@ -28,9 +28,9 @@ use tracing::Instrument;
 use vigil_engine::engine::{FaultReason, Mode};
 
 use super::Snapshot;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
 use crate::daemon::replicas::problem_kind;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::replica::IntegrityProblem;
 use vigil_model::replica::ReplicaMode;

@@ -44,10 +44,10 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, EngineStatus, Mode};
 
 use super::{Snapshot, owner_of};
-use crate::cluster::events::Severity;
-use crate::cluster::{self, delete_op, placement, update_op};
 use crate::daemon::Agent;
-use crate::scheduler::{self, Candidate};
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{self, delete_op, placement, update_op};
+use vigil_control::scheduler::{self, Candidate};
 use vigil_model::EventReason;
 use vigil_model::volume::DataLocality;
 use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};

@@ -15,8 +15,8 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, EngineError, EngineStatus, FaultReason, Mode};
 
 use super::Snapshot;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::replica::ReplicaStatus;

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use super::Snapshot;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
 use crate::daemon::replicas::CreateError;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::disk::DiskState;
 use vigil_model::replica::ReplicaSpec;
@@ -45,7 +45,7 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
 }
 
 /// Deletes the replica's directory, then its object.
-async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> crate::cluster::Result<()> {
+async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> vigil_control::cluster::Result<()> {
     let name = r.object.name.clone();
     let replicas = Arc::clone(&agent.replicas);
     let n2 = name.clone();
@@ -79,7 +79,7 @@ async fn ensure(
     agent: &Arc<Agent>,
     snap: &Snapshot,
     r: &Versioned<Replica>,
-) -> crate::cluster::Result<()> {
+) -> vigil_control::cluster::Result<()> {
     let spec = &r.object.spec;
     let mut lost = false;
     let (state, message) = match agent.replicas.held(&r.object.name) {

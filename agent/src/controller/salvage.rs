@@ -25,8 +25,8 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, Mode};
 
 use super::Snapshot;
-use crate::cluster::events::Severity;
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
 use vigil_model::EventReason;
 use vigil_model::{InstanceState, Volume};
 

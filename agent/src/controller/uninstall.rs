@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Snapshot, rendezvous};
-use crate::cluster::events::Severity;
-use crate::cluster::placement::is_managed_name;
-use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::placement::is_managed_name;
+use vigil_control::cluster::{self, delete_op, update_op};
 use vigil_model::EventReason;
 use vigil_model::uninstall::{RECORD, Uninstall, UninstallPhase};
 use vigil_model::{Object, Replica, Versioned, VolumeState, key_of, now_unix};

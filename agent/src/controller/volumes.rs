@@ -12,9 +12,9 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{FaultReason, Mode, ReplicaSpec};
 
 use super::{Snapshot, engine_report, owner_of, replenish};
-use crate::cluster::events::Severity;
-use crate::cluster::{self, delete_op, update_op};
 use crate::daemon::Agent;
+use vigil_control::cluster::events::Severity;
+use vigil_control::cluster::{self, delete_op, update_op};
 use vigil_model::EventReason;
 use vigil_model::volume::Robustness;
 use vigil_model::{Engine, InstanceState, Versioned, Volume, VolumeState};

@@ -58,7 +58,7 @@ pub enum StartError {
     #[error("open the store: {0}")]
     Store(#[from] vigil_store::StoreError),
     #[error("register this node: {0}")]
-    Register(#[from] crate::cluster::ClusterError),
+    Register(#[from] vigil_control::cluster::ClusterError),
     #[error("open replicas under {path}: {source}")]
     Replicas {
         path: PathBuf,
@@ -93,7 +93,7 @@ pub struct Agent {
     /// `http://host:port` of this agent's API, as other agents reach it.
     pub api_address: String,
     /// The cluster state.
-    pub cluster: crate::cluster::Cluster,
+    pub cluster: vigil_control::cluster::Cluster,
     /// Engines the controllers started (others came from `vigil engine
     /// create` and are left alone).
     pub managed_engines: NameSet,
@@ -211,7 +211,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let store = vigil_store::instrumented::Instrumented::wrap(
         store_open::open(&config.store, &data_dir).await?,
     );
-    let cluster = crate::cluster::Cluster::new(store, &config.node_name);
+    let cluster = vigil_control::cluster::Cluster::new(store, &config.node_name);
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(bind_err("HTTP", config.listen))?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vigil_engine::engine::Suspended;
 
-use crate::cluster::{Cluster, ClusterError};
 use crate::daemon::Agent;
+use vigil_control::cluster::{Cluster, ClusterError};
 use vigil_model::uninstall::Uninstall;
 use vigil_model::{Disk, Engine, Mute, Node, Object, Replica, Volume};
 

@@ -28,8 +28,8 @@ mod room;
 
 #[cfg(test)]
 mod proptests;
-#[cfg(test)]
-pub(crate) mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 

@@ -145,11 +145,17 @@ impl Cluster {
     }
 
     pub fn node_mut(&mut self, name: &str) -> &mut Candidate {
-        self.nodes.iter_mut().find(|c| c.node.name == name).unwrap()
+        self.nodes
+            .iter_mut()
+            .find(|c| c.node.name == name)
+            .expect("a node the test built")
     }
 
     pub fn disk_mut(&mut self, uuid: &str) -> &mut Disk {
-        self.disks.iter_mut().find(|d| d.uuid == uuid).unwrap()
+        self.disks
+            .iter_mut()
+            .find(|d| d.uuid == uuid)
+            .expect("a disk the test built")
     }
 }
 

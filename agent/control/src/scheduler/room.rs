@@ -44,12 +44,6 @@ pub(super) fn schedulable_limit(disk: &Disk, limits: Limits) -> u64 {
     percent_of(usable, limits.over_provisioning)
 }
 
-/// Bytes that may still be promised on `disk` when `scheduled` bytes already
-/// are.
-pub(super) fn schedulable_room(disk: &Disk, scheduled: u64, limits: Limits) -> u64 {
-    schedulable_limit(disk, limits).saturating_sub(scheduled)
-}
-
 /// `disk d1 (/data/d1)`: how every message names a disk, UUID and path, so
 /// the operator can find it on the node.
 pub(super) fn disk_label(disk: &Disk) -> String {
