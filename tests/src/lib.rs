@@ -22,4 +22,4 @@ pub mod tools;
 
 pub use agent::Agent;
 pub use cluster::{Cluster, ClusterBuilder};
-pub use etcd::{Etcd, etcd_cluster};
+pub use etcd::Etcd;
