@@ -183,6 +183,12 @@ impl Agent {
         self.child.as_ref().expect("agent running").id()
     }
 
+    /// Whether the agent was started and not since stopped or killed by
+    /// this handle (a process that died by itself still counts).
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

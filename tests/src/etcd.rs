@@ -128,18 +128,3 @@ impl Drop for Etcd {
         self.kill9();
     }
 }
-
-/// A real etcd under `root` and one live agent per name on it (cluster
-/// token `tok`): the setup of most multi-node tests.
-pub fn etcd_cluster(root: &Path, names: &[&str]) -> (Etcd, Vec<crate::Agent>) {
-    let etcd = Etcd::start(root);
-    let store = etcd.store_url();
-    let agents: Vec<crate::Agent> = names
-        .iter()
-        .map(|n| crate::Agent::start_with(root, n, "tok", &["--store", &store]))
-        .collect();
-    for a in &agents {
-        a.wait_live();
-    }
-    (etcd, agents)
-}

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod bundle;
+pub mod cluster;
 pub mod doctor;
 pub mod ebpf;
 pub mod etcd;
@@ -20,4 +21,5 @@ pub mod prometheus;
 pub mod tools;
 
 pub use agent::Agent;
-pub use etcd::{Etcd, etcd_cluster};
+pub use cluster::{Cluster, ClusterBuilder};
+pub use etcd::Etcd;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const REGION: usize = 8 << 20;
 
@@ -63,16 +63,6 @@ fn data(root: &Path) -> (Vec<PathBuf>, PathBuf) {
     let expected = root.join("expected");
     std::fs::write(&expected, all).unwrap();
     (regions, expected)
-}
-
-fn replica_on(a: &Agent, volume: &str, node: &str) -> String {
-    a.json(&["volume", "get", volume])["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == node)
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no replica of {volume} on {node}"))
 }
 
 fn mode(a: &Agent, volume: &str, replica: &str) -> String {
@@ -126,63 +116,43 @@ fn assert_recovered(a: &Agent, volume: &str, stale: &str, uri: &str, expected: &
 
 #[test]
 fn engine_node_survives_every_replica_failing_and_salvages_the_newest() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let mut n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    let (ok, _, err) = n1.cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
     assert!(ok, "node update: {err}");
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
-    let (on2, on3) = (replica_on(&n1, "v", "n2"), replica_on(&n1, "v", "n3"));
-    let (regions, expected) = data(root.path());
+    let uri = c.create_attached("v", "32MiB", 2, "n1");
+    let (on2, on3) = (c.replica_on("v", "n2"), c.replica_on("v", "n3"));
+    let (regions, expected) = data(c.root());
 
     write_region(&uri, &regions[0], 0);
-    n3.kill9();
+    c.kill9("n3");
     wait_until("n3's replica ERR", Duration::from_secs(15), || {
-        mode(&n1, "v", &on3) == "ERR"
+        mode(&c["n1"], "v", &on3) == "ERR"
     });
     // Flushed to n2 alone: n2's revision is now the newest.
     write_region(&uri, &regions[1], REGION);
-    n2.kill9();
+    c.kill9("n2");
     let killed = Instant::now();
     wait_until("volume faulted", Duration::from_secs(15), || {
-        n1.json(&["volume", "get", "v"])["robustness"] == "faulted"
+        c["n1"].json(&["volume", "get", "v"])["robustness"] == "faulted"
     });
     let detected = killed.elapsed();
     eprintln!("faulted {detected:?} after the last replica's kill -9");
 
     // auto-salvage off: the replicas return, the volume stays faulted and
     // the doctor says how to proceed.
-    let (ok, _, err) = n1.cli(&["settings", "set", "auto-salvage", "false"]);
+    let (ok, _, err) = c["n1"].cli(&["settings", "set", "auto-salvage", "false"]);
     assert!(ok, "settings set: {err}");
-    n3.start_again();
-    n2.start_again();
-    n2.wait_live();
-    n3.wait_live();
+    c.start_again("n3");
+    c.start_again("n2");
+    c["n2"].wait_live();
+    c["n3"].wait_live();
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(
-        n1.json(&["volume", "get", "v"])["robustness"],
+        c["n1"].json(&["volume", "get", "v"])["robustness"],
         "faulted",
         "salvaged with auto-salvage off"
     );
-    let (_, report) = doctor(&n1);
+    let (_, report) = doctor(&c["n1"]);
     let faulted =
         check(&report, "VOLUME_FAULTED").unwrap_or_else(|| panic!("no VOLUME_FAULTED: {report}"));
     assert!(
@@ -190,16 +160,16 @@ fn engine_node_survives_every_replica_failing_and_salvages_the_newest() {
             && faulted["fix"].as_str().unwrap().contains("auto-salvage"),
         "{faulted}"
     );
-    assert!(salvaged(&n1, "v").is_none());
+    assert!(salvaged(&c["n1"], "v").is_none());
 
     // auto-salvage on: the engine restarts over the replicas, n2's is the
     // source and n3's is rebuilt from it.
-    let (ok, _, err) = n1.cli(&["settings", "set", "auto-salvage", "true"]);
+    let (ok, _, err) = c["n1"].cli(&["settings", "set", "auto-salvage", "true"]);
     assert!(ok, "settings set: {err}");
     let on = Instant::now();
     let mut message = String::new();
     wait_until("Salvaged event", Duration::from_secs(60), || {
-        salvaged(&n1, "v").map(|m| message = m).is_some()
+        salvaged(&c["n1"], "v").map(|m| message = m).is_some()
     });
     let salvaged_after = on.elapsed();
     assert!(
@@ -208,7 +178,7 @@ fn engine_node_survives_every_replica_failing_and_salvages_the_newest() {
             && message.contains(&on3),
         "Salvaged names n2's replica {on2} as the source and {on3} as behind: {message}"
     );
-    assert_recovered(&n1, "v", &on3, &uri, &expected);
+    assert_recovered(&c["n1"], "v", &on3, &uri, &expected);
     eprintln!(
         "salvaged {salvaged_after:?} after auto-salvage was turned on, healthy {:?}: {message}",
         on.elapsed()
@@ -217,54 +187,34 @@ fn engine_node_survives_every_replica_failing_and_salvages_the_newest() {
 
 #[test]
 fn every_agent_killed_restarts_from_the_newest_replicas() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let mut n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let mut n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "3",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    let uri = c.create_attached("v", "32MiB", 3, "n1");
     let (on1, on2, on3) = (
-        replica_on(&n1, "v", "n1"),
-        replica_on(&n1, "v", "n2"),
-        replica_on(&n1, "v", "n3"),
+        c.replica_on("v", "n1"),
+        c.replica_on("v", "n2"),
+        c.replica_on("v", "n3"),
     );
-    let (regions, expected) = data(root.path());
+    let (regions, expected) = data(c.root());
 
     write_region(&uri, &regions[0], 0);
-    n3.kill9();
+    c.kill9("n3");
     wait_until("n3's replica ERR", Duration::from_secs(15), || {
-        mode(&n1, "v", &on3) == "ERR"
+        mode(&c["n1"], "v", &on3) == "ERR"
     });
     write_region(&uri, &regions[1], REGION);
-    n1.kill9();
-    n2.kill9();
+    c.kill9("n1");
+    c.kill9("n2");
 
     // The replicas' nodes first, the engine's last: its fresh start then
     // opens the in-sync replicas (n1's and n2's; n3's left the set when it
     // failed) and leaves n3's out to be rebuilt.
-    n2.start_again();
-    n3.start_again();
+    c.start_again("n2");
+    c.start_again("n3");
     let restarted = Instant::now();
-    n1.start_again();
+    c.start_again("n1");
     let mut message = String::new();
     wait_until("Salvaged event", Duration::from_secs(60), || {
-        salvaged(&n1, "v").map(|m| message = m).is_some()
+        salvaged(&c["n1"], "v").map(|m| message = m).is_some()
     });
     let salvaged_after = restarted.elapsed();
     assert!(
@@ -273,7 +223,7 @@ fn every_agent_killed_restarts_from_the_newest_replicas() {
             && message.contains(&format!("{on3} not in the in-sync set")),
         "Salvaged names n1's and n2's replicas as sources and {on3} as left out (it left the in-sync set when it failed): {message}"
     );
-    assert_recovered(&n1, "v", &on3, &uri, &expected);
+    assert_recovered(&c["n1"], "v", &on3, &uri, &expected);
     eprintln!(
         "salvaged {salvaged_after:?} after the agents restarted, healthy {:?}: {message}",
         restarted.elapsed()
@@ -289,51 +239,32 @@ fn every_agent_killed_restarts_from_the_newest_replicas() {
 /// n3's.
 #[test]
 fn the_first_node_back_does_not_serve_a_replica_that_had_dropped_out() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let mut n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let mut n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    let (ok, _, err) = n1.cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
     assert!(ok, "node update: {err}");
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
-    let (on2, on3) = (replica_on(&n1, "v", "n2"), replica_on(&n1, "v", "n3"));
-    let (regions, expected) = data(root.path());
+    let uri = c.create_attached("v", "32MiB", 2, "n1");
+    let (on2, on3) = (c.replica_on("v", "n2"), c.replica_on("v", "n3"));
+    let (regions, expected) = data(c.root());
 
     write_region(&uri, &regions[0], 0);
-    n3.kill9();
+    c.kill9("n3");
     wait_until("n3's replica ERR", Duration::from_secs(15), || {
-        mode(&n1, "v", &on3) == "ERR"
+        mode(&c["n1"], "v", &on3) == "ERR"
     });
     write_region(&uri, &regions[1], REGION);
-    n1.kill9();
-    n2.kill9();
+    c.kill9("n1");
+    c.kill9("n2");
 
-    n3.start_again();
-    n1.start_again();
-    n1.wait_live();
-    n3.wait_live();
+    c.start_again("n3");
+    c.start_again("n1");
+    c["n1"].wait_live();
+    c["n3"].wait_live();
     let mut message = String::new();
     wait_until(
         "the engine says it waits for n2",
         Duration::from_secs(30),
         || {
-            let v = n1.json(&["volume", "get", "v"]);
+            let v = c["n1"].json(&["volume", "get", "v"]);
             let now = v["message"].as_str().unwrap_or_default().to_string();
             if now != message {
                 eprintln!("volume: {v}");
@@ -344,19 +275,19 @@ fn the_first_node_back_does_not_serve_a_replica_that_had_dropped_out() {
     );
     eprintln!("waiting: {message}");
     std::thread::sleep(Duration::from_secs(3));
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     assert_ne!(v["robustness"], "healthy", "served without n2: {v}");
-    assert!(salvaged(&n1, "v").is_none(), "started without n2");
+    assert!(salvaged(&c["n1"], "v").is_none(), "started without n2");
 
-    n2.start_again();
+    c.start_again("n2");
     let back = Instant::now();
     wait_until("Salvaged event", Duration::from_secs(60), || {
-        salvaged(&n1, "v").map(|m| message = m).is_some()
+        salvaged(&c["n1"], "v").map(|m| message = m).is_some()
     });
     assert!(
         message.contains(&format!("replica {on2} chosen as source")),
         "n2's replica {on2} must be the source: {message}"
     );
-    assert_recovered(&n1, "v", &on3, &uri, &expected);
+    assert_recovered(&c["n1"], "v", &on3, &uri, &expected);
     eprintln!("served {:?} after n2 returned: {message}", back.elapsed());
 }

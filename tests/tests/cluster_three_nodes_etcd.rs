@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 /// Runs a CLI call that must fail with `[code]`; returns stderr.
 fn refused(a: &Agent, args: &[&str], code: &str) -> String {
@@ -78,24 +78,14 @@ fn all_ready(names: &[&str]) -> Vec<(String, bool)> {
 
 #[test]
 fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let start = |name: &str, zone: &str| {
-        let label = format!("zone={zone}");
-        Agent::start_with(
-            root.path(),
-            name,
-            "tok",
-            &["--store", &store, "--label", &label],
-        )
-    };
-    let mut n1 = start("n1", "a");
-    let n2 = start("n2", "b");
-    let n3 = start("n3", "b");
+    let mut c = Cluster::builder()
+        .node_args("n1", &["--label", "zone=a"])
+        .node_args("n2", &["--label", "zone=b"])
+        .node_args("n3", &["--label", "zone=b"])
+        .on_etcd(&["n1", "n2", "n3"]);
 
     // Every agent shows the same three ready nodes with their zones.
-    for a in [&n1, &n2, &n3] {
+    for a in c.nodes() {
         wait_until(
             &format!("3 ready nodes seen from {}", a.name),
             Duration::from_secs(10),
@@ -121,7 +111,7 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
 
     // Three replicas on three nodes; only two zones, so the soft zone rule
     // is bent, and the volume says so.
-    let spread = n1.json(&[
+    let spread = c["n1"].json(&[
         "volume",
         "create",
         "spread",
@@ -142,13 +132,13 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
         "no note about the bent zone rule: {sched:?}"
     );
     // The same view from another agent.
-    let seen = n3.json(&["volume", "get", "spread"]);
+    let seen = c["n3"].json(&["volume", "get", "spread"]);
     assert_eq!(replica_nodes(&seen), nodes, "{seen}");
 
     // Too large for any disk: refused, with a reason for every node.
-    let before = volume_names(&n1);
+    let before = volume_names(&c["n1"]);
     let err = refused(
-        &n2,
+        &c["n2"],
         &[
             "volume",
             "create",
@@ -168,10 +158,14 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
             "no capacity reason for {n}: {err}"
         );
     }
-    assert_eq!(volume_names(&n1), before, "a refused create left a volume");
+    assert_eq!(
+        volume_names(&c["n1"]),
+        before,
+        "a refused create left a volume"
+    );
 
     // Data locality best-effort: the node answering the create is local.
-    let local = n3.json(&[
+    let local = c["n3"].json(&[
         "volume",
         "create",
         "local",
@@ -193,14 +187,14 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
 
     // A hard zone rule: only two zones, so only two replicas. Degraded
     // creation is allowed by default: created with 2, and why not 3 per node.
-    let s = n1.json(&[
+    let s = c["n1"].json(&[
         "settings",
         "set",
         "replica-zone-level-soft-anti-affinity",
         "false",
     ]);
     assert_eq!(s["value"], "false", "{s}");
-    let hard = n2.json(&[
+    let hard = c["n2"].json(&[
         "volume",
         "create",
         "hard",
@@ -233,15 +227,15 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
         "{sched:?}"
     );
     // ...and refused when degraded creation is not allowed.
-    n1.json(&[
+    c["n1"].json(&[
         "settings",
         "set",
         "allow-volume-creation-with-degraded-availability",
         "false",
     ]);
-    let before = volume_names(&n1);
+    let before = volume_names(&c["n1"]);
     let err = refused(
-        &n3,
+        &c["n3"],
         &[
             "volume",
             "create",
@@ -264,19 +258,23 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
             "no reason for {n}: {err}"
         );
     }
-    assert_eq!(volume_names(&n1), before, "a refused create left a volume");
+    assert_eq!(
+        volume_names(&c["n1"]),
+        before,
+        "a refused create left a volume"
+    );
     for (setting, default) in [
         ("replica-zone-level-soft-anti-affinity", "true"),
         ("allow-volume-creation-with-degraded-availability", "true"),
     ] {
-        let s = n2.json(&["settings", "set", setting, default]);
+        let s = c["n2"].json(&["settings", "set", setting, default]);
         assert_eq!(s["is_default"], true, "{s}");
     }
 
     // Eviction: nothing new goes to n2.
-    let node = n1.json(&["node", "evict", "n2"]);
+    let node = c["n1"].json(&["node", "evict", "n2"]);
     assert_eq!(node["eviction_requested"], true, "{node}");
-    let (ok, table, err) = n3.cli(&["node", "list"]);
+    let (ok, table, err) = c["n3"].cli(&["node", "list"]);
     assert!(ok, "{err}");
     assert!(
         table
@@ -284,7 +282,7 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
             .any(|l| l.starts_with("n2 ") && l.contains("evicting")),
         "{table}"
     );
-    let avoid = n2.json(&[
+    let avoid = c["n2"].json(&[
         "volume",
         "create",
         "avoid",
@@ -303,33 +301,33 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
         notes(&avoid).iter().any(|l| l == "n2: eviction requested"),
         "{avoid}"
     );
-    let node = n1.json(&["node", "evict", "n2", "--cancel"]);
+    let node = c["n1"].json(&["node", "evict", "n2", "--cancel"]);
     assert_eq!(node["eviction_requested"], false, "{node}");
 
     // Attach on n2 (asked through n1), write; every agent shows the same
     // endpoint, and snapshots go through an agent that does not serve it.
-    let (ok, out, err) = n1.cli(&["volume", "attach", "spread", "--node", "n2"]);
+    let (ok, out, err) = c["n1"].cli(&["volume", "attach", "spread", "--node", "n2"]);
     assert!(ok, "{err}");
     let endpoint = out.trim().to_string();
-    let n2_nbd = n2.json(&["node", "get", "n2"])["nbd_address"]
+    let n2_nbd = c["n2"].json(&["node", "get", "n2"])["nbd_address"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(endpoint, format!("nbd://{n2_nbd}/spread"));
-    for a in [&n1, &n2, &n3] {
+    for a in c.nodes() {
         let v = a.json(&["volume", "get", "spread"]);
         assert_eq!(v["state"], "attached", "{v}");
         assert_eq!(v["attached_node"], "n2", "{v}");
         assert_eq!(v["endpoint"], endpoint.as_str(), "{v}");
         assert_eq!(v["robustness"], "healthy", "{v}");
     }
-    let data = root.path().join("data");
+    let data = c.root().join("data");
     tools::random_file(&data, 32 << 20, 3);
     tools::qemu_write(&data, &endpoint);
 
-    let snap = n3.json(&["volume", "snapshot", "create", "spread", "s1"]);
+    let snap = c["n3"].json(&["volume", "snapshot", "create", "spread", "s1"]);
     assert_eq!(snap["name"], "s1", "{snap}");
-    let chain = n1.json(&["volume", "snapshot", "list", "spread"]);
+    let chain = c["n1"].json(&["volume", "snapshot", "list", "spread"]);
     assert!(
         chain["chain"]
             .as_array()
@@ -341,9 +339,9 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
 
     // kill -9 of n1, which holds a replica: the volume stays attached on
     // n2, the data still reads back, and the volume is degraded.
-    let spread_nodes = replica_nodes(&n2.json(&["volume", "get", "spread"]));
+    let spread_nodes = replica_nodes(&c["n2"].json(&["volume", "get", "spread"]));
     assert!(spread_nodes.contains(&"n1".to_string()));
-    n1.kill9();
+    c.kill9("n1");
     assert!(
         tools::qemu_equal(&data, &endpoint),
         "data differs after n1 died"
@@ -352,11 +350,11 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
         "spread degraded after n1 died",
         Duration::from_secs(20),
         || {
-            let v = n3.json(&["volume", "get", "spread"]);
+            let v = c["n3"].json(&["volume", "get", "spread"]);
             v["state"] == "attached" && v["robustness"] == "degraded"
         },
     );
-    let v = n2.json(&["volume", "get", "spread"]);
+    let v = c["n2"].json(&["volume", "get", "spread"]);
     assert_eq!(v["attached_node"], "n2", "{v}");
     assert_eq!(v["endpoint"], endpoint.as_str(), "{v}");
     let modes: Vec<(String, String)> = v["replicas"]
@@ -386,7 +384,7 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
     );
 
     // n1 shows down from the agents left, within the lease TTL (10 s).
-    for a in [&n2, &n3] {
+    for a in [&c["n2"], &c["n3"]] {
         wait_until(
             &format!("n1 down as seen from {}", a.name),
             Duration::from_secs(15),
@@ -400,7 +398,7 @@ fn three_agents_on_etcd_spread_replicas_explain_refusals_and_survive_a_crash() {
             },
         );
     }
-    let (ok, table, err) = n2.cli(&["node", "list"]);
+    let (ok, table, err) = c["n2"].cli(&["node", "list"]);
     assert!(ok, "{err}");
     assert!(
         table

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::prometheus::Prometheus;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, Etcd, tools};
 
 /// Template variables as an operator would set them: two nodes and two
 /// volumes selected (Grafana writes a multi-selection as a regex), the
@@ -253,30 +253,9 @@ fn alerts_about(p: &Prometheus, volume: &str, node: &str) -> Vec<String> {
 #[test]
 fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     let started = Instant::now();
-    let root = tempfile::tempdir().unwrap();
-    let mut etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(
-        root.path(),
-        "n1",
-        "tok",
-        &["--store", &store, "--ebpf", "auto"],
-    );
-    let mut n2 = Agent::start_with(
-        root.path(),
-        "n2",
-        "tok",
-        &["--store", &store, "--ebpf", "auto"],
-    );
-    let n3 = Agent::start_with(
-        root.path(),
-        "n3",
-        "tok",
-        &["--store", &store, "--ebpf", "auto"],
-    );
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
+    let mut c = Cluster::builder()
+        .args(&["--ebpf", "auto"])
+        .on_etcd(&["n1", "n2", "n3"]);
 
     // v1: 3 replicas, attached on n1; v2: 2 replicas, attached on n3;
     // v3: 2 replicas, detached.
@@ -285,7 +264,7 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         ("v2", "64MiB", "2"),
         ("v3", "64MiB", "2"),
     ] {
-        n1.json(&[
+        c["n1"].json(&[
             "volume",
             "create",
             v,
@@ -295,13 +274,8 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
             replicas,
         ]);
     }
-    let attach = |v: &str, node: &str| {
-        let (ok, out, err) = n1.cli(&["volume", "attach", v, "--node", node]);
-        assert!(ok, "attach {v}: {err}");
-        out.trim().to_string()
-    };
-    let uri1 = attach("v1", "n1");
-    let uri2 = attach("v2", "n3");
+    let uri1 = c.attach("v1", "n1");
+    let uri2 = c.attach("v2", "n3");
     // data for a rebuild to copy
     tools::run(
         "qemu-io",
@@ -309,8 +283,8 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     );
     let load = [fio_load(&uri1, "v1"), fio_load(&uri2, "v2")];
 
-    let config = prometheus_config(root.path(), &[&n1, &n2, &n3]);
-    let prom = Prometheus::start(root.path(), &config);
+    let config = prometheus_config(c.root(), &[&c["n1"], &c["n2"], &c["n3"]]);
+    let prom = Prometheus::start(c.root(), &config);
     let t0 = now();
     wait_until(
         "Prometheus scrapes the three agents",
@@ -325,7 +299,7 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     );
 
     // A muted check (its series), then a live migration held in `ready`.
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "health",
         "mute",
         "UNINSTALL_STUCK",
@@ -335,7 +309,7 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         "dashboards test",
     ]);
     assert!(ok, "mute: {err}");
-    let (code, _, err) = n1.cli_code(&["volume", "migrate", "v2", "--to", "n1"]);
+    let (code, _, err) = c["n1"].cli_code(&["volume", "migrate", "v2", "--to", "n1"]);
     assert_eq!(code, 0, "migrate v2 --to n1: {err}");
     wait_until(
         "Prometheus sees the migration",
@@ -345,18 +319,18 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
                 .is_ok_and(|r| !r.is_empty())
         },
     );
-    let (code, _, err) = n1.cli_code(&["volume", "migrate", "v2", "--rollback"]);
+    let (code, _, err) = c["n1"].cli_code(&["volume", "migrate", "v2", "--rollback"]);
     assert_eq!(code, 0, "migrate v2 --rollback: {err}");
 
     // n2 dies: its replicas fault, v1 and v2 degrade, n2 is down.
-    let n2_addr = n2.endpoint.trim_start_matches("http://").to_string();
-    let replica_on_n2 = n1
+    let n2_addr = c["n2"].endpoint.trim_start_matches("http://").to_string();
+    let replica_on_n2 = c["n1"]
         .replicas("v1")
         .into_iter()
         .find(|r| r["node"] == "n2")
         .map(|r| r["name"].as_str().unwrap().to_string())
         .expect("a replica of v1 on n2");
-    n2.kill9();
+    c.kill9("n2");
     let killed = Instant::now();
     wait_until(
         "replica, volume, node and agent alerts firing",
@@ -399,13 +373,13 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     );
 
     // n2 returns: its replicas are rebuilt, the alerts resolve.
-    n2.start_again();
-    n2.wait_live();
+    c.start_again("n2");
+    c["n2"].wait_live();
     let back = Instant::now();
     wait_until("v1 and v2 healthy again", Duration::from_secs(120), || {
         ["v1", "v2"]
             .iter()
-            .all(|v| n1.json(&["volume", "get", v])["robustness"] == "healthy")
+            .all(|v| c["n1"].json(&["volume", "get", v])["robustness"] == "healthy")
     });
     wait_until(
         "the alerts about v1 and n2 resolve",
@@ -425,7 +399,7 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     eprintln!("rebuild series samples: {samples}");
 
     // An eviction that cannot finish: v1's three replicas need three nodes.
-    let (ok, _, err) = n1.cli(&["node", "evict", "n3"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "evict", "n3"]);
     assert!(ok, "evict n3: {err}");
     wait_until(
         "Prometheus sees the eviction",
@@ -437,15 +411,15 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
     );
     // The store goes away: the agents report it unreachable (and count
     // failed requests); it comes back on the same port and data.
-    let etcd_port = etcd.client_port;
-    etcd.kill9();
+    let etcd_port = c.etcd().client_port;
+    c.etcd_mut().kill9();
     wait_until(
         "VigilStoreUnreachable firing",
         Duration::from_secs(30),
         || firing(&prom, "VigilStoreUnreachable", &[]),
     );
     // held (not `_`) so it runs until the test ends
-    let _etcd_again = Etcd::start_on(root.path(), etcd_port);
+    let _etcd_again = Etcd::start_on(c.root(), etcd_port);
     wait_until(
         "every agent reads the store again",
         Duration::from_secs(30),
@@ -473,7 +447,8 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
         assert!(
             ebpf_loaded,
             "running as root, yet no agent loaded eBPF: {}",
-            n1.get("/metrics")
+            c["n1"]
+                .get("/metrics")
                 .unwrap_or_default()
                 .lines()
                 .filter(|l| l.starts_with("vigil_ebpf_unavailable"))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::doctor;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 fn nodes_of(a: &Agent, volume: &str) -> Vec<String> {
     let mut n: Vec<String> = a
@@ -28,21 +28,12 @@ fn nodes_of(a: &Agent, volume: &str) -> Vec<String> {
 
 #[test]
 fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refuses() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str()];
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &args);
-    let n3 = Agent::start_with(root.path(), "n3", "tok", &args);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
+    let c = Cluster::on_etcd(&["n1", "n2", "n3"]);
 
     // best-effort, placed on n1+n2 (n3 closed to scheduling at create).
-    let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
     assert!(ok, "{err}");
-    let v = n1.json(&[
+    let v = c["n1"].json(&[
         "volume",
         "create",
         "loc",
@@ -54,15 +45,14 @@ fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refu
         "best-effort",
     ]);
     assert_eq!(v["data_locality"], "best-effort", "{v}");
-    assert_eq!(nodes_of(&n1, "loc"), ["n1", "n2"]);
-    let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "true"]);
+    assert_eq!(nodes_of(&c["n1"], "loc"), ["n1", "n2"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n3", "--allow-scheduling", "true"]);
     assert!(ok, "{err}");
 
-    let (ok, out, err) = n3.cli(&["volume", "attach", "loc", "--node", "n3"]);
-    assert!(ok, "attach on n3: {err}");
+    let out = c.attach("loc", "n3");
     let attached = Instant::now();
     let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let data = c.root().join("data");
     tools::random_file(&data, 24 << 20, 77);
     tools::qemu_write(&data, &endpoint);
 
@@ -70,14 +60,14 @@ fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refu
         "a local replica on n3, RW, and a remote one retired",
         Duration::from_secs(60),
         || {
-            let rs = n3.replicas("loc");
+            let rs = c["n3"].replicas("loc");
             rs.len() == 2
                 && rs.iter().all(|r| r["mode"] == "RW")
                 && rs.iter().any(|r| r["node"] == "n3")
         },
     );
     eprintln!("locality reached {:?} after attach", attached.elapsed());
-    let events = n3.json(&["events"]);
+    let events = c["n3"].json(&["events"]);
     let reasons: Vec<(String, String)> = events
         .as_array()
         .unwrap()
@@ -101,10 +91,10 @@ fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refu
             .any(|(r, m)| r == "ReplicaRetired" && m.contains("data locality")),
         "{reasons:?}"
     );
-    let v = n3.json(&["volume", "get", "loc"]);
+    let v = c["n3"].json(&["volume", "get", "loc"]);
     assert_eq!(v["robustness"], "healthy", "{v}");
     wait_until("doctor healthy", Duration::from_secs(30), || {
-        doctor(&n3).0 == 0
+        doctor(&c["n3"]).0 == 0
     });
     assert!(
         tools::qemu_equal(&data, &endpoint),
@@ -112,7 +102,7 @@ fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refu
     );
 
     // strict-local: refused where its replica is not, with the reason.
-    let v = n1.json(&[
+    let v = c["n1"].json(&[
         "volume",
         "create",
         "strict",
@@ -124,16 +114,16 @@ fn best_effort_builds_a_local_replica_and_retires_a_remote_one_strict_local_refu
         "strict-local",
     ]);
     assert_eq!(v["data_locality"], "strict-local", "{v}");
-    let home = nodes_of(&n1, "strict").pop().unwrap();
+    let home = nodes_of(&c["n1"], "strict").pop().unwrap();
     let other = ["n1", "n2", "n3"].into_iter().find(|n| *n != home).unwrap();
-    let (ok, _, err) = n1.cli(&["volume", "attach", "strict", "--node", other]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "attach", "strict", "--node", other]);
     assert!(!ok, "strict-local volume attached away from its replica");
     assert!(
         err.contains("strict-local") && err.contains(&home),
         "refusal should say why and where the replica lives: {err}"
     );
-    let v = n1.json(&["volume", "get", "strict"]);
+    let v = c["n1"].json(&["volume", "get", "strict"]);
     assert_eq!(v["state"], "detached", "{v}");
-    let (ok, _, err) = n1.cli(&["volume", "attach", "strict", "--node", &home]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "attach", "strict", "--node", &home]);
     assert!(ok, "attach on {home}: {err}");
 }

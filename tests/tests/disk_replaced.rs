@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const SIZE: usize = 16 << 20;
 
@@ -35,37 +35,19 @@ fn disk_of(a: &Agent, node: &str) -> Vec<Value> {
 
 #[test]
 fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str()];
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
-    let n3 = Agent::start_with(root.path(), "n3", "tok", &args);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "3",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    let endpoint = c.create_attached("v", "64MiB", 3, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, SIZE, 5);
     tools::qemu_write(&data, &endpoint);
     wait_until("doctor healthy", Duration::from_secs(20), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    let old_disk = disk_of(&n1, "n2")[0]["uuid"].as_str().unwrap().to_string();
-    let old_replica = n1
+    let old_disk = disk_of(&c["n1"], "n2")[0]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_replica = c["n1"]
         .replicas("v")
         .into_iter()
         .find(|r| r["node"] == "n2")
@@ -74,7 +56,7 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
 
     // No rebuilds for now (limit 0): the replacement is placed but not
     // filled, so the state before the repair can be looked at at leisure.
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "settings",
         "set",
         "concurrent-replica-rebuild-per-node-limit",
@@ -83,17 +65,17 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
     assert!(ok, "{err}");
 
     // The node "upgrade": agent gone, disk reformatted, agent back.
-    n2.kill9();
-    let disk_dir = n2.data_dir.join("disks").join("default");
+    c.kill9("n2");
+    let disk_dir = c["n2"].data_dir.join("disks").join("default");
     std::fs::remove_dir_all(&disk_dir).unwrap();
-    n2.start_again();
-    n2.wait_live();
+    c.start_again("n2");
+    c["n2"].wait_live();
     let back = Instant::now();
 
     // The repair can be quick: keep the report that showed the check.
     let (mut code, mut report) = (0, Value::Null);
     wait_until("DISK_REPLACED raised", Duration::from_secs(20), || {
-        (code, report) = doctor(&n1);
+        (code, report) = doctor(&c["n1"]);
         check(&report, "DISK_REPLACED").is_some()
     });
     eprintln!(
@@ -101,11 +83,14 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         back.elapsed()
     );
     assert_ne!(code, 0, "{report}");
-    let c = check(&report, "DISK_REPLACED").unwrap();
+    let replaced = check(&report, "DISK_REPLACED").unwrap();
     for field in ["cause", "fix"] {
-        assert!(!c[field].as_str().unwrap_or("").is_empty(), "{c}");
+        assert!(
+            !replaced[field].as_str().unwrap_or("").is_empty(),
+            "{replaced}"
+        );
     }
-    let new_disk = disk_of(&n1, "n2")
+    let new_disk = disk_of(&c["n1"], "n2")
         .into_iter()
         .find(|d| d["uuid"] != old_disk.as_str())
         .map(|d| d["uuid"].as_str().unwrap().to_string())
@@ -117,16 +102,17 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         "old replica failed, replacement placed",
         Duration::from_secs(30),
         || {
-            n1.event(&format!("replica/{old_replica}"), "ReplicaFailed")
+            c["n1"]
+                .event(&format!("replica/{old_replica}"), "ReplicaFailed")
                 .is_some()
-                && n1.replicas("v").len() == 4
+                && c["n1"].replicas("v").len() == 4
         },
     );
     eprintln!(
         "old replica failed and replacement placed {:?} after the agent came back",
         back.elapsed()
     );
-    let failed = n1
+    let failed = c["n1"]
         .event(&format!("replica/{old_replica}"), "ReplicaFailed")
         .expect("a ReplicaFailed event");
     let msg = failed["message"].as_str().unwrap();
@@ -134,7 +120,7 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         msg.contains("disk replaced") && msg.contains(&old_disk) && msg.contains(&new_disk),
         "ReplicaFailed should name the reason and both UUIDs: {msg}"
     );
-    let old_view = n1
+    let old_view = c["n1"]
         .replicas("v")
         .into_iter()
         .find(|r| r["name"] == old_replica.as_str())
@@ -143,13 +129,13 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
     // The engine notices the old replica's connection is gone (its next
     // ping) and the volume shows degraded, still with DISK_REPLACED.
     wait_until("volume degraded", Duration::from_secs(10), || {
-        let report = doctor(&n1).1;
+        let report = doctor(&c["n1"]).1;
         check(&report, "DISK_REPLACED").is_some() && check(&report, "VOLUME_DEGRADED").is_some()
     });
 
     // Rebuilds allowed again: the replacement is filled, the old replica
     // retired (removed from the volume).
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "settings",
         "set",
         "concurrent-replica-rebuild-per-node-limit",
@@ -158,7 +144,8 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
     assert!(ok, "{err}");
     let allowed = Instant::now();
     wait_until("old replica retired", Duration::from_secs(60), || {
-        n1.event(&format!("replica/{old_replica}"), "ReplicaRetired")
+        c["n1"]
+            .event(&format!("replica/{old_replica}"), "ReplicaRetired")
             .is_some()
     });
     eprintln!(
@@ -166,7 +153,8 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         allowed.elapsed()
     );
     assert!(
-        !n1.replicas("v")
+        !c["n1"]
+            .replicas("v")
             .iter()
             .any(|r| r["name"] == old_replica.as_str()),
         "the old replica is still listed"
@@ -177,17 +165,17 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
         "volume healthy with 3 RW replicas",
         Duration::from_secs(60),
         || {
-            let rs = n1.replicas("v");
+            let rs = c["n1"].replicas("v");
             rs.len() == 3
                 && rs.iter().all(|r| r["mode"] == "RW")
-                && n1.json(&["volume", "get", "v"])["robustness"] == "healthy"
+                && c["n1"].json(&["volume", "get", "v"])["robustness"] == "healthy"
         },
     );
     eprintln!(
         "volume healthy again {:?} after the agent came back",
         back.elapsed()
     );
-    let rs = n1.replicas("v");
+    let rs = c["n1"].replicas("v");
     let fresh = rs
         .iter()
         .find(|r| r["node"] == "n2")
@@ -195,25 +183,28 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
     assert_eq!(fresh["disk"], new_disk.as_str(), "{fresh}");
     let name = fresh["name"].as_str().unwrap();
     assert!(
-        n1.event(&format!("replica/{name}"), "ReplicaScheduled")
+        c["n1"]
+            .event(&format!("replica/{name}"), "ReplicaScheduled")
             .is_some()
     );
     assert!(
-        n1.event(&format!("replica/{name}"), "ReplicaRebuilt")
+        c["n1"]
+            .event(&format!("replica/{name}"), "ReplicaRebuilt")
             .is_some()
     );
 
     // The old disk is forgotten; everything is healthy.
     wait_until("doctor healthy again", Duration::from_secs(30), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
     assert!(
-        disk_of(&n1, "n2")
+        disk_of(&c["n1"], "n2")
             .iter()
             .all(|d| d["uuid"] != old_disk.as_str())
     );
     assert!(
-        n1.event(&format!("disk/{old_disk}"), "DiskForgotten")
+        c["n1"]
+            .event(&format!("disk/{old_disk}"), "DiskForgotten")
             .is_some()
     );
     assert!(
@@ -224,27 +215,20 @@ fn a_wiped_disk_is_a_new_disk_and_its_replicas_are_rebuilt() {
 
 #[test]
 fn a_volume_created_short_of_nodes_is_degraded_only_if_allowed_and_heals() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str()];
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
-    n1.wait_live();
-    n2.wait_live();
-    n2.stop();
+    let mut c = Cluster::on_etcd(&["n1", "n2"]);
+    c.stop("n2");
     wait_until("n2 down", Duration::from_secs(20), || {
-        n1.json(&["node", "get", "n2"])["ready"] == false
+        c["n1"].json(&["node", "get", "n2"])["ready"] == false
     });
 
-    let (ok, _, _) = n1.cli(&[
+    let (ok, _, _) = c["n1"].cli(&[
         "settings",
         "set",
         "allow-volume-creation-with-degraded-availability",
         "false",
     ]);
     assert!(ok);
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "volume",
         "create",
         "v",
@@ -259,50 +243,40 @@ fn a_volume_created_short_of_nodes_is_degraded_only_if_allowed_and_heals() {
         "{err}"
     );
 
-    let (ok, _, _) = n1.cli(&[
+    let (ok, _, _) = c["n1"].cli(&[
         "settings",
         "set",
         "allow-volume-creation-with-degraded-availability",
         "true",
     ]);
     assert!(ok);
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
+    let v = c.create_volume("v", "32MiB", 2);
     assert_eq!(v["replicas"].as_array().unwrap().len(), 1, "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let endpoint = c.attach("v", "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, 8 << 20, 9);
     tools::qemu_write(&data, &endpoint);
-    let report = doctor(&n1).1;
+    let report = doctor(&c["n1"]).1;
     assert!(
         check(&report, "REPLICA_UNSCHEDULABLE").is_some()
             || check(&report, "VOLUME_DEGRADED").is_some(),
         "{report}"
     );
 
-    n2.start_again();
-    n2.wait_live();
+    c.start_again("n2");
+    c["n2"].wait_live();
     let back = Instant::now();
     wait_until(
         "volume healthy with 2 replicas",
         Duration::from_secs(60),
         || {
-            let v = n1.json(&["volume", "get", "v"]);
+            let v = c["n1"].json(&["volume", "get", "v"]);
             v["robustness"] == "healthy" && v["replicas"].as_array().is_some_and(|r| r.len() == 2)
         },
     );
     eprintln!("healed {:?} after n2 returned", back.elapsed());
     wait_until("doctor healthy", Duration::from_secs(30), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
     assert!(
         tools::qemu_equal(&data, &endpoint),

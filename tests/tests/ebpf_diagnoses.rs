@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::Agent;
-use vigil_tests::Etcd;
+use vigil_tests::Cluster;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::ebpf::{TracedVolume, is_root};
@@ -274,33 +274,17 @@ fn rtt_measured(a: &Agent, peer: &str) -> bool {
 fn lossy_link(which: Lose) {
     require_root();
     private_network();
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str(), "--ebpf", "required"];
-    let mut n1 = Agent::start_with(root.path(), "n1", "tok", &args);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
-    n1.wait_live();
-    n2.wait_live();
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let n2_node = n2.json(&["node", "get", "n2"]);
+    let mut c = Cluster::builder()
+        .args(&["--ebpf", "required"])
+        .on_etcd(&["n1", "n2"]);
+    let endpoint = c.create_attached("v", "32MiB", 2, "n1");
+    let n2_node = c["n2"].json(&["node", "get", "n2"]);
     let address = find_str(&n2_node, "replica_address")
         .unwrap_or_else(|| panic!("no replica_address in {n2_node}"));
     let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
     let (sender, other) = match which {
-        Lose::ToServer => (&n1, "n2"),
-        Lose::FromServer => (&n2, "n1"),
+        Lose::ToServer => (&c["n1"], "n2"),
+        Lose::FromServer => (&c["n2"], "n1"),
     };
 
     // --- a clean link: RTT measured both ways, no retransmit check -------
@@ -308,9 +292,9 @@ fn lossy_link(which: Lose) {
     wait_until(
         "n1's and n2's kernel windows have RTT samples of their link",
         Duration::from_secs(40),
-        || rtt_measured(&n1, "n2") && rtt_measured(&n2, "n1"),
+        || rtt_measured(&c["n1"], "n2") && rtt_measured(&c["n2"], "n1"),
     );
-    stays_away(&n1, "REPLICA_LINK_RETRANSMITS", 6);
+    stays_away(&c["n1"], "REPLICA_LINK_RETRANSMITS", 6);
 
     // --- 10 % of the chosen packets lost ----------------------------------
     lose_packets(which, port, 10);
@@ -328,24 +312,24 @@ fn lossy_link(which: Lose) {
         &format!("REPLICA_LINK_RETRANSMITS for {link}"),
         Duration::from_secs(90),
         || {
-            report = doctor(&n1).1;
+            report = doctor(&c["n1"]).1;
             check(&report, "REPLICA_LINK_RETRANSMITS")
                 .is_some_and(|c| c["items"].to_string().contains(&link))
         },
     );
     w.stop();
-    let c = check(&report, "REPLICA_LINK_RETRANSMITS").unwrap();
-    let items = c["items"].as_array().unwrap();
+    let found = check(&report, "REPLICA_LINK_RETRANSMITS").unwrap();
+    let items = found["items"].as_array().unwrap();
     let item = items.iter().find(|i| i["object"] == link.as_str()).unwrap();
     let msg = item["message"].as_str().unwrap();
     eprintln!(
         "REPLICA_LINK_RETRANSMITS: {msg} ({} retransmits counted)",
         retransmits(sender, other)
     );
-    let (_, human, _) = n1.cli_code(&["doctor"]);
+    let (_, human, _) = c["n1"].cli_code(&["doctor"]);
     assert!(human.contains("REPLICA_LINK_RETRANSMITS"), "{human}");
-    n1.stop();
-    n2.stop();
+    c.stop("n1");
+    c.stop("n2");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, etcd_cluster, tools};
+use vigil_tests::{Cluster, tools};
 
 const OLD: u8 = 0xaa;
 const QUEUED: u8 = 0xcc;
@@ -44,29 +44,15 @@ fn reads_as(uri: &str, byte: u8, len: &str) -> (bool, String) {
 
 #[test]
 fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
-    let root = tempfile::tempdir().unwrap();
-    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2"]);
-    let [n1, n2]: [Agent; 2] = agents.try_into().ok().unwrap();
+    let mut c = Cluster::on_etcd(&["n1", "n2"]);
     for (name, value) in [
         ("volume-attachment-recovery-policy", "immediate"),
         ("node-down-timeout", "30"),
     ] {
-        let (ok, _, err) = n2.cli(&["settings", "set", name, value]);
+        let (ok, _, err) = c["n2"].cli(&["settings", "set", name, value]);
         assert!(ok, "settings set {name} {value}: {err}");
     }
-    let v = n2.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "2",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach on n1: {err}");
-    let on_n1 = out.trim().to_string();
+    let on_n1 = c.create_attached("v", "16MiB", 2, "n1");
     tools::run(
         "qemu-io",
         &[
@@ -80,24 +66,22 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
         ],
     );
     wait_until("both replicas RW", Duration::from_secs(30), || {
-        doctor(&n2).0 == 0
+        doctor(&c["n2"]).0 == 0
     });
 
     // One connection to n1's engine, open before the freeze.
     let mut session = tools::QemuIoSession::open(&on_n1);
     session.send(&format!("read -P {OLD:#x} 0 64k"));
 
-    n1.signal(libc::SIGSTOP);
+    c.freeze("n1");
     let frozen = Instant::now();
     // Queued in n1's socket while its agent is frozen.
     session.send(&format!("write -P {QUEUED:#x} 0 64k"));
 
     wait_until("NODE_DOWN for n1", Duration::from_secs(40), || {
-        check(&doctor(&n2).1, "NODE_DOWN").is_some()
+        check(&doctor(&c["n2"]).1, "NODE_DOWN").is_some()
     });
-    let (ok, out, err) = n2.cli(&["volume", "attach", "v", "--node", "n2"]);
-    assert!(ok, "attach on n2 while n1 is frozen: {err}");
-    let on_n2 = out.trim().to_string();
+    let on_n2 = c.attach("v", "n2");
     eprintln!(
         "attached on n2 {:.1} s after the freeze",
         frozen.elapsed().as_secs_f64()
@@ -116,7 +100,7 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
     );
 
     // n1 wakes: its engine handles the queued write before anything else.
-    n1.signal(libc::SIGCONT);
+    c.thaw("n1");
     let thawed = Instant::now();
     session.send("flush");
     let printed = session.finish();
@@ -139,9 +123,9 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
     wait_until(
         "EngineFenced recorded by n1",
         Duration::from_secs(30),
-        || n2.event("volume/v", "EngineFenced").is_some(),
+        || c["n2"].event("volume/v", "EngineFenced").is_some(),
     );
-    let event = n2.event("volume/v", "EngineFenced").unwrap();
+    let event = c["n2"].event("volume/v", "EngineFenced").unwrap();
     let message = event["message"].as_str().unwrap_or_default().to_string();
     eprintln!("event: {message}");
     assert!(
@@ -149,10 +133,10 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
         "{event}"
     );
     wait_until("n1 runs no engine for v", Duration::from_secs(30), || {
-        n1.get("/v1/engines/v").is_none()
+        c["n1"].get("/v1/engines/v").is_none()
     });
     // The incident is a health check for a while, naming node and epoch.
-    let report = doctor(&n2).1;
+    let report = doctor(&c["n2"]).1;
     let fenced = check(&report, "ENGINE_FENCED").expect("ENGINE_FENCED in doctor");
     assert!(
         fenced
@@ -160,7 +144,7 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
             .contains("the engine on n1 (epoch 1) was fenced"),
         "{fenced}"
     );
-    let (ok, _, err) = n2.cli(&[
+    let (ok, _, err) = c["n2"].cli(&[
         "health",
         "mute",
         "ENGINE_FENCED",
@@ -171,9 +155,8 @@ fn a_frozen_engines_queued_write_is_refused_after_the_volume_moved() {
     ]);
     assert!(ok, "mute: {err}");
     wait_until("v healthy on n2", Duration::from_secs(60), || {
-        doctor(&n2).0 == 0
+        doctor(&c["n2"]).0 == 0
     });
     let (same, out) = reads_as(&on_n2, NEW, "64k");
     assert!(same, "after n1's replica was rebuilt:\n{out}");
-    drop(etcd);
 }

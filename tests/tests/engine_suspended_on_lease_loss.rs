@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, etcd_cluster, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 /// Longer than the lease TTL (10 s) minus the self-fence margin (3 s),
 /// with room for the renewal period (2.5 s) and the 200 ms tick.
@@ -123,37 +123,23 @@ fn after_resume(n1: &Agent) {
 
 #[test]
 fn a_node_that_cannot_renew_its_lease_stops_writing_and_resumes_after() {
-    let root = tempfile::tempdir().unwrap();
-    let (etcd, agents) = etcd_cluster(root.path(), &["n1"]);
-    let [n1]: [Agent; 1] = agents.try_into().ok().unwrap();
-    n1.set("engine-on-lease-loss", "io-error");
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "1",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
+    let c = Cluster::on_etcd(&["n1"]);
+    c["n1"].set("engine-on-lease-loss", "io-error");
+    let uri = c.create_attached("v", "16MiB", 1, "n1");
     tools::run("qemu-io", &["-f", "raw", "-c", "write -P 0x11 0 64k", &uri]);
     // a controller round has cached the setting by now (every 2 s)
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(sample(&scrape(&n1), SUSPENDED), Some(0.0));
-    assert!(check(&doctor(&n1).1, "ENGINE_SUSPENDED").is_none());
+    assert_eq!(sample(&scrape(&c["n1"]), SUSPENDED), Some(0.0));
+    assert!(check(&doctor(&c["n1"]).1, "ENGINE_SUSPENDED").is_none());
 
     // io-error: an open connection's write fails once the lease is old.
     let mut session = tools::QemuIoSession::open(&uri);
     session.send("read -P 0x11 0 64k");
-    etcd.signal(libc::SIGSTOP);
+    c.etcd().signal(libc::SIGSTOP);
     let frozen = Instant::now();
     std::thread::sleep(PAST_THE_MARGIN);
     session.send("write -P 0x22 0 64k");
-    etcd.signal(libc::SIGCONT);
+    c.etcd().signal(libc::SIGCONT);
     let thawed = Instant::now();
     let printed = session.finish();
     eprintln!("qemu-io during the freeze:\n{printed}");
@@ -170,25 +156,25 @@ fn a_node_that_cannot_renew_its_lease_stops_writing_and_resumes_after() {
         thawed.elapsed().as_secs_f64(),
         frozen.elapsed().as_secs_f64()
     );
-    let resumed = n1
+    let resumed = c["n1"]
         .event("volume/v", "EngineResumed")
         .expect("EngineResumed event");
     eprintln!("event: {}", resumed["message"]);
     assert!(tools::try_run("qemu-io", &["-f", "raw", "-c", "read -P 0x33 0 64k", &uri]).0);
 
     // suspend (the default): a write during the freeze is held, then done.
-    n1.set("engine-on-lease-loss", "suspend");
+    c["n1"].set("engine-on-lease-loss", "suspend");
     std::thread::sleep(Duration::from_secs(3));
-    etcd.signal(libc::SIGSTOP);
+    c.etcd().signal(libc::SIGSTOP);
     std::thread::sleep(PAST_THE_MARGIN);
     let mut held = qemu_io(&uri, &["write -P 0x44 0 64k".into(), "flush".into()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    while_suspended(&n1);
+    while_suspended(&c["n1"]);
     let still_held = held.try_wait().unwrap().is_none();
-    etcd.signal(libc::SIGCONT);
+    c.etcd().signal(libc::SIGCONT);
     assert!(
         still_held,
         "the write was not held while the lease was lost"
@@ -206,9 +192,9 @@ fn a_node_that_cannot_renew_its_lease_stops_writing_and_resumes_after() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(tools::try_run("qemu-io", &["-f", "raw", "-c", "read -P 0x44 0 64k", &uri]).0);
-    after_resume(&n1);
+    after_resume(&c["n1"]);
     // both suspensions (io-error, then suspend) ended in a resume
-    let page = scrape(&n1);
+    let page = scrape(&c["n1"]);
     let resumed = "vigil_engine_suspensions_total{volume=\"v\",outcome=\"resumed\"}";
     assert!(
         sample(&page, resumed).is_some_and(|n| n >= 2.0),

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use vigil_tests::Agent;
 use vigil_tests::agent::{free_port, vigil_bin, wait_until};
+use vigil_tests::{Agent, Cluster};
 
 /// Runs `vigil --endpoint E doctor ARGS`; returns (exit code, stdout, stderr).
 fn doctor(endpoint: &str, args: &[&str]) -> (i32, String, String) {
@@ -34,39 +34,29 @@ fn doctor_json(a: &Agent) -> Value {
 
 #[test]
 fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
-    let root = tempfile::tempdir().unwrap();
-    let a = Agent::start(root.path(), "n1");
-    a.wait_live();
-    a.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "1",
-    ]);
-    let (ok, _, err) = a.cli(&["volume", "attach", "v"]);
+    let c = Cluster::on_embedded("n1");
+    c.create_volume("v", "64MiB", 1);
+    let (ok, _, err) = c["n1"].cli(&["volume", "attach", "v"]);
     assert!(ok, "attach failed: {err}");
 
     // healthy: exit 0, nothing failing
     let mut last = (0, String::new(), String::new());
     let healthy = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until("doctor healthy", Duration::from_secs(20), || {
-            last = doctor(&a.endpoint, &[]);
+            last = doctor(&c["n1"].endpoint, &[]);
             last.0 == 0
         })
     }));
     assert!(healthy.is_ok(), "doctor never healthy: {last:?}");
     assert!(last.1.starts_with("HEALTH_OK"), "{last:?}");
-    let report = doctor_json(&a);
+    let report = doctor_json(&c["n1"]);
     assert_eq!(report["status"], "ok", "{report}");
     assert_eq!(report["checks"], serde_json::json!([]), "{report}");
-    let (ok, out, _) = a.cli(&["health", "list"]);
+    let (ok, out, _) = c["n1"].cli(&["health", "list"]);
     assert!(ok && out.contains("no failing checks"), "{out}");
 
     // mute: visible in the report, in the human output and in the events
-    let (ok, out, err) = a.cli(&[
+    let (ok, out, err) = c["n1"].cli(&[
         "health",
         "mute",
         "NODE_DOWN",
@@ -77,7 +67,7 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
     ]);
     assert!(ok, "mute failed: {err}");
     assert!(out.starts_with("NODE_DOWN muted until"), "{out}");
-    let report = doctor_json(&a);
+    let report = doctor_json(&c["n1"]);
     let mutes = report["mutes"].as_array().unwrap();
     assert_eq!(mutes.len(), 1, "{report}");
     assert_eq!(mutes[0]["code"], "NODE_DOWN");
@@ -87,13 +77,13 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
     let created = mutes[0]["created_unix"].as_u64().unwrap();
     assert_eq!(until - created, 3600);
     assert_eq!(report["status"], "ok", "a mute alone changes nothing");
-    let (code, out, _) = doctor(&a.endpoint, &[]);
+    let (code, out, _) = doctor(&c["n1"].endpoint, &[]);
     assert_eq!(code, 0);
     assert!(
         out.contains("NODE_DOWN (muted until") && out.contains("test"),
         "{out}"
     );
-    let events = a.json(&["events", "--limit", "500"]);
+    let events = c["n1"].json(&["events", "--limit", "500"]);
     assert!(
         events
             .as_array()
@@ -104,13 +94,13 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
     );
 
     // unmute removes it; a second unmute says there is none
-    let (ok, out, err) = a.cli(&["health", "unmute", "NODE_DOWN"]);
+    let (ok, out, err) = c["n1"].cli(&["health", "unmute", "NODE_DOWN"]);
     assert!(ok, "unmute failed: {err}");
     assert_eq!(out.trim(), "NODE_DOWN unmuted");
-    assert_eq!(doctor_json(&a)["mutes"], serde_json::json!([]));
-    let (ok, _, err) = a.cli(&["health", "unmute", "NODE_DOWN"]);
+    assert_eq!(doctor_json(&c["n1"])["mutes"], serde_json::json!([]));
+    let (ok, _, err) = c["n1"].cli(&["health", "unmute", "NODE_DOWN"]);
     assert!(!ok && err.contains("not found"), "{err}");
-    let events = a.json(&["events", "--limit", "500"]);
+    let events = c["n1"].json(&["events", "--limit", "500"]);
     assert!(
         events
             .as_array()
@@ -121,7 +111,7 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
     );
 
     // bad mutes are refused, saying why
-    let (ok, _, err) = a.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "health", "mute", "NODE_SAD", "--for", "1h", "--reason", "test",
     ]);
     assert!(!ok, "an unknown code was accepted");
@@ -131,7 +121,7 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
             && err.contains("[unknown_code]"),
         "{err}"
     );
-    let (ok, _, err) = a.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "health",
         "mute",
         "NODE_DOWN",
@@ -141,7 +131,7 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
         "test",
     ]);
     assert!(!ok && err.contains("[invalid_duration]"), "{err}");
-    let (ok, _, err) = a.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "health",
         "mute",
         "NODE_DOWN",
@@ -151,7 +141,7 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
         " ",
     ]);
     assert!(!ok && err.contains("[invalid_reason]"), "{err}");
-    let (ok, _, err) = a.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "health",
         "mute",
         "NODE_DOWN",
@@ -161,7 +151,7 @@ fn doctor_is_healthy_and_a_mute_shows_until_unmuted() {
         "test",
     ]);
     assert!(!ok && err.contains("not a duration"), "{err}");
-    assert_eq!(doctor_json(&a)["mutes"], serde_json::json!([]));
+    assert_eq!(doctor_json(&c["n1"])["mutes"], serde_json::json!([]));
 
     // an agent that cannot be reached: exit 2 with the error
     let (code, _, err) = doctor(&format!("http://127.0.0.1:{}", free_port()), &[]);

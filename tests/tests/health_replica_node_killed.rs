@@ -15,7 +15,7 @@ use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::prom::{promtool_check, sample};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Cluster, tools};
 
 const SIZE: usize = 16 << 20;
 
@@ -25,36 +25,18 @@ fn items(check: &Value) -> Vec<Value> {
 
 #[test]
 fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    n1.wait_live();
-    n2.wait_live();
+    let mut c = Cluster::on_etcd(&["n1", "n2"]);
 
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "2",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let endpoint = c.create_attached("v", "64MiB", 2, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, SIZE, 11);
     tools::qemu_write(&data, &endpoint);
 
     // Healthy: doctor exits 0; both scrapes are valid and n1 shows the I/O.
     wait_until("doctor healthy", Duration::from_secs(15), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    for a in [&n1, &n2] {
+    for a in [&c["n1"], &c["n2"]] {
         let page = a.get("/metrics").unwrap();
         let complaints = promtool_check(&page);
         assert!(
@@ -68,7 +50,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         );
         assert_eq!(sample(&page, "vigil_cluster_nodes_ready", &[]), Some(2.0));
     }
-    let page = n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     let writes = sample(
         &page,
         "vigil_volume_io_bytes_total",
@@ -86,7 +68,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         ),
         Some(1.0)
     );
-    let replica_on_n2 = n1.json(&["volume", "get", "v"])["replicas"]
+    let replica_on_n2 = c["n1"].json(&["volume", "get", "v"])["replicas"]
         .as_array()
         .unwrap()
         .iter()
@@ -95,7 +77,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         .expect("a replica on n2");
 
     // n2 dies.
-    n2.kill9();
+    c.kill9("n2");
     let killed = Instant::now();
     let mut report = Value::Null;
     let mut exit = 0;
@@ -103,7 +85,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         "doctor shows the volume degraded",
         Duration::from_secs(10),
         || {
-            (exit, report) = doctor(&n1);
+            (exit, report) = doctor(&c["n1"]);
             check(&report, "VOLUME_DEGRADED").is_some() && check(&report, "REPLICA_ERROR").is_some()
         },
     );
@@ -130,7 +112,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         "metrics show the degraded volume",
         Duration::from_secs(5),
         || {
-            let page = n1.get("/metrics").unwrap_or_default();
+            let page = c["n1"].get("/metrics").unwrap_or_default();
             sample(&page, "vigil_health_check", &[("code", "VOLUME_DEGRADED")]) == Some(1.0)
                 && sample(
                     &page,
@@ -144,7 +126,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
                 ) == Some(1.0)
         },
     );
-    let page = n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     assert!(
         sample(
             &page,
@@ -154,7 +136,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         .is_some_and(|n| n >= 1.0),
         "no fault counted for {replica_on_n2}"
     );
-    let events = n1.json(&["events", "--object", &format!("replica/{replica_on_n2}")]);
+    let events = c["n1"].json(&["events", "--object", &format!("replica/{replica_on_n2}")]);
     assert!(
         events
             .as_array()
@@ -168,9 +150,11 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
     // Once the lease lapses, the node being down is the root cause and the
     // replica error is shown under it.
     wait_until("NODE_DOWN reported", Duration::from_secs(20), || {
-        doctor(&n1).1.pipe(|r| check(&r, "NODE_DOWN").is_some())
+        doctor(&c["n1"])
+            .1
+            .pipe(|r| check(&r, "NODE_DOWN").is_some())
     });
-    let (_, report) = doctor(&n1);
+    let (_, report) = doctor(&c["n1"]);
     let rerr = check(&report, "REPLICA_ERROR").unwrap();
     assert_eq!(
         rerr["root"], false,
@@ -181,7 +165,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         true,
         "{report}"
     );
-    let page = n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     assert_eq!(sample(&page, "vigil_cluster_nodes_ready", &[]), Some(1.0));
     assert_eq!(
         sample(&page, "vigil_node_ready", &[("node", "n2")]),
@@ -189,13 +173,13 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
     );
 
     // n2 returns: its replica is rebuilt and everything clears.
-    n2.start_again();
+    c.start_again("n2");
     wait_until("doctor healthy again", Duration::from_secs(60), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "healthy", "{v}");
-    let events = n1.json(&["events", "--object", &format!("replica/{replica_on_n2}")]);
+    let events = c["n1"].json(&["events", "--object", &format!("replica/{replica_on_n2}")]);
     let reasons: Vec<&str> = events
         .as_array()
         .unwrap()
@@ -206,7 +190,7 @@ fn killed_replica_node_degrades_the_volume_visibly_and_heals_when_it_returns() {
         reasons.contains(&"RebuildStarted") && reasons.contains(&"ReplicaRebuilt"),
         "events of {replica_on_n2}: {reasons:?}"
     );
-    let page = n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     assert_eq!(
         sample(&page, "vigil_health_check", &[("code", "VOLUME_DEGRADED")]),
         None

@@ -17,39 +17,22 @@ use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::prom::sample;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Cluster, tools};
 
 #[test]
 fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    n1.wait_live();
-    n2.wait_live();
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let c = Cluster::on_etcd(&["n1", "n2"]);
+    let endpoint = c.create_attached("v", "32MiB", 2, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, 8 << 20, 5);
     tools::qemu_write(&data, &endpoint);
-    let (ok, _, err) = n1.cli(&["volume", "snapshot", "create", "v", "s1"]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "snapshot", "create", "v", "s1"]);
     assert!(ok, "snapshot: {err}");
     wait_until("doctor healthy", Duration::from_secs(15), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
 
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     let r2 = v["replicas"]
         .as_array()
         .unwrap()
@@ -72,7 +55,7 @@ fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
         "doctor shows the missing file",
         Duration::from_secs(30),
         || {
-            (exit, report) = doctor(&n1);
+            (exit, report) = doctor(&c["n1"]);
             check(&report, "SNAPSHOT_FILE_MISSING").is_some()
                 && check(&report, "VOLUME_DEGRADED").is_some()
         },
@@ -103,7 +86,7 @@ fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
     assert_eq!(roots, ["SNAPSHOT_FILE_MISSING"], "{report}");
 
     // The human doctor prints the root first with the volume under it.
-    let (_, text, _) = n1.cli_code(&["doctor"]);
+    let (_, text, _) = c["n1"].cli_code(&["doctor"]);
     let root_at = text.find("SNAPSHOT_FILE_MISSING").unwrap();
     let degraded_at = text.find("VOLUME_DEGRADED").unwrap();
     assert!(root_at < degraded_at, "{text}");
@@ -112,9 +95,9 @@ fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
     wait_until(
         "the engine drops the damaged replica",
         Duration::from_secs(10),
-        || n1.json(&["volume", "get", "v"])["robustness"] == "degraded",
+        || c["n1"].json(&["volume", "get", "v"])["robustness"] == "degraded",
     );
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "degraded", "{v}");
     let r2 = v["replicas"]
         .as_array()
@@ -125,7 +108,7 @@ fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
     assert_eq!(r2["mode"], "ERR", "{v}");
     assert_eq!(r2["integrity"]["kind"], "missing", "{v}");
     assert!(tools::qemu_equal(&data, &endpoint), "data differs");
-    let page = n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     assert_eq!(
         sample(
             &page,
@@ -134,7 +117,7 @@ fn missing_snapshot_file_is_the_one_root_cause_and_the_volume_keeps_serving() {
         ),
         Some(1.0)
     );
-    let events = n1.json(&["events", "--object", &format!("replica/{replica}")]);
+    let events = c["n1"].json(&["events", "--object", &format!("replica/{replica}")]);
     assert!(
         events
             .as_array()

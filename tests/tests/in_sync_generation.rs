@@ -30,17 +30,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
-use vigil_tests::{Agent, etcd_cluster, tools};
-
-fn replica_on(a: &Agent, node: &str) -> String {
-    a.json(&["volume", "get", "v"])["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == node)
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no replica of v on {node}"))
-}
+use vigil_tests::{Agent, Cluster, tools};
 
 fn volume(a: &Agent) -> Value {
     a.json(&["volume", "get", "v"])
@@ -65,33 +55,20 @@ fn message(a: &Agent) -> String {
 
 #[test]
 fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
-    let root = tempfile::tempdir().unwrap();
-    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2", "n3", "n4"]);
-    let [mut n1, mut n2, mut n3, mut n4]: [Agent; 4] = agents.try_into().ok().unwrap();
-    n1.set("node-down-timeout", "5");
-    let (ok, _, err) = n1.cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3", "n4"]);
+    c["n1"].set("node-down-timeout", "5");
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
     assert!(ok, "node update: {err}");
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "3",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
+    let uri = c.create_attached("v", "16MiB", 3, "n1");
     let (on2, on3, on4) = (
-        replica_on(&n1, "n2"),
-        replica_on(&n1, "n3"),
-        replica_on(&n1, "n4"),
+        c.replica_on("v", "n2"),
+        c.replica_on("v", "n3"),
+        c.replica_on("v", "n4"),
     );
-    let a = root.path().join("a");
+    let a = c.root().join("a");
     tools::random_file(&a, 16 << 20, 23);
     tools::qemu_write(&a, &uri);
-    let snap = n1.json(&["snapshot", "create", "v", "s"]);
+    let snap = c["n1"].json(&["snapshot", "create", "v", "s"]);
     assert_eq!(snap["name"], "s", "{snap}");
     tools::run(
         "qemu-io",
@@ -100,38 +77,38 @@ fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
     assert!(!tools::qemu_equal(&a, &uri));
 
     // n4 misses the revert.
-    n4.kill9();
+    c.kill9("n4");
     wait_until("n4's replica ERR", Duration::from_secs(15), || {
-        mode_of(&n1, &on4) == "ERR"
+        mode_of(&c["n1"], &on4) == "ERR"
     });
-    n1.json(&["snapshot", "revert", "v", "s"]);
+    c["n1"].json(&["snapshot", "revert", "v", "s"]);
     assert!(
         tools::qemu_equal(&a, &uri),
         "the revert did not bring A back"
     );
 
     // Only n4's replica (B, pre-revert) is reachable.
-    n1.kill9();
-    n2.kill9();
-    n3.kill9();
-    n4.start_again();
-    n1.start_again();
-    n1.wait_live();
-    n4.wait_live();
+    c.kill9("n1");
+    c.kill9("n2");
+    c.kill9("n3");
+    c.start_again("n4");
+    c.start_again("n1");
+    c["n1"].wait_live();
+    c["n4"].wait_live();
     wait_until(
         "the volume waits for an in-sync replica, or serves",
         Duration::from_secs(30),
-        || message(&n1).contains("in-sync set") || n1.get("/v1/engines/v").is_some(),
+        || message(&c["n1"]).contains("in-sync set") || c["n1"].get("/v1/engines/v").is_some(),
     );
     // Well past node-down-timeout: still not served from n4's replica.
     std::thread::sleep(Duration::from_secs(12));
-    let v = volume(&n1);
-    let engine = n1.get("/v1/engines/v");
+    let v = volume(&c["n1"]);
+    let engine = c["n1"].get("/v1/engines/v");
     assert!(
         v["robustness"] == "faulted" && engine.is_none(),
         "served from the replica that missed the revert: {v}\nengine on n1: {engine:?}"
     );
-    let text = message(&n1);
+    let text = message(&c["n1"]);
     eprintln!("volume message: {text}");
     assert!(
         text.contains(&on2) && text.contains(&on3) && !text.contains(&format!("{on4},")),
@@ -139,18 +116,18 @@ fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
     );
 
     // The members return: n4's replica is rebuilt from them.
-    n2.start_again();
-    n3.start_again();
+    c.start_again("n2");
+    c.start_again("n3");
     wait_until("v healthy again", Duration::from_secs(90), || {
-        volume(&n1)["robustness"] == "healthy"
+        volume(&c["n1"])["robustness"] == "healthy"
     });
-    let uri = volume(&n1)["endpoint"].as_str().unwrap().to_string();
+    let uri = volume(&c["n1"])["endpoint"].as_str().unwrap().to_string();
     assert!(tools::qemu_equal(&a, &uri), "the volume lost the revert");
     // Read from n4's replica alone: it holds A, never B.
-    n2.kill9();
-    n3.kill9();
+    c.kill9("n2");
+    c.kill9("n3");
     wait_until("only n4's replica RW", Duration::from_secs(15), || {
-        mode_of(&n1, &on2) == "ERR" && mode_of(&n1, &on3) == "ERR"
+        mode_of(&c["n1"], &on2) == "ERR" && mode_of(&c["n1"], &on3) == "ERR"
     });
     assert!(
         tools::qemu_equal(&a, &uri),
@@ -160,7 +137,9 @@ fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
         "the in-sync set is n4's replica",
         Duration::from_secs(15),
         || {
-            let set = etcd.ctl(&["get", "/vigil/insync/v", "--print-value-only"]);
+            let set = c
+                .etcd()
+                .ctl(&["get", "/vigil/insync/v", "--print-value-only"]);
             serde_json::from_str::<Value>(set.trim())
                 .is_ok_and(|s| s["members"] == serde_json::json!([on4]))
         },
@@ -168,21 +147,23 @@ fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
 
     // The store loses its history: the record goes back to generation 1,
     // below what n4's replica joined.
-    n1.kill9();
-    let raw = etcd.ctl(&["get", "/vigil/insync/v", "--print-value-only"]);
+    c.kill9("n1");
+    let raw = c
+        .etcd()
+        .ctl(&["get", "/vigil/insync/v", "--print-value-only"]);
     let mut set: Value = serde_json::from_str(raw.trim()).unwrap();
     let joined = set["generation"].as_u64().unwrap();
     assert!(joined > 1, "{set}");
     set["generation"] = 1.into();
-    etcd.ctl(&["put", "/vigil/insync/v", &set.to_string()]);
-    n1.start_again();
-    n1.wait_live();
+    c.etcd().ctl(&["put", "/vigil/insync/v", &set.to_string()]);
+    c.start_again("n1");
+    c["n1"].wait_live();
     wait_until(
         "the volume refuses a store older than its replicas",
         Duration::from_secs(30),
-        || message(&n1).contains("older than its replicas"),
+        || message(&c["n1"]).contains("older than its replicas"),
     );
-    let text = message(&n1);
+    let text = message(&c["n1"]);
     eprintln!("volume message: {text}");
     assert!(
         text.contains(&format!("{on4} on node n4 joined generation {joined}"))
@@ -191,13 +172,13 @@ fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        n1.get("/v1/engines/v").is_none(),
+        c["n1"].get("/v1/engines/v").is_none(),
         "an engine started anyway"
     );
-    assert_eq!(volume(&n1)["robustness"], "faulted");
+    assert_eq!(volume(&c["n1"])["robustness"], "faulted");
 
     // The operator accepts it: a new set above every replica's generation.
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "volume",
         "salvage",
         "v",
@@ -207,15 +188,15 @@ fn a_revert_missed_by_an_err_replica_never_serves_pre_revert_data() {
     ]);
     assert!(ok, "salvage: {err}");
     wait_until("v served again", Duration::from_secs(30), || {
-        volume(&n1)["robustness"] == "degraded"
+        volume(&c["n1"])["robustness"] == "degraded"
     });
     let set: Value = serde_json::from_str(
-        etcd.ctl(&["get", "/vigil/insync/v", "--print-value-only"])
+        c.etcd()
+            .ctl(&["get", "/vigil/insync/v", "--print-value-only"])
             .trim(),
     )
     .unwrap();
     assert!(set["generation"].as_u64().unwrap() > joined, "{set}");
-    let uri = volume(&n1)["endpoint"].as_str().unwrap().to_string();
+    let uri = volume(&c["n1"])["endpoint"].as_str().unwrap().to_string();
     assert!(tools::qemu_equal(&a, &uri));
-    drop(etcd);
 }

@@ -22,17 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
-use vigil_tests::{Agent, etcd_cluster, tools};
-
-fn replica_on(a: &Agent, node: &str) -> String {
-    a.json(&["volume", "get", "v"])["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == node)
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no replica of v on {node}"))
-}
+use vigil_tests::{Agent, Cluster, tools};
 
 fn volume(a: &Agent) -> Value {
     a.json(&["volume", "get", "v"])
@@ -40,32 +30,19 @@ fn volume(a: &Agent) -> Value {
 
 #[test]
 fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
-    let root = tempfile::tempdir().unwrap();
-    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2", "n3"]);
-    let [mut n1, mut n2, mut n3]: [Agent; 3] = agents.try_into().ok().unwrap();
-    n1.set("node-down-timeout", "5");
-    let (ok, _, err) = n1.cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    c["n1"].set("node-down-timeout", "5");
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n1", "--allow-scheduling", "false"]);
     assert!(ok, "node update: {err}");
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
-    let (on2, on3) = (replica_on(&n1, "n2"), replica_on(&n1, "n3"));
-    let a = root.path().join("a");
+    let uri = c.create_attached("v", "16MiB", 2, "n1");
+    let (on2, on3) = (c.replica_on("v", "n2"), c.replica_on("v", "n3"));
+    let a = c.root().join("a");
     tools::random_file(&a, 16 << 20, 17);
     tools::qemu_write(&a, &uri);
 
-    n3.kill9();
+    c.kill9("n3");
     wait_until("n3's replica ERR", Duration::from_secs(15), || {
-        volume(&n1)["replicas"]
+        volume(&c["n1"])["replicas"]
             .as_array()
             .unwrap()
             .iter()
@@ -76,12 +53,12 @@ fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
         "qemu-io",
         &["-f", "raw", "-c", "write -P 0xbb 0 1M", "-c", "flush", &uri],
     );
-    n2.kill9();
-    n1.kill9();
-    n3.start_again();
-    n1.start_again();
-    n1.wait_live();
-    n3.wait_live();
+    c.kill9("n2");
+    c.kill9("n1");
+    c.start_again("n3");
+    c.start_again("n1");
+    c["n1"].wait_live();
+    c["n3"].wait_live();
 
     // Well past node-down-timeout: still not served from n3's replica.
     let mut message = String::new();
@@ -89,7 +66,7 @@ fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
         "the volume says it waits for the in-sync replica",
         Duration::from_secs(30),
         || {
-            message = volume(&n1)["message"]
+            message = volume(&c["n1"])["message"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
@@ -97,8 +74,8 @@ fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
         },
     );
     std::thread::sleep(Duration::from_secs(12));
-    let v = volume(&n1);
-    let engine = n1.get("/v1/engines/v");
+    let v = volume(&c["n1"]);
+    let engine = c["n1"].get("/v1/engines/v");
     assert!(
         v["robustness"] == "faulted" && engine.is_none(),
         "served from the replica that missed B: {v}\nengine on n1: {engine:?}"
@@ -114,9 +91,9 @@ fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
     );
 
     // The operator's choice, refused unless the loss is accepted.
-    let (ok, _, err) = n1.cli(&["volume", "salvage", "v", "--replica", &on3]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "salvage", "v", "--replica", &on3]);
     assert!(!ok && err.contains("--accept-data-loss"), "{err}");
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "volume",
         "salvage",
         "v",
@@ -128,14 +105,14 @@ fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
     wait_until(
         "v served from n3's replica",
         Duration::from_secs(30),
-        || volume(&n1)["robustness"] == "degraded",
+        || volume(&c["n1"])["robustness"] == "degraded",
     );
-    let uri = volume(&n1)["endpoint"].as_str().unwrap().to_string();
+    let uri = volume(&c["n1"])["endpoint"].as_str().unwrap().to_string();
     assert!(
         tools::qemu_equal(&a, &uri),
         "the salvaged volume does not hold A (what n3's replica had)"
     );
-    let event = n1
+    let event = c["n1"]
         .event("volume/v", "DataLossAccepted")
         .expect("DataLossAccepted");
     let text = event["message"].as_str().unwrap_or_default();
@@ -143,10 +120,9 @@ fn a_volume_whose_in_sync_replicas_are_gone_waits_for_the_operator() {
     assert!(text.contains(&on3) && text.contains(&on2), "{event}");
 
     // n2 returns: its replica is rebuilt from the salvaged one.
-    n2.start_again();
+    c.start_again("n2");
     wait_until("v healthy again", Duration::from_secs(60), || {
-        volume(&n1)["robustness"] == "healthy"
+        volume(&c["n1"])["robustness"] == "healthy"
     });
     assert!(tools::qemu_equal(&a, &uri));
-    drop(etcd);
 }

@@ -38,16 +38,27 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const SIZE: usize = 8 << 20;
 
-struct Cluster {
-    n1: Agent,
-    n2: Agent,
-    _etcd: Etcd,
-    root: tempfile::TempDir,
+/// n1 and n2 on etcd and the seed of the data written to volumes.
+struct Pair {
+    cluster: Cluster,
     seed: u64,
+}
+
+impl std::ops::Deref for Pair {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for Pair {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
 }
 
 fn seed() -> u64 {
@@ -61,58 +72,32 @@ fn seed() -> u64 {
 
 /// n1 and n2 on etcd, with `VIGIL_FAILPOINTS` for each (empty: none) and
 /// `settings`.
-fn cluster(fp1: &str, fp2: &str, settings: &[(&str, &str)]) -> Cluster {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let start = |name: &str, fp: &str| {
-        Agent::start_with_env(
-            root.path(),
-            name,
-            "tok",
-            &["--store", &store],
-            &[("VIGIL_FAILPOINTS", fp)],
-        )
-    };
-    let n1 = start("n1", fp1);
-    let n2 = start("n2", fp2);
-    n1.wait_live();
-    n2.wait_live();
+fn cluster(fp1: &str, fp2: &str, settings: &[(&str, &str)]) -> Pair {
+    let cluster = Cluster::builder()
+        .node_env("n1", "VIGIL_FAILPOINTS", fp1)
+        .node_env("n2", "VIGIL_FAILPOINTS", fp2)
+        .on_etcd(&["n1", "n2"]);
     for (k, v) in settings {
-        n1.set(k, v);
+        cluster["n1"].set(k, v);
     }
-    Cluster {
-        n1,
-        n2,
-        _etcd: etcd,
-        root,
+    Pair {
+        cluster,
         seed: seed(),
     }
 }
 
-impl Cluster {
+impl Pair {
     fn volume(&self, name: &str) -> Value {
-        self.n1.json(&["volume", "get", name])
+        self["n1"].json(&["volume", "get", name])
     }
 
     /// A 2-replica volume attached on n1 holding seeded data; returns the
     /// file with what it holds.
     fn attached_volume(&self, name: &str) -> PathBuf {
-        let v = self.n1.json(&[
-            "volume",
-            "create",
-            name,
-            "--size",
-            "8MiB",
-            "--replicas",
-            "2",
-        ]);
-        assert_eq!(v["state"], "detached", "{v}");
-        let (ok, out, err) = self.n1.cli(&["volume", "attach", name, "--node", "n1"]);
-        assert!(ok, "attach {name} on n1: {err}");
-        let data = self.root.path().join(format!("{name}.data"));
+        let uri = self.create_attached(name, "8MiB", 2, "n1");
+        let data = self.root().join(format!("{name}.data"));
         tools::random_file(&data, SIZE, self.seed ^ name.len() as u64);
-        tools::qemu_write(&data, out.trim());
+        tools::qemu_write(&data, &uri);
         wait_until(&format!("{name} healthy"), Duration::from_secs(30), || {
             self.volume(name)["robustness"] == "healthy"
         });
@@ -126,7 +111,7 @@ impl Cluster {
         assert!(v.get("migration").is_none(), "migration left: {v}");
         assert_eq!(v["state"], "attached", "{v}");
         assert_eq!(v["attached_node"], on, "{v}");
-        for a in [&self.n1, &self.n2] {
+        for a in self.nodes() {
             if !a.is_live() {
                 continue;
             }
@@ -156,7 +141,7 @@ impl Cluster {
     }
 
     fn events(&self, name: &str) -> Vec<String> {
-        self.n1
+        self["n1"]
             .events_of(&format!("volume/{name}"))
             .iter()
             .map(|e| format!("{}: {}", e["reason"].as_str().unwrap(), e["message"]))
@@ -168,10 +153,10 @@ impl Cluster {
     /// either node from going down.
     fn wait_healthy(&self) {
         wait_until("doctor healthy", Duration::from_secs(60), || {
-            doctor(&self.n1).0 == 0
+            doctor(&self["n1"]).0 == 0
         });
         for node in ["n1", "n2"] {
-            let (code, out, err) = self.n1.cli_code(&["node", "drain-check", node]);
+            let (code, out, err) = self["n1"].cli_code(&["node", "drain-check", node]);
             assert_eq!(code, 0, "drain-check {node}: {out}{err}");
         }
     }
@@ -223,7 +208,7 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     let source_endpoint = c.volume("v")["endpoint"].as_str().unwrap().to_string();
 
     let t = Instant::now();
-    let (code, out) = migrate(&c.n1, &["v", "--to", "n2"]);
+    let (code, out) = migrate(&c["n1"], &["v", "--to", "n2"]);
     assert_eq!(code, 0, "migrate --to n2: {out}");
     eprintln!("target ready in {:.2} s", t.elapsed().as_secs_f64());
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -236,7 +221,7 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     let target_endpoint = m["target_endpoint"].as_str().unwrap().to_string();
     assert!(target_endpoint.contains("/v"), "{v}");
     // the migration is a series on the volume's reporter (n1, attached)
-    let page = c.n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     let phase = vigil_tests::prom::sample(
         &page,
         "vigil_volume_migration_phase_seconds",
@@ -250,7 +235,7 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     assert!(phase.is_some(), "no migration series on n1's /metrics");
     // n2 serves through n1's engine: one engine, two exports
     assert!(
-        !c.n2
+        !c["n2"]
             .json(&["engine", "list"])
             .as_array()
             .unwrap()
@@ -269,10 +254,10 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
         "target write not seen at the source"
     );
     // a second migration or a detach while this one runs is refused
-    let (code, err) = migrate(&c.n1, &["v", "--to", "n1"]);
+    let (code, err) = migrate(&c["n1"], &["v", "--to", "n1"]);
     assert_ne!(code, 0);
     assert!(err.contains("migrating from n1 to n2"), "{err}");
-    let (ok, _, err) = c.n1.cli(&["volume", "detach", "v"]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "detach", "v"]);
     assert!(!ok && err.contains("--rollback"), "{err}");
 
     // clients on both sides, connected before the confirm
@@ -282,7 +267,7 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     on_source.send("read -P 0x71 0 65536");
 
     let t = Instant::now();
-    let (code, out) = migrate(&c.n2, &["v", "--confirm"]);
+    let (code, out) = migrate(&c["n2"], &["v", "--confirm"]);
     assert_eq!(code, 0, "migrate --confirm: {out}");
     eprintln!("confirmed in {:.2} s", t.elapsed().as_secs_f64());
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -310,7 +295,7 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
     patch(&data, 0x73, 131072, 65536);
 
     c.assert_settled("v", "n2", &data);
-    let page = c.n2.get("/metrics").unwrap();
+    let page = c["n2"].get("/metrics").unwrap();
     assert!(
         !page.contains("vigil_volume_migration_phase_seconds{"),
         "a finished migration left its series"
@@ -335,7 +320,7 @@ fn confirm_moves_the_engine_and_keeps_target_clients() {
 fn rollback_by_the_operator_keeps_the_source() {
     let c = cluster("", "", &[]);
     let data = c.attached_volume("v");
-    let (code, out) = migrate(&c.n1, &["v", "--to", "n2"]);
+    let (code, out) = migrate(&c["n1"], &["v", "--to", "n2"]);
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let target_endpoint = v["migration"]["target_endpoint"]
@@ -344,7 +329,7 @@ fn rollback_by_the_operator_keeps_the_source() {
         .to_string();
     write_pattern(&target_endpoint, 0x42, 0, 4096);
     patch(&data, 0x42, 0, 4096);
-    let (code, out) = migrate(&c.n2, &["v", "--rollback"]);
+    let (code, out) = migrate(&c["n2"], &["v", "--rollback"]);
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["attached_node"], "n1", "{v}");
@@ -365,9 +350,9 @@ fn rollback_by_the_operator_keeps_the_source() {
 /// Migrates `name` to n2 and confirms (when the start succeeded); expects
 /// the flow to end rolled back with `why` in the error.
 fn expect_rollback(c: &Cluster, name: &str, why: &str) {
-    let (code, out) = migrate(&c.n1, &[name, "--to", "n2"]);
+    let (code, out) = migrate(&c["n1"], &[name, "--to", "n2"]);
     let err = if code == 0 {
-        let (code, err) = migrate(&c.n1, &[name, "--confirm"]);
+        let (code, err) = migrate(&c["n1"], &[name, "--confirm"]);
         assert_ne!(
             code, 0,
             "{name}: confirm succeeded despite the fault: {err}"
@@ -429,11 +414,11 @@ fn target_killed_at_every_step_rolls_back() {
     ] {
         let data = c.attached_volume(name);
         // the CLI call blocks while the step is delayed: run it aside
-        let n1 = c.n1.endpoint.clone();
+        let n1 = c["n1"].endpoint.clone();
         let args: Vec<String> = if phase == "starting" || phase == "ready" {
             vec!["--to".into(), "n2".into()]
         } else {
-            let (code, out) = migrate(&c.n1, &[name, "--to", "n2"]);
+            let (code, out) = migrate(&c["n1"], &[name, "--to", "n2"]);
             assert_eq!(code, 0, "{out}");
             vec!["--confirm".into()]
         };
@@ -463,7 +448,7 @@ fn target_killed_at_every_step_rolls_back() {
             || c.volume(name)["migration"]["phase"] == phase,
         );
         let t = Instant::now();
-        c.n2.kill9();
+        c.kill9("n2");
         let (code, err) = call.join().unwrap();
         if phase != "ready" {
             assert_ne!(
@@ -483,10 +468,11 @@ fn target_killed_at_every_step_rolls_back() {
             t.elapsed().as_secs_f64()
         );
         c.assert_settled(name, "n1", &data);
-        c.n2.start_again();
-        c.n2.wait_live();
+        c.start_again("n2");
+        c["n2"].wait_live();
         wait_until("n2 serves no engine", Duration::from_secs(30), || {
-            c.n2.json(&["engine", "list"])
+            c["n2"]
+                .json(&["engine", "list"])
                 .as_array()
                 .unwrap()
                 .is_empty()
@@ -499,29 +485,31 @@ fn target_killed_at_every_step_rolls_back() {
     // closes its export; the volume is then handled like any volume on a
     // dead node (policy wait: detached after node-down-timeout)
     let data = c.attached_volume("ks");
-    let (code, out) = migrate(&c.n1, &["ks", "--to", "n2"]);
+    let (code, out) = migrate(&c["n1"], &["ks", "--to", "n2"]);
     assert_eq!(code, 0, "{out}");
-    c.n1.kill9();
+    c.kill9("n1");
     wait_until(
         "ks rolled back by the target",
         Duration::from_secs(40),
         || {
-            c.n2.json(&["volume", "get", "ks"])
+            c["n2"]
+                .json(&["volume", "get", "ks"])
                 .get("migration")
                 .is_none()
         },
     );
     assert!(
-        c.n2.json(&["engine", "list"])
+        c["n2"]
+            .json(&["engine", "list"])
             .as_array()
             .unwrap()
             .is_empty()
     );
-    let events: Vec<String> =
-        c.n2.events_of("volume/ks")
-            .iter()
-            .map(|e| format!("{}: {}", e["reason"].as_str().unwrap(), e["message"]))
-            .collect();
+    let events: Vec<String> = c["n2"]
+        .events_of("volume/ks")
+        .iter()
+        .map(|e| format!("{}: {}", e["reason"].as_str().unwrap(), e["message"]))
+        .collect();
     assert!(
         // the forward breaks at once; the lease lapses within 10 s:
         // whichever the target notices first names the source
@@ -529,19 +517,20 @@ fn target_killed_at_every_step_rolls_back() {
             && (e.contains("source node n1 is down") || e.contains("forward to the source broke"))),
         "{events:#?}"
     );
-    c.n1.start_again();
-    c.n1.wait_live();
+    c.start_again("n1");
+    c["n1"].wait_live();
     wait_until("ks attached again", Duration::from_secs(60), || {
         let v = c.volume("ks");
         v["state"] == "attached" || v["state"] == "detached"
     });
     let v = c.volume("ks");
     if v["state"] == "detached" {
-        let (ok, _, err) = c.n1.cli(&["volume", "attach", "ks", "--node", "n1"]);
+        let (ok, _, err) = c["n1"].cli(&["volume", "attach", "ks", "--node", "n1"]);
         assert!(ok, "{err}");
     }
     wait_until("n1 serves ks again", Duration::from_secs(30), || {
-        c.n1.json(&["engine", "list"])
+        c["n1"]
+            .json(&["engine", "list"])
             .as_array()
             .unwrap()
             .iter()
@@ -552,7 +541,7 @@ fn target_killed_at_every_step_rolls_back() {
 
 #[test]
 fn a_slow_step_rolls_back_and_a_frozen_switch_is_stuck_until_it_runs() {
-    let c = cluster(
+    let mut c = cluster(
         "",
         "migration.target.pause@slow=delay:9000,migration.target.commit@frozen=delay:2000",
         &[("migration-timeout", "5"), ("node-down-timeout", "120")],
@@ -571,9 +560,9 @@ fn a_slow_step_rolls_back_and_a_frozen_switch_is_stuck_until_it_runs() {
     // source must not serve again before node-down-timeout, so the volume
     // waits and the doctor says why
     let data = c.attached_volume("frozen");
-    let (code, out) = migrate(&c.n1, &["frozen", "--to", "n2"]);
+    let (code, out) = migrate(&c["n1"], &["frozen", "--to", "n2"]);
     assert_eq!(code, 0, "{out}");
-    let n1 = c.n1.endpoint.clone();
+    let n1 = c["n1"].endpoint.clone();
     let call = std::thread::spawn(move || {
         Command::new(vigil_tests::agent::vigil_bin())
             .args([
@@ -590,14 +579,14 @@ fn a_slow_step_rolls_back_and_a_frozen_switch_is_stuck_until_it_runs() {
     wait_until("frozen switching", Duration::from_secs(20), || {
         c.volume("frozen")["migration"]["phase"] == "switching"
     });
-    c.n2.signal(libc::SIGSTOP);
+    c.freeze("n2");
     let t = Instant::now();
     wait_until("MIGRATION_STUCK", Duration::from_secs(90), || {
-        let (_, report) = doctor(&c.n1);
+        let (_, report) = doctor(&c["n1"]);
         check(&report, "MIGRATION_STUCK").is_some()
     });
     eprintln!("MIGRATION_STUCK after {:.1} s", t.elapsed().as_secs_f64());
-    let (code, report) = doctor(&c.n1);
+    let (code, report) = doctor(&c["n1"]);
     assert_eq!(code, 2, "{report}");
     let stuck = check(&report, "MIGRATION_STUCK").unwrap();
     let text = stuck.to_string();
@@ -615,14 +604,14 @@ fn a_slow_step_rolls_back_and_a_frozen_switch_is_stuck_until_it_runs() {
     );
     // nothing serves meanwhile on n1: its engine is fenced
     assert!(
-        !c.n1
+        !c["n1"]
             .json(&["engine", "list"])
             .as_array()
             .unwrap()
             .iter()
             .any(|e| e["name"] == "frozen")
     );
-    c.n2.signal(libc::SIGCONT);
+    c.thaw("n2");
     let out = call.join().unwrap();
     eprintln!(
         "confirm after the freeze: {}",
@@ -639,17 +628,17 @@ fn a_slow_step_rolls_back_and_a_frozen_switch_is_stuck_until_it_runs() {
 fn an_uninstall_during_a_migration_rolls_it_back_and_removes_everything() {
     let c = cluster("", "", &[]);
     c.attached_volume("v");
-    let (code, out) = migrate(&c.n1, &["v", "--to", "n2"]);
+    let (code, out) = migrate(&c["n1"], &["v", "--to", "n2"]);
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let target_endpoint = v["migration"]["target_endpoint"]
         .as_str()
         .unwrap()
         .to_string();
-    c.n1.set("deleting-confirmation-flag", "true");
-    let (ok, out, err) = c.n2.cli(&["uninstall"]);
+    c["n1"].set("deleting-confirmation-flag", "true");
+    let (ok, out, err) = c["n2"].cli(&["uninstall"]);
     assert!(ok, "uninstall: {out} {err}");
-    for a in [&c.n1, &c.n2] {
+    for a in [&c["n1"], &c["n2"]] {
         assert!(
             a.json(&["engine", "list"]).as_array().unwrap().is_empty(),
             "{} runs an engine",
@@ -679,7 +668,7 @@ fn racing_confirm_and_rollback_leave_one_outcome() {
     let (mut confirms, mut rollbacks) = (0, 0);
     for round in 0..8u64 {
         let to = if on == "n1" { "n2" } else { "n1" };
-        let (code, out) = migrate(&c.n1, &["v", "--to", to]);
+        let (code, out) = migrate(&c["n1"], &["v", "--to", to]);
         assert_eq!(code, 0, "round {round}: migrate --to {to}: {out}");
         let v: Value = serde_json::from_str(&out).unwrap();
         let target_endpoint = v["migration"]["target_endpoint"]
@@ -711,8 +700,8 @@ fn racing_confirm_and_rollback_leave_one_outcome() {
                 )
             })
         };
-        let a = spawn(&c.n1, first, Duration::ZERO);
-        let b = spawn(&c.n2, second, delay);
+        let a = spawn(&c["n1"], first, Duration::ZERO);
+        let b = spawn(&c["n2"], second, delay);
         let results = [a.join().unwrap(), b.join().unwrap()];
         let won: Vec<&str> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
         eprintln!("round {round}: {first} then {second} after {delay:?}: {results:?}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, etcd_cluster, tools};
+use vigil_tests::{Cluster, tools};
 
 fn write(uri: &str, byte: u8) -> (bool, String) {
     tools::try_run(
@@ -34,30 +34,17 @@ fn write(uri: &str, byte: u8) -> (bool, String) {
 
 #[test]
 fn writes_need_the_minimum_of_rw_replicas() {
-    let root = tempfile::tempdir().unwrap();
-    let (etcd, agents) = etcd_cluster(root.path(), &["n1", "n2"]);
-    let [n1, mut n2]: [Agent; 2] = agents.try_into().ok().unwrap();
-    n1.set("min-replicas-to-write", "2");
-    n1.set("engine-on-lease-loss", "io-error");
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
+    let mut c = Cluster::on_etcd(&["n1", "n2"]);
+    c["n1"].set("min-replicas-to-write", "2");
+    c["n1"].set("engine-on-lease-loss", "io-error");
+    let uri = c.create_attached("v", "16MiB", 2, "n1");
     wait_until("v healthy", Duration::from_secs(30), || {
-        n1.json(&["volume", "get", "v"])["robustness"] == "healthy"
+        c["n1"].json(&["volume", "get", "v"])["robustness"] == "healthy"
     });
     let (ok, out) = write(&uri, 0x11);
     assert!(ok, "a write with both replicas RW: {out}");
 
-    n2.kill9();
+    c.kill9("n2");
     let mut last = String::new();
     wait_until(
         "a write fails with one RW replica of the two required",
@@ -74,17 +61,17 @@ fn writes_need_the_minimum_of_rw_replicas() {
     let (ok, out) = tools::try_run("qemu-io", &["-f", "raw", "-c", "read 0 64k", &uri]);
     assert!(ok, "reads go on below the minimum: {out}");
     wait_until("the volume says why", Duration::from_secs(10), || {
-        n1.json(&["volume", "get", "v"])["message"]
+        c["n1"].json(&["volume", "get", "v"])["message"]
             .as_str()
             .is_some_and(|m| m.contains("min-replicas-to-write is 2"))
     });
 
-    let blocked = check(&doctor(&n1).1, "VOLUME_WRITES_BLOCKED")
+    let blocked = check(&doctor(&c["n1"]).1, "VOLUME_WRITES_BLOCKED")
         .expect("VOLUME_WRITES_BLOCKED in doctor")
         .to_string();
     assert!(blocked.contains("only 1 RW replica"), "{blocked}");
 
-    n2.start_again();
+    c.start_again("n2");
     wait_until("writes acknowledged again", Duration::from_secs(60), || {
         write(&uri, 0x33).0
     });
@@ -92,14 +79,13 @@ fn writes_need_the_minimum_of_rw_replicas() {
     assert!(ok, "{out}");
 
     // The default keeps a volume writable on its last replica.
-    n1.set("min-replicas-to-write", "1");
+    c["n1"].set("min-replicas-to-write", "1");
     std::thread::sleep(Duration::from_secs(3));
-    n2.kill9();
+    c.kill9("n2");
     std::thread::sleep(Duration::from_secs(3));
     let (ok, out) = write(&uri, 0x44);
     assert!(
         ok,
         "with the default a write on one RW replica is acknowledged: {out}"
     );
-    drop(etcd);
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::{vigil_bin, wait_until};
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const SIZE: usize = 24 << 20;
 
@@ -45,13 +45,6 @@ fn vjson(endpoint: &str, args: &[&str]) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
-fn replica_nodes(a: &Agent, v: &str) -> Vec<String> {
-    a.replicas(v)
-        .iter()
-        .map(|r| r["node"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn reasons(a: &Agent, object: &str) -> Vec<String> {
     a.events_of(object)
         .iter()
@@ -62,26 +55,14 @@ fn reasons(a: &Agent, object: &str) -> Vec<String> {
 /// Creates `v`, attaches it on `node`, writes seeded data, returns the
 /// data file and the endpoint.
 fn create_and_fill(
-    a: &Agent,
-    root: &std::path::Path,
+    c: &Cluster,
     v: &str,
-    replicas: &str,
+    replicas: usize,
     node: &str,
     seed: u64,
 ) -> (std::path::PathBuf, String) {
-    a.json(&[
-        "volume",
-        "create",
-        v,
-        "--size",
-        "32MiB",
-        "--replicas",
-        replicas,
-    ]);
-    let (ok, out, err) = a.cli(&["volume", "attach", v, "--node", node]);
-    assert!(ok, "attach {v}: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.join(format!("data-{v}"));
+    let endpoint = c.create_attached(v, "32MiB", replicas, node);
+    let data = c.root().join(format!("data-{v}"));
     tools::random_file(&data, SIZE, seed);
     tools::qemu_write(&data, &endpoint);
     (data, endpoint)
@@ -89,20 +70,11 @@ fn create_and_fill(
 
 #[test]
 fn eviction_and_drain_move_attached_and_detached_volumes() {
-    let root = tempfile::tempdir().unwrap();
-    let root = LogsOnPanic(root);
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str()];
-    let agents: Vec<Agent> = ["n1", "n2", "n3", "n4"]
-        .iter()
-        .map(|n| Agent::start_with(root.path(), n, "tok", &args))
-        .collect();
-    for a in &agents {
-        a.wait_live();
-    }
-    let n1 = &agents[0];
-    let n2 = &agents[1];
+    let c = Cluster::builder()
+        .keep_logs("vigil-node-eviction-logs")
+        .on_etcd(&["n1", "n2", "n3", "n4"]);
+    let n1 = &c["n1"];
+    let n2 = &c["n2"];
     n1.set("concurrent-replica-rebuild-per-node-limit", "1");
     let schedulable = |node: &str, yes: bool| {
         let (ok, _, err) = n1.cli(&[
@@ -118,17 +90,17 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
     for n in ["n2", "n3", "n4"] {
         schedulable(n, false);
     }
-    let (d1, e1) = create_and_fill(n1, root.path(), "v1", "1", "n1", 61);
+    let (d1, e1) = create_and_fill(&c, "v1", 1, "n1", 61);
     schedulable("n2", true);
-    let (da, ea) = create_and_fill(n1, root.path(), "va", "2", "n2", 62);
-    let (dd, ed) = create_and_fill(n1, root.path(), "vd", "2", "n2", 63);
+    let (da, ea) = create_and_fill(&c, "va", 2, "n2", 62);
+    let (dd, ed) = create_and_fill(&c, "vd", 2, "n2", 63);
     for v in ["v1", "vd"] {
         let (ok, _, err) = n1.cli(&["volume", "detach", v]);
         assert!(ok, "detach {v}: {err}");
     }
-    assert_eq!(replica_nodes(n1, "v1"), vec!["n1"]);
+    assert_eq!(c.replica_nodes("v1"), vec!["n1"]);
     for v in ["va", "vd"] {
-        let mut nodes = replica_nodes(n1, v);
+        let mut nodes = c.replica_nodes(v);
         nodes.sort();
         assert_eq!(nodes, vec!["n1", "n2"], "{v}");
     }
@@ -173,7 +145,7 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
     let sampler = {
         let stop = Arc::clone(&stop);
         let endpoint = n2.endpoint.clone();
-        let all: Vec<String> = agents.iter().map(|a| a.endpoint.clone()).collect();
+        let all: Vec<String> = c.nodes().map(|a| a.endpoint.clone()).collect();
         std::thread::spawn(move || {
             let mut samples = 0u32;
             let mut bad: Vec<String> = Vec::new();
@@ -289,41 +261,36 @@ fn eviction_and_drain_move_attached_and_detached_volumes() {
 
 #[test]
 fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
-    let root = tempfile::tempdir().unwrap();
-    let root = LogsOnPanic(root);
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str()];
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &args);
-    let n3 = Agent::start_with(root.path(), "n3", "tok", &args);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    let (data, _) = create_and_fill(&n1, root.path(), "vb", "3", "n2", 71);
-    let (ok, _, err) = n1.cli(&["volume", "detach", "vb"]);
+    let mut c = Cluster::builder()
+        .keep_logs("vigil-node-eviction-logs")
+        .on_etcd(&["n1", "n2", "n3"]);
+    let (data, _) = create_and_fill(&c, "vb", 3, "n2", 71);
+    let (ok, _, err) = c["n1"].cli(&["volume", "detach", "vb"]);
     assert!(ok, "{err}");
 
-    let (ok, _, err) = n1.cli(&["node", "evict", "n1"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "evict", "n1"]);
     assert!(ok, "{err}");
     wait_until("EVICTION_BLOCKED", Duration::from_secs(20), || {
-        check(&doctor(&n2).1, "EVICTION_BLOCKED").is_some()
+        check(&doctor(&c["n2"]).1, "EVICTION_BLOCKED").is_some()
     });
-    let report = doctor(&n2).1;
-    let c = check(&report, "EVICTION_BLOCKED").unwrap();
-    assert_eq!(c["severity"], "warning");
-    assert!(!c["cause"].as_str().unwrap().is_empty() && !c["fix"].as_str().unwrap().is_empty());
-    let item = c["items"][0]["message"].as_str().unwrap();
+    let report = doctor(&c["n2"]).1;
+    let blocked = check(&report, "EVICTION_BLOCKED").unwrap();
+    assert_eq!(blocked["severity"], "warning");
+    assert!(
+        !blocked["cause"].as_str().unwrap().is_empty()
+            && !blocked["fix"].as_str().unwrap().is_empty()
+    );
+    let item = blocked["items"][0]["message"].as_str().unwrap();
     assert!(
         item.contains("volume vb") && item.contains("no node can take a replacement"),
         "{item}"
     );
-    let node = n1.json(&["node", "get", "n1"]);
+    let node = c["n1"].json(&["node", "get", "n1"]);
     assert_eq!(node["eviction"]["phase"], "blocked", "{node}");
     assert_eq!(node["eviction"]["volumes"][0]["state"], "blocked", "{node}");
-    assert!(n1.event("node/n1", "EvictionBlocked").is_some());
+    assert!(c["n1"].event("node/n1", "EvictionBlocked").is_some());
     // and as a series, from any agent (cluster-wide)
-    let page = n1.get("/metrics").unwrap();
+    let page = c["n1"].get("/metrics").unwrap();
     assert_eq!(
         vigil_tests::prom::sample(
             &page,
@@ -334,74 +301,48 @@ fn a_blocked_eviction_is_reported_and_clears_with_capacity_or_cancel() {
         "eviction series"
     );
     // Still three replicas: nothing was dropped.
-    assert_eq!(n1.replicas("vb").len(), 3);
+    assert_eq!(c["n1"].replicas("vb").len(), 3);
     // Draining n1 passes at once even so: vb keeps healthy replicas on n2
     // and n3, so n1 going down makes nothing unavailable (the drain check
     // is about availability; the eviction goes on).
-    let (code, out, _) = n1.cli_code(&["node", "drain", "n1", "--timeout", "3s"]);
+    let (code, out, _) = c["n1"].cli_code(&["node", "drain", "n1", "--timeout", "3s"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 left on it"), "{out}");
 
     // Capacity arrives: the eviction proceeds and the check clears.
-    let n4 = Agent::start_with(root.path(), "n4", "tok", &args);
-    n4.wait_live();
+    c.add("n4");
     wait_until("vb moved off n1", Duration::from_secs(120), || {
-        let rs = n1.replicas("vb");
+        let rs = c["n1"].replicas("vb");
         rs.len() == 3 && rs.iter().all(|r| r["node"] != "n1")
     });
     wait_until("EVICTION_BLOCKED cleared", Duration::from_secs(20), || {
-        check(&doctor(&n2).1, "EVICTION_BLOCKED").is_none()
+        check(&doctor(&c["n2"]).1, "EVICTION_BLOCKED").is_none()
     });
-    assert!(n1.event("node/n1", "EvictionCompleted").is_some());
-    let doc = n1.json(&["volume", "get", "vb"]);
+    assert!(c["n1"].event("node/n1", "EvictionCompleted").is_some());
+    let doc = c["n1"].json(&["volume", "get", "vb"]);
     assert_eq!(doc["state"], "detached", "{doc}");
 
     // Evicting n2 is blocked again (n1 refuses, n3 and n4 hold replicas);
     // cancel clears it and drops nothing.
-    let (ok, _, err) = n1.cli(&["node", "evict", "n2"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "evict", "n2"]);
     assert!(ok, "{err}");
     wait_until("EVICTION_BLOCKED for n2", Duration::from_secs(20), || {
-        check(&doctor(&n3).1, "EVICTION_BLOCKED").is_some()
+        check(&doctor(&c["n3"]).1, "EVICTION_BLOCKED").is_some()
     });
-    let (ok, _, err) = n1.cli(&["node", "evict", "n2", "--cancel"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "evict", "n2", "--cancel"]);
     assert!(ok, "{err}");
     wait_until(
         "EVICTION_BLOCKED cleared by cancel",
         Duration::from_secs(20),
-        || check(&doctor(&n3).1, "EVICTION_BLOCKED").is_none(),
+        || check(&doctor(&c["n3"]).1, "EVICTION_BLOCKED").is_none(),
     );
     wait_until("eviction status cleared", Duration::from_secs(10), || {
-        n1.json(&["node", "get", "n2"])["eviction"].is_null()
+        c["n1"].json(&["node", "get", "n2"])["eviction"].is_null()
     });
-    assert!(n1.event("node/n2", "EvictionCancelled").is_some());
-    assert_eq!(n1.replicas("vb").len(), 3);
+    assert!(c["n1"].event("node/n2", "EvictionCancelled").is_some());
+    assert_eq!(c["n1"].replicas("vb").len(), 3);
 
-    let (ok, out, err) = n1.cli(&["volume", "attach", "vb", "--node", "n3"]);
+    let (ok, out, err) = c["n1"].cli(&["volume", "attach", "vb", "--node", "n3"]);
     assert!(ok, "{err}");
     assert!(tools::qemu_equal(&data, out.trim()), "vb differs");
-}
-
-/// The test's directory; on a panic its agent logs are copied to
-/// /tmp/vigil-node-eviction-logs (the directory itself is removed).
-struct LogsOnPanic(tempfile::TempDir);
-impl LogsOnPanic {
-    fn path(&self) -> &std::path::Path {
-        self.0.path()
-    }
-}
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let p = self.0.path().to_path_buf();
-            let _ = std::fs::create_dir_all("/tmp/vigil-node-eviction-logs");
-            for e in std::fs::read_dir(&p).unwrap().flatten() {
-                if e.path().extension().is_some_and(|x| x == "log") {
-                    let _ = std::fs::copy(
-                        e.path(),
-                        std::path::Path::new("/tmp/vigil-node-eviction-logs").join(e.file_name()),
-                    );
-                }
-            }
-        }
-    }
 }

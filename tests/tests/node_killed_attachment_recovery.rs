@@ -28,19 +28,28 @@ use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::prom::sample;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Cluster, tools};
 
 const SIZE: usize = 16 << 20;
 
 /// Two agents and a volume attached on n1 holding `data`.
-/// Fields drop in order: the agents, then etcd, then the directory.
-struct Cluster {
-    n1: Agent,
-    n2: Agent,
-    _etcd: Etcd,
+struct Attached {
+    cluster: Cluster,
     data: PathBuf,
     replica_on_n1: String,
-    _root: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Attached {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for Attached {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
 }
 
 fn seed() -> u64 {
@@ -54,14 +63,9 @@ fn seed() -> u64 {
 
 /// Starts the cluster with `policy` and `node-down-timeout` = `timeout`
 /// seconds, attaches v on n1 and writes seeded data through n1's endpoint.
-fn cluster(policy: &str, timeout: u64) -> Cluster {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    n1.wait_live();
-    n2.wait_live();
+fn cluster(policy: &str, timeout: u64) -> Attached {
+    let cluster = Cluster::on_etcd(&["n1", "n2"]);
+    let n2 = &cluster["n2"];
     for (name, value) in [
         ("volume-attachment-recovery-policy", policy.to_string()),
         ("node-down-timeout", timeout.to_string()),
@@ -69,39 +73,20 @@ fn cluster(policy: &str, timeout: u64) -> Cluster {
         let (ok, _, err) = n2.cli(&["settings", "set", name, &value]);
         assert!(ok, "settings set {name} {value}: {err}");
     }
-    let v = n2.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "2",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let replica_on_n1 = v["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == "n1")
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no replica on n1: {v}"));
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach on n1: {err}");
-    let data = root.path().join("data");
+    cluster.create_volume("v", "64MiB", 2);
+    let replica_on_n1 = cluster.replica_on("v", "n1");
+    let uri = cluster.attach("v", "n1");
+    let data = cluster.root().join("data");
     tools::random_file(&data, SIZE, seed());
     // qemu-img flushes before it exits: this is what must survive.
-    tools::qemu_write(&data, out.trim());
+    tools::qemu_write(&data, &uri);
     wait_until("doctor healthy", Duration::from_secs(30), || {
-        doctor(&n2).0 == 0
+        doctor(n2).0 == 0
     });
-    Cluster {
-        n1,
-        n2,
-        _etcd: etcd,
+    Attached {
+        cluster,
         data,
         replica_on_n1,
-        _root: root,
     }
 }
 
@@ -117,17 +102,17 @@ fn faulted_item(report: &Value) -> Option<Value> {
 /// Kills n1 and waits for NODE_DOWN; returns when it was killed. Asserts
 /// that the volume is reported faulted because of it, with `policy_words`
 /// in the explanation.
-fn kill_n1(c: &mut Cluster, policy_words: &str) -> Instant {
-    c.n1.kill9();
+fn kill_n1(c: &mut Attached, policy_words: &str) -> Instant {
+    c.kill9("n1");
     let killed = Instant::now();
     wait_until("NODE_DOWN for n1", Duration::from_secs(40), || {
-        check(&doctor(&c.n2).1, "NODE_DOWN").is_some()
+        check(&doctor(&c["n2"]).1, "NODE_DOWN").is_some()
     });
     eprintln!(
         "NODE_DOWN raised {:.1} s after kill -9 of n1",
         killed.elapsed().as_secs_f64()
     );
-    let (exit, report) = doctor(&c.n2);
+    let (exit, report) = doctor(&c["n2"]);
     assert_ne!(exit, 0, "{report}");
     let down = check(&report, "NODE_DOWN").unwrap();
     assert!(
@@ -150,7 +135,7 @@ fn kill_n1(c: &mut Cluster, policy_words: &str) -> Instant {
         "VOLUME_FAULTED under NODE_DOWN explains the policy",
         Duration::from_secs(15),
         || {
-            item = faulted_item(&doctor(&c.n2).1).unwrap_or(Value::Null);
+            item = faulted_item(&doctor(&c["n2"]).1).unwrap_or(Value::Null);
             item["message"]
                 .as_str()
                 .is_some_and(|m| m.contains(policy_words))
@@ -169,13 +154,14 @@ fn kill_n1(c: &mut Cluster, policy_words: &str) -> Instant {
 }
 
 /// `vigil volume get v` on n2.
-fn volume(c: &Cluster) -> Value {
-    c.n2.json(&["volume", "get", "v"])
+fn volume(c: &Attached) -> Value {
+    c["n2"].json(&["volume", "get", "v"])
 }
 
 /// Events about volume v, as (reason, message).
-fn volume_events(c: &Cluster) -> Vec<(String, String)> {
-    c.n2.json(&["events", "--object", "volume/v"])
+fn volume_events(c: &Attached) -> Vec<(String, String)> {
+    c["n2"]
+        .json(&["events", "--object", "volume/v"])
         .as_array()
         .unwrap()
         .iter()
@@ -189,7 +175,7 @@ fn volume_events(c: &Cluster) -> Vec<(String, String)> {
 }
 
 /// The event `reason` about v; panics with every event when missing.
-fn event(c: &Cluster, reason: &str) -> String {
+fn event(c: &Attached, reason: &str) -> String {
     let events = volume_events(c);
     events
         .iter()
@@ -199,8 +185,8 @@ fn event(c: &Cluster, reason: &str) -> String {
 }
 
 /// Attaching v on n2 is refused while n1 is down; returns the message.
-fn attach_on_n2_refused(c: &Cluster) -> String {
-    let (ok, out, err) = c.n2.cli(&["volume", "attach", "v", "--node", "n2"]);
+fn attach_on_n2_refused(c: &Attached) -> String {
+    let (ok, out, err) = c["n2"].cli(&["volume", "attach", "v", "--node", "n2"]);
     assert!(!ok, "attach on n2 should be refused: {out}");
     assert!(err.contains("n1"), "the refusal names the down node: {err}");
     let v = volume(c);
@@ -209,15 +195,15 @@ fn attach_on_n2_refused(c: &Cluster) -> String {
 }
 
 /// Attaches v on n2 (it is detached); returns the endpoint.
-fn attach_on_n2(c: &Cluster) -> String {
-    let (ok, out, err) = c.n2.cli(&["volume", "attach", "v", "--node", "n2"]);
+fn attach_on_n2(c: &Attached) -> String {
+    let (ok, out, err) = c["n2"].cli(&["volume", "attach", "v", "--node", "n2"]);
     assert!(ok, "attach on n2: {err}");
     out.trim().to_string()
 }
 
 /// Data read back on n2; n1 returns: it runs no engine for v, v stays
 /// attached on n2, n1's replica is rebuilt and the doctor is healthy.
-fn n1_returns(c: &mut Cluster, endpoint: &str) {
+fn n1_returns(c: &mut Attached, endpoint: &str) {
     let v = volume(c);
     assert_eq!(v["state"], "attached", "{v}");
     assert_eq!(v["attached_node"], "n2", "{v}");
@@ -225,13 +211,13 @@ fn n1_returns(c: &mut Cluster, endpoint: &str) {
         tools::qemu_equal(&c.data, endpoint),
         "data read from n2 differs from what was written on n1"
     );
-    c.n1.start_again();
-    c.n1.wait_live();
+    c.start_again("n1");
+    c["n1"].wait_live();
     let back = Instant::now();
     wait_until(
         "doctor healthy with n1 back",
         Duration::from_secs(90),
-        || doctor(&c.n2).0 == 0,
+        || doctor(&c["n2"]).0 == 0,
     );
     eprintln!(
         "healthy again {:.1} s after n1 returned",
@@ -239,7 +225,7 @@ fn n1_returns(c: &mut Cluster, endpoint: &str) {
     );
     // A few rounds of n1 later it still serves nothing for v.
     std::thread::sleep(Duration::from_secs(3));
-    let engines = c.n1.json(&["engine", "list"]);
+    let engines = c["n1"].json(&["engine", "list"]);
     assert!(
         !engines.as_array().unwrap().iter().any(|e| e["name"] == "v"),
         "n1 runs an engine for v: {engines}"
@@ -248,7 +234,7 @@ fn n1_returns(c: &mut Cluster, endpoint: &str) {
     assert_eq!(v["state"], "attached", "{v}");
     assert_eq!(v["attached_node"], "n2", "{v}");
     assert_eq!(v["robustness"], "healthy", "{v}");
-    let events = c.n2.json(&[
+    let events = c["n2"].json(&[
         "events",
         "--object",
         &format!("replica/{}", c.replica_on_n1),
@@ -275,7 +261,7 @@ fn policy_never_keeps_the_volume_on_the_dead_node_until_the_operator_detaches() 
     let timeout = 5;
     let mut c = cluster("never", timeout);
     kill_n1(&mut c, "policy is never");
-    let item = faulted_item(&doctor(&c.n2).1).unwrap();
+    let item = faulted_item(&doctor(&c["n2"]).1).unwrap();
     assert!(
         item["message"]
             .as_str()
@@ -290,10 +276,10 @@ fn policy_never_keeps_the_volume_on_the_dead_node_until_the_operator_detaches() 
     let v = volume(&c);
     assert_eq!(v["state"], "attached", "{v}");
     assert_eq!(v["attached_node"], "n1", "{v}");
-    assert!(faulted_item(&doctor(&c.n2).1).is_some());
+    assert!(faulted_item(&doctor(&c["n2"]).1).is_some());
 
     // The operator detaches: done at once, though n1 cannot act.
-    let (ok, _, err) = c.n2.cli(&["volume", "detach", "v"]);
+    let (ok, _, err) = c["n2"].cli(&["volume", "detach", "v"]);
     assert!(ok, "detach while n1 is down: {err}");
     let v = volume(&c);
     assert_eq!(v["state"], "detached", "{v}");
@@ -329,7 +315,7 @@ fn policy_wait_detaches_the_volume_after_node_down_timeout() {
     );
     let msg = event(&c, "DetachedFromDownNode");
     assert!(msg.contains("n1") && msg.contains("policy wait"), "{msg}");
-    let page = c.n2.get("/metrics").unwrap();
+    let page = c["n2"].get("/metrics").unwrap();
     assert_eq!(
         sample(
             &page,

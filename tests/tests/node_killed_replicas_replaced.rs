@@ -19,39 +19,28 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Cluster, tools};
 
 const VOLUMES: [&str; 2] = ["va", "vb"];
 const SIZE: usize = 48 << 20;
 
 #[test]
 fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discarded_on_return() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let args = ["--store", store.as_str()];
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &args);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &args);
-    let n3 = Agent::start_with(root.path(), "n3", "tok", &args);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    n1.set("node-down-timeout", "5");
-    n1.set("replica-replenishment-wait-interval", "5");
-    n1.set("concurrent-replica-rebuild-per-node-limit", "1");
-    let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    c["n1"].set("node-down-timeout", "5");
+    c["n1"].set("replica-replenishment-wait-interval", "5");
+    c["n1"].set("concurrent-replica-rebuild-per-node-limit", "1");
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
     assert!(ok, "{err}");
 
     let mut endpoints = Vec::new();
     for (i, v) in VOLUMES.iter().enumerate() {
-        n1.json(&["volume", "create", v, "--size", "64MiB", "--replicas", "2"]);
-        let (ok, out, err) = n1.cli(&["volume", "attach", v, "--node", "n1"]);
-        assert!(ok, "attach {v}: {err}");
-        let endpoint = out.trim().to_string();
-        let data = root.path().join(format!("data-{v}"));
+        c["n1"].json(&["volume", "create", v, "--size", "64MiB", "--replicas", "2"]);
+        let endpoint = c.attach(v, "n1");
+        let data = c.root().join(format!("data-{v}"));
         tools::random_file(&data, SIZE, 40 + i as u64);
         tools::qemu_write(&data, &endpoint);
-        let nodes: Vec<String> = n1
+        let nodes: Vec<String> = c["n1"]
             .replicas(v)
             .iter()
             .map(|r| r["node"].as_str().unwrap().to_string())
@@ -62,39 +51,43 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     let old: Vec<String> = VOLUMES
         .iter()
         .map(|v| {
-            n1.replicas(v)
+            c["n1"]
+                .replicas(v)
                 .into_iter()
                 .find(|r| r["node"] == "n2")
                 .map(|r| r["name"].as_str().unwrap().to_string())
                 .unwrap()
         })
         .collect();
-    let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "true"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n3", "--allow-scheduling", "true"]);
     assert!(ok, "{err}");
     wait_until("doctor healthy", Duration::from_secs(20), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
 
-    n2.kill9();
+    c.kill9("n2");
     let killed = Instant::now();
     wait_until("NODE_DOWN", Duration::from_secs(20), || {
-        check(&doctor(&n1).1, "NODE_DOWN").is_some()
+        check(&doctor(&c["n1"]).1, "NODE_DOWN").is_some()
     });
     eprintln!("NODE_DOWN {:?} after kill -9", killed.elapsed());
-    let report = doctor(&n1).1;
-    let c = check(&report, "NODE_DOWN").unwrap();
-    assert!(!c["cause"].as_str().unwrap().is_empty() && !c["fix"].as_str().unwrap().is_empty());
+    let report = doctor(&c["n1"]).1;
+    let down = check(&report, "NODE_DOWN").unwrap();
+    assert!(
+        !down["cause"].as_str().unwrap().is_empty() && !down["fix"].as_str().unwrap().is_empty()
+    );
 
     // Failed after node-down-timeout, in the object, with the reason.
     for r in &old {
         wait_until("replica marked failed", Duration::from_secs(30), || {
-            n1.events_of(&format!("replica/{r}"))
+            c["n1"]
+                .events_of(&format!("replica/{r}"))
                 .iter()
                 .any(|e| e["reason"] == "ReplicaFailed")
         });
     }
     eprintln!("replicas failed {:?} after kill -9", killed.elapsed());
-    let e = n1.events_of(&format!("replica/{}", old[0]));
+    let e = c["n1"].events_of(&format!("replica/{}", old[0]));
     let failed = e.iter().find(|e| e["reason"] == "ReplicaFailed").unwrap();
     assert!(
         failed["message"].as_str().unwrap().contains("node n2 down"),
@@ -109,7 +102,7 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
         "both volumes healthy on n1+n3",
         Duration::from_secs(120),
         || {
-            let all: Vec<Vec<Value>> = VOLUMES.iter().map(|v| n1.replicas(v)).collect();
+            let all: Vec<Vec<Value>> = VOLUMES.iter().map(|v| c["n1"].replicas(v)).collect();
             let wo = all
                 .iter()
                 .flatten()
@@ -130,15 +123,15 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     );
     let mut spans: Vec<(u64, u64)> = Vec::new();
     for v in VOLUMES {
-        let doc = n1.json(&["volume", "get", v]);
+        let doc = c["n1"].json(&["volume", "get", v]);
         assert_eq!(doc["robustness"], "healthy", "{doc}");
-        let fresh = n1
+        let fresh = c["n1"]
             .replicas(v)
             .into_iter()
             .find(|r| r["node"] == "n3")
             .unwrap();
         let name = fresh["name"].as_str().unwrap();
-        let reasons: Vec<String> = n1
+        let reasons: Vec<String> = c["n1"]
             .events_of(&format!("replica/{name}"))
             .iter()
             .map(|e| e["reason"].as_str().unwrap().to_string())
@@ -160,7 +153,8 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     }
     for r in &old {
         assert!(
-            n1.events_of(&format!("replica/{r}"))
+            c["n1"]
+                .events_of(&format!("replica/{r}"))
                 .iter()
                 .any(|e| e["reason"] == "ReplicaRetired"),
             "{r} not retired"
@@ -174,26 +168,31 @@ fn a_dead_nodes_replicas_are_failed_replaced_within_the_rebuild_limit_and_discar
     }
 
     // n2 returns: its stale directories are discarded, nothing stopped.
-    n2.start_again();
-    n2.wait_live();
+    c.start_again("n2");
+    c["n2"].wait_live();
     for r in &old {
         wait_until("stale directory discarded", Duration::from_secs(60), || {
-            n1.events_of(&format!("replica/{r}"))
+            c["n1"]
+                .events_of(&format!("replica/{r}"))
                 .iter()
                 .any(|e| e["reason"] == "ReplicaDiscarded")
         });
         assert!(
-            !n2.data_dir.join("disks/default/replicas").join(r).exists(),
+            !c["n2"]
+                .data_dir
+                .join("disks/default/replicas")
+                .join(r)
+                .exists(),
             "{r} still on n2's disk"
         );
     }
     wait_until(
         "doctor healthy after n2 returned",
         Duration::from_secs(30),
-        || doctor(&n1).0 == 0,
+        || doctor(&c["n1"]).0 == 0,
     );
     for v in VOLUMES {
-        let rs = n1.replicas(v);
+        let rs = c["n1"].replicas(v);
         assert!(
             rs.iter()
                 .all(|r| r["state"] == "running" && r["mode"] == "RW"),

@@ -17,7 +17,7 @@ use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::faults::LoopExt4;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 fn replica_on<'a>(v: &'a Value, node: &str) -> &'a Value {
     v["replicas"]
@@ -65,20 +65,13 @@ fn full_over_replica(report: &Value, disk: &str, replica: &str) -> Result<String
 fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
     let root = tempfile::tempdir().unwrap();
     let ext4 = LoopExt4::create(root.path(), "n2-ext4", 64);
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
     let disk_dir = ext4.path.join("vigil");
     let disk = disk_dir.to_str().unwrap();
-    let n2 = Agent::start_with(
-        root.path(),
-        "n2",
-        "tok",
-        &["--store", &store, "--disk", disk],
-    );
-    n1.wait_live();
-    n2.wait_live();
-    let (ok, _, err) = n1.cli(&[
+    let c = Cluster::builder()
+        .in_dir(root.path())
+        .node_args("n2", &["--disk", disk])
+        .on_etcd(&["n1", "n2"]);
+    let (ok, _, err) = c["n1"].cli(&[
         "settings",
         "set",
         "allow-volume-creation-with-degraded-availability",
@@ -86,25 +79,14 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
     ]);
     assert!(ok, "{err}");
 
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let endpoint = c.create_attached("v", "32MiB", 2, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, 8 << 20, 11);
     tools::qemu_write(&data, &endpoint);
     wait_until("doctor healthy", Duration::from_secs(20), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     let r2 = replica_on(&v, "n2");
     let replica = r2["name"].as_str().unwrap().to_string();
     let disk_uuid = r2["disk"].as_str().unwrap().to_string();
@@ -130,7 +112,7 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
         ],
     );
     wait_until("n2's replica ERR no_space", Duration::from_secs(10), || {
-        let v = n1.json(&["volume", "get", "v"]);
+        let v = c["n1"].json(&["volume", "get", "v"]);
         let r = replica_on(&v, "n2");
         r["mode"] == "ERR" && r["fault"]["reason"] == "no_space"
     });
@@ -138,7 +120,7 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
         "detection: replica ERR no_space {:?} after the write",
         t0.elapsed()
     );
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "degraded", "{v}");
     tools::run(
         "qemu-io",
@@ -159,13 +141,13 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
     wait_until(
         "the disk's agent records the ENOSPC",
         Duration::from_secs(30),
-        || has_event(&n1, &format!("disk/{disk_uuid}"), "DiskNoSpace"),
+        || has_event(&c["n1"], &format!("disk/{disk_uuid}"), "DiskNoSpace"),
     );
     eprintln!(
         "detection: DiskNoSpace event {:?} after the write",
         t0.elapsed()
     );
-    let (exit, report) = doctor(&n1);
+    let (exit, report) = doctor(&c["n1"]);
     assert_eq!(exit, 2, "DISK_FULL is an error: {report}");
     let msg = full_over_replica(&report, &disk_uuid, &replica).unwrap();
     assert!(msg.contains(disk) && msg.contains("no space left"), "{msg}");
@@ -177,13 +159,14 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
         "{full}"
     );
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("replica/{replica}"),
         "ReplicaFaulted"
     ));
 
     // A new volume gets no replica on the full disk, and says why.
-    let (ok, out, err) = n1.cli(&["volume", "create", "w", "--size", "8MiB", "--replicas", "2"]);
+    let (ok, out, err) =
+        c["n1"].cli(&["volume", "create", "w", "--size", "8MiB", "--replicas", "2"]);
     let said = format!("{out}{err}");
     assert!(!ok, "created with a replica on a full disk: {said}");
     assert!(said.contains(&disk_uuid) && said.contains("full"), "{said}");
@@ -195,45 +178,45 @@ fn a_full_disk_loses_its_replica_takes_no_new_ones_and_recovers() {
     eprintln!("freed: {} bytes free", ext4.free_bytes());
     // statvfs is fine now, but writes failed moments ago: still DISK_FULL.
     std::thread::sleep(Duration::from_secs(12));
-    let (_, report) = doctor(&n1);
+    let (_, report) = doctor(&c["n1"]);
     if t1.elapsed() < Duration::from_secs(50) {
         let msg = full_over_replica(&report, &disk_uuid, &replica).unwrap();
         assert!(msg.contains("no space left"), "{msg}");
     }
 
     wait_until("n2's replica rebuilt", Duration::from_secs(100), || {
-        replica_on(&n1.json(&["volume", "get", "v"]), "n2")["mode"] == "RW"
+        replica_on(&c["n1"].json(&["volume", "get", "v"]), "n2")["mode"] == "RW"
     });
     eprintln!(
         "repair: replica rebuilt {:?} after space was freed",
         t1.elapsed()
     );
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("replica/{replica}"),
         "RebuildStarted"
     ));
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("replica/{replica}"),
         "ReplicaRebuilt"
     ));
     wait_until("doctor healthy again", Duration::from_secs(100), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
     eprintln!(
         "repair: doctor healthy {:?} after space was freed",
         t1.elapsed()
     );
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("disk/{disk_uuid}"),
         "DiskSpaceRecovered"
     ));
 
     // The disk is schedulable again.
-    n1.json(&["volume", "create", "w", "--size", "8MiB", "--replicas", "2"]);
-    let g = n1.json(&["volume", "get", "w"]);
+    c["n1"].json(&["volume", "create", "w", "--size", "8MiB", "--replicas", "2"]);
+    let g = c["n1"].json(&["volume", "get", "w"]);
     assert_eq!(replica_on(&g, "n2")["disk"], disk_uuid.as_str(), "{g}");
 
     let mut expect = std::fs::read(&data).unwrap();

@@ -16,7 +16,7 @@ use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
 use vigil_tests::faults::EioFs;
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 fn replica_on<'a>(v: &'a Value, node: &str) -> &'a Value {
     v["replicas"]
@@ -39,21 +39,14 @@ fn has_event(a: &Agent, object: &str, reason: &str) -> bool {
 fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
     let root = tempfile::tempdir().unwrap();
     let fs = EioFs::mount(root.path(), "n2-disk");
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
     let disk = fs.path.to_str().unwrap();
-    let n2 = Agent::start_with(
-        root.path(),
-        "n2",
-        "tok",
-        &["--store", &store, "--disk", disk],
-    );
-    n1.wait_live();
-    n2.wait_live();
+    let c = Cluster::builder()
+        .in_dir(root.path())
+        .node_args("n2", &["--disk", disk])
+        .on_etcd(&["n1", "n2"]);
     // A create that cannot place every replica is refused, so the refusal
     // lists every node's reason.
-    let (ok, _, err) = n1.cli(&[
+    let (ok, _, err) = c["n1"].cli(&[
         "settings",
         "set",
         "allow-volume-creation-with-degraded-availability",
@@ -61,25 +54,14 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
     ]);
     assert!(ok, "{err}");
 
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let endpoint = out.trim().to_string();
-    let data = root.path().join("data");
+    let endpoint = c.create_attached("v", "32MiB", 2, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, 8 << 20, 7);
     tools::qemu_write(&data, &endpoint);
     wait_until("doctor healthy", Duration::from_secs(20), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     let r2 = replica_on(&v, "n2");
     let replica = r2["name"].as_str().unwrap().to_string();
     let disk_uuid = r2["disk"].as_str().unwrap().to_string();
@@ -102,13 +84,13 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
         ],
     );
     wait_until("n2's replica ERR io_error", Duration::from_secs(10), || {
-        let v = n1.json(&["volume", "get", "v"]);
+        let v = c["n1"].json(&["volume", "get", "v"]);
         let r = replica_on(&v, "n2");
         r["mode"] == "ERR" && r["fault"]["reason"] == "io_error"
     });
     let replica_err = t0.elapsed();
     eprintln!("detection: replica ERR io_error {replica_err:?} after EIO was switched on");
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     let msg = replica_on(&v, "n2")["fault"]["message"]
         .as_str()
         .unwrap()
@@ -135,7 +117,7 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
     let mut report = Value::Null;
     let mut exit = 0;
     wait_until("doctor shows DISK_FAILING", Duration::from_secs(30), || {
-        (exit, report) = doctor(&n1);
+        (exit, report) = doctor(&c["n1"]);
         check(&report, "DISK_FAILING").is_some()
     });
     eprintln!(
@@ -169,20 +151,24 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
             .any(|c| c["code"] == "DISK_FAILING" && c["object"] == format!("disk/{disk_uuid}")),
         "REPLICA_ERROR not under DISK_FAILING: {report}"
     );
-    let (_, human, _) = n1.cli_code(&["doctor"]);
+    let (_, human, _) = c["n1"].cli_code(&["doctor"]);
     assert!(
         human.find("DISK_FAILING").unwrap() < human.find("REPLICA_ERROR").unwrap(),
         "{human}"
     );
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("replica/{replica}"),
         "ReplicaFaulted"
     ));
-    assert!(has_event(&n1, &format!("disk/{disk_uuid}"), "DiskFailing"));
+    assert!(has_event(
+        &c["n1"],
+        &format!("disk/{disk_uuid}"),
+        "DiskFailing"
+    ));
 
     // A new volume gets no replica on the failing disk, and says why.
-    let (ok, out, err) = n1.cli(&[
+    let (ok, out, err) = c["n1"].cli(&[
         "volume",
         "create",
         "w",
@@ -203,46 +189,38 @@ fn a_disk_returning_eio_loses_its_replica_takes_no_new_ones_and_recovers() {
     fs.fail_writes(false);
     let t1 = Instant::now();
     wait_until("n2's replica rebuilt", Duration::from_secs(100), || {
-        replica_on(&n1.json(&["volume", "get", "v"]), "n2")["mode"] == "RW"
+        replica_on(&c["n1"].json(&["volume", "get", "v"]), "n2")["mode"] == "RW"
     });
     eprintln!(
         "repair: replica rebuilt {:?} after EIO was switched off",
         t1.elapsed()
     );
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("replica/{replica}"),
         "RebuildStarted"
     ));
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("replica/{replica}"),
         "ReplicaRebuilt"
     ));
     wait_until("doctor healthy again", Duration::from_secs(100), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
     eprintln!(
         "repair: doctor healthy {:?} after EIO was switched off",
         t1.elapsed()
     );
     assert!(has_event(
-        &n1,
+        &c["n1"],
         &format!("disk/{disk_uuid}"),
         "DiskRecovered"
     ));
 
     // The disk is schedulable again.
-    n1.json(&[
-        "volume",
-        "create",
-        "w",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "2",
-    ]);
-    let g = n1.json(&["volume", "get", "w"]);
+    c.create_volume("w", "16MiB", 2);
+    let g = c["n1"].json(&["volume", "get", "w"]);
     assert_eq!(replica_on(&g, "n2")["disk"], disk_uuid.as_str(), "{g}");
 
     // Everything flushed before and during the fault is there.

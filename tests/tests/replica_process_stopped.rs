@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const MIB: usize = 1 << 20;
 /// Each phase writes its own 16 MiB region: before the freeze, during it.
@@ -164,29 +164,9 @@ fn thaw_and_rebuild(n1: &Agent, n3: &Agent, replica: &str) -> Duration {
 
 #[test]
 fn frozen_replica_is_err_within_bounds_and_rebuilt_when_it_thaws() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let n3 = Agent::start_with(root.path(), "n3", "tok", &["--store", &store]);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "3",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
-    let replica = n1.json(&["volume", "get", "v"])["replicas"]
+    let mut c = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    let uri = c.create_attached("v", "64MiB", 3, "n1");
+    let replica = c["n1"].json(&["volume", "get", "v"])["replicas"]
         .as_array()
         .unwrap()
         .iter()
@@ -202,12 +182,12 @@ fn frozen_replica_is_err_within_bounds_and_rebuilt_when_it_thaws() {
     eprintln!("seed {seed} (VIGIL_TEST_SEED to replay)");
     let regions: Vec<_> = (0..4u64)
         .map(|i| {
-            let p = root.path().join(format!("region{i}"));
+            let p = c.root().join(format!("region{i}"));
             tools::random_file(&p, REGION, seed * 10 + i);
             p
         })
         .collect();
-    let expected = root.path().join("expected");
+    let expected = c.root().join("expected");
     let mut all = Vec::new();
     for p in &regions {
         all.extend(std::fs::read(p).unwrap());
@@ -219,7 +199,7 @@ fn frozen_replica_is_err_within_bounds_and_rebuilt_when_it_thaws() {
     let (ok, text) = write_region(&uri, &regions[0], 0, REGION);
     assert!(ok, "qemu-io: {text}");
     wait_until("doctor healthy", Duration::from_secs(20), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
     let stop_load = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicU64::new(0));
@@ -237,10 +217,10 @@ fn frozen_replica_is_err_within_bounds_and_rebuilt_when_it_thaws() {
     wait_until("load running", Duration::from_secs(30), || {
         rounds.load(Ordering::Relaxed) >= 1
     });
-    n3.signal(libc::SIGSTOP);
-    let under_load = time_until_err(&n1, &replica, Duration::from_secs(30));
+    c.freeze("n3");
+    let under_load = time_until_err(&c["n1"], &replica, Duration::from_secs(30));
     eprintln!("under load: n3's replica ERR {under_load:?} after SIGSTOP");
-    assert_doctor_names(&n1, &replica);
+    assert_doctor_names(&c["n1"], &replica);
     // Writes go on without n3 (the stalled ones are released by the I/O
     // timeout at the latest).
     let at_err = rounds.load(Ordering::Relaxed);
@@ -251,27 +231,27 @@ fn frozen_replica_is_err_within_bounds_and_rebuilt_when_it_thaws() {
     );
     stop_load.store(true, Ordering::Relaxed);
     load.join().unwrap();
-    let rebuilt_load = thaw_and_rebuild(&n1, &n3, &replica);
+    let rebuilt_load = thaw_and_rebuild(&c["n1"], &c["n3"], &replica);
 
     // Phase 2, idle: region 2 flushed, nothing flowing while n3 is frozen,
     // region 3 written (and flushed) once it is ERR.
     let (ok, text) = write_region(&uri, &regions[2], 2 * REGION, REGION);
     assert!(ok, "qemu-io: {text}");
     wait_until("doctor healthy", Duration::from_secs(30), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    n3.signal(libc::SIGSTOP);
-    let idle = time_until_err(&n1, &replica, Duration::from_secs(60));
+    c.freeze("n3");
+    let idle = time_until_err(&c["n1"], &replica, Duration::from_secs(60));
     eprintln!("idle: n3's replica ERR {idle:?} after SIGSTOP");
-    assert_doctor_names(&n1, &replica);
+    assert_doctor_names(&c["n1"], &replica);
     let (ok, text) = write_region(&uri, &regions[3], 3 * REGION, REGION);
     assert!(ok, "qemu-io while n3 is frozen: {text}");
-    let rebuilt_idle = thaw_and_rebuild(&n1, &n3, &replica);
+    let rebuilt_idle = thaw_and_rebuild(&c["n1"], &c["n3"], &replica);
 
     wait_until("doctor healthy at the end", Duration::from_secs(30), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    let v = n1.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     assert_eq!(v["robustness"], "healthy", "{v}");
     assert!(
         tools::qemu_equal(&expected, &uri),

@@ -27,79 +27,66 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Cluster, tools};
 
 const FIRST: usize = 8 << 20;
 const SECOND: usize = 4 << 20;
 
-struct Cluster {
-    _root: tempfile::TempDir,
-    _etcd: Etcd,
-    agents: Vec<Agent>,
+/// The cluster and its volume v, attached on n1, with a snapshot s1.
+struct Snapshotted {
+    cluster: Cluster,
     endpoint: String,
     /// What the volume must read: FIRST bytes of seed 1, the first SECOND
     /// of them overwritten with seed 2 after the snapshot.
     expected: PathBuf,
 }
 
-impl Cluster {
-    fn n1(&self) -> &Agent {
-        &self.agents[0]
+impl std::ops::Deref for Snapshotted {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
     }
+}
 
-    fn start() -> Cluster {
-        Cluster::start_with(3)
+impl std::ops::DerefMut for Snapshotted {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
+
+impl Snapshotted {
+    fn start() -> Snapshotted {
+        Snapshotted::start_with(3)
     }
 
     /// `replicas` agents and a volume with as many replicas.
-    fn start_with(replicas: usize) -> Cluster {
-        let root = tempfile::tempdir().unwrap();
-        let etcd = Etcd::start(root.path());
-        let store = etcd.store_url();
-        let agents: Vec<Agent> = ["n1", "n2", "n3"][..replicas]
-            .iter()
-            .map(|n| Agent::start_with(root.path(), n, "tok", &["--store", &store]))
-            .collect();
-        for a in &agents {
-            a.wait_live();
-        }
-        let n1 = &agents[0];
+    fn start_with(replicas: usize) -> Snapshotted {
+        let cluster = Cluster::on_etcd(&["n1", "n2", "n3"][..replicas]);
+        let n1 = &cluster["n1"];
+        let root = cluster.root();
         // Off until the case that needs it: the file checks must find the
         // first two kinds of damage, not the comparison.
         n1.json(&["settings", "set", "integrity-check-interval", "0"]);
-        n1.json(&[
-            "volume",
-            "create",
-            "v",
-            "--size",
-            "32MiB",
-            "--replicas",
-            &replicas.to_string(),
-        ]);
-        let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-        assert!(ok, "attach: {err}");
-        let endpoint = out.trim().to_string();
-        let first = root.path().join("first");
+        let endpoint = cluster.create_attached("v", "32MiB", replicas, "n1");
+        let first = root.join("first");
         tools::random_file(&first, FIRST, 1);
         tools::qemu_write(&first, &endpoint);
         let (ok, _, err) = n1.cli(&["volume", "snapshot", "create", "v", "s1"]);
         assert!(ok, "snapshot: {err}");
-        let second = root.path().join("second");
+        let second = root.join("second");
         tools::random_file(&second, SECOND, 2);
         // qemu-img flushes before it exits.
         tools::qemu_write(&second, &endpoint);
         let mut expected = std::fs::read(&first).unwrap();
         expected[..SECOND].copy_from_slice(&std::fs::read(&second).unwrap());
-        let expected_path = root.path().join("expected");
+        let expected_path = root.join("expected");
         std::fs::write(&expected_path, expected).unwrap();
         assert!(tools::qemu_equal(&expected_path, &endpoint), "data differs");
         wait_until("doctor healthy", Duration::from_secs(30), || {
             doctor(n1).0 == 0
         });
-        Cluster {
-            _root: root,
-            _etcd: etcd,
-            agents,
+        Snapshotted {
+            cluster,
             endpoint,
             expected: expected_path,
         }
@@ -107,7 +94,7 @@ impl Cluster {
 
     /// The replica on `node`: its name and its s1 layer file.
     fn replica_on(&self, node: &str) -> (String, PathBuf) {
-        let v = self.n1().json(&["volume", "get", "v"]);
+        let v = self["n1"].json(&["volume", "get", "v"]);
         let r = v["replicas"]
             .as_array()
             .unwrap()
@@ -124,7 +111,7 @@ impl Cluster {
     }
 
     fn replica(&self, name: &str) -> Value {
-        let v = self.n1().json(&["volume", "get", "v"]);
+        let v = self["n1"].json(&["volume", "get", "v"]);
         v["replicas"]
             .as_array()
             .unwrap()
@@ -135,7 +122,7 @@ impl Cluster {
     }
 
     fn events(&self, replica: &str) -> Vec<Value> {
-        self.n1()
+        self["n1"]
             .json(&["events", "--object", &format!("replica/{replica}")])
             .as_array()
             .cloned()
@@ -146,7 +133,7 @@ impl Cluster {
     /// user sees on the way. `before` is the number of events of the
     /// replica before the damage.
     fn detect_and_heal(&self, d: &Damage<'_>, damaged_at: Instant, before: usize) {
-        let n1 = self.n1();
+        let n1 = &self["n1"];
         let file = d.file.display().to_string();
         let object = format!("replica/{}", d.replica);
 
@@ -327,7 +314,7 @@ fn delete(file: &Path) {
 
 #[test]
 fn deleted_snapshot_file_is_found_by_the_file_check_and_by_a_snapshot() {
-    let c = Cluster::start();
+    let c = Snapshotted::start();
 
     // (a) deleted: found by the periodic file check.
     let (replica, file) = c.replica_on("n2");
@@ -354,7 +341,7 @@ fn deleted_snapshot_file_is_found_by_the_file_check_and_by_a_snapshot() {
     let before = c.events(&replica).len();
     delete(&file);
     let at = Instant::now();
-    let (ok, _, err) = c.n1().cli(&["volume", "snapshot", "create", "v", "s2"]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "snapshot", "create", "v", "s2"]);
     assert!(ok, "snapshot with one damaged replica: {err}");
     let mut faulted = Value::Null;
     wait_until(
@@ -396,13 +383,13 @@ fn deleted_snapshot_file_is_found_by_the_file_check_and_by_a_snapshot() {
         at,
         before,
     );
-    let snaps = c.n1().json(&["volume", "snapshot", "list", "v"]);
+    let snaps = c["n1"].json(&["volume", "snapshot", "list", "v"]);
     assert!(snaps.to_string().contains("s2"), "{snaps}");
 }
 
 #[test]
 fn truncated_snapshot_file_is_found_by_the_file_check_and_at_open() {
-    let mut c = Cluster::start();
+    let mut c = Snapshotted::start();
 
     // (b) truncated to half its size.
     let (replica, file) = c.replica_on("n3");
@@ -430,11 +417,11 @@ fn truncated_snapshot_file_is_found_by_the_file_check_and_at_open() {
     // opens the replica at start, which it then does not serve.
     let (replica, file) = c.replica_on("n2");
     let before = c.events(&replica).len();
-    c.agents[1].stop();
+    c.stop("n2");
     delete(&file);
-    c.agents[1].start_again();
+    c.start_again("n2");
     let at = Instant::now();
-    c.agents[1].wait_live();
+    c["n2"].wait_live();
     c.detect_and_heal(
         &Damage {
             what: "deleted while stopped",
@@ -448,21 +435,20 @@ fn truncated_snapshot_file_is_found_by_the_file_check_and_at_open() {
         at,
         before,
     );
-    let log = c.agents[1].log_text();
+    let log = c["n2"].log_text();
     assert!(log.contains("replica damaged; not served"), "{log}");
 }
 
 #[test]
 fn flipped_bytes_in_a_snapshot_are_found_by_checksum_majority() {
-    let c = Cluster::start();
+    let c = Snapshotted::start();
     let seed = seed();
     // Which replica and which allocated 4 KiB block of s1.
     let node = ["n2", "n3"][(seed % 2) as usize];
     let offset = ((seed / 2) % (FIRST as u64 / 4096)) * 4096;
     let (replica, file) = c.replica_on(node);
     let before = c.events(&replica).len();
-    c.n1()
-        .json(&["settings", "set", "integrity-check-interval", "3"]);
+    c["n1"].json(&["settings", "set", "integrity-check-interval", "3"]);
     flip(&file, offset);
     println!(
         "flipped 4096 bytes at {offset} of {} on {node}",
@@ -495,14 +481,13 @@ fn flipped_bytes_in_a_snapshot_are_found_by_checksum_majority() {
 /// operator does after comparing them) clears it.
 #[test]
 fn two_replicas_that_disagree_are_reported_not_repaired() {
-    let c = Cluster::start_with(2);
+    let c = Snapshotted::start_with(2);
     let seed = seed();
     let offset = (seed % (FIRST as u64 / 4096)) * 4096;
     let (replica, file) = c.replica_on("n2");
     let (other, _) = c.replica_on("n1");
     let before = c.events(&replica).len();
-    c.n1()
-        .json(&["settings", "set", "integrity-check-interval", "3"]);
+    c["n1"].json(&["settings", "set", "integrity-check-interval", "3"]);
     flip(&file, offset);
     let at = Instant::now();
     let mut report = Value::Null;
@@ -510,7 +495,7 @@ fn two_replicas_that_disagree_are_reported_not_repaired() {
         "no-majority disagreement shown",
         Duration::from_secs(60),
         || {
-            report = doctor(c.n1()).1;
+            report = doctor(&c["n1"]).1;
             check(&report, "SNAPSHOT_FILE_CORRUPT").is_some_and(|ch| {
                 let items = ch["items"].as_array().unwrap();
                 [&replica, &other].iter().all(|r| {
@@ -526,8 +511,7 @@ fn two_replicas_that_disagree_are_reported_not_repaired() {
     let ch = check(&report, "SNAPSHOT_FILE_CORRUPT").unwrap();
     assert!(!ch["cause"].as_str().unwrap().is_empty(), "{ch}");
     assert!(!ch["fix"].as_str().unwrap().is_empty(), "{ch}");
-    let ev = c
-        .n1()
+    let ev = c["n1"]
         .json(&["events", "--object", "volume/v"])
         .as_array()
         .cloned()
@@ -550,7 +534,7 @@ fn two_replicas_that_disagree_are_reported_not_repaired() {
 
     flip(&file, offset);
     wait_until("the disagreement clears", Duration::from_secs(60), || {
-        doctor(c.n1()).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
     assert!(tools::qemu_equal(&c.expected, &c.endpoint), "data differs");
 }

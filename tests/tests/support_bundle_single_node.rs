@@ -12,22 +12,21 @@ use std::time::Duration;
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::doctor;
-use vigil_tests::{Agent, bundle};
+use vigil_tests::{Cluster, bundle};
 
 const SECRET: &str = "single-node-secret-0b5e7d21c4";
 
-fn agent(root: &std::path::Path) -> Agent {
-    let label = format!("db-password={SECRET}");
-    let a = Agent::start_with(root, "n1", SECRET, &["--label", &label]);
-    a.wait_live();
-    a
+fn agent() -> Cluster {
+    Cluster::builder()
+        .token(SECRET)
+        .args(&["--label", &format!("db-password={SECRET}")])
+        .on_embedded("n1")
 }
 
 #[test]
 fn single_node_bundle_on_the_embedded_store() {
-    let root = tempfile::tempdir().unwrap();
-    let n1 = agent(root.path());
-    n1.json(&[
+    let c = agent();
+    c["n1"].json(&[
         "volume",
         "create",
         "v1",
@@ -36,7 +35,7 @@ fn single_node_bundle_on_the_embedded_store() {
         "--replicas",
         "1",
     ]);
-    n1.json(&[
+    c["n1"].json(&[
         "volume",
         "create",
         "v2",
@@ -46,12 +45,12 @@ fn single_node_bundle_on_the_embedded_store() {
         "1",
     ]);
     wait_until("doctor healthy", Duration::from_secs(15), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
-    let (live_exit, live) = doctor(&n1);
+    let (live_exit, live) = doctor(&c["n1"]);
 
-    let path = root.path().join("b.tgz");
-    let (code, err) = bundle::make(&n1, &path, &[]);
+    let path = c.root().join("b.tgz");
+    let (code, err) = bundle::make(&c["n1"], &path, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("n1") && err.contains("answered"),
@@ -61,7 +60,7 @@ fn single_node_bundle_on_the_embedded_store() {
     assert_eq!(exit, live_exit, "{err}");
     assert_eq!(bundle::codes(&offline), bundle::codes(&live), "{offline}");
 
-    let dir = bundle::extract(&path, &root.path().join("x"));
+    let dir = bundle::extract(&path, &c.root().join("x"));
     let m = bundle::manifest(&dir);
     assert_eq!(m["nodes"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["nodes"][0]["status"], "answered", "{m}");
@@ -83,10 +82,10 @@ fn single_node_bundle_on_the_embedded_store() {
     assert!(leaks.is_empty(), "the secret is in {leaks:?}");
 
     // Limited to one volume and the last hour.
-    let path = root.path().join("v1.tgz");
-    let (code, err) = bundle::make(&n1, &path, &["--volume", "v1", "--since", "1h"]);
+    let path = c.root().join("v1.tgz");
+    let (code, err) = bundle::make(&c["n1"], &path, &["--volume", "v1", "--since", "1h"]);
     assert_eq!(code, 0, "{err}");
-    let dir = bundle::extract(&path, &root.path().join("y"));
+    let dir = bundle::extract(&path, &c.root().join("y"));
     let replicas = std::fs::read_to_string(dir.join("nodes/n1/replicas.json")).unwrap();
     assert!(
         replicas.contains("v1-r-") && !replicas.contains("v2-r-"),
@@ -102,10 +101,9 @@ fn single_node_bundle_on_the_embedded_store() {
 
 #[test]
 fn truncated_or_corrupted_bundles_get_a_clear_error() {
-    let root = tempfile::tempdir().unwrap();
-    let n1 = agent(root.path());
-    let path = root.path().join("b.tgz");
-    let (code, err) = bundle::make(&n1, &path, &[]);
+    let c = agent();
+    let path = c.root().join("b.tgz");
+    let (code, err) = bundle::make(&c["n1"], &path, &[]);
     assert_eq!(code, 0, "{err}");
     let data = std::fs::read(&path).unwrap();
 
@@ -128,7 +126,7 @@ fn truncated_or_corrupted_bundles_get_a_clear_error() {
     flipped[mid] ^= 0xff;
     cases.push(("corrupted", flipped, ""));
     for (name, bytes, expect) in cases {
-        let p = root.path().join(format!("{name}.tgz"));
+        let p = c.root().join(format!("{name}.tgz"));
         std::fs::write(&p, &bytes).unwrap();
         let (exit, _, err) = bundle::doctor(&p);
         assert_eq!(exit, 2, "{name}: {err}");

@@ -19,71 +19,44 @@ use std::time::{Duration, Instant};
 
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, bundle, tools};
+use vigil_tests::{Cluster, bundle, tools};
 
 const SECRET: &str = "vigil-bundle-secret-7f3a9c2e41d8";
 
 #[test]
 fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_secret() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let label = format!("api-key={SECRET}");
-    let args = ["--store", store.as_str(), "--label", label.as_str()];
-    let n1 = Agent::start_with(root.path(), "n1", SECRET, &args);
-    let n2 = Agent::start_with(root.path(), "n2", SECRET, &args);
-    let mut n3 = Agent::start_with(root.path(), "n3", SECRET, &args);
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
+    let mut c = Cluster::builder()
+        .token(SECRET)
+        .args(&["--label", &format!("api-key={SECRET}")])
+        .on_etcd(&["n1", "n2", "n3"]);
     // A credential-looking setting, as a newer version or another tool
     // might have stored it.
-    etcd.ctl(&[
+    c.etcd().ctl(&[
         "put",
         "/vigil/settings/alert-webhook-token",
         &format!(r#"{{"name":"alert-webhook-token","value":"{SECRET}"}}"#),
     ]);
 
-    n1.json(&[
-        "volume",
-        "create",
-        "va",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "3",
-    ]);
-    let (ok, _, err) = n1.cli(&["volume", "attach", "va", "--node", "n1"]);
-    assert!(ok, "attach va: {err}");
+    c.create_attached("va", "32MiB", 3, "n1");
     wait_until("doctor healthy", Duration::from_secs(15), || {
-        doctor(&n1).0 == 0
+        doctor(&c["n1"]).0 == 0
     });
 
     // Fault 1: n3 dies; wait until its lease is gone (NODE_DOWN).
-    n3.kill9();
+    c.kill9("n3");
     wait_until("NODE_DOWN of n3", Duration::from_secs(30), || {
-        check(&doctor(&n1).1, "NODE_DOWN").is_some()
+        check(&doctor(&c["n1"]).1, "NODE_DOWN").is_some()
     });
 
     // Fault 2: a snapshot file removed under vb's replica on n2 (vb is
     // placed on n1 and n2: n3 is down).
-    n1.json(&[
-        "volume",
-        "create",
-        "vb",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "vb", "--node", "n1"]);
-    assert!(ok, "attach vb: {err}");
-    let data = root.path().join("data");
+    let out = c.create_attached("vb", "32MiB", 2, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, 4 << 20, 3);
     tools::qemu_write(&data, out.trim());
-    let (ok, _, err) = n1.cli(&["volume", "snapshot", "create", "vb", "s1"]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "snapshot", "create", "vb", "s1"]);
     assert!(ok, "snapshot: {err}");
-    let vb = n1.json(&["volume", "get", "vb"]);
+    let vb = c["n1"].json(&["volume", "get", "vb"]);
     let r2 = vb["replicas"]
         .as_array()
         .unwrap()
@@ -97,21 +70,21 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
         .join("volume-snap-s1.img");
     std::fs::remove_file(&file).unwrap();
     wait_until("SNAPSHOT_FILE_MISSING", Duration::from_secs(30), || {
-        check(&doctor(&n1).1, "SNAPSHOT_FILE_MISSING").is_some()
+        check(&doctor(&c["n1"]).1, "SNAPSHOT_FILE_MISSING").is_some()
     });
 
     // The bundle, made while n3 is dead. The live diagnosis is taken just
     // before and just after; when the cluster changed in between (a
     // repair finishing), try again, so the comparison is with a cluster
     // that held still while the bundle was made.
-    let path = root.path().join("bundle.tar.gz");
+    let path = c.root().join("bundle.tar.gz");
     let mut compared = None;
     for attempt in 0..5 {
-        let (live_exit, live) = doctor(&n1);
+        let (live_exit, live) = doctor(&c["n1"]);
         let started = Instant::now();
-        let (code, err) = bundle::make(&n1, &path, &[]);
+        let (code, err) = bundle::make(&c["n1"], &path, &[]);
         let took = started.elapsed();
-        let (live_exit_after, live_after) = doctor(&n1);
+        let (live_exit_after, live_after) = doctor(&c["n1"]);
         assert_eq!(code, 0, "support-bundle failed: {err}");
         eprintln!("attempt {attempt}: bundle made in {took:?}:\n{err}");
         assert!(
@@ -141,13 +114,13 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
         );
     }
     // The human report is the live doctor's, word for word.
-    let (_, text_live, _) = n1.cli_code(&["doctor"]);
+    let (_, text_live, _) = c["n1"].cli_code(&["doctor"]);
     let (_, text_offline, _) = bundle::offline(&["doctor", "--bundle", path.to_str().unwrap()]);
     let first = |t: &str| t.lines().next().unwrap_or("").to_string();
     assert_eq!(first(&text_offline), first(&text_live), "{text_offline}");
 
     // The manifest: n3 failed with why, the others answered.
-    let dir = bundle::extract(&path, &root.path().join("x"));
+    let dir = bundle::extract(&path, &c.root().join("x"));
     let m = bundle::manifest(&dir);
     let node = |n: &str| {
         m["nodes"]
@@ -221,18 +194,18 @@ fn bundle_with_a_dead_node_diagnoses_offline_like_the_live_doctor_and_holds_no_s
     // A hung node (frozen, its lease still held for a while, its socket
     // accepting but never answering) is recorded as timed out and holds up
     // the bundle no longer than the per-node timeout.
-    n2.signal(libc::SIGSTOP);
-    let hung = root.path().join("hung.tar.gz");
+    c.freeze("n2");
+    let hung = c.root().join("hung.tar.gz");
     let started = Instant::now();
-    let (code, err) = bundle::make(&n1, &hung, &["--node-timeout", "2s"]);
+    let (code, err) = bundle::make(&c["n1"], &hung, &["--node-timeout", "2s"]);
     let took = started.elapsed();
-    n2.signal(libc::SIGCONT);
+    c.thaw("n2");
     assert_eq!(code, 0, "{err}");
     assert!(
         took < Duration::from_secs(8),
         "bundle with a hung node took {took:?}"
     );
-    let dir = bundle::extract(&hung, &root.path().join("hung"));
+    let dir = bundle::extract(&hung, &c.root().join("hung"));
     let m = bundle::manifest(&dir);
     let n2_outcome = m["nodes"]
         .as_array()

@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
 use vigil_tests::doctor::{check, doctor};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const FLAG: &str = "deleting-confirmation-flag";
 const SIZE: usize = 16 << 20;
@@ -46,51 +46,39 @@ fn seed() -> u64 {
     seed
 }
 
-/// Three agents and three volumes. Fields drop in order: agents, etcd,
-/// directory.
-struct Cluster {
-    nodes: Vec<Agent>,
-    _etcd: Etcd,
+/// Three agents and three volumes, va attached on n1 holding `data`.
+struct Installed {
+    cluster: Cluster,
     data: PathBuf,
     va_endpoint: String,
-    _root: tempfile::TempDir,
 }
 
-fn cluster(seed: u64) -> Cluster {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let nodes: Vec<Agent> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| Agent::start_with(root.path(), n, "tok", &["--store", &store]))
-        .collect();
-    for n in &nodes {
-        n.wait_live();
+impl std::ops::Deref for Installed {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
     }
-    let n1 = &nodes[0];
-    for (name, replicas) in [("va", "3"), ("vb", "2"), ("vc", "1")] {
-        let v = n1.json(&[
-            "volume",
-            "create",
-            name,
-            "--size",
-            "64MiB",
-            "--replicas",
-            replicas,
-        ]);
-        assert_eq!(v["state"], "detached", "{v}");
+}
+
+impl std::ops::DerefMut for Installed {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
     }
-    let (ok, out, err) = n1.cli(&["volume", "attach", "va", "--node", "n1"]);
-    assert!(ok, "attach va on n1: {err}");
-    let data = root.path().join("data");
+}
+
+fn cluster(seed: u64) -> Installed {
+    let cluster = Cluster::on_etcd(&["n1", "n2", "n3"]);
+    for (name, replicas) in [("va", 3), ("vb", 2), ("vc", 1)] {
+        cluster.create_volume(name, "64MiB", replicas);
+    }
+    let va_endpoint = cluster.attach("va", "n1");
+    let data = cluster.root().join("data");
     tools::random_file(&data, SIZE, seed);
-    tools::qemu_write(&data, out.trim());
-    Cluster {
-        nodes,
-        _etcd: etcd,
+    tools::qemu_write(&data, &va_endpoint);
+    Installed {
+        cluster,
         data,
-        va_endpoint: out.trim().to_string(),
-        _root: root,
+        va_endpoint,
     }
 }
 
@@ -168,10 +156,10 @@ fn assert_done(s: &Value) -> &Value {
 #[test]
 fn refused_while_the_flag_is_not_true() {
     let c = cluster(seed());
-    let n1 = &c.nodes[0];
+    let n1 = &c["n1"];
     for stored in [None, Some("false")] {
         if let Some(v) = stored {
-            c.nodes[1].set(FLAG, v);
+            c["n2"].set(FLAG, v);
         }
         let (code, out, err) = n1.cli_code(&["uninstall"]);
         assert_eq!(code, 1, "flag {stored:?}: {out} {err}");
@@ -185,7 +173,7 @@ fn refused_while_the_flag_is_not_true() {
     assert!(n1.event("uninstall/cluster", "UninstallRefused").is_some());
     assert_eq!(status(n1)["outcome"], "none");
     assert_eq!(len(&n1.json(&["volume", "list"])), 3);
-    for n in &c.nodes {
+    for n in c.nodes() {
         assert!(!replica_dirs(n).is_empty(), "{} lost its replicas", n.name);
     }
     assert!(
@@ -205,12 +193,11 @@ fn concurrent_runs_right_after_the_flag_is_set_uninstall_exactly_once() {
         "start jitter n1 {} ms, n2 {} ms, n3 0 ms",
         jitter[0], jitter[1]
     );
-    c.nodes[1].set(FLAG, "true");
+    c["n2"].set(FLAG, "true");
     let started = Instant::now();
     let runs: Vec<(String, i32, String, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = c
-            .nodes
-            .iter()
+            .nodes()
             .zip(jitter)
             .map(|(n, ms)| {
                 s.spawn(move || {
@@ -246,7 +233,7 @@ fn concurrent_runs_right_after_the_flag_is_set_uninstall_exactly_once() {
         1,
         "exactly one run performs it: {starters:?}"
     );
-    for n in &c.nodes {
+    for n in c.nodes() {
         let s = status(n);
         let u = assert_done(&s);
         assert_eq!(u["by_node"], starters[0].as_str(), "{s}");
@@ -259,18 +246,18 @@ fn concurrent_runs_right_after_the_flag_is_set_uninstall_exactly_once() {
         );
     }
     // Nothing left to be unhealthy about.
-    assert_eq!(doctor(&c.nodes[0]).0, 0, "{}", doctor(&c.nodes[0]).1);
+    assert_eq!(doctor(&c["n1"]).0, 0, "{}", doctor(&c["n1"]).1);
 
     // Starting the agents again is a fresh install.
-    for n in c.nodes.iter_mut() {
-        n.stop();
-        n.start_again();
+    for n in ["n1", "n2", "n3"] {
+        c.stop(n);
+        c.start_again(n);
     }
-    for n in &c.nodes {
+    for n in c.nodes() {
         n.wait_live();
     }
-    assert_eq!(status(&c.nodes[2])["outcome"], "none");
-    let v = c.nodes[0].json(&[
+    assert_eq!(status(&c["n3"])["outcome"], "none");
+    let v = c["n1"].json(&[
         "volume",
         "create",
         "fresh",
@@ -285,21 +272,21 @@ fn concurrent_runs_right_after_the_flag_is_set_uninstall_exactly_once() {
 #[test]
 fn the_claimer_killed_in_the_middle_is_finished_by_another_agent() {
     let mut c = cluster(seed());
-    let n2 = &c.nodes[1];
+    let n2 = &c["n2"];
     n2.set("node-down-timeout", "60");
     n2.set("uninstall-stuck-timeout", "5");
     n2.set(FLAG, "true");
-    let all_dirs: Vec<usize> = c.nodes.iter().map(|n| replica_dirs(n).len()).collect();
+    let all_dirs: Vec<usize> = c.nodes().map(|n| replica_dirs(n).len()).collect();
     assert!(all_dirs.iter().all(|&d| d > 0), "{all_dirs:?}");
-    let (code, out, err) = c.nodes[0].cli_code(&["uninstall", "--no-wait"]);
+    let (code, out, err) = c["n1"].cli_code(&["uninstall", "--no-wait"]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("uninstall started by n1"), "{out}");
-    c.nodes[0].kill9();
+    c.kill9("n1");
     let killed = Instant::now();
 
     // The replicas on n1 wait for node-down-timeout: the uninstall is
     // stuck, and the doctor says why.
-    let n2 = &c.nodes[1];
+    let n2 = &c["n2"];
     // (Right after the kill it is stuck with n1 still counted live, its
     // lease not yet lapsed; then NODE_DOWN of n1 explains it.)
     wait_until(
@@ -347,11 +334,11 @@ fn the_claimer_killed_in_the_middle_is_finished_by_another_agent() {
         status(n2)["outcome"] == "done"
     });
     eprintln!("done {:?} after the kill", killed.elapsed());
-    let s = status(&c.nodes[2]);
+    let s = status(&c["n3"]);
     let u = assert_done(&s);
     assert_eq!(u["by_node"], "n1", "{s}");
     assert_ne!(u["driven_by"], "n1", "{s}");
-    for n in &c.nodes[1..] {
+    for n in c.nodes().skip(1) {
         assert_nothing_left(n);
         assert!(
             replica_dirs(n).is_empty(),
@@ -361,65 +348,54 @@ fn the_claimer_killed_in_the_middle_is_finished_by_another_agent() {
         );
     }
     assert!(
-        !replica_dirs(&c.nodes[0]).is_empty(),
+        !replica_dirs(&c["n1"]).is_empty(),
         "n1 was dead: its directories are still there"
     );
 
     // n1 returns: the record says the cluster was uninstalled, so its
     // directories are discarded and it starts a fresh install; the others
     // join it.
-    c.nodes[0].start_again();
+    c.start_again("n1");
     assert!(
-        replica_dirs(&c.nodes[0]).is_empty(),
+        replica_dirs(&c["n1"]).is_empty(),
         "{:?}",
-        replica_dirs(&c.nodes[0])
+        replica_dirs(&c["n1"])
     );
-    assert_eq!(status(&c.nodes[1])["outcome"], "none");
+    assert_eq!(status(&c["n2"])["outcome"], "none");
     wait_until(
         "every node registered again",
         Duration::from_secs(30),
-        || len(&c.nodes[0].json(&["node", "list"])) == 3,
+        || len(&c["n1"].json(&["node", "list"])) == 3,
     );
 }
 
 #[test]
 fn one_agent_on_the_embedded_store() {
     let seed = seed();
-    let root = tempfile::tempdir().unwrap();
-    let mut a = Agent::start(root.path(), "solo");
-    a.wait_live();
-    let v = a.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "32MiB",
-        "--replicas",
-        "1",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, out, err) = a.cli(&["volume", "attach", "v", "--node", "solo"]);
-    assert!(ok, "{err}");
-    let data = root.path().join("data");
+    let mut c = Cluster::on_embedded("solo");
+    let uri = c.create_attached("v", "32MiB", 1, "solo");
+    let data = c.root().join("data");
     tools::random_file(&data, SIZE, seed);
-    tools::qemu_write(&data, out.trim());
+    tools::qemu_write(&data, &uri);
+    let a = &c["solo"];
     assert_eq!(a.cli_code(&["uninstall"]).0, 1, "refused without the flag");
-    assert!(tools::qemu_equal(&data, out.trim()));
+    assert!(tools::qemu_equal(&data, &uri));
     a.set(FLAG, "true");
     let (code, out, err) = a.cli_code(&["uninstall"]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("uninstall started by solo"), "{out}");
-    assert_done(&status(&a));
-    assert_nothing_left(&a);
-    assert!(replica_dirs(&a).is_empty(), "{:?}", replica_dirs(&a));
+    assert_done(&status(a));
+    assert_nothing_left(a);
+    assert!(replica_dirs(a).is_empty(), "{:?}", replica_dirs(a));
     // Asked again: already done, exit 0.
     let (code, out, _) = a.cli_code(&["uninstall"]);
     assert_eq!(code, 0);
     assert!(out.contains("already done"), "{out}");
-    a.stop();
-    a.start_again();
+    c.stop("solo");
+    c.start_again("solo");
+    let a = &c["solo"];
     a.wait_live();
-    assert_eq!(status(&a)["outcome"], "none");
+    assert_eq!(status(a)["outcome"], "none");
     let v = a.json(&[
         "volume",
         "create",

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
 use serde_json::Value;
-use vigil_tests::{Agent, Etcd};
+use vigil_tests::{Agent, Cluster};
 
 /// Runs a CLI call that must fail; checks it printed `error: ... [code]`
 /// on stderr and nothing on stdout; returns stderr.
@@ -41,20 +41,9 @@ fn settings(a: &Agent) -> Value {
 
 #[test]
 fn bad_volume_requests_are_refused_with_a_code_and_change_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let a = Agent::start(root.path(), "n1");
-    a.wait_live();
-    let v = a.json(&[
-        "volume",
-        "create",
-        "keep",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "1",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let before = volumes(&a);
+    let c = Cluster::on_embedded("n1");
+    c.create_volume("keep", "16MiB", 1);
+    let before = volumes(&c["n1"]);
     assert_eq!(
         before,
         vec![("keep".to_string(), "detached".to_string(), 1)]
@@ -220,77 +209,75 @@ fn bad_volume_requests_are_refused_with_a_code_and_change_nothing() {
         ),
     ];
     for (args, code, says) in &cases {
-        let err = refused(&a, args, code);
+        let err = refused(&c["n1"], args, code);
         assert!(
             err.contains(says),
             "vigil {args:?}: expected {says:?} in: {err}"
         );
-        assert_eq!(volumes(&a), before, "vigil {args:?} changed the volumes");
+        assert_eq!(
+            volumes(&c["n1"]),
+            before,
+            "vigil {args:?} changed the volumes"
+        );
     }
 
     // The longest allowed name is fine.
-    let v = a.json(&[
-        "volume",
-        "create",
-        &just_right,
-        "--size",
-        "16MiB",
-        "--replicas",
-        "1",
-    ]);
+    let v = c.create_volume(&just_right, "16MiB", 1);
     assert_eq!(v["name"], just_right.as_str(), "{v}");
-    let (ok, _, err) = a.cli(&["volume", "delete", &just_right]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "delete", &just_right]);
     assert!(ok, "{err}");
-    assert_eq!(volumes(&a), before);
+    assert_eq!(volumes(&c["n1"]), before);
 
     // An attached volume is not deleted, expanded or attached elsewhere.
-    let (ok, _, err) = a.cli(&["volume", "attach", "keep"]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "attach", "keep"]);
     assert!(ok, "{err}");
-    let err = refused(&a, &["volume", "delete", "keep"], "volume_attached");
+    let err = refused(&c["n1"], &["volume", "delete", "keep"], "volume_attached");
     assert!(err.contains("detach it before deleting"), "{err}");
     let err = refused(
-        &a,
+        &c["n1"],
         &["volume", "expand", "keep", "--size", "32MiB"],
         "volume_not_detached",
     );
     assert!(err.contains("detach it first"), "{err}");
-    let v = a.json(&["volume", "get", "keep"]);
+    let v = c["n1"].json(&["volume", "get", "keep"]);
     assert_eq!(v["state"], "attached", "{v}");
     assert_eq!(v["size"], 16 << 20, "{v}");
     // Attaching again where it is attached is a no-op that succeeds.
-    let (ok, out, err) = a.cli(&["volume", "attach", "keep"]);
+    let (ok, out, err) = c["n1"].cli(&["volume", "attach", "keep"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), v["endpoint"].as_str().unwrap());
 }
 
 #[test]
 fn bad_settings_are_refused_with_what_is_allowed() {
-    let root = tempfile::tempdir().unwrap();
-    let a = Agent::start(root.path(), "n1");
-    a.wait_live();
-    let before = settings(&a);
+    let mut c = Cluster::on_embedded("n1");
+    let before = settings(&c["n1"]);
 
     let err = refused(
-        &a,
+        &c["n1"],
         &["settings", "set", "default-replica-count", "0"],
         "invalid_setting",
     );
     assert!(err.contains("an integer from 1 to 20"), "{err}");
     let err = refused(
-        &a,
+        &c["n1"],
         &["settings", "set", "default-replica-count", "three"],
         "invalid_setting",
     );
     assert!(err.contains("an integer from 1 to 20"), "{err}");
-    let err = refused(&a, &["settings", "set", "nope", "1"], "unknown_setting");
+    let err = refused(
+        &c["n1"],
+        &["settings", "set", "nope", "1"],
+        "unknown_setting",
+    );
     assert!(
         err.contains("known settings:") && err.contains("default-replica-count"),
         "{err}"
     );
-    let err = refused(&a, &["settings", "get", "nope"], "unknown_setting");
+    let err = refused(&c["n1"], &["settings", "get", "nope"], "unknown_setting");
     assert!(err.contains("default-data-locality"), "{err}");
     let err = refused(
-        &a,
+        &c["n1"],
         &["settings", "set", "default-data-locality", "nearby"],
         "invalid_setting",
     );
@@ -299,21 +286,25 @@ fn bad_settings_are_refused_with_what_is_allowed() {
         "{err}"
     );
     let err = refused(
-        &a,
+        &c["n1"],
         &["settings", "set", "auto-salvage", "yes"],
         "invalid_setting",
     );
     assert!(err.contains("true, false"), "{err}");
-    assert_eq!(settings(&a), before, "a refused set changed the settings");
+    assert_eq!(
+        settings(&c["n1"]),
+        before,
+        "a refused set changed the settings"
+    );
 
     // A valid set round-trips and shows as set, not default.
-    let s = a.json(&["settings", "set", "default-replica-count", "2"]);
+    let s = c["n1"].json(&["settings", "set", "default-replica-count", "2"]);
     assert_eq!(s["value"], "2", "{s}");
     assert_eq!(s["is_default"], false, "{s}");
-    let s = a.json(&["settings", "get", "default-replica-count"]);
+    let s = c["n1"].json(&["settings", "get", "default-replica-count"]);
     assert_eq!(s["value"], "2", "{s}");
     assert_eq!(s["default"], "3", "{s}");
-    let (ok, table, err) = a.cli(&["settings", "list"]);
+    let (ok, table, err) = c["n1"].cli(&["settings", "list"]);
     assert!(ok, "{err}");
     let row = table
         .lines()
@@ -337,54 +328,38 @@ fn bad_settings_are_refused_with_what_is_allowed() {
     );
     // ...and is used: a volume created without --replicas gets 2 replica
     // objects asked for (one node: created degraded with 1).
-    let v = a.json(&["volume", "create", "d", "--size", "16MiB"]);
+    let v = c["n1"].json(&["volume", "create", "d", "--size", "16MiB"]);
     assert_eq!(v["number_of_replicas"], 2, "{v}");
     // The value survives a restart of the agent.
-    let mut a = a;
-    a.restart();
-    let s = a.json(&["settings", "get", "default-replica-count"]);
+    c.restart("n1");
+    let s = c["n1"].json(&["settings", "get", "default-replica-count"]);
     assert_eq!(s["value"], "2", "{s}");
 }
 
 #[test]
 fn attaching_a_volume_attached_to_another_node_is_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    n1.wait_live();
-    n2.wait_live();
-    let v = n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "16MiB",
-        "--replicas",
-        "2",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
-    let (ok, _, err) = n1.cli(&["volume", "attach", "v"]);
+    let c = Cluster::on_etcd(&["n1", "n2"]);
+    c.create_volume("v", "16MiB", 2);
+    let (ok, _, err) = c["n1"].cli(&["volume", "attach", "v"]);
     assert!(ok, "{err}");
 
     // From n2 (attach defaults to the node answering), and naming n2.
-    let err = refused(&n2, &["volume", "attach", "v"], "attached_elsewhere");
+    let err = refused(&c["n2"], &["volume", "attach", "v"], "attached_elsewhere");
     assert!(
         err.contains("attached to n1") && err.contains("detach it first"),
         "{err}"
     );
     let err = refused(
-        &n1,
+        &c["n1"],
         &["volume", "attach", "v", "--node", "n2"],
         "attached_elsewhere",
     );
     assert!(err.contains("attached to n1"), "{err}");
-    for a in [&n1, &n2] {
+    for a in c.nodes() {
         let v = a.json(&["volume", "get", "v"]);
         assert_eq!(v["state"], "attached", "{v}");
         assert_eq!(v["attached_node"], "n1", "{v}");
     }
-    let err = refused(&n2, &["volume", "delete", "v"], "volume_attached");
+    let err = refused(&c["n2"], &["volume", "delete", "v"], "volume_attached");
     assert!(err.contains("detach it before deleting"), "{err}");
 }

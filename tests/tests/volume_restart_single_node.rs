@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_tests::agent::wait_until;
-use vigil_tests::{Agent, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const SIZE: usize = 64 << 20;
 
@@ -31,39 +31,28 @@ fn wait_served_again(a: &Agent, name: &str, endpoint: &str) -> Value {
 
 #[test]
 fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
-    let root = tempfile::tempdir().unwrap();
-    let mut a = Agent::start(root.path(), "n1");
-    a.wait_live();
+    let mut c = Cluster::on_embedded("n1");
 
-    let v = a.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "1",
-    ]);
-    assert_eq!(v["state"], "detached", "{v}");
+    let v = c.create_volume("v", "64MiB", 1);
     assert_eq!(v["replicas"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["replicas"][0]["node"], "n1", "{v}");
 
     // `volume attach` prints the NBD URI and nothing else.
-    let (ok, out, err) = a.cli(&["volume", "attach", "v"]);
+    let (ok, out, err) = c["n1"].cli(&["volume", "attach", "v"]);
     assert!(ok, "attach failed: {err}");
     let endpoint = out.trim().to_string();
     assert!(
         endpoint.starts_with("nbd://127.0.0.1:") && endpoint.ends_with("/v"),
         "attach printed {out:?}"
     );
-    let v = a.json(&["volume", "get", "v"]);
+    let v = c["n1"].json(&["volume", "get", "v"]);
     assert_eq!(v["state"], "attached", "{v}");
     assert_eq!(v["robustness"], "healthy", "{v}");
     assert_eq!(v["attached_node"], "n1", "{v}");
     assert_eq!(v["endpoint"], endpoint.as_str(), "{v}");
     assert_eq!(v["replicas"][0]["mode"], "RW", "{v}");
 
-    let data = root.path().join("data");
+    let data = c.root().join("data");
     tools::random_file(&data, SIZE, 7);
     tools::qemu_write(&data, &endpoint);
     assert!(
@@ -72,10 +61,10 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
     );
 
     // A clean stop, then a start: no attach command is given.
-    a.stop();
-    assert!(!a.is_running());
-    a.start_again();
-    let v = wait_served_again(&a, "v", &endpoint);
+    c.stop("n1");
+    assert!(!c["n1"].is_running());
+    c.start_again("n1");
+    let v = wait_served_again(&c["n1"], "v", &endpoint);
     assert_eq!(v["attached_node"], "n1", "{v}");
     assert!(
         tools::qemu_equal(&data, &endpoint),
@@ -84,13 +73,13 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
     wait_until(
         "volume healthy after SIGTERM",
         Duration::from_secs(10),
-        || a.json(&["volume", "get", "v"])["robustness"] == "healthy",
+        || c["n1"].json(&["volume", "get", "v"])["robustness"] == "healthy",
     );
 
     // A crash, then a start.
-    a.kill9();
-    a.start_again();
-    let v = wait_served_again(&a, "v", &endpoint);
+    c.kill9("n1");
+    c.start_again("n1");
+    let v = wait_served_again(&c["n1"], "v", &endpoint);
     assert_eq!(v["attached_node"], "n1", "{v}");
     assert!(
         tools::qemu_equal(&data, &endpoint),
@@ -99,13 +88,13 @@ fn attached_volume_is_served_again_after_sigterm_and_after_kill9() {
     wait_until(
         "volume healthy after kill -9",
         Duration::from_secs(10),
-        || a.json(&["volume", "get", "v"])["robustness"] == "healthy",
+        || c["n1"].json(&["volume", "get", "v"])["robustness"] == "healthy",
     );
 
     // Still an ordinary volume: it detaches and is deleted.
-    let v = a.json(&["volume", "detach", "v"]);
+    let v = c["n1"].json(&["volume", "detach", "v"]);
     assert_eq!(v["state"], "detached", "{v}");
-    let (ok, _, err) = a.cli(&["volume", "delete", "v"]);
+    let (ok, _, err) = c["n1"].cli(&["volume", "delete", "v"]);
     assert!(ok, "delete failed: {err}");
-    assert_eq!(a.json(&["volume", "list"]), serde_json::json!([]));
+    assert_eq!(c["n1"].json(&["volume", "list"]), serde_json::json!([]));
 }

@@ -27,7 +27,7 @@ use vigil_engine::replica::{Replica, ReplicaOptions};
 use vigil_tests::agent::wait_until;
 use vigil_tests::ebpf::is_root;
 use vigil_tests::faults::{CgroupV1, LoopExt4};
-use vigil_tests::{Agent, Etcd, tools};
+use vigil_tests::{Agent, Cluster, tools};
 
 const MIB: usize = 1 << 20;
 const SIZE: usize = 64 * MIB;
@@ -103,41 +103,21 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     assert!(is_root(), "needs root (loop device, blkio cgroup)");
     let root = tempfile::tempdir().unwrap();
     let fs = LoopExt4::create(root.path(), "n3-ext4", 256);
-    let etcd = Etcd::start(root.path());
-    let store = etcd.store_url();
     let n3_disk = fs.path.join("vigil");
-    let n1 = Agent::start_with(root.path(), "n1", "tok", &["--store", &store]);
-    let mut n2 = Agent::start_with(root.path(), "n2", "tok", &["--store", &store]);
-    let mut n3 = Agent::start_with(
-        root.path(),
-        "n3",
-        "tok",
-        &["--store", &store, "--disk", n3_disk.to_str().unwrap()],
-    );
-    for a in [&n1, &n2, &n3] {
-        a.wait_live();
-    }
-    n1.set("node-down-timeout", "5");
-    n1.set("replica-replenishment-wait-interval", "5");
-    let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
+    let mut c = Cluster::builder()
+        .in_dir(root.path())
+        .node_args("n3", &["--disk", n3_disk.to_str().unwrap()])
+        .on_etcd(&["n1", "n2", "n3"]);
+    c["n1"].set("node-down-timeout", "5");
+    c["n1"].set("replica-replenishment-wait-interval", "5");
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n3", "--allow-scheduling", "false"]);
     assert!(ok, "{err}");
 
-    n1.json(&[
-        "volume",
-        "create",
-        "v",
-        "--size",
-        "64MiB",
-        "--replicas",
-        "2",
-    ]);
-    let (ok, out, err) = n1.cli(&["volume", "attach", "v", "--node", "n1"]);
-    assert!(ok, "attach: {err}");
-    let uri = out.trim().to_string();
-    let data = root.path().join("data");
+    let uri = c.create_attached("v", "64MiB", 2, "n1");
+    let data = c.root().join("data");
     tools::random_file(&data, SIZE, 17);
     tools::qemu_write(&data, &uri);
-    let mut nodes: Vec<String> = n1
+    let mut nodes: Vec<String> = c["n1"]
         .replicas("v")
         .iter()
         .map(|r| r["node"].as_str().unwrap().to_string())
@@ -146,19 +126,19 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     assert_eq!(nodes, ["n1", "n2"], "replicas placed on {nodes:?}");
 
     // n3 takes the replacement, slowly: its agent's disk writes throttled.
-    let (ok, _, err) = n1.cli(&["node", "update", "n3", "--allow-scheduling", "true"]);
+    let (ok, _, err) = c["n1"].cli(&["node", "update", "n3", "--allow-scheduling", "true"]);
     assert!(ok, "{err}");
-    let throttle = CgroupV1::new("blkio", n3.pid());
+    let throttle = CgroupV1::new("blkio", c["n3"].pid());
     throttle.set(
         "blkio.throttle.write_bps_device",
         &format!("{} {WRITE_BPS}", dev_numbers(fs.device())),
     );
-    n2.kill9();
+    c.kill9("n2");
 
     wait_until(
         "n3's replica added to the engine (WO)",
         Duration::from_secs(90),
-        || rebuilding(&n1).is_some_and(|r| r["mode"] == "WO"),
+        || rebuilding(&c["n1"]).is_some_and(|r| r["mode"] == "WO"),
     );
     let mut cmds: Vec<String> = Vec::new();
     for (off, len) in ZEROES {
@@ -177,7 +157,7 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     args.push(&uri);
     let printed = tools::run("qemu-io", &args);
     eprintln!("qemu-io during the rebuild:\n{printed}");
-    let target = rebuilding(&n1).unwrap();
+    let target = rebuilding(&c["n1"]).unwrap();
     assert_eq!(
         target["mode"], "WO",
         "the rebuild ended before the zeroes were sent, so this proves nothing (throttle too weak?): {target}"
@@ -196,10 +176,10 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     wait_until(
         "n3's replica rebuilt (RW)",
         Duration::from_secs(180),
-        || rebuilding(&n1).is_some_and(|r| r["mode"] == "RW"),
+        || rebuilding(&c["n1"]).is_some_and(|r| r["mode"] == "RW"),
     );
     drop(throttle);
-    let expected = root.path().join("expected");
+    let expected = c.root().join("expected");
     std::fs::write(&expected, &want).unwrap();
     assert!(
         tools::qemu_equal(&expected, &uri),
@@ -207,13 +187,13 @@ fn zeroes_and_trims_during_a_rebuild_read_as_zeros_from_the_rebuilt_replica() {
     );
 
     // The rebuilt replica alone: n3 stopped, its directory read directly.
-    let name = n1
+    let name = c["n1"]
         .replicas("v")
         .into_iter()
         .find(|r| r["node"] == "n3")
         .map(|r| r["name"].as_str().unwrap().to_string())
         .unwrap();
-    n3.stop();
+    c.stop("n3");
     let got = read_replica(&n3_disk.join("replicas").join(&name));
     assert_eq!(got.len(), want.len());
     let bad = differing(&got, &want);
