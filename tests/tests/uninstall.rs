@@ -289,15 +289,18 @@ fn the_claimer_killed_in_the_middle_is_finished_by_another_agent() {
     let n2 = &c["n2"];
     // (Right after the kill it is stuck with n1 still counted live, its
     // lease not yet lapsed; then NODE_DOWN of n1 explains it.)
+    // The report that showed it is the one checked below: a second doctor
+    // call under load can land on a store read that timed out.
+    let mut report = Value::Null;
     wait_until(
         "UNINSTALL_STUCK caused by n1",
         Duration::from_secs(60),
         || {
-            check(&doctor(n2).1, "UNINSTALL_STUCK")
+            report = doctor(n2).1;
+            check(&report, "UNINSTALL_STUCK")
                 .is_some_and(|c| c["items"][0]["caused_by"].to_string().contains("node/n1"))
         },
     );
-    let (_, report) = doctor(n2);
     let stuck = check(&report, "UNINSTALL_STUCK").unwrap();
     let item = &stuck["items"][0];
     assert_eq!(item["object"], "uninstall/cluster", "{stuck}");

@@ -5,4 +5,5 @@
 //! dependency on the whole agent (issue 19).
 
 pub mod cluster;
+pub mod local;
 pub mod scheduler;

@@ -88,9 +88,9 @@ impl From<EngineError> for ApiError {
     }
 }
 
-impl From<crate::daemon::replicas::CreateError> for ApiError {
-    fn from(e: crate::daemon::replicas::CreateError) -> ApiError {
-        use crate::daemon::replicas::CreateError;
+impl From<vigil_control::local::replicas::CreateError> for ApiError {
+    fn from(e: vigil_control::local::replicas::CreateError) -> ApiError {
+        use vigil_control::local::replicas::CreateError;
         match e {
             CreateError::Exists(_) => ApiError::conflict("already_exists", e.to_string()),
             CreateError::NoDisk(_) => {

@@ -138,7 +138,7 @@ pub async fn route(
             let e = engine(agent, n)?;
             let req: AddReplica = parse(body)?;
             let addr = address(&req.url)?;
-            let backend = agent.open_backend(&addr, e.epoch()).await.map_err(|f| {
+            let backend = agent.backends.open(&addr, e.epoch()).await.map_err(|f| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "replica_unreachable",
@@ -345,7 +345,7 @@ async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
     for a in addrs {
         specs.push(ReplicaSpec {
             address: a.to_string(),
-            backend: agent.open_backend(&a, epoch).await,
+            backend: agent.backends.open(&a, epoch).await,
         });
     }
     let engine = Engine::start(&n, size, epoch, specs, agent.config.engine.clone()).await?;

@@ -127,7 +127,8 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
 async fn join(agent: &Agent, address: &str, epoch: u64, generation: u64) -> Result<(), String> {
     let address: ReplicaAddress = address.parse().map_err(|e| format!("{e}"))?;
     let backend = agent
-        .open_backend(&address, epoch)
+        .backends
+        .open(&address, epoch)
         .await
         .map_err(|f| f.last_error)?;
     tokio::time::timeout(Duration::from_secs(5), backend.join_generation(generation))

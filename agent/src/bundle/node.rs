@@ -222,7 +222,7 @@ fn dir_files(dir: &Path) -> Value {
 fn disks(agent: &Agent) -> Value {
     let mut out = Vec::new();
     for d in agent.replicas.disks() {
-        let identity_path = d.path.join(crate::daemon::disks::IDENTITY_FILE);
+        let identity_path = d.path.join(vigil_control::local::disks::IDENTITY_FILE);
         let identity = match std::fs::read(&identity_path) {
             Ok(b) => serde_json::from_slice::<Value>(&b)
                 .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&b).into_owned())),

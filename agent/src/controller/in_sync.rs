@@ -160,7 +160,7 @@ pub fn keep_recorded(cluster: Cluster, volume: String, engine: &Arc<Engine>) {
 pub async fn probe_generation(agent: &Agent, address: &str, epoch: u64) -> Option<u64> {
     let address: ReplicaAddress = address.parse().ok()?;
     let probe = async {
-        let backend = agent.open_backend(&address, epoch).await.ok()?;
+        let backend = agent.backends.open(&address, epoch).await.ok()?;
         backend.info().await.ok().map(|i| i.in_sync_generation)
     };
     tokio::time::timeout(Duration::from_secs(5), probe)

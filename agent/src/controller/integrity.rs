@@ -130,7 +130,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
 fn first_problem(report: &VerifyReport, now: u64) -> Option<IntegrityProblem> {
     let p: &ChainProblem = report.problems.first()?;
     Some(IntegrityProblem {
-        kind: crate::daemon::replicas::problem_kind(&p.kind),
+        kind: vigil_control::local::replicas::problem_kind(&p.kind),
         file: p.file.display().to_string(),
         message: format!("layer {}: {}", p.layer, p.detail),
         found_unix: now,

@@ -512,7 +512,7 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
             .map_err(|e| format!("replica {} has a bad address: {e}", r.object.name))?;
         let was_rw = r.object.status.mode == ReplicaMode::Unreported
             || r.object.status.mode == ReplicaMode::ReadWrite;
-        if let Err(f) = agent.reach_replica(&address).await
+        if let Err(f) = agent.backends.reach(&address).await
             && was_rw
         {
             return Err(format!(

@@ -255,7 +255,7 @@ pub async fn refresh_disks(agent: &Agent) {
                 } else {
                     format!(
                         "identity file {} is gone from {}",
-                        crate::daemon::disks::IDENTITY_FILE,
+                        vigil_control::local::disks::IDENTITY_FILE,
                         d.path.display()
                     )
                 };

@@ -29,8 +29,8 @@ use vigil_engine::engine::{FaultReason, Mode};
 
 use super::Snapshot;
 use crate::daemon::Agent;
-use crate::daemon::replicas::problem_kind;
 use vigil_control::cluster::events::Severity;
+use vigil_control::local::replicas::problem_kind;
 use vigil_model::EventReason;
 use vigil_model::replica::IntegrityProblem;
 use vigil_model::replica::ReplicaMode;

@@ -138,7 +138,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
             return;
         }
     };
-    let backend = match agent.open_backend(&address, engine.epoch()).await {
+    let backend = match agent.backends.open(&address, engine.epoch()).await {
         Ok(b) => b,
         Err(fault) => {
             tracing::debug!(reason = %fault.reason, error = %fault.last_error, "replica not reachable yet");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::Snapshot;
 use crate::daemon::Agent;
-use crate::daemon::replicas::CreateError;
 use vigil_control::cluster::events::Severity;
+use vigil_control::local::replicas::CreateError;
 use vigil_model::EventReason;
 use vigil_model::disk::DiskState;
 use vigil_model::replica::ReplicaSpec;

@@ -74,7 +74,7 @@ pub async fn restart_if_all_failed(
         let Ok(address) = r.object.status.address.parse::<ReplicaAddress>() else {
             return false;
         };
-        if let Err(fault) = agent.reach_replica(&address).await {
+        if let Err(fault) = agent.backends.reach(&address).await {
             tracing::debug!(volume = %vol.name, replica = %r.object.name, reason = %fault.reason, "salvage waits: replica not reachable yet");
             return false;
         }

@@ -537,7 +537,7 @@ pub(super) async fn open_engine(
                 continue;
             }
         };
-        let backend = agent.open_backend(&address, epoch).await;
+        let backend = agent.backends.open(&address, epoch).await;
         if in_sync.is_some() {
             match &backend {
                 Ok(_) => member_answered = true,

@@ -2,26 +2,23 @@
 //! replicas (served in-process and over the replica protocol), runs engines
 //! (served over NBD) and answers the HTTP API.
 
-pub mod disks;
-pub mod engines;
-pub mod frontend;
 mod ports;
-pub mod replicas;
 mod store_open;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::UnixListener;
-use vigil_engine::address::ReplicaAddress;
-use vigil_engine::engine::{Backend, EngineConfig, Fault, FaultReason};
-use vigil_engine::protocol::{self, ClusterToken, ReplicaClient};
+use vigil_engine::engine::EngineConfig;
+use vigil_engine::protocol::{self, ClusterToken};
 
-use engines::EngineSet;
-use replicas::ReplicaSet;
+use vigil_control::local::backends::Backends;
+use vigil_control::local::engines::EngineSet;
+use vigil_control::local::names::NameSet;
+use vigil_control::local::replicas::ReplicaSet;
+use vigil_control::local::{disks, frontend};
 
 /// How the agent was started (`vigil agent --help` documents each).
 #[derive(Debug, Clone)]
@@ -92,6 +89,8 @@ pub struct Agent {
     pub nbd_socket: PathBuf,
     /// `http://host:port` of this agent's API, as other agents reach it.
     pub api_address: String,
+    /// Opens replica addresses for this node's engines.
+    pub backends: Backends,
     /// The cluster state.
     pub cluster: vigil_control::cluster::Cluster,
     /// Engines the controllers started (others came from `vigil engine
@@ -104,59 +103,7 @@ pub struct Agent {
     pub lease_clock: crate::controller::lease_fence::LeaseClock,
 }
 
-/// A set of names shared between tasks.
-#[derive(Default)]
-pub struct NameSet(std::sync::Mutex<std::collections::BTreeSet<String>>);
-
-impl NameSet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
-        match self.0.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-    pub fn insert(&self, name: &str) {
-        self.lock().insert(name.to_string());
-    }
-    pub fn remove(&self, name: &str) {
-        self.lock().remove(name);
-    }
-    pub fn contains(&self, name: &str) -> bool {
-        self.lock().contains(name)
-    }
-}
-
 impl Agent {
-    /// Opens a replica address for the engine of `epoch`: in-process when
-    /// the replica is on this agent, else over the replica protocol (whose
-    /// handshake claims the replica for `epoch`; the engine claims a local
-    /// one before it serves).
-    pub async fn open_backend(
-        &self,
-        address: &ReplicaAddress,
-        epoch: u64,
-    ) -> Result<Backend, Fault> {
-        if address.server == self.replica_address {
-            return match self.replicas.get(&address.name) {
-                Some(r) => Ok(Backend::local(r, epoch)),
-                None => Err(Fault::now(
-                    FaultReason::Refused,
-                    format!("no replica {:?} on this node", address.name),
-                )),
-            };
-        }
-        ReplicaClient::connect_claiming(address, &self.token, Duration::from_secs(5), epoch)
-            .await
-            .map(Backend::Remote)
-            .map_err(|e| Fault::now(FaultReason::of_client_error(&e), e.to_string()))
-    }
-
-    /// Whether a replica answers (a connection for no engine, epoch 0: it
-    /// claims nothing and can neither read nor write a claimed replica).
-    pub async fn reach_replica(&self, address: &ReplicaAddress) -> Result<(), Fault> {
-        self.open_backend(address, 0).await.map(drop)
-    }
-
     /// Flushes every replica and engine; called on SIGTERM.
     pub async fn shutdown(&self) {
         for engine in self.engines.all() {
@@ -243,6 +190,11 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         replica_connections: Default::default(),
         nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
         nbd_socket: nbd_socket.clone(),
+        backends: Backends::new(
+            token.clone(),
+            SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
+            Arc::clone(&replicas),
+        ),
         token: token.clone(),
         replicas: Arc::clone(&replicas),
         engines: Arc::clone(&engines),
