@@ -4,6 +4,8 @@
 //! asked for into what runs move here from the binary as they lose their
 //! dependency on the whole agent (issue 19).
 
+pub mod checksums;
 pub mod cluster;
+pub mod health;
 pub mod local;
 pub mod scheduler;

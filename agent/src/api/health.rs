@@ -6,9 +6,9 @@ use hyper::StatusCode;
 use super::error::ApiError;
 use super::to_json;
 use crate::daemon::Agent;
-use crate::health::{self, MAX_MUTE_SECONDS, MuteRequest, codes};
 use vigil_control::cluster::events::Severity;
 use vigil_control::cluster::put_op;
+use vigil_control::health::{self, MAX_MUTE_SECONDS, MuteRequest, codes};
 use vigil_model::EventReason;
 use vigil_model::{Mute, Object};
 use vigil_store::Expect;
@@ -17,7 +17,7 @@ type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
 /// `GET /v1/health`: the report; the status is inside.
 pub async fn get(agent: &Agent) -> Reply {
-    Ok((StatusCode::OK, to_json(&health::report(agent).await)))
+    Ok((StatusCode::OK, to_json(&crate::health::report(agent).await)))
 }
 
 fn known(code: &str) -> Result<&'static codes::CodeInfo, ApiError> {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::Request;
 use super::redact::{self, Redactor};
 use crate::daemon::Agent;
-use crate::health::{self, View};
+use vigil_control::health;
 use vigil_model::{Event, Object};
 
 /// Paths of the cluster part (under `cluster/`).
@@ -23,7 +23,7 @@ pub const MUTES: &str = "cluster/mutes.json";
 /// marked secret). A store that cannot be read is said in each file.
 pub async fn collect(agent: &Agent, req: &Request, red: &mut Redactor) -> Vec<(String, Value)> {
     let now = vigil_model::now_unix();
-    let view = View::read(agent).await;
+    let view = crate::health::view(agent).await;
     // Evaluated from the view as read, before redaction; the offline
     // doctor evaluates the redacted view and must (and does) agree:
     // redaction touches no field a check reads.

@@ -5,7 +5,7 @@
 //!   disks, agent config, system facts), served by
 //!   `GET /v1/support-bundle/node`.
 //! * [`cluster`] — the cluster-wide part (every store object, events, the
-//!   health [`crate::health::View`] and report, settings, mutes).
+//!   health [`vigil_control::health::View`] and report, settings, mutes).
 //! * [`collect`] — the coordinator behind `POST /v1/support-bundle`: asks
 //!   every node in parallel, each with its own timeout, and writes the
 //!   archive ([`archive`]) with its manifest.

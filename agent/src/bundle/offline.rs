@@ -1,6 +1,6 @@
 //! Diagnosis from a bundle alone (no agent, no store): `vigil doctor
 //! --bundle FILE` evaluates the health view the bundle holds with the
-//! same [`crate::health::evaluate`] the live doctor's agent runs, and
+//! same [`vigil_control::health::evaluate`] the live doctor's agent runs, and
 //! `vigil bundle inspect` prints what the bundle holds or one volume's
 //! timeline.
 
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::archive::{Bundle, BundleError};
 use super::cluster;
 use crate::cli::args::Output;
-use crate::health::{Report, View, evaluate};
+use vigil_control::health::{Report, View, evaluate};
 use vigil_model::Event;
 use vigil_model::replica::ReplicaMode;
 

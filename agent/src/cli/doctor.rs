@@ -12,7 +12,7 @@ use super::Render;
 use super::args::{HealthCmd, Output};
 use super::http::{ApiClient, CallError};
 use super::table::{columns, s};
-use crate::health::{Check, Item, ItemRef, MuteRequest, Report, Status, codes};
+use vigil_control::health::{Check, Item, ItemRef, MuteRequest, Report, Status, codes};
 
 /// `vigil doctor`: 0 healthy, 1 warnings only, 2 any error (muted checks
 /// do not count) or the agent could not be asked.

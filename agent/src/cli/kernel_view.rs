@@ -29,7 +29,7 @@ pub fn section(nodes: &serde_json::Value) -> String {
 
 /// The section for the nodes of a health view (a support bundle's, for
 /// `vigil doctor --bundle`).
-pub fn section_of_view(view: &crate::health::View) -> String {
+pub fn section_of_view(view: &vigil_control::health::View) -> String {
     section_of(
         view.nodes
             .iter()
@@ -146,7 +146,7 @@ fn node_lines(name: &str, k: &KernelIo) -> String {
             k.runqueue_waits,
             ms(k.runqueue_p99_seconds),
             k.runqueue_long_waits,
-            ms(crate::health::kernel_io::STARVED_LONG_WAIT_SECONDS)
+            ms(vigil_control::health::kernel_io::STARVED_LONG_WAIT_SECONDS)
         );
     }
     out

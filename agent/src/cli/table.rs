@@ -262,7 +262,7 @@ fn suspended_line(sus: &Value) -> String {
     format!(
         "Suspended:  since {} ({} s), {clients}: {}\n",
         vigil_model::time::rfc3339(since, 0),
-        crate::health::view::now_secs().saturating_sub(since),
+        vigil_control::health::view::now_secs().saturating_sub(since),
         s(&sus["reason"])
     )
 }

@@ -110,7 +110,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
                 .status
                 .integrity
                 .clone()
-                .filter(super::checksums::found_by_checksums),
+                .filter(vigil_control::checksums::found_by_checksums),
             Ok(rep) => first_problem(&rep, now),
             Err(e) => Some(IntegrityProblem {
                 kind: IntegrityKind::Unreadable,

@@ -162,7 +162,7 @@ pub async fn reset_damaged(agent: &Arc<Agent>, snap: &Snapshot) {
 /// Looks again at a problem the file check found (one found by checksum
 /// comparison or at open cannot be seen this way and stands).
 async fn still_damaged(agent: &Agent, r: &Versioned<Replica>, problem: &IntegrityProblem) -> bool {
-    if super::checksums::found_by_checksums(problem) {
+    if vigil_control::checksums::found_by_checksums(problem) {
         return true;
     }
     let Some(held) = agent.replicas.held(&r.object.name) else {

@@ -105,7 +105,7 @@ impl Summarizer {
         };
         let peers = super::peers::totals(&snap, &names());
         self.history.push_back(Sample {
-            at: crate::health::view::now_secs(),
+            at: vigil_control::health::view::now_secs(),
             snap,
             peers,
             legs: engine_legs(),
@@ -157,7 +157,7 @@ pub async fn unavailable(agent: &Agent) {
         return;
     };
     let k = KernelIo {
-        at: crate::health::view::now_secs(),
+        at: vigil_control::health::view::now_secs(),
         unavailable: Some(format!("{}: {}", u.reason, u.detail)),
         ..KernelIo::default()
     };
@@ -265,7 +265,7 @@ fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
         peers,
         runqueue_waits: runq.count,
         runqueue_long_waits: runq
-            .at_least_seconds(crate::health::kernel_io::STARVED_LONG_WAIT_SECONDS),
+            .at_least_seconds(vigil_control::health::kernel_io::STARVED_LONG_WAIT_SECONDS),
         runqueue_p99_seconds: runq.quantile_upper_seconds(0.99).unwrap_or(0.0),
         probes: Vec::new(),
         syscall_traced_secs: new.syscall_secs.saturating_sub(old.syscall_secs),

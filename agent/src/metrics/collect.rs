@@ -20,7 +20,7 @@ use super::process;
 use super::scrape::Scrape;
 use crate::controller::rendezvous;
 use crate::daemon::Agent;
-use crate::health;
+use vigil_control::health;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::{Replica, Volume};
 
@@ -50,7 +50,7 @@ pub async fn collect(agent: &Agent, page: &Scrape) {
     disk_errors(agent, page);
     // One read of the cluster feeds both the state series and the health
     // checks, so they agree with each other within a scrape.
-    let view = health::View::read(agent).await;
+    let view = crate::health::view(agent).await;
     let up = view.store_error.is_none();
     page.gauge(STORE_UP, vec![], if up { 1.0 } else { 0.0 });
     engines(agent, &view, page);

@@ -8,8 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vigil_engine::engine::Suspended;
 
-use crate::daemon::Agent;
-use vigil_control::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError};
 use vigil_model::uninstall::Uninstall;
 use vigil_model::{Disk, Engine, Mute, Node, Object, Replica, Volume};
 
@@ -76,12 +75,14 @@ pub fn now_secs() -> u64 {
 }
 
 impl View {
-    /// Reads the cluster. Never fails: a store error (or no answer within
-    /// [`READ_TIMEOUT`]) becomes `store_error` with empty lists.
-    pub async fn read(agent: &Agent) -> View {
-        let observer = agent.config.node_name.clone();
-        let read = tokio::time::timeout(READ_TIMEOUT, read_all(&agent.cluster, observer.clone()));
-        let mut view = match read.await {
+    /// Reads the cluster as `observer` sees it. Never fails: a store error
+    /// (or no answer within [`READ_TIMEOUT`]) becomes `store_error` with
+    /// empty lists. `suspended_engines` is the observer's own to fill in,
+    /// after the read (an engine suspended while it waited is reported).
+    pub async fn read(cluster: &Cluster, observer: &str) -> View {
+        let observer = observer.to_string();
+        let read = tokio::time::timeout(READ_TIMEOUT, read_all(cluster, observer.clone()));
+        match read.await {
             Ok(Ok(view)) => view,
             Ok(Err(e)) => View::unreachable(observer, format!("read the cluster store: {e}")),
             Err(_) => View::unreachable(
@@ -91,10 +92,7 @@ impl View {
                     READ_TIMEOUT.as_secs()
                 ),
             ),
-        };
-        // After the read: an engine suspended while it waited is reported.
-        view.suspended_engines = suspended_engines(agent);
-        view
+        }
     }
 
     /// A view that only says the store could not be read.
@@ -110,22 +108,6 @@ impl View {
             ..View::default()
         }
     }
-}
-
-/// This agent's suspended engines (volumes' and maintenance engines).
-fn suspended_engines(agent: &Agent) -> Vec<SuspendedEngine> {
-    let mut out: Vec<SuspendedEngine> = crate::controller::lease_fence::engines(agent)
-        .iter()
-        .filter_map(|e| {
-            Some(SuspendedEngine {
-                volume: e.name().to_string(),
-                epoch: e.epoch(),
-                suspended: e.suspended()?,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.volume.cmp(&b.volume));
-    out
 }
 
 async fn list<T: Object>(c: &Cluster) -> Result<Vec<T>, ClusterError> {

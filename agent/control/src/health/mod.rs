@@ -4,8 +4,9 @@
 //! shown once with its consequences under it. `docs/health-checks.md`
 //! documents every code and the causality rules.
 //!
-//! Used by `GET /v1/health` (`api::health`), `vigil doctor`, the
-//! `vigil_health_check` series and the support bundle.
+//! Used by the binary's `GET /v1/health`, `vigil doctor`, the
+//! `vigil_health_check` series and the support bundle (it reads the view
+//! with this agent's suspended engines added: the binary's `health.rs`).
 
 pub mod codes;
 mod evaluate;
@@ -35,12 +36,6 @@ pub struct MuteRequest {
     pub for_seconds: u64,
     /// Why (shown with the muted check).
     pub reason: String,
-}
-
-/// Reads the cluster and evaluates it; never fails (an unreadable store is
-/// the STORE_UNREACHABLE check).
-pub async fn report(agent: &crate::daemon::Agent) -> Report {
-    evaluate(&View::read(agent).await)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::codes;
 
-const DOC: &str = include_str!("../../../docs/health-checks.md");
+const DOC: &str = include_str!("../../../../docs/health-checks.md");
 
 /// `code → severity line` of every `## CODE` section.
 fn sections(doc: &str) -> BTreeMap<String, Option<String>> {

@@ -85,7 +85,7 @@ impl<'a> Eval<'a> {
                 .replicas
                 .iter()
                 .filter(|r| r.spec.volume == v.name);
-            for d in crate::controller::checksums::compare(replicas, v) {
+            for d in crate::checksums::compare(replicas, v) {
                 if d.majority.is_some() {
                     continue;
                 }
