@@ -1,5 +1,6 @@
 //! Human-readable renderings of API answers.
 
+use comfy_table::{Table, presets};
 use serde_json::Value;
 
 pub(super) fn s(v: &Value) -> String {
@@ -16,30 +17,20 @@ pub(super) fn size(v: &Value) -> String {
         .unwrap_or_else(|| s(v))
 }
 
-/// Lays out rows in aligned columns.
+/// Lays out rows in aligned columns: the header first, every column as
+/// wide as its widest cell, two spaces between columns, no borders and no
+/// trailing whitespace. Scripts and the integration tests read this shape.
 pub(super) fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
+    let mut table = Table::new();
+    // No borders or separators; a column's right padding is the gap.
+    table.load_style(presets::NOTHING);
+    table.set_header(header.iter().copied());
+    table.add_rows(rows);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r));
-    }
-    out
+    // Padding and empty last cells leave blanks at the end of lines.
+    table.trim_fmt() + "\n"
 }
 
 pub fn done(_: &Value) -> String {
@@ -278,6 +269,27 @@ pub fn snapshot_list(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn columns_are_aligned_two_spaces_apart_without_trailing_blanks() {
+        let rows = vec![
+            vec!["v1".into(), "64 MiB".into(), "attached".into(), "n1".into()],
+            vec!["volume-two".into(), "1 GiB".into(), "".into(), "".into()],
+            vec!["v3".into(), "".into(), "detached".into(), "n12".into()],
+        ];
+        assert_eq!(
+            super::columns(&["NAME", "SIZE", "STATE", "NODE"], rows),
+            "NAME        SIZE    STATE     NODE\n\
+             v1          64 MiB  attached  n1\n\
+             volume-two  1 GiB\n\
+             v3                  detached  n12\n"
+        );
+    }
+
+    #[test]
+    fn a_table_without_rows_is_its_header() {
+        assert_eq!(super::columns(&["NAME", "STATE"], vec![]), "NAME  STATE\n");
+    }
 
     #[test]
     fn engine_show_says_since_when_an_engine_is_suspended() {
