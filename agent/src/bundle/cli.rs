@@ -25,10 +25,10 @@ pub struct SupportBundleArgs {
     /// Only this node (repeat; default every node).
     #[arg(long = "node")]
     pub nodes: Vec<String>,
-    /// Only events and log lines newer than this (e.g. 30m, 1h, 2d).
+    /// Only events and log lines newer than this (e.g. 30m, 1h30m, 2d).
     #[arg(long, value_parser = crate::cli::duration::parse)]
     pub since: Option<Duration>,
-    /// How long each node may take to answer.
+    /// How long each node may take to answer (e.g. 5s, 1m).
     #[arg(long, default_value = "5s", value_parser = crate::cli::duration::parse)]
     pub node_timeout: Duration,
 }

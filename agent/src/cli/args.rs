@@ -90,7 +90,8 @@ pub enum Command {
         /// Only events about this object: `KIND/NAME` (e.g. `replica/v1-r-0a1b2c3d`) or a name.
         #[arg(long)]
         object: Option<String>,
-        /// Only events newer than this (e.g. `90s`, `10m`, `2h`, `1d`).
+        /// Only events newer than this (e.g. `90s`, `10m`, `1h30m`, `1d`; a bare
+        /// number is seconds).
         #[arg(long, value_parser = crate::cli::duration::parse)]
         since: Option<std::time::Duration>,
         /// Keep printing new events as they are recorded (Ctrl-C to stop).
@@ -109,7 +110,7 @@ pub struct UninstallArgs {
     /// Return once the uninstall is claimed instead of waiting until it is done.
     #[arg(long)]
     pub no_wait: bool,
-    /// How long to wait for it to finish (e.g. 90s, 10m).
+    /// How long to wait for it to finish (e.g. 90s, 10m, 1h30m).
     #[arg(long, default_value = "10m", value_parser = crate::cli::duration::parse)]
     pub timeout: std::time::Duration,
 }
@@ -128,7 +129,7 @@ pub enum HealthCmd {
     Mute {
         /// The code, e.g. NODE_DOWN.
         code: String,
-        /// How long: 30s, 10m, 1h, 2d (at most 30d).
+        /// How long: 30s, 10m, 1h30m, 2d (at least 1s, at most 30d).
         #[arg(long = "for", value_parser = super::doctor::parse_duration)]
         duration: u64,
         /// Why (shown with the muted check).
@@ -248,7 +249,7 @@ pub enum NodeCmd {
     /// and `vigil node update N --allow-scheduling true` to bring it back).
     Drain {
         name: String,
-        /// How long to wait for the check to pass (e.g. 90s, 10m).
+        /// How long to wait for the check to pass (e.g. 90s, 10m, 1h30m).
         #[arg(long, default_value = "10m", value_parser = crate::cli::duration::parse)]
         timeout: std::time::Duration,
     },

@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::Render;
 use super::args::{DiskCmd, NodeCmd, SettingsCmd, SnapshotCmd, VolumeCmd};
 use super::http::{ApiClient, CallError};
-use super::table::{columns, s, size};
+use super::table::{columns, s, typed};
+use vigil_engine::size::human as size;
 use vigil_model::wire::*;
 
 const SETTLE: Duration = Duration::from_secs(120);
@@ -39,17 +40,16 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
             if !no_wait {
                 v = settle(api, &name, |v| v["state"] != "creating").await?;
             }
-            (v, volume_show)
+            (v, |v| typed(v, volume_show))
         }
         VolumeCmd::Get { name } => (
             api.call(Method::GET, &format!("/v1/volumes/{name}"), none)
                 .await?,
-            volume_show,
+            |v| typed(v, volume_show),
         ),
-        VolumeCmd::List => (
-            api.call(Method::GET, "/v1/volumes", none).await?,
-            volume_list,
-        ),
+        VolumeCmd::List => (api.call(Method::GET, "/v1/volumes", none).await?, |v| {
+            typed(v, |x: &Vec<VolumeView>| volume_list(x))
+        }),
         VolumeCmd::Attach { name, node } => (
             api.call(
                 Method::POST,
@@ -57,7 +57,7 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
                 Some(&AttachVolume { node }),
             )
             .await?,
-            volume_attached,
+            |v| typed(v, volume_attached),
         ),
         VolumeCmd::Migrate {
             name,
@@ -80,12 +80,12 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
                         .await?
                 }
             };
-            (v, volume_show)
+            (v, |v| typed(v, volume_show))
         }
         VolumeCmd::Detach { name } => (
             api.call(Method::POST, &format!("/v1/volumes/{name}/detach"), none)
                 .await?,
-            volume_show,
+            |v| typed(v, volume_show),
         ),
         VolumeCmd::Delete { name, no_wait } => {
             let v: Value = api
@@ -114,7 +114,7 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
                     }
                 }
             }
-            (v, deleted)
+            (v, |v| typed(v, deleted))
         }
         VolumeCmd::Salvage {
             name,
@@ -130,7 +130,7 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
                 }),
             )
             .await?,
-            volume_show,
+            |v| typed(v, volume_show),
         ),
         VolumeCmd::Expand { name, size } => (
             api.call(
@@ -139,7 +139,7 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
                 Some(&ExpandVolume { size }),
             )
             .await?,
-            volume_show,
+            |v| typed(v, volume_show),
         ),
         VolumeCmd::Snapshot(cmd) => super::snapshot(api, "/v1/volumes", cmd).await?,
     })
@@ -178,11 +178,13 @@ async fn settle(
 pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), CallError> {
     let none: Option<&()> = None;
     Ok(match cmd {
-        NodeCmd::List => (api.call(Method::GET, "/v1/nodes", none).await?, node_list),
+        NodeCmd::List => (api.call(Method::GET, "/v1/nodes", none).await?, |v| {
+            typed(v, |x: &Vec<ClusterNodeView>| node_list(x))
+        }),
         NodeCmd::Get { name } => (
             api.call(Method::GET, &format!("/v1/nodes/{name}"), none)
                 .await?,
-            node_show,
+            |v| typed(v, node_show),
         ),
         NodeCmd::Evict { name, cancel } => (
             api.call(
@@ -194,7 +196,7 @@ pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), Call
                 }),
             )
             .await?,
-            node_show,
+            |v| typed(v, node_show),
         ),
         NodeCmd::DrainCheck { .. } | NodeCmd::Drain { .. } => {
             unreachable!("handled by cli::run (own exit codes)")
@@ -214,7 +216,7 @@ pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), Call
                 }),
             )
             .await?,
-            node_show,
+            |v| typed(v, node_show),
         ),
     })
 }
@@ -223,7 +225,7 @@ pub async fn disk(api: &ApiClient, cmd: DiskCmd) -> Result<(Value, Render), Call
     match cmd {
         DiskCmd::List => Ok((
             api.call(Method::GET, "/v1/disks", None::<&()>).await?,
-            disk_list,
+            |v| typed(v, |x: &Vec<DiskView>| disk_list(x)),
         )),
     }
 }
@@ -232,12 +234,12 @@ pub async fn settings(api: &ApiClient, cmd: SettingsCmd) -> Result<(Value, Rende
     Ok(match cmd {
         SettingsCmd::List => (
             api.call(Method::GET, "/v1/settings", None::<&()>).await?,
-            setting_list,
+            |v| typed(v, |x: &Vec<SettingView>| setting_list(x)),
         ),
         SettingsCmd::Get { name } => (
             api.call(Method::GET, &format!("/v1/settings/{name}"), None::<&()>)
                 .await?,
-            setting_show,
+            |v| typed(v, setting_show),
         ),
         SettingsCmd::Set { name, value } => (
             api.call(
@@ -246,7 +248,7 @@ pub async fn settings(api: &ApiClient, cmd: SettingsCmd) -> Result<(Value, Rende
                 Some(&SetSetting { value }),
             )
             .await?,
-            setting_show,
+            |v| typed(v, setting_show),
         ),
     })
 }
@@ -269,34 +271,34 @@ pub fn snapshot_path(prefix: &str, cmd: &SnapshotCmd) -> (Method, String) {
     }
 }
 
-fn deleted(v: &Value) -> String {
-    format!("volume {} deleted\n", s(&v["name"]))
+fn deleted(v: &VolumeView) -> String {
+    format!("volume {} deleted\n", v.name)
 }
 
-fn volume_attached(v: &Value) -> String {
-    format!("{}\n", s(&v["endpoint"]))
+fn volume_attached(v: &VolumeView) -> String {
+    format!("{}\n", v.endpoint)
 }
 
-pub fn volume_list(v: &Value) -> String {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    let reps = x["replicas"].as_array().map(Vec::len).unwrap_or(0);
-                    vec![
-                        s(&x["name"]),
-                        size(&x["size"]),
-                        s(&x["state"]),
-                        s(&x["robustness"]),
-                        format!("{reps}/{}", s(&x["number_of_replicas"])),
-                        s(&x["attached_node"]),
-                        s(&x["endpoint"]),
-                    ]
-                })
-                .collect()
+/// `-` for what is not there, as the tables always showed it.
+fn or_dash(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_string()
+}
+
+pub fn volume_list(volumes: &[VolumeView]) -> String {
+    let rows = volumes
+        .iter()
+        .map(|x| {
+            vec![
+                x.name.clone(),
+                size(x.size),
+                x.state.clone(),
+                x.robustness.clone(),
+                format!("{}/{}", x.replicas.len(), x.number_of_replicas),
+                or_dash(x.attached_node.as_deref()),
+                x.endpoint.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     columns(
         &[
             "NAME",
@@ -311,69 +313,60 @@ pub fn volume_list(v: &Value) -> String {
     )
 }
 
-pub fn volume_show(v: &Value) -> String {
+pub fn volume_show(v: &VolumeView) -> String {
     let mut out = String::new();
-    for (k, label) in [
-        ("name", "Name"),
-        ("state", "State"),
-        ("robustness", "Robustness"),
-        ("attached_node", "Attached to"),
-        ("endpoint", "Endpoint"),
-        ("data_locality", "Data locality"),
+    for (label, value) in [
+        ("Name", v.name.clone()),
+        ("State", v.state.clone()),
+        ("Robustness", v.robustness.clone()),
+        ("Attached to", or_dash(v.attached_node.as_deref())),
+        ("Endpoint", v.endpoint.clone()),
+        ("Data locality", v.data_locality.clone()),
+        ("Size", size(v.size)),
+        ("Replicas", v.number_of_replicas.to_string()),
     ] {
-        out.push_str(&format!("{label:<15}{}\n", s(&v[k])));
+        out.push_str(&format!("{label:<15}{value}\n"));
     }
-    out.push_str(&format!("{:<15}{}\n", "Size", size(&v["size"])));
-    out.push_str(&format!(
-        "{:<15}{}\n",
-        "Replicas",
-        s(&v["number_of_replicas"])
-    ));
-    if v["message"].as_str().is_some_and(|m| !m.is_empty()) {
-        out.push_str(&format!("{:<15}{}\n", "Message", s(&v["message"])));
+    if !v.message.is_empty() {
+        out.push_str(&format!("{:<15}{}\n", "Message", v.message));
     }
-    if let Some(m) = v["migration"].as_object() {
+    if let Some(m) = &v.migration {
         out.push_str(&format!(
             "{:<15}{} → {}: {}{}{}\n",
             "Migration",
-            s(&m["source"]),
-            s(&m["target"]),
-            s(&m["phase"]),
-            m.get("target_endpoint")
-                .and_then(Value::as_str)
+            m.source,
+            m.target,
+            m.phase,
+            Some(&m.target_endpoint)
                 .filter(|e| !e.is_empty())
                 .map(|e| format!(" (target serves {e})"))
                 .unwrap_or_default(),
-            m.get("message")
-                .and_then(Value::as_str)
+            Some(&m.message)
                 .filter(|e| !e.is_empty())
                 .map(|e| format!(" — {e}"))
                 .unwrap_or_default(),
         ));
     }
-    if let Some(notes) = v["scheduling"].as_array().filter(|n| !n.is_empty()) {
+    if !v.scheduling.is_empty() {
         out.push_str("Scheduling:\n");
-        for n in notes {
-            out.push_str(&format!("  - {}\n", s(n)));
+        for n in &v.scheduling {
+            out.push_str(&format!("  - {n}\n"));
         }
     }
-    let rows = v["replicas"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    vec![
-                        s(&r["name"]),
-                        s(&r["node"]),
-                        s(&r["disk_path"]),
-                        s(&r["state"]),
-                        s(&r["mode"]),
-                        s(&r["message"]),
-                    ]
-                })
-                .collect()
+    let rows = v
+        .replicas
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.node.clone(),
+                r.disk_path.clone(),
+                r.state.clone(),
+                r.mode.as_str().to_string(),
+                r.message.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     out.push('\n');
     out.push_str(&columns(
         &["REPLICA", "NODE", "DISK", "STATE", "MODE", "MESSAGE"],
@@ -382,71 +375,66 @@ pub fn volume_show(v: &Value) -> String {
     out
 }
 
-pub fn node_list(v: &Value) -> String {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| {
-                    let labels = n["labels"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| format!("{k}={}", s(v)))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default();
-                    let mut flags = Vec::new();
-                    if n["eviction_requested"] == true {
-                        flags.push("evicting");
-                    }
-                    if n["allow_scheduling"] == false {
-                        flags.push("unschedulable");
-                    }
-                    vec![
-                        s(&n["name"]),
-                        if n["ready"] == true { "ready" } else { "down" }.into(),
-                        n["disks"].as_array().map(Vec::len).unwrap_or(0).to_string(),
-                        labels,
-                        flags.join(","),
-                        s(&n["api_address"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    columns(&["NAME", "STATUS", "DISKS", "LABELS", "FLAGS", "API"], rows)
+pub fn node_list(nodes: &[ClusterNodeView]) -> String {
+    columns(
+        &["NAME", "STATUS", "DISKS", "LABELS", "FLAGS", "API"],
+        nodes.iter().map(node_row).collect(),
+    )
 }
 
-fn node_show(v: &Value) -> String {
-    let mut out = node_list(&Value::Array(vec![v.clone()]));
+fn node_row(n: &ClusterNodeView) -> Vec<String> {
+    let labels = n
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut flags = Vec::new();
+    if n.eviction_requested {
+        flags.push("evicting");
+    }
+    if !n.allow_scheduling {
+        flags.push("unschedulable");
+    }
+    vec![
+        n.name.clone(),
+        if n.ready { "ready" } else { "down" }.into(),
+        n.disks.len().to_string(),
+        labels,
+        flags.join(","),
+        n.api_address.clone(),
+    ]
+}
+
+fn node_show(n: &ClusterNodeView) -> String {
+    let mut out = columns(
+        &["NAME", "STATUS", "DISKS", "LABELS", "FLAGS", "API"],
+        vec![node_row(n)],
+    );
     out.push('\n');
-    out.push_str(&disk_list(&v["disks"]));
-    out.push_str(&super::drain::eviction_table(&v["eviction"]));
+    out.push_str(&disk_list(&n.disks));
+    // The eviction table reads the JSON drain polls (cli/drain.rs).
+    let eviction = serde_json::to_value(&n.eviction).unwrap_or_default();
+    out.push_str(&super::drain::eviction_table(&eviction));
     out
 }
 
-fn disk_list(v: &Value) -> String {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    vec![
-                        s(&d["uuid"]),
-                        s(&d["node"]),
-                        s(&d["path"]),
-                        s(&d["state"]),
-                        size(&d["capacity_bytes"]),
-                        size(&d["available_bytes"]),
-                        size(&d["scheduled_bytes"]),
-                        s(&d["message"]),
-                    ]
-                })
-                .collect()
+fn disk_list(disks: &[DiskView]) -> String {
+    let rows = disks
+        .iter()
+        .map(|d| {
+            vec![
+                d.uuid.clone(),
+                d.node.clone(),
+                d.path.clone(),
+                d.state.clone(),
+                size(d.capacity_bytes),
+                size(d.available_bytes),
+                size(d.scheduled_bytes),
+                d.message.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     columns(
         &[
             "DISK",
@@ -462,37 +450,24 @@ fn disk_list(v: &Value) -> String {
     )
 }
 
-fn setting_list(v: &Value) -> String {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    vec![
-                        s(&x["name"]),
-                        s(&x["value"]),
-                        if x["is_default"] == true {
-                            "default"
-                        } else {
-                            "set"
-                        }
-                        .into(),
-                        s(&x["allowed"]),
-                    ]
-                })
-                .collect()
+fn setting_list(settings: &[SettingView]) -> String {
+    let rows = settings
+        .iter()
+        .map(|x| {
+            vec![
+                x.name.clone(),
+                x.value.clone(),
+                if x.is_default { "default" } else { "set" }.into(),
+                x.allowed.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     columns(&["SETTING", "VALUE", "SOURCE", "ALLOWED"], rows)
 }
 
-fn setting_show(v: &Value) -> String {
+fn setting_show(v: &SettingView) -> String {
     format!(
         "{} = {}\n  default: {}\n  allowed: {}\n  {}\n",
-        s(&v["name"]),
-        s(&v["value"]),
-        s(&v["default"]),
-        s(&v["allowed"]),
-        s(&v["description"])
+        v.name, v.value, v.default, v.allowed, v.description
     )
 }

@@ -55,10 +55,13 @@ pub fn print(report: &Report, output: Output) -> ExitCode {
     })
 }
 
-/// `30s`, `10m`, `1h`, `2d` or plain seconds → seconds (at least one).
+/// A mute's length ([`super::duration::parse`]) in whole seconds, at
+/// least one.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     match super::duration::parse(text)?.as_secs() {
-        0 => Err(format!("duration {text:?} is zero; mute for at least 1s")),
+        0 => Err(format!(
+            "duration {text:?} is under 1s; mute for at least 1s"
+        )),
         n => Ok(n),
     }
 }
@@ -259,7 +262,9 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(3600));
         assert_eq!(parse_duration("2d"), Ok(172_800));
         assert_eq!(parse_duration("45"), Ok(45));
-        for bad in ["", "h", "1w", "-1h", "0s", "1.5h"] {
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("1.5h"), Ok(5400));
+        for bad in ["", "h", "1y", "-1h", "0s", "0.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -119,14 +119,15 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
             .await?,
             table::replica_created,
         ),
-        Command::Replica(ReplicaCmd::List) => (
-            api.call(Method::GET, "/v1/replicas", none).await?,
-            table::replica_list,
-        ),
+        Command::Replica(ReplicaCmd::List) => {
+            (api.call(Method::GET, "/v1/replicas", none).await?, |v| {
+                table::typed(v, |x: &Vec<ReplicaView>| table::replica_list(x))
+            })
+        }
         Command::Replica(ReplicaCmd::Show { name }) => (
             api.call(Method::GET, &format!("/v1/replicas/{name}"), none)
                 .await?,
-            table::replica_show,
+            |v| table::typed(v, table::replica_show),
         ),
         Command::Replica(ReplicaCmd::Verify { name }) => (
             api.call(Method::GET, &format!("/v1/replicas/{name}/verify"), none)
@@ -216,10 +217,9 @@ async fn snapshot(
                 .await?,
             table::snapshot_created,
         ),
-        SnapshotCmd::List { .. } => (
-            api.call(method, &path, None::<&()>).await?,
-            table::snapshot_list,
-        ),
+        SnapshotCmd::List { .. } => (api.call(method, &path, None::<&()>).await?, |v| {
+            table::typed(v, table::snapshot_list)
+        }),
         SnapshotCmd::Delete { .. } | SnapshotCmd::Revert { .. } => {
             (api.call(method, &path, None::<&()>).await?, table::done)
         }

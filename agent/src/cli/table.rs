@@ -1,6 +1,11 @@
 //! Human-readable renderings of API answers.
 
+use comfy_table::{Table, presets};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use vigil_engine::replica::LayerInfo;
+use vigil_engine::size::human;
+use vigil_model::wire::{ReplicaView, SnapshotList};
 
 pub(super) fn s(v: &Value) -> String {
     match v {
@@ -11,35 +16,36 @@ pub(super) fn s(v: &Value) -> String {
 }
 
 pub(super) fn size(v: &Value) -> String {
-    v.as_u64()
-        .map(vigil_engine::size::human)
-        .unwrap_or_else(|| s(v))
+    v.as_u64().map(human).unwrap_or_else(|| s(v))
 }
 
-/// Lays out rows in aligned columns.
+/// Lays out rows in aligned columns: the header first, every column as
+/// wide as its widest cell, two spaces between columns, no borders and no
+/// trailing whitespace. Scripts and the integration tests read this shape.
 pub(super) fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
+    let mut table = Table::new();
+    // No borders or separators; a column's right padding is the gap.
+    table.load_style(presets::NOTHING);
+    table.set_header(header.iter().copied());
+    table.add_rows(rows);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    // Padding and empty last cells leave blanks at the end of lines.
+    table.trim_fmt() + "\n"
+}
+
+/// Renders an API answer as the route's wire type `T`. An answer that does
+/// not decode as `T` (an agent of another version) is shown as the JSON it
+/// is, with why on stderr, rather than as a table of guesses.
+pub(super) fn typed<T: DeserializeOwned>(v: &Value, render: fn(&T) -> String) -> String {
+    match T::deserialize(v) {
+        Ok(answer) => render(&answer),
+        Err(e) => {
+            eprintln!("warning: cannot read the agent's answer as a table ({e}); showing its JSON");
+            format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
         }
     }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r));
-    }
-    out
 }
 
 pub fn done(_: &Value) -> String {
@@ -50,58 +56,38 @@ pub fn replica_created(v: &Value) -> String {
     format!("{}\n", s(&v["url"]))
 }
 
-pub fn replica_list(v: &Value) -> String {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    vec![
-                        s(&r["name"]),
-                        size(&r["info"]["size"]),
-                        r["info"]["chain"]
-                            .as_array()
-                            .map(|c| c.len())
-                            .unwrap_or(0)
-                            .to_string(),
-                        s(&r["info"]["revision"]),
-                        s(&r["url"]),
-                    ]
-                })
-                .collect()
+pub fn replica_list(replicas: &[ReplicaView]) -> String {
+    let rows = replicas
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                human(r.info.size),
+                r.info.chain.len().to_string(),
+                r.info.revision.to_string(),
+                r.url.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     columns(&["NAME", "SIZE", "LAYERS", "REVISION", "URL"], rows)
 }
 
-fn chain_rows(chain: &Value) -> Vec<Vec<String>> {
+fn chain_rows(chain: &[LayerInfo]) -> Vec<Vec<String>> {
     chain
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|l| {
-                    vec![
-                        s(&l["name"]),
-                        if l["read_only"].as_bool() == Some(true) {
-                            "snapshot"
-                        } else {
-                            "head"
-                        }
-                        .into(),
-                        s(&l["parent"]),
-                        size(&l["allocated_bytes"]),
-                        if l["user_created"].as_bool() == Some(true) {
-                            "user"
-                        } else {
-                            "system"
-                        }
-                        .into(),
-                        l["checksum"]["value"].as_str().unwrap_or("-").to_string(),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                if l.read_only { "snapshot" } else { "head" }.into(),
+                l.parent.clone().unwrap_or_else(|| "-".into()),
+                human(l.allocated_bytes),
+                if l.user_created { "user" } else { "system" }.into(),
+                l.checksum
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |c| c.value.clone()),
+            ]
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 const CHAIN_HEADER: [&str; 6] = [
@@ -113,18 +99,18 @@ const CHAIN_HEADER: [&str; 6] = [
     "CHECKSUM",
 ];
 
-pub fn replica_show(v: &Value) -> String {
+pub fn replica_show(r: &ReplicaView) -> String {
     let mut out = format!(
         "Replica:    {}\nURL:        {}\nDirectory:  {}\nSize:       {}\nRevision:   {}\nGeneration: {}\nDirect I/O: {}\n\n",
-        s(&v["name"]),
-        s(&v["url"]),
-        s(&v["dir"]),
-        size(&v["info"]["size"]),
-        s(&v["info"]["revision"]),
-        s(&v["info"]["generation"]),
-        s(&v["info"]["direct_io"]),
+        r.name,
+        r.url,
+        r.dir,
+        human(r.info.size),
+        r.info.revision,
+        r.info.generation,
+        r.info.direct_io,
     );
-    out.push_str(&columns(&CHAIN_HEADER, chain_rows(&v["info"]["chain"])));
+    out.push_str(&columns(&CHAIN_HEADER, chain_rows(&r.info.chain)));
     out
 }
 
@@ -271,13 +257,34 @@ pub fn snapshot_created(v: &Value) -> String {
     format!("{}\n", s(&v["name"]))
 }
 
-pub fn snapshot_list(v: &Value) -> String {
-    columns(&CHAIN_HEADER, chain_rows(&v["chain"]))
+pub fn snapshot_list(list: &SnapshotList) -> String {
+    columns(&CHAIN_HEADER, chain_rows(&list.chain))
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn columns_are_aligned_two_spaces_apart_without_trailing_blanks() {
+        let rows = vec![
+            vec!["v1".into(), "64 MiB".into(), "attached".into(), "n1".into()],
+            vec!["volume-two".into(), "1 GiB".into(), "".into(), "".into()],
+            vec!["v3".into(), "".into(), "detached".into(), "n12".into()],
+        ];
+        assert_eq!(
+            super::columns(&["NAME", "SIZE", "STATE", "NODE"], rows),
+            "NAME        SIZE    STATE     NODE\n\
+             v1          64 MiB  attached  n1\n\
+             volume-two  1 GiB\n\
+             v3                  detached  n12\n"
+        );
+    }
+
+    #[test]
+    fn a_table_without_rows_is_its_header() {
+        assert_eq!(super::columns(&["NAME", "STATE"], vec![]), "NAME  STATE\n");
+    }
 
     #[test]
     fn engine_show_says_since_when_an_engine_is_suspended() {
