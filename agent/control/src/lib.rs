@@ -6,6 +6,7 @@
 
 pub mod checksums;
 pub mod cluster;
+pub mod controller;
 pub mod health;
 pub mod local;
 pub mod scheduler;

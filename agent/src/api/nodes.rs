@@ -142,8 +142,8 @@ pub async fn disks(agent: &Agent) -> Reply {
 /// linearizable read of the cluster.
 pub async fn drain_check(agent: &Agent, name: &str) -> Reply {
     agent.cluster.must_get::<Node>(name).await?;
-    let snap = crate::controller::Snapshot::read(agent).await?;
+    let snap = crate::controller::Snapshot::read(&agent.cluster).await?;
     let policy = snap.settings.drain_policy();
-    let check = crate::controller::drain::check(&snap, name, policy);
+    let check = vigil_control::controller::drain::check(&snap, name, policy);
     Ok((StatusCode::OK, to_json(&check)))
 }

@@ -13,10 +13,10 @@ use vigil_engine::size::{human, parse_volume_size};
 
 use super::error::ApiError;
 use super::to_json;
-use crate::controller::recovery;
 use crate::daemon::Agent;
 use vigil_control::cluster::events::Severity;
 use vigil_control::cluster::{ClusterError, placement, put_op, update_op};
+use vigil_control::controller::recovery;
 use vigil_control::scheduler::{self, Candidate};
 use vigil_model::EventReason;
 use vigil_model::disk::Disk;
@@ -545,7 +545,7 @@ pub async fn detach(agent: &Agent, name: &str) -> Reply {
     let c = &agent.cluster;
     // Attached to a node that is down: nothing to wait for, as no engine
     // serves there (see `controller::recovery` on fencing); done at once.
-    if recovery::detach_from_down_node(agent, name, recovery::DetachCause::Operator)
+    if recovery::detach_from_down_node(&agent.cluster, name, recovery::DetachCause::Operator)
         .await?
         .is_some()
     {

@@ -150,7 +150,7 @@ async fn roll_back(
         Ok(())
     })
     .await?;
-    crate::metrics::remediation("roll_back_migration");
+    vigil_control::controller::remediation("roll_back_migration");
     agent
         .cluster
         .event(

@@ -16,7 +16,6 @@
 
 pub mod checksums;
 mod disk_condition;
-pub mod drain;
 mod engine_report;
 mod eviction;
 pub mod in_sync;
@@ -24,9 +23,7 @@ mod integrity;
 pub mod lease_fence;
 pub mod maintenance;
 pub mod migration;
-mod nodes;
 mod orphans;
-pub mod recovery;
 pub mod registration;
 mod repair;
 mod replace;
@@ -36,117 +33,15 @@ mod salvage;
 pub mod uninstall;
 mod volumes;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::daemon::Agent;
 use vigil_control::cluster::Result;
-use vigil_model::{Disk, Engine, Node, Replica, Versioned, Volume};
+pub use vigil_control::controller::{Snapshot, owner_of, rendezvous};
 
 /// Longest time between two rounds.
 pub const RESYNC: Duration = Duration::from_secs(2);
-
-/// What one round sees.
-pub struct Snapshot {
-    pub volumes: Vec<Versioned<Volume>>,
-    pub replicas: Vec<Versioned<Replica>>,
-    pub engines: BTreeMap<String, Versioned<Engine>>,
-    pub ready: BTreeSet<String>,
-    /// Every registered node, by name.
-    pub nodes: BTreeMap<String, Versioned<Node>>,
-    /// Every registered disk, by UUID.
-    pub disks: BTreeMap<String, Versioned<Disk>>,
-    /// The settings, read with the rest.
-    pub settings: vigil_model::settings::Settings,
-    /// Wall-clock time of the read (Unix seconds).
-    pub now: u64,
-}
-
-impl Snapshot {
-    pub async fn read(agent: &Agent) -> Result<Snapshot> {
-        let c = &agent.cluster;
-        // Replicas before volumes: a replica is created in the same
-        // transaction as its volume and a volume is removed only after its
-        // replicas, so this order never shows a live replica without its
-        // volume (the other order can, and would delete a new replica).
-        let replicas = c.list::<Replica>().await?;
-        Ok(Snapshot {
-            volumes: c.list::<Volume>().await?,
-            replicas,
-            engines: c
-                .list::<Engine>()
-                .await?
-                .into_iter()
-                .map(|e| (e.object.name.clone(), e))
-                .collect(),
-            ready: c.ready_nodes().await?,
-            nodes: c
-                .list::<Node>()
-                .await?
-                .into_iter()
-                .map(|n| (n.object.name.clone(), n))
-                .collect(),
-            disks: c
-                .list::<Disk>()
-                .await?
-                .into_iter()
-                .map(|d| (d.object.uuid.clone(), d))
-                .collect(),
-            settings: c.settings().await?,
-            now: vigil_model::now_unix() as u64,
-        })
-    }
-
-    /// How long `node` has been down, as first seen by any agent; `None`
-    /// while it is ready (or not yet seen down).
-    pub fn down_for(&self, node: &str) -> Option<Duration> {
-        if self.ready.contains(node) {
-            return None;
-        }
-        let since = self.nodes.get(node)?.object.status.down_since?;
-        Some(Duration::from_secs(self.now.saturating_sub(since)))
-    }
-
-    /// True when `node` has been down for at least `node-down-timeout`:
-    /// only then do controllers act on what it held.
-    pub fn node_gone(&self, node: &str) -> bool {
-        self.down_for(node)
-            .is_some_and(|d| d >= self.settings.node_down_timeout())
-    }
-
-    /// The replica objects of `volume`.
-    pub fn replicas_of<'a>(
-        &'a self,
-        volume: &'a str,
-    ) -> impl Iterator<Item = &'a Versioned<Replica>> {
-        self.replicas
-            .iter()
-            .filter(move |r| r.object.spec.volume == volume)
-    }
-}
-
-/// The agent that acts on `volume` now (see the module docs).
-pub fn owner_of(volume: &Volume, ready: &BTreeSet<String>) -> Option<String> {
-    if let Some(n) = &volume.status.attached_node {
-        return Some(n.clone());
-    }
-    rendezvous(&volume.name, ready)
-}
-
-/// The node of `nodes` that rendezvous hashing picks for `name`: every
-/// agent that sees the same set picks the same node.
-pub fn rendezvous(name: &str, nodes: &BTreeSet<String>) -> Option<String> {
-    nodes
-        .iter()
-        .max_by_key(|node| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (name, node).hash(&mut h);
-            h.finish()
-        })
-        .cloned()
-}
 
 /// Runs rounds until the task is aborted.
 pub async fn run(agent: Arc<Agent>) {
@@ -174,15 +69,16 @@ async fn run_round(agent: &Arc<Agent>, round: u64) -> Result<()> {
     if uninstall::quiesce(agent, uninstall.as_ref()).await {
         return Ok(());
     }
-    let snap = Snapshot::read(agent).await?;
+    let snap = Snapshot::read(&agent.cluster).await?;
     agent
         .lease_clock
         .set_on_loss(snap.settings.engine_on_lease_loss());
-    nodes::mark_down(agent, &snap).await;
+    vigil_control::controller::nodes::mark_down(&agent.cluster, &snap).await;
     replicas::reconcile(agent, &snap).await;
     volumes::reconcile(agent, &snap).await;
     migration::reconcile(agent, &snap).await;
-    recovery::reconcile(agent, &snap).await;
+    vigil_control::controller::recovery::reconcile(&agent.cluster, &agent.config.node_name, &snap)
+        .await;
     maintenance::reconcile(agent, &snap).await;
     replace::reconcile(agent, &snap).await;
     if let Some(u) = &uninstall {

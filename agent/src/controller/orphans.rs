@@ -71,7 +71,7 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
         let n2 = name.clone();
         match tokio::task::spawn_blocking(move || replicas.delete(&n2)).await {
             Ok(Ok(true)) => {
-                crate::metrics::remediation("discard_orphan_replica");
+                vigil_control::controller::remediation("discard_orphan_replica");
                 tracing::info!(replica = %name, "orphan replica directory discarded");
                 agent
                     .cluster

@@ -77,7 +77,7 @@ pub async fn fail_damaged(
             FaultReason::ChecksumMismatch,
             &message,
         ) {
-            crate::metrics::remediation("fail_replica");
+            vigil_control::controller::remediation("fail_replica");
             tracing::warn!(volume = %vol.name, replica = %r.object.name, %message, "damaged replica taken out of service");
             agent
                 .cluster
@@ -205,7 +205,7 @@ async fn reset(agent: &Arc<Agent>, r: &Versioned<Replica>, problem: &IntegrityPr
         tracing::warn!(replica = %name, error = %e, "cannot record the reset");
         return;
     }
-    crate::metrics::remediation("reset_replica");
+    vigil_control::controller::remediation("reset_replica");
     tracing::warn!(replica = %name, file = %problem.file, kind = problem.kind.as_str(), "damaged replica reset; it will be rebuilt in full");
     agent
         .cluster

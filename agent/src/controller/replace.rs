@@ -495,7 +495,7 @@ async fn add(
         ops.push(update_op(v));
     }
     agent.cluster.txn(ops).await?;
-    crate::metrics::remediation("replace_replica");
+    vigil_control::controller::remediation("replace_replica");
     for r in new {
         tracing::info!(volume = %vol.name, replica = %r.name, node = %r.spec.node, %why, "new replica scheduled");
         agent
@@ -549,7 +549,7 @@ async fn retire(
     } else {
         agent.cluster.txn(vec![delete_op(r)]).await?;
     }
-    crate::metrics::remediation("retire_replica");
+    vigil_control::controller::remediation("retire_replica");
     tracing::info!(volume = %vol.name, replica = %r.object.name, %why, "replica retired");
     agent
         .cluster

@@ -147,7 +147,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
     };
     match engine.add_replica(addr.to_string(), backend).await {
         Ok(()) => {
-            crate::metrics::remediation("rebuild_replica");
+            vigil_control::controller::remediation("rebuild_replica");
             tracing::info!("replica rejoined; rebuilding");
             agent
                 .cluster

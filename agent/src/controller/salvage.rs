@@ -82,7 +82,7 @@ pub async fn restart_if_all_failed(
     tracing::warn!(volume = %vol.name, "every replica failed and all answer again; restarting the engine to salvage the newest");
     restarted().insert(vol.name.clone());
     super::volumes::stop_engine(agent, &vol.name).await;
-    crate::metrics::remediation("salvage");
+    vigil_control::controller::remediation("salvage");
     true
 }
 

@@ -103,11 +103,6 @@ pub fn recorded_text() -> String {
     HANDLE.get().map(|h| h.render()).unwrap_or_default()
 }
 
-/// Counts one automatic repair action (`vigil_remediations_total`).
-pub fn remediation(action: &'static str) {
-    metrics::counter!(names::REMEDIATIONS, "action" => action).increment(1);
-}
-
 /// Counts one ended suspension of `volume`'s engine
 /// (`vigil_engine_suspensions_total`): `resumed` or `fenced`.
 pub fn suspension_ended(volume: &str, outcome: &'static str) {

@@ -45,8 +45,8 @@ pub const HEALTH_CHECK: &str = "vigil_health_check";
 pub const HEALTH_CHECK_OBJECTS: &str = "vigil_health_check_objects";
 pub const HEALTH_CHECK_MUTED: &str = "vigil_health_check_muted";
 
-pub const REMEDIATIONS: &str = "vigil_remediations_total";
 pub use vigil_control::cluster::events::EVENTS_RECORDED;
+pub use vigil_control::controller::REMEDIATIONS;
 pub const SCRAPE_DURATION: &str = "vigil_scrape_duration_seconds";
 
 pub const EBPF_LOADED: &str = "vigil_ebpf_loaded";

@@ -5,11 +5,13 @@
 //! same down time against `node-down-timeout` ([`super::Snapshot::node_gone`]).
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
+use crate::cluster::Cluster;
+use crate::cluster::events::Severity;
 use vigil_model::EventReason;
 
-pub async fn mark_down(agent: &Agent, snap: &Snapshot) {
+/// Records `down_since` for nodes whose lease is gone, and clears it for
+/// nodes ready again.
+pub async fn mark_down(cluster: &Cluster, snap: &Snapshot) {
     for (name, n) in &snap.nodes {
         let ready = snap.ready.contains(name);
         let down_since = n.object.status.down_since;
@@ -20,11 +22,10 @@ pub async fn mark_down(agent: &Agent, snap: &Snapshot) {
         };
         let mut next = n.clone();
         next.object.status.down_since = next_since;
-        match agent.cluster.update(&next).await {
+        match cluster.update(&next).await {
             Ok(_) if next_since.is_some() => {
                 tracing::warn!(node = %name, "node is down (liveness lease gone)");
-                agent
-                    .cluster
+                cluster
                     .event(
                         Severity::Warning,
                         "node",

@@ -24,13 +24,11 @@
 //! risk.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Snapshot, rendezvous};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{self, delete_op, update_op};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, Cluster, delete_op, update_op};
 use vigil_model::EventReason;
 use vigil_model::settings::Settings;
 use vigil_model::volume::Robustness;
@@ -150,8 +148,7 @@ fn explanation(volume: &str, node: &str, settings: &Settings) -> String {
 
 /// One round: acts for the volumes attached to down nodes that this agent
 /// is chosen for.
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(cluster: &Cluster, me: &str, snap: &Snapshot) {
     let policy = Policy::of(&snap.settings);
     for v in &snap.volumes {
         let vol = &v.object;
@@ -166,15 +163,15 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
             continue;
         }
         let result = if vol.status.state == VolumeState::Detaching {
-            detach_from_down_node(agent, &vol.name, DetachCause::Operator)
+            detach_from_down_node(cluster, &vol.name, DetachCause::Operator)
                 .await
                 .map(drop)
         } else if policy == Policy::Wait && snap.node_gone(node) {
-            detach_from_down_node(agent, &vol.name, DetachCause::PolicyWait)
+            detach_from_down_node(cluster, &vol.name, DetachCause::PolicyWait)
                 .await
                 .map(drop)
         } else {
-            explain(agent, v, node, &snap.settings).await
+            explain(cluster, v, node, &snap.settings).await
         };
         match result {
             Ok(()) => {}
@@ -188,7 +185,7 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
 
 /// Writes what the policy will do into the volume's status message.
 async fn explain(
-    agent: &Agent,
+    cluster: &Cluster,
     v: &Versioned<Volume>,
     node: &str,
     settings: &Settings,
@@ -199,7 +196,7 @@ async fn explain(
     }
     let mut next = v.clone();
     next.object.status.message = message;
-    agent.cluster.update(&next).await?;
+    cluster.update(&next).await?;
     Ok(())
 }
 
@@ -210,11 +207,10 @@ async fn explain(
 /// module docs on fencing). Returns the node and how long it was down, or
 /// `None` when the volume is not (or no longer) attached to a down node.
 pub async fn detach_from_down_node(
-    agent: &Agent,
+    c: &Cluster,
     name: &str,
     cause: DetachCause,
 ) -> cluster::Result<Option<(String, Option<Duration>)>> {
-    let c = &agent.cluster;
     let done = c
         .retry(|| async {
             let Some(v) = c.get::<Volume>(name).await? else {
@@ -249,7 +245,7 @@ pub async fn detach_from_down_node(
     let why = match cause {
         DetachCause::Operator => "as requested".to_string(),
         DetachCause::PolicyWait => {
-            crate::metrics::remediation("detach_from_dead_node");
+            super::remediation("detach_from_dead_node");
             format!(
                 "by volume-attachment-recovery-policy wait (node-down-timeout {} s)",
                 c.settings()

@@ -139,7 +139,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use vigil_control::scheduler::testkit;
+    use crate::scheduler::testkit;
     use vigil_model::migration::{Migration, MigrationPhase};
     use vigil_model::replica::ReplicaMode;
     use vigil_model::replica::ReplicaSpec;
