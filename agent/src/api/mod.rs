@@ -167,7 +167,7 @@ pub async fn forward(
         return Box::pin(routes::route(agent, method, path, "", body)).await;
     }
     let n = agent.cluster.must_get::<vigil_model::Node>(node).await?;
-    let client = crate::cli::http::ApiClient::new(&n.object.spec.api_address)
+    let client = vigil_client::ApiClient::new(&n.object.spec.api_address)
         .with_token(Some(agent.token.expose().to_string()))
         .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());
     let value: Option<serde_json::Value> =
@@ -177,7 +177,7 @@ pub async fn forward(
         .await
     {
         Ok(v) => Ok((StatusCode::OK, to_json(&v))),
-        Err(crate::cli::http::CallError::Api { code, message, .. }) => Err(ApiError::new(
+        Err(vigil_client::CallError::Api { code, message, .. }) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "remote_error",
             format!("node {node}: {message} [{code}]"),

@@ -11,7 +11,7 @@ use hyper::Method;
 use super::Request;
 use super::archive::{Bundle, Manifest};
 use crate::cli::args::Output;
-use crate::cli::http::ApiClient;
+use vigil_client::ApiClient;
 
 /// `vigil support-bundle` arguments.
 #[derive(Debug, clap::Args)]

@@ -204,7 +204,7 @@ async fn ask(
         if t.name == agent.config.node_name {
             Ok(node::collect(agent, req).await)
         } else {
-            let client = crate::cli::http::ApiClient::new(&t.api_address)
+            let client = vigil_client::ApiClient::new(&t.api_address)
                 .with_token(Some(agent.token.expose().to_string()))
                 .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());
             client

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::Render;
 use super::args::{DiskCmd, NodeCmd, SettingsCmd, SnapshotCmd, VolumeCmd};
-use super::http::{ApiClient, CallError};
 use super::table::{columns, s, typed};
+use vigil_client::{ApiClient, CallError};
 use vigil_engine::size::human as size;
 use vigil_model::wire::*;
 

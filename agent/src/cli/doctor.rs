@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::Render;
 use super::args::{HealthCmd, Output};
-use super::http::{ApiClient, CallError};
 use super::table::{columns, s};
+use vigil_client::{ApiClient, CallError};
 use vigil_control::health::{Check, Item, ItemRef, MuteRequest, Report, Status, codes};
 
 /// `vigil doctor`: 0 healthy, 1 warnings only, 2 any error (muted checks

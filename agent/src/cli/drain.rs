@@ -9,8 +9,8 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::args::Output;
-use super::http::{ApiClient, CallError};
 use super::table::{columns, s};
+use vigil_client::{ApiClient, CallError};
 use vigil_model::wire::UpdateNode;
 
 /// How often `drain` asks again.

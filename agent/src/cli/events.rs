@@ -7,8 +7,8 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::Render;
-use super::http::{ApiClient, CallError};
 use super::table::columns;
+use vigil_client::{ApiClient, CallError};
 
 /// What to show.
 pub struct Filter {

@@ -7,7 +7,6 @@ pub(crate) mod doctor;
 mod drain;
 pub mod duration;
 mod events;
-pub mod http;
 pub mod kernel_view;
 mod table;
 mod uninstall;
@@ -18,7 +17,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use args::{AgentArgs, Cli, Command, EngineCmd, Output, ReplicaCmd, SnapshotCmd};
-use http::{ApiClient, CallError};
+use vigil_client::{ApiClient, CallError};
 use vigil_model::wire::*;
 
 /// Runs one invocation.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 
 use super::args::{Output, UninstallArgs, UninstallCmd};
-use super::http::ApiClient;
+use vigil_client::ApiClient;
 use vigil_model::wire::UninstallReply;
 
 /// How often the waiting CLI asks for the record.

@@ -235,7 +235,12 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let lease_fence = tokio::spawn(crate::controller::lease_fence::run(Arc::clone(&agent)));
     let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
     let metrics_upkeep = tokio::spawn(crate::metrics::upkeep());
-    let kernel_tracing = tokio::spawn(crate::ebpf::run(Arc::clone(&agent)));
+    let kernel_tracing = tokio::spawn(crate::ebpf::run(crate::ebpf::Observed {
+        node: agent.config.node_name.clone(),
+        cluster: agent.cluster.clone(),
+        replicas: Arc::clone(&agent.replicas),
+        served: agent.replica_connections.clone(),
+    }));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let api = tokio::spawn(crate::api::serve(http, Arc::clone(&agent)));
     tracing::info!(

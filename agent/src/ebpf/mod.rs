@@ -27,8 +27,6 @@ use std::time::Duration;
 
 use vigil_ebpf::{Probe, Reason, Tracer, Unavailable};
 
-use crate::daemon::Agent;
-
 pub use render::render;
 
 /// `--ebpf`.
@@ -128,14 +126,25 @@ pub fn probe_list(probes: &BTreeSet<Probe>) -> String {
         .join(",")
 }
 
+/// What the eBPF glue reads and writes, and nothing more: this node's
+/// name, the cluster (its node object, the peers' replica addresses), its
+/// replicas (files and disks to trace) and the replica server's open
+/// connections (which peers are clients).
+pub struct Observed {
+    pub node: String,
+    pub cluster: vigil_control::cluster::Cluster,
+    pub replicas: Arc<vigil_control::local::replicas::ReplicaSet>,
+    pub served: vigil_engine::protocol::ServedConnections,
+}
+
 /// Keeps the kernel's filters current and writes the node's kernel I/O
 /// summary; returns at once when tracing is not loaded.
-pub async fn run(agent: Arc<Agent>) {
+pub async fn run(h: Observed) {
     let Some(tracer) = tracer() else {
-        summary::unavailable(&agent).await;
+        summary::unavailable(&h).await;
         return;
     };
-    let mut targets = targets::Targets::new(&agent);
+    let mut targets = targets::Targets::new(&h);
     let mut summary = summary::Summarizer::default();
     let mut sampler = sampling::Sampler::new(SYSCALL_DUTY.get().copied().unwrap_or(100));
     let mut tick: u64 = 0;
@@ -143,13 +152,13 @@ pub async fn run(agent: Arc<Agent>) {
         // Peers change rarely and cost a store read: every 5 s. Replica
         // files change as replicas open: every second.
         if tick.is_multiple_of(5) {
-            targets.refresh_peers(&agent, tracer).await;
+            targets.refresh_peers(&h, tracer).await;
         }
-        targets.refresh_files(&agent, tracer);
+        targets.refresh_files(tracer);
         sampler.step(tracer, tick);
         if tick.is_multiple_of(5) {
             summary
-                .step(&agent, tracer, &targets, sampler.attached_secs())
+                .step(&h, tracer, &targets, sampler.attached_secs())
                 .await;
         }
         tick += 1;

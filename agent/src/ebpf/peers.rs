@@ -22,8 +22,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use vigil_ebpf::{Hist, PeerSeries, Snapshot};
 
+use super::Observed;
 use super::targets::Names;
-use crate::daemon::Agent;
 use vigil_model::{Engine, Node, Replica};
 
 /// What this node sent to one peer node over its replica connections.
@@ -71,9 +71,9 @@ pub fn retire(names: &mut Names, gone: &[PeerSeries], ends: &BTreeMap<(Ipv4Addr,
 }
 
 /// Every remote end to trace now, with its node.
-pub async fn ends(agent: &Agent) -> Option<BTreeMap<(Ipv4Addr, u16), String>> {
-    let nodes = agent.cluster.list::<Node>().await.ok()?;
-    let me = &agent.config.node_name;
+pub async fn ends(h: &Observed) -> Option<BTreeMap<(Ipv4Addr, u16), String>> {
+    let nodes = h.cluster.list::<Node>().await.ok()?;
+    let me = &h.node;
     let mut ends = BTreeMap::new();
     let mut by_ip: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
     for n in nodes.iter().map(|v| &v.object).filter(|n| &n.name != me) {
@@ -82,7 +82,7 @@ pub async fn ends(agent: &Agent) -> Option<BTreeMap<(Ipv4Addr, u16), String>> {
             by_ip.entry(*a.ip()).or_default().push(n.name.clone());
         }
     }
-    let served = agent.replica_connections.list();
+    let served = h.served.list();
     if served.is_empty() {
         return Some(ends);
     }
@@ -98,7 +98,7 @@ pub async fn ends(agent: &Agent) -> Option<BTreeMap<(Ipv4Addr, u16), String>> {
             Some(only.clone())
         } else {
             if engine_node.is_none() {
-                engine_node = Some(engine_nodes(agent).await);
+                engine_node = Some(engine_nodes(h).await);
             }
             engine_node
                 .as_ref()
@@ -114,10 +114,10 @@ pub async fn ends(agent: &Agent) -> Option<BTreeMap<(Ipv4Addr, u16), String>> {
 }
 
 /// Replica name → the node running its volume's engine.
-async fn engine_nodes(agent: &Agent) -> BTreeMap<String, String> {
+async fn engine_nodes(h: &Observed) -> BTreeMap<String, String> {
     let (Ok(replicas), Ok(engines)) = (
-        agent.cluster.list::<Replica>().await,
-        agent.cluster.list::<Engine>().await,
+        h.cluster.list::<Replica>().await,
+        h.cluster.list::<Engine>().await,
     ) else {
         return BTreeMap::new();
     };

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use vigil_ebpf::{Hist, Snapshot, SysOp, Tracer};
 
+use super::Observed;
 use super::peers::PeerTotals;
 use super::targets::{Targets, names};
-use crate::daemon::Agent;
 use vigil_model::Node;
 use vigil_model::kernel_io::{DiskKernelIo, KernelIo, PeerKernelIo};
 
@@ -91,7 +91,7 @@ impl Summarizer {
     /// the start ([`super::sampling::Sampler::attached_secs`]).
     pub async fn step(
         &mut self,
-        agent: &Agent,
+        h: &Observed,
         tracer: &Tracer,
         _targets: &Targets,
         syscall_secs: u64,
@@ -120,7 +120,7 @@ impl Summarizer {
         if self.history.len() < 2 {
             return;
         }
-        let mut summary = summarize(agent, old, new);
+        let mut summary = summarize(h, old, new);
         summary.probes = tracer
             .probes()
             .iter()
@@ -135,8 +135,8 @@ impl Summarizer {
         if !active && self.last_active == Some(false) {
             return;
         }
-        let me = agent.config.node_name.clone();
-        let result = agent
+        let me = h.node.clone();
+        let result = h
             .cluster
             .modify::<Node, _>(&me, |n| {
                 n.status.kernel_io = Some(summary.clone());
@@ -152,7 +152,7 @@ impl Summarizer {
 
 /// Records once, in the node's status, that this agent runs without eBPF
 /// and why (for `vigil doctor` and support bundles).
-pub async fn unavailable(agent: &Agent) {
+pub async fn unavailable(h: &Observed) {
     let Some(u) = super::unavailable() else {
         return;
     };
@@ -161,8 +161,8 @@ pub async fn unavailable(agent: &Agent) {
         unavailable: Some(format!("{}: {}", u.reason, u.detail)),
         ..KernelIo::default()
     };
-    let me = agent.config.node_name.clone();
-    if let Err(e) = agent
+    let me = h.node.clone();
+    if let Err(e) = h
         .cluster
         .modify::<Node, _>(&me, |n| {
             n.status.kernel_io = Some(k.clone());
@@ -174,7 +174,7 @@ pub async fn unavailable(agent: &Agent) {
     }
 }
 
-fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
+fn summarize(h: &Observed, old: &Sample, new: &Sample) -> KernelIo {
     let names = names();
     let sys = |s: &Snapshot, disk: usize, op: SysOp| {
         s.syscalls
@@ -191,7 +191,7 @@ fn summarize(agent: &Agent, old: &Sample, new: &Sample) -> KernelIo {
         h
     };
     // Replica name → disk UUID, for this node's replicas.
-    let replica_disk: BTreeMap<String, String> = agent
+    let replica_disk: BTreeMap<String, String> = h
         .replicas
         .all_held()
         .into_iter()

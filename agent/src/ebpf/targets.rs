@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use vigil_ebpf::Tracer;
 
-use crate::daemon::Agent;
+use super::Observed;
 
 /// A block device: kernel dev_t and name (`loop3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +91,10 @@ pub struct Targets {
 impl Targets {
     /// Registers the disks' devices (fixed for the agent's life: disks are
     /// opened at start).
-    pub fn new(agent: &Agent) -> Targets {
+    pub fn new(h: &Observed) -> Targets {
         let mut disks = Vec::new();
         let mut devices = BTreeMap::new();
-        for d in agent.replicas.disks() {
+        for d in h.replicas.disks() {
             let dev = device_of(&d.path);
             if let Some(dv) = &dev {
                 devices.insert(dv.dev, dv.name.clone());
@@ -118,7 +118,7 @@ impl Targets {
     }
 
     /// Registers the agent's open replica files.
-    pub fn refresh_files(&mut self, _agent: &Agent, tracer: &Tracer) {
+    pub fn refresh_files(&mut self, tracer: &Tracer) {
         let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
             return;
         };
@@ -147,8 +147,8 @@ impl Targets {
     }
 
     /// Registers the remote ends of replica connections (`peers.rs`).
-    pub async fn refresh_peers(&mut self, agent: &Agent, tracer: &Tracer) {
-        let Some(ends) = super::peers::ends(agent).await else {
+    pub async fn refresh_peers(&mut self, h: &Observed, tracer: &Tracer) {
+        let Some(ends) = super::peers::ends(h).await else {
             return;
         };
         let set: BTreeSet<_> = ends.keys().copied().collect();

@@ -1,4 +1,8 @@
-//! A small JSON client for the agent's API.
+//! The client of the agent's HTTP API: JSON in and out, the API's errors
+//! decoded into [`CallError`], a bearer token and a W3C `traceparent` when
+//! given. Used by the CLI, the support-bundle collector and agent-to-agent
+//! forwarding. (One typed call per route is issue 19's next step; today
+//! callers name the method and path.)
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,7 +15,7 @@ use thiserror::Error;
 
 use vigil_model::wire::ErrorBody;
 
-/// Why a CLI call failed.
+/// Why a call failed.
 #[derive(Debug, Error)]
 pub enum CallError {
     #[error("invalid endpoint {0:?}")]
