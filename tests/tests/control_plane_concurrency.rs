@@ -61,7 +61,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// Violations kept and printed verbatim (the rest are counted).
 const KEEP_VIOLATIONS: usize = 100;
 
-/// The allowed volume transitions (agent/src/model/state.rs).
+/// The allowed volume transitions (agent/model/src/state.rs).
 const ALLOWED: &[(&str, &str)] = &[
     ("creating", "detached"),
     ("creating", "deleting"),
