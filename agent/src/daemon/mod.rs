@@ -180,21 +180,19 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
 
     let handovers = Arc::new(frontend::Handovers::default());
     let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+    // Addresses on this one are opened in-process (`Backends`).
+    let replica_address = SocketAddr::new(advertise, port_of(&replica_listener)).to_string();
     let agent = Arc::new(Agent {
         api_address: format!("http://{}", SocketAddr::new(advertise, port_of(&http))),
         cluster,
         managed_engines: NameSet::default(),
         maintenance: Default::default(),
         lease_clock: Default::default(),
-        replica_address: SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
+        replica_address: replica_address.clone(),
         replica_connections: Default::default(),
         nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
         nbd_socket: nbd_socket.clone(),
-        backends: Backends::new(
-            token.clone(),
-            SocketAddr::new(advertise, port_of(&replica_listener)).to_string(),
-            Arc::clone(&replicas),
-        ),
+        backends: Backends::new(token.clone(), replica_address, Arc::clone(&replicas)),
         token: token.clone(),
         replicas: Arc::clone(&replicas),
         engines: Arc::clone(&engines),
