@@ -9,7 +9,7 @@ use crate::daemon::Agent;
 
 /// The cluster as this agent sees it, its suspended engines included.
 pub async fn view(agent: &Agent) -> View {
-    let mut view = View::read(&agent.cluster, &agent.config.node_name).await;
+    let mut view = View::read(&agent.local.cluster, &agent.config.node_name).await;
     // After the read: an engine suspended while it waited is reported.
     view.suspended_engines = suspended_engines(agent);
     view
@@ -23,7 +23,9 @@ pub async fn report(agent: &Agent) -> Report {
 
 /// This agent's suspended engines (volumes' and maintenance engines).
 fn suspended_engines(agent: &Agent) -> Vec<SuspendedEngine> {
-    let mut out: Vec<SuspendedEngine> = crate::controller::lease_fence::engines(agent)
+    let mut out: Vec<SuspendedEngine> = agent
+        .local
+        .all_engines()
         .iter()
         .filter_map(|e| {
             Some(SuspendedEngine {

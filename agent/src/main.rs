@@ -3,10 +3,8 @@
 mod api;
 mod bundle;
 mod cli;
-mod controller;
 mod daemon;
 mod ebpf;
-mod failpoints;
 mod health;
 mod metrics;
 mod telemetry;

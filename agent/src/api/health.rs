@@ -40,6 +40,7 @@ fn known(code: &str) -> Result<&'static codes::CodeInfo, ApiError> {
 pub async fn mutes(agent: &Agent) -> Reply {
     let now = health::view::now_secs();
     let list: Vec<Mute> = agent
+        .local
         .cluster
         .list::<Mute>()
         .await?
@@ -78,7 +79,7 @@ pub async fn mute(agent: &Agent, req: MuteRequest) -> Reply {
         created_unix: now,
         created_by: agent.config.node_name.clone(),
     };
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     c.retry(|| async {
         let expect = match c.get::<Mute>(&mute.code).await? {
             Some(v) => Expect::Revision(v.revision),
@@ -105,7 +106,7 @@ pub async fn mute(agent: &Agent, req: MuteRequest) -> Reply {
 /// `DELETE /v1/health/mutes/CODE`.
 pub async fn unmute(agent: &Agent, code: &str) -> Reply {
     let info = known(code)?;
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let removed = c
         .retry(|| async {
             match c.get::<Mute>(info.code).await? {
@@ -134,11 +135,11 @@ pub async fn unmute(agent: &Agent, code: &str) -> Reply {
 /// Deletes expired mutes (best effort: a failure leaves them, and
 /// evaluation ignores them anyway).
 async fn prune(agent: &Agent, now: u64) {
-    let Ok(all) = agent.cluster.list::<Mute>().await else {
+    let Ok(all) = agent.local.cluster.list::<Mute>().await else {
         return;
     };
     for v in all.into_iter().filter(|v| !v.object.active(now)) {
-        if let Err(e) = agent.cluster.delete(&v).await {
+        if let Err(e) = agent.local.cluster.delete(&v).await {
             tracing::debug!(mute = %v.object.key(), error = %e, "pruning an expired mute failed");
         }
     }

@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(90);
 pub async fn start(agent: &Agent, name: &str, req: MigrateVolume) -> Reply {
     volume_name(name)?;
     let to = req.to;
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let Some(node) = c.get::<Node>(&to).await? else {
         return Err(ApiError::not_found("node", &to));
     };
@@ -157,6 +157,7 @@ pub async fn confirm(agent: &Agent, name: &str) -> Reply {
     let mut refusal = None;
     let mut target = String::new();
     let v = agent
+        .local
         .cluster
         .modify::<Volume, _>(name, |v| {
             refusal = None;
@@ -198,6 +199,7 @@ pub async fn confirm(agent: &Agent, name: &str) -> Reply {
         .is_some_and(|m| m.phase == MigrationPhase::Confirming && m.phase_since == now)
     {
         agent
+            .local
             .cluster
             .event(
                 Severity::Normal,
@@ -222,6 +224,7 @@ pub async fn rollback(agent: &Agent, name: &str) -> Reply {
     let mut refusal = None;
     let mut started = false;
     let v = agent
+        .local
         .cluster
         .modify::<Volume, _>(name, |v| {
             refusal = None;
@@ -253,6 +256,7 @@ pub async fn rollback(agent: &Agent, name: &str) -> Reply {
     }
     if started && let Some(m) = &v.status.migration {
         agent
+            .local
             .cluster
             .event(
                 Severity::Normal,
@@ -361,6 +365,7 @@ async fn wait(
 async fn ending_reason(agent: &Agent, name: &str, last: Option<&Migration>) -> String {
     let since = last.map_or(0.0, |m| m.started_at as f64);
     let found = agent
+        .local
         .cluster
         .list::<Event>()
         .await

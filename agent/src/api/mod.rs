@@ -166,7 +166,11 @@ pub async fn forward(
     if node == agent.config.node_name {
         return Box::pin(routes::route(agent, method, path, "", body)).await;
     }
-    let n = agent.cluster.must_get::<vigil_model::Node>(node).await?;
+    let n = agent
+        .local
+        .cluster
+        .must_get::<vigil_model::Node>(node)
+        .await?;
     let client = vigil_client::ApiClient::new(&n.object.spec.api_address)
         .with_token(Some(agent.token.expose().to_string()))
         .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());

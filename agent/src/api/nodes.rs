@@ -36,7 +36,7 @@ fn disk_view(d: &Disk) -> DiskView {
 }
 
 async fn views(agent: &Agent) -> Result<Vec<ClusterNodeView>, ApiError> {
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let ready = c.ready_nodes().await?;
     let disks = c.list::<Disk>().await?;
     Ok(c.list::<Node>()
@@ -85,8 +85,9 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
                 .map_err(|e| ApiError::bad_request("invalid_tag", e.to_string()))?;
         }
     }
-    let before = agent.cluster.must_get::<Node>(name).await?;
+    let before = agent.local.cluster.must_get::<Node>(name).await?;
     agent
+        .local
         .cluster
         .modify::<Node, _>(name, |n| {
             let old = n.spec.clone();
@@ -119,6 +120,7 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
             )
         };
         agent
+            .local
             .cluster
             .event(Severity::Normal, "node", name, reason, msg)
             .await;
@@ -128,6 +130,7 @@ pub async fn update(agent: &Agent, name: &str, req: UpdateNode) -> Reply {
 
 pub async fn disks(agent: &Agent) -> Reply {
     let list: Vec<DiskView> = agent
+        .local
         .cluster
         .list::<Disk>()
         .await?
@@ -141,8 +144,8 @@ pub async fn disks(agent: &Agent) -> Reply {
 /// under `node-drain-policy` (see `controller::drain`), from one
 /// linearizable read of the cluster.
 pub async fn drain_check(agent: &Agent, name: &str) -> Reply {
-    agent.cluster.must_get::<Node>(name).await?;
-    let snap = crate::controller::Snapshot::read(&agent.cluster).await?;
+    agent.local.cluster.must_get::<Node>(name).await?;
+    let snap = vigil_control::controller::Snapshot::read(&agent.local.cluster).await?;
     let policy = snap.settings.drain_policy();
     let check = vigil_control::controller::drain::check(&snap, name, policy);
     Ok((StatusCode::OK, to_json(&check)))

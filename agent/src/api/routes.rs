@@ -98,6 +98,7 @@ pub async fn route(
         }
         (&Method::GET, ["v1", "replicas"]) => {
             let list: Vec<ReplicaView> = agent
+                .local
                 .replicas
                 .all()
                 .into_iter()
@@ -108,6 +109,7 @@ pub async fn route(
         (&Method::POST, ["v1", "replicas"]) => create_replica(agent, parse(body)?).await,
         (&Method::GET, ["v1", "replicas", n]) => {
             let r = agent
+                .local
                 .replicas
                 .get(name(n)?)
                 .ok_or_else(|| ApiError::not_found("replica", n))?;
@@ -117,6 +119,7 @@ pub async fn route(
         (&Method::DELETE, ["v1", "replicas", n]) => delete_replica(agent, name(n)?).await,
         (&Method::GET, ["v1", "engines"]) => {
             let list: Vec<EngineView> = agent
+                .local
                 .engines
                 .all()
                 .iter()
@@ -128,6 +131,7 @@ pub async fn route(
         (&Method::GET, ["v1", "engines", n]) => ok(&engine_view(agent, engine(agent, n)?.as_ref())),
         (&Method::DELETE, ["v1", "engines", n]) => {
             let e = agent
+                .local
                 .engines
                 .remove(name(n)?)
                 .ok_or_else(|| ApiError::not_found("engine", n))?;
@@ -138,16 +142,21 @@ pub async fn route(
             let e = engine(agent, n)?;
             let req: AddReplica = parse(body)?;
             let addr = address(&req.url)?;
-            let backend = agent.backends.open(&addr, e.epoch()).await.map_err(|f| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "replica_unreachable",
-                    format!(
-                        "cannot open replica {}: {} ({})",
-                        req.url, f.last_error, f.reason
-                    ),
-                )
-            })?;
+            let backend = agent
+                .local
+                .backends
+                .open(&addr, e.epoch())
+                .await
+                .map_err(|f| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "replica_unreachable",
+                        format!(
+                            "cannot open replica {}: {} ({})",
+                            req.url, f.last_error, f.reason
+                        ),
+                    )
+                })?;
             e.add_replica(addr.to_string(), backend).await?;
             ok(&engine_view(agent, &e))
         }
@@ -203,9 +212,9 @@ fn recent_logs(query: &str) -> serde_json::Value {
 fn node_view(agent: &Agent) -> NodeView {
     NodeView {
         name: agent.config.node_name.clone(),
-        replica_address: agent.replica_address.clone(),
-        nbd_address: agent.nbd_address.clone(),
-        nbd_socket: agent.nbd_socket.display().to_string(),
+        replica_address: agent.local.me.replica_address.clone(),
+        nbd_address: agent.local.me.nbd_address.clone(),
+        nbd_socket: agent.local.me.nbd_socket.display().to_string(),
         data_dir: agent.config.data_dir.display().to_string(),
     }
 }
@@ -213,7 +222,7 @@ fn node_view(agent: &Agent) -> NodeView {
 fn replica_view(agent: &Agent, name: &str, r: &vigil_engine::replica::Replica) -> ReplicaView {
     ReplicaView {
         name: name.to_string(),
-        url: format!("tcp://{}/{name}", agent.replica_address),
+        url: format!("tcp://{}/{name}", agent.local.me.replica_address),
         dir: r.dir().display().to_string(),
         info: r.info(),
     }
@@ -221,6 +230,7 @@ fn replica_view(agent: &Agent, name: &str, r: &vigil_engine::replica::Replica) -
 
 fn engine(agent: &Agent, n: &str) -> Result<Arc<Engine>, ApiError> {
     agent
+        .local
         .engines
         .get(name(n)?)
         .ok_or_else(|| ApiError::not_found("engine", n))
@@ -235,11 +245,11 @@ fn address(url: &str) -> Result<ReplicaAddress, ApiError> {
 
 fn engine_view(agent: &Agent, e: &Engine) -> EngineView {
     EngineView {
-        nbd_uri: format!("nbd://{}/{}", agent.nbd_address, e.name()),
+        nbd_uri: format!("nbd://{}/{}", agent.local.me.nbd_address, e.name()),
         nbd_unix_uri: format!(
             "nbd+unix:///{}?socket={}",
             e.name(),
-            agent.nbd_socket.display()
+            agent.local.me.nbd_socket.display()
         ),
         status: e.status(),
     }
@@ -249,7 +259,7 @@ async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
     let n = name(&req.name)?.to_string();
     let size = parse_volume_size(&req.size)
         .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
-    let first_disk = agent.replicas.disks().first();
+    let first_disk = agent.local.replicas.disks().first();
     if let Some(disk) = first_disk
         && let Ok(usage) = disk.usage()
         && size > usage.capacity
@@ -264,7 +274,7 @@ async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
             ),
         ));
     }
-    let replicas = Arc::clone(&agent.replicas);
+    let replicas = Arc::clone(&agent.local.replicas);
     let n2 = n.clone();
     let r = tokio::task::spawn_blocking(move || replicas.create(&n2, size, None))
         .await
@@ -276,6 +286,7 @@ async fn create_replica(agent: &Arc<Agent>, req: CreateReplica) -> Reply {
 
 async fn verify_replica(agent: &Arc<Agent>, n: &str) -> Reply {
     let r = agent
+        .local
         .replicas
         .get(n)
         .ok_or_else(|| ApiError::not_found("replica", n))?;
@@ -290,8 +301,8 @@ async fn verify_replica(agent: &Arc<Agent>, n: &str) -> Reply {
 }
 
 async fn delete_replica(agent: &Arc<Agent>, n: &str) -> Reply {
-    let url = format!("tcp://{}/{n}", agent.replica_address);
-    if let Some(e) = agent.engines.all().into_iter().find(|e| {
+    let url = format!("tcp://{}/{n}", agent.local.me.replica_address);
+    if let Some(e) = agent.local.engines.all().into_iter().find(|e| {
         e.status()
             .replicas
             .iter()
@@ -305,7 +316,7 @@ async fn delete_replica(agent: &Arc<Agent>, n: &str) -> Reply {
             ),
         ));
     }
-    let replicas = Arc::clone(&agent.replicas);
+    let replicas = Arc::clone(&agent.local.replicas);
     let n2 = n.to_string();
     let deleted = tokio::task::spawn_blocking(move || replicas.delete(&n2))
         .await
@@ -328,7 +339,7 @@ async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
             "an engine needs at least one --replica",
         ));
     }
-    if agent.engines.get(&n).is_some() {
+    if agent.local.engines.get(&n).is_some() {
         return Err(ApiError::conflict(
             "already_exists",
             format!("engine {n:?} already exists"),
@@ -340,16 +351,16 @@ async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {
     }
     // A low-level engine takes its epoch like a volume's (same key space:
     // an engine is named after its volume), so it fences any older engine.
-    let epoch = agent.cluster.next_epoch(&n).await?;
+    let epoch = agent.local.cluster.next_epoch(&n).await?;
     let mut specs = Vec::new();
     for a in addrs {
         specs.push(ReplicaSpec {
             address: a.to_string(),
-            backend: agent.backends.open(&a, epoch).await,
+            backend: agent.local.backends.open(&a, epoch).await,
         });
     }
     let engine = Engine::start(&n, size, epoch, specs, agent.config.engine.clone()).await?;
-    if !agent.engines.insert(Arc::clone(&engine)) {
+    if !agent.local.engines.insert(Arc::clone(&engine)) {
         engine.shutdown();
         return Err(ApiError::conflict(
             "already_exists",
@@ -367,12 +378,17 @@ async fn chain_generation(
     e: &vigil_engine::engine::Engine,
     what: &str,
 ) -> Result<Option<u64>, ApiError> {
-    if !agent.managed_engines.contains(e.name()) {
+    if !agent.local.managed_engines.contains(e.name()) {
         return Ok(None);
     }
-    crate::controller::in_sync::before_chain_operation(&agent.cluster, e.name(), e, what)
-        .await
-        .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "in_sync_generation", m))
+    vigil_control::controller::in_sync::before_chain_operation(
+        &agent.local.cluster,
+        e.name(),
+        e,
+        what,
+    )
+    .await
+    .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "in_sync_generation", m))
 }
 
 /// The replicas that took the chain operation persist its generation.
@@ -380,7 +396,7 @@ async fn chain_joined(
     e: &vigil_engine::engine::Engine,
     generation: Option<u64>,
 ) -> Result<(), ApiError> {
-    crate::controller::in_sync::after_chain_operation(e, generation)
+    vigil_control::controller::in_sync::after_chain_operation(e, generation)
         .await
         .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "in_sync_generation", m))
 }

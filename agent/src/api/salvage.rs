@@ -13,9 +13,9 @@ use vigil_engine::address::ReplicaAddress;
 use super::error::ApiError;
 use super::to_json;
 use super::volumes::{Reply, must_get, view, volume_name};
-use crate::controller::in_sync::probe_generation;
 use crate::daemon::Agent;
 use vigil_control::cluster::events::Severity;
+use vigil_control::controller::in_sync::probe_generation;
 use vigil_model::EventReason;
 use vigil_model::Replica;
 use vigil_model::volume::Robustness;
@@ -23,7 +23,7 @@ use vigil_model::wire::SalvageVolume;
 
 pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
     volume_name(name)?;
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let v = must_get(agent, name).await?;
     let replica = c
         .get::<Replica>(&req.replica)
@@ -43,7 +43,7 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
     let mut highest = 0;
     for r in c.list::<Replica>().await.map_err(ApiError::from)? {
         if r.object.spec.volume == name && !r.object.status.address.is_empty() {
-            let g = probe_generation(agent, &r.object.status.address, epoch).await;
+            let g = probe_generation(&agent.local, &r.object.status.address, epoch).await;
             highest = highest.max(g.unwrap_or(0));
         }
     }
@@ -127,6 +127,7 @@ pub async fn salvage(agent: &Agent, name: &str, req: SalvageVolume) -> Reply {
 async fn join(agent: &Agent, address: &str, epoch: u64, generation: u64) -> Result<(), String> {
     let address: ReplicaAddress = address.parse().map_err(|e| format!("{e}"))?;
     let backend = agent
+        .local
         .backends
         .open(&address, epoch)
         .await

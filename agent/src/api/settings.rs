@@ -26,7 +26,7 @@ fn bad_setting(e: settings::SettingError) -> ApiError {
 }
 
 async fn views(agent: &Agent) -> Result<Vec<SettingView>, ApiError> {
-    let s = agent.cluster.settings().await?;
+    let s = agent.local.cluster.settings().await?;
     Ok(s.all()
         .into_iter()
         .map(|(d, value, is_default)| SettingView {
@@ -56,7 +56,7 @@ pub async fn get(agent: &Agent, name: &str) -> Reply {
 
 pub async fn set(agent: &Agent, name: &str, req: SetSetting) -> Reply {
     let value = settings::validate(name, &req.value).map_err(bad_setting)?;
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let old = c
         .retry(|| async {
             match c.get::<StoredSetting>(name).await? {
@@ -135,7 +135,7 @@ pub async fn events(agent: &Agent, query: &str) -> Reply {
             }
         }
     }
-    let all = agent.cluster.list::<Event>().await?;
+    let all = agent.local.cluster.list::<Event>().await?;
     let matching: Vec<Event> = all
         .into_iter()
         .map(|v| v.object)

@@ -10,10 +10,10 @@ use hyper::StatusCode;
 
 use super::error::ApiError;
 use super::to_json;
-use crate::controller::uninstall::note;
 use crate::daemon::Agent;
 use vigil_control::cluster::events::Severity;
 use vigil_control::cluster::uninstall::{Claim, FLAG};
+use vigil_control::controller::uninstall::note;
 use vigil_model::EventReason;
 use vigil_model::uninstall::Uninstall;
 use vigil_model::wire::UninstallReply;
@@ -46,7 +46,7 @@ fn done(u: &Uninstall) -> String {
 
 pub async fn start(agent: &Agent) -> Reply {
     let me = agent.config.node_name.clone();
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let (status, reply) = match c.claim_uninstall().await? {
         Claim::Started(r) => {
             c.event(
@@ -82,7 +82,7 @@ pub async fn start(agent: &Agent) -> Reply {
             )
             .await;
             note(
-                agent,
+                &agent.local,
                 format!("UninstallAlreadyRunning: asked again of {me}"),
             )
             .await;
@@ -132,7 +132,7 @@ pub async fn start(agent: &Agent) -> Reply {
 }
 
 pub async fn status(agent: &Agent) -> Reply {
-    let reply = match agent.cluster.uninstall_record().await? {
+    let reply = match agent.local.cluster.uninstall_record().await? {
         None => UninstallReply {
             outcome: "none".into(),
             message: "no uninstall has been asked for".into(),

@@ -51,8 +51,8 @@ pub fn volume_name(s: &str) -> Result<&str, ApiError> {
 
 /// The view of one volume with its replicas.
 pub async fn view(agent: &Agent, v: &Volume) -> Result<VolumeView, ApiError> {
-    let replicas = agent.cluster.list::<Replica>().await?;
-    let disks = agent.cluster.list::<Disk>().await?;
+    let replicas = agent.local.cluster.list::<Replica>().await?;
+    let disks = agent.local.cluster.list::<Disk>().await?;
     Ok(view_with(v, &replicas, &disks))
 }
 
@@ -111,9 +111,9 @@ fn view_with(v: &Volume, replicas: &[Versioned<Replica>], disks: &[Versioned<Dis
 }
 
 pub async fn list(agent: &Agent) -> Reply {
-    let volumes = agent.cluster.list::<Volume>().await?;
-    let replicas = agent.cluster.list::<Replica>().await?;
-    let disks = agent.cluster.list::<Disk>().await?;
+    let volumes = agent.local.cluster.list::<Volume>().await?;
+    let replicas = agent.local.cluster.list::<Replica>().await?;
+    let disks = agent.local.cluster.list::<Disk>().await?;
     let views: Vec<VolumeView> = volumes
         .iter()
         .map(|v| view_with(&v.object, &replicas, &disks))
@@ -128,6 +128,7 @@ pub async fn get(agent: &Agent, name: &str) -> Reply {
 
 pub async fn must_get(agent: &Agent, name: &str) -> Result<Versioned<Volume>, ApiError> {
     agent
+        .local
         .cluster
         .get::<Volume>(volume_name(name)?)
         .await?
@@ -145,7 +146,7 @@ async fn candidates(
     ),
     ClusterError,
 > {
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let ready = c.ready_nodes().await?;
     let nodes = c
         .list::<Node>()
@@ -163,7 +164,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
     let name = volume_name(&req.name)?.to_string();
     let size = parse_volume_size(&req.size)
         .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
-    let settings = agent.cluster.settings().await?;
+    let settings = agent.local.cluster.settings().await?;
     let count = req
         .replicas
         .unwrap_or_else(|| settings.default_replica_count());
@@ -186,7 +187,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
         ));
     }
     let me = agent.config.node_name.clone();
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let outcome = c
         .retry(|| async {
             if let Some(u) = c.uninstall_record().await? {
@@ -267,7 +268,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
             let mut ops = vec![put_op(&volume, Expect::Absent)];
             ops.extend(placing);
             // No volume once an uninstall is claimed (its record exists).
-            ops.push(crate::controller::uninstall::absent_check());
+            ops.push(vigil_control::controller::uninstall::absent_check());
             c.txn(ops).await?;
             Ok(Ok((volume, new_replicas, out)))
         })
@@ -309,6 +310,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
 pub async fn delete(agent: &Agent, name: &str) -> Reply {
     volume_name(name)?;
     let v = agent
+        .local
         .cluster
         .modify::<Volume, _>(name, |v| match v.status.state {
             VolumeState::Deleting => Ok(false),
@@ -333,6 +335,7 @@ pub async fn delete(agent: &Agent, name: &str) -> Reply {
             other => other.into(),
         })?;
     agent
+        .local
         .cluster
         .event(
             Severity::Normal,
@@ -371,7 +374,7 @@ fn busy(name: &str, v: &Volume, want: &str) -> ApiError {
 pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
     volume_name(name)?;
     let node = req.node.unwrap_or_else(|| agent.config.node_name.clone());
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     if c.get::<Node>(&node).await?.is_none() {
         return Err(ApiError::not_found("node", &node));
     }
@@ -542,10 +545,10 @@ pub async fn attach(agent: &Agent, name: &str, req: AttachVolume) -> Reply {
 
 pub async fn detach(agent: &Agent, name: &str) -> Reply {
     volume_name(name)?;
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     // Attached to a node that is down: nothing to wait for, as no engine
     // serves there (see `controller::recovery` on fencing); done at once.
-    if recovery::detach_from_down_node(&agent.cluster, name, recovery::DetachCause::Operator)
+    if recovery::detach_from_down_node(&agent.local.cluster, name, recovery::DetachCause::Operator)
         .await?
         .is_some()
     {
@@ -625,7 +628,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let v = match agent.cluster.get::<Volume>(name).await? {
+        let v = match agent.local.cluster.get::<Volume>(name).await? {
             Some(v) => v.object,
             None => return Err(ApiError::not_found("volume", name)),
         };
@@ -645,7 +648,7 @@ pub async fn expand(agent: &Agent, name: &str, req: ExpandVolume) -> Reply {
     volume_name(name)?;
     let size = parse_volume_size(&req.size)
         .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
-    let c = &agent.cluster;
+    let c = &agent.local.cluster;
     let v = c
         .retry(|| async {
             let v = c.must_get::<Volume>(name).await?;

@@ -31,7 +31,7 @@ pub async fn collect(agent: &Agent, req: &Request, red: &mut Redactor) -> Vec<(S
     let mut files = Vec::new();
     let store_dump = store_dump(agent, red).await;
     files.push((STORE.to_string(), store_dump));
-    let events = match agent.cluster.list::<Event>().await {
+    let events = match agent.local.cluster.list::<Event>().await {
         Ok(list) => {
             let cutoff = req.cutoff_unix(now);
             let events: Vec<Event> = list
@@ -45,7 +45,7 @@ pub async fn collect(agent: &Agent, req: &Request, red: &mut Redactor) -> Vec<(S
         Err(e) => json!({"error": format!("list events: {e}")}),
     };
     files.push((EVENTS.to_string(), events));
-    let settings = match agent.cluster.settings().await {
+    let settings = match agent.local.cluster.settings().await {
         Ok(s) => Value::Array(
             s.all()
                 .into_iter()
@@ -104,7 +104,7 @@ pub fn concerns(e: &Event, volume: &str) -> bool {
 /// Settings whose name looks like a credential's have their value
 /// replaced, and the value is learnt.
 async fn store_dump(agent: &Agent, red: &mut Redactor) -> Value {
-    let listing = match agent.cluster.store().list("").await {
+    let listing = match agent.local.cluster.store().list("").await {
         Ok(l) => l,
         Err(e) => return json!({"error": format!("list the store: {e}")}),
     };

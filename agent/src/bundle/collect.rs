@@ -120,8 +120,8 @@ pub async fn make(agent: &Arc<Agent>, req: Request) -> Result<(Vec<u8>, Manifest
 /// the ones whose lease is gone marked down.
 async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
     let me = &agent.config.node_name;
-    let nodes = agent.cluster.list::<Node>().await;
-    let live = agent.cluster.ready_nodes().await;
+    let nodes = agent.local.cluster.list::<Node>().await;
+    let live = agent.local.cluster.ready_nodes().await;
     let mut out: Vec<Target> = match (&nodes, &live) {
         (Ok(nodes), Ok(live)) => nodes
             .iter()
@@ -148,7 +148,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
             tracing::warn!(error = %e, "support bundle: cannot list nodes; collecting this node only");
             vec![Target {
                 name: me.clone(),
-                api_address: agent.api_address.clone(),
+                api_address: agent.local.me.api_address.clone(),
                 down: None,
                 skip: None,
             }]
@@ -157,7 +157,7 @@ async fn targets(agent: &Agent, req: &Request) -> Vec<Target> {
     if !out.iter().any(|t| t.name == *me) {
         out.push(Target {
             name: me.clone(),
-            api_address: agent.api_address.clone(),
+            api_address: agent.local.me.api_address.clone(),
             down: None,
             skip: None,
         });

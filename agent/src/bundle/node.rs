@@ -153,7 +153,7 @@ pub fn split_ebpf(page: &str) -> (String, String) {
 /// and the file check (present, sized, metadata readable) — never its data.
 fn replicas(agent: &Agent, req: &Request) -> Value {
     let mut out = Vec::new();
-    for (name, held) in agent.replicas.all_held() {
+    for (name, held) in agent.local.replicas.all_held() {
         if !req.wants_volume(super::volume_of_replica(&name)) {
             continue;
         }
@@ -173,6 +173,7 @@ fn replicas(agent: &Agent, req: &Request) -> Value {
         }));
     }
     let damaged: Vec<Value> = agent
+        .local
         .replicas
         .all_damaged()
         .into_iter()
@@ -221,7 +222,7 @@ fn dir_files(dir: &Path) -> Value {
 /// Each disk: identity file as it is on disk, usage, filesystem type.
 fn disks(agent: &Agent) -> Value {
     let mut out = Vec::new();
-    for d in agent.replicas.disks() {
+    for d in agent.local.replicas.disks() {
         let identity_path = d.path.join(vigil_control::local::disks::IDENTITY_FILE);
         let identity = match std::fs::read(&identity_path) {
             Ok(b) => serde_json::from_slice::<Value>(&b)
@@ -317,12 +318,12 @@ fn agent_facts(agent: &Agent, red: &mut Redactor) -> Value {
             "engine": format!("{:?}", c.engine),
         },
         "addresses": {
-            "api": agent.api_address,
-            "replica": agent.replica_address,
-            "nbd": agent.nbd_address,
-            "nbd_socket": agent.nbd_socket.display().to_string(),
+            "api": agent.local.me.api_address,
+            "replica": agent.local.me.replica_address,
+            "nbd": agent.local.me.nbd_address,
+            "nbd_socket": agent.local.me.nbd_socket.display().to_string(),
         },
-        "store": {"kind": agent.cluster.store().kind(), "location": red.pair("store", &agent.cluster.store().location())},
+        "store": {"kind": agent.local.cluster.store().kind(), "location": red.pair("store", &agent.local.cluster.store().location())},
         "args": args,
         "environment": env,
         "log_file": Value::Null,

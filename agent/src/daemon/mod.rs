@@ -18,7 +18,7 @@ use vigil_control::local::backends::Backends;
 use vigil_control::local::engines::EngineSet;
 use vigil_control::local::names::NameSet;
 use vigil_control::local::replicas::ReplicaSet;
-use vigil_control::local::{disks, frontend};
+use vigil_control::local::{Identity, Local, disks, frontend};
 
 /// How the agent was started (`vigil agent --help` documents each).
 #[derive(Debug, Clone)]
@@ -71,45 +71,26 @@ pub enum StartError {
     },
 }
 
-/// The state every API handler sees.
+/// The state every API handler sees: the agent's configuration and
+/// credentials, the replica server's connections, and the node-local
+/// handles the controllers act with ([`Local`]).
 pub struct Agent {
     pub config: AgentConfig,
     pub token: ClusterToken,
-    pub replicas: Arc<ReplicaSet>,
-    pub engines: Arc<EngineSet>,
-    /// Live-migration target exports (`controller::migration`).
-    pub handovers: Arc<frontend::Handovers>,
-    /// Advertised `host:port` of the replica server.
-    pub replica_address: String,
     /// The replica server's open connections (for the eBPF peer filter).
     pub replica_connections: vigil_engine::protocol::ServedConnections,
-    /// Advertised `host:port` of the NBD server.
-    pub nbd_address: String,
-    /// Path of the NBD unix socket.
-    pub nbd_socket: PathBuf,
-    /// `http://host:port` of this agent's API, as other agents reach it.
-    pub api_address: String,
-    /// Opens replica addresses for this node's engines.
-    pub backends: Backends,
-    /// The cluster state.
-    pub cluster: vigil_control::cluster::Cluster,
-    /// Engines the controllers started (others came from `vigil engine
-    /// create` and are left alone).
-    pub managed_engines: NameSet,
-    /// Maintenance engines of detached volumes (never in `engines`).
-    pub maintenance: crate::controller::maintenance::MaintenanceEngines,
-    /// When the node's lease was last renewed: engines are suspended when
-    /// it cannot be renewed in time (`controller::lease_fence`).
-    pub lease_clock: crate::controller::lease_fence::LeaseClock,
+    /// This node's identity, the cluster, and its replicas, engines and
+    /// backends: shared with the controllers.
+    pub local: Arc<Local>,
 }
 
 impl Agent {
     /// Flushes every replica and engine; called on SIGTERM.
     pub async fn shutdown(&self) {
-        for engine in self.engines.all() {
+        for engine in self.local.engines.all() {
             engine.shutdown();
         }
-        for (name, replica) in self.replicas.all() {
+        for (name, replica) in self.local.replicas.all() {
             let res = tokio::task::spawn_blocking(move || replica.flush()).await;
             match res {
                 Ok(Ok(())) => {}
@@ -182,21 +163,29 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let port_of = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
     // Addresses on this one are opened in-process (`Backends`).
     let replica_address = SocketAddr::new(advertise, port_of(&replica_listener)).to_string();
-    let agent = Arc::new(Agent {
-        api_address: format!("http://{}", SocketAddr::new(advertise, port_of(&http))),
+    let local = Arc::new(Local {
+        me: Identity {
+            name: config.node_name.clone(),
+            replica_address: replica_address.clone(),
+            nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
+            nbd_socket: nbd_socket.clone(),
+            api_address: format!("http://{}", SocketAddr::new(advertise, port_of(&http))),
+            labels: config.labels.clone(),
+        },
         cluster,
         managed_engines: NameSet::default(),
         maintenance: Default::default(),
         lease_clock: Default::default(),
-        replica_address: replica_address.clone(),
-        replica_connections: Default::default(),
-        nbd_address: SocketAddr::new(advertise, port_of(&nbd_listener)).to_string(),
-        nbd_socket: nbd_socket.clone(),
         backends: Backends::new(token.clone(), replica_address, Arc::clone(&replicas)),
-        token: token.clone(),
         replicas: Arc::clone(&replicas),
         engines: Arc::clone(&engines),
         handovers: Arc::clone(&handovers),
+        engine: config.engine.clone(),
+    });
+    let agent = Arc::new(Agent {
+        replica_connections: Default::default(),
+        token: token.clone(),
+        local: Arc::clone(&local),
         config,
     });
 
@@ -219,24 +208,26 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let nbd_unix = tokio::spawn(vigil_engine::nbd::serve_unix(nbd_unix, frontend));
     // After an uninstall, a start is a fresh install (or, while one is
     // cleaning, no registration at all): see `controller::uninstall`.
-    if crate::controller::uninstall::at_start(&agent).await? {
-        crate::controller::registration::register_node(&agent).await?;
-        crate::controller::registration::register_disks(&agent).await?;
+    if vigil_control::controller::uninstall::at_start(&local).await? {
+        vigil_control::controller::registration::register_node(&local).await?;
+        vigil_control::controller::registration::register_disks(&local).await?;
     }
     // Live before the API answers: a client that sees the agent ready also
     // sees the node ready.
-    let lease = crate::controller::registration::go_live(&agent).await?;
-    let liveness = tokio::spawn(crate::controller::registration::keep_live(
-        Arc::clone(&agent),
+    let lease = vigil_control::controller::registration::go_live(&local).await?;
+    let liveness = tokio::spawn(vigil_control::controller::registration::keep_live(
+        Arc::clone(&local),
         lease,
     ));
-    let lease_fence = tokio::spawn(crate::controller::lease_fence::run(Arc::clone(&agent)));
-    let controllers = tokio::spawn(crate::controller::run(Arc::clone(&agent)));
+    let lease_fence = tokio::spawn(vigil_control::controller::lease_fence::run(Arc::clone(
+        &local,
+    )));
+    let controllers = tokio::spawn(vigil_control::controller::run(Arc::clone(&local)));
     let metrics_upkeep = tokio::spawn(crate::metrics::upkeep());
     let kernel_tracing = tokio::spawn(crate::ebpf::run(crate::ebpf::Observed {
         node: agent.config.node_name.clone(),
-        cluster: agent.cluster.clone(),
-        replicas: Arc::clone(&agent.replicas),
+        cluster: agent.local.cluster.clone(),
+        replicas: Arc::clone(&agent.local.replicas),
         served: agent.replica_connections.clone(),
     }));
     let http_addr = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -244,11 +235,11 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     tracing::info!(
         node = %agent.config.node_name,
         http = %http_addr,
-        replica = %agent.replica_address,
-        nbd = %agent.nbd_address,
+        replica = %agent.local.me.replica_address,
+        nbd = %agent.local.me.nbd_address,
         nbd_socket = %nbd_socket.display(),
         data_dir = %agent.config.data_dir.display(),
-        store = %agent.cluster.store().location(),
+        store = %agent.local.cluster.store().location(),
         "agent ready"
     );
     println!(
@@ -264,7 +255,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     kernel_tracing.abort();
     liveness.abort();
     agent.shutdown().await;
-    crate::controller::registration::go_offline(&agent).await;
+    vigil_control::controller::registration::go_offline(&local).await;
     replica_server.abort();
     nbd_tcp.abort();
     nbd_unix.abort();

@@ -18,8 +18,8 @@ use vigil_engine::engine::metrics::replica_label;
 use super::names::*;
 use super::process;
 use super::scrape::Scrape;
-use crate::controller::rendezvous;
 use crate::daemon::Agent;
+use vigil_control::controller::rendezvous;
 use vigil_control::health;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::{Replica, Volume};
@@ -90,10 +90,10 @@ fn health_series(report: &health::Report, page: &Scrape) {
 fn disk_errors(agent: &Agent, page: &Scrape) {
     let me = &agent.config.node_name;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, held) in agent.replicas.all_held() {
+    for (_, held) in agent.local.replicas.all_held() {
         *errors.entry(held.disk.clone()).or_default() += held.replica.io_errors();
     }
-    for disk in agent.replicas.disks() {
+    for disk in agent.local.replicas.disks() {
         let total = errors.get(&disk.uuid).copied().unwrap_or(0);
         page.counter(
             DISK_IO_ERRORS,
@@ -111,7 +111,7 @@ fn disk_errors(agent: &Agent, page: &Scrape) {
 fn replica_sizes(agent: &Agent, view: &health::View, page: &Scrape) {
     let me = &agent.config.node_name;
     for r in view.replicas.iter().filter(|r| &r.spec.node == me) {
-        let Some(held) = agent.replicas.held(&r.name) else {
+        let Some(held) = agent.local.replicas.held(&r.name) else {
             continue;
         };
         page.gauge(
@@ -131,7 +131,7 @@ fn replica_sizes(agent: &Agent, view: &health::View, page: &Scrape) {
 /// its object; empty while the store cannot be read.
 fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
     suspensions(agent, page);
-    for engine in agent.engines.all() {
+    for engine in agent.local.engines.all() {
         let status = engine.status();
         for r in &status.replicas {
             let replica = replica_label(&r.address);
@@ -168,7 +168,7 @@ fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
 /// volume with both a volume and a maintenance engine here has one series.
 fn suspensions(agent: &Agent, page: &Scrape) {
     let mut suspended: BTreeMap<String, bool> = BTreeMap::new();
-    for e in crate::controller::lease_fence::engines(agent) {
+    for e in agent.local.all_engines() {
         *suspended.entry(e.name().to_string()).or_default() |= e.suspended().is_some();
     }
     for (volume, on) in suspended {

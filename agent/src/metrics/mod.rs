@@ -103,12 +103,5 @@ pub fn recorded_text() -> String {
     HANDLE.get().map(|h| h.render()).unwrap_or_default()
 }
 
-/// Counts one ended suspension of `volume`'s engine
-/// (`vigil_engine_suspensions_total`): `resumed` or `fenced`.
-pub fn suspension_ended(volume: &str, outcome: &'static str) {
-    metrics::counter!(names::ENGINE_SUSPENSIONS, "volume" => volume.to_string(), "outcome" => outcome)
-        .increment(1);
-}
-
 #[cfg(test)]
 mod tests;

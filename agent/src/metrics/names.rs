@@ -33,7 +33,7 @@ pub const VOLUME_REPLICAS_DESIRED: &str = "vigil_volume_replicas_desired";
 pub const VOLUME_REPLICAS_HEALTHY: &str = "vigil_volume_replicas_healthy";
 
 pub const ENGINE_SUSPENDED: &str = "vigil_engine_suspended";
-pub const ENGINE_SUSPENSIONS: &str = "vigil_engine_suspensions_total";
+pub use vigil_control::controller::lease_fence::ENGINE_SUSPENSIONS;
 
 pub const REPLICA_STATE: &str = "vigil_replica_state";
 pub const REPLICA_MODE: &str = "vigil_replica_mode";

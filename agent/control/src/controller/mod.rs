@@ -1,15 +1,46 @@
-//! What every controller shares: the snapshot a round reads, who owns
-//! an object, the remediation counter, and the controllers that need no
-//! more than the cluster and this node's name. The other controllers are
-//! still in the binary (they take the whole agent; issue 19 moves them
-//! here with narrow handles). Ownership rules: the binary's `controller`
-//! module docs.
+//! The controllers embedded in every agent. They are level-triggered: a
+//! round reads the cluster (linearizably), compares what is asked with what
+//! is, and takes the next step for the objects this agent owns, each step a
+//! compare-and-swap. A round runs after any store change (a watch) and
+//! every [`RESYNC`] regardless, so a missed event only delays work.
+//!
+//! Ownership (exactly one agent acts on an object at a time):
+//! - a replica object is owned by the agent of its `spec.node`;
+//! - an attaching, attached or detaching volume (and its engine object) by
+//!   the agent of the node it is attached to (`status.attached_node`);
+//! - any other volume by one ready node chosen by rendezvous hashing of the
+//!   volume's name over the ready nodes ([`owner_of`]). Two agents that
+//!   briefly disagree on readiness both try; compare-and-swap lets one win.
+//!
+//! Registration and liveness ([`registration`]) and the lease fence
+//! ([`lease_fence`]) run beside the loop ([`run`]).
 
+mod checksums;
+mod disk_condition;
 pub mod drain;
+mod engine_report;
+mod eviction;
+pub mod in_sync;
+mod integrity;
+pub mod lease_fence;
+pub mod maintenance;
+pub mod migration;
 pub mod nodes;
+mod orphans;
 pub mod recovery;
+pub mod registration;
+mod repair;
+mod replace;
+mod replenish;
+mod replicas;
+mod round;
+mod salvage;
 #[cfg(test)]
 mod tests;
+pub mod uninstall;
+mod volumes;
+
+pub use round::{RESYNC, run};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};

@@ -18,110 +18,57 @@
 //! A frozen agent (SIGSTOP) cannot suspend anything while frozen; what it
 //! sends on waking is refused by every replica a newer engine claimed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_engine::engine::{Engine, OnSuspend};
-
 use super::registration::LEASE_TTL;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
+use crate::cluster::events::Severity;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::epoch::EngineEpoch;
 
 /// How long before the lease could expire the engines are suspended.
 pub const SELF_FENCE_MARGIN: Duration = Duration::from_secs(3);
+/// Counter of ended suspensions, labels `volume` and `outcome` (listed
+/// in the metrics catalogue with its HELP).
+pub const ENGINE_SUSPENSIONS: &str = "vigil_engine_suspensions_total";
+
+/// Counts one ended suspension of `volume`'s engine: `resumed` or `fenced`.
+fn suspension_ended(volume: &str, outcome: &'static str) {
+    metrics::counter!(ENGINE_SUSPENSIONS, "volume" => volume.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
 /// How often the lease's age is checked.
 const TICK: Duration = Duration::from_millis(200);
 
-/// When this node last renewed its lease, and what its engines do when it
-/// cannot (a copy of the setting, read while the store still answered).
-pub struct LeaseClock {
-    inner: Mutex<Inner>,
-}
-
-struct Inner {
-    renewed_sent: Instant,
-    on_loss: OnSuspend,
-}
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        LeaseClock {
-            inner: Mutex::new(Inner {
-                renewed_sent: Instant::now(),
-                on_loss: OnSuspend::Suspend,
-            }),
-        }
-    }
-}
-
-impl LeaseClock {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// A renewal (or grant) sent at `sent` succeeded.
-    pub fn renewed(&self, sent: Instant) {
-        let mut g = self.lock();
-        if sent > g.renewed_sent {
-            g.renewed_sent = sent;
-        }
-    }
-
-    /// Keeps the `engine-on-lease-loss` setting at hand for when the store
-    /// does not answer.
-    pub fn set_on_loss(&self, on_loss: OnSuspend) {
-        self.lock().on_loss = on_loss;
-    }
-
-    /// Time since the last successful renewal was sent.
-    fn age(&self) -> Duration {
-        self.lock().renewed_sent.elapsed()
-    }
-
-    fn on_loss(&self) -> OnSuspend {
-        self.lock().on_loss
-    }
-}
-
-/// Every engine of this agent: the volumes' and the maintenance engines.
-pub(crate) fn engines(agent: &Agent) -> Vec<Arc<Engine>> {
-    let mut all = agent.engines.all();
-    all.extend(agent.maintenance.all());
-    all
-}
-
 /// Watches the lease's age until the task is aborted.
-pub async fn run(agent: Arc<Agent>) {
+pub async fn run(local: Arc<Local>) {
     let limit = LEASE_TTL.saturating_sub(SELF_FENCE_MARGIN);
     // set while this task holds engines suspended: since when
     let mut suspended_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(TICK).await;
-        let age = agent.lease_clock.age();
+        let age = local.lease_clock.age();
         if age > limit {
-            let on_loss = agent.lease_clock.on_loss();
+            let on_loss = local.lease_clock.on_loss();
             let reason = format!(
                 "node {} could not renew its liveness lease for {:.1} s (TTL {} s): another node may take its volumes over",
-                agent.config.node_name,
+                local.me.name,
                 age.as_secs_f64(),
                 LEASE_TTL.as_secs()
             );
-            for e in engines(&agent) {
+            for e in local.all_engines() {
                 if e.suspended().is_none() && !e.is_fenced() {
                     e.suspend(on_loss, reason.clone()).await;
                 }
             }
             if suspended_since.is_none() {
-                tracing::error!(node = %agent.config.node_name, age_s = age.as_secs_f64(), on_loss = on_loss.as_str(), "liveness lease not renewed: every engine here is suspended");
+                tracing::error!(node = %local.me.name, age_s = age.as_secs_f64(), on_loss = on_loss.as_str(), "liveness lease not renewed: every engine here is suspended");
                 suspended_since = Some(Instant::now());
             }
         } else if let Some(since) = suspended_since
-            && resume_owned(&agent, since.elapsed()).await
+            && resume_owned(&local, since.elapsed()).await
         {
             suspended_since = None;
         }
@@ -130,14 +77,14 @@ pub async fn run(agent: Arc<Agent>) {
 
 /// Resumes each suspended engine whose volume has no newer epoch, fences
 /// those that have one; false when the store could not say (try again).
-async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
+async fn resume_owned(local: &Local, suspended_for: Duration) -> bool {
     let mut decided = true;
-    for e in engines(agent) {
+    for e in local.all_engines() {
         if e.suspended().is_none() {
             continue;
         }
         let name = e.name().to_string();
-        let latest = match agent.cluster.get::<EngineEpoch>(&name).await {
+        let latest = match local.cluster.get::<EngineEpoch>(&name).await {
             Ok(latest) => latest.map(|v| v.object),
             Err(err) => {
                 tracing::warn!(volume = %name, error = %err, "lease renewed, but the volume's epoch cannot be read; the engine stays suspended");
@@ -148,13 +95,13 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
         let (severity, reason, message) = match latest {
             Some(l) if l.epoch == e.epoch() => {
                 e.resume();
-                crate::metrics::suspension_ended(&name, "resumed");
+                suspension_ended(&name, "resumed");
                 (
                     Severity::Normal,
                     EventReason::EngineResumed,
                     format!(
                         "the engine of {name} on {} (epoch {}) resumed after {:.1} s suspended: the node's liveness lease could not be renewed in time, and no newer engine started meanwhile",
-                        agent.config.node_name,
+                        local.me.name,
                         e.epoch(),
                         suspended_for.as_secs_f64()
                     ),
@@ -162,9 +109,9 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
             }
             Some(l) => {
                 let _ = e.fence().await;
-                crate::metrics::suspension_ended(&name, "fenced");
+                suspension_ended(&name, "fenced");
                 super::volumes::record_fenced(
-                    agent,
+                    local,
                     &name,
                     e.epoch(),
                     &format!(
@@ -178,7 +125,7 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
                     EventReason::EngineFenced,
                     format!(
                         "the engine of {name} on {} (epoch {}) stays fenced: while the node's liveness lease could not be renewed, an engine of epoch {} started on {}; its clients get I/O errors",
-                        agent.config.node_name,
+                        local.me.name,
                         e.epoch(),
                         l.epoch,
                         l.node
@@ -188,7 +135,7 @@ async fn resume_owned(agent: &Agent, suspended_for: Duration) -> bool {
             // no epoch record: the volume is gone; the controllers stop it
             None => continue,
         };
-        agent
+        local
             .cluster
             .event(severity, "volume", &name, reason, message)
             .await;

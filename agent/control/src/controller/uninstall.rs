@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Snapshot, rendezvous};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::placement::is_managed_name;
-use vigil_control::cluster::{self, delete_op, update_op};
+use crate::cluster::events::Severity;
+use crate::cluster::placement::is_managed_name;
+use crate::cluster::{self, delete_op, update_op};
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::uninstall::{RECORD, Uninstall, UninstallPhase};
 use vigil_model::{Object, Replica, Versioned, VolumeState, key_of, now_unix};
@@ -66,8 +66,8 @@ pub fn driver(u: &Uninstall, ready: &BTreeSet<String>) -> Option<String> {
 /// this node are discarded (no replica object can exist while the record
 /// does) and the record is deleted. Returns whether the agent should
 /// register its node and disks now (not while an uninstall is cleaning).
-pub async fn at_start(agent: &Agent) -> cluster::Result<bool> {
-    let Some(r) = agent.cluster.uninstall_record().await? else {
+pub async fn at_start(local: &Local) -> cluster::Result<bool> {
+    let Some(r) = local.cluster.uninstall_record().await? else {
         return Ok(true);
     };
     match r.object.phase {
@@ -77,8 +77,8 @@ pub async fn at_start(agent: &Agent) -> cluster::Result<bool> {
             Ok(false)
         }
         UninstallPhase::Done => {
-            discard_leftovers(agent).await;
-            match agent.cluster.delete(&r).await {
+            discard_leftovers(local).await;
+            match local.cluster.delete(&r).await {
                 Ok(_) => {}
                 Err(e) if e.is_conflict() => {}
                 Err(e) => return Err(e),
@@ -94,16 +94,16 @@ pub async fn at_start(agent: &Agent) -> cluster::Result<bool> {
 
 /// The part of a controller round the uninstall decides. Returns true when
 /// every other controller must stand still this round (Cleaning or Done).
-pub async fn quiesce(agent: &Arc<Agent>, record: Option<&Versioned<Uninstall>>) -> bool {
+pub async fn quiesce(local: &Arc<Local>, record: Option<&Versioned<Uninstall>>) -> bool {
     let Some(r) = record else {
         if QUIET.swap(false, Ordering::SeqCst) {
             // Someone restarted an agent after the uninstall: a fresh
             // install. Join it.
             tracing::info!("uninstall record gone: registering this node again");
-            if let Err(e) = super::registration::register_node(agent).await {
+            if let Err(e) = super::registration::register_node(local).await {
                 tracing::warn!(error = %e, "register node again");
                 QUIET.store(true, Ordering::SeqCst);
-            } else if let Err(e) = super::registration::register_disks(agent).await {
+            } else if let Err(e) = super::registration::register_disks(local).await {
                 tracing::warn!(error = %e, "register disks again");
             }
         }
@@ -113,10 +113,10 @@ pub async fn quiesce(agent: &Arc<Agent>, record: Option<&Versioned<Uninstall>>) 
         UninstallPhase::Deleting => false,
         UninstallPhase::Cleaning => {
             QUIET.store(true, Ordering::SeqCst);
-            idle(agent).await;
-            let ready = agent.cluster.ready_nodes().await.unwrap_or_default();
-            if driver(&r.object, &ready).as_deref() == Some(agent.config.node_name.as_str())
-                && let Err(e) = clean(agent, r).await
+            idle(local).await;
+            let ready = local.cluster.ready_nodes().await.unwrap_or_default();
+            if driver(&r.object, &ready).as_deref() == Some(local.me.name.as_str())
+                && let Err(e) = clean(local, r).await
                 && !e.is_conflict()
             {
                 tracing::warn!(error = %e, "uninstall cleaning failed; retrying");
@@ -125,7 +125,7 @@ pub async fn quiesce(agent: &Arc<Agent>, record: Option<&Versioned<Uninstall>>) 
         }
         UninstallPhase::Done => {
             QUIET.store(true, Ordering::SeqCst);
-            idle(agent).await;
+            idle(local).await;
             true
         }
     }
@@ -138,31 +138,31 @@ pub fn is_quiet() -> bool {
 }
 
 /// One round of the Deleting phase (every agent; only the driver acts).
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot, record: &Versioned<Uninstall>) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot, record: &Versioned<Uninstall>) {
+    let me = local.me.name.as_str();
     if record.object.phase != UninstallPhase::Deleting
         || driver(&record.object, &snap.ready).as_deref() != Some(me)
     {
         return;
     }
     for v in &snap.volumes {
-        if let Err(e) = advance_volume(agent, v).await
+        if let Err(e) = advance_volume(local, v).await
             && !e.is_conflict()
         {
             tracing::warn!(volume = %v.object.name, error = %e, "uninstall: volume step failed");
         }
     }
-    abandon_replicas_of_gone_nodes(agent, snap).await;
+    abandon_replicas_of_gone_nodes(local, snap).await;
     // Engine objects whose volume is gone (a crash between two writes).
     for (name, e) in &snap.engines {
         if !snap.volumes.iter().any(|v| &v.object.name == name)
-            && let Err(err) = agent.cluster.txn(vec![delete_op(e)]).await
+            && let Err(err) = local.cluster.txn(vec![delete_op(e)]).await
             && !err.is_conflict()
         {
             tracing::warn!(engine = %name, error = %err, "uninstall: delete engine object");
         }
     }
-    if let Err(e) = progress(agent, snap, record).await
+    if let Err(e) = progress(local, snap, record).await
         && !e.is_conflict()
     {
         tracing::warn!(error = %e, "uninstall: progress write failed");
@@ -171,7 +171,7 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot, record: &Versioned<U
 
 /// The next step of one volume towards deletion, through its own state
 /// machine (never a shortcut around it).
-async fn advance_volume(agent: &Agent, v: &Versioned<vigil_model::Volume>) -> cluster::Result<()> {
+async fn advance_volume(local: &Local, v: &Versioned<vigil_model::Volume>) -> cluster::Result<()> {
     let vol = &v.object;
     let mut next = v.clone();
     let (reason, message) = match vol.status.state {
@@ -198,7 +198,7 @@ async fn advance_volume(agent: &Agent, v: &Versioned<vigil_model::Volume>) -> cl
     };
     // One transaction: a driver killed here leaves both or neither, and
     // the next driver, seeing the new state, has nothing left to say.
-    agent
+    local
         .cluster
         .txn_with_event(
             vec![update_op(&next)],
@@ -215,7 +215,7 @@ async fn advance_volume(agent: &Agent, v: &Versioned<vigil_model::Volume>) -> cl
 /// Replica objects of deleting volumes on nodes down past
 /// `node-down-timeout`: nobody can delete their directories now, so the
 /// object goes and the directory is discarded when the node returns.
-async fn abandon_replicas_of_gone_nodes(agent: &Agent, snap: &Snapshot) {
+async fn abandon_replicas_of_gone_nodes(local: &Local, snap: &Snapshot) {
     for r in &snap.replicas {
         let deleting = snap
             .volumes
@@ -226,9 +226,9 @@ async fn abandon_replicas_of_gone_nodes(agent: &Agent, snap: &Snapshot) {
         if !deleting || !snap.node_gone(node) {
             continue;
         }
-        match agent.cluster.txn(vec![delete_op(r)]).await {
+        match local.cluster.txn(vec![delete_op(r)]).await {
             Ok(_) => {
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Warning,
@@ -301,12 +301,12 @@ fn waiting_replica(snap: &Snapshot, r: &Replica) -> String {
 /// Writes the counts and message into the record, and moves to Cleaning
 /// once nothing is left.
 async fn progress(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     record: &Versioned<Uninstall>,
 ) -> cluster::Result<()> {
     let now = now_unix();
-    let me = agent.config.node_name.clone();
+    let me = local.me.name.clone();
     let (volumes, replicas, engines) = (
         snap.volumes.len() as u64,
         snap.replicas.len() as u64,
@@ -332,7 +332,7 @@ async fn progress(
         // Re-read the data kinds linearizably before the phase change:
         // the snapshot was taken at the start of the round.
         for prefix in DATA_PREFIXES {
-            if !agent.cluster.store().list(prefix).await?.kvs.is_empty() {
+            if !local.cluster.store().list(prefix).await?.kvs.is_empty() {
                 return Ok(());
             }
         }
@@ -351,15 +351,15 @@ async fn progress(
         );
     }
     if next.object != *u {
-        agent.cluster.update(&next).await?;
+        local.cluster.update(&next).await?;
     }
     Ok(())
 }
 
 /// The Cleaning phase, by the driver: deletes every key but the kept ones,
 /// then sets Done.
-async fn clean(agent: &Agent, record: &Versioned<Uninstall>) -> cluster::Result<()> {
-    let store = agent.cluster.store();
+async fn clean(local: &Local, record: &Versioned<Uninstall>) -> cluster::Result<()> {
+    let store = local.cluster.store();
     let record_key = record.object.key();
     let listing = store.list("").await?;
     let doomed: Vec<_> = listing
@@ -386,7 +386,7 @@ async fn clean(agent: &Agent, record: &Versioned<Uninstall>) -> cluster::Result<
             key: record_key.clone(),
             expect: Expect::Revision(record.revision),
         });
-        agent.cluster.txn(ops).await?;
+        local.cluster.txn(ops).await?;
     }
     // Something may have been written meanwhile (an event of a round in
     // flight): only an empty listing ends the cleaning.
@@ -406,7 +406,7 @@ async fn clean(agent: &Agent, record: &Versioned<Uninstall>) -> cluster::Result<
             key: record_key.clone(),
             message: e.to_string(),
         })?;
-    u.driven_by = agent.config.node_name.clone();
+    u.driven_by = local.me.name.clone();
     u.volumes_left = 0;
     u.replicas_left = 0;
     u.engines_left = 0;
@@ -418,32 +418,32 @@ async fn clean(agent: &Agent, record: &Versioned<Uninstall>) -> cluster::Result<
         now,
         format!(
             "UninstallCompleted by {} ({deleted} key(s) of cluster state deleted)",
-            agent.config.node_name
+            local.me.name
         ),
     );
-    agent.cluster.update(&next).await?;
+    local.cluster.update(&next).await?;
     tracing::info!(by = %next.object.by_node, "uninstall completed");
     Ok(())
 }
 
 /// What an agent does while it stands still: stop engines it started and
 /// discard replica directories of this node that have no object.
-async fn idle(agent: &Agent) {
-    for e in agent.engines.all() {
-        if agent.managed_engines.contains(e.name()) {
-            super::volumes::stop_engine(agent, e.name()).await;
+async fn idle(local: &Local) {
+    for e in local.engines.all() {
+        if local.managed_engines.contains(e.name()) {
+            super::volumes::stop_engine(local, e.name()).await;
         }
     }
-    discard_leftovers(agent).await;
+    discard_leftovers(local).await;
 }
 
 /// Discards this node's replica directories with vigil-generated names that
 /// have no replica object (checked by a linearizable read each) and that no
 /// engine here uses. Directories made by `vigil replica create` (other
 /// names) are never touched.
-async fn discard_leftovers(agent: &Agent) {
+async fn discard_leftovers(local: &Local) {
     let mut names = BTreeSet::new();
-    for d in agent.replicas.disks() {
+    for d in local.replicas.disks() {
         let Ok(entries) = std::fs::read_dir(d.replica_dir()) else {
             continue;
         };
@@ -456,11 +456,11 @@ async fn discard_leftovers(agent: &Agent) {
         }
     }
     for (name, dir) in names {
-        match agent.cluster.get::<Replica>(&name).await {
+        match local.cluster.get::<Replica>(&name).await {
             Ok(None) => {}
             _ => continue,
         }
-        let used = agent.engines.all().iter().any(|e| {
+        let used = local.engines.all().iter().any(|e| {
             e.status().replicas.iter().any(|s| {
                 vigil_engine::address::ReplicaAddress::name_of(&s.address) == name.as_str()
             })
@@ -468,7 +468,7 @@ async fn discard_leftovers(agent: &Agent) {
         if used {
             continue;
         }
-        let replicas = Arc::clone(&agent.replicas);
+        let replicas = Arc::clone(&local.replicas);
         let n2 = name.clone();
         let result = tokio::task::spawn_blocking(move || match replicas.delete(&n2) {
             Ok(true) => Ok(()),
@@ -490,9 +490,9 @@ async fn discard_leftovers(agent: &Agent) {
 
 /// Appends a line to the record's history (best effort; a lost race is
 /// retried by `modify`).
-pub async fn note(agent: &Agent, line: String) {
+pub async fn note(local: &Local, line: String) {
     let now = now_unix();
-    let res = agent
+    let res = local
         .cluster
         .modify::<Uninstall, _>(RECORD, |u| {
             if u.is_done() {

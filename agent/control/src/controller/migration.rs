@@ -29,9 +29,9 @@ use vigil_engine::handover::HandoverDevice;
 use vigil_engine::nbd::client::NbdClient;
 
 use super::{Snapshot, volumes};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{self, update_op};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, update_op};
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::migration::{Migration, MigrationPhase};
 use vigil_model::replica::ReplicaMode;
@@ -42,13 +42,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A forwarded request with no answer in this time fails (EIO).
 const FORWARD_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for v in &snap.volumes {
         let name = &v.object.name;
         let result = match &v.object.status.migration {
-            Some(m) if m.target == me => target_step(agent, snap, v, m).await,
-            Some(m) if m.source == me => source_step(agent, snap, v, m).await,
+            Some(m) if m.target == me => target_step(local, snap, v, m).await,
+            Some(m) if m.source == me => source_step(local, snap, v, m).await,
             _ => Ok(()),
         };
         match result {
@@ -56,12 +56,12 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
             Err(e) if e.is_conflict() => {}
             Err(e) => tracing::warn!(volume = %name, error = %e, "migration step failed"),
         }
-        forget_handover(agent, &v.object).await;
+        forget_handover(local, &v.object).await;
     }
     // exports for volumes that no longer exist
-    for name in agent.handovers.names() {
+    for name in local.handovers.names() {
         if !snap.volumes.iter().any(|v| v.object.name == name)
-            && let Some(h) = agent.handovers.remove(&name)
+            && let Some(h) = local.handovers.remove(&name)
         {
             h.close("the volume was deleted").await;
         }
@@ -71,8 +71,8 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
 /// A handover export outlives its migration only in the connections that
 /// hold it: once the volume is attached here it serves the local engine
 /// (forgotten, not closed); anywhere else it is closed.
-async fn forget_handover(agent: &Agent, vol: &Volume) {
-    let me = agent.config.node_name.as_str();
+async fn forget_handover(local: &Local, vol: &Volume) {
+    let me = local.me.name.as_str();
     if vol
         .status
         .migration
@@ -81,7 +81,7 @@ async fn forget_handover(agent: &Agent, vol: &Volume) {
     {
         return;
     }
-    if let Some(h) = agent.handovers.remove(&vol.name)
+    if let Some(h) = local.handovers.remove(&vol.name)
         && vol.status.attached_node.as_deref() != Some(me)
     {
         h.close("the migration to this node ended").await;
@@ -115,7 +115,7 @@ fn migration_of(v: &Versioned<Volume>) -> Option<&Migration> {
 
 /// Writes `change` to the migration of `v` (CAS on the volume).
 async fn update(
-    agent: &Agent,
+    local: &Local,
     v: &Versioned<Volume>,
     change: impl FnOnce(&mut Migration) -> Result<(), vigil_model::migration::PhaseError>,
 ) -> cluster::Result<()> {
@@ -127,12 +127,12 @@ async fn update(
     if next.object == v.object {
         return Ok(());
     }
-    agent.cluster.update(&next).await.map(|_| ())
+    local.cluster.update(&next).await.map(|_| ())
 }
 
 /// Starts a rollback with `why` (from any phase but RollingBack).
 async fn roll_back(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     why: String,
@@ -144,14 +144,14 @@ async fn roll_back(
         return Ok(());
     }
     let from = m.phase;
-    update(agent, v, |m| {
+    update(local, v, |m| {
         m.set_phase(MigrationPhase::RollingBack, snap.now)?;
         m.message = why.clone();
         Ok(())
     })
     .await?;
-    vigil_control::controller::remediation("roll_back_migration");
-    agent
+    crate::controller::remediation("roll_back_migration");
+    local
         .cluster
         .event(
             Severity::Warning,
@@ -195,7 +195,7 @@ fn timed_out(snap: &Snapshot, m: &Migration) -> Option<String> {
 // ---------------------------------------------------------------- source
 
 async fn source_step(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     m: &Migration,
@@ -211,33 +211,33 @@ async fn source_step(
     if let Some(why) = not_attached(vol, m)
         && m.phase != MigrationPhase::Switching
     {
-        return roll_back(agent, snap, v, why).await;
+        return roll_back(local, snap, v, why).await;
     }
     match m.phase {
         MigrationPhase::Starting | MigrationPhase::Ready | MigrationPhase::Confirming => {
             if !target_up {
-                return roll_back(agent, snap, v, target_down()).await;
+                return roll_back(local, snap, v, target_down()).await;
             }
             if let Some(why) = timed_out(snap, m) {
-                return roll_back(agent, snap, v, why).await;
+                return roll_back(local, snap, v, why).await;
             }
             Ok(())
         }
         MigrationPhase::SourceStopping => {
             if !target_up {
-                return roll_back(agent, snap, v, target_down()).await;
+                return roll_back(local, snap, v, target_down()).await;
             }
             if let Some(why) = timed_out(snap, m) {
-                return roll_back(agent, snap, v, why).await;
+                return roll_back(local, snap, v, why).await;
             }
-            fence_source(agent, snap, v).await
+            fence_source(local, snap, v).await
         }
         MigrationPhase::Switching => {
             // The target may run an engine already: roll back only once it
             // has been down long enough to be dead, not merely slow.
             if snap.node_gone(&m.target) {
                 return roll_back(
-                    agent,
+                    local,
                     snap,
                     v,
                     format!(
@@ -259,46 +259,46 @@ async fn source_step(
             // it only a round after the clear.) If it cannot start now,
             // the volumes controller retries and reports why.
             if m.source_stopped
-                && agent.engines.get(&vol.name).is_none()
-                && let Err(why) = super::volumes::start_engine(agent, snap, vol).await
+                && local.engines.get(&vol.name).is_none()
+                && let Err(why) = super::volumes::start_engine(local, snap, vol).await
             {
                 tracing::warn!(volume = %vol.name, %why, "rollback: restart the source's engine");
             }
-            clear_rolled_back(agent, v, m).await
+            clear_rolled_back(local, v, m).await
         }
     }
 }
 
 /// Flushes and fences the source's engine, then lets the target switch.
 async fn fence_source(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
 ) -> cluster::Result<()> {
     let name = &v.object.name;
     if let Err(why) = crate::failpoints::hit("migration.source.fence", name).await {
-        return roll_back(agent, snap, v, format!("fencing the source failed: {why}")).await;
+        return roll_back(local, snap, v, format!("fencing the source failed: {why}")).await;
     }
     let mut flush_error = None;
-    if let Some(engine) = agent.engines.get(name) {
+    if let Some(engine) = local.engines.get(name) {
         if let Err(e) = engine.fence().await {
             flush_error = Some(e.to_string());
         }
         // fenced either way: it must not serve again; a rollback starts a
         // new engine over the replicas
-        agent.engines.remove(name);
-        agent.managed_engines.remove(name);
+        local.engines.remove(name);
+        local.managed_engines.remove(name);
     }
     if let Some(e) = flush_error {
-        update(agent, v, |m| {
+        update(local, v, |m| {
             m.source_stopped = true;
             Ok(())
         })
         .await?;
-        let v = agent.cluster.get::<Volume>(name).await?;
+        let v = local.cluster.get::<Volume>(name).await?;
         if let Some(v) = v {
             return roll_back(
-                agent,
+                local,
                 snap,
                 &v,
                 format!("the source's final flush failed: {e}"),
@@ -307,13 +307,13 @@ async fn fence_source(
         }
         return Ok(());
     }
-    update(agent, v, |m| {
+    update(local, v, |m| {
         m.source_stopped = true;
         m.message.clear();
         m.set_phase(MigrationPhase::Switching, snap.now)
     })
     .await?;
-    agent
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -322,7 +322,7 @@ async fn fence_source(
             EventReason::MigrationSourceFenced,
             format!(
                 "engine of {name} on {} flushed and fenced; the target takes over",
-                agent.config.node_name
+                local.me.name
             ),
         )
         .await;
@@ -332,7 +332,7 @@ async fn fence_source(
 /// Ends a rollback: the migration is cleared and the source serves (its
 /// engine is started again by the volumes controller if it was fenced).
 async fn clear_rolled_back(
-    agent: &Agent,
+    local: &Local,
     v: &Versioned<Volume>,
     m: &Migration,
 ) -> cluster::Result<()> {
@@ -340,7 +340,7 @@ async fn clear_rolled_back(
     next.object.status.migration = None;
     // With its event in one transaction: a caller waiting on the volume
     // (api::migration) finds why it rolled back as soon as it sees it did.
-    agent
+    local
         .cluster
         .txn_with_event(
             vec![update_op(&next)],
@@ -360,37 +360,37 @@ async fn clear_rolled_back(
 // ---------------------------------------------------------------- target
 
 async fn target_step(
-    agent: &Arc<Agent>,
+    local: &Arc<Local>,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     m: &Migration,
 ) -> cluster::Result<()> {
     let name = &v.object.name;
     let source_up = snap.ready.contains(&m.source);
-    let handover = agent.handovers.get(name);
+    let handover = local.handovers.get(name);
     if let Some(why) = not_attached(&v.object, m) {
         if m.phase == MigrationPhase::Switching {
-            volumes::stop_engine(agent, name).await;
+            volumes::stop_engine(local, name).await;
         }
-        return roll_back(agent, snap, v, why).await;
+        return roll_back(local, snap, v, why).await;
     }
     match m.phase {
         MigrationPhase::Starting => {
             if !source_up {
-                return roll_back(agent, snap, v, source_down(m)).await;
+                return roll_back(local, snap, v, source_down(m)).await;
             }
             if handover.is_none()
-                && let Err(why) = open_forward(agent, snap, v).await
+                && let Err(why) = open_forward(local, snap, v).await
             {
-                return roll_back(agent, snap, v, why).await;
+                return roll_back(local, snap, v, why).await;
             }
-            let endpoint = format!("nbd://{}/{name}", agent.nbd_address);
-            update(agent, v, |m| {
+            let endpoint = format!("nbd://{}/{name}", local.me.nbd_address);
+            update(local, v, |m| {
                 m.target_endpoint = endpoint.clone();
                 m.set_phase(MigrationPhase::Ready, snap.now)
             })
             .await?;
-            agent
+            local
                 .cluster
                 .event(
                     Severity::Normal,
@@ -407,7 +407,7 @@ async fn target_step(
         }
         MigrationPhase::Ready => match live_forward(source_up, handover.as_ref(), m) {
             Ok(_) => Ok(()),
-            Err(why) => roll_back(agent, snap, v, why).await,
+            Err(why) => roll_back(local, snap, v, why).await,
         },
         MigrationPhase::Confirming => {
             let paused = match live_forward(source_up, handover.as_ref(), m) {
@@ -416,26 +416,26 @@ async fn target_step(
             };
             match paused {
                 Ok(()) => {
-                    update(agent, v, |m| {
+                    update(local, v, |m| {
                         m.set_phase(MigrationPhase::SourceStopping, snap.now)
                     })
                     .await
                 }
-                Err(why) => roll_back(agent, snap, v, why).await,
+                Err(why) => roll_back(local, snap, v, why).await,
             }
         }
         MigrationPhase::SourceStopping => Ok(()),
-        MigrationPhase::Switching => switch(agent, snap, v, m, handover).await,
+        MigrationPhase::Switching => switch(local, snap, v, m, handover).await,
         MigrationPhase::RollingBack => {
-            if let Some(h) = agent.handovers.remove(name) {
+            if let Some(h) = local.handovers.remove(name) {
                 h.close(&format!("migration rolled back: {}", m.message))
                     .await;
             }
-            if !target_engine_allowed(&v.object, &agent.config.node_name) {
-                volumes::stop_engine(agent, name).await;
+            if !target_engine_allowed(&v.object, &local.me.name) {
+                volumes::stop_engine(local, name).await;
             }
             if !m.target_stopped {
-                update(agent, v, |m| {
+                update(local, v, |m| {
                     m.target_stopped = true;
                     Ok(())
                 })
@@ -443,10 +443,10 @@ async fn target_step(
             }
             if !source_up {
                 // nobody else can finish it
-                if let Some(v) = agent.cluster.get::<Volume>(name).await?
+                if let Some(v) = local.cluster.get::<Volume>(name).await?
                     && let Some(m) = migration_of(&v).cloned()
                 {
-                    clear_rolled_back(agent, &v, &m).await?;
+                    clear_rolled_back(local, &v, &m).await?;
                 }
             }
             Ok(())
@@ -495,7 +495,7 @@ async fn pause(name: &str, h: &HandoverDevice, limit: Duration) -> Result<(), St
 
 /// Connects the forward to the source's engine and checks every replica
 /// answers from here, then publishes the handover export.
-async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> Result<(), String> {
+async fn open_forward(local: &Local, snap: &Snapshot, v: &Versioned<Volume>) -> Result<(), String> {
     let vol = &v.object;
     crate::failpoints::hit("migration.target.forward", &vol.name)
         .await
@@ -512,12 +512,12 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
             .map_err(|e| format!("replica {} has a bad address: {e}", r.object.name))?;
         let was_rw = r.object.status.mode == ReplicaMode::Unreported
             || r.object.status.mode == ReplicaMode::ReadWrite;
-        if let Err(f) = agent.backends.reach(&address).await
+        if let Err(f) = local.backends.reach(&address).await
             && was_rw
         {
             return Err(format!(
                 "replica {} ({text}) does not answer from {}: {}",
-                r.object.name, agent.config.node_name, f.last_error
+                r.object.name, local.me.name, f.last_error
             ));
         }
     }
@@ -549,7 +549,7 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
             vol.spec.size
         ));
     }
-    agent
+    local
         .handovers
         .insert(&vol.name, Arc::new(HandoverDevice::forwarding(client)));
     Ok(())
@@ -558,34 +558,34 @@ async fn open_forward(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> 
 /// The source is fenced: start the engine here, hand the paused export
 /// over to it, and commit the move in one transaction.
 async fn switch(
-    agent: &Arc<Agent>,
+    local: &Arc<Local>,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     m: &Migration,
     handover: Option<Arc<HandoverDevice>>,
 ) -> cluster::Result<()> {
     let name = &v.object.name;
-    let me = agent.config.node_name.clone();
+    let me = local.me.name.clone();
     if let Some(why) = timed_out(snap, m) {
-        return roll_back(agent, snap, v, why).await;
+        return roll_back(local, snap, v, why).await;
     }
-    let engine = match agent.engines.get(name) {
+    let engine = match local.engines.get(name) {
         Some(e) => e,
         None => {
             if let Err(why) = crate::failpoints::hit("migration.target.switch", name).await {
                 return roll_back(
-                    agent,
+                    local,
                     snap,
                     v,
                     format!("starting the target's engine failed: {why}"),
                 )
                 .await;
             }
-            match volumes::start_engine(agent, snap, &v.object).await {
+            match volumes::start_engine(local, snap, &v.object).await {
                 Ok(e) => e,
                 Err(why) => {
                     return roll_back(
-                        agent,
+                        local,
                         snap,
                         v,
                         format!("starting the target's engine failed: {why}"),
@@ -599,10 +599,10 @@ async fn switch(
         h.switch_to(Arc::clone(&engine));
     }
     if let Err(why) = crate::failpoints::hit("migration.target.commit", name).await {
-        volumes::stop_engine(agent, name).await;
-        return roll_back(agent, snap, v, format!("committing the move failed: {why}")).await;
+        volumes::stop_engine(local, name).await;
+        return roll_back(local, snap, v, format!("committing the move failed: {why}")).await;
     }
-    let endpoint = format!("nbd://{}/{name}", agent.nbd_address);
+    let endpoint = format!("nbd://{}/{name}", local.me.nbd_address);
     let mut next = v.clone();
     next.object.status.migration = None;
     next.object.spec.node = Some(me.clone());
@@ -616,13 +616,15 @@ async fn switch(
         ne.object.spec.node = me.clone();
         ne.object.status.state = InstanceState::Running;
         ne.object.status.endpoint = endpoint.clone();
-        ne.object.status.unix_endpoint =
-            format!("nbd+unix:///{name}?socket={}", agent.nbd_socket.display());
+        ne.object.status.unix_endpoint = format!(
+            "nbd+unix:///{name}?socket={}",
+            local.me.nbd_socket.display()
+        );
         ops.push(update_op(&ne));
     }
     // The move and its event in one transaction (a waiting caller reads
     // the event as soon as it sees the move).
-    agent
+    local
         .cluster
         .txn_with_event(
             ops,
@@ -637,6 +639,6 @@ async fn switch(
             ),
         )
         .await?;
-    agent.handovers.remove(name);
+    local.handovers.remove(name);
     Ok(())
 }

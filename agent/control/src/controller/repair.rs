@@ -28,9 +28,9 @@ use tracing::Instrument;
 use vigil_engine::engine::{FaultReason, Mode};
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::local::replicas::problem_kind;
+use crate::cluster::events::Severity;
+use crate::local::Local;
+use crate::local::replicas::problem_kind;
 use vigil_model::EventReason;
 use vigil_model::replica::IntegrityProblem;
 use vigil_model::replica::ReplicaMode;
@@ -44,7 +44,7 @@ use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 /// backend available") would be worse than the risk — the health check
 /// says so loudly instead.
 pub async fn fail_damaged(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     vol: &Volume,
     engine: &vigil_engine::engine::Engine,
@@ -77,9 +77,9 @@ pub async fn fail_damaged(
             FaultReason::ChecksumMismatch,
             &message,
         ) {
-            vigil_control::controller::remediation("fail_replica");
+            crate::controller::remediation("fail_replica");
             tracing::warn!(volume = %vol.name, replica = %r.object.name, %message, "damaged replica taken out of service");
-            agent
+            local
                 .cluster
                 .event(
                     Severity::Warning,
@@ -123,8 +123,8 @@ fn holds_data(r: &Replica, vol: &Volume) -> bool {
 }
 
 /// Step 2: resets this node's damaged replicas the engine no longer uses.
-pub async fn reset_damaged(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reset_damaged(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
         let Some(problem) = r.object.status.integrity.clone() else {
             continue;
@@ -149,23 +149,23 @@ pub async fn reset_damaged(agent: &Arc<Agent>, snap: &Snapshot) {
         if !out_of_service
             || !others_hold
             || !old_enough
-            || !still_damaged(agent, r, &problem).await
+            || !still_damaged(local, r, &problem).await
         {
             continue;
         }
         let span =
             tracing::info_span!("reset_replica", volume = %vol.name, replica = %r.object.name);
-        reset(agent, r, &problem).instrument(span).await;
+        reset(local, r, &problem).instrument(span).await;
     }
 }
 
 /// Looks again at a problem the file check found (one found by checksum
 /// comparison or at open cannot be seen this way and stands).
-async fn still_damaged(agent: &Agent, r: &Versioned<Replica>, problem: &IntegrityProblem) -> bool {
-    if vigil_control::checksums::found_by_checksums(problem) {
+async fn still_damaged(local: &Local, r: &Versioned<Replica>, problem: &IntegrityProblem) -> bool {
+    if crate::checksums::found_by_checksums(problem) {
         return true;
     }
-    let Some(held) = agent.replicas.held(&r.object.name) else {
+    let Some(held) = local.replicas.held(&r.object.name) else {
         return true;
     };
     let replica = Arc::clone(&held.replica);
@@ -177,9 +177,9 @@ async fn still_damaged(agent: &Agent, r: &Versioned<Replica>, problem: &Integrit
     }
 }
 
-async fn reset(agent: &Arc<Agent>, r: &Versioned<Replica>, problem: &IntegrityProblem) {
+async fn reset(local: &Arc<Local>, r: &Versioned<Replica>, problem: &IntegrityProblem) {
     let name = r.object.name.clone();
-    let replicas = Arc::clone(&agent.replicas);
+    let replicas = Arc::clone(&local.replicas);
     let (n, size, disk) = (name.clone(), r.object.spec.size, r.object.spec.disk.clone());
     match tokio::task::spawn_blocking(move || replicas.reset(&n, size, &disk)).await {
         Ok(Ok(_)) => {}
@@ -201,13 +201,13 @@ async fn reset(agent: &Arc<Agent>, r: &Versioned<Replica>, problem: &IntegrityPr
     st.integrity = None;
     st.reset_unix = now;
     st.layer_checksums = None;
-    if let Err(e) = agent.cluster.update(&next).await {
+    if let Err(e) = local.cluster.update(&next).await {
         tracing::warn!(replica = %name, error = %e, "cannot record the reset");
         return;
     }
-    vigil_control::controller::remediation("reset_replica");
+    crate::controller::remediation("reset_replica");
     tracing::warn!(replica = %name, file = %problem.file, kind = problem.kind.as_str(), "damaged replica reset; it will be rebuilt in full");
-    agent
+    local
         .cluster
         .event(
             Severity::Warning,
@@ -228,8 +228,8 @@ async fn reset(agent: &Arc<Agent>, r: &Versioned<Replica>, problem: &IntegrityPr
 
 /// Step 3: verifies the chain of this node's replicas that were reset and
 /// are RW again (rebuilt), and records the result.
-pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn verify_rebuilt(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
         let st = &r.object.status;
         let rebuilt = st
@@ -245,7 +245,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
         {
             continue;
         }
-        let Some(held) = agent.replicas.held(&r.object.name) else {
+        let Some(held) = local.replicas.held(&r.object.name) else {
             continue;
         };
         let replica = Arc::clone(&held.replica);
@@ -270,7 +270,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
             found_unix: now,
         });
         next.object.status.integrity = problem.clone();
-        if let Err(e) = agent.cluster.update(&next).await {
+        if let Err(e) = local.cluster.update(&next).await {
             if !e.is_conflict() {
                 tracing::warn!(replica = %r.object.name, error = %e, "cannot record the verification");
             }
@@ -280,7 +280,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
         match problem {
             None => {
                 tracing::info!(replica = %name, layers = report.layers_checked, "rebuilt chain verified");
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Normal,
@@ -296,7 +296,7 @@ pub async fn verify_rebuilt(agent: &Arc<Agent>, snap: &Snapshot) {
             }
             Some(p) => {
                 tracing::warn!(replica = %name, file = %p.file, "rebuilt chain fails verification");
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Warning,

@@ -12,34 +12,34 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{FaultReason, Mode, ReplicaSpec};
 
 use super::{Snapshot, engine_report, owner_of, replenish};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{self, delete_op, update_op};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, delete_op, update_op};
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::volume::Robustness;
 use vigil_model::{Engine, InstanceState, Versioned, Volume, VolumeState};
 use vigil_store::{Expect, Op};
 
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for v in &snap.volumes {
         let vol = &v.object;
         // An engine here for a volume not attached here must stop first:
         // two engines must never serve one volume.
         if vol.status.attached_node.as_deref() != Some(me)
-            && agent.engines.get(&vol.name).is_some()
+            && local.engines.get(&vol.name).is_some()
             && !super::migration::target_engine_allowed(vol, me)
         {
-            stop_engine(agent, &vol.name).await;
+            stop_engine(local, &vol.name).await;
         }
         if owner_of(vol, &snap.ready).as_deref() != Some(me) {
             continue;
         }
         let result = match vol.status.state {
-            VolumeState::Creating => finish_creating(agent, snap, v).await,
-            VolumeState::Deleting => finish_deleting(agent, snap, v).await,
-            VolumeState::Attaching | VolumeState::Attached => serve(agent, snap, v).await,
-            VolumeState::Detaching => finish_detaching(agent, snap, v).await,
+            VolumeState::Creating => finish_creating(local, snap, v).await,
+            VolumeState::Deleting => finish_deleting(local, snap, v).await,
+            VolumeState::Attaching | VolumeState::Attached => serve(local, snap, v).await,
+            VolumeState::Detaching => finish_detaching(local, snap, v).await,
             VolumeState::Detached => Ok(()),
         };
         match result {
@@ -49,17 +49,17 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         }
     }
     // Engines left from volumes that no longer exist.
-    for e in agent.engines.all() {
-        if agent.managed_engines.contains(e.name())
+    for e in local.engines.all() {
+        if local.managed_engines.contains(e.name())
             && !snap.volumes.iter().any(|v| v.object.name == e.name())
         {
-            stop_engine(agent, e.name()).await;
+            stop_engine(local, e.name()).await;
         }
     }
 }
 
 async fn finish_creating(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
 ) -> cluster::Result<()> {
@@ -73,8 +73,8 @@ async fn finish_creating(
     }
     let mut next = v.clone();
     next.object.set_state(VolumeState::Detached)?;
-    agent.cluster.update(&next).await?;
-    agent
+    local.cluster.update(&next).await?;
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -92,7 +92,7 @@ async fn finish_creating(
 }
 
 async fn finish_deleting(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
 ) -> cluster::Result<()> {
@@ -109,8 +109,8 @@ async fn finish_deleting(
         vigil_model::key_of::<vigil_model::insync::InSync>(&v.object.name),
         Expect::Any,
     ));
-    agent.cluster.txn(ops).await?;
-    agent
+    local.cluster.txn(ops).await?;
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -124,7 +124,7 @@ async fn finish_deleting(
 }
 
 async fn finish_detaching(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
 ) -> cluster::Result<()> {
@@ -134,7 +134,7 @@ async fn finish_detaching(
     if v.object.status.migration.is_some() {
         return Ok(());
     }
-    stop_engine(agent, name).await;
+    stop_engine(local, name).await;
     let mut next = v.clone();
     next.object.set_state(VolumeState::Detached)?;
     next.object.status.attached_node = None;
@@ -145,15 +145,15 @@ async fn finish_detaching(
     if let Some(e) = snap.engines.get(name) {
         ops.push(delete_op(e));
     }
-    agent.cluster.txn(ops).await?;
-    agent
+    local.cluster.txn(ops).await?;
+    local
         .cluster
         .event(
             Severity::Normal,
             "volume",
             name,
             EventReason::Detached,
-            format!("volume {name} detached from {}", agent.config.node_name),
+            format!("volume {name} detached from {}", local.me.name),
         )
         .await;
     Ok(())
@@ -162,14 +162,14 @@ async fn finish_detaching(
 /// Flushes, fences and stops this node's engine for `name`, if any. The
 /// fence matters: NBD connections still open to it get errors from now
 /// on instead of writing to replicas another engine may own next.
-pub async fn stop_engine(agent: &Agent, name: &str) {
-    if let Some(e) = agent.engines.remove(name) {
+pub async fn stop_engine(local: &Local, name: &str) {
+    if let Some(e) = local.engines.remove(name) {
         if let Some(f) = e.fenced_by_newer() {
             // A replica refused it for a newer engine's epoch: say which
             // engine lost the volume, to which, and what its clients saw
             // (an event, and ENGINE_FENCED for a while).
-            record_fenced(agent, name, e.epoch(), &f.message).await;
-            agent
+            record_fenced(local, name, e.epoch(), &f.message).await;
+            local
                 .cluster
                 .event(
                     Severity::Warning,
@@ -178,7 +178,7 @@ pub async fn stop_engine(agent: &Agent, name: &str) {
                     EventReason::EngineFenced,
                     format!(
                         "the engine of {name} on {} (epoch {}) was fenced: replica {} refused it ({}); a newer engine owns the volume, and the fenced engine's clients got I/O errors from then on",
-                        agent.config.node_name,
+                        local.me.name,
                         e.epoch(),
                         f.replica,
                         f.message
@@ -189,21 +189,21 @@ pub async fn stop_engine(agent: &Agent, name: &str) {
         if let Err(err) = e.fence().await {
             tracing::warn!(volume = %name, error = %err, "flush before stopping the engine failed");
         }
-        agent.managed_engines.remove(name);
+        local.managed_engines.remove(name);
         tracing::info!(volume = %name, "engine stopped");
     }
 }
 
 /// Records in the volume that this node's engine of `epoch` was fenced by
 /// a newer one (ENGINE_FENCED reads it). Best effort: the event says it too.
-pub(super) async fn record_fenced(agent: &Agent, name: &str, epoch: u64, message: &str) {
+pub(super) async fn record_fenced(local: &Local, name: &str, epoch: u64, message: &str) {
     let fenced = vigil_model::volume::FencedEngine {
-        node: agent.config.node_name.clone(),
+        node: local.me.name.clone(),
         epoch,
         message: message.to_string(),
         at_unix: vigil_model::now_unix() as u64,
     };
-    let recorded = agent
+    let recorded = local
         .cluster
         .modify::<Volume, _>(name, |v| {
             v.status.fenced = Some(fenced.clone());
@@ -217,20 +217,20 @@ pub(super) async fn record_fenced(agent: &Agent, name: &str, epoch: u64, message
 
 /// Keeps the engine of an attaching or attached volume running here and
 /// its status current.
-async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
+async fn serve(local: &Local, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
     let vol = &v.object;
-    let me = &agent.config.node_name;
+    let me = &local.me.name;
     if vol.spec.node.as_deref() != Some(me.as_str()) {
         // attached here but the user now wants it elsewhere or detached:
         // the API moves it to detaching; nothing to serve meanwhile.
         return Ok(());
     }
-    let engine = match agent.engines.get(&vol.name) {
+    let engine = match local.engines.get(&vol.name) {
         Some(e) => e,
         // fenced (or being fenced) for a migration's target: serving again
         // waits for the migration to finish or roll back
         None if super::migration::holds_source_engine(vol) => return Ok(()),
-        None => match start_engine(agent, snap, vol).await {
+        None => match start_engine(local, snap, vol).await {
             Ok(e) => e,
             Err(message) => {
                 // Not served: faulted, whatever the last engine reported.
@@ -238,8 +238,8 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
                     let mut next = v.clone();
                     next.object.status.message = message.clone();
                     next.object.status.robustness = Robustness::Faulted;
-                    agent.cluster.update(&next).await?;
-                    agent
+                    local.cluster.update(&next).await?;
+                    local
                         .cluster
                         .event(
                             Severity::Warning,
@@ -260,7 +260,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         // of the same name): this one can serve nothing more. Stop it; the
         // next round starts a new engine, with a newer epoch, if the volume
         // is still attached here then.
-        stop_engine(agent, &vol.name).await;
+        stop_engine(local, &vol.name).await;
         return Ok(());
     }
     engine.set_min_rw(
@@ -270,7 +270,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         snap.settings.engine_on_lease_loss(),
     );
     let migrating = vol.status.migration.is_some();
-    if !migrating && super::salvage::restart_if_all_failed(agent, snap, vol, &engine).await {
+    if !migrating && super::salvage::restart_if_all_failed(local, snap, vol, &engine).await {
         return Ok(());
     }
     let status = engine.status();
@@ -286,7 +286,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     } else {
         Robustness::Degraded
     };
-    let endpoint = format!("nbd://{}/{}", agent.nbd_address, vol.name);
+    let endpoint = format!("nbd://{}/{}", local.me.nbd_address, vol.name);
     let message = status.unavailable_reason.clone().unwrap_or_default();
     let mut next = v.clone();
     next.object.set_state(VolumeState::Attached)?;
@@ -313,7 +313,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     let unix = format!(
         "nbd+unix:///{}?socket={}",
         vol.name,
-        agent.nbd_socket.display()
+        local.me.nbd_socket.display()
     );
     let want = |e: &mut Engine| {
         e.spec.node = me.clone();
@@ -350,13 +350,13 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
     // Membership stays as it is while a migration runs: the target checked
     // these replicas and will start its engine over them.
     if !migrating {
-        super::repair::fail_damaged(agent, snap, vol, &engine).await;
-        replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
+        super::repair::fail_damaged(local, snap, vol, &engine).await;
+        replenish::rejoin(local, snap, vol, &engine, &status, now).await;
     }
     if ops.is_empty() {
         return Ok(());
     }
-    agent.cluster.txn(ops).await?;
+    local.cluster.txn(ops).await?;
     for c in changes {
         if let Some((warning, reason, message)) = c.event {
             let sev = if warning {
@@ -364,14 +364,14 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             } else {
                 Severity::Normal
             };
-            agent
+            local
                 .cluster
                 .event(sev, "replica", &c.replica.object.name, reason, message)
                 .await;
         }
     }
     if vol.status.state == VolumeState::Attaching {
-        agent
+        local
             .cluster
             .event(
                 Severity::Normal,
@@ -387,7 +387,7 @@ async fn serve(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         } else {
             Severity::Warning
         };
-        agent
+        local
             .cluster
             .event(
                 sev,
@@ -416,21 +416,21 @@ fn ne_key(volume: &str) -> String {
 /// never write the replicas at once). This node's own maintenance engine
 /// is stopped first.
 pub(super) async fn start_engine(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     vol: &Volume,
 ) -> Result<Arc<vigil_engine::engine::Engine>, String> {
-    super::maintenance::before_attach(agent, snap, vol).await?;
-    let engine = open_engine(agent, snap, vol).await?;
-    if !agent.engines.insert(Arc::clone(&engine)) {
+    super::maintenance::before_attach(local, snap, vol).await?;
+    let engine = open_engine(local, snap, vol).await?;
+    if !local.engines.insert(Arc::clone(&engine)) {
         engine.shutdown();
         return Err(format!(
             "an engine named {} already runs on this node (created with `vigil engine create`)",
             vol.name
         ));
     }
-    agent.managed_engines.insert(&vol.name);
-    super::salvage::report_start(agent, snap, vol, &engine).await;
+    local.managed_engines.insert(&vol.name);
+    super::salvage::report_start(local, snap, vol, &engine).await;
     tracing::info!(volume = %vol.name, "engine started");
     Ok(engine)
 }
@@ -449,7 +449,7 @@ pub(super) async fn start_engine(
 /// from what is there. (A node whose lease has not lapsed yet counts as
 /// not down: readiness says nothing about reachability for 10 s.)
 pub(super) async fn open_engine(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     vol: &Volume,
 ) -> Result<Arc<vigil_engine::engine::Engine>, String> {
@@ -466,14 +466,14 @@ pub(super) async fn open_engine(
     // The epoch first: every replica this engine opens is claimed for it,
     // and from then on refuses any older engine of the volume (one that
     // was frozen or cut off and still thinks it serves).
-    let epoch = agent
+    let epoch = local
         .cluster
         .next_epoch(&vol.name)
         .await
         .map_err(|e| format!("take the volume's next engine epoch: {e}"))?;
     // The in-sync set, when one was recorded, is the only source: its
     // members hold every acknowledged write, the others may not.
-    let in_sync = agent
+    let in_sync = local
         .cluster
         .in_sync(&vol.name)
         .await
@@ -504,7 +504,7 @@ pub(super) async fn open_engine(
             // But asked first which generation it joined: one newer than
             // the set's means the store is older than that replica.
             if !addr_text.is_empty() {
-                if let Some(g) = super::in_sync::probe_generation(agent, addr_text, epoch).await
+                if let Some(g) = super::in_sync::probe_generation(local, addr_text, epoch).await
                     && g > set.generation
                 {
                     newer.push((r.object.name.clone(), r.object.spec.node.clone(), g));
@@ -537,7 +537,7 @@ pub(super) async fn open_engine(
                 continue;
             }
         };
-        let backend = agent.backends.open(&address, epoch).await;
+        let backend = local.backends.open(&address, epoch).await;
         if in_sync.is_some() {
             match &backend {
                 Ok(_) => member_answered = true,
@@ -616,7 +616,7 @@ pub(super) async fn open_engine(
         vol.spec.size,
         epoch,
         specs,
-        agent.config.engine.clone(),
+        local.engine.clone(),
     )
     .await
     .map_err(|e| format!("start engine: {e}"))?;
@@ -642,10 +642,10 @@ pub(super) async fn open_engine(
     // The members that did not come up RW are out from now on: recorded
     // before the engine serves, and every later change before the engine
     // acknowledges anything more.
-    if let Err(e) = super::in_sync::record_now(&agent.cluster, &vol.name, &engine).await {
+    if let Err(e) = super::in_sync::record_now(&local.cluster, &vol.name, &engine).await {
         engine.shutdown();
         return Err(e);
     }
-    super::in_sync::keep_recorded(agent.cluster.clone(), vol.name.clone(), &engine);
+    super::in_sync::keep_recorded(local.cluster.clone(), vol.name.clone(), &engine);
     Ok(engine)
 }

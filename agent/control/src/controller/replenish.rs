@@ -15,8 +15,8 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, EngineError, EngineStatus, FaultReason, Mode};
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
+use crate::cluster::events::Severity;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::replica::ReplicaStatus;
@@ -43,7 +43,7 @@ fn retry_after(reason: FaultReason, at_unix: u64, st: &ReplicaStatus) -> u64 {
 
 /// Starts at most one rebuild for `vol` if a replica is due.
 pub async fn rejoin(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     vol: &Volume,
     engine: &Arc<Engine>,
@@ -80,13 +80,13 @@ pub async fn rejoin(
             continue;
         }
         let limit = snap.settings.rebuild_limit_per_node() as usize;
-        let running = rebuilds_into(agent, snap, &r.object.spec.node);
+        let running = rebuilds_into(local, snap, &r.object.spec.node);
         if running >= limit {
             tracing::debug!(replica = %r.object.name, node = %r.object.spec.node, running, limit, "rebuild deferred: per-node limit reached");
             continue;
         }
         let span = tracing::info_span!("rejoin_replica", volume = %vol.name, replica = %r.object.name, node = %r.object.spec.node);
-        add(agent, engine, &vol.name, &r.object.name, &st.address)
+        add(local, engine, &vol.name, &r.object.name, &st.address)
             .instrument(span)
             .await;
         return;
@@ -96,7 +96,7 @@ pub async fn rejoin(
 /// Rebuilds running into replicas on `node`: those other agents' engines
 /// reported (WO, rebuild not finished) and those this agent's engines run
 /// now (reported or not yet), counted once each.
-fn rebuilds_into(agent: &Agent, snap: &Snapshot, node: &str) -> usize {
+fn rebuilds_into(local: &Local, snap: &Snapshot, node: &str) -> usize {
     let mut names: std::collections::BTreeSet<&str> = snap
         .replicas
         .iter()
@@ -111,7 +111,7 @@ fn rebuilds_into(agent: &Agent, snap: &Snapshot, node: &str) -> usize {
         })
         .map(|r| r.object.name.as_str())
         .collect();
-    for e in agent.engines.all() {
+    for e in local.engines.all() {
         for s in e
             .status()
             .replicas
@@ -130,7 +130,7 @@ fn rebuilds_into(agent: &Agent, snap: &Snapshot, node: &str) -> usize {
     names.len()
 }
 
-async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, addr: &str) {
+async fn add(local: &Local, engine: &Arc<Engine>, volume: &str, replica: &str, addr: &str) {
     let address: ReplicaAddress = match addr.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -138,7 +138,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
             return;
         }
     };
-    let backend = match agent.backends.open(&address, engine.epoch()).await {
+    let backend = match local.backends.open(&address, engine.epoch()).await {
         Ok(b) => b,
         Err(fault) => {
             tracing::debug!(reason = %fault.reason, error = %fault.last_error, "replica not reachable yet");
@@ -147,9 +147,9 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
     };
     match engine.add_replica(addr.to_string(), backend).await {
         Ok(()) => {
-            vigil_control::controller::remediation("rebuild_replica");
+            crate::controller::remediation("rebuild_replica");
             tracing::info!("replica rejoined; rebuilding");
-            agent
+            local
                 .cluster
                 .event(
                     Severity::Normal,
@@ -165,7 +165,7 @@ async fn add(agent: &Agent, engine: &Arc<Engine>, volume: &str, replica: &str, a
             // generation (this runs on every reconcile).
             tracing::warn!(error = %e, "not rebuilding over a replica of a newer in-sync generation");
             if first_refusal(replica, engine.generation()) {
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Warning,

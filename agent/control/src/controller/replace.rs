@@ -44,10 +44,10 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, EngineStatus, Mode};
 
 use super::{Snapshot, owner_of};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{self, delete_op, placement, update_op};
-use vigil_control::scheduler::{self, Candidate};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, delete_op, placement, update_op};
+use crate::local::Local;
+use crate::scheduler::{self, Candidate};
 use vigil_model::EventReason;
 use vigil_model::volume::DataLocality;
 use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};
@@ -69,8 +69,8 @@ pub enum Standing {
     Moving(String),
 }
 
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for v in &snap.volumes {
         let vol = &v.object;
         // no replica comes or goes while a migration's target relies on them
@@ -79,14 +79,14 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         }
         let engine = match vol.status.state {
             // a detached volume's maintenance engine, if it runs here
-            VolumeState::Detached => super::maintenance::engine(agent, &vol.name),
-            VolumeState::Attached => match agent.engines.get(&vol.name) {
+            VolumeState::Detached => super::maintenance::engine(local, &vol.name),
+            VolumeState::Attached => match local.engines.get(&vol.name) {
                 Some(e) => Some(e),
                 None => continue,
             },
             _ => continue,
         };
-        if let Err(e) = volume(agent, snap, v, engine.as_ref()).await
+        if let Err(e) = volume(local, snap, v, engine.as_ref()).await
             && !e.is_conflict()
         {
             tracing::warn!(volume = %vol.name, error = %e, "replica replacement failed");
@@ -171,7 +171,7 @@ pub fn standing(snap: &Snapshot, r: &Replica, status: Option<&EngineStatus>) -> 
 }
 
 async fn volume(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     engine: Option<&Arc<Engine>>,
@@ -182,7 +182,7 @@ async fn volume(
         .replicas_of(&vol.name)
         .map(|r| (r, standing(snap, &r.object, status.as_ref())))
         .collect();
-    mark_failed(agent, snap, &replicas).await;
+    mark_failed(local, snap, &replicas).await;
     let desired = vol.spec.replicas as usize;
     // A lost replica of a detached volume goes at once; while attached it
     // stays listed (failed, with why) until its replacement is RW, like a
@@ -191,7 +191,7 @@ async fn volume(
     if !attached {
         for (r, s) in &replicas {
             if let Standing::Lost(why) = s {
-                retire(agent, vol, engine, r, why).await?;
+                retire(local, vol, engine, r, why).await?;
             }
         }
     }
@@ -231,7 +231,7 @@ async fn volume(
                 })
             })
             .unwrap_or_else(|| format!("{healthy} of {desired} replicas placed"));
-        return add(agent, snap, v, desired - healthy - waiting, None, &why).await;
+        return add(local, snap, v, desired - healthy - waiting, None, &why).await;
     }
     let (Some(engine), Some(status)) = (engine, status.as_ref()) else {
         return Ok(());
@@ -249,14 +249,14 @@ async fn volume(
         if let Standing::Failed { why, .. } | Standing::Lost(why) | Standing::Moving(why) = s
             && rw(&r.object.name) >= desired
         {
-            let retired = retire(agent, vol, Some(engine), r, why).await?;
+            let retired = retire(local, vol, Some(engine), r, why).await?;
             if retired && let Standing::Moving(_) = s {
-                super::eviction::replica_moved(agent, vol, r, &replicas).await;
+                super::eviction::replica_moved(local, vol, r, &replicas).await;
             }
             return Ok(());
         }
     }
-    locality(agent, snap, v, engine, status, &replicas, attached).await
+    locality(local, snap, v, engine, status, &replicas, attached).await
 }
 
 /// While attached here with every replica RW: under best-effort data
@@ -266,7 +266,7 @@ async fn volume(
 /// one on the node holding the most replicas of the volume, then by name,
 /// so every round picks the same.
 async fn locality(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     engine: &Arc<Engine>,
@@ -281,13 +281,13 @@ async fn locality(
     {
         return Ok(());
     }
-    let me = agent.config.node_name.as_str();
+    let me = local.me.name.as_str();
     let desired = vol.spec.replicas as usize;
     // a maintenance engine (detached volume) only drops an extra replica
     let best_effort = attached && vol.spec.data_locality == DataLocality::BestEffort;
     if best_effort && replicas.iter().all(|(r, _)| r.object.spec.node != me) {
         return add(
-            agent,
+            local,
             snap,
             v,
             1,
@@ -318,7 +318,7 @@ async fn locality(
     } else {
         format!("{} replicas RW, {desired} wanted", status.replicas.len())
     };
-    retire(agent, vol, Some(engine), r, &why).await.map(|_| ())
+    retire(local, vol, Some(engine), r, &why).await.map(|_| ())
 }
 
 fn in_engine(status: &EngineStatus, r: &Versioned<Replica>, mode: Mode) -> bool {
@@ -340,7 +340,7 @@ fn slot_of<'a>(
 
 /// Marks replicas on nodes down past `node-down-timeout` failed in their
 /// objects (their own agent cannot): never left "running" or "stopped".
-async fn mark_failed(agent: &Agent, snap: &Snapshot, replicas: &[(&Versioned<Replica>, Standing)]) {
+async fn mark_failed(local: &Local, snap: &Snapshot, replicas: &[(&Versioned<Replica>, Standing)]) {
     for (r, s) in replicas {
         let Standing::Failed { why, .. } = s else {
             continue;
@@ -353,9 +353,9 @@ async fn mark_failed(agent: &Agent, snap: &Snapshot, replicas: &[(&Versioned<Rep
         next.object.status.state = InstanceState::Error;
         next.object.status.address.clear();
         next.object.status.message = why.clone();
-        match agent.cluster.update(&next).await {
+        match local.cluster.update(&next).await {
             Ok(_) => {
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Warning,
@@ -432,22 +432,22 @@ pub fn schedule(
     )
 }
 
-/// Places `count` new replicas of `v` (on `local` only, when given) in one
+/// Places `count` new replicas of `v` (on `only_on` only, when given) in one
 /// transaction with the disks they use.
 async fn add(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     count: usize,
-    local: Option<&str>,
+    only_on: Option<&str>,
     why: &str,
 ) -> cluster::Result<()> {
     let vol = &v.object;
-    let status = agent.engines.get(&vol.name).map(|e| e.status());
-    let out = schedule(snap, vol, count, local, status.as_ref());
+    let status = local.engines.get(&vol.name).map(|e| e.status());
+    let out = schedule(snap, vol, count, only_on, status.as_ref());
     let disks: Vec<_> = snap.disks.values().cloned().collect();
     let all: Vec<Replica> = snap.replicas.iter().map(|r| r.object.clone()).collect();
-    let placed: Vec<_> = match local {
+    let placed: Vec<_> = match only_on {
         Some(node) => out
             .placed
             .into_iter()
@@ -464,12 +464,12 @@ async fn add(
         // A create that placed fewer than asked already said so (and why,
         // per node); repeating it every round would add nothing.
         let said = vol.status.message.starts_with("created degraded");
-        if local.is_none() && !said && vol.status.message != message {
+        if only_on.is_none() && !said && vol.status.message != message {
             let mut next = v.clone();
             next.object.status.message = message.clone();
             next.object.status.scheduling = out.reasons.clone();
-            agent.cluster.update(&next).await?;
-            agent
+            local.cluster.update(&next).await?;
+            local
                 .cluster
                 .event(
                     Severity::Warning,
@@ -494,11 +494,11 @@ async fn add(
         // the volume must not have changed since the round's read
         ops.push(update_op(v));
     }
-    agent.cluster.txn(ops).await?;
-    vigil_control::controller::remediation("replace_replica");
+    local.cluster.txn(ops).await?;
+    crate::controller::remediation("replace_replica");
     for r in new {
         tracing::info!(volume = %vol.name, replica = %r.name, node = %r.spec.node, %why, "new replica scheduled");
-        agent
+        local
             .cluster
             .event(
                 Severity::Normal,
@@ -521,7 +521,7 @@ async fn add(
 /// reconcile deletes what has no object — see [`super::orphans`]), or when
 /// the node returns.
 async fn retire(
-    agent: &Agent,
+    local: &Local,
     vol: &Volume,
     engine: Option<&Arc<Engine>>,
     r: &Versioned<Replica>,
@@ -545,13 +545,13 @@ async fn retire(
         // of its mode often has). A compare-and-swap on the stale version
         // would fail, and the next round would add the replica back and
         // rebuild it, only to retire it again, forever.
-        delete_current(agent, r).await?;
+        delete_current(local, r).await?;
     } else {
-        agent.cluster.txn(vec![delete_op(r)]).await?;
+        local.cluster.txn(vec![delete_op(r)]).await?;
     }
-    vigil_control::controller::remediation("retire_replica");
+    crate::controller::remediation("retire_replica");
     tracing::info!(volume = %vol.name, replica = %r.object.name, %why, "replica retired");
-    agent
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -569,13 +569,13 @@ async fn retire(
 
 /// Deletes the replica object as it is stored now (not as this round read
 /// it), retrying when another writer got there in between.
-async fn delete_current(agent: &Agent, r: &Versioned<Replica>) -> cluster::Result<()> {
+async fn delete_current(local: &Local, r: &Versioned<Replica>) -> cluster::Result<()> {
     let mut attempt = 0;
     loop {
-        let Some(current) = agent.cluster.get::<Replica>(&r.object.name).await? else {
+        let Some(current) = local.cluster.get::<Replica>(&r.object.name).await? else {
             return Ok(());
         };
-        match agent.cluster.txn(vec![delete_op(&current)]).await {
+        match local.cluster.txn(vec![delete_op(&current)]).await {
             Err(e) if e.is_conflict() && attempt < 5 => attempt += 1,
             other => return other.map(|_| ()),
         }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use vigil_engine::replica::{ChainProblem, VerifyReport};
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
+use crate::cluster::events::Severity;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::replica::{IntegrityKind, IntegrityProblem};
 use vigil_model::{Replica, Versioned};
@@ -30,27 +30,27 @@ const SIZE_STEP: u64 = 1 << 20;
 
 /// Everything about replica files, once per round: the checks above,
 /// then the repair steps and the checksum comparison.
-pub async fn run(agent: &Arc<Agent>, snap: &Snapshot, round: u64) {
-    report_damaged_at_open(agent, snap).await;
+pub async fn run(local: &Arc<Local>, snap: &Snapshot, round: u64) {
+    report_damaged_at_open(local, snap).await;
     check(
-        agent,
+        local,
         snap,
         round == 1 || round.is_multiple_of(EVERY_ROUNDS),
     )
     .await;
-    super::repair::reset_damaged(agent, snap).await;
-    super::repair::verify_rebuilt(agent, snap).await;
-    super::checksums::run(agent, snap).await;
+    super::repair::reset_damaged(local, snap).await;
+    super::repair::verify_rebuilt(local, snap).await;
+    super::checksums::run(local, snap).await;
 }
 
 /// Records at once the problem of each replica that failed to open or
 /// opened damaged (it is not served; see `daemon::replicas`).
-async fn report_damaged_at_open(agent: &Arc<Agent>, snap: &Snapshot) {
-    for (name, d) in agent.replicas.all_damaged() {
+async fn report_damaged_at_open(local: &Arc<Local>, snap: &Snapshot) {
+    for (name, d) in local.replicas.all_damaged() {
         let Some(r) = snap.replicas.iter().find(|r| r.object.name == name) else {
             continue;
         };
-        if r.object.spec.node != agent.config.node_name {
+        if r.object.spec.node != local.me.name {
             continue;
         }
         let problem = IntegrityProblem {
@@ -60,7 +60,7 @@ async fn report_damaged_at_open(agent: &Arc<Agent>, snap: &Snapshot) {
             found_unix: vigil_model::now_unix() as u64,
         };
         let size = r.object.status.actual_size_bytes;
-        if let Err(e) = record(agent, r, Some(problem), size).await
+        if let Err(e) = record(local, r, Some(problem), size).await
             && !e.is_conflict()
         {
             tracing::warn!(replica = %name, error = %e, "cannot record the damage found at open");
@@ -71,8 +71,8 @@ async fn report_damaged_at_open(agent: &Arc<Agent>, snap: &Snapshot) {
 /// Checks this node's replicas: all of them when `all`, otherwise only
 /// those the engine just failed for damage it found itself (a snapshot
 /// operation refused on a missing layer), so the problem is named at once.
-async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
-    let me = agent.config.node_name.as_str();
+async fn check(local: &Arc<Local>, snap: &Snapshot, all: bool) {
+    let me = local.me.name.as_str();
     let engine_found = |r: &Replica| {
         r.status.integrity.is_none()
             && r.status
@@ -85,7 +85,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
         .iter()
         .filter(|r| r.object.spec.node == me && (all || engine_found(&r.object)))
     {
-        let Some(held) = agent.replicas.held(&r.object.name) else {
+        let Some(held) = local.replicas.held(&r.object.name) else {
             continue;
         };
         let replica = Arc::clone(&held.replica);
@@ -110,7 +110,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
                 .status
                 .integrity
                 .clone()
-                .filter(vigil_control::checksums::found_by_checksums),
+                .filter(crate::checksums::found_by_checksums),
             Ok(rep) => first_problem(&rep, now),
             Err(e) => Some(IntegrityProblem {
                 kind: IntegrityKind::Unreadable,
@@ -119,7 +119,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
                 found_unix: now,
             }),
         };
-        if let Err(e) = record(agent, r, problem, allocated).await
+        if let Err(e) = record(local, r, problem, allocated).await
             && !e.is_conflict()
         {
             tracing::warn!(replica = %r.object.name, error = %e, "cannot record the file check");
@@ -130,7 +130,7 @@ async fn check(agent: &Arc<Agent>, snap: &Snapshot, all: bool) {
 fn first_problem(report: &VerifyReport, now: u64) -> Option<IntegrityProblem> {
     let p: &ChainProblem = report.problems.first()?;
     Some(IntegrityProblem {
-        kind: vigil_control::local::replicas::problem_kind(&p.kind),
+        kind: crate::local::replicas::problem_kind(&p.kind),
         file: p.file.display().to_string(),
         message: format!("layer {}: {}", p.layer, p.detail),
         found_unix: now,
@@ -138,11 +138,11 @@ fn first_problem(report: &VerifyReport, now: u64) -> Option<IntegrityProblem> {
 }
 
 async fn record(
-    agent: &Agent,
+    local: &Local,
     r: &Versioned<Replica>,
     problem: Option<IntegrityProblem>,
     allocated: u64,
-) -> vigil_control::cluster::Result<()> {
+) -> crate::cluster::Result<()> {
     let st = &r.object.status;
     // The same problem found again keeps its first sighting time.
     let same = match (&st.integrity, &problem) {
@@ -160,7 +160,7 @@ async fn record(
     if !same {
         next.object.status.integrity = problem.clone();
     }
-    agent.cluster.update(&next).await?;
+    local.cluster.update(&next).await?;
     if same {
         return Ok(());
     }
@@ -168,7 +168,7 @@ async fn record(
     match problem {
         Some(p) => {
             tracing::warn!(replica = %name, file = %p.file, kind = p.kind.as_str(), "replica files damaged");
-            agent
+            local
                 .cluster
                 .event(
                     Severity::Warning,
@@ -185,7 +185,7 @@ async fn record(
                 .await;
         }
         None => {
-            agent
+            local
                 .cluster
                 .event(
                     Severity::Normal,

@@ -11,9 +11,9 @@ use std::time::Duration;
 use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::Engine;
 
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{Cluster, ClusterError};
+use crate::cluster::events::Severity;
+use crate::cluster::{Cluster, ClusterError};
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::insync::InSync;
 
@@ -157,10 +157,10 @@ pub fn keep_recorded(cluster: Cluster, volume: String, engine: &Arc<Engine>) {
 /// a backend of the starting engine's `epoch` (a remote one is claimed by
 /// that, as the engine would; nothing else changes). `None` when it does
 /// not answer in time or the address is bad.
-pub async fn probe_generation(agent: &Agent, address: &str, epoch: u64) -> Option<u64> {
+pub async fn probe_generation(local: &Local, address: &str, epoch: u64) -> Option<u64> {
     let address: ReplicaAddress = address.parse().ok()?;
     let probe = async {
-        let backend = agent.backends.open(&address, epoch).await.ok()?;
+        let backend = local.backends.open(&address, epoch).await.ok()?;
         backend.info().await.ok().map(|i| i.in_sync_generation)
     };
     tokio::time::timeout(Duration::from_secs(5), probe)

@@ -32,56 +32,24 @@
 //! replicas at any time (the same partition risk as attachment recovery
 //! applies to a holder cut off from the store; see ARCHITECTURE.md).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_engine::engine::{Engine, FaultReason, Mode};
 
 use super::replace::{Standing, standing};
 use super::{Snapshot, engine_report, owner_of, replenish};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{self, update_op};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, update_op};
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::maintenance::Maintenance;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::{Versioned, Volume, VolumeState};
 
-/// The maintenance engines running on this agent, by volume name. Never in
-/// the NBD catalog (`Agent::engines`).
-#[derive(Default)]
-pub struct MaintenanceEngines(Mutex<BTreeMap<String, Arc<Engine>>>);
-
-impl MaintenanceEngines {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Engine>>> {
-        match self.0.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-    fn get(&self, name: &str) -> Option<Arc<Engine>> {
-        self.lock().get(name).cloned()
-    }
-    fn insert(&self, engine: Arc<Engine>) {
-        self.lock().insert(engine.name().to_string(), engine);
-    }
-    fn remove(&self, name: &str) -> Option<Arc<Engine>> {
-        self.lock().remove(name)
-    }
-    /// Every maintenance engine running here.
-    pub fn all(&self) -> Vec<Arc<Engine>> {
-        self.lock().values().cloned().collect()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
-    }
-}
-
 /// This agent's maintenance engine for `volume`, if one runs.
-pub fn engine(agent: &Agent, volume: &str) -> Option<Arc<Engine>> {
-    agent.maintenance.get(volume)
+pub fn engine(local: &Local, volume: &str) -> Option<Arc<Engine>> {
+    local.maintenance.get(volume)
 }
 
 /// Why a detached volume needs a maintenance engine now, if it does: a
@@ -139,9 +107,9 @@ pub fn needed(snap: &Snapshot, vol: &Volume) -> Option<String> {
 /// Called by the attaching node before it starts the volume's engine:
 /// stops this node's maintenance engine, and refuses (with the message the
 /// volume shows) while another ready node holds one.
-pub async fn before_attach(agent: &Agent, snap: &Snapshot, vol: &Volume) -> Result<(), String> {
-    let me = agent.config.node_name.as_str();
-    stop(agent, &vol.name, "the volume is being attached").await;
+pub async fn before_attach(local: &Local, snap: &Snapshot, vol: &Volume) -> Result<(), String> {
+    let me = local.me.name.as_str();
+    stop(local, &vol.name, "the volume is being attached").await;
     match &vol.status.maintenance {
         Some(m) if m.node != me && snap.ready.contains(&m.node) => Err(format!(
             "waiting for the maintenance engine on {} ({}) to stop before attaching",
@@ -151,22 +119,22 @@ pub async fn before_attach(agent: &Agent, snap: &Snapshot, vol: &Volume) -> Resu
     }
 }
 
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for v in &snap.volumes {
         let vol = &v.object;
         let result = match &vol.status.maintenance {
-            Some(m) if m.node == me => hold(agent, snap, v).await,
+            Some(m) if m.node == me => hold(local, snap, v).await,
             held => {
                 // an engine here without the record (cleared, or another
                 // node claimed it): stop it at once
-                stop(agent, &vol.name, "this node does not hold the record").await;
+                stop(local, &vol.name, "this node does not hold the record").await;
                 if owner_of(vol, &snap.ready).as_deref() != Some(me) {
                     Ok(())
                 } else if let Some(m) = held {
-                    clear_dead(agent, snap, v, m).await
+                    clear_dead(local, snap, v, m).await
                 } else {
-                    claim(agent, snap, v).await
+                    claim(local, snap, v).await
                 }
             }
         };
@@ -178,28 +146,28 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
             }
         }
     }
-    for name in agent.maintenance.names() {
+    for name in local.maintenance.names() {
         if !snap.volumes.iter().any(|v| v.object.name == name) {
-            stop(agent, &name, "the volume is gone").await;
+            stop(local, &name, "the volume is gone").await;
         }
     }
 }
 
 /// Step 1 (owner): claim the record for a detached volume that needs an
 /// engine, then start it (step 2).
-async fn claim(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
+async fn claim(local: &Local, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
     let Some(reason) = needed(snap, &v.object) else {
         return Ok(());
     };
     let mut next = v.clone();
     next.object.status.maintenance = Some(Maintenance {
-        node: agent.config.node_name.clone(),
+        node: local.me.name.clone(),
         reason: reason.clone(),
         since: snap.now,
     });
     // CAS on the volume as read: an attach since then makes this fail
-    agent.cluster.txn(vec![update_op(&next)]).await?;
-    agent
+    local.cluster.txn(vec![update_op(&next)]).await?;
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -208,7 +176,7 @@ async fn claim(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             EventReason::MaintenanceStarted,
             format!(
                 "maintenance engine for detached volume {} on {}: {reason}; the volume stays detached",
-                v.object.name, agent.config.node_name
+                v.object.name, local.me.name
             ),
         )
         .await;
@@ -217,7 +185,7 @@ async fn claim(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
 
 /// Steps 2 and 3 (holder): run the engine while needed, else stop it and
 /// clear the record.
-async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
+async fn hold(local: &Local, snap: &Snapshot, v: &Versioned<Volume>) -> cluster::Result<()> {
     let vol = &v.object;
     let why_stop = if vol.status.state != VolumeState::Detached {
         Some(format!(
@@ -232,14 +200,14 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
     if let Some(why) = why_stop {
         // the modes this engine ends with are what the next engine's start
         // goes by (which replicas were RW), so they are written first
-        if let Some(e) = engine(agent, &vol.name) {
-            report(agent, snap, vol, &e).await?;
+        if let Some(e) = engine(local, &vol.name) {
+            report(local, snap, vol, &e).await?;
         }
-        stop(agent, &vol.name, &why).await;
+        stop(local, &vol.name, &why).await;
         let mut next = v.clone();
         next.object.status.maintenance = None;
-        agent.cluster.txn(vec![update_op(&next)]).await?;
-        agent
+        local.cluster.txn(vec![update_op(&next)]).await?;
+        local
             .cluster
             .event(
                 Severity::Normal,
@@ -248,18 +216,18 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
                 EventReason::MaintenanceStopped,
                 format!(
                     "maintenance engine for {} on {} stopped: {why}",
-                    vol.name, agent.config.node_name
+                    vol.name, local.me.name
                 ),
             )
             .await;
         return Ok(());
     }
-    let engine = match engine(agent, &vol.name) {
+    let engine = match engine(local, &vol.name) {
         Some(e) => e,
-        None => match super::volumes::open_engine(agent, snap, vol).await {
+        None => match super::volumes::open_engine(local, snap, vol).await {
             Ok(e) => {
                 tracing::info!(volume = %vol.name, "maintenance engine started");
-                agent.maintenance.insert(Arc::clone(&e));
+                local.maintenance.insert(Arc::clone(&e));
                 e
             }
             Err(message) => {
@@ -270,16 +238,16 @@ async fn hold(agent: &Agent, snap: &Snapshot, v: &Versioned<Volume>) -> cluster:
     };
     // what an attached engine's agent does every round: report the modes
     // and bring back replicas not in the engine (the replacement)
-    let status = report(agent, snap, vol, &engine).await?;
+    let status = report(local, snap, vol, &engine).await?;
     let now = vigil_model::now_unix() as u64;
-    replenish::rejoin(agent, snap, vol, &engine, &status, now).await;
+    replenish::rejoin(local, snap, vol, &engine, &status, now).await;
     Ok(())
 }
 
 /// Writes the replica modes, faults and rebuild progress as `engine` sees
 /// them into the replica objects (one transaction); returns the status.
 async fn report(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     vol: &Volume,
     engine: &Arc<Engine>,
@@ -289,14 +257,14 @@ async fn report(
     let changes = engine_report::changes(snap.replicas_of(&vol.name), &status, now);
     if !changes.is_empty() {
         let ops = changes.iter().map(|c| update_op(&c.replica)).collect();
-        agent.cluster.txn(ops).await?;
+        local.cluster.txn(ops).await?;
     }
     Ok(status)
 }
 
 /// The owner clears a record whose holder's lease is gone.
 async fn clear_dead(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     v: &Versioned<Volume>,
     m: &Maintenance,
@@ -306,8 +274,8 @@ async fn clear_dead(
     }
     let mut next = v.clone();
     next.object.status.maintenance = None;
-    agent.cluster.txn(vec![update_op(&next)]).await?;
-    agent
+    local.cluster.txn(vec![update_op(&next)]).await?;
+    local
         .cluster
         .event(
             Severity::Warning,
@@ -327,8 +295,8 @@ async fn clear_dead(
 /// flight is failed first (its copy task stops at its next chunk and must
 /// not write into a replica another engine may rebuild next), then the
 /// engine is flushed and its tasks stopped.
-pub async fn stop(agent: &Agent, volume: &str, why: &str) {
-    let Some(e) = agent.maintenance.remove(volume) else {
+pub async fn stop(local: &Local, volume: &str, why: &str) {
+    let Some(e) = local.maintenance.remove(volume) else {
         return;
     };
     for s in e.status().replicas {

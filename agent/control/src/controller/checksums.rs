@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Snapshot, owner_of};
-use crate::daemon::Agent;
-use vigil_control::checksums::{Disagreement, MISMATCH, compare, participates};
-use vigil_control::cluster::events::Severity;
+use crate::checksums::{Disagreement, MISMATCH, compare, participates};
+use crate::cluster::events::Severity;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::replica::{IntegrityKind, IntegrityProblem, LayerChecksums, LayerSum};
 use vigil_model::{Replica, Volume};
@@ -31,19 +31,19 @@ static COMPUTING: AtomicBool = AtomicBool::new(false);
 /// Disagreements without a majority already reported by an event.
 static NO_MAJORITY_SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-pub async fn run(agent: &Arc<Agent>, snap: &Snapshot) {
+pub async fn run(local: &Arc<Local>, snap: &Snapshot) {
     let interval = snap.settings.integrity_check_interval().as_secs();
     if interval == 0 {
         return;
     }
-    start_next(agent, snap, interval);
-    judge(agent, snap).await;
+    start_next(local, snap, interval);
+    judge(local, snap).await;
 }
 
 /// Starts computing the checksums of this node's most overdue replica, if
 /// one is due and none is being computed.
-fn start_next(agent: &Arc<Agent>, snap: &Snapshot, interval: u64) {
-    let me = agent.config.node_name.as_str();
+fn start_next(local: &Arc<Local>, snap: &Snapshot, interval: u64) {
+    let me = local.me.name.as_str();
     let due = snap
         .replicas
         .iter()
@@ -79,13 +79,13 @@ fn start_next(agent: &Arc<Agent>, snap: &Snapshot, interval: u64) {
     let Some(r) = due else {
         return;
     };
-    let Some(held) = agent.replicas.held(&r.object.name) else {
+    let Some(held) = local.replicas.held(&r.object.name) else {
         return;
     };
     if COMPUTING.swap(true, Ordering::AcqRel) {
         return;
     }
-    let agent = Arc::clone(agent);
+    let local = Arc::clone(local);
     let name = r.object.name.clone();
     tokio::spawn(async move {
         let replica = Arc::clone(&held.replica);
@@ -108,7 +108,7 @@ fn start_next(agent: &Arc<Agent>, snap: &Snapshot, interval: u64) {
             layers,
         };
         tracing::debug!(replica = %name, layers = report.layers.len(), "layer checksums computed");
-        let res = agent
+        let res = local
             .cluster
             .modify::<Replica, _>(&name, |r| {
                 r.status.layer_checksums = Some(report.clone());
@@ -155,8 +155,8 @@ fn compute(
 
 /// On the volumes this agent owns: marks each replica whose layer differs
 /// from the majority as corrupt; reports (once) a disagreement with none.
-async fn judge(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+async fn judge(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for v in &snap.volumes {
         let vol = &v.object;
         if owner_of(vol, &snap.ready).as_deref() != Some(me) {
@@ -166,21 +166,21 @@ async fn judge(agent: &Arc<Agent>, snap: &Snapshot) {
         let mut marked = BTreeSet::new();
         for d in compare(replicas, vol) {
             let Some(majority) = &d.majority else {
-                no_majority(agent, vol, &d).await;
+                no_majority(local, vol, &d).await;
                 continue;
             };
             for (r, sum) in d.sums.iter().filter(|(_, s)| &s.checksum != majority) {
                 if !marked.insert(r.name.clone()) {
                     continue;
                 }
-                mark(agent, vol, r, &d, sum, majority).await;
+                mark(local, vol, r, &d, sum, majority).await;
             }
         }
     }
 }
 
 async fn mark(
-    agent: &Agent,
+    local: &Local,
     vol: &Volume,
     r: &Replica,
     d: &Disagreement<'_>,
@@ -201,7 +201,7 @@ async fn mark(
         found_unix: vigil_model::now_unix() as u64,
     };
     let seen = r.status.layer_checksums.clone();
-    let res = agent
+    let res = local
         .cluster
         .modify::<Replica, _>(&r.name, |cur| {
             // Only on the report judged, and never over a known problem.
@@ -221,7 +221,7 @@ async fn mark(
         }
     }
     tracing::warn!(volume = %vol.name, replica = %r.name, file = %sum.file, %message, "layer checksum differs from the majority");
-    agent
+    local
         .cluster
         .event(
             Severity::Warning,
@@ -236,7 +236,7 @@ async fn mark(
         .await;
 }
 
-async fn no_majority(agent: &Agent, vol: &Volume, d: &Disagreement<'_>) {
+async fn no_majority(local: &Local, vol: &Volume, d: &Disagreement<'_>) {
     let key = format!(
         "{}/{}/{}",
         vol.name,
@@ -268,7 +268,7 @@ async fn no_majority(agent: &Agent, vol: &Volume, d: &Disagreement<'_>) {
         .collect::<Vec<_>>()
         .join("; ");
     tracing::warn!(volume = %vol.name, layer = %d.layer, %who, "layer checksums disagree with no majority");
-    agent
+    local
         .cluster
         .event(
             Severity::Warning,

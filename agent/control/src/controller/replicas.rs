@@ -6,16 +6,16 @@
 use std::sync::Arc;
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::local::replicas::CreateError;
+use crate::cluster::events::Severity;
+use crate::local::Local;
+use crate::local::replicas::CreateError;
 use vigil_model::EventReason;
 use vigil_model::disk::DiskState;
 use vigil_model::replica::ReplicaSpec;
 use vigil_model::{InstanceState, Replica, Versioned, Volume, VolumeState};
 
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for r in snap.replicas.iter().filter(|r| r.object.spec.node == me) {
         let volume = snap
             .volumes
@@ -25,16 +25,16 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         if doomed && volume.is_none() {
             // Deleting data on the strength of an absence: confirm it with a
             // fresh linearizable read first.
-            match agent.cluster.get::<Volume>(&r.object.spec.volume).await {
+            match local.cluster.get::<Volume>(&r.object.spec.volume).await {
                 Ok(None) => {}
                 Ok(Some(v)) => doomed = v.object.status.state == VolumeState::Deleting,
                 Err(_) => doomed = false,
             }
         }
         let result = if doomed {
-            remove(agent, r).await
+            remove(local, r).await
         } else {
-            ensure(agent, snap, r).await
+            ensure(local, snap, r).await
         };
         if let Err(e) = result
             && !e.is_conflict()
@@ -45,9 +45,9 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
 }
 
 /// Deletes the replica's directory, then its object.
-async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> vigil_control::cluster::Result<()> {
+async fn remove(local: &Arc<Local>, r: &Versioned<Replica>) -> crate::cluster::Result<()> {
     let name = r.object.name.clone();
-    let replicas = Arc::clone(&agent.replicas);
+    let replicas = Arc::clone(&local.replicas);
     let n2 = name.clone();
     match tokio::task::spawn_blocking(move || replicas.delete(&n2)).await {
         Ok(Ok(_)) => {}
@@ -60,8 +60,8 @@ async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> vigil_control::cl
             return Ok(());
         }
     }
-    agent.cluster.delete(r).await?;
-    agent
+    local.cluster.delete(r).await?;
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -76,13 +76,13 @@ async fn remove(agent: &Arc<Agent>, r: &Versioned<Replica>) -> vigil_control::cl
 
 /// Creates the replica if it is not on this node yet and reports its state.
 async fn ensure(
-    agent: &Arc<Agent>,
+    local: &Arc<Local>,
     snap: &Snapshot,
     r: &Versioned<Replica>,
-) -> vigil_control::cluster::Result<()> {
+) -> crate::cluster::Result<()> {
     let spec = &r.object.spec;
     let mut lost = false;
-    let (state, message) = match agent.replicas.held(&r.object.name) {
+    let (state, message) = match local.replicas.held(&r.object.name) {
         Some(h) if h.disk == spec.disk && h.replica.size() < spec.size => {
             grow(&r.object, h.replica).await
         }
@@ -91,7 +91,7 @@ async fn ensure(
             InstanceState::Error,
             format!("found on disk {} instead of {}", h.disk, spec.disk),
         ),
-        None if let Some(d) = agent.replicas.damaged(&r.object.name) => (
+        None if let Some(d) = local.replicas.damaged(&r.object.name) => (
             InstanceState::Error,
             format!(
                 "not served: {} is {} ({})",
@@ -100,9 +100,9 @@ async fn ensure(
                 d.message
             ),
         ),
-        None if r.object.status.state == InstanceState::Starting => create(agent, &r.object).await,
+        None if r.object.status.state == InstanceState::Starting => create(local, &r.object).await,
         None => {
-            let (message, gone) = why_absent(agent, snap, &r.object.name, spec);
+            let (message, gone) = why_absent(local, snap, &r.object.name, spec);
             lost = gone;
             (InstanceState::Error, message)
         }
@@ -114,7 +114,7 @@ async fn ensure(
         InstanceState::Starting
     };
     let address = if state == InstanceState::Running {
-        format!("tcp://{}/{}", agent.replica_address, r.object.name)
+        format!("tcp://{}/{}", local.me.replica_address, r.object.name)
     } else {
         String::new()
     };
@@ -127,9 +127,9 @@ async fn ensure(
     next.object.status.state = state;
     next.object.status.address = address;
     next.object.status.message = message.clone();
-    agent.cluster.update(&next).await?;
+    local.cluster.update(&next).await?;
     if state == InstanceState::Error && st.state != InstanceState::Error {
-        agent
+        local
             .cluster
             .event(
                 Severity::Warning,
@@ -147,8 +147,8 @@ async fn ensure(
 /// its data is gone for good: its disk was replaced (another UUID at the
 /// path) or its directory is missing from a disk that is still ours (wiped).
 /// A disk that is merely missing may come back, so that is not "lost".
-fn why_absent(agent: &Agent, snap: &Snapshot, name: &str, spec: &ReplicaSpec) -> (String, bool) {
-    if let Some(d) = agent.replicas.disks().iter().find(|d| d.uuid == spec.disk) {
+fn why_absent(local: &Local, snap: &Snapshot, name: &str, spec: &ReplicaSpec) -> (String, bool) {
+    if let Some(d) = local.replicas.disks().iter().find(|d| d.uuid == spec.disk) {
         let dir = d.replica_dir().join(name);
         if dir.exists() {
             // There but not opened: damaged, not gone. Never "lost" — its
@@ -197,8 +197,8 @@ fn why_absent(agent: &Agent, snap: &Snapshot, name: &str, spec: &ReplicaSpec) ->
     }
 }
 
-async fn create(agent: &Arc<Agent>, r: &Replica) -> (InstanceState, String) {
-    let replicas = Arc::clone(&agent.replicas);
+async fn create(local: &Arc<Local>, r: &Replica) -> (InstanceState, String) {
+    let replicas = Arc::clone(&local.replicas);
     let (name, size, disk) = (r.name.clone(), r.spec.size, r.spec.disk.clone());
     let res = tokio::task::spawn_blocking(move || replicas.create(&name, size, Some(&disk))).await;
     match res {

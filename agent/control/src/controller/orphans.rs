@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use vigil_engine::address::ReplicaAddress;
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::delete_op;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::placement::is_managed_name;
+use crate::cluster::delete_op;
+use crate::cluster::events::Severity;
+use crate::cluster::placement::is_managed_name;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::Replica;
 use vigil_model::disk::DiskState;
@@ -31,13 +31,13 @@ pub const EVERY_ROUNDS: u64 = 5;
 /// Directories seen without an object at the previous check.
 static SUSPECTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-pub async fn sweep(agent: &Arc<Agent>, snap: &Snapshot) {
-    directories(agent, snap).await;
-    disks(agent, snap).await;
+pub async fn sweep(local: &Arc<Local>, snap: &Snapshot) {
+    directories(local, snap).await;
+    disks(local, snap).await;
 }
 
-async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
-    let orphans: BTreeSet<String> = agent
+async fn directories(local: &Arc<Local>, snap: &Snapshot) {
+    let orphans: BTreeSet<String> = local
         .replicas
         .all_held()
         .into_iter()
@@ -54,11 +54,11 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
         again
     };
     for name in confirmed {
-        match agent.cluster.get::<Replica>(&name).await {
+        match local.cluster.get::<Replica>(&name).await {
             Ok(None) => {}
             _ => continue,
         }
-        let used = agent.engines.all().iter().any(|e| {
+        let used = local.engines.all().iter().any(|e| {
             e.status()
                 .replicas
                 .iter()
@@ -67,13 +67,13 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
         if used {
             continue;
         }
-        let replicas = Arc::clone(&agent.replicas);
+        let replicas = Arc::clone(&local.replicas);
         let n2 = name.clone();
         match tokio::task::spawn_blocking(move || replicas.delete(&n2)).await {
             Ok(Ok(true)) => {
-                vigil_control::controller::remediation("discard_orphan_replica");
+                crate::controller::remediation("discard_orphan_replica");
                 tracing::info!(replica = %name, "orphan replica directory discarded");
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Normal,
@@ -82,7 +82,7 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
                         EventReason::ReplicaDiscarded,
                         format!(
                             "replica directory {name} on {} has no replica object (retired while the node was away); discarded",
-                            agent.config.node_name
+                            local.me.name
                         ),
                     )
                     .await;
@@ -96,8 +96,8 @@ async fn directories(agent: &Arc<Agent>, snap: &Snapshot) {
     }
 }
 
-async fn disks(agent: &Agent, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+async fn disks(local: &Local, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for d in snap.disks.values() {
         let disk = &d.object;
         if disk.spec.node != me
@@ -109,9 +109,9 @@ async fn disks(agent: &Agent, snap: &Snapshot) {
         {
             continue;
         }
-        match agent.cluster.txn(vec![delete_op(d)]).await {
+        match local.cluster.txn(vec![delete_op(d)]).await {
             Ok(_) => {
-                agent
+                local
                     .cluster
                     .event(
                         Severity::Normal,

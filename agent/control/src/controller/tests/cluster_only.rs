@@ -12,8 +12,8 @@ use vigil_model::settings::StoredSetting;
 use vigil_model::{Engine, Event, Node, Volume, VolumeState};
 use vigil_store::embedded::EmbeddedStore;
 
-use super::{Snapshot, nodes, recovery};
 use crate::cluster::Cluster;
+use crate::controller::{Snapshot, nodes, recovery};
 use crate::scheduler::testkit;
 
 /// A store in a temp dir and the cluster as `node` sees it.
@@ -166,7 +166,7 @@ async fn policy_never_leaves_the_volume_and_only_the_chosen_agent_acts() {
 
     let mut snap = Snapshot::read(&n1).await.unwrap();
     snap.now += 100_000;
-    let chosen = super::rendezvous("v1", &snap.ready).unwrap();
+    let chosen = crate::controller::rendezvous("v1", &snap.ready).unwrap();
     let other = if chosen == "n1" { "n3" } else { "n1" };
     let before = n1.must_get::<Volume>("v1").await.unwrap();
 

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::disk_condition::{self, Evidence, Fault, Probe};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
-use vigil_control::cluster::{self, ClusterError};
+use crate::cluster::events::Severity;
+use crate::cluster::{self, ClusterError};
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::disk::{DiskSpec, DiskState, DiskStatus, DiskTrouble};
 use vigil_model::node::{NodeSpec, NodeStatus};
@@ -25,14 +25,14 @@ use vigil_store::{LeaseId, StoreError};
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Writes the node object, creating it on first start.
-pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
-    let c = &agent.cluster;
-    let cfg = &agent.config;
+pub async fn register_node(local: &Local) -> cluster::Result<()> {
+    let c = &local.cluster;
+    let me = &local.me;
     let spec = NodeSpec {
-        api_address: agent.api_address.clone(),
-        replica_address: agent.replica_address.clone(),
-        nbd_address: agent.nbd_address.clone(),
-        labels: cfg.labels.clone(),
+        api_address: local.me.api_address.clone(),
+        replica_address: local.me.replica_address.clone(),
+        nbd_address: local.me.nbd_address.clone(),
+        labels: me.labels.clone(),
         tags: Vec::new(),
         allow_scheduling: true,
         eviction_requested: false,
@@ -46,7 +46,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
         kernel_io: None,
     };
     c.retry(|| async {
-        match c.get::<Node>(&cfg.node_name).await? {
+        match c.get::<Node>(&me.name).await? {
             Some(mut v) => {
                 let keep = &v.object.spec;
                 v.object.spec = NodeSpec {
@@ -64,7 +64,7 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
             }
             None => c
                 .create(&Node {
-                    name: cfg.node_name.clone(),
+                    name: me.name.clone(),
                     spec: spec.clone(),
                     status: status.clone(),
                 })
@@ -77,10 +77,10 @@ pub async fn register_node(agent: &Agent) -> cluster::Result<()> {
 
 /// Registers the disks found now and marks the node's other disks missing
 /// or replaced.
-pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
-    let c = &agent.cluster;
-    let me = &agent.config.node_name;
-    for d in agent.replicas.disks() {
+pub async fn register_disks(local: &Local) -> cluster::Result<()> {
+    let c = &local.cluster;
+    let me = &local.me.name;
+    for d in local.replicas.disks() {
         let usage = d.usage().unwrap_or_default();
         let path = d.path.display().to_string();
         c.retry(|| async {
@@ -133,10 +133,10 @@ pub async fn register_disks(agent: &Agent) -> cluster::Result<()> {
     }
     for v in c.list::<Disk>().await? {
         let disk = &v.object;
-        if disk.spec.node != *me || agent.replicas.disks().iter().any(|d| d.uuid == disk.uuid) {
+        if disk.spec.node != *me || local.replicas.disks().iter().any(|d| d.uuid == disk.uuid) {
             continue;
         }
-        let now_there = agent
+        let now_there = local
             .replicas
             .disks()
             .iter()
@@ -182,8 +182,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Refreshes capacity, free space and scheduled bytes of this node's
 /// disks, and whether each is failing or out of space (see
 /// [`super::disk_condition`]); raises an event when either starts or ends.
-pub async fn refresh_disks(agent: &Agent) {
-    let c = &agent.cluster;
+pub async fn refresh_disks(local: &Local) {
+    let c = &local.cluster;
     let (Ok(replicas), Ok(known)) = (
         c.list::<vigil_model::Replica>().await,
         c.list::<Disk>().await,
@@ -195,8 +195,8 @@ pub async fn refresh_disks(agent: &Agent) {
         .await
         .map(|s| s.minimal_available_percentage())
         .unwrap_or(0);
-    let held = agent.replicas.all_held();
-    for d in agent.replicas.disks() {
+    let held = local.replicas.all_held();
+    for d in local.replicas.disks() {
         let present = d.still_present();
         let usage = d.usage().unwrap_or_default();
         let now = now_unix() as u64;
@@ -255,7 +255,7 @@ pub async fn refresh_disks(agent: &Agent) {
                 } else {
                     format!(
                         "identity file {} is gone from {}",
-                        vigil_control::local::disks::IDENTITY_FILE,
+                        crate::local::disks::IDENTITY_FILE,
                         d.path.display()
                     )
                 };
@@ -281,7 +281,7 @@ pub async fn refresh_disks(agent: &Agent) {
             })
             .await;
         match res {
-            Ok(after) => condition_events(agent, &after, before).await,
+            Ok(after) => condition_events(local, &after, before).await,
             Err(e) => tracing::debug!(disk = %d.uuid, error = %e, "disk refresh failed"),
         }
     }
@@ -289,7 +289,7 @@ pub async fn refresh_disks(agent: &Agent) {
 
 /// Events (and log lines) for a disk condition that started or ended.
 async fn condition_events(
-    agent: &Agent,
+    local: &Local,
     disk: &Disk,
     (was_failing, was_full): (Option<DiskTrouble>, Option<DiskTrouble>),
 ) {
@@ -339,7 +339,7 @@ async fn condition_events(
         } else {
             tracing::info!(disk = %disk.uuid, reason = reason.as_str(), "{message}");
         }
-        agent
+        local
             .cluster
             .event(severity, "disk", &disk.uuid, reason, message)
             .await;
@@ -390,8 +390,8 @@ fn probe_write(path: &Path) -> std::io::Result<()> {
 /// Holds the node's liveness lease until the task is aborted; re-acquires
 /// it when it expired (e.g. the store was unreachable for longer than the
 /// TTL).
-pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
-    let c = &agent.cluster;
+pub async fn keep_live(local: Arc<Local>, first: LeaseId) {
+    let c = &local.cluster;
     let mut lease = Some(first);
     loop {
         // The store counts the TTL from when it gets the request: later
@@ -401,7 +401,7 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
             None => match c.store().grant_lease(LEASE_TTL).await {
                 Ok(id) => match c.set_live(id).await {
                     Ok(()) => {
-                        agent.lease_clock.renewed(sent);
+                        local.lease_clock.renewed(sent);
                         lease = Some(id);
                         tracing::info!(lease = format!("{id:x}"), "node is live");
                         Ok(())
@@ -412,7 +412,7 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
             },
             Some(id) => match c.store().keep_alive(id).await {
                 Ok(()) => {
-                    agent.lease_clock.renewed(sent);
+                    local.lease_clock.renewed(sent);
                     Ok(())
                 }
                 Err(StoreError::LeaseExpired(_)) => {
@@ -420,7 +420,7 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
                     lease = None;
                     // An uninstalled cluster keeps no node object.
                     if !super::uninstall::is_quiet() {
-                        let _ = register_node(&agent).await;
+                        let _ = register_node(&local).await;
                     }
                     continue;
                 }
@@ -435,21 +435,21 @@ pub async fn keep_live(agent: Arc<Agent>, first: LeaseId) {
 }
 
 /// Takes the liveness lease and writes the liveness record.
-pub async fn go_live(agent: &Agent) -> cluster::Result<LeaseId> {
+pub async fn go_live(local: &Local) -> cluster::Result<LeaseId> {
     let sent = std::time::Instant::now();
-    let id = agent.cluster.store().grant_lease(LEASE_TTL).await?;
-    agent.cluster.set_live(id).await?;
-    agent.lease_clock.renewed(sent);
+    let id = local.cluster.store().grant_lease(LEASE_TTL).await?;
+    local.cluster.set_live(id).await?;
+    local.lease_clock.renewed(sent);
     tracing::info!(lease = format!("{id:x}"), "node is live");
     Ok(id)
 }
 
 /// Revokes the lease on shutdown so the node shows down at once.
-pub async fn go_offline(agent: &Agent) {
-    let key = vigil_model::node::liveness_key(&agent.config.node_name);
-    if let Ok(Some(kv)) = agent.cluster.store().get(&key).await
+pub async fn go_offline(local: &Local) {
+    let key = vigil_model::node::liveness_key(&local.me.name);
+    if let Ok(Some(kv)) = local.cluster.store().get(&key).await
         && let Some(lease) = kv.lease
     {
-        let _ = agent.cluster.store().revoke_lease(lease).await;
+        let _ = local.cluster.store().revoke_lease(lease).await;
     }
 }

@@ -25,8 +25,8 @@ use vigil_engine::address::ReplicaAddress;
 use vigil_engine::engine::{Engine, Mode};
 
 use super::Snapshot;
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
+use crate::cluster::events::Severity;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::{InstanceState, Volume};
 
@@ -45,7 +45,7 @@ fn restarted() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
 /// the next round starts it over the replicas (choosing the newest).
 /// Returns whether it stopped the engine.
 pub async fn restart_if_all_failed(
-    agent: &Agent,
+    local: &Local,
     snap: &Snapshot,
     vol: &Volume,
     engine: &Arc<Engine>,
@@ -74,21 +74,21 @@ pub async fn restart_if_all_failed(
         let Ok(address) = r.object.status.address.parse::<ReplicaAddress>() else {
             return false;
         };
-        if let Err(fault) = agent.backends.reach(&address).await {
+        if let Err(fault) = local.backends.reach(&address).await {
             tracing::debug!(volume = %vol.name, replica = %r.object.name, reason = %fault.reason, "salvage waits: replica not reachable yet");
             return false;
         }
     }
     tracing::warn!(volume = %vol.name, "every replica failed and all answer again; restarting the engine to salvage the newest");
     restarted().insert(vol.name.clone());
-    super::volumes::stop_engine(agent, &vol.name).await;
-    vigil_control::controller::remediation("salvage");
+    super::volumes::stop_engine(local, &vol.name).await;
+    crate::controller::remediation("salvage");
     true
 }
 
 /// After an engine start: if replicas were left out as stale, or this start
 /// follows a salvage restart, says which replica was chosen and why.
-pub async fn report_start(agent: &Agent, snap: &Snapshot, vol: &Volume, engine: &Engine) {
+pub async fn report_start(local: &Local, snap: &Snapshot, vol: &Volume, engine: &Engine) {
     let after_restart = restarted().remove(&vol.name);
     let seen = engine.start_revisions();
     let status = engine.status();
@@ -132,7 +132,7 @@ pub async fn report_start(agent: &Agent, snap: &Snapshot, vol: &Volume, engine: 
         .collect();
     let message = describe(&vol.name, &chosen, newest, seen.len(), &others);
     tracing::warn!(volume = %vol.name, %message, "salvaged");
-    agent
+    local
         .cluster
         .event(
             Severity::Warning,

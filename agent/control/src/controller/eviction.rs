@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use super::replace::{Standing, schedule, standing};
 use super::{Snapshot, rendezvous};
-use crate::daemon::Agent;
-use vigil_control::cluster::events::Severity;
+use crate::cluster::events::Severity;
+use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::eviction::{Eviction, EvictionPhase, VolumeEviction, VolumeEvictionState};
 use vigil_model::replica::ReplicaMode;
@@ -165,8 +165,8 @@ fn volume_progress(snap: &Snapshot, vol: &Volume, on_node: Vec<String>) -> Volum
     )
 }
 
-pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
-    let me = agent.config.node_name.as_str();
+pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
+    let me = local.me.name.as_str();
     for n in snap.nodes.values() {
         let name = &n.object.name;
         if n.object.status.eviction.is_none() && !n.object.spec.eviction_requested {
@@ -175,7 +175,7 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
         if rendezvous(&format!("eviction/{name}"), &snap.ready).as_deref() != Some(me) {
             continue;
         }
-        if let Err(e) = node(agent, snap, n).await
+        if let Err(e) = node(local, snap, n).await
             && !e.is_conflict()
         {
             tracing::warn!(node = %name, error = %e, "eviction status update failed");
@@ -183,18 +183,14 @@ pub async fn reconcile(agent: &Arc<Agent>, snap: &Snapshot) {
     }
 }
 
-async fn node(
-    agent: &Agent,
-    snap: &Snapshot,
-    n: &Versioned<Node>,
-) -> vigil_control::cluster::Result<()> {
+async fn node(local: &Local, snap: &Snapshot, n: &Versioned<Node>) -> crate::cluster::Result<()> {
     let name = &n.object.name;
     let prev = n.object.status.eviction.as_ref();
     let mut next = n.clone();
     if !n.object.spec.eviction_requested {
         // cancelled
         next.object.status.eviction = None;
-        agent.cluster.update(&next).await?;
+        local.cluster.update(&next).await?;
         let left = prev.map_or(0, |p| p.replicas_left);
         let msg = if prev.is_some_and(|p| p.phase == EvictionPhase::Completed) {
             format!("eviction of node {name} cancelled after it completed")
@@ -203,7 +199,7 @@ async fn node(
                 "eviction of node {name} cancelled: {left} replica(s) stay on it; replacements already placed finish their rebuild and the extra replica is then dropped"
             )
         };
-        agent
+        local
             .cluster
             .event(
                 Severity::Normal,
@@ -220,9 +216,9 @@ async fn node(
         return Ok(());
     }
     next.object.status.eviction = Some(now.clone());
-    agent.cluster.update(&next).await?;
+    local.cluster.update(&next).await?;
     if prev.is_none() {
-        agent
+        local
             .cluster
             .event(
                 Severity::Normal,
@@ -242,7 +238,7 @@ async fn node(
         if was.is_some_and(|w| w.state == VolumeEvictionState::Blocked && w.reason == b.reason) {
             continue;
         }
-        agent
+        local
             .cluster
             .event(
                 Severity::Warning,
@@ -259,7 +255,7 @@ async fn node(
     if now.phase == EvictionPhase::Completed
         && prev.is_none_or(|p| p.phase != EvictionPhase::Completed)
     {
-        agent
+        local
             .cluster
             .event(
                 Severity::Normal,
@@ -280,7 +276,7 @@ async fn node(
 /// names what replaced it (the volume's other in-sync replicas that were
 /// rebuilt, or all of them when none records a rebuild).
 pub async fn replica_moved(
-    agent: &Agent,
+    local: &Local,
     vol: &Volume,
     r: &Versioned<Replica>,
     replicas: &[(&Versioned<Replica>, Standing)],
@@ -305,7 +301,7 @@ pub async fn replica_moved(
             .map(|o| format!("{} on {}", o.object.name, o.object.spec.node))
             .collect()
     };
-    agent
+    local
         .cluster
         .event(
             Severity::Normal,
@@ -328,7 +324,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use vigil_control::scheduler::testkit;
+    use crate::scheduler::testkit;
 
     fn v<T>(object: T) -> Versioned<T> {
         Versioned {
