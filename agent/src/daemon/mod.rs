@@ -181,6 +181,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         engines: Arc::clone(&engines),
         handovers: Arc::clone(&handovers),
         engine: config.engine.clone(),
+        quiet: Default::default(),
     });
     let agent = Arc::new(Agent {
         replica_connections: Default::default(),

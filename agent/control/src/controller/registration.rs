@@ -83,44 +83,46 @@ pub async fn register_disks(local: &Local) -> cluster::Result<()> {
     for d in local.replicas.disks() {
         let usage = d.usage().unwrap_or_default();
         let path = d.path.display().to_string();
-        c.retry(|| async {
-            match c.get::<Disk>(&d.uuid).await? {
-                Some(mut v) => {
-                    v.object.spec.node = me.clone();
-                    v.object.spec.path = path.clone();
-                    v.object.status.state = DiskState::Ready;
-                    v.object.status.capacity_bytes = usage.capacity;
-                    v.object.status.available_bytes = usage.available;
-                    v.object.status.updated_at = now_unix();
-                    v.object.status.message.clear();
-                    c.update(&v).await.map(|_| ())
+        // created now (not on a later registration of the same process)
+        let created = c
+            .retry(|| async {
+                match c.get::<Disk>(&d.uuid).await? {
+                    Some(mut v) => {
+                        v.object.spec.node = me.clone();
+                        v.object.spec.path = path.clone();
+                        v.object.status.state = DiskState::Ready;
+                        v.object.status.capacity_bytes = usage.capacity;
+                        v.object.status.available_bytes = usage.available;
+                        v.object.status.updated_at = now_unix();
+                        v.object.status.message.clear();
+                        c.update(&v).await.map(|_| false)
+                    }
+                    None => c
+                        .create(&Disk {
+                            uuid: d.uuid.clone(),
+                            spec: DiskSpec {
+                                node: me.clone(),
+                                path: path.clone(),
+                                tags: Vec::new(),
+                                allow_scheduling: true,
+                                reserved_bytes: 0,
+                            },
+                            status: DiskStatus {
+                                state: DiskState::Ready,
+                                capacity_bytes: usage.capacity,
+                                available_bytes: usage.available,
+                                scheduled_bytes: 0,
+                                updated_at: now_unix(),
+                                message: String::new(),
+                                ..DiskStatus::default()
+                            },
+                        })
+                        .await
+                        .map(|_| true),
                 }
-                None => c
-                    .create(&Disk {
-                        uuid: d.uuid.clone(),
-                        spec: DiskSpec {
-                            node: me.clone(),
-                            path: path.clone(),
-                            tags: Vec::new(),
-                            allow_scheduling: true,
-                            reserved_bytes: 0,
-                        },
-                        status: DiskStatus {
-                            state: DiskState::Ready,
-                            capacity_bytes: usage.capacity,
-                            available_bytes: usage.available,
-                            scheduled_bytes: 0,
-                            updated_at: now_unix(),
-                            message: String::new(),
-                            ..DiskStatus::default()
-                        },
-                    })
-                    .await
-                    .map(|_| ()),
-            }
-        })
-        .await?;
-        if d.fresh {
+            })
+            .await?;
+        if created {
             c.event(
                 Severity::Normal,
                 "disk",
@@ -419,7 +421,7 @@ pub async fn keep_live(local: Arc<Local>, first: LeaseId) {
                     tracing::warn!("liveness lease expired; re-registering");
                     lease = None;
                     // An uninstalled cluster keeps no node object.
-                    if !super::uninstall::is_quiet() {
+                    if !local.quiet.load(std::sync::atomic::Ordering::SeqCst) {
                         let _ = register_node(&local).await;
                     }
                     continue;

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::{Snapshot, rendezvous};
 use crate::cluster::events::Severity;
@@ -49,10 +49,6 @@ const DATA_PREFIXES: [&str; 3] = ["volumes/", "replicas/", "engines/"];
 /// Deletes per cleaning transaction (etcd allows 128 operations).
 const CHUNK: usize = 64;
 
-/// True while this agent stands still for an uninstall (Cleaning or Done):
-/// when the record disappears it registers again.
-static QUIET: AtomicBool = AtomicBool::new(false);
-
 /// The node that drives the uninstall now.
 pub fn driver(u: &Uninstall, ready: &BTreeSet<String>) -> Option<String> {
     if ready.contains(&u.by_node) {
@@ -73,7 +69,7 @@ pub async fn at_start(local: &Local) -> cluster::Result<bool> {
     match r.object.phase {
         UninstallPhase::Deleting => Ok(true),
         UninstallPhase::Cleaning => {
-            QUIET.store(true, Ordering::SeqCst);
+            local.quiet.store(true, Ordering::SeqCst);
             Ok(false)
         }
         UninstallPhase::Done => {
@@ -96,13 +92,13 @@ pub async fn at_start(local: &Local) -> cluster::Result<bool> {
 /// every other controller must stand still this round (Cleaning or Done).
 pub async fn quiesce(local: &Arc<Local>, record: Option<&Versioned<Uninstall>>) -> bool {
     let Some(r) = record else {
-        if QUIET.swap(false, Ordering::SeqCst) {
+        if local.quiet.swap(false, Ordering::SeqCst) {
             // Someone restarted an agent after the uninstall: a fresh
             // install. Join it.
             tracing::info!("uninstall record gone: registering this node again");
             if let Err(e) = super::registration::register_node(local).await {
                 tracing::warn!(error = %e, "register node again");
-                QUIET.store(true, Ordering::SeqCst);
+                local.quiet.store(true, Ordering::SeqCst);
             } else if let Err(e) = super::registration::register_disks(local).await {
                 tracing::warn!(error = %e, "register disks again");
             }
@@ -112,7 +108,7 @@ pub async fn quiesce(local: &Arc<Local>, record: Option<&Versioned<Uninstall>>) 
     match r.object.phase {
         UninstallPhase::Deleting => false,
         UninstallPhase::Cleaning => {
-            QUIET.store(true, Ordering::SeqCst);
+            local.quiet.store(true, Ordering::SeqCst);
             idle(local).await;
             let ready = local.cluster.ready_nodes().await.unwrap_or_default();
             if driver(&r.object, &ready).as_deref() == Some(local.me.name.as_str())
@@ -124,17 +120,11 @@ pub async fn quiesce(local: &Arc<Local>, record: Option<&Versioned<Uninstall>>) 
             true
         }
         UninstallPhase::Done => {
-            QUIET.store(true, Ordering::SeqCst);
+            local.quiet.store(true, Ordering::SeqCst);
             idle(local).await;
             true
         }
     }
-}
-
-/// Whether this agent stands still for an uninstall (used to keep the
-/// liveness task from registering the node again).
-pub fn is_quiet() -> bool {
-    QUIET.load(Ordering::SeqCst)
 }
 
 /// One round of the Deleting phase (every agent; only the driver acts).

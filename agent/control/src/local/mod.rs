@@ -64,6 +64,10 @@ pub struct Local {
     pub lease_clock: lease_clock::LeaseClock,
     /// How the engines started here are tuned.
     pub engine: EngineConfig,
+    /// True while this agent stands still for an uninstall (Cleaning or
+    /// Done): when the record disappears it registers again
+    /// (`controller::uninstall`).
+    pub quiet: std::sync::atomic::AtomicBool,
 }
 
 impl Local {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
+use vigil_engine::device::ExportDevice;
 use vigil_engine::engine::EngineConfig;
 use vigil_engine::protocol::{self, ClusterToken};
 use vigil_model::settings::StoredSetting;
@@ -82,9 +83,18 @@ impl Bed {
     /// Starts (or restarts) the agent of `node` on its data directory:
     /// opens its disk and replicas, serves them, registers and goes live.
     pub async fn start(&mut self, node: &str) {
+        self.start_with(node, &["disk"]).await;
+    }
+
+    /// Starts the agent of `node` with the disks in these directories of
+    /// its data directory.
+    pub async fn start_with(&mut self, node: &str, disk_dirs: &[&str]) {
         let data = self.dir.path().join(node);
-        let disk = disks::LocalDisk::open(&data.join("disk"), node).unwrap();
-        let replicas = Arc::new(ReplicaSet::open_all(&[disk]).unwrap());
+        let disks: Vec<_> = disk_dirs
+            .iter()
+            .map(|d| disks::LocalDisk::open(&data.join(d), node).unwrap())
+            .collect();
+        let replicas = Arc::new(ReplicaSet::open_all(&disks).unwrap());
         let engines = Arc::new(EngineSet::default());
         let handovers = Arc::new(Handovers::default());
         let replica_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,6 +118,7 @@ impl Bed {
             backends: Backends::new(self.token.clone(), replica_address, Arc::clone(&replicas)),
             lease_clock: Default::default(),
             engine: EngineConfig::default(),
+            quiet: Default::default(),
         });
         let replica_server = tokio::spawn({
             let source = Arc::clone(&replicas) as Arc<dyn protocol::ReplicaSource>;
@@ -179,7 +190,7 @@ impl Bed {
         F: FnMut(Cluster) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let any = self.agents.keys().next().unwrap().clone();
+        let any = self.any();
         for _ in 0..passes {
             let nodes: Vec<String> = self.agents.keys().cloned().collect();
             for n in nodes {
@@ -313,4 +324,87 @@ impl Bed {
 /// Whether `volume` is in `state` in `c`.
 pub async fn in_state(c: &Cluster, volume: &str, state: VolumeState) -> bool {
     matches!(c.get::<Volume>(volume).await, Ok(Some(v)) if v.object.status.state == state)
+}
+
+impl Bed {
+    /// Attaches `volume` on `node`, writes 4 KiB of `byte` at `offset`
+    /// (durably), and detaches it again.
+    pub async fn write_while_attached(&mut self, volume: &str, node: &str, offset: u64, byte: u8) {
+        self.attach(volume, node).await;
+        let v = volume.to_string();
+        assert!(
+            self.settle(10, |c| {
+                let v = v.clone();
+                async move { in_state(&c, &v, VolumeState::Attached).await }
+            })
+            .await,
+            "{volume} never attached on {node}"
+        );
+        let engine = self.local(node).engines.get(volume).unwrap();
+        engine
+            .write(offset, bytes::Bytes::from(vec![byte; 4096]), true)
+            .await
+            .unwrap();
+        drop(engine);
+        self.detach(volume).await;
+        let v = volume.to_string();
+        assert!(
+            self.settle(10, |c| {
+                let v = v.clone();
+                async move { in_state(&c, &v, VolumeState::Detached).await }
+            })
+            .await,
+            "{volume} never detached"
+        );
+    }
+
+    /// Asks for `volume` to be detached, as `vigil volume detach` does.
+    pub async fn detach(&self, volume: &str) {
+        self.cluster(&self.any())
+            .modify::<Volume, _>(volume, |v| {
+                v.set_state(VolumeState::Detaching)?;
+                v.spec.node = None;
+                Ok(true)
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Asks for `node` to be evicted (`vigil node evict`'s flag).
+    pub async fn evict(&self, node: &str) {
+        self.cluster(&self.any())
+            .modify::<vigil_model::Node, _>(node, |n| {
+                n.spec.eviction_requested = true;
+                Ok(true)
+            })
+            .await
+            .unwrap();
+    }
+
+    /// 4 KiB at `offset` of replica `name` on `node`, read from its files.
+    pub async fn read_replica(&self, node: &str, name: &str, offset: u64) -> Vec<u8> {
+        let replica = self.local(node).replicas.get(name).unwrap();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 4096];
+            replica.read(offset, &mut buf).map(|()| buf)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
+    /// How many engines serve `volume` across the cluster now, maintenance
+    /// engines included.
+    pub fn engines_of(&self, volume: &str) -> Vec<String> {
+        self.agents
+            .iter()
+            .flat_map(|(n, a)| {
+                a.local
+                    .all_engines()
+                    .into_iter()
+                    .filter(|e| e.name() == volume)
+                    .map(move |_| n.clone())
+            })
+            .collect()
+    }
 }

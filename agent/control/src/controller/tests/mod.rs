@@ -5,5 +5,8 @@
 
 mod bed;
 mod cluster_only;
+mod maintenance;
+mod registration;
 mod replace;
+mod uninstall;
 mod volumes;
