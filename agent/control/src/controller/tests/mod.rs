@@ -6,6 +6,7 @@
 mod bed;
 mod cluster_only;
 mod maintenance;
+mod migration;
 mod registration;
 mod replace;
 mod uninstall;
