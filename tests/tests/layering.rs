@@ -216,6 +216,49 @@ fn control_modules_depend_only_downward() {
     eprintln!("{} edges between vigil-control modules", found.len());
 }
 
+/// What only `vigil-control`'s `cluster/` may write: store keys and raw
+/// store operations. Everything else reads and writes typed objects
+/// through `Cluster` (ARCHITECTURE.md: "nothing else encodes keys").
+const KEY_ENCODING: &[&str] = &[
+    "key_of",
+    "Op::put",
+    "Op::delete",
+    "Op::Put",
+    "Op::Delete",
+    "Op::Check",
+    ".store()",
+];
+
+#[test]
+fn only_the_cluster_module_encodes_store_keys() {
+    let mut files = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    rust_files(&root.join("agent/src"), &mut files);
+    rust_files(&root.join("agent/control/src"), &mut files);
+    let cluster = root.join("agent/control/src/cluster");
+    let tests = root.join("agent/control/src/controller/tests");
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let mut found = Vec::new();
+    for f in files {
+        if f.starts_with(&cluster) || f.starts_with(&tests) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for token in KEY_ENCODING {
+                if code.contains(token) {
+                    found.push(format!("{}:{}: {token}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "store keys encoded outside agent/control/src/cluster/ (add a typed method to Cluster instead): {found:#?}"
+    );
+}
+
 /// Each workspace crate's dependencies on other workspace crates.
 fn crate_edges() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -268,7 +268,7 @@ pub async fn create(agent: &Agent, req: CreateVolume) -> Reply {
             let mut ops = vec![put_op(&volume, Expect::Absent)];
             ops.extend(placing);
             // No volume once an uninstall is claimed (its record exists).
-            ops.push(vigil_control::controller::uninstall::absent_check());
+            ops.push(vigil_control::cluster::uninstall::absent_check());
             c.txn(ops).await?;
             Ok(Ok((volume, new_replicas, out)))
         })

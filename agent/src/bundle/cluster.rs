@@ -104,7 +104,7 @@ pub fn concerns(e: &Event, volume: &str) -> bool {
 /// Settings whose name looks like a credential's have their value
 /// replaced, and the value is learnt.
 async fn store_dump(agent: &Agent, red: &mut Redactor) -> Value {
-    let listing = match agent.local.cluster.store().list("").await {
+    let listing = match agent.local.cluster.dump().await {
         Ok(l) => l,
         Err(e) => return json!({"error": format!("list the store: {e}")}),
     };

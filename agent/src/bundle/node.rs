@@ -323,7 +323,7 @@ fn agent_facts(agent: &Agent, red: &mut Redactor) -> Value {
             "nbd": agent.local.me.nbd_address,
             "nbd_socket": agent.local.me.nbd_socket.display().to_string(),
         },
-        "store": {"kind": agent.local.cluster.store().kind(), "location": red.pair("store", &agent.local.cluster.store().location())},
+        "store": {"kind": agent.local.cluster.store_kind(), "location": red.pair("store", &agent.local.cluster.store_location())},
         "args": args,
         "environment": env,
         "log_file": Value::Null,

@@ -240,7 +240,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         nbd = %agent.local.me.nbd_address,
         nbd_socket = %nbd_socket.display(),
         data_dir = %agent.config.data_dir.display(),
-        store = %agent.local.cluster.store().location(),
+        store = %agent.local.cluster.store_location(),
         "agent ready"
     );
     println!(

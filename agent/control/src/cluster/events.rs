@@ -91,7 +91,7 @@ impl Cluster {
 
     /// Deletes the oldest events beyond [`KEEP_EVENTS`].
     pub async fn prune_events(&self) {
-        let listing = match self.store().list(Event::PREFIX).await {
+        let listing = match self.store.list(Event::PREFIX).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "event pruning skipped");

@@ -6,6 +6,12 @@ use vigil_model::insync::InSync;
 use vigil_model::{Object, key_of};
 use vigil_store::{Expect, Op};
 
+/// Deletes `volume`'s in-sync set, whatever it holds (in the volume's
+/// own deletion: a volume created again under the name has new replicas).
+pub fn delete_op(volume: &str) -> Op {
+    Op::delete(key_of::<InSync>(volume), Expect::Any)
+}
+
 impl Cluster {
     /// The volume's in-sync set, if one was recorded.
     pub async fn in_sync(&self, volume: &str) -> Result<Option<InSync>> {

@@ -6,19 +6,19 @@
 pub mod epoch;
 pub mod events;
 pub mod insync;
+pub mod liveness;
 pub mod placement;
 pub mod uninstall;
+pub mod watch;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 
 use thiserror::Error;
 
-use vigil_model::node::{LIVENESS_PREFIX, liveness_key};
 use vigil_model::settings::{Settings, StoredSetting};
 use vigil_model::state::TransitionError;
 use vigil_model::{Object, Versioned, key_of};
-use vigil_store::{Expect, LeaseId, Op, Revision, SharedStore, StoreError};
+use vigil_store::{Expect, Op, Revision, SharedStore, StoreError};
 
 /// Why a cluster operation failed.
 #[derive(Debug, Clone, Error)]
@@ -110,8 +110,27 @@ impl Cluster {
         }
     }
 
-    pub fn store(&self) -> &SharedStore {
-        &self.store
+    /// The store's kind (`embedded` or `etcd`) and where it lives, for
+    /// display; the store itself stays behind this type.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    /// Where the store lives (a file path or the etcd endpoints).
+    pub fn store_location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Every key of the store, raw: for the support bundle's dump only
+    /// (everything else reads typed objects).
+    pub async fn dump(&self) -> Result<vigil_store::Listing> {
+        Ok(self.store.list("").await?)
+    }
+
+    /// The same store as `node` sees it (tests run several agents on one
+    /// store).
+    pub fn as_node(&self, node: &str) -> Cluster {
+        Cluster::new(self.store.clone(), node)
     }
 
     pub fn node(&self) -> &str {
@@ -221,28 +240,5 @@ impl Cluster {
     pub async fn settings(&self) -> Result<Settings> {
         let stored = self.list::<StoredSetting>().await?;
         Ok(Settings::from_stored(stored.into_iter().map(|v| v.object)))
-    }
-
-    /// Names of the nodes whose agents hold their liveness lease now.
-    pub async fn ready_nodes(&self) -> Result<BTreeSet<String>> {
-        let listing = self.store.list(LIVENESS_PREFIX).await?;
-        Ok(listing
-            .kvs
-            .into_iter()
-            .filter_map(|kv| kv.key.strip_prefix(LIVENESS_PREFIX).map(str::to_string))
-            .collect())
-    }
-
-    /// Writes this node's liveness record bound to `lease`.
-    pub async fn set_live(&self, lease: LeaseId) -> Result<()> {
-        self.store
-            .txn(vec![Op::Put {
-                key: liveness_key(&self.node),
-                value: vigil_model::now_unix().to_string().into_bytes(),
-                expect: Expect::Any,
-                lease: Some(lease),
-            }])
-            .await?;
-        Ok(())
     }
 }

@@ -50,10 +50,89 @@ impl Claim {
     }
 }
 
+/// Keys the cleaning keeps: the agents' liveness (they are still running)
+/// and the record itself.
+const KEPT_PREFIXES: [&str; 2] = [vigil_model::node::LIVENESS_PREFIX, Uninstall::PREFIX];
+
+/// Kinds that must be gone before cleaning starts (their deletion removes
+/// data, which only the Deleting phase does).
+const DATA_PREFIXES: [&str; 3] = [
+    vigil_model::Volume::PREFIX,
+    vigil_model::Replica::PREFIX,
+    vigil_model::Engine::PREFIX,
+];
+
+/// Deletes per cleaning transaction (etcd allows 128 operations).
+const CHUNK: usize = 64;
+
+/// What one cleaning pass did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cleaning {
+    /// A volume, replica or engine object is still there: nothing deleted.
+    DataObjectFound(String),
+    /// `keys` deleted; `complete` when nothing but the kept keys is left
+    /// after them (something may be written meanwhile).
+    Deleted { keys: usize, complete: bool },
+}
+
+/// The condition a volume creation adds to its transaction: no uninstall
+/// record, so no volume is created once an uninstall is claimed.
+pub fn absent_check() -> Op {
+    Op::Check {
+        key: key_of::<Uninstall>(RECORD),
+        expect: Expect::Absent,
+    }
+}
+
+fn kept(key: &str) -> bool {
+    KEPT_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 impl Cluster {
     /// The uninstall record, if one exists (linearizable read).
     pub async fn uninstall_record(&self) -> Result<Option<Versioned<Uninstall>>> {
         self.get::<Uninstall>(RECORD).await
+    }
+
+    /// Whether any volume, replica or engine object exists (linearizable).
+    pub async fn any_data_objects(&self) -> Result<bool> {
+        for prefix in DATA_PREFIXES {
+            if !self.store.list(prefix).await?.kvs.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The uninstall's cleaning: deletes every key but the liveness keys
+    /// and the record, in chunks, each checked against the record's
+    /// revision (a record changed meanwhile stops it), never a data object.
+    pub async fn clean_for_uninstall(&self, record: &Versioned<Uninstall>) -> Result<Cleaning> {
+        let record_key = record.object.key();
+        let listing = self.store.list("").await?;
+        let doomed: Vec<_> = listing.kvs.iter().filter(|kv| !kept(&kv.key)).collect();
+        if let Some(kv) = doomed
+            .iter()
+            .find(|kv| DATA_PREFIXES.iter().any(|p| kv.key.starts_with(p)))
+        {
+            return Ok(Cleaning::DataObjectFound(kv.key.clone()));
+        }
+        for chunk in doomed.chunks(CHUNK) {
+            let mut ops: Vec<Op> = chunk
+                .iter()
+                .map(|kv| Op::delete(kv.key.clone(), Expect::Revision(kv.mod_revision)))
+                .collect();
+            ops.push(Op::Check {
+                key: record_key.clone(),
+                expect: Expect::Revision(record.revision),
+            });
+            self.txn(ops).await?;
+        }
+        let again = self.store.list("").await?;
+        Ok(Cleaning::Deleted {
+            keys: doomed.len(),
+            complete: again.kvs.iter().all(|kv| kept(&kv.key)),
+        })
     }
 
     /// Claims the uninstall for this node, or says why not (module docs).

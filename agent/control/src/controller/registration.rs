@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::disk_condition::{self, Evidence, Fault, Probe};
+use crate::cluster;
 use crate::cluster::events::Severity;
-use crate::cluster::{self, ClusterError};
 use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::disk::{DiskSpec, DiskState, DiskStatus, DiskTrouble};
@@ -40,7 +40,7 @@ pub async fn register_node(local: &Local) -> cluster::Result<()> {
     let status = NodeStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: now_unix(),
-        store: c.store().kind().to_string(),
+        store: c.store_kind().to_string(),
         down_since: None,
         eviction: None,
         kernel_io: None,
@@ -400,7 +400,7 @@ pub async fn keep_live(local: Arc<Local>, first: LeaseId) {
         // than this, so `sent + LEASE_TTL` never outlives the lease.
         let sent = std::time::Instant::now();
         let step = match lease {
-            None => match c.store().grant_lease(LEASE_TTL).await {
+            None => match c.grant_liveness_lease(LEASE_TTL).await {
                 Ok(id) => match c.set_live(id).await {
                     Ok(()) => {
                         local.lease_clock.renewed(sent);
@@ -410,9 +410,9 @@ pub async fn keep_live(local: Arc<Local>, first: LeaseId) {
                     }
                     Err(e) => Err(e),
                 },
-                Err(e) => Err(ClusterError::from(e)),
+                Err(e) => Err(e),
             },
-            Some(id) => match c.store().keep_alive(id).await {
+            Some(id) => match c.renew_liveness_lease(id).await {
                 Ok(()) => {
                     local.lease_clock.renewed(sent);
                     Ok(())
@@ -439,7 +439,7 @@ pub async fn keep_live(local: Arc<Local>, first: LeaseId) {
 /// Takes the liveness lease and writes the liveness record.
 pub async fn go_live(local: &Local) -> cluster::Result<LeaseId> {
     let sent = std::time::Instant::now();
-    let id = local.cluster.store().grant_lease(LEASE_TTL).await?;
+    let id = local.cluster.grant_liveness_lease(LEASE_TTL).await?;
     local.cluster.set_live(id).await?;
     local.lease_clock.renewed(sent);
     tracing::info!(lease = format!("{id:x}"), "node is live");
@@ -448,10 +448,5 @@ pub async fn go_live(local: &Local) -> cluster::Result<LeaseId> {
 
 /// Revokes the lease on shutdown so the node shows down at once.
 pub async fn go_offline(local: &Local) {
-    let key = vigil_model::node::liveness_key(&local.me.name);
-    if let Ok(Some(kv)) = local.cluster.store().get(&key).await
-        && let Some(lease) = kv.lease
-    {
-        let _ = local.cluster.store().revoke_lease(lease).await;
-    }
+    local.cluster.go_offline().await;
 }

@@ -74,19 +74,19 @@ pub(crate) async fn run_round(local: &Arc<Local>, round: u64) -> Result<()> {
 /// Turns store changes into kicks; re-watches after errors.
 async fn watch_changes(local: Arc<Local>, kick: tokio::sync::mpsc::Sender<()>) {
     loop {
-        let after = match local.cluster.store().list("liveness/").await {
-            Ok(l) => l.revision,
+        let after = match local.cluster.revision().await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "watch: cannot read revision");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        match local.cluster.store().watch("", after).await {
+        match local.cluster.watch_all(after).await {
             Ok(mut stream) => {
                 while let Some(ev) = stream.recv().await {
                     match ev {
-                        Ok(ev) if ev.key().starts_with("events/") => {}
+                        Ok(ev) if crate::cluster::watch::is_event(ev.key()) => {}
                         Ok(_) => {
                             let _ = kick.try_send(());
                         }

@@ -31,23 +31,12 @@ use std::sync::atomic::Ordering;
 use super::{Snapshot, rendezvous};
 use crate::cluster::events::Severity;
 use crate::cluster::placement::is_managed_name;
+use crate::cluster::uninstall::Cleaning;
 use crate::cluster::{self, delete_op, update_op};
 use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::uninstall::{RECORD, Uninstall, UninstallPhase};
-use vigil_model::{Object, Replica, Versioned, VolumeState, key_of, now_unix};
-use vigil_store::{Expect, Op};
-
-/// Keys the cleaning keeps: the agents' liveness (they are still running)
-/// and the record itself.
-const KEPT_PREFIXES: [&str; 2] = ["liveness/", Uninstall::PREFIX];
-
-/// Kinds that must be gone before cleaning starts (their deletion removes
-/// data, which only the Deleting phase does).
-const DATA_PREFIXES: [&str; 3] = ["volumes/", "replicas/", "engines/"];
-
-/// Deletes per cleaning transaction (etcd allows 128 operations).
-const CHUNK: usize = 64;
+use vigil_model::{Object, Replica, Versioned, VolumeState, now_unix};
 
 /// The node that drives the uninstall now.
 pub fn driver(u: &Uninstall, ready: &BTreeSet<String>) -> Option<String> {
@@ -321,14 +310,12 @@ async fn progress(
     if volumes + replicas + engines == 0 {
         // Re-read the data kinds linearizably before the phase change:
         // the snapshot was taken at the start of the round.
-        for prefix in DATA_PREFIXES {
-            if !local.cluster.store().list(prefix).await?.kvs.is_empty() {
-                return Ok(());
-            }
+        if local.cluster.any_data_objects().await? {
+            return Ok(());
         }
         n.set_phase(UninstallPhase::Cleaning, now)
             .map_err(|e| cluster::ClusterError::Decode {
-                key: key_of::<Uninstall>(RECORD),
+                key: record.object.key(),
                 message: e.to_string(),
             })?;
         n.message =
@@ -349,45 +336,24 @@ async fn progress(
 /// The Cleaning phase, by the driver: deletes every key but the kept ones,
 /// then sets Done.
 async fn clean(local: &Local, record: &Versioned<Uninstall>) -> cluster::Result<()> {
-    let store = local.cluster.store();
     let record_key = record.object.key();
-    let listing = store.list("").await?;
-    let doomed: Vec<_> = listing
-        .kvs
-        .iter()
-        .filter(|kv| !KEPT_PREFIXES.iter().any(|p| kv.key.starts_with(p)))
-        .collect();
-    if let Some(kv) = doomed
-        .iter()
-        .find(|kv| DATA_PREFIXES.iter().any(|p| kv.key.starts_with(p)))
-    {
-        // Cannot happen while volume creation checks the record; never
-        // delete data objects here, and say so.
-        tracing::warn!(key = %kv.key, "uninstall cleaning found a data object; waiting");
-        return Ok(());
-    }
-    let deleted = doomed.len();
-    for chunk in doomed.chunks(CHUNK) {
-        let mut ops: Vec<Op> = chunk
-            .iter()
-            .map(|kv| Op::delete(kv.key.clone(), Expect::Revision(kv.mod_revision)))
-            .collect();
-        ops.push(Op::Check {
-            key: record_key.clone(),
-            expect: Expect::Revision(record.revision),
-        });
-        local.cluster.txn(ops).await?;
-    }
-    // Something may have been written meanwhile (an event of a round in
-    // flight): only an empty listing ends the cleaning.
-    let again = store.list("").await?;
-    if again
-        .kvs
-        .iter()
-        .any(|kv| !KEPT_PREFIXES.iter().any(|p| kv.key.starts_with(p)))
-    {
-        return Ok(());
-    }
+    let deleted = match local.cluster.clean_for_uninstall(record).await? {
+        Cleaning::DataObjectFound(key) => {
+            // Cannot happen while volume creation checks the record; never
+            // delete data objects here, and say so.
+            tracing::warn!(%key, "uninstall cleaning found a data object; waiting");
+            return Ok(());
+        }
+        // Something was written meanwhile (an event of a round in
+        // flight): only an empty listing ends the cleaning.
+        Cleaning::Deleted {
+            complete: false, ..
+        } => return Ok(()),
+        Cleaning::Deleted {
+            keys,
+            complete: true,
+        } => keys,
+    };
     let now = now_unix();
     let mut next = record.clone();
     let u = &mut next.object;
@@ -494,14 +460,5 @@ pub async fn note(local: &Local, line: String) {
         .await;
     if let Err(e) = res {
         tracing::debug!(error = %e, "uninstall history note not written");
-    }
-}
-
-/// The condition a volume creation adds to its transaction: no uninstall
-/// record, so no volume is created once an uninstall is claimed.
-pub fn absent_check() -> Op {
-    Op::Check {
-        key: key_of::<Uninstall>(RECORD),
-        expect: Expect::Absent,
     }
 }

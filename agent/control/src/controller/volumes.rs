@@ -18,7 +18,7 @@ use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::volume::Robustness;
 use vigil_model::{Engine, InstanceState, Versioned, Volume, VolumeState};
-use vigil_store::{Expect, Op};
+use vigil_store::Expect;
 
 pub async fn reconcile(local: &Arc<Local>, snap: &Snapshot) {
     let me = local.me.name.as_str();
@@ -105,10 +105,7 @@ async fn finish_deleting(
     }
     // Its in-sync set goes with it: a volume created again under the name
     // has new replicas. (Its epoch counter stays: epochs never go back.)
-    ops.push(Op::delete(
-        vigil_model::key_of::<vigil_model::insync::InSync>(&v.object.name),
-        Expect::Any,
-    ));
+    ops.push(cluster::insync::delete_op(&v.object.name));
     local.cluster.txn(ops).await?;
     local
         .cluster
@@ -336,11 +333,7 @@ async fn serve(local: &Local, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
         None => {
             let mut ne = Engine::new(&vol.name, me);
             want(&mut ne);
-            ops.push(Op::put(
-                ne_key(&vol.name),
-                cluster::encode(&ne),
-                Expect::Absent,
-            ));
+            ops.push(cluster::put_op(&ne, Expect::Absent));
         }
     }
     // replica modes, faults and rebuilds as this engine sees them
@@ -404,10 +397,6 @@ async fn serve(local: &Local, snap: &Snapshot, v: &Versioned<Volume>) -> cluster
             .await;
     }
     Ok(())
-}
-
-fn ne_key(volume: &str) -> String {
-    vigil_model::key_of::<Engine>(volume)
 }
 
 /// Starts the volume's engine here and puts it in the NBD catalog — not

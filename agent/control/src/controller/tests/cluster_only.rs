@@ -30,8 +30,7 @@ async fn register(c: &Cluster, name: &str) {
 /// Makes `c`'s own node live (a lease-bound liveness record).
 async fn go_live(c: &Cluster) {
     let lease = c
-        .store()
-        .grant_lease(Duration::from_secs(30))
+        .grant_liveness_lease(Duration::from_secs(30))
         .await
         .unwrap();
     c.set_live(lease).await.unwrap();
@@ -100,7 +99,7 @@ async fn a_node_without_liveness_is_marked_down_once_and_cleared_when_it_returns
     assert_eq!(events(&n1, "NodeDown").await.len(), 1, "no second event");
 
     // n2 renews its lease again: the mark goes.
-    go_live(&Cluster::new(Arc::clone(n1.store()), "n2")).await;
+    go_live(&n1.as_node("n2")).await;
     let snap = Snapshot::read(&n1).await.unwrap();
     assert!(snap.ready.contains("n2"));
     nodes::mark_down(&n1, &snap).await;
@@ -158,7 +157,7 @@ async fn policy_never_leaves_the_volume_and_only_the_chosen_agent_acts() {
         register(&n1, n).await;
     }
     go_live(&n1).await;
-    let n3 = Cluster::new(Arc::clone(n1.store()), "n3");
+    let n3 = n1.as_node("n3");
     go_live(&n3).await;
     set(&n1, "volume-attachment-recovery-policy", "never").await;
     attached_to(&n1, "v1", "n2").await;
