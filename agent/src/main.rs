@@ -5,7 +5,6 @@ mod bundle;
 mod cli;
 mod daemon;
 mod ebpf;
-mod health;
 mod metrics;
 mod telemetry;
 

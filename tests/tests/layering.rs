@@ -65,12 +65,10 @@ const CRATES: &[(&str, &[&str])] = &[
 const ALLOWED: &[(&str, &str)] = &[
     ("api", "bundle"),
     ("api", "daemon"),
-    ("api", "health"),
     ("api", "metrics"),
     ("api", "telemetry"),
     ("bundle", "cli"),
     ("bundle", "daemon"),
-    ("bundle", "health"),
     ("bundle", "metrics"),
     ("bundle", "telemetry"),
     ("cli", "bundle"),
@@ -82,10 +80,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ("daemon", "ebpf"),
     ("daemon", "metrics"),
     ("ebpf", "metrics"),
-    ("health", "daemon"),
-    ("metrics", "daemon"),
     ("metrics", "ebpf"),
-    ("metrics", "health"),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {

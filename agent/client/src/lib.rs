@@ -1,8 +1,13 @@
 //! The client of the agent's HTTP API: JSON in and out, the API's errors
 //! decoded into [`CallError`], a bearer token and a W3C `traceparent` when
 //! given. Used by the CLI, the support-bundle collector and agent-to-agent
-//! forwarding. (One typed call per route is issue 19's next step; today
-//! callers name the method and path.)
+//! forwarding. [`routes`] has one typed call per route; `call` and
+//! `call_bytes` stay for forwarding, which passes a request through as it
+//! came.
+
+pub mod routes;
+
+pub use routes::SnapshotOwner;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_engine::engine::EngineStatus;
-use vigil_engine::replica::{LayerInfo, ReplicaInfo, VerifyReport};
+pub use vigil_engine::replica::{LayerInfo, ReplicaInfo, VerifyReport};
 
 /// `GET /v1/node`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -307,4 +307,32 @@ pub struct UninstallReply {
     pub message: String,
     /// The record, when there is one.
     pub uninstall: Option<crate::uninstall::Uninstall>,
+}
+
+/// `DELETE /v1/engines/NAME/snapshots/SNAP` (and the volume's route).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRemoved {
+    /// The snapshot removed.
+    pub removed: String,
+}
+
+/// `POST /v1/engines/NAME/snapshots/SNAP/revert` (and the volume's route).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotReverted {
+    /// The snapshot the volume now starts from.
+    pub reverted_to: String,
+}
+
+/// `DELETE /v1/replicas/NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaDeleted {
+    /// The replica deleted.
+    pub deleted: String,
+}
+
+/// `GET /v1/logs?limit=N`: this agent's newest log lines (each a JSON
+/// object as text), oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLines {
+    pub lines: Vec<String>,
 }

@@ -17,7 +17,10 @@ type Reply = Result<(StatusCode, Vec<u8>), ApiError>;
 
 /// `GET /v1/health`: the report; the status is inside.
 pub async fn get(agent: &Agent) -> Reply {
-    Ok((StatusCode::OK, to_json(&crate::health::report(agent).await)))
+    Ok((
+        StatusCode::OK,
+        to_json(&vigil_control::health::local::report(&agent.local).await),
+    ))
 }
 
 fn known(code: &str) -> Result<&'static codes::CodeInfo, ApiError> {

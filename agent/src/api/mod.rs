@@ -64,7 +64,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if method == hyper::Method::GET && path == "/metrics" {
-        return Ok(metrics_response(crate::metrics::render(&agent).await));
+        return Ok(metrics_response(crate::metrics::render(&agent.local).await));
     }
     let query = req.uri().query().unwrap_or("").to_string();
     let span = crate::telemetry::propagation::request_span(&method, &path, req.headers());

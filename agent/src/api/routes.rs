@@ -181,14 +181,18 @@ pub async fn route(
             let generation = chain_generation(agent, &e, "snapshot removal").await?;
             e.remove_snapshot(name(s)?).await?;
             chain_joined(&e, generation).await?;
-            ok(&serde_json::json!({"removed": s}))
+            ok(&SnapshotRemoved {
+                removed: s.to_string(),
+            })
         }
         (&Method::POST, ["v1", "engines", n, "snapshots", s, "revert"]) => {
             let e = engine(agent, n)?;
             let generation = chain_generation(agent, &e, "revert").await?;
             e.revert(name(s)?).await?;
             chain_joined(&e, generation).await?;
-            ok(&serde_json::json!({"reverted_to": s}))
+            ok(&SnapshotReverted {
+                reverted_to: s.to_string(),
+            })
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -200,13 +204,15 @@ pub async fn route(
 
 /// `GET /v1/logs?limit=N`: this agent's newest log lines (JSON each),
 /// oldest first; 200 by default, at most the ring's size.
-fn recent_logs(query: &str) -> serde_json::Value {
+fn recent_logs(query: &str) -> LogLines {
     let limit = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("limit="))
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(200);
-    serde_json::json!({ "lines": crate::telemetry::logs::recent(limit) })
+    LogLines {
+        lines: crate::telemetry::logs::recent(limit),
+    }
 }
 
 fn node_view(agent: &Agent) -> NodeView {
@@ -326,7 +332,9 @@ async fn delete_replica(agent: &Arc<Agent>, n: &str) -> Reply {
         return Err(ApiError::not_found("replica", n));
     }
     tracing::info!(replica = %n, "replica deleted");
-    ok(&serde_json::json!({"deleted": n}))
+    ok(&ReplicaDeleted {
+        deleted: n.to_string(),
+    })
 }
 
 async fn create_engine(agent: &Arc<Agent>, req: CreateEngine) -> Reply {

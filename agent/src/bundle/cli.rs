@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-
 use super::Request;
 use super::archive::{Bundle, Manifest};
 use crate::cli::args::Output;
@@ -75,21 +73,16 @@ pub async fn run(api: &ApiClient, args: SupportBundleArgs, output: Output) -> Ex
         nodes: args.nodes,
         node_timeout_secs: Some(args.node_timeout.as_secs().max(1)),
     };
-    if let Ok(serde_json::Value::Array(nodes)) = api
-        .call::<(), serde_json::Value>(Method::GET, "/v1/nodes", None)
-        .await
-    {
+    if let Ok(nodes) = api.nodes().await {
         let names: Vec<String> = nodes
             .iter()
-            .filter_map(|n| {
-                let name = n["name"].as_str()?;
-                (req.nodes.is_empty() || req.nodes.iter().any(|r| r == name)).then(|| {
-                    if n["ready"] == false {
-                        format!("{name} (down)")
-                    } else {
-                        name.to_string()
-                    }
-                })
+            .filter(|n| req.nodes.is_empty() || req.nodes.contains(&n.name))
+            .map(|n| {
+                if n.ready {
+                    n.name.clone()
+                } else {
+                    format!("{} (down)", n.name)
+                }
             })
             .collect();
         eprintln!(
@@ -100,7 +93,7 @@ pub async fn run(api: &ApiClient, args: SupportBundleArgs, output: Output) -> Ex
         );
     }
     let started = Instant::now();
-    let call = api.call_bytes(Method::POST, "/v1/support-bundle", Some(&req));
+    let call = api.support_bundle(&req);
     tokio::pin!(call);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let result = loop {

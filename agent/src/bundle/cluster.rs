@@ -23,7 +23,7 @@ pub const MUTES: &str = "cluster/mutes.json";
 /// marked secret). A store that cannot be read is said in each file.
 pub async fn collect(agent: &Agent, req: &Request, red: &mut Redactor) -> Vec<(String, Value)> {
     let now = vigil_model::now_unix();
-    let view = crate::health::view(agent).await;
+    let view = vigil_control::health::local::view(&agent.local).await;
     // Evaluated from the view as read, before redaction; the offline
     // doctor evaluates the redacted view and must (and does) agree:
     // redaction touches no field a check reads.

@@ -208,7 +208,7 @@ async fn ask(
                 .with_token(Some(agent.token.expose().to_string()))
                 .with_traceparent(crate::telemetry::propagation::outgoing_traceparent());
             client
-                .call::<(), NodePart>(hyper::Method::GET, &node_path(req), None)
+                .support_bundle_node::<NodePart>(&node_query(req))
                 .await
         }
     })
@@ -252,7 +252,7 @@ fn with_down(reason: String, down: &Option<String>) -> String {
 }
 
 /// `GET /v1/support-bundle/node?...` for a request.
-pub fn node_path(req: &Request) -> String {
+pub fn node_query(req: &Request) -> String {
     let mut q = Vec::new();
     if let Some(s) = req.since_secs {
         q.push(format!("since={s}"));
@@ -260,11 +260,7 @@ pub fn node_path(req: &Request) -> String {
     for v in &req.volumes {
         q.push(format!("volume={v}"));
     }
-    if q.is_empty() {
-        "/v1/support-bundle/node".into()
-    } else {
-        format!("/v1/support-bundle/node?{}", q.join("&"))
-    }
+    q.join("&")
 }
 
 /// A node's file path, if it is a plain relative path (no `..`, no
@@ -292,14 +288,11 @@ mod tests {
     }
 
     #[test]
-    fn node_query() {
+    fn node_query_names_the_window_and_volumes() {
         let mut r = Request::default();
-        assert_eq!(node_path(&r), "/v1/support-bundle/node");
+        assert_eq!(node_query(&r), "");
         r.since_secs = Some(60);
         r.volumes = vec!["a".into(), "b".into()];
-        assert_eq!(
-            node_path(&r),
-            "/v1/support-bundle/node?since=60&volume=a&volume=b"
-        );
+        assert_eq!(node_query(&r), "since=60&volume=a&volume=b");
     }
 }

@@ -49,7 +49,7 @@ pub async fn collect(agent: &Arc<Agent>, req: &Request) -> NodePart {
     // credential) are then removed from every other file.
     let agent_json = agent_facts(agent, &mut red);
     let logs = logs(req);
-    let metrics = crate::metrics::render(agent).await;
+    let metrics = crate::metrics::render(&agent.local).await;
     let (metrics, ebpf) = split_ebpf(&metrics);
     let replicas = {
         let agent = Arc::clone(agent);

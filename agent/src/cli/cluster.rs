@@ -4,20 +4,18 @@
 
 use std::time::Duration;
 
-use hyper::Method;
 use serde_json::Value;
 
-use super::Render;
-use super::args::{DiskCmd, NodeCmd, SettingsCmd, SnapshotCmd, VolumeCmd};
+use super::args::{DiskCmd, NodeCmd, SettingsCmd, VolumeCmd};
 use super::table::{columns, s, typed};
-use vigil_client::{ApiClient, CallError};
+use super::{Render, json};
+use vigil_client::{ApiClient, CallError, SnapshotOwner};
 use vigil_engine::size::human as size;
 use vigil_model::wire::*;
 
 const SETTLE: Duration = Duration::from_secs(120);
 
 pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), CallError> {
-    let none: Option<&()> = None;
     Ok(match cmd {
         VolumeCmd::Create {
             name,
@@ -36,27 +34,18 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
                 node_tags,
                 disk_tags,
             };
-            let mut v: Value = api.call(Method::POST, "/v1/volumes", Some(&req)).await?;
+            let mut v = json(api.create_volume(&req).await?);
             if !no_wait {
                 v = settle(api, &name, |v| v["state"] != "creating").await?;
             }
             (v, |v| typed(v, volume_show))
         }
-        VolumeCmd::Get { name } => (
-            api.call(Method::GET, &format!("/v1/volumes/{name}"), none)
-                .await?,
-            |v| typed(v, volume_show),
-        ),
-        VolumeCmd::List => (api.call(Method::GET, "/v1/volumes", none).await?, |v| {
+        VolumeCmd::Get { name } => (json(api.volume(&name).await?), |v| typed(v, volume_show)),
+        VolumeCmd::List => (json(api.volumes().await?), |v| {
             typed(v, |x: &Vec<VolumeView>| volume_list(x))
         }),
         VolumeCmd::Attach { name, node } => (
-            api.call(
-                Method::POST,
-                &format!("/v1/volumes/{name}/attach"),
-                Some(&AttachVolume { node }),
-            )
-            .await?,
+            json(api.attach_volume(&name, &AttachVolume { node }).await?),
             |v| typed(v, volume_attached),
         ),
         VolumeCmd::Migrate {
@@ -65,39 +54,22 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
             confirm,
             rollback,
         } => {
-            let path = format!("/v1/volumes/{name}/migrate");
-            let v: Value = match (to, confirm, rollback) {
-                (Some(to), _, _) => {
-                    api.call(Method::POST, &path, Some(&MigrateVolume { to }))
-                        .await?
-                }
-                (None, true, _) => {
-                    api.call(Method::POST, &format!("{path}/confirm"), none)
-                        .await?
-                }
-                _ => {
-                    api.call(Method::POST, &format!("{path}/rollback"), none)
-                        .await?
-                }
+            let v = match (to, confirm, rollback) {
+                (Some(to), _, _) => api.migrate_volume(&name, &MigrateVolume { to }).await?,
+                (None, true, _) => api.confirm_migration(&name).await?,
+                _ => api.roll_back_migration(&name).await?,
             };
-            (v, |v| typed(v, volume_show))
+            (json(v), |v| typed(v, volume_show))
         }
-        VolumeCmd::Detach { name } => (
-            api.call(Method::POST, &format!("/v1/volumes/{name}/detach"), none)
-                .await?,
-            |v| typed(v, volume_show),
-        ),
+        VolumeCmd::Detach { name } => (json(api.detach_volume(&name).await?), |v| {
+            typed(v, volume_show)
+        }),
         VolumeCmd::Delete { name, no_wait } => {
-            let v: Value = api
-                .call(Method::DELETE, &format!("/v1/volumes/{name}"), none)
-                .await?;
+            let v = json(api.delete_volume(&name).await?);
             if !no_wait {
                 let deadline = tokio::time::Instant::now() + SETTLE;
                 loop {
-                    match api
-                        .call::<(), Value>(Method::GET, &format!("/v1/volumes/{name}"), None)
-                        .await
-                    {
+                    match api.volume(&name).await {
                         Err(CallError::Api { code, .. }) if code == "not_found" => break,
                         Err(e) => return Err(e),
                         Ok(_) if tokio::time::Instant::now() > deadline => {
@@ -121,27 +93,23 @@ pub async fn volume(api: &ApiClient, cmd: VolumeCmd) -> Result<(Value, Render), 
             replica,
             accept_data_loss,
         } => (
-            api.call(
-                Method::POST,
-                &format!("/v1/volumes/{name}/salvage"),
-                Some(&SalvageVolume {
-                    replica,
-                    accept_data_loss,
-                }),
-            )
-            .await?,
+            json(
+                api.salvage_volume(
+                    &name,
+                    &SalvageVolume {
+                        replica,
+                        accept_data_loss,
+                    },
+                )
+                .await?,
+            ),
             |v| typed(v, volume_show),
         ),
         VolumeCmd::Expand { name, size } => (
-            api.call(
-                Method::POST,
-                &format!("/v1/volumes/{name}/expand"),
-                Some(&ExpandVolume { size }),
-            )
-            .await?,
+            json(api.expand_volume(&name, &ExpandVolume { size }).await?),
             |v| typed(v, volume_show),
         ),
-        VolumeCmd::Snapshot(cmd) => super::snapshot(api, "/v1/volumes", cmd).await?,
+        VolumeCmd::Snapshot(cmd) => super::snapshot(api, SnapshotOwner::Volume, cmd).await?,
     })
 }
 
@@ -153,9 +121,7 @@ async fn settle(
 ) -> Result<Value, CallError> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let v: Value = api
-            .call(Method::GET, &format!("/v1/volumes/{name}"), None::<&()>)
-            .await?;
+        let v = json(api.volume(name).await?);
         if done(&v) {
             return Ok(v);
         }
@@ -176,26 +142,24 @@ async fn settle(
 }
 
 pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), CallError> {
-    let none: Option<&()> = None;
     Ok(match cmd {
-        NodeCmd::List => (api.call(Method::GET, "/v1/nodes", none).await?, |v| {
+        NodeCmd::List => (json(api.nodes().await?), |v| {
             typed(v, |x: &Vec<ClusterNodeView>| node_list(x))
         }),
-        NodeCmd::Get { name } => (
-            api.call(Method::GET, &format!("/v1/nodes/{name}"), none)
-                .await?,
-            |v| typed(v, node_show),
-        ),
+        NodeCmd::Get { name } => (json(api.cluster_node(&name).await?), |v| {
+            typed(v, node_show)
+        }),
         NodeCmd::Evict { name, cancel } => (
-            api.call(
-                Method::POST,
-                &format!("/v1/nodes/{name}"),
-                Some(&UpdateNode {
-                    eviction_requested: Some(!cancel),
-                    ..UpdateNode::default()
-                }),
-            )
-            .await?,
+            json(
+                api.update_node(
+                    &name,
+                    &UpdateNode {
+                        eviction_requested: Some(!cancel),
+                        ..UpdateNode::default()
+                    },
+                )
+                .await?,
+            ),
             |v| typed(v, node_show),
         ),
         NodeCmd::DrainCheck { .. } | NodeCmd::Drain { .. } => {
@@ -206,16 +170,17 @@ pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), Call
             allow_scheduling,
             tags,
         } => (
-            api.call(
-                Method::POST,
-                &format!("/v1/nodes/{name}"),
-                Some(&UpdateNode {
-                    allow_scheduling,
-                    tags,
-                    ..UpdateNode::default()
-                }),
-            )
-            .await?,
+            json(
+                api.update_node(
+                    &name,
+                    &UpdateNode {
+                        allow_scheduling,
+                        tags,
+                        ..UpdateNode::default()
+                    },
+                )
+                .await?,
+            ),
             |v| typed(v, node_show),
         ),
     })
@@ -223,52 +188,23 @@ pub async fn node(api: &ApiClient, cmd: NodeCmd) -> Result<(Value, Render), Call
 
 pub async fn disk(api: &ApiClient, cmd: DiskCmd) -> Result<(Value, Render), CallError> {
     match cmd {
-        DiskCmd::List => Ok((
-            api.call(Method::GET, "/v1/disks", None::<&()>).await?,
-            |v| typed(v, |x: &Vec<DiskView>| disk_list(x)),
-        )),
+        DiskCmd::List => Ok((json(api.disks().await?), |v| {
+            typed(v, |x: &Vec<DiskView>| disk_list(x))
+        })),
     }
 }
 
 pub async fn settings(api: &ApiClient, cmd: SettingsCmd) -> Result<(Value, Render), CallError> {
     Ok(match cmd {
-        SettingsCmd::List => (
-            api.call(Method::GET, "/v1/settings", None::<&()>).await?,
-            |v| typed(v, |x: &Vec<SettingView>| setting_list(x)),
-        ),
-        SettingsCmd::Get { name } => (
-            api.call(Method::GET, &format!("/v1/settings/{name}"), None::<&()>)
-                .await?,
-            |v| typed(v, setting_show),
-        ),
+        SettingsCmd::List => (json(api.settings().await?), |v| {
+            typed(v, |x: &Vec<SettingView>| setting_list(x))
+        }),
+        SettingsCmd::Get { name } => (json(api.setting(&name).await?), |v| typed(v, setting_show)),
         SettingsCmd::Set { name, value } => (
-            api.call(
-                Method::PUT,
-                &format!("/v1/settings/{name}"),
-                Some(&SetSetting { value }),
-            )
-            .await?,
+            json(api.set_setting(&name, &SetSetting { value }).await?),
             |v| typed(v, setting_show),
         ),
     })
-}
-
-/// Snapshot subcommands under `prefix` (`/v1/volumes` or `/v1/engines`).
-pub fn snapshot_path(prefix: &str, cmd: &SnapshotCmd) -> (Method, String) {
-    match cmd {
-        SnapshotCmd::Create { volume, .. } => {
-            (Method::POST, format!("{prefix}/{volume}/snapshots"))
-        }
-        SnapshotCmd::List { volume } => (Method::GET, format!("{prefix}/{volume}/snapshots")),
-        SnapshotCmd::Delete { volume, snapshot } => (
-            Method::DELETE,
-            format!("{prefix}/{volume}/snapshots/{snapshot}"),
-        ),
-        SnapshotCmd::Revert { volume, snapshot } => (
-            Method::POST,
-            format!("{prefix}/{volume}/snapshots/{snapshot}/revert"),
-        ),
-    }
 }
 
 fn deleted(v: &VolumeView) -> String {

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use hyper::Method;
 use serde_json::Value;
 
 use super::Render;
@@ -18,7 +17,7 @@ use vigil_control::health::{Check, Item, ItemRef, MuteRequest, Report, Status, c
 /// do not count) or the agent could not be asked.
 pub async fn doctor(endpoint: &str, output: Output) -> ExitCode {
     let api = ApiClient::new(endpoint);
-    let report: Report = match api.call(Method::GET, "/v1/health", None::<&()>).await {
+    let report: Report = match api.health().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -28,11 +27,8 @@ pub async fn doctor(endpoint: &str, output: Output) -> ExitCode {
     let code = print(&report, output);
     if output == Output::Table {
         // The kernel's view next to the engine's (eBPF); best effort.
-        if let Ok(nodes) = api
-            .call::<(), serde_json::Value>(Method::GET, "/v1/nodes", None)
-            .await
-        {
-            print!("{}", super::kernel_view::section(&nodes));
+        if let Ok(nodes) = api.nodes().await {
+            print!("{}", super::kernel_view::section(&super::json(nodes)));
         }
     }
     code
@@ -69,36 +65,21 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 /// `vigil health ...`: one API call each.
 pub async fn health(api: &ApiClient, cmd: HealthCmd) -> Result<(Value, Render), CallError> {
     Ok(match cmd {
-        HealthCmd::List => (
-            api.call(Method::GET, "/v1/health", None::<&()>).await?,
-            list,
-        ),
+        HealthCmd::List => (api.health().await?, list),
         HealthCmd::Mute {
             code,
             duration,
             reason,
         } => (
-            api.call(
-                Method::POST,
-                "/v1/health/mutes",
-                Some(&MuteRequest {
-                    code,
-                    for_seconds: duration,
-                    reason,
-                }),
-            )
+            api.mute(&MuteRequest {
+                code,
+                for_seconds: duration,
+                reason,
+            })
             .await?,
             muted,
         ),
-        HealthCmd::Unmute { code } => (
-            api.call(
-                Method::DELETE,
-                &format!("/v1/health/mutes/{code}"),
-                None::<&()>,
-            )
-            .await?,
-            unmuted,
-        ),
+        HealthCmd::Unmute { code } => (api.unmute(&code).await?, unmuted),
     })
 }
 

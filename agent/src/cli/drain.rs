@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hyper::Method;
 use serde_json::Value;
 
 use super::args::Output;
@@ -22,12 +21,7 @@ fn error(e: CallError) -> ExitCode {
 }
 
 async fn fetch(api: &ApiClient, name: &str) -> Result<Value, CallError> {
-    api.call(
-        Method::GET,
-        &format!("/v1/nodes/{name}/drain-check"),
-        None::<&()>,
-    )
-    .await
+    api.drain_check(name).await
 }
 
 fn print(v: &Value, output: Output) {
@@ -87,15 +81,14 @@ pub async fn check(api: &ApiClient, name: &str, output: Output) -> ExitCode {
 /// Cordon + evict, then poll the check until it passes or `timeout` ends.
 /// The eviction is not cancelled afterwards: the node is being drained.
 pub async fn drain(api: &ApiClient, name: &str, timeout: Duration, output: Output) -> ExitCode {
-    let set: Result<Value, _> = api
-        .call(
-            Method::POST,
-            &format!("/v1/nodes/{name}"),
-            Some(&UpdateNode {
+    let set = api
+        .update_node(
+            name,
+            &UpdateNode {
                 allow_scheduling: Some(false),
                 eviction_requested: Some(true),
                 ..UpdateNode::default()
-            }),
+            },
         )
         .await;
     if let Err(e) = set {
@@ -113,9 +106,10 @@ pub async fn drain(api: &ApiClient, name: &str, timeout: Duration, output: Outpu
             Err(e) => return error(e),
         };
         if can_drain(&v) {
-            let node: Value = api
-                .call(Method::GET, &format!("/v1/nodes/{name}"), None::<&()>)
+            let node = api
+                .cluster_node(name)
                 .await
+                .map(super::json)
                 .unwrap_or(Value::Null);
             if output == Output::Json {
                 print(

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hyper::Method;
 use serde_json::Value;
 
 use super::Render;
@@ -50,13 +49,7 @@ impl Filter {
 
 /// One listing.
 pub async fn list(api: &ApiClient, f: &Filter) -> Result<(Value, Render), CallError> {
-    let v = api
-        .call(
-            Method::GET,
-            &format!("/v1/events?{}", f.query(None)),
-            None::<&()>,
-        )
-        .await?;
+    let v = super::json(api.events(&f.query(None)).await?);
     Ok((v, table))
 }
 
@@ -66,14 +59,14 @@ pub async fn follow(api: &ApiClient, f: &Filter, json: bool) -> ExitCode {
     let mut last: Option<String> = None;
     let mut first = true;
     loop {
-        let path = format!("/v1/events?{}", f.query(last.as_deref()));
-        match api.call(Method::GET, &path, None::<&()>).await {
-            Ok(Value::Array(events)) => {
+        match api.events(&f.query(last.as_deref())).await {
+            Ok(events) => {
                 if first && !json {
                     println!("{}", header());
                 }
                 first = false;
-                for e in &events {
+                for e in events.iter().map(super::json) {
+                    let e = &e;
                     if json {
                         println!("{e}");
                     } else {
@@ -83,10 +76,6 @@ pub async fn follow(api: &ApiClient, f: &Filter, json: bool) -> ExitCode {
                         last = Some(id.to_string());
                     }
                 }
-            }
-            Ok(other) => {
-                eprintln!("error: unexpected answer: {other}");
-                return ExitCode::FAILURE;
             }
             Err(e) => eprintln!("warning: {e}; retrying"),
         }

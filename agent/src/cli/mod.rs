@@ -13,11 +13,10 @@ mod uninstall;
 
 use std::process::ExitCode;
 
-use hyper::Method;
 use serde_json::Value;
 
 use args::{AgentArgs, Cli, Command, EngineCmd, Output, ReplicaCmd, SnapshotCmd};
-use vigil_client::{ApiClient, CallError};
+use vigil_client::{ApiClient, CallError, SnapshotOwner};
 use vigil_model::wire::*;
 
 /// Runs one invocation.
@@ -102,7 +101,6 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub(crate) type Render = fn(&Value) -> String;
 
 async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallError> {
-    let none: Option<&()> = None;
     Ok(match cmd {
         Command::Agent(_) => unreachable!("handled by run"),
         Command::Doctor { .. } => unreachable!("handled by run"),
@@ -110,75 +108,48 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
         Command::Uninstall(_) => unreachable!("handled by run"),
         Command::Health(cmd) => doctor::health(api, cmd).await?,
         Command::Replica(ReplicaCmd::Create { name, size }) => (
-            api.call(
-                Method::POST,
-                "/v1/replicas",
-                Some(&CreateReplica { name, size }),
-            )
-            .await?,
+            json(api.create_replica(&CreateReplica { name, size }).await?),
             table::replica_created,
         ),
-        Command::Replica(ReplicaCmd::List) => {
-            (api.call(Method::GET, "/v1/replicas", none).await?, |v| {
-                table::typed(v, |x: &Vec<ReplicaView>| table::replica_list(x))
-            })
+        Command::Replica(ReplicaCmd::List) => (json(api.replicas().await?), |v| {
+            table::typed(v, |x: &Vec<ReplicaView>| table::replica_list(x))
+        }),
+        Command::Replica(ReplicaCmd::Show { name }) => (json(api.replica(&name).await?), |v| {
+            table::typed(v, table::replica_show)
+        }),
+        Command::Replica(ReplicaCmd::Verify { name }) => {
+            (json(api.verify_replica(&name).await?), table::verify)
         }
-        Command::Replica(ReplicaCmd::Show { name }) => (
-            api.call(Method::GET, &format!("/v1/replicas/{name}"), none)
-                .await?,
-            |v| table::typed(v, table::replica_show),
-        ),
-        Command::Replica(ReplicaCmd::Verify { name }) => (
-            api.call(Method::GET, &format!("/v1/replicas/{name}/verify"), none)
-                .await?,
-            table::verify,
-        ),
-        Command::Replica(ReplicaCmd::Delete { name }) => (
-            api.call(Method::DELETE, &format!("/v1/replicas/{name}"), none)
-                .await?,
-            table::done,
-        ),
+        Command::Replica(ReplicaCmd::Delete { name }) => {
+            (json(api.delete_replica(&name).await?), table::done)
+        }
         Command::Engine(EngineCmd::Create {
             name,
             size,
             replicas,
         }) => (
-            api.call(
-                Method::POST,
-                "/v1/engines",
-                Some(&CreateEngine {
+            json(
+                api.create_engine(&CreateEngine {
                     name,
                     size,
                     replicas,
-                }),
-            )
-            .await?,
+                })
+                .await?,
+            ),
             table::engine_created,
         ),
-        Command::Engine(EngineCmd::List) => (
-            api.call(Method::GET, "/v1/engines", none).await?,
-            table::engine_list,
-        ),
-        Command::Engine(EngineCmd::Show { name }) => (
-            api.call(Method::GET, &format!("/v1/engines/{name}"), none)
-                .await?,
-            table::engine_show,
-        ),
+        Command::Engine(EngineCmd::List) => (json(api.engines().await?), table::engine_list),
+        Command::Engine(EngineCmd::Show { name }) => {
+            (json(api.engine(&name).await?), table::engine_show)
+        }
         Command::Engine(EngineCmd::AddReplica { name, url }) => (
-            api.call(
-                Method::POST,
-                &format!("/v1/engines/{name}/replicas"),
-                Some(&AddReplica { url }),
-            )
-            .await?,
+            json(api.add_engine_replica(&name, &AddReplica { url }).await?),
             table::engine_show,
         ),
-        Command::Engine(EngineCmd::Delete { name }) => (
-            api.call(Method::DELETE, &format!("/v1/engines/{name}"), none)
-                .await?,
-            table::done,
-        ),
-        Command::Snapshot(cmd) => snapshot(api, "/v1/engines", cmd).await?,
+        Command::Engine(EngineCmd::Delete { name }) => {
+            (json(api.delete_engine(&name).await?), table::done)
+        }
+        Command::Snapshot(cmd) => snapshot(api, SnapshotOwner::Engine, cmd).await?,
         Command::Volume(cmd) => cluster::volume(api, cmd).await?,
         Command::Node(cmd) => cluster::node(api, cmd).await?,
         Command::Disk(cmd) => cluster::disk(api, cmd).await?,
@@ -203,26 +174,37 @@ async fn call(api: &ApiClient, cmd: Command) -> Result<(Value, Render), CallErro
     })
 }
 
-/// Snapshot commands on an engine or a volume (`prefix`).
+/// Snapshot commands on an engine or a volume (`owner`).
 async fn snapshot(
     api: &ApiClient,
-    prefix: &str,
+    owner: SnapshotOwner,
     cmd: SnapshotCmd,
 ) -> Result<(Value, Render), CallError> {
-    let (method, path) = cluster::snapshot_path(prefix, &cmd);
     Ok(match cmd {
-        SnapshotCmd::Create { snapshot, .. } => (
-            api.call(method, &path, Some(&CreateSnapshot { name: snapshot }))
-                .await?,
+        SnapshotCmd::Create { volume, snapshot } => (
+            json(
+                api.create_snapshot(owner, &volume, &CreateSnapshot { name: snapshot })
+                    .await?,
+            ),
             table::snapshot_created,
         ),
-        SnapshotCmd::List { .. } => (api.call(method, &path, None::<&()>).await?, |v| {
+        SnapshotCmd::List { volume } => (json(api.snapshots(owner, &volume).await?), |v| {
             table::typed(v, table::snapshot_list)
         }),
-        SnapshotCmd::Delete { .. } | SnapshotCmd::Revert { .. } => {
-            (api.call(method, &path, None::<&()>).await?, table::done)
-        }
+        SnapshotCmd::Delete { volume, snapshot } => (
+            json(api.remove_snapshot(owner, &volume, &snapshot).await?),
+            table::done,
+        ),
+        SnapshotCmd::Revert { volume, snapshot } => (
+            json(api.revert_snapshot(owner, &volume, &snapshot).await?),
+            table::done,
+        ),
     })
+}
+
+/// An answer as JSON, for `--json` output and the renderers.
+pub(crate) fn json<T: serde::Serialize>(answer: T) -> Value {
+    serde_json::to_value(answer).unwrap_or(Value::Null)
 }
 
 async fn run_agent(a: AgentArgs) -> ExitCode {

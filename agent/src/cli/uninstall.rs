@@ -10,8 +10,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-
 use super::args::{Output, UninstallArgs, UninstallCmd};
 use vigil_client::ApiClient;
 use vigil_model::wire::UninstallReply;
@@ -21,10 +19,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(api: &ApiClient, args: UninstallArgs, output: Output) -> ExitCode {
     if let Some(UninstallCmd::Status) = args.command {
-        return match api
-            .call::<_, UninstallReply>(Method::GET, "/v1/uninstall", None::<&()>)
-            .await
-        {
+        return match api.uninstall_status().await {
             Ok(r) => {
                 print_final(&r, output);
                 ExitCode::SUCCESS
@@ -35,7 +30,7 @@ pub async fn run(api: &ApiClient, args: UninstallArgs, output: Output) -> ExitCo
             }
         };
     }
-    let first: UninstallReply = match api.call(Method::POST, "/v1/uninstall", None::<&()>).await {
+    let first: UninstallReply = match api.uninstall().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -52,10 +47,7 @@ pub async fn run(api: &ApiClient, args: UninstallArgs, output: Output) -> ExitCo
     let mut last_error = String::new();
     loop {
         tokio::time::sleep(POLL).await;
-        match api
-            .call::<_, UninstallReply>(Method::GET, "/v1/uninstall", None::<&()>)
-            .await
-        {
+        match api.uninstall_status().await {
             Ok(r) => {
                 last_error.clear();
                 let Some(u) = &r.uninstall else {

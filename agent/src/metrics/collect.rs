@@ -18,14 +18,14 @@ use vigil_engine::engine::metrics::replica_label;
 use super::names::*;
 use super::process;
 use super::scrape::Scrape;
-use crate::daemon::Agent;
 use vigil_control::controller::rendezvous;
 use vigil_control::health;
+use vigil_control::local::Local;
 use vigil_model::replica::ReplicaMode;
 use vigil_model::{Replica, Volume};
 
-pub async fn collect(agent: &Agent, page: &Scrape) {
-    let me = agent.config.node_name.as_str();
+pub async fn collect(local: &Local, page: &Scrape) {
+    let me = local.me.name.as_str();
     page.gauge(
         BUILD_INFO,
         vec![
@@ -47,16 +47,16 @@ pub async fn collect(agent: &Agent, page: &Scrape) {
     if let Some(v) = process::start_time() {
         page.gauge(PROCESS_START_TIME, vec![], v);
     }
-    disk_errors(agent, page);
+    disk_errors(local, page);
     // One read of the cluster feeds both the state series and the health
     // checks, so they agree with each other within a scrape.
-    let view = crate::health::view(agent).await;
+    let view = health::local::view(local).await;
     let up = view.store_error.is_none();
     page.gauge(STORE_UP, vec![], if up { 1.0 } else { 0.0 });
-    engines(agent, &view, page);
+    engines(local, &view, page);
     if up {
         cluster(me, &view, page);
-        replica_sizes(agent, &view, page);
+        replica_sizes(local, &view, page);
     }
     health_series(&health::evaluate(&view), page);
 }
@@ -87,13 +87,13 @@ fn health_series(report: &health::Report, page: &Scrape) {
 }
 
 /// Disk I/O errors, summed over this agent's open replicas per disk.
-fn disk_errors(agent: &Agent, page: &Scrape) {
-    let me = &agent.config.node_name;
+fn disk_errors(local: &Local, page: &Scrape) {
+    let me = &local.me.name;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, held) in agent.local.replicas.all_held() {
+    for (_, held) in local.replicas.all_held() {
         *errors.entry(held.disk.clone()).or_default() += held.replica.io_errors();
     }
-    for disk in agent.local.replicas.disks() {
+    for disk in local.replicas.disks() {
         let total = errors.get(&disk.uuid).copied().unwrap_or(0);
         page.counter(
             DISK_IO_ERRORS,
@@ -108,10 +108,10 @@ fn disk_errors(agent: &Agent, page: &Scrape) {
 }
 
 /// Allocated bytes of this node's replicas (their objects name the volume).
-fn replica_sizes(agent: &Agent, view: &health::View, page: &Scrape) {
-    let me = &agent.config.node_name;
+fn replica_sizes(local: &Local, view: &health::View, page: &Scrape) {
+    let me = &local.me.name;
     for r in view.replicas.iter().filter(|r| &r.spec.node == me) {
-        let Some(held) = agent.local.replicas.held(&r.name) else {
+        let Some(held) = local.replicas.held(&r.name) else {
             continue;
         };
         page.gauge(
@@ -129,9 +129,9 @@ fn replica_sizes(agent: &Agent, view: &health::View, page: &Scrape) {
 /// Modes and rebuild progress of the engines running here. The `node`
 /// label is the replica's node (as in `vigil_replica_state`), found through
 /// its object; empty while the store cannot be read.
-fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
-    suspensions(agent, page);
-    for engine in agent.local.engines.all() {
+fn engines(local: &Local, view: &health::View, page: &Scrape) {
+    suspensions(local, page);
+    for engine in local.engines.all() {
         let status = engine.status();
         for r in &status.replicas {
             let replica = replica_label(&r.address);
@@ -166,9 +166,9 @@ fn engines(agent: &Agent, view: &health::View, page: &Scrape) {
 /// `vigil_engine_suspended`: from the engines themselves, so it is right
 /// while the store is unreachable (the usual reason for a suspension). A
 /// volume with both a volume and a maintenance engine here has one series.
-fn suspensions(agent: &Agent, page: &Scrape) {
+fn suspensions(local: &Local, page: &Scrape) {
     let mut suspended: BTreeMap<String, bool> = BTreeMap::new();
-    for e in agent.local.all_engines() {
+    for e in local.all_engines() {
         *suspended.entry(e.name().to_string()).or_default() |= e.suspended().is_some();
     }
     for (volume, on) in suspended {

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::daemon::Agent;
 use catalogue::{FAMILIES, Kind, Source};
+use vigil_control::local::Local;
 
 /// Latency buckets for storage, in seconds: 10 µs (a cached read) to 10 s
 /// (an I/O timeout), roughly ×2.5 apart.
@@ -77,21 +77,21 @@ pub async fn upkeep() {
 }
 
 /// The whole `/metrics` page.
-pub async fn render(agent: &Agent) -> String {
+pub async fn render(local: &Local) -> String {
     let started = Instant::now();
     let mut out = match HANDLE.get() {
         Some(h) => h.render(),
         None => String::new(),
     };
     let page = scrape::Scrape::new();
-    collect::collect(agent, &page).await;
+    collect::collect(local, &page).await;
     page.gauge(
         names::SCRAPE_DURATION,
         vec![],
         LAST_RENDER_NANOS.load(Ordering::Relaxed) as f64 / 1e9,
     );
     out.push_str(&page.render());
-    out.push_str(&crate::ebpf::render(&agent.config.node_name));
+    out.push_str(&crate::ebpf::render(&local.me.name));
     let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     LAST_RENDER_NANOS.store(took, Ordering::Relaxed);
     out

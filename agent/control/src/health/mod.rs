@@ -13,6 +13,7 @@ mod evaluate;
 mod eviction;
 mod fencing;
 pub mod kernel_io;
+pub mod local;
 mod migrations;
 mod replicas;
 pub mod report;
