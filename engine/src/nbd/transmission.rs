@@ -1,26 +1,19 @@
-//! The transmission phase, in one task per connection: this task reads
-//! requests, runs each as a future in a `FuturesUnordered` it polls itself,
-//! and writes the replies in completion order (so out of order) with
-//! vectored writes — no task, channel or writer task per request, so a
-//! request crosses no thread hand-off in this layer.
+//! The transmission phase: one reader (this task) parses requests and
+//! spawns one task per request; one writer task owns the socket's write half
+//! and sends replies in completion order, so replies go out of order.
 //!
-//! Back-pressure: at most [`MAX_IN_FLIGHT`] requests (running, or answered
-//! but not yet written) and [`MAX_BYTES_IN_FLIGHT`] payload bytes (write
-//! payloads being written, read data waiting to be sent) per connection;
-//! past either, no further request is read until replies go out.
-//!
-//! A request the device has started is always driven to completion, also
-//! when the connection ends (a client gone, a protocol violation): a device
-//! write dropped half-way could leave replicas that disagree.
+//! Back-pressure: at most [`MAX_IN_FLIGHT`] requests and [`MAX_BYTES_IN_FLIGHT`]
+//! payload bytes (write payloads being read or written, read data waiting to
+//! be sent) per connection. Permits travel with the reply and are released
+//! once the reply has been handed to the socket buffer.
 
-use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 
 use super::NbdError;
@@ -32,13 +25,10 @@ use crate::protocol::trace_context;
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Payload bytes in flight per connection (must be ≥ [`MAX_BLOCK_SIZE`]).
 pub const MAX_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
-/// Read payloads up to this size are copied next to their header (batched
-/// with other replies); larger ones go out as their own slice.
+/// Read payloads up to this size are copied into the write buffer (batched
+/// with other replies); larger ones are written directly with the header in
+/// one vectored write.
 const INLINE_DATA_MAX: usize = 16 * 1024;
-/// Slices per vectored write.
-const MAX_SLICES: usize = 64;
-/// How much the input buffer asks of one read when no payload is due.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// How the transmission phase ended without a protocol violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,31 +41,15 @@ pub(crate) enum End {
     WriterClosed,
 }
 
-/// A finished request: what its reply says, and the payload budget it
-/// held while running.
-struct Done {
+struct Reply {
     cookie: u64,
     error: u32,
     data: Option<Bytes>,
-    budget: usize,
+    _slot: OwnedSemaphorePermit,
+    _bytes: Option<OwnedSemaphorePermit>,
 }
 
-/// A request ready to run on the device.
-struct Work {
-    req: Request,
-    payload: Bytes,
-    span: Option<tracing::Span>,
-}
-
-/// What reading the input gave next.
-enum Step {
-    /// Run it on the device.
-    Run(Work),
-    /// Answer at once (an invalid request).
-    Answer(Done),
-    /// The client asked to disconnect.
-    Disconnect,
-}
+type ReplyTx = mpsc::UnboundedSender<Reply>;
 
 fn device_error(op: &'static str, e: &DeviceError) -> u32 {
     tracing::debug!(op, error = %e, "device request failed");
@@ -85,17 +59,10 @@ fn device_error(op: &'static str, e: &DeviceError) -> u32 {
 /// The span of a request picked by I/O sampling (`nbd.<op>` with volume,
 /// op, offset and length); `None` for the others, which then cost one
 /// branch (a sampling rate of 0).
-fn io_span(export: &str, req: &Request) -> Option<tracing::Span> {
+fn io_span(op: &'static str, export: &str, req: &Request) -> Option<tracing::Span> {
     if !trace_context::sample_io() {
         return None;
     }
-    let op = match req.kind {
-        NBD_CMD_READ => "nbd.read",
-        NBD_CMD_WRITE => "nbd.write",
-        NBD_CMD_FLUSH => "nbd.flush",
-        NBD_CMD_TRIM => "nbd.trim",
-        _ => "nbd.write_zeroes",
-    };
     Some(tracing::info_span!(
         "nbd.request",
         otel.name = op,
@@ -106,11 +73,11 @@ fn io_span(export: &str, req: &Request) -> Option<tracing::Span> {
     ))
 }
 
-/// Payload bytes a request holds while it runs.
-fn budget_of(req: &Request) -> usize {
-    match req.kind {
-        NBD_CMD_READ | NBD_CMD_WRITE => req.len as usize,
-        _ => 0,
+/// Spawns a request's task, in its span if it was sampled.
+fn spawn_io(span: Option<tracing::Span>, task: impl Future<Output = ()> + Send + 'static) {
+    match span {
+        Some(span) => drop(tokio::spawn(task.instrument(span))),
+        None => drop(tokio::spawn(task)),
     }
 }
 
@@ -149,8 +116,8 @@ fn validate(req: &Request, size: u64) -> Result<(), u32> {
 
 /// Serves requests until the client disconnects. `export` and `peer` are for logs.
 pub(crate) async fn serve<R, W, D>(
-    mut reader: BufReader<R>,
-    mut writer: BufWriter<W>,
+    reader: BufReader<R>,
+    writer: BufWriter<W>,
     device: Arc<D>,
     export: &str,
     peer: &str,
@@ -160,391 +127,281 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
     D: ExportDevice,
 {
-    // The handshake's last reply, then the socket itself: replies go out
-    // as vectored writes of their own.
-    writer.flush().await?;
-    let mut socket = writer.into_inner();
-    let mut input = Input::new(device.size(), export, peer);
-    let mut out = Output::default();
-    let mut running = FuturesUnordered::new();
-    // the client may still send (no EOF yet)
-    let mut open = true;
-    let mut end = None;
-    let result = loop {
-        // Take every complete request the input holds, as far as the
-        // limits allow.
-        let mut starved = false;
-        while end.is_none() && out.outstanding < MAX_IN_FLIGHT {
-            match input.next(out.budget_used())? {
-                None => {
-                    starved = true;
-                    break;
-                }
-                Some(Step::Run(w)) => {
-                    out.outstanding += 1;
-                    out.running_budget += budget_of(&w.req);
-                    let span = w.span.clone().unwrap_or_else(tracing::Span::none);
-                    running.push(execute(Arc::clone(&device), w).instrument(span));
-                }
-                Some(Step::Answer(done)) => {
-                    out.outstanding += 1;
-                    out.queue(done);
-                }
-                Some(Step::Disconnect) => {
-                    tracing::debug!(export, peer, "NBD_CMD_DISC");
-                    end = Some(End::Disconnect);
-                }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(write_replies(writer, rx));
+    let result = read_requests(reader, tx, device, export, peer).await;
+    // `read_requests` dropped its sender; the writer ends once every
+    // in-flight request task has sent its reply (each holds a sender clone).
+    match result {
+        Ok(end) => {
+            match writer_task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(export, peer, "writing replies failed: {e}"),
+                Err(e) => tracing::warn!(export, peer, "reply writer task failed: {e}"),
             }
+            Ok(end)
         }
-        if end.is_none() && !open && starved {
-            // EOF, and nothing complete is left in the input
-            end = Some(End::Eof);
+        Err(e) => {
+            // Hard disconnect: replies still queued are dropped.
+            writer_task.abort();
+            Err(e)
         }
-        if let Some(e) = end
-            && running.is_empty()
-            && out.is_empty()
-        {
-            break Ok(e);
-        }
-        let want_input = open
-            && end.is_none()
-            && out.outstanding < MAX_IN_FLIGHT
-            && input.wants_more(out.budget_used());
+    }
+}
+
+async fn read_requests<R, D>(
+    mut reader: BufReader<R>,
+    tx: ReplyTx,
+    device: Arc<D>,
+    export: &str,
+    peer: &str,
+) -> Result<End, NbdError>
+where
+    R: AsyncRead + Unpin,
+    D: ExportDevice,
+{
+    let size = device.size();
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let budget = Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT));
+    let closed = || NbdError::Protocol("internal: semaphore closed".into());
+
+    loop {
+        let mut hdr = [0u8; REQUEST_LEN];
         tokio::select! {
             biased;
-            written = out.write_some(&mut socket), if !out.is_empty() => {
-                if let Err(e) = written {
-                    tracing::debug!(export, peer, "writing replies failed: {e}");
-                    break Ok(End::WriterClosed);
-                }
-            }
-            Some(done) = running.next(), if !running.is_empty() => {
-                out.running_budget -= done.budget;
-                out.queue(done);
-            }
-            read = input.fill(&mut reader), if want_input => match read {
-                Ok(0) => open = false,
+            r = reader.read_exact(&mut hdr) => match r {
                 Ok(_) => {}
-                Err(e) => break Err(e.into()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(End::Eof),
+                Err(e) => return Err(e.into()),
             },
+            _ = tx.closed() => return Ok(End::WriterClosed),
         }
-    };
-    // Whatever ended the connection, requests the device started finish
-    // (their replies go nowhere).
-    while running.next().await.is_some() {}
-    if matches!(result, Ok(End::Disconnect | End::Eof)) {
-        let _ = socket.flush().await;
-        let _ = socket.shutdown().await;
-    }
-    result
-}
+        let req = parse_request(&hdr).map_err(|e| NbdError::Protocol(format!("request: {e}")))?;
 
-/// Runs one request on the device.
-async fn execute<D: ExportDevice>(dev: Arc<D>, w: Work) -> Done {
-    let req = w.req;
-    let fua = req.flags & NBD_CMD_FLAG_FUA != 0;
-    let budget = budget_of(&req);
-    let (error, data) = match req.kind {
-        NBD_CMD_READ => match dev.read(req.offset, req.len).await {
-            Ok(d) if d.len() == req.len as usize => (0, Some(d)),
-            Ok(d) => {
-                tracing::warn!(
-                    got = d.len(),
-                    want = req.len,
-                    "device returned a short read"
-                );
-                (NBD_EIO, None)
-            }
-            Err(e) => (device_error("read", &e), None),
-        },
-        NBD_CMD_WRITE => match dev.write(req.offset, w.payload, fua).await {
-            Ok(()) => (0, None),
-            Err(e) => (device_error("write", &e), None),
-        },
-        NBD_CMD_FLUSH => match dev.flush().await {
-            Ok(()) => (0, None),
-            Err(e) => (device_error("flush", &e), None),
-        },
-        NBD_CMD_TRIM => {
-            // The device's trim has no FUA; a flush after it gives the guarantee.
-            let r = match dev.trim(req.offset, req.len).await {
-                Ok(()) if fua => dev.flush().await,
-                r => r,
-            };
-            match r {
-                Ok(()) => (0, None),
-                Err(e) => (device_error("trim", &e), None),
-            }
+        if req.kind == NBD_CMD_DISC {
+            tracing::debug!(export, peer, "NBD_CMD_DISC");
+            return Ok(End::Disconnect);
         }
-        // NO_HOLE is accepted and left to the device (which may ignore it).
-        _ => match dev.write_zeroes(req.offset, req.len, fua).await {
-            Ok(()) => (0, None),
-            Err(e) => (device_error("write_zeroes", &e), None),
-        },
-    };
-    Done {
-        cookie: req.cookie,
-        error,
-        data,
-        budget,
-    }
-}
-
-/// The request stream: bytes read from the client, parsed into requests.
-struct Input<'a> {
-    buf: BytesMut,
-    /// A request whose header was read, waiting for its payload or for
-    /// room under the limits.
-    pending: Option<Request>,
-    size: u64,
-    export: &'a str,
-    peer: &'a str,
-}
-
-impl<'a> Input<'a> {
-    fn new(size: u64, export: &'a str, peer: &'a str) -> Self {
-        Input {
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            pending: None,
-            size,
-            export,
-            peer,
+        if req.kind == NBD_CMD_WRITE && req.len > MAX_BLOCK_SIZE {
+            // The payload would have to be swallowed to stay in sync; the
+            // spec lets us hard-disconnect instead.
+            return Err(NbdError::Protocol(format!(
+                "NBD_CMD_WRITE of {} bytes exceeds the {MAX_BLOCK_SIZE}-byte maximum",
+                req.len
+            )));
         }
-    }
 
-    /// Whether a read now could let a request through: not while a pending
-    /// request waits for payload budget (reading more would only pile up
-    /// bytes), yes while it waits for its payload.
-    fn wants_more(&self, used: usize) -> bool {
-        match &self.pending {
-            None => true,
-            Some(req) if req.kind == NBD_CMD_WRITE => {
-                let valid = validate(req, self.size).is_ok();
-                self.buf.len() < req.len as usize && (!valid || fits(used, req.len as usize))
-            }
-            Some(_) => false,
-        }
-    }
-
-    /// Reads what the socket has (cancel-safe: `read_buf` loses nothing).
-    async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut BufReader<R>) -> std::io::Result<usize> {
-        // a payload due is read whole into one buffer (it goes to the
-        // device as a slice of it); otherwise a chunk of requests at a time
-        let want = match &self.pending {
-            Some(req) if req.kind == NBD_CMD_WRITE => {
-                (req.len as usize).saturating_sub(self.buf.len())
-            }
-            _ => READ_CHUNK,
+        let slot = slots.clone().acquire_owned().await.map_err(|_| closed())?;
+        let reply = |error: u32, data: Option<Bytes>, slot, bytes| Reply {
+            cookie: req.cookie,
+            error,
+            data,
+            _slot: slot,
+            _bytes: bytes,
         };
-        self.buf.reserve(want);
-        r.read_buf(&mut self.buf).await
-    }
 
-    /// The next request the buffered bytes hold, if it fits under the
-    /// payload budget (`used` bytes are held now).
-    fn next(&mut self, used: usize) -> Result<Option<Step>, NbdError> {
-        let req = match self.pending.take() {
-            Some(req) => req,
-            None => {
-                if self.buf.len() < REQUEST_LEN {
-                    return Ok(None);
+        if let Err(error) = validate(&req, size) {
+            if req.kind == NBD_CMD_WRITE {
+                // Swallow the payload so the stream stays in sync.
+                let mut payload = (&mut reader).take(u64::from(req.len));
+                let n = tokio::io::copy(&mut payload, &mut tokio::io::sink()).await?;
+                if n != u64::from(req.len) {
+                    return Ok(End::Eof);
                 }
-                let mut hdr = [0u8; REQUEST_LEN];
-                hdr.copy_from_slice(&self.buf[..REQUEST_LEN]);
-                self.buf.advance(REQUEST_LEN);
-                let req =
-                    parse_request(&hdr).map_err(|e| NbdError::Protocol(format!("request: {e}")))?;
-                if req.kind == NBD_CMD_DISC {
-                    return Ok(Some(Step::Disconnect));
-                }
-                if req.kind == NBD_CMD_WRITE && req.len > MAX_BLOCK_SIZE {
-                    // The payload would have to be swallowed to stay in
-                    // sync; the spec lets us hard-disconnect instead.
-                    return Err(NbdError::Protocol(format!(
-                        "NBD_CMD_WRITE of {} bytes exceeds the {MAX_BLOCK_SIZE}-byte maximum",
-                        req.len
-                    )));
-                }
-                req
             }
-        };
-        let valid = validate(&req, self.size);
-        let payload = if req.kind == NBD_CMD_WRITE {
-            let len = req.len as usize;
-            if valid.is_ok() && !fits(used, len) {
-                self.pending = Some(req);
-                return Ok(None);
-            }
-            if self.buf.len() < len {
-                self.pending = Some(req);
-                return Ok(None);
-            }
-            self.buf.split_to(len).freeze()
-        } else {
-            if req.kind == NBD_CMD_READ && valid.is_ok() && !fits(used, req.len as usize) {
-                self.pending = Some(req);
-                return Ok(None);
-            }
-            Bytes::new()
-        };
-        let answer = |error: u32, data: Option<Bytes>| {
-            Ok(Some(Step::Answer(Done {
-                cookie: req.cookie,
-                error,
-                data,
-                budget: 0,
-            })))
-        };
-        if let Err(error) = valid {
             if !matches!(
                 req.kind,
                 NBD_CMD_READ | NBD_CMD_WRITE | NBD_CMD_FLUSH | NBD_CMD_TRIM | NBD_CMD_WRITE_ZEROES
             ) {
-                tracing::warn!(
-                    export = self.export,
-                    peer = self.peer,
-                    kind = req.kind,
-                    "unknown NBD command"
-                );
+                tracing::warn!(export, peer, kind = req.kind, "unknown NBD command");
             } else {
-                tracing::debug!(
-                    export = self.export,
-                    peer = self.peer,
-                    ?req,
-                    error,
-                    "invalid NBD request"
-                );
+                tracing::debug!(export, peer, ?req, error, "invalid NBD request");
             }
-            return answer(error, None);
+            let _ = tx.send(reply(error, None, slot, None));
+            continue;
         }
-        // Zero-length requests touch nothing.
-        if req.len == 0 && req.kind != NBD_CMD_FLUSH {
-            let data = (req.kind == NBD_CMD_READ).then(Bytes::new);
-            return answer(0, data);
+
+        let fua = req.flags & NBD_CMD_FLAG_FUA != 0;
+        match req.kind {
+            NBD_CMD_READ => {
+                if req.len == 0 {
+                    let _ = tx.send(reply(0, Some(Bytes::new()), slot, None));
+                    continue;
+                }
+                let bytes = budget
+                    .clone()
+                    .acquire_many_owned(req.len)
+                    .await
+                    .map_err(|_| closed())?;
+                let (tx, dev) = (tx.clone(), device.clone());
+                spawn_io(io_span("nbd.read", export, &req), async move {
+                    let (error, data) = match dev.read(req.offset, req.len).await {
+                        Ok(d) if d.len() == req.len as usize => (0, Some(d)),
+                        Ok(d) => {
+                            tracing::warn!(
+                                got = d.len(),
+                                want = req.len,
+                                "device returned a short read"
+                            );
+                            (NBD_EIO, None)
+                        }
+                        Err(e) => (device_error("read", &e), None),
+                    };
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data,
+                        _slot: slot,
+                        _bytes: Some(bytes),
+                    });
+                });
+            }
+            NBD_CMD_WRITE => {
+                let len = req.len as usize;
+                let bytes = budget
+                    .clone()
+                    .acquire_many_owned(req.len)
+                    .await
+                    .map_err(|_| closed())?;
+                let mut buf = BytesMut::with_capacity(len);
+                while buf.len() < len {
+                    let want = (len - buf.len()) as u64;
+                    if (&mut reader).take(want).read_buf(&mut buf).await? == 0 {
+                        return Ok(End::Eof); // client hung up mid-payload
+                    }
+                }
+                if len == 0 {
+                    let _ = tx.send(reply(0, None, slot, None));
+                    continue;
+                }
+                let data = buf.freeze();
+                let (tx, dev) = (tx.clone(), device.clone());
+                spawn_io(io_span("nbd.write", export, &req), async move {
+                    let error = match dev.write(req.offset, data, fua).await {
+                        Ok(()) => 0,
+                        Err(e) => device_error("write", &e),
+                    };
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data: None,
+                        _slot: slot,
+                        _bytes: Some(bytes),
+                    });
+                });
+            }
+            NBD_CMD_FLUSH => {
+                let (tx, dev) = (tx.clone(), device.clone());
+                spawn_io(io_span("nbd.flush", export, &req), async move {
+                    let error = match dev.flush().await {
+                        Ok(()) => 0,
+                        Err(e) => device_error("flush", &e),
+                    };
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data: None,
+                        _slot: slot,
+                        _bytes: None,
+                    });
+                });
+            }
+            NBD_CMD_TRIM | NBD_CMD_WRITE_ZEROES => {
+                if req.len == 0 {
+                    let _ = tx.send(reply(0, None, slot, None));
+                    continue;
+                }
+                let (tx, dev) = (tx.clone(), device.clone());
+                let trim = req.kind == NBD_CMD_TRIM;
+                let op = if trim { "nbd.trim" } else { "nbd.write_zeroes" };
+                spawn_io(io_span(op, export, &req), async move {
+                    let result = if trim {
+                        // The device's trim has no FUA; a flush after it gives the guarantee.
+                        match dev.trim(req.offset, req.len).await {
+                            Ok(()) if fua => dev.flush().await,
+                            r => r,
+                        }
+                    } else {
+                        // NO_HOLE is accepted and left to the device (which may ignore it).
+                        dev.write_zeroes(req.offset, req.len, fua).await
+                    };
+                    let error = match result {
+                        Ok(()) => 0,
+                        Err(e) => device_error(if trim { "trim" } else { "write_zeroes" }, &e),
+                    };
+                    let _ = tx.send(Reply {
+                        cookie: req.cookie,
+                        error,
+                        data: None,
+                        _slot: slot,
+                        _bytes: None,
+                    });
+                });
+            }
+            _ => {
+                // Unreachable: validate() rejects unknown commands.
+                let _ = tx.send(reply(NBD_EINVAL, None, slot, None));
+            }
         }
-        let span = io_span(self.export, &req);
-        Ok(Some(Step::Run(Work { req, payload, span })))
     }
 }
 
-/// Whether `len` more payload bytes fit when `used` are held (one request
-/// always fits when nothing is held: `len` ≤ [`MAX_BLOCK_SIZE`]).
-fn fits(used: usize, len: usize) -> bool {
-    used == 0 || used + len <= MAX_BYTES_IN_FLIGHT
-}
-
-/// Replies waiting to be written, as slices: headers and small payloads
-/// are copied together into `staging`, large payloads stay the `Bytes`
-/// the device returned.
-#[derive(Default)]
-struct Output {
-    chunks: VecDeque<Chunk>,
-    staging: BytesMut,
-    /// Replies and budget that `staging` ends.
-    staging_replies: usize,
-    staging_budget: usize,
-    /// Bytes of the front chunk already written.
-    written: usize,
-    /// Requests accepted and not yet answered on the wire.
-    outstanding: usize,
-    /// Payload bytes held by running requests.
-    running_budget: usize,
-    /// Payload bytes held by replies waiting to be written.
-    queued_budget: usize,
-}
-
-struct Chunk {
-    bytes: Bytes,
-    /// Replies complete once this chunk is written.
-    replies: usize,
-    /// Budget released once this chunk is written.
-    budget: usize,
-}
-
-impl Output {
-    fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.staging.is_empty()
+/// Writes replies as they complete. Flushes whenever the queue is empty, so
+/// a burst of completions goes out in few syscalls.
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut w: BufWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<Reply>,
+) -> std::io::Result<()> {
+    while let Some(reply) = rx.recv().await {
+        write_reply(&mut w, reply).await?;
+        while let Ok(reply) = rx.try_recv() {
+            write_reply(&mut w, reply).await?;
+        }
+        w.flush().await?;
     }
+    w.flush().await?;
+    w.shutdown().await
+}
 
-    fn budget_used(&self) -> usize {
-        self.running_budget + self.queued_budget
+async fn write_reply<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    reply: Reply,
+) -> std::io::Result<()> {
+    let hdr = encode_simple_reply(reply.error, reply.cookie);
+    match &reply.data {
+        Some(data) if reply.error == 0 && !data.is_empty() => {
+            if data.len() <= INLINE_DATA_MAX {
+                w.write_all(&hdr).await?;
+                w.write_all(data).await
+            } else {
+                // Send what is buffered, then header and data in one vectored write.
+                w.flush().await?;
+                write_all_vectored(w.get_mut(), &hdr, data).await
+            }
+        }
+        _ => w.write_all(&hdr).await,
     }
+}
 
-    fn queue(&mut self, done: Done) {
-        let hdr = encode_simple_reply(done.error, done.cookie);
-        self.staging.extend_from_slice(&hdr);
-        self.staging_replies += 1;
-        let data = match done.data {
-            Some(d) if done.error == 0 && !d.is_empty() => d,
-            _ => return,
-        };
-        self.queued_budget += data.len();
-        if data.len() <= INLINE_DATA_MAX {
-            self.staging.extend_from_slice(&data);
-            self.staging_budget += data.len();
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    a: &[u8],
+    b: &[u8],
+) -> std::io::Result<()> {
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < a.len() || j < b.len() {
+        let n = if i < a.len() {
+            w.write_vectored(&[IoSlice::new(&a[i..]), IoSlice::new(&b[j..])])
+                .await?
         } else {
-            // The header goes out with what is staged, the data as the
-            // device returned it; the reply is complete with its data.
-            self.staging_replies -= 1;
-            self.seal();
-            let budget = data.len();
-            self.chunks.push_back(Chunk {
-                bytes: data,
-                replies: 1,
-                budget,
-            });
-        }
-    }
-
-    /// Turns what is staged into a chunk.
-    fn seal(&mut self) {
-        if self.staging.is_empty() {
-            return;
-        }
-        self.chunks.push_back(Chunk {
-            bytes: self.staging.split().freeze(),
-            replies: self.staging_replies,
-            budget: self.staging_budget,
-        });
-        self.staging_replies = 0;
-        self.staging_budget = 0;
-    }
-
-    /// One vectored write of what is queued (cancel-safe: progress is
-    /// recorded only after the write returns).
-    async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.seal();
-        let n = {
-            let mut slices = Vec::with_capacity(self.chunks.len().min(MAX_SLICES));
-            for (i, c) in self.chunks.iter().take(MAX_SLICES).enumerate() {
-                let from = if i == 0 { self.written } else { 0 };
-                slices.push(IoSlice::new(&c.bytes[from..]));
-            }
-            w.write_vectored(&slices).await?
+            w.write(&b[j..]).await?
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = self.chunks.front() else {
-                break;
-            };
-            let rest = front.bytes.len() - self.written;
-            if left < rest {
-                self.written += left;
-                break;
-            }
-            left -= rest;
-            self.written = 0;
-            if let Some(done) = self.chunks.pop_front() {
-                self.outstanding -= done.replies;
-                self.queued_budget -= done.budget;
-            }
-        }
-        if self.is_empty() {
-            w.flush().await?;
-        }
-        Ok(())
+        let from_a = n.min(a.len() - i);
+        i += from_a;
+        j += n - from_a;
     }
+    Ok(())
 }
