@@ -141,3 +141,79 @@ fn truncated_or_corrupted_bundles_get_a_clear_error() {
     assert_eq!(exit, 2, "{err}");
     assert!(err.contains("No such file"), "{err}");
 }
+
+/// `--log-file`: the agent's lines go to a file rotated by size (whole
+/// JSON lines, at most `--log-file-keep` rotated files), and a support
+/// bundle carries the current and rotated files, redacted like the rest.
+#[test]
+fn the_log_file_rotates_by_size_and_the_bundle_carries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs").join("vigil.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let c = Cluster::builder()
+        .in_dir(dir.path())
+        .token(SECRET)
+        .args(&[
+            "--log-file",
+            &log_arg,
+            "--log-file-max-size",
+            "16KiB",
+            "--log-file-keep",
+            "2",
+        ])
+        .node_env("n1", "RUST_LOG", "debug")
+        .on_embedded("n1");
+    let rotated = |i: usize| std::path::PathBuf::from(format!("{log_arg}.{i}"));
+    // enough work for two rotations
+    let mut n = 0;
+    wait_until(
+        "the log file rotated twice",
+        Duration::from_secs(60),
+        || {
+            n += 1;
+            c["n1"].json(&[
+                "volume",
+                "create",
+                &format!("v{n}"),
+                "--size",
+                "4MiB",
+                "--replicas",
+                "1",
+            ]);
+            rotated(2).exists()
+        },
+    );
+    assert!(
+        !rotated(3).exists(),
+        "more rotated files than --log-file-keep"
+    );
+    for path in [log.clone(), rotated(1), rotated(2)] {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path != log {
+            // rotated past the limit by at most its last line
+            assert!(
+                text.len() < 16 * 1024 + 8192,
+                "{}: {} bytes",
+                path.display(),
+                text.len()
+            );
+        }
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()));
+            assert!(v["time"].is_string() && v["node"] == "n1", "{line}");
+        }
+    }
+
+    let path = c.root().join("logs.tgz");
+    let (code, err) = bundle::make(&c["n1"], &path, &[]);
+    assert_eq!(code, 0, "{err}");
+    let out = bundle::extract(&path, &c.root().join("x"));
+    for name in ["current.jsonl", "rotated-1.jsonl", "rotated-2.jsonl"] {
+        let f = out.join("nodes/n1/log-file").join(name);
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(!text.is_empty(), "{name} is empty");
+    }
+    let leaks = bundle::files_containing(&out, SECRET);
+    assert!(leaks.is_empty(), "the secret is in {leaks:?}");
+}

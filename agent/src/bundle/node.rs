@@ -85,6 +85,23 @@ pub async fn collect(agent: &Arc<Agent>, req: &Request) -> NodePart {
             content: ebpf,
         });
     }
+    if let Some(cfg) = &agent.config.log_file {
+        let cfg = cfg.clone();
+        let req = req.clone();
+        let found = tokio::task::spawn_blocking(move || log_files(&cfg, &req))
+            .await
+            .unwrap_or_else(|e| {
+                vec![(
+                    "log-file.error".into(),
+                    format!("collect the log file: {e}\n"),
+                )]
+            });
+        files.extend(
+            found
+                .into_iter()
+                .map(|(path, content)| PartFile { path, content }),
+        );
+    }
     // The central pass, here already (the coordinator runs it again).
     for f in &mut files {
         f.content = String::from_utf8_lossy(&red.file(&f.path, f.content.as_bytes())).into_owned();
@@ -107,24 +124,89 @@ fn file(path: &str, v: &Value) -> PartFile {
 /// The log ring's lines (JSON each) newer than the request's window.
 fn logs(req: &Request) -> String {
     let lines = crate::telemetry::logs::recent(crate::telemetry::logs::MAX_LINES);
-    let cutoff = req.cutoff_unix(vigil_model::now_unix()).map(|t| {
-        let t = t.max(0.0);
-        vigil_model::time::rfc3339(t as u64, ((t.fract()) * 1000.0) as u32)
-    });
+    let cutoff = cutoff(req);
     let mut out = String::new();
     for l in lines {
-        // Lines start with {"time":"<rfc3339>"...: the same format sorts
-        // by time as text.
-        if let Some(c) = &cutoff
-            && let Some(t) = serde_json::from_str::<Value>(&l)
-                .ok()
-                .and_then(|v| v["time"].as_str().map(str::to_string))
-            && t.as_str() < c.as_str()
-        {
+        if in_window(&l, cutoff.as_deref()) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The request's window start as the lines write times (RFC 3339 UTC,
+/// which sorts by time as text).
+fn cutoff(req: &Request) -> Option<String> {
+    req.cutoff_unix(vigil_model::now_unix()).map(|t| {
+        let t = t.max(0.0);
+        vigil_model::time::rfc3339(t as u64, ((t.fract()) * 1000.0) as u32)
+    })
+}
+
+/// Whether a log line (`{"time":"<rfc3339>",...}`) is in the window; a
+/// line without a time is kept.
+fn in_window(line: &str, cutoff: Option<&str>) -> bool {
+    let Some(c) = cutoff else { return true };
+    match serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v["time"].as_str().map(str::to_string))
+    {
+        Some(t) => t.as_str() >= c,
+        None => true,
+    }
+}
+
+/// Most bytes of log file lines one node's part carries (newest kept).
+const LOG_FILE_BUDGET: usize = 32 << 20;
+
+/// The log file and its rotated files (`log-file/current.jsonl`,
+/// `log-file/rotated-N.jsonl`), with the
+/// lines in the request's window, newest files first until
+/// [`LOG_FILE_BUDGET`] is spent (then a note says what was left out).
+fn log_files(cfg: &crate::telemetry::file::LogFile, req: &Request) -> Vec<(String, String)> {
+    let cutoff = cutoff(req);
+    let mut left = LOG_FILE_BUDGET;
+    let mut out = Vec::new();
+    for (i, path) in cfg.files() {
+        // plain names whatever the operator called the file: the current
+        // one, then the rotated ones, newest first
+        let name = if i == 0 {
+            "current.jsonl".to_string()
+        } else {
+            format!("rotated-{i}.jsonl")
+        };
+        let text = match std::fs::read(&path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => {
+                out.push((
+                    format!("log-file/{name}.error"),
+                    format!("read {}: {e}\n", path.display()),
+                ));
+                continue;
+            }
+        };
+        let mut kept = String::new();
+        for line in text.lines().filter(|l| in_window(l, cutoff.as_deref())) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+        if kept.is_empty() {
             continue;
         }
-        out.push_str(&l);
-        out.push('\n');
+        if kept.len() > left {
+            out.push((
+                format!("log-file/{name}.omitted"),
+                format!(
+                    "{} ({} bytes in the window) and older files left out: the bundle carries at most {LOG_FILE_BUDGET} bytes of log file per node\n",
+                    path.display(),
+                    kept.len()
+                ),
+            ));
+            break;
+        }
+        left -= kept.len();
+        out.push((format!("log-file/{name}"), kept));
     }
     out
 }

@@ -307,6 +307,16 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Also write the log, as JSON lines, to this file, rotated by size
+    /// (PATH.1 … PATH.N); support bundles collect it.
+    #[arg(long, env = "VIGIL_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Size at which the log file is rotated (e.g. 16MiB; a multiple of 4 KiB).
+    #[arg(long, default_value = "16MiB", value_parser = parse_log_size)]
+    pub log_file_max_size: u64,
+    /// Rotated log files kept besides the current one.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub log_file_keep: u16,
     /// Seconds before an unanswered replica request marks the replica ERR.
     #[arg(long, default_value_t = 8)]
     pub io_timeout_secs: u64,
@@ -354,6 +364,10 @@ pub struct AgentArgs {
     /// the engine sees a replica write path slow or failing (docs/ebpf.md).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100), env = "VIGIL_EBPF_SYSCALL_DUTY")]
     pub ebpf_syscall_duty: u8,
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    vigil_engine::size::parse_volume_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -209,11 +209,17 @@ pub(crate) fn json<T: serde::Serialize>(answer: T) -> Value {
 
 async fn run_agent(a: AgentArgs) -> ExitCode {
     let node_name = a.node_name.unwrap_or_else(hostname);
+    let log_file = a.log_file.map(|path| crate::telemetry::file::LogFile {
+        path,
+        max_bytes: a.log_file_max_size,
+        keep: usize::from(a.log_file_keep),
+    });
     let telemetry = crate::telemetry::init(&crate::telemetry::Config {
         log_format: a.log_format,
         node: node_name.clone(),
         otlp_endpoint: a.otlp_endpoint,
         trace_io_sample_rate: a.trace_io_sample_rate,
+        log_file: log_file.clone(),
     });
     if let Err(e) = crate::metrics::install() {
         // Metrics are for watching; an agent that cannot have them still serves.
@@ -242,6 +248,7 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         disks: a.disks,
         labels: a.labels.into_iter().collect(),
         store: a.store,
+        log_file,
     };
     let code = match crate::daemon::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

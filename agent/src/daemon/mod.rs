@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Where the cluster state lives (`--store`).
     pub store: vigil_store::StoreUrl,
+    /// The log file (`--log-file`), for the support bundle to collect.
+    pub log_file: Option<crate::telemetry::file::LogFile>,
 }
 
 /// Why the agent could not start.

@@ -30,12 +30,15 @@ pub fn recent(limit: usize) -> Vec<String> {
 /// The layer that feeds [`recent`]; `node` goes on every line.
 pub struct RingLayer {
     node: String,
+    /// The log file, when `--log-file` is given: the same lines.
+    file: Option<std::sync::Mutex<super::file::Rotating>>,
 }
 
 impl RingLayer {
-    pub fn new(node: &str) -> RingLayer {
+    pub fn new(node: &str, file: Option<super::file::Rotating>) -> RingLayer {
         RingLayer {
             node: node.to_string(),
+            file: file.map(std::sync::Mutex::new),
         }
     }
 }
@@ -125,7 +128,12 @@ where
             line.insert("span".into(), Value::from(name));
             line.insert("span_fields".into(), Value::Object(span_fields));
         }
-        RING.push(Value::Object(line).to_string());
+        let line = Value::Object(line).to_string();
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            f.append(&line);
+        }
+        RING.push(line);
     }
 }
 
@@ -136,7 +144,7 @@ mod tests {
 
     #[test]
     fn lines_carry_fields_and_span_fields() {
-        let sub = tracing_subscriber::registry().with(RingLayer::new("n1"));
+        let sub = tracing_subscriber::registry().with(RingLayer::new("n1", None));
         tracing::subscriber::with_default(sub, || {
             let span = tracing::info_span!("rebuild", volume = "v1", otel.name = "x");
             let _e = span.enter();

@@ -4,6 +4,7 @@
 //! configured, spans exported over OTLP with W3C context propagation over
 //! HTTP ([`propagation`]) and the replica protocol (engine hooks set here).
 
+pub mod file;
 pub mod logs;
 pub mod propagation;
 mod ring;
@@ -34,6 +35,8 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Fraction of NBD requests traced (when exporting).
     pub trace_io_sample_rate: f64,
+    /// `--log-file`: the ring's lines also go to this rotated file.
+    pub log_file: Option<file::LogFile>,
 }
 
 /// Keeps the trace exporter; [`Telemetry::shutdown`] sends what is buffered.
@@ -73,8 +76,19 @@ pub fn init(config: &Config) -> Telemetry {
             .boxed(),
     };
     layers.push(stderr);
+    let mut file_error = None;
+    let file = match &config.log_file {
+        None => None,
+        Some(cfg) => match file::Rotating::open(cfg) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                file_error = Some(e);
+                None
+            }
+        },
+    };
     layers.push(
-        logs::RingLayer::new(&config.node)
+        logs::RingLayer::new(&config.node, file)
             .with_filter(log_filter())
             .boxed(),
     );
@@ -106,6 +120,9 @@ pub fn init(config: &Config) -> Telemetry {
     }
     if let Some(e) = failed {
         tracing::error!(error = %e, "traces will not be exported");
+    }
+    if let Some(e) = file_error {
+        tracing::error!(error = %e, "logs go to stderr only");
     }
     let provider = provider.map(|(p, endpoint)| {
         use vigil_engine::protocol::trace_context;
