@@ -79,6 +79,8 @@ const ALLOWED: &[(&str, &str)] = &[
     ("daemon", "api"),
     ("daemon", "ebpf"),
     ("daemon", "metrics"),
+    // the log file's settings, kept for the support bundle (telemetry is a leaf)
+    ("daemon", "telemetry"),
     ("ebpf", "metrics"),
     ("metrics", "ebpf"),
 ];
