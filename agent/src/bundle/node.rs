@@ -537,6 +537,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_files_keep_the_window_and_name_files_plainly() {
+        #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::telemetry::file::LogFile {
+            path: dir.path().join("my agent.log"),
+            max_bytes: 1 << 20,
+            keep: 3,
+        };
+        let now = vigil_model::time::rfc3339_now();
+        let old = r#"{"time":"2020-01-01T00:00:00.000Z","message":"old"}"#;
+        let new = format!(r#"{{"time":"{now}","message":"new"}}"#);
+        std::fs::write(&cfg.path, format!("{old}\n{new}\n")).unwrap();
+        std::fs::write(dir.path().join("my agent.log.2"), format!("{old}\n")).unwrap();
+        let req = Request {
+            since_secs: Some(3600),
+            ..Request::default()
+        };
+        let got = log_files(&cfg, &req);
+        // the rotated file holds nothing in the window: left out
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "log-file/current.jsonl");
+        assert_eq!(got[0].1, format!("{new}\n"));
+        // without --since, both files, the rotated one named by its index
+        let all = log_files(&cfg, &Request::default());
+        let names: Vec<_> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["log-file/current.jsonl", "log-file/rotated-2.jsonl"]
+        );
+    }
+
+    #[test]
     fn ebpf_families_go_apart() {
         let page = "# HELP vigil_up x\n# TYPE vigil_up gauge\nvigil_up 1\n# HELP vigil_ebpf_loaded y\n# TYPE vigil_ebpf_loaded gauge\nvigil_ebpf_loaded{node=\"n1\"} 1\n";
         let (rest, ebpf) = split_ebpf(page);
