@@ -5,7 +5,10 @@
 //! rewritten) and the shipped rules, plus a copy of them whose `for:` is
 //! shortened to 3 s (generated here; the shipped file is not changed).
 //!
-//! The cluster is driven through the states some series exist only in: a
+//! First, on the healthy cluster, every count or state panel (stat, gauge,
+//! bar gauge, table) shows a value or its own no-value text, never "No
+//! data". Then the cluster is driven through the states some series exist
+//! only in: a
 //! health check muted, a live migration held in `ready` and rolled back,
 //! a replica's node killed (faults, degraded volumes, NODE_DOWN) and
 //! brought back (rebuilds), a node eviction blocked by anti-affinity, the
@@ -26,6 +29,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed step should fail the test loudly
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,6 +74,11 @@ struct PanelQuery {
     file: String,
     panel: String,
     expr: String,
+    /// The panel's type (`stat`, `timeseries`, …; `annotation`).
+    kind: String,
+    /// Whether the panel says something of its own when the query is
+    /// empty (`fieldConfig.defaults.noValue`).
+    has_no_value: bool,
 }
 
 /// Every panel target and annotation expression of dashboards/grafana.
@@ -97,6 +106,8 @@ fn panel_queries() -> Vec<PanelQuery> {
                     file: name.clone(),
                     panel: p["title"].as_str().unwrap().to_string(),
                     expr: t["expr"].as_str().unwrap().to_string(),
+                    kind: p["type"].as_str().unwrap_or("").to_string(),
+                    has_no_value: p["fieldConfig"]["defaults"]["noValue"].is_string(),
                 });
             }
         }
@@ -110,6 +121,8 @@ fn panel_queries() -> Vec<PanelQuery> {
                     file: name.clone(),
                     panel: format!("annotation {}", a["name"].as_str().unwrap()),
                     expr: e.to_string(),
+                    kind: "annotation".into(),
+                    has_no_value: false,
                 });
             }
         }
@@ -296,6 +309,43 @@ fn every_dashboard_query_returns_data_and_alerts_fire_and_resolve() {
                     .query(r#"rate(vigil_volume_io_ops_total{volume="v1"}[10s]) > 0"#)
                     .is_ok_and(|r| !r.is_empty())
         },
+    );
+
+    // A healthy cluster shows no "No data" on a count or state panel:
+    // each has a value, or says something of its own (noValue).
+    let mut no_data = BTreeMap::<String, bool>::new();
+    for q in panel_queries() {
+        if !matches!(
+            q.kind.as_str(),
+            "stat" | "gauge" | "bargauge" | "table" | "piechart"
+        ) {
+            continue;
+        }
+        let key = format!("{} / {}", q.file, q.panel);
+        let answered = q.has_no_value
+            || prom
+                .query(&substitute(&q.expr))
+                .is_ok_and(|r| !r.is_empty());
+        *no_data.entry(key).or_insert(false) |= answered;
+    }
+    assert!(
+        no_data.len() >= 20,
+        "only {} count or state panels found",
+        no_data.len()
+    );
+    let blank: Vec<&String> = no_data
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        blank.is_empty(),
+        "count or state panels showing \"No data\" on a healthy cluster (give the query a 0 or the panel a noValue):\n{}",
+        blank
+            .iter()
+            .map(|k| format!("  {k}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // A muted check (its series), then a live migration held in `ready`.
