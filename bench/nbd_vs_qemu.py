@@ -14,7 +14,6 @@ Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--dir DIR] [--only WOR
 Needs: a release build (cargo build --release), qemu-nbd, fio.
 """
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, VIGIL, fill, fio, free_port, wait_port  # noqa: E402
+from benchlib import ROOT, VIGIL, Agent, fill, fio, free_port, wait_port  # noqa: E402
 
 WORKLOADS = [
     ("randread-4k-qd1", "randread", "4k", 1),
@@ -33,27 +32,6 @@ WORKLOADS = [
     ("seqread-1m-qd8", "read", "1M", 8),
     ("seqwrite-1m-qd8", "write", "1M", 8),
 ]
-
-
-class Agent:
-    def __init__(self, root, name, procs):
-        self.port = free_port()
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir, exist_ok=True)
-        log = open(os.path.join(root, f"{name}.log"), "w")
-        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn")
-        p = subprocess.Popen([VIGIL, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
-                              "--data-dir", self.dir], stdout=subprocess.DEVNULL, stderr=log, env=env)
-        procs.append(p)
-        self.proc = p
-        wait_port(self.port)
-
-    def cli(self, *args):
-        out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{self.port}", "-o", "json", *args],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"vigil {args}: {out.stderr}")
-        return json.loads(out.stdout)
 
 
 def main():

@@ -20,7 +20,6 @@ machine only: nothing else running.
 """
 import argparse
 import glob
-import json
 import os
 import shutil
 import signal
@@ -31,32 +30,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, VIGIL, free_port, wait_port  # noqa: E402
+from benchlib import ROOT, VIGIL, Agent  # noqa: E402
 
 
 def size_of(text):
     return int(subprocess.run(["numfmt", "--from=iec-i", text.replace("B", "")],
                               capture_output=True, text=True, check=True).stdout)
-
-
-class Agent:
-    def __init__(self, root, name, procs):
-        self.port = free_port()
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir, exist_ok=True)
-        log = open(os.path.join(root, f"{name}.log"), "w")
-        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn")
-        p = subprocess.Popen([VIGIL, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
-                              "--data-dir", self.dir], stdout=subprocess.DEVNULL, stderr=log, env=env)
-        procs.append(p)
-        wait_port(self.port)
-
-    def cli(self, *args):
-        out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{self.port}", "-o", "json", *args],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"vigil {args}: {out.stderr}")
-        return json.loads(out.stdout)
 
 
 def drop_caches():

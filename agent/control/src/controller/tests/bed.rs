@@ -18,8 +18,6 @@ use vigil_engine::device::ExportDevice;
 use vigil_engine::engine::EngineConfig;
 use vigil_engine::protocol::{self, ClusterToken};
 use vigil_model::settings::StoredSetting;
-use vigil_model::volume::DataLocality;
-use vigil_model::volume::{Robustness, VolumeSpec, VolumeStatus};
 use vigil_model::{Disk, Replica, Volume, VolumeState};
 use vigil_store::embedded::EmbeddedStore;
 use vigil_store::{Expect, SharedStore};
@@ -227,31 +225,7 @@ impl Bed {
         let any = self.agents.keys().next().unwrap();
         let c = self.cluster(any);
         let snap = Snapshot::read(c).await.unwrap();
-        let volume = Volume {
-            name: name.into(),
-            spec: VolumeSpec {
-                size,
-                replicas: count,
-                data_locality: DataLocality::Disabled,
-                node: None,
-                node_tags: Vec::new(),
-                disk_tags: Vec::new(),
-                created_at: vigil_model::now_unix(),
-            },
-            status: VolumeStatus {
-                state: VolumeState::Creating,
-                robustness: Robustness::Unknown,
-                attached_node: None,
-                endpoint: String::new(),
-                message: String::new(),
-                scheduling: Vec::new(),
-                transitions: 0,
-                migration: None,
-                maintenance: None,
-                fenced: None,
-                writes_blocked: String::new(),
-            },
-        };
+        let volume = scheduler::testkit::volume(name, size, count);
         let nodes: Vec<scheduler::Candidate> = snap
             .nodes
             .values()
