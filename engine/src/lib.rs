@@ -9,6 +9,8 @@
 //! * [`engine`]   — the per-volume replication controller: fans writes out,
 //!   reads from one healthy replica, marks failing ones ERR with a reason,
 //!   rebuilds new ones.
+//! * [`ring`]     — io_uring on tokio's worker threads, for replica file
+//!   I/O without a hand-off to the blocking pool.
 //! * [`nbd`]      — the NBD frontend that serves engines to unmodified clients.
 //! * [`device`]   — the block-device interface between frontend and engine.
 //! * [`handover`] — a live migration target's export: forwards to the
@@ -27,4 +29,5 @@ pub mod name;
 pub mod nbd;
 pub mod protocol;
 pub mod replica;
+pub mod ring;
 pub mod size;

@@ -317,6 +317,11 @@ pub struct AgentArgs {
     /// Rotated log files kept besides the current one.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub log_file_keep: u16,
+    /// How replica files are read and written: `auto` through io_uring on
+    /// the runtime's own threads where the kernel allows it (else the
+    /// blocking pool, with a warning); `blocking` always on the blocking pool.
+    #[arg(long, value_enum, default_value_t = IoEngineArg::Auto, env = "VIGIL_IO_ENGINE")]
+    pub io_engine: IoEngineArg,
     /// Seconds before an unanswered replica request marks the replica ERR.
     #[arg(long, default_value_t = 8)]
     pub io_timeout_secs: u64,
@@ -448,4 +453,22 @@ pub enum SnapshotCmd {
     Delete { volume: String, snapshot: String },
     /// Revert the volume to a snapshot (discards newer data).
     Revert { volume: String, snapshot: String },
+}
+
+/// `--io-engine`: see [`vigil_engine::ring::IoEngine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoEngineArg {
+    /// io_uring where available, else the blocking pool.
+    Auto,
+    /// Always the blocking pool.
+    Blocking,
+}
+
+impl From<IoEngineArg> for vigil_engine::ring::IoEngine {
+    fn from(a: IoEngineArg) -> Self {
+        match a {
+            IoEngineArg::Auto => vigil_engine::ring::IoEngine::Auto,
+            IoEngineArg::Blocking => vigil_engine::ring::IoEngine::Blocking,
+        }
+    }
 }

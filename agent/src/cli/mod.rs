@@ -225,6 +225,11 @@ async fn run_agent(a: AgentArgs) -> ExitCode {
         // Metrics are for watching; an agent that cannot have them still serves.
         tracing::error!(error = %e, "metrics unavailable");
     }
+    vigil_engine::ring::set_io_engine(a.io_engine.into());
+    match vigil_engine::ring::probe() {
+        Ok(()) => tracing::info!("replica I/O through io_uring"),
+        Err(why) => tracing::info!(reason = %why, "replica I/O on the blocking pool"),
+    }
     let engine = vigil_engine::engine::EngineConfig {
         io_timeout: std::time::Duration::from_secs(a.io_timeout_secs.max(1)),
         ping_interval: std::time::Duration::from_millis(a.ping_interval_ms.max(50)),

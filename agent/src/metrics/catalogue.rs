@@ -113,6 +113,13 @@ pub const FAMILIES: &[Family] = &[
         Scraped,
     ),
     f(
+        vigil_engine::ring::IO_URING_ACTIVE,
+        Gauge,
+        &[],
+        "1 while replica file I/O goes through io_uring on the runtime's workers, 0 when it fell back to the blocking pool (io_uring unavailable, or --io-engine blocking; the log says why).",
+        Recorded,
+    ),
+    f(
         SCRAPE_DURATION,
         Gauge,
         &[],

@@ -31,8 +31,8 @@ type Result<T> = std::result::Result<T, BackendError>;
 /// One replica as the engine sees it.
 #[derive(Clone)]
 pub enum Backend {
-    /// A replica on this agent, called directly (blocking calls moved to the
-    /// blocking pool).
+    /// A replica on this agent, called directly: reads and writes through
+    /// io_uring ([`Replica::read_async`]), the rest on the blocking pool.
     Local(LocalReplica),
     /// A replica on another agent, over the replica protocol (claimed for
     /// the connection's epoch in its handshake).
@@ -165,14 +165,11 @@ impl Backend {
     /// Reads `len` bytes at `offset` (aligned).
     pub async fn read(&self, offset: u64, len: u32) -> Result<Bytes> {
         match self {
-            Backend::Local(r) => {
-                blocking(r, move |r| {
-                    let mut buf = vec![0u8; len as usize];
-                    r.read(offset, &mut buf)?;
-                    Ok(Bytes::from(buf))
-                })
+            Backend::Local(r) => r
+                .replica
+                .read_async(r.epoch, offset, len as usize)
                 .await
-            }
+                .map_err(local_err),
             Backend::Remote(c) => c.read(offset, len).await.map_err(remote_err),
         }
     }
@@ -180,7 +177,11 @@ impl Backend {
     /// Writes `data` at `offset` (aligned).
     pub async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
         match self {
-            Backend::Local(r) => blocking(r, move |r| r.write(offset, &data)).await,
+            Backend::Local(r) => r
+                .replica
+                .write_async(r.epoch, offset, data)
+                .await
+                .map_err(local_err),
             Backend::Remote(c) => c.write(offset, data).await.map_err(remote_err),
         }
     }

@@ -29,6 +29,8 @@ impl Seen {
             .snapshot()
             .into_vec()
             .into_iter()
+            // The I/O engine's gauge is process-wide, not the engine's.
+            .filter(|(key, _, _, _)| key.key().name() != crate::ring::IO_URING_ACTIVE)
             .map(|(key, _, _, value)| (flatten(&key), value))
             .collect();
         Seen(map)

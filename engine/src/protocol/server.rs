@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::replica::{
     Admission, Checksum, ErrorKind, Extent, LayerInfo, Replica, ReplicaError, ReplicaInfo,
@@ -86,9 +88,18 @@ pub(crate) trait ReplicaOps: Send + Sync + 'static {
     fn set_revision(&self, revision: u64) -> OpResult<()>;
     /// Persists the in-sync generation ([`Replica::join_generation`]).
     fn join_generation(&self, generation: u64) -> OpResult<()>;
+    /// The replica itself, when reads and writes can go through its
+    /// asynchronous path ([`Replica::read_async`]); `None` runs them on the
+    /// blocking pool like every other request.
+    fn as_replica(self: Arc<Self>) -> Option<Arc<Replica>> {
+        None
+    }
 }
 
 impl ReplicaOps for Replica {
+    fn as_replica(self: Arc<Self>) -> Option<Arc<Replica>> {
+        Some(self)
+    }
     fn claim(&self, epoch: u64) -> OpResult<()> {
         Replica::claim(self, epoch)
     }
@@ -458,6 +469,24 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             continue;
         }
         let span = request_span(op, name, ctx.as_deref());
+        if matches!(req, Request::Read { .. } | Request::Write { .. })
+            && let Some(replica) = ops.clone().as_replica()
+        {
+            let tx = tx.clone();
+            let run = AssertUnwindSafe(execute_async(replica, epoch, req)).catch_unwind();
+            let task = async move {
+                let resp = run.await.unwrap_or_else(|_| Response::Error {
+                    kind: ErrorKind::Io,
+                    message: format!("internal error: replica panicked handling {op:?}"),
+                });
+                if let Some(f) = response_frame(version, op, id, &resp) {
+                    // Fails only if the connection is gone.
+                    let _ = tx.send(f.with_permit(permit));
+                }
+            };
+            tokio::spawn(task.instrument(span.unwrap_or_else(tracing::Span::none)));
+            continue;
+        }
         let ops = ops.clone();
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
@@ -511,6 +540,31 @@ fn too_long(len: u32) -> ReplicaError {
     ReplicaError::InvalidArgument(format!(
         "read of {len} bytes exceeds the protocol maximum of {MAX_DATA_LEN}"
     ))
+}
+
+/// Runs a read or a write of the engine of `epoch` through the replica's
+/// asynchronous path (io_uring on this worker, or its own blocking
+/// fallback); the epoch is checked there.
+async fn execute_async(replica: Arc<Replica>, epoch: u64, req: Request) -> Response {
+    let result = match req {
+        Request::Read { len, .. } if len as usize > MAX_DATA_LEN => Err(too_long(len)),
+        Request::Read { offset, len } => replica
+            .read_async(epoch, offset, len as usize)
+            .await
+            .map(Response::Data),
+        Request::Write { offset, data } => replica
+            .write_async(epoch, offset, data)
+            .await
+            .map(|()| Response::Done),
+        other => Err(ReplicaError::InvalidArgument(format!(
+            "{:?} is not a read or a write",
+            other.opcode()
+        ))),
+    };
+    result.unwrap_or_else(|e| Response::Error {
+        kind: e.kind(),
+        message: e.to_string(),
+    })
 }
 
 /// Runs one request of the engine of `epoch` against a replica (blocking):

@@ -9,6 +9,21 @@ pub(super) const ALIGN: usize = 4096;
 /// Largest bounce buffer we allocate; bigger transfers go in chunks.
 pub(super) const CHUNK: usize = 1 << 20;
 
+/// Largest exact buffer ([`AlignedBuf::zeroed`], [`AlignedBuf::copy_of`]):
+/// above any request the protocols carry (32 MiB); a longer one is cut.
+pub(super) const MAX_LEN: usize = 64 << 20;
+
+/// The allocation for `len` bytes: at least one block, whole blocks.
+fn layout_for(len: usize) -> Layout {
+    let cap = len.clamp(1, MAX_LEN).next_multiple_of(ALIGN);
+    // cap <= MAX_LEN, far below isize::MAX, and ALIGN is a power of two,
+    // so this layout is always valid.
+    match Layout::from_size_align(cap, ALIGN) {
+        Ok(l) => l,
+        Err(_) => unreachable!("aligned buffer layout of {cap} bytes is valid"),
+    }
+}
+
 /// An owned, zero-initialised buffer whose start is aligned to [`ALIGN`].
 pub(super) struct AlignedBuf {
     ptr: NonNull<u8>,
@@ -20,18 +35,47 @@ impl AlignedBuf {
     /// A zeroed buffer of `len` bytes, capped at [`CHUNK`] (callers work in
     /// chunks), at least one block of capacity.
     pub(super) fn new(len: usize) -> AlignedBuf {
-        let len = len.min(CHUNK);
-        let cap = len.max(1).next_multiple_of(ALIGN);
-        // cap <= CHUNK + ALIGN, far below isize::MAX, and ALIGN is a power
-        // of two, so this layout is always valid.
-        let layout = match Layout::from_size_align(cap, ALIGN) {
-            Ok(l) => l,
-            Err(_) => unreachable!("bounce buffer layout of {cap} bytes is valid"),
-        };
-        // SAFETY: `layout` has a non-zero size (cap >= ALIGN).
+        Self::zeroed(len.min(CHUNK))
+    }
+
+    /// A zeroed buffer of exactly `len` bytes (at most [`MAX_LEN`]): where a
+    /// read lands in one piece.
+    pub(super) fn zeroed(len: usize) -> AlignedBuf {
+        let len = len.min(MAX_LEN);
+        let layout = layout_for(len);
+        // SAFETY: `layout` has a non-zero size (at least ALIGN).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
         AlignedBuf { ptr, len, layout }
+    }
+
+    /// An aligned copy of `data` (at most [`MAX_LEN`] bytes): what an
+    /// O_DIRECT write of unaligned memory needs. Only the tail past `data`
+    /// up to the next block is zeroed.
+    pub(super) fn copy_of(data: &[u8]) -> AlignedBuf {
+        // Callers check the length; cutting here only keeps memory safe.
+        let data = &data[..data.len().min(MAX_LEN)];
+        let layout = layout_for(data.len());
+        // SAFETY: `layout` has a non-zero size (at least ALIGN).
+        let raw = unsafe { alloc::alloc(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        // SAFETY: the allocation holds `layout.size() >= data.len()` bytes,
+        // is fresh (no overlap with `data`), and every byte of it is written
+        // here before any is read: `data`, then zeros up to the end.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len());
+            std::ptr::write_bytes(ptr.as_ptr().add(data.len()), 0, layout.size() - data.len());
+        }
+        AlignedBuf {
+            ptr,
+            len: data.len(),
+            layout,
+        }
+    }
+
+    /// The start of the buffer, for the kernel to read from or write to.
+    pub(super) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 
     /// The buffer's bytes.
@@ -45,6 +89,19 @@ impl AlignedBuf {
     pub(super) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` guarantees exclusivity.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+// SAFETY: the buffer is plain owned heap memory (like a `Vec<u8>`); the
+// raw pointer is never shared outside `&self`/`&mut self` borrows, except
+// with the kernel by a ring operation that owns the buffer until it ends.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: `&AlignedBuf` only gives out `&[u8]`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
     }
 }
 

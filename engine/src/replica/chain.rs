@@ -122,35 +122,46 @@ impl Chain {
     /// layer holding it, zeros (without disk reads) where none does.
     pub(super) fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset + buf.len() as u64;
-        let mut pending = vec![(offset, end)];
-        for layer in self.layers.iter().rev() {
-            if pending.is_empty() {
-                break;
-            }
-            let mut found = Vec::new();
-            let mut rest = Vec::new();
-            {
-                let ext = rlock(&layer.extents);
-                for &(s, e) in &pending {
-                    for (a, b, held) in super::extent::split_by(&ext, s, e) {
-                        if held {
-                            found.push((a, b));
-                        } else {
-                            rest.push((a, b));
-                        }
-                    }
-                }
-            }
-            for (a, b) in found {
-                let slice = &mut buf[(a - offset) as usize..(b - offset) as usize];
-                layer.file.read_at(a, slice)?;
-            }
-            pending = rest;
+        let (found, holes) = self.resolve(offset, end);
+        for (a, b, layer) in found {
+            let slice = &mut buf[(a - offset) as usize..(b - offset) as usize];
+            self.layers[layer].file.read_at(a, slice)?;
         }
-        for (a, b) in pending {
+        for (a, b) in holes {
             buf[(a - offset) as usize..(b - offset) as usize].fill(0);
         }
         Ok(())
+    }
+
+    /// Where `[offset, end)` reads from: the ranges held by some layer,
+    /// each with the index of the topmost layer holding it, and the ranges
+    /// no layer holds (they read as zeros).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn resolve(
+        &self,
+        offset: u64,
+        end: u64,
+    ) -> (Vec<(u64, u64, usize)>, Vec<(u64, u64)>) {
+        let mut pending = vec![(offset, end)];
+        let mut found = Vec::new();
+        for (index, layer) in self.layers.iter().enumerate().rev() {
+            if pending.is_empty() {
+                break;
+            }
+            let mut rest = Vec::new();
+            let ext = rlock(&layer.extents);
+            for &(s, e) in &pending {
+                for (a, b, held) in super::extent::split_by(&ext, s, e) {
+                    if held {
+                        found.push((a, b, index));
+                    } else {
+                        rest.push((a, b));
+                    }
+                }
+            }
+            pending = rest;
+        }
+        (found, pending)
     }
 
     /// Union of the extents of every layer below the head.

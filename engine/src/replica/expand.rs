@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::chain::Layer;
-use super::fsutil::{Result, get_mut_m, lock, wlock};
+use super::fsutil::{Result, get_mut_m, lock};
 use super::{Replica, ReplicaError};
 use crate::size::check_volume_size;
 
@@ -34,7 +34,7 @@ impl Replica {
         check_volume_size(new_size).map_err(|e| ReplicaError::InvalidArgument(e.to_string()))?;
         let _span = tracing::debug_span!("expand", new_size).entered();
         let dir = self.dir.as_path();
-        let mut chain = wlock(&self.chain);
+        let (_gate, mut chain) = self.chain_exclusive();
         {
             // replica.json as on disk (it can be ahead of `self.size` if an
             // earlier expand failed after its commit): that is the size a

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::aligned::{ALIGN, AlignedBuf, CHUNK, is_aligned};
 use super::extent::ExtentSet;
@@ -17,7 +18,9 @@ use crate::size::BLOCK_SIZE;
 /// An open layer file.
 #[derive(Debug)]
 pub(super) struct LayerFile {
-    file: File,
+    /// Shared with io_uring operations in flight, which keep the file open
+    /// until the kernel is done with it (see `ring_io.rs`).
+    file: Arc<File>,
     path: PathBuf,
     direct: bool,
 }
@@ -63,7 +66,7 @@ impl LayerFile {
             match attempt {
                 Ok(file) => {
                     return Ok(LayerFile {
-                        file,
+                        file: Arc::new(file),
                         path: path.to_path_buf(),
                         direct: true,
                     });
@@ -76,7 +79,7 @@ impl LayerFile {
         }
         let file = open(0).map_err(io_err(op, path))?;
         Ok(LayerFile {
-            file,
+            file: Arc::new(file),
             path: path.to_path_buf(),
             direct: false,
         })
@@ -85,6 +88,16 @@ impl LayerFile {
     /// The same open file under a new name (after a rename or link).
     pub(super) fn renamed(self, path: PathBuf) -> LayerFile {
         LayerFile { path, ..self }
+    }
+
+    /// The open file, for an io_uring operation to keep open.
+    pub(super) fn shared(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// The path, for error messages.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether this file uses O_DIRECT.

@@ -17,8 +17,10 @@ mod extent;
 mod fault;
 mod file;
 mod fsutil;
+mod gate;
 mod meta;
 mod rebuild;
+mod ring_io;
 mod snapshot;
 mod state;
 mod types;
@@ -40,12 +42,14 @@ mod tests_holes;
 mod tests_model;
 #[cfg(test)]
 mod tests_rebuild;
+#[cfg(test)]
+mod tests_ring;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 pub use types::*;
 
@@ -68,6 +72,13 @@ use state::StateFile;
 /// it shared (see [`Replica::admit`]) for its whole run, a claim by a newer
 /// engine exclusively, so no older engine's request is in flight once a
 /// claim returns.
+///
+/// Asynchronous reads and writes ([`Replica::read_async`],
+/// [`Replica::write_async`], through io_uring) hold neither lock across
+/// the kernel's work: they hold a pass of `gate`, which chain operations
+/// close (then take the chain write lock) and a claim drains, and check
+/// the epoch against `claimed` under it. The blocking methods below are
+/// the fallback path and what chain operations use.
 pub struct Replica {
     dir: PathBuf,
     /// Volume size in bytes. Atomic so that `expand(&self)` can grow it;
@@ -84,6 +95,12 @@ pub struct Replica {
     /// The highest engine epoch that claimed the replica (persisted in the
     /// state file before it changes here).
     fence: RwLock<u64>,
+    /// `fence`'s value, for asynchronous I/O, which checks it under a gate
+    /// pass instead of the lock (see `ring_io.rs`).
+    claimed: AtomicU64,
+    /// Keeps chain operations and claims apart from asynchronous I/O in
+    /// flight (see `gate.rs`).
+    gate: Arc<gate::Gate>,
     staged: Mutex<HashMap<String, Arc<Staged>>>,
     /// Operations that failed with a disk error since open; see
     /// [`Replica::io_errors`].
@@ -206,6 +223,8 @@ impl Replica {
             revision: AtomicU64::new(record.revision),
             revfile,
             fence: RwLock::new(record.epoch),
+            claimed: AtomicU64::new(record.epoch),
+            gate: Arc::default(),
             staged: Mutex::new(HashMap::new()),
             io_errors: AtomicU64::new(0),
         }
@@ -237,7 +256,7 @@ impl Replica {
         if epoch == 0 {
             return Ok(());
         }
-        self.counted(|| {
+        let raised = self.counted(|| {
             let mut fence = wlock(&self.fence);
             if epoch < *fence {
                 return Err(ReplicaError::StaleEpoch {
@@ -249,9 +268,17 @@ impl Replica {
                 self.revfile.persist_epoch(epoch)?;
                 tracing::info!(dir = %self.dir.display(), epoch, previous = *fence, "replica claimed by a newer engine");
                 *fence = epoch;
+                self.claimed.store(epoch, Ordering::SeqCst);
+                return Ok(true);
             }
-            Ok(())
-        })
+            Ok(false)
+        })?;
+        // Blocking requests admitted under the old epoch were waited for by
+        // the fence's write lock; asynchronous ones hold gate passes.
+        if raised {
+            self.gate.drain();
+        }
+        Ok(())
     }
 
     /// Admits one request of the engine of `epoch`: refused with
@@ -296,6 +323,22 @@ impl Replica {
     /// The in-sync generation this replica last joined (0: none yet).
     pub fn in_sync_generation(&self) -> u64 {
         self.revfile.current().generation
+    }
+
+    /// The chain for a chain operation: the gate closed (no asynchronous
+    /// I/O in flight, see `gate.rs`), then the chain's write lock.
+    fn chain_exclusive(&self) -> (gate::Exclusive<'_>, RwLockWriteGuard<'_, Chain>) {
+        let gate = self.gate.exclusive();
+        (gate, wlock(&self.chain))
+    }
+
+    /// Counts a failed operation in `io_errors` if it is a disk error.
+    fn count_failure<T>(&self, result: &Result<T>) {
+        if let Err(e) = result
+            && is_disk_error(e)
+        {
+            self.io_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Runs `op`, counting it in `io_errors` if it fails with a disk error.

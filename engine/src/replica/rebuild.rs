@@ -138,7 +138,7 @@ impl Replica {
     pub(super) fn install_chain_impl(&self, layers: &[LayerInfo]) -> Result<()> {
         let _span = tracing::debug_span!("install_chain", layers = layers.len()).entered();
         let dir = self.dir.as_path();
-        let mut chain = wlock(&self.chain);
+        let (_gate, mut chain) = self.chain_exclusive();
         let mut staged = lock(&self.staged);
 
         let mut names = HashSet::new();

@@ -17,7 +17,6 @@ use super::extent::ExtentSet;
 use super::file::LayerFile;
 use super::fsutil::{
     Result, get_mut, get_mut_m, io_err, lock, remove_file_if_exists, remove_leftovers, sync_dir,
-    wlock,
 };
 use super::meta::{self, LayerMeta, check_snapshot_name};
 use super::{LayerInfo, Replica, ReplicaError, checksum, fault};
@@ -41,7 +40,7 @@ impl Replica {
     ) -> Result<LayerInfo> {
         check_snapshot_name(name)?;
         let _span = tracing::debug_span!("snapshot", name).entered();
-        let mut chain = wlock(&self.chain);
+        let (_gate, mut chain) = self.chain_exclusive();
         if chain.find(name).is_some() {
             return Err(ReplicaError::AlreadyExists(format!("snapshot {name:?}")));
         }
@@ -130,7 +129,7 @@ impl Replica {
     pub(super) fn remove_snapshot_impl(&self, name: &str) -> Result<()> {
         let _span = tracing::debug_span!("remove_snapshot", name).entered();
         let dir = self.dir.as_path();
-        let mut chain = wlock(&self.chain);
+        let (_gate, mut chain) = self.chain_exclusive();
         let idx = snapshot_index(&chain, name, "only snapshots can be removed")?;
         let allocation = chain.allocation;
         let (lower, upper) = chain.layers.split_at_mut(idx + 1);
@@ -189,7 +188,7 @@ impl Replica {
     pub(super) fn revert_impl(&self, name: &str) -> Result<()> {
         let _span = tracing::debug_span!("revert", name).entered();
         let dir = self.dir.as_path();
-        let mut chain = wlock(&self.chain);
+        let (_gate, mut chain) = self.chain_exclusive();
         let idx = snapshot_index(&chain, name, "revert needs a snapshot")?;
         let next_head = meta::head_name(chain.next_head_counter());
         let new_head = self.create_head(&chain, &next_head, Some(name.to_string()))?;

@@ -1,0 +1,329 @@
+//! Reads and writes from async code: through this worker thread's
+//! io_uring ([`crate::ring`]) where it is available, on the blocking pool
+//! where not.
+//!
+//! The ring path takes a gate pass ([`super::gate`]) instead of holding the
+//! chain lock across the kernel's work, resolves what it needs under a
+//! short read lock (the head's file, or which layer holds each range), and
+//! updates the extent index and the revision only after the write
+//! succeeded — also when the caller gave up waiting: an abandoned write's
+//! completion finishes its bookkeeping (`WriteOp::abandoned`), so a range
+//! the kernel wrote is never left out of the index.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use io_uring::{opcode, types};
+
+use super::aligned::{ALIGN, AlignedBuf, MAX_LEN, is_aligned};
+use super::fsutil::{io_err, rlock, wlock};
+use super::gate::Pass;
+use super::{Replica, ReplicaError, Result};
+use crate::ring::{self, InFlight, Ring};
+use crate::size::BLOCK_SIZE;
+
+impl Replica {
+    /// Reads `len` bytes at `offset` for the engine of `epoch` (refused
+    /// once a newer engine claimed the replica): never-written blocks read
+    /// as zeros. The buffer is 4 KiB-aligned and becomes the returned
+    /// `Bytes` without a copy.
+    pub async fn read_async(
+        self: &Arc<Self>,
+        epoch: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes> {
+        let result = match ring::current() {
+            Some(ring) => self.read_ring(&ring, epoch, offset, len).await,
+            None => {
+                let r = Arc::clone(self);
+                self.blocking(move || {
+                    let _admitted = r.admit(epoch)?;
+                    let mut buf = vec![0u8; len];
+                    r.read(offset, &mut buf)?;
+                    Ok(Bytes::from(buf))
+                })
+                .await
+            }
+        };
+        self.count_failure(&result);
+        result
+    }
+
+    /// Writes `data` at `offset` into the head for the engine of `epoch`
+    /// (refused once a newer engine claimed the replica).
+    pub async fn write_async(self: &Arc<Self>, epoch: u64, offset: u64, data: Bytes) -> Result<()> {
+        let result = match ring::current() {
+            Some(ring) => self.write_ring(&ring, epoch, offset, data).await,
+            None => {
+                let r = Arc::clone(self);
+                self.blocking(move || {
+                    let _admitted = r.admit(epoch)?;
+                    r.write(offset, &data)
+                })
+                .await
+            }
+        };
+        self.count_failure(&result);
+        result
+    }
+
+    /// Runs a blocking replica call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+            Err(io_err("run replica call", &self.dir)(io::Error::other(
+                e.to_string(),
+            )))
+        })
+    }
+
+    /// Refuses a request of an engine older than the one that claimed the
+    /// replica. Called with a pass held: a claim raises the epoch and then
+    /// waits for the passes out, so an older request either finished
+    /// before the claim returned or is refused here.
+    fn check_epoch(&self, epoch: u64) -> Result<()> {
+        let claimed = self.claimed.load(Ordering::SeqCst);
+        if claimed > epoch {
+            return Err(ReplicaError::StaleEpoch { epoch, claimed });
+        }
+        Ok(())
+    }
+
+    async fn read_ring(
+        self: &Arc<Self>,
+        ring: &Ring,
+        epoch: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes> {
+        let _pass = self.gate.enter().await;
+        self.check_epoch(epoch)?;
+        let end = self.check_io(offset, len as u64)?;
+        check_len(len)?;
+        let parts: Vec<_> = {
+            let chain = rlock(&self.chain);
+            let (found, _zeros) = chain.resolve(offset, end);
+            found
+                .into_iter()
+                .map(|(a, b, layer)| {
+                    let f = &chain.layers[layer].file;
+                    (a, b, f.shared(), f.direct(), f.path().to_path_buf())
+                })
+                .collect()
+        };
+        // Zeroed: the ranges no layer holds are already right.
+        let mut buf = AlignedBuf::zeroed(len);
+        for (a, b, file, direct, path) in parts {
+            let at = (a - offset) as usize;
+            buf = read_part(ring, buf, file, direct, path, at, (b - a) as usize, a).await?;
+        }
+        Ok(Bytes::from_owner(buf))
+    }
+
+    async fn write_ring(
+        self: &Arc<Self>,
+        ring: &Ring,
+        epoch: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<()> {
+        let pass = self.gate.enter().await;
+        self.check_epoch(epoch)?;
+        let end = self.check_io(offset, data.len() as u64)?;
+        check_len(data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // The head cannot change while the pass is out (chain operations
+        // close the gate first).
+        let (file, direct, path) = {
+            let chain = rlock(&self.chain);
+            let f = &chain.head().file;
+            (f.shared(), f.direct(), f.path().to_path_buf())
+        };
+        let payload = if direct && !is_aligned(&data) {
+            Payload::Aligned(AlignedBuf::copy_of(&data))
+        } else {
+            Payload::Shared(data)
+        };
+        let len = payload.len();
+        let fd = types::Fd(file.as_raw_fd());
+        let mut op = WriteOp {
+            payload,
+            _file: file,
+            replica: Arc::clone(self),
+            start: offset,
+            at: offset,
+            pass,
+        };
+        let mut done = 0usize;
+        while done < len {
+            let ptr = op.payload.ptr(done);
+            let entry = opcode::Write::new(fd, ptr, chunk_len(len - done))
+                .offset(offset + done as u64)
+                .build();
+            op.at = offset + done as u64;
+            // SAFETY: `ptr` points into the payload `op` owns (heap memory
+            // that stays put when `op` moves) and `fd` belongs to the file
+            // `op` keeps open.
+            let (back, res) = unsafe { ring.submit(entry, op) }.await;
+            op = back;
+            match res {
+                r if r > 0 => done += r as usize,
+                r if r == -libc::EINTR || r == -libc::EAGAIN => {}
+                0 => {
+                    return Err(io_err("write layer file", &path)(io::Error::from(
+                        io::ErrorKind::WriteZero,
+                    )));
+                }
+                r => {
+                    return Err(io_err("write layer file", &path)(
+                        io::Error::from_raw_os_error(-r),
+                    ));
+                }
+            }
+        }
+        // Data first, index second, as in `Replica::write`.
+        wlock(&rlock(&self.chain).head().extents).insert(offset, end);
+        self.revision.fetch_add(1, Ordering::SeqCst);
+        drop(op);
+        Ok(())
+    }
+}
+
+/// The most one read or write submission asks for (`len` is a u32).
+fn chunk_len(rest: usize) -> u32 {
+    u32::try_from(rest).unwrap_or(!(ALIGN as u32 - 1))
+}
+
+fn check_len(len: usize) -> Result<()> {
+    if len > MAX_LEN {
+        return Err(ReplicaError::InvalidArgument(format!(
+            "request of {len} bytes exceeds {MAX_LEN}"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes of `file` at `offset` into `buf[at..]`; bytes past
+/// the end of the file stay zero.
+#[allow(clippy::too_many_arguments)]
+async fn read_part(
+    ring: &Ring,
+    buf: AlignedBuf,
+    file: Arc<File>,
+    direct: bool,
+    path: PathBuf,
+    at: usize,
+    len: usize,
+    offset: u64,
+) -> Result<AlignedBuf> {
+    let fd = types::Fd(file.as_raw_fd());
+    let mut op = ReadOp { buf, _file: file };
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: `at + done < at + len <= buf.len()` (the caller's range
+        // lies within the buffer), so the pointer stays inside the buffer.
+        let ptr = unsafe { op.buf.as_mut_ptr().add(at + done) };
+        let entry = opcode::Read::new(fd, ptr, chunk_len(len - done))
+            .offset(offset + done as u64)
+            .build();
+        // SAFETY: `ptr` points into the buffer `op` owns (heap memory that
+        // stays put when `op` moves), `fd` belongs to the file it keeps open.
+        let (back, res) = unsafe { ring.submit(entry, op) }.await;
+        op = back;
+        match res {
+            // End of file: the rest reads as zeros (already zero).
+            0 => break,
+            r if r > 0 => {
+                done += r as usize;
+                // A short O_DIRECT read ends at EOF; the next offset would
+                // be unaligned, so the rest is past the end.
+                if direct && !done.is_multiple_of(ALIGN) {
+                    break;
+                }
+            }
+            r if r == -libc::EINTR || r == -libc::EAGAIN => {}
+            r => {
+                return Err(io_err("read layer file", &path)(
+                    io::Error::from_raw_os_error(-r),
+                ));
+            }
+        }
+    }
+    Ok(op.buf)
+}
+
+/// A read in flight: its buffer and file.
+struct ReadOp {
+    buf: AlignedBuf,
+    _file: Arc<File>,
+}
+
+impl InFlight for ReadOp {
+    fn abandoned(self, _result: i32) {}
+}
+
+/// What a write sends: the caller's bytes as they are (aligned, or a
+/// buffered file), or an aligned copy for O_DIRECT.
+enum Payload {
+    Shared(Bytes),
+    Aligned(AlignedBuf),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Shared(b) => b.len(),
+            Payload::Aligned(a) => a.as_slice().len(),
+        }
+    }
+
+    /// The address of byte `at` (`at <= len`).
+    fn ptr(&self, at: usize) -> *const u8 {
+        let s = match self {
+            Payload::Shared(b) => &b[..],
+            Payload::Aligned(a) => a.as_slice(),
+        };
+        s[at..].as_ptr()
+    }
+}
+
+/// A write in flight: its data, its file, and what finishing it needs if
+/// its caller stops waiting (the replica, the range, the gate pass that
+/// keeps chain operations out until the index is right).
+struct WriteOp {
+    payload: Payload,
+    _file: Arc<File>,
+    replica: Arc<Replica>,
+    /// Where the whole write starts.
+    start: u64,
+    /// Where the submission in flight starts (after earlier short ones).
+    at: u64,
+    pass: Pass,
+}
+
+impl InFlight for WriteOp {
+    /// The kernel wrote `result` bytes at `at` (and everything from `start`
+    /// to `at` before): index the whole blocks written, so the index never
+    /// misses data the file holds — a later trim would otherwise skip the
+    /// range and leave that data to resurface.
+    fn abandoned(self, result: i32) {
+        let written = if result > 0 { result as u64 } else { 0 };
+        let end = (self.at + written) / BLOCK_SIZE * BLOCK_SIZE;
+        if end > self.start {
+            let chain = rlock(&self.replica.chain);
+            wlock(&chain.head().extents).insert(self.start, end);
+            self.replica.revision.fetch_add(1, Ordering::SeqCst);
+        }
+        drop(self.pass);
+    }
+}
