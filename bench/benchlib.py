@@ -90,12 +90,12 @@ class Agent:
     """A `vigil agent` on loopback in `root/name`, appended to `procs` (the
     caller stops them); `cli` runs a JSON CLI call against it."""
 
-    def __init__(self, root, name, procs):
+    def __init__(self, root, name, procs, env=None):
         self.port = free_port()
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         log = open(os.path.join(root, f"{name}.log"), "w")
-        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn")
+        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn", **(env or {}))
         p = subprocess.Popen([VIGIL, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
                               "--data-dir", self.dir], stdout=subprocess.DEVNULL, stderr=log, env=env)
         procs.append(p)

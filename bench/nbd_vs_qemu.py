@@ -5,12 +5,19 @@ Targets (all on the same disk, all filled with data first so reads hit
 real blocks, all O_DIRECT: qemu-nbd --cache=none --aio=io_uring):
   qemu-nbd      a raw file served by qemu-nbd over TCP
   vigil-1r      a 1-replica vigil volume (replica in-process with the engine)
+  vigil-1r-blk  the same on an agent started with --io-engine blocking
+                (replica I/O on tokio's blocking pool: the fallback path)
   vigil-3r      a 3-replica vigil volume on three agents on this host
 Workloads (fio, nbd engine): 4k random read/write at QD1 and QD32,
-1M sequential read/write at QD8. Prints IOPS, MB/s, p50/p99 latency and the
-ratio to qemu-nbd.
+1M sequential read/write at QD8. Every round runs each workload on every
+target, the targets' order rotating from round to round; each target's
+ratio to qemu-nbd is taken within its round and reported as the median
+with min-max, beside the median IOPS, p50/p99 latency and CPU
+microseconds per I/O (whole machine, from /proc/stat: includes fio's).
+Run it on a quiet machine only; it prints the load average before and after.
 
-Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--dir DIR] [--only WORKLOAD...]
+Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--rounds 3] [--dir DIR]
+                            [--only WORKLOAD...] [--targets TARGET...]
 Needs: a release build (cargo build --release), qemu-nbd, fio.
 """
 import argparse
@@ -22,7 +29,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, VIGIL, Agent, fill, fio, free_port, wait_port  # noqa: E402
+from benchlib import ROOT, VIGIL, Agent, cpu_busy_seconds, fill, fio, free_port, wait_port  # noqa: E402
 
 WORKLOADS = [
     ("randread-4k-qd1", "randread", "4k", 1),
@@ -40,7 +47,8 @@ def main():
     ap.add_argument("--runtime", type=int, default=15)
     ap.add_argument("--dir", default=None, help="where files live (default: a temp dir under bench/)")
     ap.add_argument("--only", nargs="*", default=None)
-    ap.add_argument("--targets", nargs="*", default=["qemu-nbd", "vigil-1r", "vigil-3r"])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--targets", nargs="*", default=["qemu-nbd", "vigil-1r", "vigil-1r-blk", "vigil-3r"])
     a = ap.parse_args()
     for tool in ("fio", "qemu-nbd", "qemu-img"):
         if not shutil.which(tool):
@@ -68,6 +76,10 @@ def main():
         if "vigil-1r" in a.targets:
             r = agents[0].cli("replica", "create", "one-r", "--size", str(size_bytes))["url"]
             uris["vigil-1r"] = agents[0].cli("engine", "create", "one", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
+        if "vigil-1r-blk" in a.targets:
+            blk = Agent(root, "blk", procs, env={"VIGIL_IO_ENGINE": "blocking"})
+            r = blk.cli("replica", "create", "blk-r", "--size", str(size_bytes))["url"]
+            uris["vigil-1r-blk"] = blk.cli("engine", "create", "blk", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
         if "vigil-3r" in a.targets:
             rs = [ag.cli("replica", "create", f"three-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(agents)]
             args = ["engine", "create", "three", "--size", str(size_bytes)]
@@ -77,22 +89,39 @@ def main():
         for name, uri in uris.items():
             print(f"filling {name} ({a.size}) ...", file=sys.stderr)
             fill(uri, size_bytes)
-        results = {}
-        for wl, rw, bs, qd in WORKLOADS:
-            if a.only and wl not in a.only:
-                continue
-            for name, uri in uris.items():
-                print(f"{wl} on {name} ...", file=sys.stderr)
-                results[(wl, name)] = fio(uri, rw, bs, qd, size_bytes, a.runtime)
-        print(f"\n{'workload':<20} {'target':<10} {'IOPS':>9} {'MB/s':>8} {'p50 us':>8} {'p99 us':>8} {'x qemu-nbd':>10}")
-        for wl, *_ in WORKLOADS:
-            base = results.get((wl, "qemu-nbd"))
-            for name in uris:
-                r = results.get((wl, name))
-                if not r:
+        print(f"load average before: {os.getloadavg()}", file=sys.stderr)
+        names = list(uris)
+        runs = {}  # (workload, target) -> [result per round]
+        for rnd in range(a.rounds):
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for wl, rw, bs, qd in WORKLOADS:
+                if a.only and wl not in a.only:
                     continue
-                ratio = f"{r['iops'] / base['iops']:.2f}" if base and base["iops"] else "-"
-                print(f"{wl:<20} {name:<10} {r['iops']:>9.0f} {r['mbps']:>8.1f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f} {ratio:>10}")
+                for name in order:
+                    print(f"round {rnd + 1}: {wl} on {name} ...", file=sys.stderr)
+                    cpu0 = cpu_busy_seconds()
+                    r = fio(uris[name], rw, bs, qd, size_bytes, a.runtime)
+                    ios = r["iops"] * a.runtime
+                    r["cpu_us"] = (cpu_busy_seconds() - cpu0) * 1e6 / ios if ios else 0
+                    runs.setdefault((wl, name), []).append(r)
+        print(f"load average after: {os.getloadavg()}", file=sys.stderr)
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        print(f"\n{a.rounds} rounds of {a.runtime} s; medians, ratio to qemu-nbd within each round: median (min-max)")
+        print(f"{'workload':<18} {'target':<12} {'IOPS':>8} {'MB/s':>7} {'p50 us':>7} {'p99 us':>7} {'CPU us/IO':>9} {'x qemu-nbd':>18}")
+        for wl, *_ in WORKLOADS:
+            base = runs.get((wl, "qemu-nbd"))
+            for name in names:
+                rs = runs.get((wl, name))
+                if not rs:
+                    continue
+                ratio = "-"
+                if base and name != "qemu-nbd":
+                    xs = [r["iops"] / b["iops"] for r, b in zip(rs, base) if b["iops"]]
+                    if xs:
+                        ratio = f"{med(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+                print(f"{wl:<18} {name:<12} {med([r['iops'] for r in rs]):>8.0f} {med([r['mbps'] for r in rs]):>7.1f} "
+                      f"{med([r['p50_us'] for r in rs]):>7.0f} {med([r['p99_us'] for r in rs]):>7.0f} "
+                      f"{med([r['cpu_us'] for r in rs]):>9.1f} {ratio:>18}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

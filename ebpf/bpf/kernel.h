@@ -64,4 +64,20 @@ struct tcp_sock {
 	__u32 srtt_us;
 } CORE;
 
+/* io_uring: a request's opcode and, from submission until the kernel
+ * fills in the completion, the fd its SQE named (an anonymous union with
+ * the completion flags). */
+struct io_cqe {
+	int fd;
+} CORE;
+
+struct io_kiocb {
+	__u8 opcode;
+	struct io_cqe cqe;
+} CORE;
+
+struct io_uring_cqe {
+	__s32 res;
+} CORE;
+
 #endif

@@ -79,6 +79,16 @@ struct {
 
 /* ---- maps the programs write ---- */
 
+/* io_uring requests on replica files in flight, by request address (the
+ * completion may run anywhere: in an interrupt's task work, an io-wq
+ * worker). LRU: a request whose completion was never seen cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct sys_start);
+} uring_inflight SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1024);
@@ -251,6 +261,72 @@ int sys_exit(__u64 *ctx)
 	struct hist *h = hist_get(&sys_hist, &key);
 	if (h)
 		hist_add(h, delta, (long)ctx[1] < 0);
+	return 0;
+}
+
+/* ---- io_uring requests on replica files ---- */
+
+/* IORING_OP_* (include/uapi/linux/io_uring.h), stable ABI numbers. */
+#define IORING_OP_READV 1
+#define IORING_OP_WRITEV 2
+#define IORING_OP_FSYNC 3
+#define IORING_OP_READ_FIXED 4
+#define IORING_OP_WRITE_FIXED 5
+#define IORING_OP_READ 22
+#define IORING_OP_WRITE 23
+
+/* The family of an io_uring opcode, or -1: the agent's reads, writes and
+ * syncs of replica files go through io_uring when the kernel allows it,
+ * past the pread/pwrite/fdatasync syscalls above, and land in the same
+ * histograms. */
+static __always_inline int uring_op(__u8 opcode)
+{
+	if (opcode == IORING_OP_WRITE || opcode == IORING_OP_WRITEV || opcode == IORING_OP_WRITE_FIXED)
+		return SYS_OP_WRITE;
+	if (opcode == IORING_OP_READ || opcode == IORING_OP_READV || opcode == IORING_OP_READ_FIXED)
+		return SYS_OP_READ;
+	if (opcode == IORING_OP_FSYNC)
+		return SYS_OP_FSYNC;
+	return -1;
+}
+
+/* io_uring_submit_req(struct io_kiocb *req): runs in the submitting task. */
+SEC("tp_btf/io_uring_submit_req")
+int uring_submit(__u64 *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if ((__u32)(id >> 32) != agent_tgid || agent_tgid == 0)
+		return 0;
+	struct io_kiocb *req = (struct io_kiocb *)ctx[0];
+	int op = uring_op(req->opcode);
+	if (op < 0)
+		return 0;
+	__u32 fd = (__u32)req->cqe.fd;
+	__u32 *disk = bpf_map_lookup_elem(&fd_disk, &fd);
+	if (!disk)
+		return 0;
+	__u64 key = (__u64)req;
+	struct sys_start st = { .ts = bpf_ktime_get_ns(), .disk = *disk, .op = op };
+	bpf_map_update_elem(&uring_inflight, &key, &st, BPF_ANY);
+	return 0;
+}
+
+/* io_uring_complete(struct io_ring_ctx *ctx, void *req, struct io_uring_cqe *cqe) */
+SEC("tp_btf/io_uring_complete")
+int uring_complete(__u64 *ctx)
+{
+	__u64 key = ctx[1];
+	struct sys_start *st = bpf_map_lookup_elem(&uring_inflight, &key);
+	if (!st)
+		return 0;
+	struct io_uring_cqe *cqe = (struct io_uring_cqe *)ctx[2];
+	__s32 res = cqe->res;
+	__u64 delta = bpf_ktime_get_ns() - st->ts;
+	struct sys_key hk = { .disk = st->disk, .op = st->op };
+	bpf_map_delete_elem(&uring_inflight, &key);
+	struct hist *h = hist_get(&sys_hist, &hk);
+	if (h)
+		hist_add(h, delta, res < 0);
 	return 0;
 }
 

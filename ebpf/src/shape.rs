@@ -67,6 +67,7 @@ pub fn expected_sizes() -> BTreeMap<&'static str, (usize, usize)> {
         ("sys_inflight", (size_of::<i32>(), size_of::<SysStart>())),
         ("blk_hist", (size_of::<BlkKey>(), size_of::<RawHist>())),
         ("blk_inflight", (size_of::<u64>(), size_of::<RqStart>())),
+        ("uring_inflight", (size_of::<u64>(), size_of::<SysStart>())),
         ("runq_seen", (size_of::<i32>(), size_of::<RunqSeen>())),
         ("runq_hist", (size_of::<u32>(), size_of::<RawHist>())),
     ])

@@ -51,12 +51,24 @@ impl Probe {
 pub const ATTACHMENTS: &[(&str, &str, Probe)] = &[
     ("sys_enter", "sys_enter", Probe::Syscalls),
     ("sys_exit", "sys_exit", Probe::Syscalls),
+    ("uring_submit", "io_uring_submit_req", Probe::Syscalls),
+    ("uring_complete", "io_uring_complete", Probe::Syscalls),
     ("block_rq_issue", "block_rq_issue", Probe::Block),
     ("block_rq_complete", "block_rq_complete", Probe::Block),
     ("tcp_retransmit", "tcp_retransmit_skb", Probe::Tcp),
     ("tcp_probe", "tcp_probe", Probe::Tcp),
     ("sched_switch", "sched_switch", Probe::RunQueue),
 ];
+
+/// Whether a program is switched on and off by [`Tracer::attach_syscalls`]:
+/// the raw syscall tracepoints, which slow every syscall on the machine
+/// while attached. The io_uring ones (the same `syscalls` probe: the
+/// agent's replica reads, writes and syncs when they go through io_uring)
+/// fire only for io_uring requests and stay attached, so a request's
+/// submission and completion are never split by a switch.
+fn sampled(prog: &str) -> bool {
+    prog.starts_with("sys_")
+}
 
 /// Where the running kernel describes its types (CO-RE and tp_btf need it).
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -218,7 +230,7 @@ impl Tracer {
                 };
                 Unavailable::new(reason, format!("attach {prog} to {point}: {}", chain(&e)))
             })?;
-            if *probe == Probe::Syscalls {
+            if sampled(prog) {
                 syscall_links.push((*prog, link));
             }
         }
@@ -255,7 +267,7 @@ impl Tracer {
         }
         if on {
             for (prog, _, probe) in ATTACHMENTS {
-                if *probe != Probe::Syscalls {
+                if *probe != Probe::Syscalls || !sampled(prog) {
                     continue;
                 }
                 let p: &mut BtfTracePoint = ebpf

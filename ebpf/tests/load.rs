@@ -87,5 +87,53 @@ fn counts_syscalls_on_registered_files_only() {
         traced.write_at(&buf, i * 4096).unwrap();
     }
     assert_eq!(writes(&tracer), 60, "counted again once attached");
+
+    // io_uring requests (the agent's data path) on the registered file
+    // count as its writes, reads and syncs, from submission to completion;
+    // on another file nothing. Their programs are not switched with the
+    // syscall ones: detached syscalls still see them.
+    tracer.attach_syscalls(false).unwrap();
+    let mut ring = io_uring::IoUring::new(8).unwrap();
+    let mut submit = |entry: io_uring::squeue::Entry| {
+        // SAFETY: the entry points at `buf`/`back` and at open files, all
+        // alive until the completion is reaped right below.
+        unsafe { ring.submission().push(&entry).unwrap() };
+        ring.submit_and_wait(1).unwrap();
+        let cqe = ring.completion().next().expect("a completion");
+        assert!(
+            cqe.result() >= 0,
+            "io_uring request failed: {}",
+            cqe.result()
+        );
+    };
+    use io_uring::{opcode, types};
+    for file in [&traced, &other] {
+        let fd = types::Fd(file.as_raw_fd());
+        for i in 0..5u64 {
+            submit(
+                opcode::Write::new(fd, buf.as_ptr(), 4096)
+                    .offset(i * 4096)
+                    .build(),
+            );
+        }
+        submit(opcode::Read::new(fd, back.as_mut_ptr(), 4096).build());
+        submit(
+            opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        );
+    }
+    let snap = tracer.read().unwrap();
+    let count = |op| {
+        snap.syscalls
+            .iter()
+            .filter(|s| s.disk == 7 && s.op == op)
+            .map(|s| s.hist.count)
+            .sum::<u64>()
+    };
+    assert_eq!(count(SysOp::Write), 65, "{snap:?}");
+    assert_eq!(count(SysOp::Read), 2, "{snap:?}");
+    assert_eq!(count(SysOp::Fsync), 2, "{snap:?}");
+    assert!(snap.syscalls.iter().all(|s| s.disk == 7), "{snap:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
