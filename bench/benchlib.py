@@ -90,20 +90,21 @@ class Agent:
     """A `vigil agent` on loopback in `root/name`, appended to `procs` (the
     caller stops them); `cli` runs a JSON CLI call against it."""
 
-    def __init__(self, root, name, procs, env=None):
+    def __init__(self, root, name, procs, env=None, binary=None):
         self.port = free_port()
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         log = open(os.path.join(root, f"{name}.log"), "w")
         env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn", **(env or {}))
-        p = subprocess.Popen([VIGIL, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
+        self.binary = binary or VIGIL
+        p = subprocess.Popen([self.binary, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
                               "--data-dir", self.dir], stdout=subprocess.DEVNULL, stderr=log, env=env)
         procs.append(p)
         self.proc = p
         wait_port(self.port)
 
     def cli(self, *args):
-        out = subprocess.run([VIGIL, "--endpoint", f"http://127.0.0.1:{self.port}", "-o", "json", *args],
+        out = subprocess.run([self.binary, "--endpoint", f"http://127.0.0.1:{self.port}", "-o", "json", *args],
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"vigil {args}: {out.stderr}")

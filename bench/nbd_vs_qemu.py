@@ -17,7 +17,9 @@ microseconds per I/O (whole machine, from /proc/stat: includes fio's).
 Run it on a quiet machine only; it prints the load average before and after.
 
 Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--rounds 3] [--dir DIR]
-                            [--only WORKLOAD...] [--targets TARGET...]
+                            [--only WORKLOAD...] [--targets TARGET...] [--alt-bin PATH]
+--alt-bin adds `alt-1r`, a 1-replica volume on an agent of another build,
+to compare two builds in the same rounds.
 Needs: a release build (cargo build --release), qemu-nbd, fio.
 """
 import argparse
@@ -48,6 +50,8 @@ def main():
     ap.add_argument("--dir", default=None, help="where files live (default: a temp dir under bench/)")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--alt-bin", default=None,
+                    help="another vigil build: adds target alt-1r (a 1-replica volume on an agent of that build)")
     ap.add_argument("--targets", nargs="*", default=["qemu-nbd", "vigil-1r", "vigil-1r-blk", "vigil-3r"])
     a = ap.parse_args()
     for tool in ("fio", "qemu-nbd", "qemu-img"):
@@ -80,6 +84,10 @@ def main():
             blk = Agent(root, "blk", procs, env={"VIGIL_IO_ENGINE": "blocking"})
             r = blk.cli("replica", "create", "blk-r", "--size", str(size_bytes))["url"]
             uris["vigil-1r-blk"] = blk.cli("engine", "create", "blk", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
+        if a.alt_bin:
+            alt = Agent(root, "alt", procs, binary=a.alt_bin)
+            r = alt.cli("replica", "create", "alt-r", "--size", str(size_bytes))["url"]
+            uris["alt-1r"] = alt.cli("engine", "create", "alt", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
         if "vigil-3r" in a.targets:
             rs = [ag.cli("replica", "create", f"three-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(agents)]
             args = ["engine", "create", "three", "--size", str(size_bytes)]

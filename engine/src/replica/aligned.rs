@@ -1,4 +1,4 @@
-//! A zeroed heap buffer aligned to 4096 bytes, as O_DIRECT requires.
+//! A heap buffer aligned to 4096 bytes, as O_DIRECT requires.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -49,6 +49,34 @@ impl AlignedBuf {
         AlignedBuf { ptr, len, layout }
     }
 
+    /// A buffer of exactly `len` bytes (at most [`MAX_LEN`]) whose content
+    /// is not initialised: the caller must fill every byte (a read into
+    /// it, [`AlignedBuf::zero`]) before anything reads it.
+    ///
+    /// # Safety
+    /// No byte may be read (through [`AlignedBuf::as_slice`], `AsRef`, or
+    /// a `Bytes` made from it) before it was written.
+    pub(super) unsafe fn uninit(len: usize) -> AlignedBuf {
+        let len = len.min(MAX_LEN);
+        let layout = layout_for(len);
+        // SAFETY: `layout` has a non-zero size (at least ALIGN).
+        let raw = unsafe { alloc::alloc(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len, layout }
+    }
+
+    /// Writes zeros over `[start, end)` (clamped to the buffer), without
+    /// reading it: how an uninitialised buffer's holes get their bytes.
+    pub(super) fn zero(&mut self, start: usize, end: usize) {
+        let end = end.min(self.len);
+        if start >= end {
+            return;
+        }
+        // SAFETY: `start < end <= len <= layout.size()`: the range lies in
+        // the allocation `self` owns exclusively (`&mut self`).
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(start), 0, end - start) }
+    }
+
     /// An aligned copy of `data` (at most [`MAX_LEN`] bytes): what an
     /// O_DIRECT write of unaligned memory needs. Only the tail past `data`
     /// up to the next block is zeroed.
@@ -80,8 +108,9 @@ impl AlignedBuf {
 
     /// The buffer's bytes.
     pub(super) fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `layout.size() >= len` initialised (zeroed
-        // at allocation) bytes owned by `self`, borrowed immutably here.
+        // SAFETY: `ptr` points to `layout.size() >= len` bytes owned by
+        // `self`, borrowed immutably here, and initialised: zeroed or copied
+        // at allocation, or (`uninit`) written in full by its caller first.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -107,8 +136,8 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated by `alloc_zeroed` with exactly `layout`
-        // and is freed only here, once.
+        // SAFETY: `ptr` was allocated by `alloc` or `alloc_zeroed` with
+        // exactly `layout` and is freed only here, once.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
