@@ -205,7 +205,7 @@ impl Backend {
     /// Makes completed writes durable.
     pub async fn flush(&self) -> Result<()> {
         match self {
-            Backend::Local(r) => blocking(r, |r| r.flush()).await,
+            Backend::Local(r) => r.replica.flush_async(r.epoch).await.map_err(local_err),
             Backend::Remote(c) => c.flush().await.map_err(remote_err),
         }
     }

@@ -469,8 +469,10 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             continue;
         }
         let span = request_span(op, name, ctx.as_deref());
-        if matches!(req, Request::Read { .. } | Request::Write { .. })
-            && let Some(replica) = ops.clone().as_replica()
+        if matches!(
+            req,
+            Request::Read { .. } | Request::Write { .. } | Request::Flush
+        ) && let Some(replica) = ops.clone().as_replica()
         {
             let tx = tx.clone();
             let run = AssertUnwindSafe(execute_async(replica, epoch, req)).catch_unwind();
@@ -542,7 +544,7 @@ fn too_long(len: u32) -> ReplicaError {
     ))
 }
 
-/// Runs a read or a write of the engine of `epoch` through the replica's
+/// Runs a read, a write or a flush of the engine of `epoch` through the replica's
 /// asynchronous path (io_uring on this worker, or its own blocking
 /// fallback); the epoch is checked there.
 async fn execute_async(replica: Arc<Replica>, epoch: u64, req: Request) -> Response {
@@ -556,6 +558,7 @@ async fn execute_async(replica: Arc<Replica>, epoch: u64, req: Request) -> Respo
             .write_async(epoch, offset, data)
             .await
             .map(|()| Response::Done),
+        Request::Flush => replica.flush_async(epoch).await.map(|()| Response::Done),
         other => Err(ReplicaError::InvalidArgument(format!(
             "{:?} is not a read or a write",
             other.opcode()

@@ -21,8 +21,10 @@ use bytes::Bytes;
 use io_uring::{opcode, types};
 
 use super::aligned::{ALIGN, AlignedBuf, MAX_LEN, is_aligned};
+use super::alloc::Allocation;
 use super::fsutil::{io_err, rlock, wlock};
 use super::gate::Pass;
+use super::state::RingWrite;
 use super::{Replica, ReplicaError, Result};
 use crate::ring::{self, InFlight, Ring};
 use crate::size::BLOCK_SIZE;
@@ -65,6 +67,28 @@ impl Replica {
                 self.blocking(move || {
                     let _admitted = r.admit(epoch)?;
                     r.write(offset, &data)
+                })
+                .await
+            }
+        };
+        self.count_failure(&result);
+        result
+    }
+
+    /// Makes every write completed before the call durable and persists
+    /// the revision, for the engine of `epoch`: the head's `fdatasync` and
+    /// the state record's write and sync through the ring (the blocking
+    /// [`Replica::flush`] where io_uring is unavailable, or where the
+    /// filesystem keeps allocation maps, whose update is a metadata file).
+    pub async fn flush_async(self: &Arc<Self>, epoch: u64) -> Result<()> {
+        let holes = rlock(&self.chain).allocation == Allocation::Holes;
+        let result = match ring::current() {
+            Some(ring) if holes => self.flush_ring(&ring, epoch).await,
+            _ => {
+                let r = Arc::clone(self);
+                self.blocking(move || {
+                    let _admitted = r.admit(epoch)?;
+                    r.flush()
                 })
                 .await
             }
@@ -204,6 +228,112 @@ impl Replica {
         self.revision.fetch_add(1, Ordering::SeqCst);
         drop(op);
         Ok(())
+    }
+}
+
+impl Replica {
+    async fn flush_ring(self: &Arc<Self>, ring: &Ring, epoch: u64) -> Result<()> {
+        let _pass = self.gate.enter().await;
+        self.check_epoch(epoch)?;
+        // Every write counted in `rev` finished before it was counted, so
+        // the sync below covers it (as in `Replica::flush`).
+        let rev = self.revision.load(Ordering::SeqCst);
+        let (file, path) = {
+            let chain = rlock(&self.chain);
+            let f = &chain.head().file;
+            (f.shared(), f.path().to_path_buf())
+        };
+        let fd = types::Fd(file.as_raw_fd());
+        let entry = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // SAFETY: the entry names only the file the op keeps open.
+        let (_, res) = unsafe { ring.submit(entry, SyncOp { _file: file }) }.await;
+        if res < 0 {
+            return Err(io_err("sync layer file", &path)(
+                io::Error::from_raw_os_error(-res),
+            ));
+        }
+        self.persist_revision_ring(ring, rev).await
+    }
+
+    /// Persists `rev` in the state file (unless it holds a newer one):
+    /// the record's write and its sync through the ring, one at a time.
+    async fn persist_revision_ring(self: &Arc<Self>, ring: &Ring, rev: u64) -> Result<()> {
+        let path = self.dir.join(super::meta::REVISION_FILE);
+        let (file, offset, encoded, record) = loop {
+            let ended = self.revfile.ring_ended();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.revfile.begin_ring(rev) {
+                RingWrite::Done => return Ok(()),
+                RingWrite::Busy => ended.await,
+                RingWrite::Go {
+                    file,
+                    offset,
+                    encoded,
+                    record,
+                } => break (file, offset, encoded, record),
+            }
+        };
+        let fd = types::Fd(file.as_raw_fd());
+        let len = encoded.len();
+        let op = StateOp {
+            buf: encoded,
+            _file: Arc::clone(&file),
+            replica: Arc::clone(self),
+        };
+        let entry = opcode::Write::new(fd, op.buf.as_ptr(), len as u32)
+            .offset(offset)
+            .build();
+        // SAFETY: the entry points at the op's own heap buffer and file.
+        let (op, res) = unsafe { ring.submit(entry, op) }.await;
+        if res != len as i32 {
+            self.revfile.end_ring(None);
+            let e = if res < 0 {
+                io::Error::from_raw_os_error(-res)
+            } else {
+                io::Error::from(io::ErrorKind::WriteZero)
+            };
+            return Err(io_err("write replica state file", &path)(e));
+        }
+        let entry = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // SAFETY: as above.
+        let (_op, res) = unsafe { ring.submit(entry, op) }.await;
+        if res < 0 {
+            self.revfile.end_ring(None);
+            return Err(io_err("sync replica state file", &path)(
+                io::Error::from_raw_os_error(-res),
+            ));
+        }
+        self.revfile.end_ring(Some(record));
+        Ok(())
+    }
+}
+
+/// A sync in flight: its file.
+struct SyncOp {
+    _file: Arc<File>,
+}
+
+impl InFlight for SyncOp {
+    fn abandoned(self, _result: i32) {}
+}
+
+/// A state record's write or sync in flight. Abandoned, it ends the ring
+/// write without adopting the record: the next write goes to the same
+/// slot, after this one is done with it.
+struct StateOp {
+    buf: Vec<u8>,
+    _file: Arc<File>,
+    replica: Arc<Replica>,
+}
+
+impl InFlight for StateOp {
+    fn abandoned(self, _result: i32) {
+        self.replica.revfile.end_ring(None);
     }
 }
 

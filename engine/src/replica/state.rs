@@ -27,7 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::fsutil::{Result, corrupt, io_err, lock, write_atomic};
 
@@ -126,15 +126,39 @@ fn both_slots(r: &Record) -> [u8; 2 * SLOT] {
 }
 
 struct Inner {
-    file: File,
+    /// Shared with a ring write in flight (see [`StateFile::begin_ring`]).
+    file: Arc<File>,
     current: Record,
     next_slot: u64,
+    /// A record is being written through the ring: nobody else writes
+    /// until it ends ([`StateFile::end_ring`]).
+    busy: bool,
 }
 
 /// The open state file.
 pub(super) struct StateFile {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Signalled when a ring write ends: blocking writers wait on it…
+    idle: Condvar,
+    /// …and asynchronous ones on this.
+    idle_async: tokio::sync::Notify,
+}
+
+/// What a ring write of the revision should do ([`StateFile::begin_ring`]).
+pub(super) enum RingWrite {
+    /// The file already holds this revision or a newer one.
+    Done,
+    /// Another ring write is in flight: wait for `idle_async`, try again.
+    Busy,
+    /// Write `encoded` at `offset` of `file`, sync it, then call
+    /// [`StateFile::end_ring`] with `record`.
+    Go {
+        file: Arc<File>,
+        offset: u64,
+        encoded: Vec<u8>,
+        record: Record,
+    },
 }
 
 impl StateFile {
@@ -155,10 +179,13 @@ impl StateFile {
         Ok(StateFile {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
-                file,
+                file: Arc::new(file),
                 current: record,
                 next_slot: 0,
+                busy: false,
             }),
+            idle: Condvar::new(),
+            idle_async: tokio::sync::Notify::new(),
         })
     }
 
@@ -213,10 +240,13 @@ impl StateFile {
             StateFile {
                 path: path.to_path_buf(),
                 inner: Mutex::new(Inner {
-                    file,
+                    file: Arc::new(file),
                     current: record,
                     next_slot: 1 - slot,
+                    busy: false,
                 }),
+                idle: Condvar::new(),
+                idle_async: tokio::sync::Notify::new(),
             },
             record,
         ))
@@ -230,7 +260,7 @@ impl StateFile {
     /// Persists `rev` if it is newer than what the file holds. Never goes
     /// backwards, so concurrent flushes may call it in any order.
     pub(super) fn persist_revision(&self, rev: u64) -> Result<()> {
-        let mut st = lock(&self.inner);
+        let mut st = self.lock_idle();
         if rev <= st.current.revision {
             return Ok(());
         }
@@ -244,7 +274,7 @@ impl StateFile {
     /// Persists `rev` even if it is lower than what the file holds (a
     /// rebuilt replica adopting its source's revision).
     pub(super) fn force_revision(&self, rev: u64) -> Result<()> {
-        let mut st = lock(&self.inner);
+        let mut st = self.lock_idle();
         let next = Record {
             revision: rev,
             ..st.current
@@ -255,7 +285,7 @@ impl StateFile {
     /// Persists `epoch` as the highest that claimed the replica. The caller
     /// checked it is higher than the current one.
     pub(super) fn persist_epoch(&self, epoch: u64) -> Result<()> {
-        let mut st = lock(&self.inner);
+        let mut st = self.lock_idle();
         let next = Record {
             epoch,
             ..st.current
@@ -267,7 +297,7 @@ impl StateFile {
     /// joined, lower or higher than the one it holds: the newest record
     /// wins on reopen, so a lowered value stays lowered.
     pub(super) fn persist_generation(&self, generation: u64) -> Result<()> {
-        let mut st = lock(&self.inner);
+        let mut st = self.lock_idle();
         if st.current.generation == generation {
             return Ok(());
         }
@@ -276,6 +306,62 @@ impl StateFile {
             ..st.current
         };
         Self::write(&mut st, &self.path, next)
+    }
+
+    /// The state, once no ring write is in flight (blocking).
+    fn lock_idle(&self) -> MutexGuard<'_, Inner> {
+        let mut st = lock(&self.inner);
+        while st.busy {
+            st = self.idle.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st
+    }
+
+    /// Starts persisting `rev` through the ring (asynchronous flushes): as
+    /// [`StateFile::persist_revision`], but the write and its sync are the
+    /// caller's, and nobody else writes the file until [`StateFile::end_ring`].
+    pub(super) fn begin_ring(&self, rev: u64) -> RingWrite {
+        let mut st = lock(&self.inner);
+        if rev <= st.current.revision {
+            return RingWrite::Done;
+        }
+        if st.busy {
+            return RingWrite::Busy;
+        }
+        st.busy = true;
+        let record = Record {
+            revision: rev,
+            seq: st.current.seq.wrapping_add(1),
+            ..st.current
+        };
+        RingWrite::Go {
+            file: Arc::clone(&st.file),
+            offset: st.next_slot * SLOT as u64,
+            encoded: encode(&record).to_vec(),
+            record,
+        }
+    }
+
+    /// Ends a ring write: `Some(record)` once it is written and synced (it
+    /// becomes the current record, and the next write goes to the other
+    /// slot), `None` when it failed or was abandoned (the next write goes
+    /// to the same slot again, so the newest durable record stays put).
+    pub(super) fn end_ring(&self, written: Option<Record>) {
+        let mut st = lock(&self.inner);
+        st.busy = false;
+        if let Some(record) = written {
+            st.current = record;
+            st.next_slot = 1 - st.next_slot;
+        }
+        drop(st);
+        self.idle.notify_all();
+        self.idle_async.notify_waiters();
+    }
+
+    /// A future that completes at the next [`StateFile::end_ring`]; enable
+    /// it before calling [`StateFile::begin_ring`] so none is missed.
+    pub(super) fn ring_ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.idle_async.notified()
     }
 
     fn write(st: &mut Inner, path: &Path, mut next: Record) -> Result<()> {

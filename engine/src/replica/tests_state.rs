@@ -200,3 +200,48 @@ fn a_file_from_before_epochs_is_converted() {
     let (_, rec) = StateFile::open(&path).unwrap();
     assert_eq!(values(&rec), (2, 12, 0));
 }
+
+#[test]
+fn a_ring_write_holds_blocking_writers_until_it_ends_and_a_failed_one_keeps_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sf = std::sync::Arc::new(StateFile::create(&dir.path().join("revision")).unwrap());
+    let RingWrite::Go { offset: first, .. } = sf.begin_ring(5) else {
+        panic!("nothing in flight: the ring write may start");
+    };
+    assert!(matches!(sf.begin_ring(6), RingWrite::Busy));
+    // A blocking writer waits for the ring write to end.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = std::sync::Arc::clone(&sf);
+    let waiter = std::thread::spawn(move || {
+        s.persist_generation(4).unwrap();
+        tx.send(()).unwrap();
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(200))
+            .is_err(),
+        "a blocking writer ran while a ring write was in flight"
+    );
+    // Failed or abandoned: not adopted, and the blocking writer goes on.
+    sf.end_ring(None);
+    rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+    waiter.join().unwrap();
+    assert_eq!(values(&sf.current()), (0, 0, 4));
+    // It wrote the slot the ring write had; the next goes to the other.
+    let RingWrite::Go { offset, record, .. } = sf.begin_ring(5) else {
+        panic!("free again");
+    };
+    assert_ne!(offset, first);
+    sf.end_ring(Some(record));
+    assert_eq!(values(&sf.current()), (0, 5, 4));
+    assert!(matches!(sf.begin_ring(5), RingWrite::Done));
+    // After a failed ring write the same slot is used again.
+    let RingWrite::Go { offset: a, .. } = sf.begin_ring(6) else {
+        panic!("free");
+    };
+    sf.end_ring(None);
+    let RingWrite::Go { offset: b, .. } = sf.begin_ring(6) else {
+        panic!("free");
+    };
+    assert_eq!(a, b);
+    sf.end_ring(None);
+}
