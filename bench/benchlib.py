@@ -30,10 +30,18 @@ def wait_port(port, timeout=20):
     raise RuntimeError(f"port {port} not listening after {timeout}s")
 
 
+def target_args(uri):
+    """fio's engine arguments for a target: an NBD URI, or file://PATH for
+    the file itself (io_uring, O_DIRECT: the disk's own limit)."""
+    if uri.startswith("file://"):
+        return ["--ioengine=io_uring", "--direct=1", f"--filename={uri[len('file://'):]}"]
+    return ["--ioengine=nbd", f"--uri={uri}"]
+
+
 def fio(uri, rw, bs, qd, size, runtime, ramp=2):
     """One fio job through the nbd engine: IOPS, MB/s and completion
     latency percentiles of the side that ran."""
-    args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+    args = ["fio", "--name=bench", *target_args(uri), f"--rw={rw}", f"--bs={bs}",
             f"--iodepth={qd}", f"--size={size}", "--time_based", f"--runtime={runtime}",
             f"--ramp_time={ramp}", "--output-format=json", "--randrepeat=0", "--norandommap"]
     out = subprocess.run(args, capture_output=True, text=True)
@@ -52,7 +60,7 @@ def fio(uri, rw, bs, qd, size, runtime, ramp=2):
 
 
 def fill(uri, size):
-    subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1M",
+    subprocess.run(["fio", "--name=fill", *target_args(uri), "--rw=write", "--bs=1M",
                     "--iodepth=8", f"--size={size}", "--output-format=terse"],
                    check=True, capture_output=True)
 

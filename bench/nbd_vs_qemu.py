@@ -3,7 +3,12 @@
 
 Targets (all on the same disk, all filled with data first so reads hit
 real blocks, all O_DIRECT: qemu-nbd --cache=none --aio=io_uring):
+  direct        the raw file itself, fio io_uring O_DIRECT: the disk's limit
+                (a replicated write can do at most a third of its write IOPS)
   qemu-nbd      a raw file served by qemu-nbd over TCP
+  quorum        the replicated peer: qemu's quorum driver (vote-threshold 2,
+                reads from the first child) served by qemu-nbd over three
+                qemu-nbd children (--cache=none --aio=io_uring) reached over TCP
   vigil-1r      a 1-replica vigil volume (replica in-process with the engine)
   vigil-1r-blk  the same on an agent started with --io-engine blocking
                 (replica I/O on tokio's blocking pool: the fallback path)
@@ -52,7 +57,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--alt-bin", default=None,
                     help="another vigil build: adds target alt-1r (a 1-replica volume on an agent of that build)")
-    ap.add_argument("--targets", nargs="*", default=["qemu-nbd", "vigil-1r", "vigil-1r-blk", "vigil-3r"])
+    ap.add_argument("--targets", nargs="*",
+                    default=["direct", "qemu-nbd", "quorum", "vigil-1r", "vigil-1r-blk", "vigil-3r"])
     a = ap.parse_args()
     for tool in ("fio", "qemu-nbd", "qemu-img"):
         if not shutil.which(tool):
@@ -74,6 +80,28 @@ def main():
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_port(port)
             uris["qemu-nbd"] = f"nbd://127.0.0.1:{port}/bench"
+        if "direct" in a.targets:
+            raw = os.path.join(root, "direct.raw")
+            subprocess.run(["qemu-img", "create", "-f", "raw", raw, str(size_bytes)], check=True, capture_output=True)
+            uris["direct"] = f"file://{raw}"
+        if "quorum" in a.targets:
+            opts = "driver=quorum,vote-threshold=2,read-pattern=fifo"
+            for i in range(3):
+                raw = os.path.join(root, f"quorum{i}.raw")
+                subprocess.run(["qemu-img", "create", "-f", "raw", raw, str(size_bytes)], check=True, capture_output=True)
+                port = free_port()
+                procs.append(subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "--aio=io_uring", "-x", "bench",
+                                               "-b", "127.0.0.1", "-p", str(port), "-t", "-e", "8", raw],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                wait_port(port)
+                opts += (f",children.{i}.driver=nbd,children.{i}.server.type=inet,children.{i}.server.host=127.0.0.1"
+                         f",children.{i}.server.port={port},children.{i}.export=bench")
+            port = free_port()
+            procs.append(subprocess.Popen(["qemu-nbd", "--image-opts", opts, "-x", "bench", "-b", "127.0.0.1",
+                                           "-p", str(port), "-t", "-e", "8"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(port)
+            uris["quorum"] = f"nbd://127.0.0.1:{port}/bench"
         agents = []
         if "vigil-1r" in a.targets or "vigil-3r" in a.targets:
             agents = [Agent(root, f"n{i}", procs) for i in (1, 2, 3)]
@@ -130,6 +158,19 @@ def main():
                 print(f"{wl:<18} {name:<12} {med([r['iops'] for r in rs]):>8.0f} {med([r['mbps'] for r in rs]):>7.1f} "
                       f"{med([r['p50_us'] for r in rs]):>7.0f} {med([r['p99_us'] for r in rs]):>7.0f} "
                       f"{med([r['cpu_us'] for r in rs]):>9.1f} {ratio:>18}")
+        # The 3-replica targets, each ratio taken within its round.
+        def per_round(num, den, scale=1.0):
+            xs = [n["iops"] / (d["iops"] * scale) for n, d in zip(runs.get(num, []), runs.get(den, [])) if d["iops"]]
+            return f"{med(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})" if xs else "-"
+        print("\n3 replicas, per round: median (min-max)")
+        for wl, rw, *_ in WORKLOADS:
+            if (wl, "vigil-3r") not in runs:
+                continue
+            cells = [f"÷ 1 replica {per_round((wl, 'vigil-3r'), (wl, 'vigil-1r'))}",
+                     f"÷ quorum {per_round((wl, 'vigil-3r'), (wl, 'quorum'))}"]
+            if "write" in rw:
+                cells.append(f"÷ three-copy limit (direct ÷ 3) {per_round((wl, 'vigil-3r'), (wl, 'direct'), 1 / 3)}")
+            print(f"{wl:<18} " + "; ".join(cells))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
