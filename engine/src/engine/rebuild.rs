@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
 use super::status::RebuildProgress;
@@ -361,23 +362,45 @@ impl Engine {
                 .stage_layer(info)
                 .await
                 .map_err(|e| fmt("stage layer", e))?;
-            for ext in extents {
-                let mut pos = ext.offset;
-                while pos < ext.offset + ext.len {
-                    self.next_step(slot).await?;
-                    let n = (ext.offset + ext.len - pos).min(MAX_REPLICA_IO);
+            // Up to COPY_WINDOW chunks in flight, each read from the source
+            // and then written to the target: the source's next reads
+            // overlap the target's writes. A fence stops new chunks (the
+            // step check before each); chunks already started finish into
+            // the staged file, which nothing reads before the install.
+            let mut in_flight = FuturesUnordered::new();
+            let mut result = Ok(());
+            'copy: for (pos, n) in chunks(extents) {
+                while in_flight.len() >= COPY_WINDOW {
+                    if let Some(Err(e)) = in_flight.next().await {
+                        result = Err(e);
+                        break 'copy;
+                    }
+                }
+                if let Err(e) = self.next_step(slot).await {
+                    result = Err(e);
+                    break;
+                }
+                let (source, target, name) = (source.clone(), target.clone(), &info.name);
+                in_flight.push(async move {
                     let data = source
-                        .read_layer(&info.name, pos, n as u32)
+                        .read_layer(name, pos, n as u32)
                         .await
                         .map_err(|e| fmt("read source layer", e))?;
                     target
-                        .write_staged(&info.name, pos, data)
+                        .write_staged(name, pos, data)
                         .await
                         .map_err(|e| fmt("write target layer", e))?;
                     slot.rebuild_done.fetch_add(n, Ordering::Relaxed);
-                    pos += n;
+                    Ok::<(), String>(())
+                });
+            }
+            // Chunks already started finish, whatever ended the copy.
+            while let Some(done) = in_flight.next().await {
+                if result.is_ok() {
+                    result = done;
                 }
             }
+            result?;
         }
         self.next_step(slot).await?;
         target
@@ -388,6 +411,20 @@ impl Engine {
         target.flush().await.map_err(|e| fmt("flush target", e))?;
         Ok(())
     }
+}
+
+/// Chunks of the rebuild copy in flight at once (each at most
+/// [`MAX_REPLICA_IO`]: 16 MiB of buffers per rebuild).
+const COPY_WINDOW: usize = 4;
+
+/// The copy's chunks, `(offset, length)`, each at most [`MAX_REPLICA_IO`].
+fn chunks(extents: &[crate::replica::Extent]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    extents.iter().flat_map(|ext| {
+        let end = ext.offset + ext.len;
+        (ext.offset..end)
+            .step_by(MAX_REPLICA_IO as usize)
+            .map(move |pos| (pos, (end - pos).min(MAX_REPLICA_IO)))
+    })
 }
 
 /// Test-only: holds a volume's rebuild copy between its steps, so a test can
