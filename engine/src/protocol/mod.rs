@@ -15,6 +15,7 @@ mod client;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod message;
+mod sender;
 mod served;
 mod server;
 mod token;
