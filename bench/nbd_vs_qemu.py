@@ -23,8 +23,8 @@ Run it on a quiet machine only; it prints the load average before and after.
 
 Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--rounds 3] [--dir DIR]
                             [--only WORKLOAD...] [--targets TARGET...] [--alt-bin PATH]
---alt-bin adds `alt-1r` (and, with vigil-3r, `alt-3r`): the same volumes on
-agents of another build, to compare two builds in the same rounds.
+--alt-bin adds `alt-1r`, a 1-replica volume on an agent of another build,
+to compare two builds in the same rounds.
 Needs: a release build (cargo build --release), qemu-nbd, fio.
 """
 import argparse
@@ -113,15 +113,9 @@ def main():
             r = blk.cli("replica", "create", "blk-r", "--size", str(size_bytes))["url"]
             uris["vigil-1r-blk"] = blk.cli("engine", "create", "blk", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
         if a.alt_bin:
-            alts = [Agent(root, f"alt{i}", procs, binary=a.alt_bin) for i in (1, 2, 3)]
-            r = alts[0].cli("replica", "create", "alt-r", "--size", str(size_bytes))["url"]
-            uris["alt-1r"] = alts[0].cli("engine", "create", "alt", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
-            if "vigil-3r" in a.targets:
-                rs = [ag.cli("replica", "create", f"alt3-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(alts)]
-                args = ["engine", "create", "alt3", "--size", str(size_bytes)]
-                for r in rs:
-                    args += ["--replica", r]
-                uris["alt-3r"] = alts[0].cli(*args)["nbd_uri"]
+            alt = Agent(root, "alt", procs, binary=a.alt_bin)
+            r = alt.cli("replica", "create", "alt-r", "--size", str(size_bytes))["url"]
+            uris["alt-1r"] = alt.cli("engine", "create", "alt", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
         if "vigil-3r" in a.targets:
             rs = [ag.cli("replica", "create", f"three-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(agents)]
             args = ["engine", "create", "three", "--size", str(size_bytes)]

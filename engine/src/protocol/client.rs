@@ -1,7 +1,5 @@
-//! The client side of one connection: requests written by their callers
-//! (queued for the connection's task only when the socket is full, see
-//! `sender.rs`), and that task dispatching responses by request id to
-//! waiting callers.
+//! The client side of one connection: a writer task fed by a channel, a
+//! reader task dispatching responses by request id to waiting callers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -18,11 +16,10 @@ use crate::address::ReplicaAddress;
 
 use super::frame::{
     FLAG_TRACE, Frame, FrameError, MAX_FRAME_PAYLOAD, MIN_PROTOCOL_VERSION, OutFrame,
-    PROTOCOL_VERSION, read_frame,
+    PROTOCOL_VERSION, read_frame, write_loop,
 };
 use super::handshake::{self, ClientHandshakeError, EPOCH_VERSION};
 use super::message::{Request, Response, with_trace_context};
-use super::sender::FrameSender;
 use super::trace_context;
 use super::{ClientError, ClusterToken};
 
@@ -101,7 +98,7 @@ pub(crate) struct ClientInner {
     /// The epoch of the engine this connection serves (claimed in the
     /// handshake from version 3).
     epoch: u64,
-    sender: std::sync::Arc<FrameSender>,
+    tx: mpsc::UnboundedSender<OutFrame>,
     shared: std::sync::Arc<Shared>,
     task: AbortHandle,
 }
@@ -109,7 +106,6 @@ pub(crate) struct ClientInner {
 impl Drop for ClientInner {
     fn drop(&mut self) {
         self.task.abort();
-        self.sender.close("client closed");
     }
 }
 
@@ -224,16 +220,13 @@ async fn connect_version(
         closed: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
     });
-    // Requests go out from the caller's task when the socket takes them;
-    // this connection's task reads responses and drains what it did not.
-    let sender = std::sync::Arc::new(FrameSender::new(wr));
-    let task_sender = sender.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let task_shared = shared.clone();
     let task_addr = shown.clone();
     let task = tokio::spawn(async move {
         let reason = tokio::select! {
             r = read_responses(&mut rd, &task_shared, &task_addr, version) => r,
-            w = task_sender.drain() => match w {
+            w = write_loop(wr, &mut rx) => match w {
                 Ok(()) => "client closed".to_string(),
                 Err(e) => format!("write failed: {e}"),
             },
@@ -246,7 +239,7 @@ async fn connect_version(
         addr: shown,
         version,
         epoch,
-        sender,
+        tx,
         shared,
         task: task.abort_handle(),
     })
@@ -347,8 +340,7 @@ impl ClientInner {
             shared: &self.shared,
             id,
         };
-        if let Err(e) = self.sender.send(frame) {
-            self.shared.fail(e.0);
+        if self.tx.send(frame).is_err() {
             return Err(self.shared.lost());
         }
         let frame = match reply_rx.await {

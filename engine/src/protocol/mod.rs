@@ -15,7 +15,6 @@ mod client;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod message;
-mod sender;
 mod served;
 mod server;
 mod token;

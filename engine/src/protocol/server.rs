@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -24,11 +24,10 @@ use crate::replica::{
 
 use super::frame::{
     FLAG_ERROR, FLAG_RESPONSE, FLAG_TRACE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
-    read_header, read_payload,
+    read_header, read_payload, write_loop,
 };
 use super::handshake::{self, ServerHandshakeError};
 use super::message::{Opcode, Request, Response};
-use super::sender::FrameSender;
 use super::served::ServedConnections;
 use super::{ClusterToken, ReplicaSource, trace_context};
 
@@ -312,20 +311,15 @@ async fn connection(
     tracing::debug!(%peer, replica = %name, version, epoch, "replica server: connection open");
     let _listed = served.open(peer, &name);
 
-    // Responses go out from the tasks that made them when the socket takes
-    // them; this task drains what it did not (`sender.rs`).
-    let tx = Arc::new(FrameSender::new(wr));
+    let (tx, mut rx) = mpsc::unbounded_channel::<OutFrame>();
     let conn = Conn {
         peer,
         name: &name,
         version,
         epoch,
     };
-    let reader = read_requests(&mut rd, conn, ops, source.as_ref(), Arc::clone(&tx));
-    let writer = tx.drain();
-    // Closed when this task ends (or is aborted with the server), even
-    // while request tasks still hold the sender.
-    let _close = CloseOnDrop(Arc::clone(&tx));
+    let reader = read_requests(&mut rd, conn, ops, source.as_ref(), tx);
+    let writer = write_loop(wr, &mut rx);
     let reason = tokio::select! {
         r = reader => r,
         w = writer => match w {
@@ -334,15 +328,6 @@ async fn connection(
         },
     };
     tracing::debug!(%peer, replica = %name, %reason, "replica server: connection closed");
-}
-
-/// Closes a connection's sender when dropped.
-struct CloseOnDrop(Arc<FrameSender>);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close("connection closed");
-    }
 }
 
 /// One accepted connection: who, for which replica, in which version, for
@@ -381,7 +366,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     conn: Conn<'_>,
     ops: Arc<dyn ReplicaOps>,
     source: &dyn OpsSource,
-    tx: Arc<FrameSender>,
+    tx: mpsc::UnboundedSender<OutFrame>,
 ) -> String {
     let Conn {
         peer,
@@ -489,7 +474,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             Request::Read { .. } | Request::Write { .. } | Request::Flush
         ) && let Some(replica) = ops.clone().as_replica()
         {
-            let tx = Arc::clone(&tx);
+            let tx = tx.clone();
             let run = AssertUnwindSafe(execute_async(replica, epoch, req)).catch_unwind();
             let task = async move {
                 let resp = run.await.unwrap_or_else(|_| Response::Error {
