@@ -23,8 +23,8 @@ Run it on a quiet machine only; it prints the load average before and after.
 
 Usage: bench/nbd_vs_qemu.py [--size 1GiB] [--runtime 15] [--rounds 3] [--dir DIR]
                             [--only WORKLOAD...] [--targets TARGET...] [--alt-bin PATH]
---alt-bin adds `alt-1r`, a 1-replica volume on an agent of another build,
-to compare two builds in the same rounds.
+--alt-bin adds `alt-1r` (and, with vigil-3r, `alt-3r`): the same volumes on
+agents of another build, to compare two builds in the same rounds.
 Needs: a release build (cargo build --release), qemu-nbd, fio.
 """
 import argparse
@@ -48,6 +48,28 @@ WORKLOADS = [
 ]
 
 
+def qemu_nbd(raw, size_bytes, procs):
+    """A raw file of `size_bytes` served by qemu-nbd over TCP as export
+    `bench` (O_DIRECT, io_uring); returns its port."""
+    subprocess.run(["qemu-img", "create", "-f", "raw", raw, str(size_bytes)], check=True, capture_output=True)
+    port = free_port()
+    procs.append(subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "--aio=io_uring", "-x", "bench",
+                                   "-b", "127.0.0.1", "-p", str(port), "-t", "-e", "8", raw],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(port)
+    return port
+
+
+def three_replica_engine(agents, name, size_bytes):
+    """An engine on agents[0] over one replica on each of three agents;
+    returns its NBD URI."""
+    rs = [ag.cli("replica", "create", f"{name}-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(agents)]
+    args = ["engine", "create", name, "--size", str(size_bytes)]
+    for r in rs:
+        args += ["--replica", r]
+    return agents[0].cli(*args)["nbd_uri"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1GiB", help="volume size (fio uses all of it)")
@@ -56,7 +78,7 @@ def main():
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--alt-bin", default=None,
-                    help="another vigil build: adds target alt-1r (a 1-replica volume on an agent of that build)")
+                    help="another vigil build: adds targets alt-1r and alt-3r (the same volumes on agents of that build)")
     ap.add_argument("--targets", nargs="*",
                     default=["direct", "qemu-nbd", "quorum", "vigil-1r", "vigil-1r-blk", "vigil-3r"])
     a = ap.parse_args()
@@ -72,13 +94,7 @@ def main():
     try:
         uris = {}
         if "qemu-nbd" in a.targets:
-            raw = os.path.join(root, "qemu.raw")
-            subprocess.run(["qemu-img", "create", "-f", "raw", raw, str(size_bytes)], check=True, capture_output=True)
-            port = free_port()
-            procs.append(subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "--aio=io_uring", "-x", "bench",
-                                           "-b", "127.0.0.1", "-p", str(port), "-t", "-e", "8", raw],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            wait_port(port)
+            port = qemu_nbd(os.path.join(root, "qemu.raw"), size_bytes, procs)
             uris["qemu-nbd"] = f"nbd://127.0.0.1:{port}/bench"
         if "direct" in a.targets:
             raw = os.path.join(root, "direct.raw")
@@ -87,13 +103,7 @@ def main():
         if "quorum" in a.targets:
             opts = "driver=quorum,vote-threshold=2,read-pattern=fifo"
             for i in range(3):
-                raw = os.path.join(root, f"quorum{i}.raw")
-                subprocess.run(["qemu-img", "create", "-f", "raw", raw, str(size_bytes)], check=True, capture_output=True)
-                port = free_port()
-                procs.append(subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "--aio=io_uring", "-x", "bench",
-                                               "-b", "127.0.0.1", "-p", str(port), "-t", "-e", "8", raw],
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                wait_port(port)
+                port = qemu_nbd(os.path.join(root, f"quorum{i}.raw"), size_bytes, procs)
                 opts += (f",children.{i}.driver=nbd,children.{i}.server.type=inet,children.{i}.server.host=127.0.0.1"
                          f",children.{i}.server.port={port},children.{i}.export=bench")
             port = free_port()
@@ -113,15 +123,13 @@ def main():
             r = blk.cli("replica", "create", "blk-r", "--size", str(size_bytes))["url"]
             uris["vigil-1r-blk"] = blk.cli("engine", "create", "blk", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
         if a.alt_bin:
-            alt = Agent(root, "alt", procs, binary=a.alt_bin)
-            r = alt.cli("replica", "create", "alt-r", "--size", str(size_bytes))["url"]
-            uris["alt-1r"] = alt.cli("engine", "create", "alt", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
+            alts = [Agent(root, f"alt{i}", procs, binary=a.alt_bin) for i in (1, 2, 3)]
+            r = alts[0].cli("replica", "create", "alt-r", "--size", str(size_bytes))["url"]
+            uris["alt-1r"] = alts[0].cli("engine", "create", "alt", "--size", str(size_bytes), "--replica", r)["nbd_uri"]
+            if "vigil-3r" in a.targets:
+                uris["alt-3r"] = three_replica_engine(alts, "alt3", size_bytes)
         if "vigil-3r" in a.targets:
-            rs = [ag.cli("replica", "create", f"three-r{i}", "--size", str(size_bytes))["url"] for i, ag in enumerate(agents)]
-            args = ["engine", "create", "three", "--size", str(size_bytes)]
-            for r in rs:
-                args += ["--replica", r]
-            uris["vigil-3r"] = agents[0].cli(*args)["nbd_uri"]
+            uris["vigil-3r"] = three_replica_engine(agents, "three", size_bytes)
         for name, uri in uris.items():
             print(f"filling {name} ({a.size}) ...", file=sys.stderr)
             fill(uri, size_bytes)

@@ -14,6 +14,15 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Calls counted for `disk` and `op` in a snapshot.
+fn count_of(snap: &vigil_ebpf::Snapshot, disk: u32, op: SysOp) -> u64 {
+    snap.syscalls
+        .iter()
+        .filter(|s| s.disk == disk && s.op == op)
+        .map(|s| s.hist.count)
+        .sum()
+}
+
 #[test]
 fn counts_syscalls_on_registered_files_only() {
     let tgid = std::process::id();
@@ -52,13 +61,7 @@ fn counts_syscalls_on_registered_files_only() {
     let mut back = vec![0u8; 4096];
     traced.read_at(&mut back, 0).unwrap();
     let snap = tracer.read().unwrap();
-    let count = |op| {
-        snap.syscalls
-            .iter()
-            .filter(|s| s.disk == 7 && s.op == op)
-            .map(|s| s.hist.count)
-            .sum::<u64>()
-    };
+    let count = |op| count_of(&snap, 7, op);
     assert_eq!(count(SysOp::Write), 50, "{snap:?}");
     assert_eq!(count(SysOp::Fsync), 1, "{snap:?}");
     assert_eq!(count(SysOp::Read), 1, "{snap:?}");
@@ -124,13 +127,7 @@ fn counts_syscalls_on_registered_files_only() {
         );
     }
     let snap = tracer.read().unwrap();
-    let count = |op| {
-        snap.syscalls
-            .iter()
-            .filter(|s| s.disk == 7 && s.op == op)
-            .map(|s| s.hist.count)
-            .sum::<u64>()
-    };
+    let count = |op| count_of(&snap, 7, op);
     assert_eq!(count(SysOp::Write), 65, "{snap:?}");
     assert_eq!(count(SysOp::Read), 2, "{snap:?}");
     assert_eq!(count(SysOp::Fsync), 2, "{snap:?}");

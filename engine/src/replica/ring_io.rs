@@ -40,39 +40,35 @@ impl Replica {
         offset: u64,
         len: usize,
     ) -> Result<Bytes> {
-        let result = match ring::current() {
-            Some(ring) => self.read_ring(&ring, epoch, offset, len).await,
+        match ring::current() {
+            Some(ring) => {
+                self.counted_async(self.read_ring(&ring, epoch, offset, len))
+                    .await
+            }
             None => {
-                let r = Arc::clone(self);
-                self.blocking(move || {
-                    let _admitted = r.admit(epoch)?;
+                self.blocking_admitted(epoch, move |r| {
                     let mut buf = vec![0u8; len];
                     r.read(offset, &mut buf)?;
                     Ok(Bytes::from(buf))
                 })
                 .await
             }
-        };
-        self.count_failure(&result);
-        result
+        }
     }
 
     /// Writes `data` at `offset` into the head for the engine of `epoch`
     /// (refused once a newer engine claimed the replica).
     pub async fn write_async(self: &Arc<Self>, epoch: u64, offset: u64, data: Bytes) -> Result<()> {
-        let result = match ring::current() {
-            Some(ring) => self.write_ring(&ring, epoch, offset, data).await,
-            None => {
-                let r = Arc::clone(self);
-                self.blocking(move || {
-                    let _admitted = r.admit(epoch)?;
-                    r.write(offset, &data)
-                })
-                .await
+        match ring::current() {
+            Some(ring) => {
+                self.counted_async(self.write_ring(&ring, epoch, offset, data))
+                    .await
             }
-        };
-        self.count_failure(&result);
-        result
+            None => {
+                self.blocking_admitted(epoch, move |r| r.write(offset, &data))
+                    .await
+            }
+        }
     }
 
     /// Makes every write completed before the call durable and persists
@@ -82,27 +78,37 @@ impl Replica {
     /// filesystem keeps allocation maps, whose update is a metadata file).
     pub async fn flush_async(self: &Arc<Self>, epoch: u64) -> Result<()> {
         let holes = rlock(&self.chain).allocation == Allocation::Holes;
-        let result = match ring::current() {
-            Some(ring) if holes => self.flush_ring(&ring, epoch).await,
-            _ => {
-                let r = Arc::clone(self);
-                self.blocking(move || {
-                    let _admitted = r.admit(epoch)?;
-                    r.flush()
-                })
-                .await
-            }
-        };
+        match ring::current() {
+            Some(ring) if holes => self.counted_async(self.flush_ring(&ring, epoch)).await,
+            _ => self.blocking_admitted(epoch, |r| r.flush()).await,
+        }
+    }
+
+    /// Awaits an operation of the ring path, counting its disk errors in
+    /// `io_errors` (the blocking methods count their own).
+    async fn counted_async<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let result = op.await;
         self.count_failure(&result);
         result
     }
 
-    /// Runs a blocking replica call on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T> + Send + 'static,
+    /// Runs a blocking replica call on the blocking pool, admitted under
+    /// the engine's epoch: the fallback where io_uring is unavailable.
+    async fn blocking_admitted<T: Send + 'static>(
+        self: &Arc<Self>,
+        epoch: u64,
+        f: impl FnOnce(&Replica) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        let r = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _admitted = r.admit(epoch)?;
+            f(&r)
+        })
+        .await
+        .unwrap_or_else(|e| {
             Err(io_err("run replica call", &self.dir)(io::Error::other(
                 e.to_string(),
             )))
