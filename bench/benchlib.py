@@ -103,7 +103,7 @@ class Agent:
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         log = open(os.path.join(root, f"{name}.log"), "w")
-        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", VIGIL_LOG="warn", **(env or {}))
+        env = dict(os.environ, VIGIL_CLUSTER_TOKEN="bench", **{"VIGIL_LOG": "warn", **(env or {})})
         self.binary = binary or VIGIL
         p = subprocess.Popen([self.binary, "agent", "--node-name", name, "--listen", f"127.0.0.1:{self.port}",
                               "--data-dir", self.dir], stdout=subprocess.DEVNULL, stderr=log, env=env)

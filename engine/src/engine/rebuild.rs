@@ -7,7 +7,9 @@
 //!    change while we copy them.
 //! 2. For each read-only layer of the source, bottom to top: if the target
 //!    already has a layer of that name with the same checksum, skip it;
-//!    otherwise stage it and copy only its allocated extents.
+//!    otherwise stage it and copy only its allocated extents, hashing them
+//!    as they stream (the layer's checksum; a stored one on the source
+//!    must match it, so a layer rotted on the source is not spread).
 //! 3. Install the copied chain on the target (atomic on the target: its
 //!    read-only layers become exactly the source's, its head is kept and
 //!    re-parented), then switch WO → RW.
@@ -25,12 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tracing::Instrument;
 
 use super::status::RebuildProgress;
 use super::{Backend, BackendError, Engine, EngineError, FaultReason, MAX_REPLICA_IO, Mode, Slot};
-use crate::replica::LayerInfo;
+use crate::replica::{Checksum, Extent, LayerDigest, LayerInfo};
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -321,14 +324,25 @@ impl Engine {
         let mut skipped = 0usize;
         let mut installed = Vec::with_capacity(layers.len());
         for layer in layers {
-            let sum = source
-                .layer_checksum(&layer.name)
-                .await
-                .map_err(|e| fmt("source checksum", e))?;
             let mut info = layer.clone();
-            info.checksum = Some(sum.clone());
-            let same = match have.iter().find(|l| l.name == layer.name && l.read_only) {
-                Some(_) => target.layer_checksum(&layer.name).await.ok() == Some(sum),
+            // A layer the target already holds is kept when its checksum is
+            // the source's (computed there if not stored yet: a read of the
+            // layer, so only when the allocated sizes agree — the target's
+            // own rebuild snapshot of a fresh head never does). A layer to
+            // copy is hashed as it streams past instead (`copy_layer`): no
+            // second read of the source.
+            let held = have.iter().find(|l| {
+                l.name == layer.name && l.read_only && l.allocated_bytes == layer.allocated_bytes
+            });
+            let same = match held {
+                Some(_) => {
+                    let sum = source
+                        .layer_checksum(&layer.name)
+                        .await
+                        .map_err(|e| fmt("source checksum", e))?;
+                    info.checksum = Some(sum.clone());
+                    target.layer_checksum(&layer.name).await.ok() == Some(sum)
+                }
                 None => false,
             };
             if same {
@@ -339,7 +353,7 @@ impl Engine {
                     .await
                     .map_err(|e| fmt("source extents", e))?;
                 total += extents.iter().map(|e| e.len).sum::<u64>();
-                plan.push((info.clone(), extents));
+                plan.push((installed.len(), extents));
             }
             installed.push(info);
         }
@@ -356,51 +370,28 @@ impl Engine {
         }
         tracing::info!(volume = %self.name, replica = %slot.address, source = %source_slot.address,
             bytes_total = total, layers_skipped = skipped, layers_copied = plan.len(), "rebuild started");
-        for (info, extents) in &plan {
+        for (index, extents) in &plan {
+            let info = &mut installed[*index];
             self.next_step(slot).await?;
             target
                 .stage_layer(info)
                 .await
                 .map_err(|e| fmt("stage layer", e))?;
-            // Up to COPY_WINDOW chunks in flight, each read from the source
-            // and then written to the target: the source's next reads
-            // overlap the target's writes. A fence stops new chunks (the
-            // step check before each); chunks already started finish into
-            // the staged file, which nothing reads before the install.
-            let mut in_flight = FuturesUnordered::new();
-            let mut result = Ok(());
-            'copy: for (pos, n) in chunks(extents) {
-                while in_flight.len() >= COPY_WINDOW {
-                    if let Some(Err(e)) = in_flight.next().await {
-                        result = Err(e);
-                        break 'copy;
-                    }
-                }
-                if let Err(e) = self.next_step(slot).await {
-                    result = Err(e);
-                    break;
-                }
-                let (source, target, name) = (source.clone(), target.clone(), &info.name);
-                in_flight.push(async move {
-                    let data = source
-                        .read_layer(name, pos, n as u32)
-                        .await
-                        .map_err(|e| fmt("read source layer", e))?;
-                    target
-                        .write_staged(name, pos, data)
-                        .await
-                        .map_err(|e| fmt("write target layer", e))?;
-                    slot.rebuild_done.fetch_add(n, Ordering::Relaxed);
-                    Ok::<(), String>(())
-                });
+            let sum = self
+                .copy_layer(slot, source, &target, &info.name, extents)
+                .await?;
+            // The source's stored checksum, when it has one, must be what
+            // its data hashes to now: a layer rotted on the source's disk
+            // is not spread to a new replica.
+            if let Some(want) = &info.checksum
+                && *want != sum
+            {
+                return Err(format!(
+                    "source layer {:?} reads as checksum {} {}, its stored checksum is {} {}: the source's data changed on disk",
+                    info.name, sum.method, sum.value, want.method, want.value
+                ));
             }
-            // Chunks already started finish, whatever ended the copy.
-            while let Some(done) = in_flight.next().await {
-                if result.is_ok() {
-                    result = done;
-                }
-            }
-            result?;
+            info.checksum = Some(sum);
         }
         self.next_step(slot).await?;
         target
@@ -413,17 +404,94 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Copies one layer's allocated `extents` from `source` into the
+    /// target's staged layer `name` and returns the layer's checksum,
+    /// computed from the data as it was sent.
+    ///
+    /// Up to [`COPY_WINDOW`] chunks are in flight, each read from the source
+    /// and then written to the target: the source's next reads overlap the
+    /// target's writes. Chunks finish in order (`FuturesOrdered`), so the
+    /// digest sees the layer's bytes in order. A fence stops new chunks (the
+    /// step check before each); chunks already started finish into the
+    /// staged file, which nothing reads before the install.
+    async fn copy_layer(
+        &self,
+        slot: &Arc<Slot>,
+        source: &Backend,
+        target: &Backend,
+        name: &str,
+        extents: &[crate::replica::Extent],
+    ) -> Result<Checksum, String> {
+        let fmt = |what: &str, e: BackendError| format!("{what}: {e}");
+        let mut digest = LayerDigest::default();
+        let mut in_flight = FuturesOrdered::new();
+        let mut result = Ok(());
+        let hash = |digest: &mut LayerDigest, done: Result<(Option<Extent>, Bytes), String>| {
+            done.map(|(starts, data)| {
+                if let Some(ext) = starts {
+                    digest.extent(ext.offset, ext.len);
+                }
+                digest.data(&data);
+            })
+        };
+        'copy: for (starts, pos, n) in chunks(extents) {
+            while in_flight.len() >= COPY_WINDOW {
+                if let Some(done) = in_flight.next().await
+                    && let Err(e) = hash(&mut digest, done)
+                {
+                    result = Err(e);
+                    break 'copy;
+                }
+            }
+            if let Err(e) = self.next_step(slot).await {
+                result = Err(e);
+                break;
+            }
+            let (source, target) = (source.clone(), target.clone());
+            in_flight.push_back(async move {
+                let data = source
+                    .read_layer(name, pos, n as u32)
+                    .await
+                    .map_err(|e| fmt("read source layer", e))?;
+                target
+                    .write_staged(name, pos, data.clone())
+                    .await
+                    .map_err(|e| fmt("write target layer", e))?;
+                slot.rebuild_done.fetch_add(n, Ordering::Relaxed);
+                Ok::<_, String>((starts, data))
+            });
+        }
+        // Chunks already started finish, whatever ended the copy.
+        while let Some(done) = in_flight.next().await {
+            let hashed = hash(&mut digest, done);
+            if result.is_ok() {
+                result = hashed;
+            }
+        }
+        result.map(|()| digest.finish())
+    }
+}
+
 /// Chunks of the rebuild copy in flight at once (each at most
 /// [`MAX_REPLICA_IO`]: 16 MiB of buffers per rebuild).
 const COPY_WINDOW: usize = 4;
 
-/// The copy's chunks, `(offset, length)`, each at most [`MAX_REPLICA_IO`].
-fn chunks(extents: &[crate::replica::Extent]) -> impl Iterator<Item = (u64, u64)> + '_ {
+/// The copy's chunks, `(the extent it starts, offset, length)`, each at
+/// most [`MAX_REPLICA_IO`], in order; the first chunk of each extent
+/// carries it (the checksum hashes each extent's place before its data).
+fn chunks(extents: &[Extent]) -> impl Iterator<Item = (Option<Extent>, u64, u64)> + '_ {
     extents.iter().flat_map(|ext| {
         let end = ext.offset + ext.len;
         (ext.offset..end)
             .step_by(MAX_REPLICA_IO as usize)
-            .map(move |pos| (pos, (end - pos).min(MAX_REPLICA_IO)))
+            .map(move |pos| {
+                (
+                    (pos == ext.offset).then_some(*ext),
+                    pos,
+                    (end - pos).min(MAX_REPLICA_IO),
+                )
+            })
     })
 }
 
@@ -488,5 +556,35 @@ pub(super) mod hold {
         if let Ok(p) = h.permits.acquire().await {
             p.forget();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_extent_is_announced_by_its_first_chunk_only() {
+        let m = MAX_REPLICA_IO;
+        let extents = [
+            Extent {
+                offset: 0,
+                len: 2 * m + 4096,
+            },
+            Extent {
+                offset: 3 * m,
+                len: 8192,
+            },
+        ];
+        let got: Vec<_> = chunks(&extents).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(extents[0]), 0, m),
+                (None, m, m),
+                (None, 2 * m, 4096),
+                (Some(extents[1]), 3 * m, 8192),
+            ]
+        );
     }
 }

@@ -191,3 +191,79 @@ async fn a_fenced_engine_stops_its_rebuild_at_the_next_step() {
         "an extent was copied after the fence"
     );
 }
+
+#[tokio::test]
+async fn a_rebuilt_layer_carries_the_checksum_of_the_data_copied() {
+    // The copy hashes what it sends (no second read of the source): the
+    // checksum the target installs must be the one the source computes from
+    // its own file, over several extents.
+    let volume = "checksum-from-copy";
+    let tmp = tempfile::tempdir().unwrap();
+    let source = replica(&tmp, "source");
+    for (block, n) in [(0, 3), (5, 1), (9, 7), (31, 1)] {
+        source
+            .write(block * BLOCK_SIZE, &pattern(block as u8, n))
+            .unwrap();
+    }
+    source
+        .snapshot("s1", true, Default::default())
+        .map(|_| ())
+        .unwrap();
+    let engine = engine_over(volume, &source).await;
+    let target = replica(&tmp, "target");
+    engine
+        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
+        .await
+        .unwrap();
+    let st = rebuild_finished(&engine, &address("target")).await;
+    assert_eq!(st.mode, Mode::ReadWrite, "rebuild failed: {:?}", st.fault);
+    let want = source.layer_checksum("s1").unwrap();
+    assert_eq!(target.layer_checksum("s1").unwrap(), want);
+    let (fresh, _) = target.fresh_layer_checksum("s1").unwrap();
+    assert_eq!(
+        fresh, want,
+        "the installed checksum is not what the target holds"
+    );
+}
+
+#[tokio::test]
+async fn a_source_layer_that_changed_on_disk_is_not_copied() {
+    // s1's checksum is stored, then its file is damaged behind the
+    // replica's back: the rebuild must fail and install nothing, rather
+    // than spread the damage to a new replica.
+    let volume = "rotted-source";
+    let tmp = tempfile::tempdir().unwrap();
+    let source = replica(&tmp, "source");
+    source.write(0, &pattern(3, 4)).unwrap();
+    source
+        .snapshot("s1", true, Default::default())
+        .map(|_| ())
+        .unwrap();
+    source.layer_checksum("s1").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(source.dir().join("volume-snap-s1.img"))
+        .unwrap();
+    file.write_all_at(&[0xEE; 512], BLOCK_SIZE).unwrap();
+    file.sync_all().unwrap();
+    let engine = engine_over(volume, &source).await;
+    let target = replica(&tmp, "target");
+    engine
+        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
+        .await
+        .unwrap();
+    let st = rebuild_finished(&engine, &address("target")).await;
+    assert_eq!(st.mode, Mode::Error);
+    let fault = st.fault.unwrap();
+    assert_eq!(fault.reason, FaultReason::RebuildFailed);
+    assert!(
+        fault.last_error.contains("changed on disk"),
+        "{}",
+        fault.last_error
+    );
+    let names: Vec<String> = target.info().chain.into_iter().map(|l| l.name).collect();
+    assert!(
+        !names.iter().any(|n| n == "s1"),
+        "chain installed: {names:?}"
+    );
+}

@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
+pub use checksum::LayerDigest;
 pub use types::*;
 
 use crate::size::{BLOCK_SIZE, check_volume_size};
