@@ -62,6 +62,23 @@ async fn engine_over(volume: &str, source: &Arc<Replica>) -> Arc<Engine> {
     .unwrap()
 }
 
+/// A user snapshot `name` of `r`.
+fn snapshot(r: &Replica, name: &str) {
+    r.snapshot(name, true, Default::default())
+        .map(|_| ())
+        .unwrap();
+}
+
+/// A new replica "target", added to `engine` (its rebuild starts).
+async fn add_target(engine: &Arc<Engine>, tmp: &tempfile::TempDir) -> Arc<Replica> {
+    let target = replica(tmp, "target");
+    engine
+        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
+        .await
+        .unwrap();
+    target
+}
+
 /// Waits until the rebuild into `addr` has finished, however it ended.
 async fn rebuild_finished(engine: &Engine, addr: &str) -> ReplicaStatus {
     for _ in 0..6000 {
@@ -84,10 +101,7 @@ async fn zeroes_sent_during_a_rebuild_read_as_zeros_on_the_rebuilt_replica() {
     let tmp = tempfile::tempdir().unwrap();
     let source = replica(&tmp, "source");
     source.write(0, &pattern(1, 16)).unwrap();
-    source
-        .snapshot("s1", true, Default::default())
-        .map(|_| ())
-        .unwrap();
+    snapshot(&source, "s1");
     // In the source's head: frozen by the rebuild's own snapshot.
     source.write(20 * BLOCK_SIZE, &pattern(60, 8)).unwrap();
     let engine = engine_over(volume, &source).await;
@@ -145,10 +159,7 @@ async fn a_fenced_engine_stops_its_rebuild_at_the_next_step() {
     for block in [0, 8, 16] {
         source.write(block * BLOCK_SIZE, &pattern(7, 2)).unwrap();
     }
-    source
-        .snapshot("s1", true, Default::default())
-        .map(|_| ())
-        .unwrap();
+    snapshot(&source, "s1");
     let engine = engine_over(volume, &source).await;
 
     let target = replica(&tmp, "target");
@@ -205,16 +216,9 @@ async fn a_rebuilt_layer_carries_the_checksum_of_the_data_copied() {
             .write(block * BLOCK_SIZE, &pattern(block as u8, n))
             .unwrap();
     }
-    source
-        .snapshot("s1", true, Default::default())
-        .map(|_| ())
-        .unwrap();
+    snapshot(&source, "s1");
     let engine = engine_over(volume, &source).await;
-    let target = replica(&tmp, "target");
-    engine
-        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
-        .await
-        .unwrap();
+    let target = add_target(&engine, &tmp).await;
     let st = rebuild_finished(&engine, &address("target")).await;
     assert_eq!(st.mode, Mode::ReadWrite, "rebuild failed: {:?}", st.fault);
     let want = source.layer_checksum("s1").unwrap();
@@ -235,10 +239,7 @@ async fn a_source_layer_that_changed_on_disk_is_not_copied() {
     let tmp = tempfile::tempdir().unwrap();
     let source = replica(&tmp, "source");
     source.write(0, &pattern(3, 4)).unwrap();
-    source
-        .snapshot("s1", true, Default::default())
-        .map(|_| ())
-        .unwrap();
+    snapshot(&source, "s1");
     source.layer_checksum("s1").unwrap();
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -247,11 +248,7 @@ async fn a_source_layer_that_changed_on_disk_is_not_copied() {
     file.write_all_at(&[0xEE; 512], BLOCK_SIZE).unwrap();
     file.sync_all().unwrap();
     let engine = engine_over(volume, &source).await;
-    let target = replica(&tmp, "target");
-    engine
-        .add_replica(address("target"), Backend::local(Arc::clone(&target), 1))
-        .await
-        .unwrap();
+    let target = add_target(&engine, &tmp).await;
     let st = rebuild_finished(&engine, &address("target")).await;
     assert_eq!(st.mode, Mode::Error);
     let fault = st.fault.unwrap();
