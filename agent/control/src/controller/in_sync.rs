@@ -40,8 +40,11 @@ pub async fn record_now(cluster: &Cluster, volume: &str, engine: &Engine) -> Res
         Err(e @ ClusterError::Superseded { .. }) => {
             // A newer engine owns the volume: this one must not serve on.
             // Requests waiting for this record fail once the fence gives
-            // up on them (it can never be written).
+            // up on them (it can never be written). Recorded in the volume
+            // like a replica's refusal, so ENGINE_FENCED reports it: this
+            // engine sends its replicas nothing more, so no refusal will.
             let _ = engine.fence().await;
+            super::volumes::record_fenced(cluster, volume, engine.epoch(), &e.to_string()).await;
             cluster
                 .event(
                     Severity::Warning,

@@ -111,7 +111,7 @@ async fn resume_owned(local: &Local, suspended_for: Duration) -> bool {
                 let _ = e.fence().await;
                 suspension_ended(&name, "fenced");
                 super::volumes::record_fenced(
-                    local,
+                    &local.cluster,
                     &name,
                     e.epoch(),
                     &format!(

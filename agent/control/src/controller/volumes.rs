@@ -13,7 +13,7 @@ use vigil_engine::engine::{FaultReason, Mode, ReplicaSpec};
 
 use super::{Snapshot, engine_report, owner_of, replenish};
 use crate::cluster::events::Severity;
-use crate::cluster::{self, delete_op, update_op};
+use crate::cluster::{self, Cluster, delete_op, update_op};
 use crate::local::Local;
 use vigil_model::EventReason;
 use vigil_model::volume::Robustness;
@@ -165,7 +165,7 @@ pub async fn stop_engine(local: &Local, name: &str) {
             // A replica refused it for a newer engine's epoch: say which
             // engine lost the volume, to which, and what its clients saw
             // (an event, and ENGINE_FENCED for a while).
-            record_fenced(local, name, e.epoch(), &f.message).await;
+            record_fenced(&local.cluster, name, e.epoch(), &f.message).await;
             local
                 .cluster
                 .event(
@@ -193,15 +193,14 @@ pub async fn stop_engine(local: &Local, name: &str) {
 
 /// Records in the volume that this node's engine of `epoch` was fenced by
 /// a newer one (ENGINE_FENCED reads it). Best effort: the event says it too.
-pub(super) async fn record_fenced(local: &Local, name: &str, epoch: u64, message: &str) {
+pub(super) async fn record_fenced(cluster: &Cluster, name: &str, epoch: u64, message: &str) {
     let fenced = vigil_model::volume::FencedEngine {
-        node: local.me.name.clone(),
+        node: cluster.node().to_string(),
         epoch,
         message: message.to_string(),
         at_unix: vigil_model::now_unix() as u64,
     };
-    let recorded = local
-        .cluster
+    let recorded = cluster
         .modify::<Volume, _>(name, |v| {
             v.status.fenced = Some(fenced.clone());
             Ok(true)

@@ -159,3 +159,45 @@ async fn only_the_owner_moves_a_volume_and_a_stale_engine_elsewhere_is_stopped()
     let replicas: Vec<Replica> = bed.replicas_of("v1").await;
     assert_eq!(replicas.len(), 2);
 }
+
+#[tokio::test]
+async fn an_engine_whose_in_sync_record_is_superseded_is_fenced_and_reported() {
+    // A newer engine took the volume's epoch (as a start elsewhere does)
+    // while this one still serves: its next in-sync record is refused by
+    // the store. It must be fenced, and the volume must record it, so
+    // ENGINE_FENCED reports it — a fenced engine sends its replicas
+    // nothing more, so no replica's refusal will record it later.
+    let mut bed = Bed::new(&["n1", "n2"]).await;
+    bed.create_volume("v1", 16 * MIB, 2).await;
+    assert!(
+        bed.settle(5, |c| async move {
+            in_state(&c, "v1", VolumeState::Detached).await
+        })
+        .await
+    );
+    bed.attach("v1", "n1").await;
+    assert!(
+        bed.settle(10, |c| async move {
+            in_state(&c, "v1", VolumeState::Attached).await
+        })
+        .await
+    );
+    let engine = bed.local("n1").engines.get("v1").expect("engine on n1");
+    let newer = bed.cluster("n2").next_epoch("v1").await.unwrap();
+    assert!(newer > engine.epoch());
+
+    let err = crate::controller::in_sync::record_now(bed.cluster("n1"), "v1", &engine)
+        .await
+        .unwrap_err();
+    assert!(err.contains("superseded"), "{err}");
+    assert!(engine.is_fenced());
+    let fenced = bed
+        .volume("v1")
+        .await
+        .status
+        .fenced
+        .expect("fenced engine recorded");
+    assert_eq!(fenced.node, "n1");
+    assert_eq!(fenced.epoch, engine.epoch());
+    assert!(fenced.message.contains("superseded"), "{}", fenced.message);
+}
