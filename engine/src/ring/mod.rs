@@ -281,19 +281,11 @@ impl Ring {
         let mut done = Vec::new();
         {
             let mut uring = self.uring();
-            // Entries queued for this flush (or left by a failed submit) go now.
+            // Entries left queued by a failed submit go now.
             if !uring.submission().is_empty() {
                 let _ = submit_all(&uring);
             }
             reap(&mut uring, &mut done);
-            // A submit refused while the completion queue was full (EBUSY)
-            // goes again now that it was emptied; if the kernel still
-            // refuses, the flusher retries after the worker's next turn.
-            // Left alone, entries would wait for a completion that may
-            // never come (nothing else of ours in flight).
-            if !uring.submission().is_empty() && submit_all(&uring).is_err() {
-                self.ask_flush();
-            }
         }
         self.finish(done);
     }
@@ -360,17 +352,8 @@ fn submit_all(uring: &IoUring) -> io::Result<usize> {
 
 /// Moves every ready completion into `done`.
 fn reap(uring: &mut IoUring, done: &mut Vec<(u64, i32)>) {
-    loop {
-        for cqe in uring.completion() {
-            done.push((cqe.user_data(), cqe.result()));
-        }
-        // More completions than the completion queue holds wait in the
-        // kernel's overflow list, which no new completion event announces:
-        // only an `io_uring_enter` moves them over (a submit that sees the
-        // overflow flag asks for events).
-        if !uring.submission().cq_overflow() || submit_all(uring).is_err() {
-            return;
-        }
+    for cqe in uring.completion() {
+        done.push((cqe.user_data(), cqe.result()));
     }
 }
 
