@@ -323,8 +323,18 @@ fn submit_all(uring: &IoUring) -> io::Result<usize> {
 
 /// Moves every ready completion into `done`.
 fn reap(uring: &mut IoUring, done: &mut Vec<(u64, i32)>) {
-    for cqe in uring.completion() {
-        done.push((cqe.user_data(), cqe.result()));
+    loop {
+        for cqe in uring.completion() {
+            done.push((cqe.user_data(), cqe.result()));
+        }
+        // More completions than the completion queue holds wait in the
+        // kernel's overflow list, which no new completion event announces:
+        // only an `io_uring_enter` moves them over (a submit that sees the
+        // overflow flag asks for events). Left there, their operations
+        // would wait forever.
+        if !uring.submission().cq_overflow() || submit_all(uring).is_err() {
+            return;
+        }
     }
 }
 
