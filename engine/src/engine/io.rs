@@ -144,7 +144,13 @@ impl Engine {
             if slot.mode() != Mode::ReadWrite {
                 continue;
             }
-            let mut out = BytesMut::with_capacity(len as usize);
+            // One replica request for the whole range: its buffer is the
+            // answer, not copied. Longer ranges are assembled from chunks.
+            let mut out = if len > MAX_REPLICA_IO {
+                BytesMut::with_capacity(len as usize)
+            } else {
+                BytesMut::new()
+            };
             let mut pos = offset;
             while pos < offset + len {
                 let n = (offset + len - pos).min(MAX_REPLICA_IO);
@@ -154,6 +160,7 @@ impl Engine {
                     _ = slot.gone() => continue 'replicas,
                 };
                 match read {
+                    Ok(Ok(data)) if data.len() as u64 == n && n == len => return Ok(data),
                     Ok(Ok(data)) if data.len() as u64 == n => out.extend_from_slice(&data),
                     Ok(Ok(data)) => {
                         self.fail(

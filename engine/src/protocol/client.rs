@@ -1,5 +1,7 @@
-//! The client side of one connection: a writer task fed by a channel, a
-//! reader task dispatching responses by request id to waiting callers.
+//! The client side of one connection: requests written by their callers
+//! (or batched by the connection's flusher, see [`super::outbox`]), and a
+//! task reading responses and dispatching them by request id to waiting
+//! callers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -16,10 +18,11 @@ use crate::address::ReplicaAddress;
 
 use super::frame::{
     FLAG_TRACE, Frame, FrameError, MAX_FRAME_PAYLOAD, MIN_PROTOCOL_VERSION, OutFrame,
-    PROTOCOL_VERSION, read_frame, write_loop,
+    PROTOCOL_VERSION, read_frame,
 };
 use super::handshake::{self, ClientHandshakeError, EPOCH_VERSION};
 use super::message::{Request, Response, with_trace_context};
+use super::outbox::Outbox;
 use super::trace_context;
 use super::{ClientError, ClusterToken};
 
@@ -50,14 +53,15 @@ impl Shared {
         ClientError::ConnectionLost(reason.unwrap_or_else(|| "connection closed".into()))
     }
 
-    /// Registers a request, unless the connection has failed already.
-    fn register(&self, id: u64, reply: Reply) -> Result<(), ClientError> {
+    /// Registers a request, unless the connection has failed already;
+    /// says whether it is the only one in flight.
+    fn register(&self, id: u64, reply: Reply) -> Result<bool, ClientError> {
         let mut st = self.lock();
         if let Some(r) = &st.reason {
             return Err(ClientError::ConnectionLost(r.clone()));
         }
         st.pending.insert(id, reply);
-        Ok(())
+        Ok(st.pending.len() == 1)
     }
 
     fn take(&self, id: u64) -> Option<Reply> {
@@ -98,7 +102,7 @@ pub(crate) struct ClientInner {
     /// The epoch of the engine this connection serves (claimed in the
     /// handshake from version 3).
     epoch: u64,
-    tx: mpsc::UnboundedSender<OutFrame>,
+    outbox: Outbox,
     shared: std::sync::Arc<Shared>,
     task: AbortHandle,
 }
@@ -220,16 +224,13 @@ async fn connect_version(
         closed: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
     });
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (outbox, flusher) = Outbox::new(wr);
     let task_shared = shared.clone();
     let task_addr = shown.clone();
     let task = tokio::spawn(async move {
         let reason = tokio::select! {
             r = read_responses(&mut rd, &task_shared, &task_addr, version) => r,
-            w = write_loop(wr, &mut rx) => match w {
-                Ok(()) => "client closed".to_string(),
-                Err(e) => format!("write failed: {e}"),
-            },
+            e = flusher => format!("write failed: {e}"),
         };
         tracing::debug!(addr = %task_addr, %reason, "replica client: connection closed");
         task_shared.fail(reason);
@@ -239,7 +240,7 @@ async fn connect_version(
         addr: shown,
         version,
         epoch,
-        tx,
+        outbox,
         shared,
         task: task.abort_handle(),
     })
@@ -335,12 +336,14 @@ impl ClientInner {
         let frame = OutFrame::with_version(self.version, op as u8, flags, id, prefix, body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.shared.register(id, reply_tx)?;
+        // Alone in flight: written now, there is nothing to batch it with.
+        let alone = self.shared.register(id, reply_tx)?;
         let _guard = PendingGuard {
             shared: &self.shared,
             id,
         };
-        if self.tx.send(frame).is_err() {
+        if let Err(e) = self.outbox.send(frame, alone) {
+            self.shared.fail(format!("write failed: {}", e.0));
             return Err(self.shared.lost());
         }
         let frame = match reply_rx.await {

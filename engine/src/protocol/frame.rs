@@ -18,9 +18,8 @@ use std::io;
 
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// First four bytes of every frame.
 pub(crate) const MAGIC: [u8; 4] = *b"VGRP";
@@ -282,6 +281,16 @@ impl OutFrame {
         self
     }
 
+    /// The frame's bytes, in order: header, fixed part, body.
+    pub(crate) fn parts(&self) -> [&[u8]; 3] {
+        [&self.header, &self.prefix, &self.body]
+    }
+
+    /// The frame's length on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        HEADER_LEN + self.prefix.len() + self.body.len()
+    }
+
     pub(crate) async fn write_to<W: AsyncWrite + Unpin>(&self, w: &mut W) -> io::Result<()> {
         w.write_all(&self.header).await?;
         if !self.prefix.is_empty() {
@@ -300,22 +309,4 @@ impl OutFrame {
         v.extend_from_slice(&self.body);
         v
     }
-}
-
-/// Writes frames from `rx` until the channel closes (Ok) or a write fails,
-/// batching whatever is queued into one flush.
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
-    w: W,
-    rx: &mut UnboundedReceiver<OutFrame>,
-) -> io::Result<()> {
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(frame) = rx.recv().await {
-        frame.write_to(&mut w).await?;
-        drop(frame);
-        while let Ok(frame) = rx.try_recv() {
-            frame.write_to(&mut w).await?;
-        }
-        w.flush().await?;
-    }
-    w.shutdown().await
 }

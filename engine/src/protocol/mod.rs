@@ -7,6 +7,7 @@
 //! * [`handshake`]: HELLO / CHALLENGE / AUTH / RESULT.
 //! * [`server`]: accept loop and per-connection request pipeline.
 //! * [`client`]: one pipelined connection with request-id dispatch.
+//! * [`outbox`]: a connection's outgoing frames, written directly or batched.
 //! * [`served`]: the connections a server holds open, for observers.
 //! * [`trace_context`]: hooks through which requests carry a trace context.
 
@@ -15,6 +16,7 @@ mod client;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod message;
+mod outbox;
 mod served;
 mod server;
 mod token;

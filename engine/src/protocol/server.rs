@@ -1,19 +1,22 @@
 //! The replica server: accept loop, handshake, and per connection a reader
-//! that runs requests concurrently on the blocking pool and a single writer
-//! that sends their responses, tagged with the request id, as they complete.
+//! that runs requests concurrently (reads, writes and flushes as tasks on
+//! the replica's io_uring path, the rest on the blocking pool) and sends
+//! their responses, tagged with the request id, as they complete, through
+//! the connection's [`super::outbox`].
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -24,10 +27,11 @@ use crate::replica::{
 
 use super::frame::{
     FLAG_ERROR, FLAG_RESPONSE, FLAG_TRACE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
-    read_header, read_payload, write_loop,
+    read_header, read_payload,
 };
 use super::handshake::{self, ServerHandshakeError};
 use super::message::{Opcode, Request, Response};
+use super::outbox::Outbox;
 use super::served::ServedConnections;
 use super::{ClusterToken, ReplicaSource, trace_context};
 
@@ -311,21 +315,17 @@ async fn connection(
     tracing::debug!(%peer, replica = %name, version, epoch, "replica server: connection open");
     let _listed = served.open(peer, &name);
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<OutFrame>();
+    let (outbox, flusher) = Outbox::new(wr);
     let conn = Conn {
         peer,
         name: &name,
         version,
         epoch,
     };
-    let reader = read_requests(&mut rd, conn, ops, source.as_ref(), tx);
-    let writer = write_loop(wr, &mut rx);
+    let reader = read_requests(&mut rd, conn, ops, source.as_ref(), outbox);
     let reason = tokio::select! {
         r = reader => r,
-        w = writer => match w {
-            Ok(()) => "writer stopped".to_string(),
-            Err(e) => format!("write failed: {e}"),
-        },
+        e = flusher => format!("write failed: {e}"),
     };
     tracing::debug!(%peer, replica = %name, %reason, "replica server: connection closed");
 }
@@ -366,7 +366,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     conn: Conn<'_>,
     ops: Arc<dyn ReplicaOps>,
     source: &dyn OpsSource,
-    tx: mpsc::UnboundedSender<OutFrame>,
+    outbox: Outbox,
 ) -> String {
     let Conn {
         peer,
@@ -375,6 +375,8 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         epoch,
     } = conn;
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / BUDGET_UNIT));
+    // Requests dispatched and not answered yet.
+    let answering = Arc::new(AtomicUsize::new(0));
     let pings = Arc::new(Semaphore::new(PINGS_IN_FLIGHT));
     let violation = |why: String| {
         tracing::warn!(%peer, replica = %name, reason = %why, "replica server: protocol violation; closing connection");
@@ -423,7 +425,9 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                 Response::Done
             };
             if let Some(f) = response_frame(version, Opcode::Ping, h.id, &resp) {
-                let _ = tx.send(f.with_permit(permit));
+                let alone = answering.load(Ordering::Relaxed) == 0;
+                // Fails only if the connection is gone (the flusher ends it).
+                let _ = outbox.send(f.with_permit(permit), alone);
             }
             continue;
         }
@@ -464,33 +468,38 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let id = h.id;
         if req == Request::Ping {
             if let Some(f) = response_frame(version, op, id, &Response::Done) {
-                let _ = tx.send(f.with_permit(permit));
+                let alone = answering.load(Ordering::Relaxed) == 0;
+                let _ = outbox.send(f.with_permit(permit), alone);
             }
             continue;
         }
+        let answer = Answer {
+            outbox: outbox.clone(),
+            answering: Arc::clone(&answering),
+            version,
+            op,
+            id,
+            permit,
+        };
+        answering.fetch_add(1, Ordering::Relaxed);
         let span = request_span(op, name, ctx.as_deref());
         if matches!(
             req,
             Request::Read { .. } | Request::Write { .. } | Request::Flush
         ) && let Some(replica) = ops.clone().as_replica()
         {
-            let tx = tx.clone();
             let run = AssertUnwindSafe(execute_async(replica, epoch, req)).catch_unwind();
             let task = async move {
                 let resp = run.await.unwrap_or_else(|_| Response::Error {
                     kind: ErrorKind::Io,
                     message: format!("internal error: replica panicked handling {op:?}"),
                 });
-                if let Some(f) = response_frame(version, op, id, &resp) {
-                    // Fails only if the connection is gone.
-                    let _ = tx.send(f.with_permit(permit));
-                }
+                answer.send(&resp);
             };
             tokio::spawn(task.instrument(span.unwrap_or_else(tracing::Span::none)));
             continue;
         }
         let ops = ops.clone();
-        let tx = tx.clone();
         tokio::task::spawn_blocking(move || {
             let _entered = span.as_ref().map(|s| s.enter());
             let resp = catch_unwind(AssertUnwindSafe(|| execute(ops.as_ref(), epoch, req)))
@@ -498,11 +507,32 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                     kind: ErrorKind::Io,
                     message: format!("internal error: replica panicked handling {op:?}"),
                 });
-            if let Some(f) = response_frame(version, op, id, &resp) {
-                // Fails only if the connection is gone.
-                let _ = tx.send(f.with_permit(permit));
-            }
+            answer.send(&resp);
         });
+    }
+}
+
+/// What answering one request needs: where the response goes, and the
+/// connection's count of requests being answered (a response that is the
+/// last one due is written at once, see [`super::outbox`]).
+struct Answer {
+    outbox: Outbox,
+    answering: Arc<AtomicUsize>,
+    version: u8,
+    op: Opcode,
+    id: u64,
+    /// The request's share of the connection's in-flight budget, returned
+    /// once the response is written.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Answer {
+    fn send(self, resp: &Response) {
+        let alone = self.answering.fetch_sub(1, Ordering::Relaxed) == 1;
+        if let Some(f) = response_frame(self.version, self.op, self.id, resp) {
+            // Fails only if the connection is gone (the flusher ends it).
+            let _ = self.outbox.send(f.with_permit(self.permit), alone);
+        }
     }
 }
 
