@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
@@ -20,6 +20,7 @@ use super::NbdError;
 use super::wire::*;
 use crate::device::{DeviceError, ExportDevice};
 use crate::protocol::trace_context;
+use crate::replica::AlignedBuf;
 
 /// Requests in flight per connection.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -263,18 +264,20 @@ where
                     .acquire_many_owned(req.len)
                     .await
                     .map_err(|_| closed())?;
-                let mut buf = BytesMut::with_capacity(len);
-                while buf.len() < len {
-                    let want = (len - buf.len()) as u64;
-                    if (&mut reader).take(want).read_buf(&mut buf).await? == 0 {
-                        return Ok(End::Eof); // client hung up mid-payload
-                    }
-                }
                 if len == 0 {
                     let _ = tx.send(reply(0, None, slot, None));
                     continue;
                 }
-                let data = buf.freeze();
+                // Block-aligned, so the local replica writes it with
+                // O_DIRECT as it is (no bounce copy).
+                let mut buf = AlignedBuf::zeroed(len);
+                match reader.read_exact(buf.as_mut_slice()).await {
+                    Ok(_) => {}
+                    // The client hung up mid-payload.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(End::Eof),
+                    Err(e) => return Err(e.into()),
+                }
+                let data = Bytes::from_owner(buf);
                 let (tx, dev) = (tx.clone(), device.clone());
                 spawn_io(io_span("nbd.write", export, &req), async move {
                     let error = match dev.write(req.offset, data, fua).await {

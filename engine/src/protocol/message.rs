@@ -17,6 +17,10 @@ use crate::replica::{Checksum, ErrorKind, Extent, LayerInfo, ReplicaInfo, Verify
 use super::frame::{FLAG_ERROR, FLAG_RESPONSE, MAX_DATA_LEN};
 
 /// Request opcodes. The handshake uses its own opcodes (see `handshake`).
+/// Bytes before a WRITE request's data: its offset (u64). The server
+/// reads the data to a block boundary after them.
+pub(crate) const WRITE_FIXED_LEN: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub(crate) enum Opcode {
@@ -384,6 +388,7 @@ impl Request {
             }
             Request::Write { offset, data } => {
                 b.put_u64(*offset);
+                debug_assert_eq!(b.len(), WRITE_FIXED_LEN);
                 data.clone()
             }
             Request::SetRevision { revision: n } | Request::JoinGeneration { generation: n } => {

@@ -27,10 +27,10 @@ use crate::replica::{
 
 use super::frame::{
     FLAG_ERROR, FLAG_RESPONSE, FLAG_TRACE, FrameError, MAX_DATA_LEN, MAX_FRAME_PAYLOAD, OutFrame,
-    read_header, read_payload,
+    read_header, read_payload, read_payload_aligned,
 };
 use super::handshake::{self, ServerHandshakeError};
-use super::message::{Opcode, Request, Response};
+use super::message::{Opcode, Request, Response, WRITE_FIXED_LEN};
 use super::outbox::Outbox;
 use super::served::ServedConnections;
 use super::{ClusterToken, ReplicaSource, trace_context};
@@ -436,7 +436,15 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let Ok(mut permit) = budget.clone().acquire_many_owned(budget_units(cost)).await else {
             return "semaphore closed".into();
         };
-        let payload = match read_payload(rd, h.len as usize).await {
+        // A write's data lands block-aligned (after its 8-byte offset), so
+        // the replica writes it with O_DIRECT as it is. (A traced write's
+        // context has a variable length: it takes the general path.)
+        let read = if h.opcode == Opcode::Write as u8 && h.flags & FLAG_TRACE == 0 {
+            read_payload_aligned(rd, h.len as usize, WRITE_FIXED_LEN).await
+        } else {
+            read_payload(rd, h.len as usize).await
+        };
+        let payload = match read {
             Ok(p) => p,
             Err(e) => return format!("read failed: {e}"),
         };

@@ -4,7 +4,7 @@ use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
 /// Memory alignment (and length granularity) O_DIRECT needs.
-pub(super) const ALIGN: usize = 4096;
+pub(crate) const ALIGN: usize = 4096;
 
 /// Largest bounce buffer we allocate; bigger transfers go in chunks.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -25,7 +25,7 @@ fn layout_for(len: usize) -> Layout {
 }
 
 /// An owned, zero-initialised buffer whose start is aligned to [`ALIGN`].
-pub(super) struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
     layout: Layout,
@@ -40,7 +40,7 @@ impl AlignedBuf {
 
     /// A zeroed buffer of exactly `len` bytes (at most [`MAX_LEN`]): where a
     /// read lands in one piece.
-    pub(super) fn zeroed(len: usize) -> AlignedBuf {
+    pub(crate) fn zeroed(len: usize) -> AlignedBuf {
         let len = len.min(MAX_LEN);
         let layout = layout_for(len);
         // SAFETY: `layout` has a non-zero size (at least ALIGN).
@@ -115,7 +115,7 @@ impl AlignedBuf {
     }
 
     /// The buffer's bytes, mutably.
-    pub(super) fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` guarantees exclusivity.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }

@@ -9,6 +9,8 @@
 //! to call from many threads at once.
 
 mod aligned;
+// Network payloads land in these directly, ready for O_DIRECT.
+pub(crate) use aligned::{ALIGN, AlignedBuf};
 mod alloc;
 mod chain;
 mod checksum;

@@ -505,3 +505,31 @@ fn trailing_bytes_are_refused() {
     assert!(Request::decode(Opcode::Flush as u8, Bytes::from_static(b"x")).is_err());
     assert!(Response::decode(Opcode::Flush, FLAG_RESPONSE, Bytes::from_static(b"x")).is_err());
 }
+
+/// A write's data read by the server lands block-aligned after its fixed
+/// part, whole, and a payload cut short is reported as such.
+#[test]
+fn a_write_payload_lands_block_aligned_after_its_offset() {
+    use crate::protocol::frame::read_payload_aligned;
+    let rt = runtime();
+    for data_len in [0usize, 512, 4096, 3 * 4096 + 100, 1 << 20] {
+        let mut payload = 77u64.to_be_bytes().to_vec();
+        payload.extend((0..data_len).map(|i| (i * 7 + 3) as u8));
+        let mut r = &payload[..];
+        let got = rt
+            .block_on(read_payload_aligned(&mut r, payload.len(), 8))
+            .unwrap();
+        assert_eq!(&got[..], &payload[..], "{data_len} bytes of data");
+        assert_eq!(
+            got[8..].as_ptr() as usize % 4096,
+            0,
+            "{data_len} bytes of data"
+        );
+        let mut short = &payload[..payload.len() - 1];
+        let cut = rt.block_on(read_payload_aligned(&mut short, payload.len(), 8));
+        assert!(
+            matches!(cut, Err(FrameError::Truncated)),
+            "{data_len}: {cut:?}"
+        );
+    }
+}
