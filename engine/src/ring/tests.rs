@@ -172,3 +172,40 @@ fn each_runtime_on_a_thread_gets_a_ring_of_its_own() {
 fn outside_a_runtime_there_is_no_ring() {
     assert!(current().is_none());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn entries_queued_while_the_ring_is_busy_are_sent_in_one_flush() {
+    // A pipe read nobody answers keeps the ring busy, so every write after
+    // it is queued for the flusher instead of submitted at once; they must
+    // all complete (the flusher runs once this task yields) while the read
+    // is still pending, and the read must complete when the pipe is written.
+    let ring = current().unwrap();
+    let (rd, mut wr) = std::io::pipe().unwrap();
+    let rd = Arc::new(File::from(std::os::fd::OwnedFd::from(rd)));
+    let none = Arc::default();
+    let pending = read_op(&ring, &rd, 8, 0, &none);
+    let (_d, file) = scratch();
+    let writes = (0..40u64).map(|i| write_op(&ring, &file, vec![i as u8 + 1; 4096], i * 4096));
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures_util::future::join_all(writes),
+    )
+    .await
+    .expect("queued writes are flushed");
+    assert!(
+        results.iter().all(|(_, res)| *res == 4096),
+        "{:?}",
+        results.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+    for i in 0..40u64 {
+        let mut b = [0u8; 4096];
+        file.read_exact_at(&mut b, i * 4096).unwrap();
+        assert!(b.iter().all(|&x| x == i as u8 + 1), "block {i}");
+    }
+    std::io::Write::write_all(&mut wr, b"done").unwrap();
+    let (op, res) = tokio::time::timeout(std::time::Duration::from_secs(10), pending)
+        .await
+        .unwrap();
+    assert_eq!(res, 4);
+    assert_eq!(&op.buf[..4], b"done");
+}
