@@ -281,11 +281,19 @@ impl Ring {
         let mut done = Vec::new();
         {
             let mut uring = self.uring();
-            // Entries left queued by a failed submit go now.
+            // Entries queued for this flush (or left by a failed submit) go now.
             if !uring.submission().is_empty() {
                 let _ = submit_all(&uring);
             }
             reap(&mut uring, &mut done);
+            // A submit refused while the completion queue was full (EBUSY)
+            // goes again now that it was emptied; if the kernel still
+            // refuses, the flusher retries after the worker's next turn.
+            // Left alone, entries would wait for a completion that may
+            // never come (nothing else of ours in flight).
+            if !uring.submission().is_empty() && submit_all(&uring).is_err() {
+                self.ask_flush();
+            }
         }
         self.finish(done);
     }
