@@ -11,9 +11,13 @@
 //! flusher still batches a burst into one system call, and payloads are
 //! never copied into a buffer to be framed.
 //!
-//! Frames never interleave: the queue and the socket's write side are used
-//! under one lock, and a frame partly written stays at the queue's head
-//! until the flusher finishes it.
+//! Frames never interleave and the lock is never held across a system
+//! call: one writer at a time (the sending task, or the flusher) takes a
+//! batch off the queue's head, writes it unlocked, and puts back what the
+//! socket did not take; senders that find a writer at work only queue.
+//! The writer goes on until the queue is empty, so nothing queued waits for
+//! a wake-up. A full socket hands the writing to the flusher, which waits
+//! until the socket takes more.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -38,15 +42,26 @@ pub(crate) struct Outbox {
 struct Shared {
     wr: OwnedWriteHalf,
     state: Mutex<State>,
-    /// Wakes the flusher: frames were queued.
+    /// Wakes the flusher: frames were queued, or the socket was full.
     kick: Notify,
 }
 
-#[derive(Default)]
+/// Who writes the queue out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Nobody: the next sender alone writes, else the flusher is kicked.
+    Idle,
+    /// A task is writing and goes on until the queue is empty.
+    Busy,
+    /// The socket was full: the flusher writes once it takes more.
+    Blocked,
+}
+
 struct State {
     queue: VecDeque<OutFrame>,
     /// Bytes of the queue's first frame already written.
     head_written: usize,
+    writer: Writer,
     /// Why the connection cannot be written to any more, once it cannot.
     failed: Option<String>,
 }
@@ -55,6 +70,14 @@ struct State {
 #[derive(Debug, thiserror::Error)]
 #[error("connection failed: {0}")]
 pub(crate) struct Closed(pub String);
+
+/// How a turn at writing ended.
+enum Turn {
+    /// The queue is empty; the writer is idle again.
+    Empty,
+    /// The socket is full; the flusher takes over.
+    Full,
+}
 
 impl Outbox {
     /// An outbox on `wr`, and its flusher: run the flusher for as long as
@@ -65,7 +88,12 @@ impl Outbox {
     pub(crate) fn new(wr: OwnedWriteHalf) -> (Outbox, impl Future<Output = io::Error> + Send) {
         let shared = Arc::new(Shared {
             wr,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                head_written: 0,
+                writer: Writer::Idle,
+                failed: None,
+            }),
             kick: Notify::new(),
         });
         let closer = ShutDownOnDrop(Arc::clone(&shared));
@@ -76,35 +104,40 @@ impl Outbox {
         (Outbox { shared }, flusher)
     }
 
-    /// Sends `frame`: written now if `alone` (the caller knows no other
-    /// frame is about to follow, so there is nothing to batch it with) and
-    /// nothing is queued, else queued for the flusher. Whatever part of it
-    /// the socket does not take at once is finished by the flusher.
+    /// Sends `frame`: written by this call if `alone` (the caller knows no
+    /// other frame is about to follow, so there is nothing to batch it
+    /// with) and nobody is writing, else queued — behind a writer at work,
+    /// or for the flusher.
     pub(crate) fn send(&self, frame: OutFrame, alone: bool) -> Result<(), Closed> {
         let sh = &self.shared;
-        let mut st = sh.state();
-        if let Some(why) = &st.failed {
-            return Err(Closed(why.clone()));
-        }
-        let direct = alone && st.queue.is_empty();
-        st.queue.push_back(frame);
-        if direct {
-            match sh.drain(&mut st) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    let why = e.to_string();
-                    st.fail(why.clone());
+        {
+            let mut st = sh.state();
+            if let Some(why) = &st.failed {
+                return Err(Closed(why.clone()));
+            }
+            st.queue.push_back(frame);
+            match st.writer {
+                Writer::Busy | Writer::Blocked => return Ok(()),
+                Writer::Idle if !alone => {
                     drop(st);
-                    // The flusher learns it too and ends the connection.
                     sh.kick.notify_one();
-                    return Err(Closed(why));
+                    return Ok(());
                 }
+                Writer::Idle => st.writer = Writer::Busy,
             }
         }
-        drop(st);
-        sh.kick.notify_one();
-        Ok(())
+        match sh.write_out() {
+            Ok(Turn::Empty) => Ok(()),
+            Ok(Turn::Full) => {
+                sh.kick.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                // The flusher learns it too and ends the connection.
+                sh.kick.notify_one();
+                Err(Closed(e.to_string()))
+            }
+        }
     }
 }
 
@@ -114,6 +147,7 @@ impl State {
         // Their permits and buffers go now: nothing will send them.
         self.queue.clear();
         self.head_written = 0;
+        self.writer = Writer::Idle;
     }
 }
 
@@ -123,80 +157,122 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes queued frames until the queue is empty (`Ok`), the socket is
-    /// full (`WouldBlock`) or the write fails. Never blocks.
-    fn drain(&self, st: &mut State) -> io::Result<()> {
-        while !st.queue.is_empty() {
-            let mut slices: Vec<IoSlice<'_>> =
-                Vec::with_capacity(MAX_SLICES.min(3 * st.queue.len()));
-            let mut skip = st.head_written;
-            'frames: for frame in &st.queue {
-                for part in frame.parts() {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                        continue;
-                    }
-                    slices.push(IoSlice::new(&part[skip..]));
-                    skip = 0;
-                    if slices.len() == MAX_SLICES {
-                        break 'frames;
-                    }
+    /// Writes the queue out, as the one writer (`Writer::Busy`, set by the
+    /// caller), until it is empty or the socket is full; the lock is taken
+    /// only to move frames off and back onto the queue's head.
+    fn write_out(&self) -> io::Result<Turn> {
+        loop {
+            let (batch, skip) = {
+                let mut st = self.state();
+                if let Some(why) = &st.failed {
+                    return Err(io::Error::other(why.clone()));
                 }
-            }
-            let mut n = loop {
-                match self.wr.try_write_vectored(&slices) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                    r => break r?,
+                if st.queue.is_empty() {
+                    st.writer = Writer::Idle;
+                    return Ok(Turn::Empty);
                 }
+                // Whole frames of at most three slices each.
+                let take = st.queue.len().min(MAX_SLICES / 3);
+                let batch: Vec<OutFrame> = st.queue.drain(..take).collect();
+                (batch, std::mem::take(&mut st.head_written))
             };
-            drop(slices);
-            // Retire every frame written whole; remember how far into the
-            // next one the write got.
-            while n > 0 {
-                let Some(head) = st.queue.front() else {
-                    break;
-                };
-                let rest = head.wire_len() - st.head_written;
-                if n < rest {
-                    st.head_written += n;
-                    break;
+            let written = self.write_batch(&batch, skip);
+            let mut st = self.state();
+            if st.failed.is_some() {
+                // Failed meanwhile (the connection ended): drop the batch.
+                continue;
+            }
+            match written {
+                Ok(n) => {
+                    // Put back what was not written whole, in order.
+                    let mut done = skip + n;
+                    let mut rest = batch.into_iter();
+                    for frame in rest.by_ref() {
+                        if done < frame.wire_len() {
+                            st.queue.push_front(frame);
+                            break;
+                        }
+                        done -= frame.wire_len();
+                    }
+                    let back: Vec<OutFrame> = rest.collect();
+                    for frame in back.into_iter().rev() {
+                        // Behind the partly written one: insert at 1.
+                        st.queue.insert(1, frame);
+                    }
+                    st.head_written = if st.queue.is_empty() { 0 } else { done };
                 }
-                n -= rest;
-                st.head_written = 0;
-                st.queue.pop_front();
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    for frame in batch.into_iter().rev() {
+                        st.queue.push_front(frame);
+                    }
+                    st.head_written = skip;
+                    st.writer = Writer::Blocked;
+                    return Ok(Turn::Full);
+                }
+                Err(e) => {
+                    st.fail(e.to_string());
+                    return Err(e);
+                }
             }
         }
-        Ok(())
+    }
+
+    /// One `writev` of `batch`, its first `skip` bytes already sent.
+    fn write_batch(&self, batch: &[OutFrame], skip: usize) -> io::Result<usize> {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(3 * batch.len());
+        let mut skip = skip;
+        for part in batch.iter().flat_map(|f| f.parts()) {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            slices.push(IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+        loop {
+            match self.wr.try_write_vectored(&slices) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                r => return r,
+            }
+        }
     }
 }
 
-/// The flusher: whenever frames are queued, writes them as the socket takes
-/// them. Returns the error that ended the connection.
+/// The flusher: writes what senders queued for it, and takes over when the
+/// socket was full. Returns the error that ended the connection.
 async fn flush_when_kicked(sh: &Shared) -> io::Error {
     loop {
         sh.kick.notified().await;
         loop {
-            let drained = {
+            let blocked = {
                 let mut st = sh.state();
                 if let Some(why) = &st.failed {
                     return io::Error::other(why.clone());
                 }
-                match sh.drain(&mut st) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-                    Err(e) => {
-                        st.fail(e.to_string());
-                        return e;
+                match st.writer {
+                    // Whoever writes goes on until the queue is empty.
+                    Writer::Busy => break,
+                    Writer::Idle if st.queue.is_empty() => break,
+                    Writer::Idle => {
+                        st.writer = Writer::Busy;
+                        false
                     }
+                    Writer::Blocked => true,
                 }
             };
-            if drained {
-                break;
+            if blocked {
+                if let Err(e) = sh.wr.writable().await {
+                    sh.state().fail(e.to_string());
+                    return e;
+                }
+                sh.state().writer = Writer::Busy;
             }
-            if let Err(e) = sh.wr.writable().await {
-                sh.state().fail(e.to_string());
-                return e;
+            match sh.write_out() {
+                Ok(Turn::Empty) => break,
+                // Full again: wait until it takes more.
+                Ok(Turn::Full) => continue,
+                Err(e) => return e,
             }
         }
     }
@@ -265,6 +341,57 @@ mod tests {
             .await
             .expect("every frame arrives")
             .unwrap();
+        flusher.abort();
+    }
+
+    /// Tasks on two workers sending at once, directly and queued, past a
+    /// full socket: every frame arrives whole (none interleaved), each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_senders_never_interleave_frames() {
+        use crate::protocol::frame::{MAX_FRAME_PAYLOAD, read_frame};
+        let (a, b) = pair().await;
+        let (_rd, wr) = a.into_split();
+        let (outbox, flusher) = Outbox::new(wr);
+        let flusher = tokio::spawn(flusher);
+        const TASKS: u64 = 4;
+        const EACH: u64 = 100;
+        let reader = tokio::spawn(async move {
+            let mut b = tokio::io::BufReader::new(b);
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..TASKS * EACH {
+                let f = read_frame(&mut b, MAX_FRAME_PAYLOAD).await.unwrap();
+                let id = f.header.id;
+                let want = frame(id, body_len(id)).to_vec();
+                assert_eq!(&f.payload[..], &want[24..], "frame {id} arrived damaged");
+                assert!(seen.insert(id), "frame {id} arrived twice");
+            }
+            seen.len() as u64
+        });
+        fn body_len(id: u64) -> usize {
+            [0, 100, 4096, 200_000][(id % 4) as usize]
+        }
+        let senders: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    for i in 0..EACH {
+                        let id = t * EACH + i;
+                        outbox.send(frame(id, body_len(id)), id % 2 == 0).unwrap();
+                        if i % 7 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.await.unwrap();
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+            .await
+            .expect("every frame arrives")
+            .unwrap();
+        assert_eq!(got, TASKS * EACH);
         flusher.abort();
     }
 
