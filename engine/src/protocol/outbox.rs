@@ -376,7 +376,9 @@ mod tests {
                 tokio::spawn(async move {
                     for i in 0..EACH {
                         let id = t * EACH + i;
-                        outbox.send(frame(id, body_len(id)), id % 2 == 0).unwrap();
+                        outbox
+                            .send(frame(id, body_len(id)), id.is_multiple_of(2))
+                            .unwrap();
                         if i % 7 == 0 {
                             tokio::task::yield_now().await;
                         }
