@@ -184,22 +184,18 @@ impl Shared {
             }
             match written {
                 Ok(n) => {
-                    // Put back what was not written whole, in order.
+                    // Drop the frames written whole; put the rest back at
+                    // the head, in order, the first maybe partly written.
                     let mut done = skip + n;
-                    let mut rest = batch.into_iter();
-                    for frame in rest.by_ref() {
-                        if done < frame.wire_len() {
-                            st.queue.push_front(frame);
-                            break;
-                        }
-                        done -= frame.wire_len();
+                    let mut whole = 0;
+                    while whole < batch.len() && done >= batch[whole].wire_len() {
+                        done -= batch[whole].wire_len();
+                        whole += 1;
                     }
-                    let back: Vec<OutFrame> = rest.collect();
-                    for frame in back.into_iter().rev() {
-                        // Behind the partly written one: insert at 1.
-                        st.queue.insert(1, frame);
+                    for frame in batch.into_iter().skip(whole).rev() {
+                        st.queue.push_front(frame);
                     }
-                    st.head_written = if st.queue.is_empty() { 0 } else { done };
+                    st.head_written = done;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     for frame in batch.into_iter().rev() {
